@@ -1,0 +1,3 @@
+"""agentd: the in-sandbox agent runtime daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""The provider-neutral conversation model.
+
+A conversation is a list of `Message`s. Each message has a role and a list of content parts.
+Everything a provider needs to continue a conversation (thinking signatures, provider item
+ids, Gemini thought signatures) is kept on the parts, so a thread stored as JSON and loaded
+again continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Part):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ThinkingPart(_Part):
+    """Model reasoning. `signature` (Anthropic) or `meta` (OpenAI Responses encrypted
+    reasoning, item ids) must be sent back unchanged; `redacted` thinking carries only
+    opaque `data`."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str = ""
+    signature: str | None = None
+    redacted: bool = False
+    data: str | None = None
+    provider: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCallPart(_Part):
+    """A tool call. `arguments` is the parsed JSON object; when the model produced text that
+    is not a JSON object, `arguments` is empty and `raw_arguments` keeps what it sent."""
+
+    type: Literal["tool_call"] = "tool_call"
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    raw_arguments: str | None = None
+    # Provider-specific data to echo back (e.g. Gemini `extra_content.google.thought_signature`).
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResultPart(_Part):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    output: str
+    is_error: bool = False
+    name: str | None = None
+
+
+class ImagePart(_Part):
+    type: Literal["image"] = "image"
+    media_type: str
+    data: str  # base64
+
+
+Part = Annotated[
+    TextPart | ThinkingPart | ToolCallPart | ToolResultPart | ImagePart,
+    Field(discriminator="type"),
+]
+
+Role = Literal["user", "assistant", "tool"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    content: list[Part]
+
+    @classmethod
+    def user(cls, text: str) -> Message:
+        return cls(role="user", content=[TextPart(text=text)])
+
+    @classmethod
+    def assistant(cls, text: str) -> Message:
+        return cls(role="assistant", content=[TextPart(text=text)])
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def tool_calls(self) -> list[ToolCallPart]:
+        return [p for p in self.content if isinstance(p, ToolCallPart)]
+
+    @property
+    def tool_results(self) -> list[ToolResultPart]:
+        return [p for p in self.content if isinstance(p, ToolResultPart)]
+
+
+Conversation = list[Message]
+conversation_adapter: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
+
+
+def dump_conversation(messages: list[Message]) -> str:
+    return conversation_adapter.dump_json(messages).decode()
+
+
+def load_conversation(raw: str | bytes) -> list[Message]:
+    return conversation_adapter.validate_json(raw)

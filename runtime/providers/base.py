@@ -1,0 +1,143 @@
+"""The provider interface: one streaming call per model turn, normalised across APIs.
+
+`Provider.stream(system, messages, tools, settings)` yields `Delta`s as the model produces
+them and ends with exactly one `AssistantTurn` (the last item yielded). Adapters raise
+`ModelError` for failures they have given up on; the agent loop turns it into an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime.messages import Message, Part, TextPart, ThinkingPart, ToolCallPart
+
+
+class Usage(BaseModel):
+    """Token usage. `input_tokens` counts every input token, cached ones included;
+    `cached_input_tokens` is the part of it served from a prompt cache."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    input_tokens: int = Field(0, alias="inputTokens")
+    output_tokens: int = Field(0, alias="outputTokens")
+    cached_input_tokens: int = Field(0, alias="cachedInputTokens")
+    reasoning_tokens: int = Field(0, alias="reasoningTokens")
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+class ModelSettings(BaseModel):
+    """Per-call settings. `model` is the id the API expects (routing prefixes removed)."""
+
+    model: str
+    max_tokens: int = 8192
+    temperature: float | None = None
+    thinking_budget: int | None = None
+    # Free-form provider options (e.g. {"reasoning_effort": "low"}), passed through.
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class TextDelta(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ThinkingDelta(BaseModel):
+    type: Literal["thinking"] = "thinking"
+    text: str
+
+
+class ToolCallStart(BaseModel):
+    type: Literal["tool_call_start"] = "tool_call_start"
+    index: int
+    id: str
+    name: str
+
+
+class ToolCallArgumentsDelta(BaseModel):
+    type: Literal["tool_call_delta"] = "tool_call_delta"
+    index: int
+    arguments: str
+
+
+class ToolCallEnd(BaseModel):
+    type: Literal["tool_call_end"] = "tool_call_end"
+    index: int
+    call: ToolCallPart
+
+
+StopReason = Literal[
+    "end_turn", "tool_use", "max_tokens", "refusal", "stop_sequence", "pause_turn", "error"
+]
+
+
+class AssistantTurn(BaseModel):
+    """The complete assistant message of one model call."""
+
+    type: Literal["turn"] = "turn"
+    content: list[Part]
+    stop_reason: StopReason = "end_turn"
+    usage: Usage = Field(default_factory=Usage)
+    model: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def thinking(self) -> str:
+        return "".join(p.thinking for p in self.content if isinstance(p, ThinkingPart))
+
+    @property
+    def tool_calls(self) -> list[ToolCallPart]:
+        return [p for p in self.content if isinstance(p, ToolCallPart)]
+
+
+Delta = TextDelta | ThinkingDelta | ToolCallStart | ToolCallArgumentsDelta | ToolCallEnd
+StreamItem = Delta | AssistantTurn
+
+
+class ModelError(Exception):
+    """A model call that failed for good (after retries, or not retryable).
+
+    `code` is a short machine word: `rate_limited`, `overloaded`, `server_error`,
+    `invalid_request`, `authentication`, `permission`, `not_found`, `connection`,
+    `timeout`, `missing_api_key`, `divergence` (replay), `bad_response`.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, status: int | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+
+    def __repr__(self) -> str:
+        return f"ModelError({self.code!r}, {self.message!r}, status={self.status})"
+
+
+class Provider(Protocol):
+    """A model API. `stream` yields deltas, then one final `AssistantTurn`."""
+
+    name: str
+
+    def stream(
+        self,
+        system: str | None,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        settings: ModelSettings,
+    ) -> AsyncIterator[StreamItem]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,36 @@
+"""The codebase stays `ruff check` and `ruff format` clean (CONVENTIONS §7)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ["runtime", "tools", "tests", "benchmarks"]
+
+
+def _ruff(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args, *TARGETS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(
+    shutil.which("ruff") is None
+    and subprocess.call([sys.executable, "-m", "ruff", "--version"], stdout=subprocess.DEVNULL)
+    != 0,
+    reason="ruff is not installed (it is in the [test] extra)",
+)
+def test_ruff_check_and_format() -> None:
+    check = _ruff("check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    fmt = _ruff("format", "--check")
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr

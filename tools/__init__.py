@@ -1,0 +1,8 @@
+"""Every tool the model can call. Importing this package registers the core tools."""
+
+from tools.base import Tool, ToolArgs, Toolbox, ToolContext, ToolError, ToolResult, ToolSettings
+
+__all__ = ["Tool", "ToolArgs", "ToolContext", "ToolError", "ToolResult", "ToolSettings", "Toolbox"]
+
+# Core tool modules register themselves on import (see tools.base.register_tool).
+# Each is listed here once it exists; keep the list in the order models should see them.

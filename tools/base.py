@@ -1,0 +1,347 @@
+"""The tool framework: the Tool protocol, the per-call ToolContext, the registry and Toolbox.
+
+Every tool the model can call is a `Tool` subclass registered with `@register_tool`. A
+`Toolbox` instantiates the enabled tools for one workspace, validates arguments with the
+tool's pydantic `Args` model, runs it, and turns every failure into a `ToolResult` with
+`is_error=True` so the agent loop never sees an exception from a bad tool call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tools.workspace import PathOutsideWorkspace, Workspace
+
+log = logging.getLogger("agentd.tools")
+
+EventCallback = Callable[[dict[str, Any]], Any]
+"""Receives `{"type": <event type>, **payload}`; may be sync or async."""
+
+
+@dataclass
+class ToolResult:
+    """What a tool call produced: `output` is the text the model reads, `data` the structure."""
+
+    output: str
+    is_error: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def error(cls, message: str, **data: Any) -> ToolResult:
+        return cls(output=message, is_error=True, data={"error": message, **data})
+
+
+class ToolError(Exception):
+    """Raised inside a tool to return `message` to the model as an error result."""
+
+
+class ToolArgs(BaseModel):
+    """Base for tool argument models: unknown fields are an error the model must see."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class ToolSettings:
+    """Deployment settings tools need but the model never chooses."""
+
+    dev_url_template: str = "http://localhost:{port}"
+    sandbox_id: str = "local"
+    host: str = "localhost"
+    # Ports the daemon itself listens on: never offered as the agent's dev server.
+    reserved_ports: frozenset[int] = frozenset()
+    max_sessions: int = 64
+
+
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+ServiceT = TypeVar("ServiceT", bound=Closable)
+
+
+class ToolContext:
+    """What a tool may use during one call: the workspace, env, settings, events, services."""
+
+    def __init__(
+        self,
+        box: Toolbox,
+        *,
+        call_id: str | None,
+        on_event: EventCallback | None,
+    ) -> None:
+        self._box = box
+        self.call_id = call_id
+        self._on_event = on_event
+
+    @property
+    def workspace(self) -> Workspace:
+        return self._box.workspace
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self._box.env
+
+    @property
+    def settings(self) -> ToolSettings:
+        return self._box.settings
+
+    def resolve(self, path: str | None, *, must_exist: bool = False) -> Path:
+        return self._box.workspace.resolve(path, must_exist=must_exist)
+
+    def service(self, factory: Callable[[Toolbox], ServiceT]) -> ServiceT:
+        """A per-toolbox singleton (e.g. the PTY session manager), closed when the box closes."""
+        return self._box.service(factory)
+
+    async def emit(self, event_type: str, **payload: Any) -> None:
+        """Send an event (`tool_output`, `file_edit`, `dev_url`, …) to the box's listener."""
+        if self._on_event is None:
+            return
+        event = {"type": event_type, **payload}
+        if self.call_id is not None and event_type == "tool_output":
+            event.setdefault("callId", self.call_id)
+        outcome = self._on_event(event)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+
+class Tool:
+    """A tool the model can call. Subclasses set the class attributes and implement `run`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Args: ClassVar[type[ToolArgs]]
+    # Read-only tools may run concurrently with each other within one model turn.
+    read_only: ClassVar[bool] = False
+
+    async def run(self, args: Any, ctx: ToolContext) -> ToolResult:
+        raise NotImplementedError
+
+    @classmethod
+    def spec(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "input_schema": _clean_schema(cls.Args.model_json_schema()),
+        }
+
+
+TOOL_REGISTRY: dict[str, type[Tool]] = {}
+
+ToolT = TypeVar("ToolT", bound=type[Tool])
+
+
+def register_tool(cls: ToolT) -> ToolT:
+    if cls.name in TOOL_REGISTRY and TOOL_REGISTRY[cls.name] is not cls:
+        raise RuntimeError(f"two tools are named {cls.name!r}")
+    TOOL_REGISTRY[cls.name] = cls
+    return cls
+
+
+def core_tool_names() -> list[str]:
+    _load_core_tools()
+    return list(TOOL_REGISTRY)
+
+
+def _load_core_tools() -> None:
+    # Importing the package registers every core tool module (see tools/__init__.py).
+    import tools  # noqa: F401
+
+
+class UnknownToolError(ValueError):
+    """An enabled-tools list names tools that do not exist."""
+
+    def __init__(self, unknown: Iterable[str]) -> None:
+        self.unknown = sorted(unknown)
+        super().__init__(
+            f"unknown tool(s): {', '.join(self.unknown)}; "
+            f"available: {', '.join(sorted(TOOL_REGISTRY))}"
+        )
+
+
+class Toolbox:
+    """The tools of one workspace, and owner of every process and resource they start.
+
+    Use as `async with Toolbox(workspace) as box:`; leaving the block kills every process
+    the tools started (whole process groups) and releases every service.
+    """
+
+    def __init__(
+        self,
+        workspace: Path | str,
+        *,
+        env: dict[str, str] | None = None,
+        on_event: EventCallback | None = None,
+        enabled: list[str] | None = None,
+        settings: ToolSettings | None = None,
+        extra_tools: Iterable[Tool] = (),
+    ) -> None:
+        _load_core_tools()
+        self.workspace = Workspace(workspace)
+        self.env = dict(env or {})
+        self.on_event = on_event
+        self.settings = settings or ToolSettings()
+        names = list(TOOL_REGISTRY) if enabled is None else list(dict.fromkeys(enabled))
+        extra = {tool.name: tool for tool in extra_tools}
+        unknown = [n for n in names if n not in TOOL_REGISTRY and n not in extra]
+        if unknown:
+            raise UnknownToolError(unknown)
+        self._tools: dict[str, Tool] = {
+            name: extra[name] if name in extra else TOOL_REGISTRY[name]() for name in names
+        }
+        for name, tool in extra.items():
+            self._tools.setdefault(name, tool)
+        self._services: dict[Callable[..., Any], Any] = {}
+        self._exit_stack = AsyncExitStack()
+        self._closed = False
+
+    async def __aenter__(self) -> Toolbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._exit_stack.aclose()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def tool(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def is_read_only(self, name: str) -> bool:
+        tool = self._tools.get(name)
+        return bool(tool and tool.read_only)
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [tool.spec() for tool in self._tools.values()]
+
+    def service(self, factory: Callable[[Toolbox], ServiceT]) -> ServiceT:
+        if self._closed:
+            raise ToolError("the toolbox is closed")
+        existing = self._services.get(factory)
+        if existing is None:
+            existing = factory(self)
+            self._services[factory] = existing
+            self._exit_stack.push_async_callback(existing.aclose)
+        return existing
+
+    def peek_service(self, factory: Callable[[Toolbox], ServiceT]) -> ServiceT | None:
+        """The service if a tool already created it, without creating it."""
+        return self._services.get(factory)
+
+    async def call(
+        self,
+        name: str,
+        args: dict[str, Any] | None,
+        *,
+        call_id: str | None = None,
+        on_event: EventCallback | None = None,
+    ) -> ToolResult:
+        """Run one tool call. Never raises for a bad call: errors come back as results."""
+        tool = self._tools.get(name)
+        if tool is None:
+            return ToolResult.error(
+                f"Unknown tool {name!r}. Available tools: {', '.join(self._tools)}.",
+                code="unknown_tool",
+            )
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            return ToolResult.error(
+                f"Arguments for {name} must be a JSON object, got {type(args).__name__}. "
+                + _usage(tool),
+                code="invalid_arguments",
+            )
+        try:
+            parsed = tool.Args.model_validate(args)
+        except ValidationError as exc:
+            return ToolResult.error(
+                f"Invalid arguments for {name}: {_describe_validation(exc)}. {_usage(tool)}",
+                code="invalid_arguments",
+            )
+        ctx = ToolContext(self, call_id=call_id, on_event=on_event or self.on_event)
+        started = time.perf_counter()
+        try:
+            result = await tool.run(parsed, ctx)
+        except ToolError as exc:
+            result = ToolResult.error(str(exc))
+        except PathOutsideWorkspace as exc:
+            result = ToolResult.error(str(exc), code="outside_workspace")
+        except FileNotFoundError as exc:
+            result = ToolResult.error(str(exc), code="not_found")
+        except Exception as exc:
+            log.exception("tool %s failed unexpectedly (call %s)", name, call_id)
+            result = ToolResult.error(
+                f"{name} failed unexpectedly: {type(exc).__name__}: {exc}", code="internal"
+            )
+        result.data.setdefault("duration_ms", round((time.perf_counter() - started) * 1000, 3))
+        return result
+
+
+def _usage(tool: Tool) -> str:
+    schema = tool.spec()["input_schema"]
+    required = set(schema.get("required", []))
+    parts = []
+    for prop, prop_schema in schema.get("properties", {}).items():
+        kind = prop_schema.get("type") or _any_of_types(prop_schema)
+        parts.append(f"{prop} ({kind}{', required' if prop in required else ''})")
+    return f"{tool.name} takes: {'; '.join(parts) or 'no arguments'}."
+
+
+def _any_of_types(schema: dict[str, Any]) -> str:
+    kinds = [s.get("type", "any") for s in schema.get("anyOf", []) if s.get("type") != "null"]
+    return "|".join(kinds) or "any"
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unexpected field {where!r}")
+        elif err["type"] == "missing":
+            problems.append(f"missing required field {where!r}")
+        else:
+            problems.append(f"{where}: {err['msg']} (got {err.get('input')!r:.80})")
+    return "; ".join(problems)
+
+
+def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop pydantic's `title` noise: models pay tokens for every schema byte."""
+    if isinstance(schema, dict):
+        return {
+            k: _clean_schema(v)
+            for k, v in schema.items()
+            if not (k == "title" and isinstance(v, str))
+        }
+    if isinstance(schema, list):
+        return [_clean_schema(v) for v in schema]
+    return schema
+
+
+def truncate_middle(text: str, max_bytes: int) -> tuple[str, int]:
+    """Keep the head and tail of `text` within ~max_bytes; returns (text, bytes cut)."""
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= max_bytes:
+        return text, 0
+    half = max(max_bytes // 2, 0)
+    head = encoded[:half].decode("utf-8", errors="ignore")
+    tail = encoded[len(encoded) - half :].decode("utf-8", errors="ignore") if half else ""
+    cut = len(encoded) - len(head.encode()) - len(tail.encode())
+    marker = f"\n…[{cut} bytes (~{cut // 4} tokens) truncated]…\n"
+    return head + marker + tail, cut
