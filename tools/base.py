@@ -102,6 +102,10 @@ class ToolContext:
         """A per-toolbox singleton (e.g. the PTY session manager), closed when the box closes."""
         return self._box.service(factory)
 
+    def peek_service(self, factory: Callable[[Toolbox], ServiceT]) -> ServiceT | None:
+        """The service if some tool already created it in this toolbox, else None."""
+        return self._box.peek_service(factory)
+
     async def emit(self, event_type: str, **payload: Any) -> None:
         """Send an event (`tool_output`, `file_edit`, `dev_url`, …) to the box's listener."""
         if self._on_event is None:

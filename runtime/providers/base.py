@@ -75,6 +75,15 @@ class ToolCallEnd(BaseModel):
     call: ToolCallPart
 
 
+class StreamRestarted(BaseModel):
+    """The connection dropped mid-turn and the adapter is retrying the turn from the start:
+    consumers must discard the partial deltas they received for this turn."""
+
+    type: Literal["restart"] = "restart"
+    attempt: int
+    reason: str
+
+
 StopReason = Literal[
     "end_turn", "tool_use", "max_tokens", "refusal", "stop_sequence", "pause_turn", "error"
 ]
@@ -102,7 +111,14 @@ class AssistantTurn(BaseModel):
         return [p for p in self.content if isinstance(p, ToolCallPart)]
 
 
-Delta = TextDelta | ThinkingDelta | ToolCallStart | ToolCallArgumentsDelta | ToolCallEnd
+Delta = (
+    TextDelta
+    | ThinkingDelta
+    | ToolCallStart
+    | ToolCallArgumentsDelta
+    | ToolCallEnd
+    | StreamRestarted
+)
 StreamItem = Delta | AssistantTurn
 
 
