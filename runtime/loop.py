@@ -1,0 +1,535 @@
+"""The agent loop: a model turn, the tool calls it asked for, their results, the next turn.
+
+`AgentLoop.run(messages)` drives one run until the model answers without tool calls, a limit
+is hit, the model fails for good, the run is cancelled or its timeout expires. It never
+raises for any of those: the outcome is a `LoopOutcome` value, and everything observers need
+to know went out as events on the run's `EventLog` first. The loop does not emit
+`run_started` or the terminal `complete`; the `RunManager` owns the run's beginning and end
+(it must, for example, kill the run's processes before announcing a cancelled run).
+
+The conversation the loop keeps is valid at every commit point: an assistant message with
+tool calls is always followed by a tool message with one result per call (calls that never
+ran because the run was cancelled or timed out get an error result saying so), and a turn
+whose stream was cut off is never appended. So a thread continued after any outcome, even a
+crash between commits, can be sent to a provider as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import anyio
+
+from runtime.messages import Message, ToolCallPart, ToolResultPart
+from runtime.providers.base import (
+    AssistantTurn,
+    ModelError,
+    ModelSettings,
+    Provider,
+    StreamRestarted,
+    TextDelta,
+    ThinkingDelta,
+    Usage,
+)
+from tools.base import Toolbox, ToolResult
+
+log = logging.getLogger("agentd.loop")
+
+LoopStatus = Literal["completed", "failed", "cancelled"]
+
+CONTINUE_AFTER_MAX_TOKENS = (
+    "Your previous reply was cut off because it reached the max_tokens limit. "
+    "Continue exactly where it stopped, without repeating what you already wrote."
+)
+
+
+class EventSink(Protocol):
+    """What the loop needs from the run's `EventLog`."""
+
+    async def emit(self, type: str, **payload: Any) -> Any: ...
+
+    async def emit_delta(self, type: Literal["text", "thinking"], content: str) -> Any: ...
+
+
+class TextRedactor(Protocol):
+    """What the loop needs from `runtime.events.Redactor`."""
+
+    def redact(self, text: str) -> str: ...
+
+    def stream(self) -> Any: ...
+
+
+class RunControls:
+    """A user's hold on one run: pause/resume, cancel, and input for the next turn.
+
+    The loop calls `checkpoint()` at every safe point (before each model call and before each
+    tool call); while the run is paused it waits there. Work already under way (a model
+    stream, a running command) is never interrupted by a pause. `cancel()` cancels every
+    scope the run registered with `cancel_scope()`, wherever the run is, including a pause.
+    """
+
+    def __init__(self) -> None:
+        self._paused = False
+        self._resumed = anyio.Event()
+        self._parked = False
+        self._parked_changed = anyio.Event()
+        self._inputs: list[str] = []
+        self._scopes: set[anyio.CancelScope] = set()
+        self.cancel_requested = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def parked(self) -> bool:
+        """True while the loop is waiting at a safe point because the run is paused."""
+        return self._parked
+
+    def pause(self) -> bool:
+        """Ask the run to stop at its next safe point. Returns False if already paused."""
+        if self._paused:
+            return False
+        self._paused = True
+        self._resumed = anyio.Event()
+        return True
+
+    def resume(self) -> bool:
+        """Let a paused run continue. Returns False if it was not paused."""
+        if not self._paused:
+            return False
+        self._paused = False
+        self._resumed.set()
+        return True
+
+    def cancel(self) -> None:
+        self.cancel_requested = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    @contextmanager
+    def cancel_scope(self) -> Iterator[anyio.CancelScope]:
+        """A scope that `cancel()` cancels; already cancelled if cancel came first.
+
+        Use as `with controls.cancel_scope() as scope:`; it unregisters itself on exit.
+        """
+        scope = anyio.CancelScope()
+        if self.cancel_requested:
+            scope.cancel()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._scopes.discard(scope)
+
+    def add_input(self, text: str) -> None:
+        self._inputs.append(text)
+
+    @property
+    def has_input(self) -> bool:
+        return bool(self._inputs)
+
+    def take_inputs(self) -> list[str]:
+        taken, self._inputs = self._inputs, []
+        return taken
+
+    async def checkpoint(self) -> None:
+        """A safe point: returns at once unless the run is paused, then when it is resumed."""
+        while self._paused:
+            self._set_parked(True)
+            try:
+                await self._resumed.wait()
+            finally:
+                self._set_parked(False)
+
+    async def wait_parked(self) -> None:
+        """Wait until the loop has actually stopped at a safe point for a pause."""
+        while not self._parked:
+            await self._parked_changed.wait()
+
+    def _set_parked(self, parked: bool) -> None:
+        self._parked = parked
+        changed, self._parked_changed = self._parked_changed, anyio.Event()
+        changed.set()
+
+
+@dataclass
+class LoopOutcome:
+    """How a run ended. `error` is `{code, message}`: the failure, or the note explaining why
+    a completed run stopped early (an iteration or max_tokens limit)."""
+
+    status: LoopStatus
+    result: str
+    usage: Usage
+    iterations: int
+    messages: list[Message]
+    error: dict[str, str] | None = None
+    files: list[str] = field(default_factory=list)
+    dev_url: str | None = None
+
+
+class LoopMetrics(Protocol):
+    """Counters the loop reports to (the RunManager's metrics object)."""
+
+    def tool_call_finished(self, tool: str, seconds: float, is_error: bool) -> None: ...
+
+    def model_turn_finished(self, usage: Usage, seconds: float) -> None: ...
+
+
+MessagesCallback = Callable[[list[Message]], Awaitable[None]]
+
+
+class _Stop(Exception):
+    """Internal: ends the turn loop with an outcome."""
+
+    def __init__(self, status: LoopStatus, code: str | None = None, message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class AgentLoop:
+    """Runs one conversation against a provider and a toolbox, emitting events as it goes.
+
+    `on_messages` is awaited with the messages appended since the previous call whenever the
+    conversation is in a consistent state (after a final answer, after a turn's tool
+    results, after user input), so a caller can persist progress that survives a crash.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        toolbox: Toolbox,
+        events: EventSink,
+        *,
+        system: str | None,
+        settings: ModelSettings,
+        max_iterations: int,
+        fail_on_limit: bool = False,
+        redactor: TextRedactor | None = None,
+        controls: RunControls | None = None,
+        timeout: float | None = None,
+        on_messages: MessagesCallback | None = None,
+        metrics: LoopMetrics | None = None,
+        tool_specs: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.toolbox = toolbox
+        self.events = events
+        self.system = system
+        self.settings = settings
+        self.max_iterations = max_iterations
+        self.fail_on_limit = fail_on_limit
+        self.redactor = redactor
+        self.controls = controls or RunControls()
+        self.timeout = timeout
+        self.on_messages = on_messages
+        self.metrics = metrics
+        self.tool_specs = toolbox.specs() if tool_specs is None else tool_specs
+        self.messages: list[Message] = []
+        self.usage = Usage()
+        self.iterations = 0
+        self.result = ""
+        self.files: dict[str, None] = {}
+        self.dev_url: str | None = None
+        self._committed = 0
+        # The turn whose tool calls are executing: (calls, results by position).
+        self._inflight: tuple[list[ToolCallPart], list[ToolResultPart | None]] | None = None
+
+    async def run(self, messages: list[Message]) -> LoopOutcome:
+        """Drive the conversation to an outcome. Never raises for model, tool or limit
+        failures, cancellation or timeout; those become the outcome and events."""
+        self.messages = list(messages)
+        self._committed = len(self.messages)
+        stop: _Stop | None = None
+        timed_out = False
+        cancelled = False
+        with self.controls.cancel_scope() as cancel_scope:
+            deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
+            with anyio.CancelScope(deadline=deadline) as timeout_scope:
+                try:
+                    stop = await self._turns()
+                except ModelError as exc:
+                    stop = _Stop("failed", "model_error", _describe_model_error(exc))
+                except Exception as exc:
+                    log.exception("agent loop failed unexpectedly")
+                    stop = _Stop("failed", "internal", f"internal error: {type(exc).__name__}")
+            timed_out = timeout_scope.cancelled_caught
+        cancelled = cancel_scope.cancel_called and stop is None
+
+        with anyio.CancelScope(shield=True):
+            if cancelled:
+                self._close_inflight("the run was cancelled before this tool call finished")
+                stop = _Stop("cancelled")
+            elif timed_out and stop is None:
+                self._close_inflight("the run's timeout expired before this tool call finished")
+                stop = _Stop(
+                    "failed", "timeout", f"the run exceeded its timeout of {self.timeout:g} s"
+                )
+            assert stop is not None
+            if stop.code is not None:
+                await self.events.emit("error", message=stop.message, code=stop.code)
+            await self._commit()
+        error = None if stop.code is None else {"code": stop.code, "message": stop.message}
+        return LoopOutcome(
+            status=stop.status,
+            result=self.result,
+            usage=self.usage,
+            iterations=self.iterations,
+            messages=list(self.messages),
+            error=error,
+            files=list(self.files),
+            dev_url=self.dev_url,
+        )
+
+    async def _turns(self) -> _Stop:
+        continued_after_truncation = False
+        while True:
+            await self.controls.checkpoint()
+            await self._take_inputs()
+            if self.iterations >= self.max_iterations:
+                return self._limit(
+                    "max_iterations",
+                    f"stopped after {self.iterations} model turns: the iteration limit "
+                    f"({self.max_iterations}) was reached",
+                )
+            turn = await self._model_turn()
+            self.iterations += 1
+            self.usage = self.usage + turn.usage
+            await self.events.emit("usage", **turn.usage.model_dump(by_alias=True))
+            if turn.content:
+                self.messages.append(Message(role="assistant", content=turn.content))
+            if turn.text:
+                self.result = turn.text
+            truncated = turn.stop_reason == "max_tokens"
+            if turn.tool_calls:
+                await self._run_tools(turn.tool_calls)
+                await self._commit()
+                continue
+            await self._commit()
+            if truncated:
+                if continued_after_truncation:
+                    return self._limit(
+                        "max_tokens",
+                        "the model's reply was cut off at the max_tokens limit again after "
+                        "being asked to continue; stopping with the partial reply",
+                    )
+                continued_after_truncation = True
+                self.messages.append(Message.user(CONTINUE_AFTER_MAX_TOKENS))
+                await self._commit()
+                continue
+            continued_after_truncation = False
+            if self.controls.has_input:
+                # Input that arrived during the final turn is answered, not dropped.
+                continue
+            return _Stop("completed")
+
+    def _limit(self, code: str, message: str) -> _Stop:
+        return _Stop("failed" if self.fail_on_limit else "completed", code, message)
+
+    async def _take_inputs(self) -> None:
+        texts = self.controls.take_inputs()
+        if not texts:
+            return
+        for text in texts:
+            self.messages.append(Message.user(text))
+        await self._commit()
+
+    async def _model_turn(self) -> AssistantTurn:
+        started = time.perf_counter()
+        stream = self.provider.stream(
+            self.system, list(self.messages), self.tool_specs, self.settings
+        )
+        streamed = {"text": False, "thinking": False}
+        try:
+            async for item in stream:
+                if isinstance(item, TextDelta):
+                    if item.text:
+                        streamed["text"] = True
+                        await self.events.emit_delta("text", item.text)
+                elif isinstance(item, ThinkingDelta):
+                    if item.text:
+                        streamed["thinking"] = True
+                        await self.events.emit_delta("thinking", item.text)
+                elif isinstance(item, StreamRestarted):
+                    # Nothing partial is kept: the turn is taken from the final AssistantTurn.
+                    # Observers already saw the partial deltas; tell them they restart.
+                    await self.events.emit(
+                        "error",
+                        message=f"the model stream was interrupted ({item.reason}); "
+                        f"retrying the turn (attempt {item.attempt})",
+                        code="stream_restarted",
+                    )
+                elif isinstance(item, AssistantTurn):
+                    # A provider that did not stream a part still has it shown once.
+                    if item.thinking and not streamed["thinking"]:
+                        await self.events.emit_delta("thinking", item.thinking)
+                    if item.text and not streamed["text"]:
+                        await self.events.emit_delta("text", item.text)
+                    if self.metrics is not None:
+                        self.metrics.model_turn_finished(item.usage, time.perf_counter() - started)
+                    return item
+        finally:
+            # Bounded, so a provider stuck closing its connection cannot delay a cancel.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await _aclose(stream)
+        raise ModelError("bad_response", "the model stream ended without a complete turn")
+
+    async def _run_tools(self, calls: list[ToolCallPart]) -> None:
+        results: list[ToolResultPart | None] = [None] * len(calls)
+        self._inflight = (calls, results)
+        for batch in self._batches(calls):
+            await self.controls.checkpoint()
+            for index in batch:
+                call = calls[index]
+                tool_input: dict[str, Any] = call.arguments
+                if call.raw_arguments is not None:
+                    tool_input = {"rawArguments": call.raw_arguments}
+                await self.events.emit(
+                    "tool_call", callId=call.id, tool=call.name, input=tool_input
+                )
+            if len(batch) == 1:
+                await self._call_tool(calls[batch[0]], batch[0], results)
+            else:
+                async with anyio.create_task_group() as tg:
+                    for index in batch:
+                        tg.start_soon(self._call_tool, calls[index], index, results)
+        self._inflight = None
+        self.messages.append(Message(role="tool", content=[r for r in results if r is not None]))
+
+    def _batches(self, calls: list[ToolCallPart]) -> list[list[int]]:
+        """Consecutive read-only calls form one concurrent batch; any other call runs alone."""
+        batches: list[list[int]] = []
+        previous_read_only = False
+        for index, call in enumerate(calls):
+            read_only = call.raw_arguments is None and self.toolbox.is_read_only(call.name)
+            if read_only and previous_read_only:
+                batches[-1].append(index)
+            else:
+                batches.append([index])
+            previous_read_only = read_only
+        return batches
+
+    async def _call_tool(
+        self, call: ToolCallPart, index: int, results: list[ToolResultPart | None]
+    ) -> None:
+        started = time.perf_counter()
+        if call.raw_arguments is not None:
+            result = ToolResult.error(_malformed_arguments(call), code="invalid_json")
+        else:
+            forward = _ToolEventForwarder(self, call.id)
+            try:
+                result = await self.toolbox.call(
+                    call.name, call.arguments, call_id=call.id, on_event=forward
+                )
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await forward.flush()
+        seconds = time.perf_counter() - started
+        output = self.redactor.redact(result.output) if self.redactor else result.output
+        results[index] = ToolResultPart(
+            call_id=call.id, output=output, is_error=result.is_error, name=call.name
+        )
+        if self.metrics is not None:
+            self.metrics.tool_call_finished(call.name, seconds, result.is_error)
+        await self.events.emit(
+            "tool_result",
+            callId=call.id,
+            tool=call.name,
+            output=output,
+            isError=result.is_error,
+            durationMs=round(seconds * 1000, 3),
+        )
+
+    def _close_inflight(self, reason: str) -> None:
+        """Give every call of an interrupted turn a result, so the conversation stays valid."""
+        if self._inflight is None:
+            return
+        calls, results = self._inflight
+        self._inflight = None
+        content = [
+            result or ToolResultPart(call_id=call.id, output=reason, is_error=True, name=call.name)
+            for call, result in zip(calls, results, strict=True)
+        ]
+        self.messages.append(Message(role="tool", content=content))
+
+    async def _commit(self) -> None:
+        if self.on_messages is None or self._committed >= len(self.messages):
+            self._committed = len(self.messages)
+            return
+        new = self.messages[self._committed :]
+        self._committed = len(self.messages)
+        await self.on_messages(new)
+
+    def _note_tool_event(self, event_type: str, payload: dict[str, Any]) -> None:
+        if event_type == "file_edit":
+            path = payload.get("path")
+            moved_from = payload.get("movedFrom")
+            if isinstance(moved_from, str):
+                self.files.pop(moved_from, None)
+            if isinstance(path, str):
+                if payload.get("action") == "delete":
+                    self.files.pop(path, None)
+                else:
+                    self.files[path] = None
+        elif event_type == "dev_url" and isinstance(payload.get("url"), str):
+            self.dev_url = payload["url"]
+
+
+class _ToolEventForwarder:
+    """Forwards one tool call's events to the run's log; live output goes through a streaming
+    redactor so a secret split across two chunks is still caught."""
+
+    def __init__(self, loop: AgentLoop, call_id: str) -> None:
+        self._loop = loop
+        self._call_id = call_id
+        self._stream = loop.redactor.stream() if loop.redactor is not None else None
+
+    async def __call__(self, event: dict[str, Any]) -> None:
+        payload = dict(event)
+        event_type = str(payload.pop("type"))
+        if event_type == "tool_output":
+            payload.setdefault("callId", self._call_id)
+            if self._stream is not None:
+                payload["chunk"] = self._stream.feed(str(payload.get("chunk", "")))
+                if not payload["chunk"]:
+                    return
+        self._loop._note_tool_event(event_type, payload)
+        await self._loop.events.emit(event_type, **payload)
+
+    async def flush(self) -> None:
+        if self._stream is None:
+            return
+        rest = self._stream.flush()
+        if rest:
+            await self._loop.events.emit("tool_output", callId=self._call_id, chunk=rest)
+
+
+def _malformed_arguments(call: ToolCallPart) -> str:
+    raw = call.raw_arguments or ""
+    shown = raw if len(raw) <= 500 else raw[:500] + f"… ({len(raw)} characters)"
+    return (
+        f"The arguments of this {call.name} call are not a valid JSON object, so the tool was "
+        f"not run. You sent: {shown!r}. Call {call.name} again with the arguments as one JSON "
+        "object that matches the tool's schema (check quoting and escaping, and do not cut "
+        "the object short)."
+    )
+
+
+def _describe_model_error(exc: ModelError) -> str:
+    status = f" (HTTP {exc.status})" if exc.status else ""
+    return f"the model call failed{status}: {exc.code}: {exc.message}"
+
+
+async def _aclose(stream: AsyncIterator[Any]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
