@@ -1,0 +1,220 @@
+"""The one retry policy every model adapter uses.
+
+The SDKs are built with `max_retries=0`; this module owns retrying instead, so there is
+exactly one place that decides what is retried, how long to wait and when to give up:
+
+- 429, 408, 409, 5xx and Anthropic's 529 / `overloaded_error` are retried; so are
+  connection failures, timeouts and streams that broke off (dropped connection, malformed
+  frame, a stream that ended without its terminal event);
+- 400, 401, 403, 404, 413, 422 are not;
+- the wait honours `retry-after-ms` then `retry-after` (seconds or an HTTP date), capped,
+  and otherwise grows exponentially from `base_delay` with jitter;
+- a turn is attempted at most `max_attempts` times; the last failure is raised as one
+  `ModelError`.
+
+A retry always restarts the whole model turn. When the failed attempt had already yielded
+deltas, `StreamRestarted` is yielded first so consumers discard what they showed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anyio
+
+from runtime.providers.base import AssistantTurn, ModelError, StreamItem, StreamRestarted
+
+# Status codes worth retrying, besides every 5xx (529 = Anthropic overloaded).
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "authentication",
+    403: "permission",
+    404: "not_found",
+    408: "timeout",
+    409: "conflict",
+    413: "invalid_request",
+    422: "invalid_request",
+    429: "rate_limited",
+    529: "overloaded",
+}
+
+# Error `type`s in Anthropic / OpenAI error bodies, mapped to our codes.
+_ERROR_TYPES = {
+    "overloaded_error": ("overloaded", True),
+    "rate_limit_error": ("rate_limited", True),
+    "rate_limit_exceeded": ("rate_limited", True),
+    "api_error": ("server_error", True),
+    "server_error": ("server_error", True),
+    "timeout_error": ("timeout", True),
+    "invalid_request_error": ("invalid_request", False),
+    "authentication_error": ("authentication", False),
+    "permission_error": ("permission", False),
+    "not_found_error": ("not_found", False),
+    "billing_error": ("billing", False),
+    "insufficient_quota": ("billing", False),
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How model calls are retried.
+
+    `max_attempts` counts the first try. The backoff before retry `n` (1-based) is
+    `min(max_delay, base_delay * 2**(n-1))` scaled by a random factor in `[1-jitter, 1]`;
+    a server-sent `retry-after-ms` / `retry-after` replaces it (capped at
+    `max_retry_after`).
+    """
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 60.0
+    jitter: float = 0.25
+
+    def backoff(self, retry_number: int, retry_after: float | None = None) -> float:
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, self.max_retry_after)
+        delay = min(self.max_delay, self.base_delay * (2 ** max(0, retry_number - 1)))
+        return delay * (1 - self.jitter * random.random())
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicy:
+        """`AGENTD_MODEL_MAX_ATTEMPTS` and `AGENTD_MODEL_RETRY_BASE_MS` tune the defaults
+        (invalid values are ignored)."""
+        env = os.environ if env is None else env
+        policy = cls()
+        try:
+            if attempts := env.get("AGENTD_MODEL_MAX_ATTEMPTS"):
+                policy = replace(policy, max_attempts=max(1, int(attempts)))
+        except ValueError:
+            pass
+        try:
+            if base_ms := env.get("AGENTD_MODEL_RETRY_BASE_MS"):
+                policy = replace(policy, base_delay=max(0.0, float(base_ms) / 1000))
+        except ValueError:
+            pass
+        return policy
+
+
+@dataclass
+class Failure:
+    """A classified failure: the error to raise if we give up, and the server's wait hint."""
+
+    error: ModelError
+    retry_after: float | None = None
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or HTTP date)."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_tz(raw)
+    if parsed is None:
+        return None
+    return max(0.0, float(email.utils.mktime_tz(parsed) - time.time()))
+
+
+def classify_status(
+    status: int,
+    message: str,
+    *,
+    error_type: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Failure:
+    """Map an HTTP error status (and the body's error `type`, if any) to a `Failure`."""
+    should_retry = (headers or {}).get("x-should-retry")
+    if error_type in _ERROR_TYPES and (status < 400 or status in (400, 500)):
+        # In-stream errors arrive on a 200 response; trust the body's type there.
+        code, retryable = _ERROR_TYPES[error_type]
+        if status == 400 and retryable:
+            code, retryable = "invalid_request", False
+    elif status in _STATUS_CODES:
+        code = _STATUS_CODES[status]
+        retryable = status in RETRYABLE_STATUSES or status >= 500
+    elif status >= 500:
+        code, retryable = "server_error", True
+    else:
+        code, retryable = "invalid_request", False
+    if status == 529 or error_type == "overloaded_error":
+        code, retryable = "overloaded", True
+    if should_retry == "true":
+        retryable = True
+    elif should_retry == "false":
+        retryable = False
+    return Failure(
+        ModelError(code, message, status=status or None, retryable=retryable),
+        parse_retry_after(headers),
+    )
+
+
+def transient(code: str, message: str, *, status: int | None = None) -> Failure:
+    """A failure of the transport or the stream itself (always retryable)."""
+    return Failure(ModelError(code, message, status=status, retryable=True))
+
+
+Classifier = Callable[[BaseException], Failure | None]
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+async def stream_with_retries(
+    attempt: Callable[[], AsyncIterator[StreamItem]],
+    classify: Classifier,
+    policy: RetryPolicy,
+    *,
+    sleep: Sleep = anyio.sleep,
+) -> AsyncIterator[StreamItem]:
+    """Run `attempt()` until one finishes, retrying classified retryable failures.
+
+    `classify` returns None for exceptions that are not model failures (programming errors),
+    which propagate unchanged. `ModelError`s raised by the attempt are final unless their
+    `retryable` flag is set.
+    """
+    attempt_no = 0
+    while True:
+        attempt_no += 1
+        yielded = False
+        try:
+            async for item in attempt():
+                if not isinstance(item, AssistantTurn):
+                    yielded = True
+                yield item
+            return
+        except ModelError as exc:
+            failure = Failure(exc, getattr(exc, "retry_after", None))
+        except Exception as exc:
+            classified = classify(exc)
+            if classified is None:
+                raise
+            failure = classified
+            failure.error.__cause__ = exc
+        if not failure.error.retryable or attempt_no >= policy.max_attempts:
+            if failure.error.retryable and attempt_no > 1:
+                failure.error.message = (
+                    f"{failure.error.message} (gave up after {attempt_no} attempts)"
+                )
+                failure.error.args = (failure.error.message,)
+            raise failure.error
+        if yielded:
+            yield StreamRestarted(attempt=attempt_no + 1, reason=failure.error.message)
+        await sleep(policy.backoff(attempt_no, failure.retry_after))
