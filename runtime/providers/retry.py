@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -63,6 +63,9 @@ _ERROR_TYPES = {
 }
 
 
+Sleep = Callable[[float], Awaitable[Any]]
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How model calls are retried.
@@ -78,6 +81,8 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_retry_after: float = 60.0
     jitter: float = 0.25
+    # How to wait between attempts (tests inject a recorder); None = `anyio.sleep`.
+    sleep: Sleep | None = field(default=None, compare=False)
 
     def backoff(self, retry_number: int, retry_after: float | None = None) -> float:
         if retry_after is not None and retry_after >= 0:
@@ -173,8 +178,7 @@ def transient(code: str, message: str, *, status: int | None = None) -> Failure:
     return Failure(ModelError(code, message, status=status, retryable=True))
 
 
-Classifier = Callable[[BaseException], Failure | None]
-Sleep = Callable[[float], Awaitable[Any]]
+Classifier = Callable[[BaseException], "Failure | None"]
 
 
 async def stream_with_retries(
@@ -182,7 +186,7 @@ async def stream_with_retries(
     classify: Classifier,
     policy: RetryPolicy,
     *,
-    sleep: Sleep = anyio.sleep,
+    sleep: Sleep | None = None,
 ) -> AsyncIterator[StreamItem]:
     """Run `attempt()` until one finishes, retrying classified retryable failures.
 
@@ -217,4 +221,6 @@ async def stream_with_retries(
             raise failure.error
         if yielded:
             yield StreamRestarted(attempt=attempt_no + 1, reason=failure.error.message)
-        await sleep(policy.backoff(attempt_no, failure.retry_after))
+        await (sleep or policy.sleep or anyio.sleep)(
+            policy.backoff(attempt_no, failure.retry_after)
+        )

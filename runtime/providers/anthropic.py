@@ -1,0 +1,454 @@
+"""Anthropic Messages API adapter (streaming, on the official `anthropic` SDK).
+
+- Conversation mapping: `tool` messages become `user` messages of `tool_result` blocks
+  (consecutive same-role messages are merged, tool results first); assistant thinking is
+  sent back unchanged — `thinking` blocks with their `signature`, `redacted_thinking` blocks
+  with their `data` — and thinking without an Anthropic signature (from another provider) is
+  dropped, since the API would reject it.
+- Prompt caching: `cache_control: ephemeral` on the system prompt, on the last tool (which
+  caches the whole tool list) and on the last block of the conversation (3 of the 4
+  breakpoints the API allows).
+- `stop_reason: pause_turn` is handled inside one `stream()` call: the partial assistant
+  content is sent back as-is (raw blocks, server-tool blocks included) and the turn
+  continues; the caller sees one turn whose content and usage span the continuations.
+- Usage is normalised: `inputTokens = input_tokens + cache_read + cache_creation`,
+  `cachedInputTokens = cache_read_input_tokens`, `reasoningTokens` from
+  `output_tokens_details.thinking_tokens` when the API reports it.
+- `ToolCallStart.index` etc. count tool calls within the turn (0, 1, …).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from runtime.messages import (
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from runtime.providers.base import (
+    AssistantTurn,
+    ModelError,
+    ModelSettings,
+    StopReason,
+    StreamItem,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallArgumentsDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from runtime.providers.retry import (
+    Failure,
+    RetryPolicy,
+    classify_status,
+    stream_with_retries,
+    transient,
+)
+from runtime.providers.tool_calls import parse_tool_call
+
+PROVIDER = "anthropic"
+DEFAULT_TIMEOUT = 600.0
+MIN_THINKING_BUDGET = 1024
+_EPHEMERAL = {"type": "ephemeral"}
+
+_STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "refusal": "refusal",
+    "pause_turn": "pause_turn",
+    "model_context_window_exceeded": "max_tokens",
+}
+
+
+class StreamTruncated(Exception):
+    """The stream ended without its terminal event (the connection dropped quietly)."""
+
+
+class AnthropicProvider:
+    """`stream()` one model turn from the Messages API.
+
+    `api_key` (sent by the SDK as `Authorization: Bearer`; `auth_token` is the alternative
+    credential). When neither is given, every `stream()` raises `ModelError` code
+    `missing_api_key` naming `key_env_var`. `base_url` is the API root without `/v1`.
+    """
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        auth_token: str | None = None,
+        key_env_var: str = "ANTHROPIC_API_KEY",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        prompt_caching: bool = True,
+        max_pause_continuations: int = 8,
+        label: str = "Anthropic",
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        self.prompt_caching = prompt_caching
+        self.max_pause_continuations = max_pause_continuations
+        self.key_env_var = key_env_var
+        self.label = label
+        self._client: Any = None
+        if api_key or auth_token:
+            from anthropic import AsyncAnthropic
+
+            if base_url:
+                base_url = base_url.rstrip("/")
+                base_url = base_url.removesuffix("/v1/messages").removesuffix("/v1")
+            self._client = AsyncAnthropic(
+                api_key=api_key or None,
+                auth_token=None if api_key else auth_token,
+                base_url=base_url or None,
+                max_retries=0,
+                timeout=timeout or DEFAULT_TIMEOUT,
+            )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    # -- the request ------------------------------------------------------------------------
+
+    def build_request(
+        self,
+        system: str | None,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        settings: ModelSettings,
+    ) -> dict[str, Any]:
+        """The Messages API request body (without `stream`)."""
+        max_tokens = settings.max_tokens
+        body: dict[str, Any] = {"model": settings.model, "messages": to_anthropic(messages)}
+        if self.prompt_caching and body["messages"]:
+            last = body["messages"][-1]["content"][-1]
+            if last.get("type") in ("text", "tool_result", "image"):
+                last["cache_control"] = dict(_EPHEMERAL)
+        if system:
+            block: dict[str, Any] = {"type": "text", "text": system}
+            if self.prompt_caching:
+                block["cache_control"] = dict(_EPHEMERAL)
+            body["system"] = [block]
+        if tools:
+            specs = [
+                {
+                    "name": t["name"],
+                    "description": t.get("description", ""),
+                    "input_schema": t.get("input_schema") or {"type": "object", "properties": {}},
+                }
+                for t in tools
+            ]
+            if self.prompt_caching:
+                specs[-1]["cache_control"] = dict(_EPHEMERAL)
+            body["tools"] = specs
+        if settings.thinking_budget and _prefers_adaptive_thinking(settings.model):
+            body["thinking"] = {"type": "adaptive"}
+        elif settings.thinking_budget:
+            budget = max(MIN_THINKING_BUDGET, settings.thinking_budget)
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            # The answer must fit after the thinking; temperature must stay at its default.
+            max_tokens = max(max_tokens, budget + 1024)
+        elif settings.temperature is not None:
+            body["temperature"] = settings.temperature
+        body["max_tokens"] = max_tokens
+        return body
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    async def stream(
+        self,
+        system: str | None,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        settings: ModelSettings,
+    ) -> AsyncIterator[StreamItem]:
+        if self._client is None:
+            raise ModelError(
+                "missing_api_key",
+                f"{self.key_env_var} is not set: add it to the daemon's environment or the "
+                f"agent's env to use {self.label} models",
+            )
+        body = self.build_request(system, messages, tools, settings)
+        extra = dict(settings.extra) or None
+        base_messages = body["messages"]
+        paused_blocks: list[dict[str, Any]] = []
+        content: list[Part] = []
+        usage = Usage()
+        model: str | None = None
+        for _ in range(self.max_pause_continuations + 1):
+            request = dict(body)
+            if paused_blocks:
+                request["messages"] = [
+                    *base_messages,
+                    {"role": "assistant", "content": paused_blocks},
+                ]
+            raw_blocks: list[list[dict[str, Any]]] = []
+            tool_offset = sum(isinstance(p, ToolCallPart) for p in content)
+            turn: AssistantTurn | None = None
+
+            def attempt(
+                request: dict[str, Any] = request,
+                raw_blocks: list[list[dict[str, Any]]] = raw_blocks,
+                tool_offset: int = tool_offset,
+            ) -> AsyncIterator[StreamItem]:
+                blocks: list[dict[str, Any]] = []
+                raw_blocks.append(blocks)
+                return self._attempt(request, extra, blocks, tool_offset)
+
+            async for item in stream_with_retries(attempt, self._classify, self.retry):
+                if isinstance(item, AssistantTurn):
+                    turn = item
+                else:
+                    yield item
+            assert turn is not None
+            content.extend(turn.content)
+            usage = usage + turn.usage
+            model = turn.model or model
+            if turn.stop_reason != "pause_turn":
+                yield AssistantTurn(
+                    content=content, stop_reason=turn.stop_reason, usage=usage, model=model
+                )
+                return
+            paused_blocks = [*paused_blocks, *raw_blocks[-1]]
+        yield AssistantTurn(content=content, stop_reason="pause_turn", usage=usage, model=model)
+
+    async def _attempt(
+        self,
+        request: dict[str, Any],
+        extra: dict[str, Any] | None,
+        blocks: list[dict[str, Any]],
+        tool_offset: int,
+    ) -> AsyncIterator[StreamItem]:
+        stream = await self._client.messages.create(**request, stream=True, extra_body=extra)
+        by_index: dict[int, dict[str, Any]] = {}
+        json_text: dict[int, str] = {}
+        tool_ordinal: dict[int, int] = {}
+        parts: dict[int, Part] = {}
+        raw_usage: dict[str, Any] = {}
+        stop_reason: str | None = None
+        model: str | None = None
+        finished = False
+        async with stream:
+            async for event in stream:
+                kind = event.type
+                if kind == "message_start":
+                    model = event.message.model
+                    raw_usage.update(event.message.usage.to_dict())
+                elif kind == "content_block_start":
+                    raw = event.content_block.to_dict()
+                    by_index[event.index] = raw
+                    blocks.append(raw)
+                    btype = raw.get("type")
+                    if btype in ("tool_use", "server_tool_use"):
+                        json_text[event.index] = ""
+                    if btype == "tool_use":
+                        ordinal = tool_offset + len(tool_ordinal)
+                        tool_ordinal[event.index] = ordinal
+                        yield ToolCallStart(index=ordinal, id=raw["id"], name=raw["name"])
+                    elif btype == "text" and raw.get("text"):
+                        yield TextDelta(text=raw["text"])
+                    elif btype == "thinking" and raw.get("thinking"):
+                        yield ThinkingDelta(text=raw["thinking"])
+                elif kind == "content_block_delta":
+                    raw = by_index[event.index]
+                    delta = event.delta
+                    if delta.type == "text_delta":
+                        raw["text"] = raw.get("text", "") + delta.text
+                        yield TextDelta(text=delta.text)
+                    elif delta.type == "thinking_delta":
+                        raw["thinking"] = raw.get("thinking", "") + delta.thinking
+                        yield ThinkingDelta(text=delta.thinking)
+                    elif delta.type == "signature_delta":
+                        raw["signature"] = delta.signature
+                    elif delta.type == "input_json_delta":
+                        json_text[event.index] = json_text.get(event.index, "") + (
+                            delta.partial_json
+                        )
+                        if event.index in tool_ordinal and delta.partial_json:
+                            yield ToolCallArgumentsDelta(
+                                index=tool_ordinal[event.index], arguments=delta.partial_json
+                            )
+                    elif delta.type == "citations_delta":
+                        raw.setdefault("citations", []).append(delta.citation.to_dict())
+                elif kind == "content_block_stop":
+                    raw = by_index[event.index]
+                    part = _block_to_part(raw, json_text.get(event.index))
+                    if part is not None:
+                        parts[event.index] = part
+                    if isinstance(part, ToolCallPart):
+                        yield ToolCallEnd(index=tool_ordinal[event.index], call=part)
+                elif kind == "message_delta":
+                    stop_reason = event.delta.stop_reason
+                    raw_usage.update(
+                        {k: v for k, v in event.usage.to_dict().items() if v is not None}
+                    )
+                elif kind == "message_stop":
+                    finished = True
+        if not finished:
+            raise StreamTruncated("the Anthropic stream ended before message_stop")
+        yield AssistantTurn(
+            content=[parts[i] for i in sorted(parts)],
+            stop_reason=_STOP_REASONS.get(stop_reason or "end_turn", "end_turn"),
+            usage=_usage(raw_usage),
+            model=model,
+        )
+
+    def _classify(self, exc: BaseException) -> Failure | None:
+        import anthropic
+        import httpx2
+
+        label = self.label
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            detail = exc.api_message or str(exc)
+            etype = exc.type
+            where = f"HTTP {status}" if status >= 400 else "in-stream error"
+            return classify_status(
+                status if status >= 400 else 0,
+                f"{label} API error ({where}{', ' + etype if etype else ''}): {detail}",
+                error_type=etype,
+                headers=exc.response.headers,
+            )
+        if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+            return transient("timeout", f"{label} API request timed out")
+        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+            return transient("connection", f"connection to the {label} API failed: {exc}")
+        if isinstance(exc, StreamTruncated):
+            return transient("connection", str(exc))
+        if isinstance(exc, json.JSONDecodeError):
+            return transient("bad_response", f"malformed JSON in the {label} stream: {exc}")
+        if isinstance(exc, anthropic.APIResponseValidationError):
+            return Failure(ModelError("bad_response", str(exc), status=exc.status_code))
+        if isinstance(exc, anthropic.APIError):
+            return transient("server_error", f"{label} API error: {exc}")
+        return None
+
+
+def _prefers_adaptive_thinking(model: str) -> bool:
+    """Models for which the SDK deprecates budgeted thinking in favour of `adaptive`."""
+    try:
+        from anthropic.resources.messages.messages import (
+            MODELS_TO_WARN_WITH_THINKING_ENABLED as adaptive_models,
+        )
+    except ImportError:  # an SDK without the list
+        return False
+    return model in adaptive_models
+
+
+# -- conversation mapping ---------------------------------------------------------------------
+
+
+def to_anthropic(messages: list[Message]) -> list[dict[str, Any]]:
+    """Neutral messages → Messages API `messages` (merged so roles alternate)."""
+    out: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if out and out[-1]["role"] == role:
+            prev = out[-1]["content"]
+            if role == "user":
+                # tool_result blocks must lead the user message that follows a tool_use.
+                results = [b for b in blocks if b["type"] == "tool_result"]
+                others = [b for b in blocks if b["type"] != "tool_result"]
+                leading = [b for b in prev if b["type"] == "tool_result"]
+                trailing = [b for b in prev if b["type"] != "tool_result"]
+                out[-1]["content"] = [*leading, *results, *trailing, *others]
+            else:
+                prev.extend(blocks)
+        else:
+            out.append({"role": role, "content": list(blocks)})
+
+    for message in messages:
+        if message.role == "assistant":
+            add("assistant", [b for p in message.content if (b := _assistant_block(p))])
+        else:
+            results: list[dict[str, Any]] = []
+            others: list[dict[str, Any]] = []
+            for part in message.content:
+                if isinstance(part, ToolResultPart):
+                    block: dict[str, Any] = {
+                        "type": "tool_result",
+                        "tool_use_id": part.call_id,
+                        "content": part.output,
+                    }
+                    if part.is_error:
+                        block["is_error"] = True
+                    results.append(block)
+                elif isinstance(part, TextPart) and part.text:
+                    others.append({"type": "text", "text": part.text})
+                elif isinstance(part, ImagePart):
+                    others.append(_image(part))
+            add("user", results + others)
+    return out
+
+
+def _assistant_block(part: Part) -> dict[str, Any] | None:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text} if part.text else None
+    if isinstance(part, ThinkingPart):
+        if part.provider not in (None, PROVIDER):
+            return None
+        if part.redacted:
+            return {"type": "redacted_thinking", "data": part.data} if part.data else None
+        if part.signature:
+            return {"type": "thinking", "thinking": part.thinking, "signature": part.signature}
+        return None
+    if isinstance(part, ToolCallPart):
+        return {"type": "tool_use", "id": part.id, "name": part.name, "input": part.arguments}
+    if isinstance(part, ImagePart):
+        return _image(part)
+    return None
+
+
+def _image(part: ImagePart) -> dict[str, Any]:
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": part.media_type, "data": part.data},
+    }
+
+
+def _block_to_part(raw: dict[str, Any], json_text: str | None) -> Part | None:
+    btype = raw.get("type")
+    if json_text is not None:
+        call = parse_tool_call(str(raw.get("id", "")), str(raw.get("name", "")), json_text)
+        raw["input"] = call.arguments
+        if btype == "tool_use":
+            return call
+        return None
+    if btype == "text":
+        return TextPart(text=raw.get("text", "")) if raw.get("text") else None
+    if btype == "thinking":
+        return ThinkingPart(
+            thinking=raw.get("thinking", ""), signature=raw.get("signature"), provider=PROVIDER
+        )
+    if btype == "redacted_thinking":
+        return ThinkingPart(redacted=True, data=raw.get("data"), provider=PROVIDER)
+    # Server-tool blocks (web search, code execution) have no neutral form; they are kept in
+    # the raw blocks a pause_turn continuation sends back.
+    return None
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    read = int(raw.get("cache_read_input_tokens") or 0)
+    created = int(raw.get("cache_creation_input_tokens") or 0)
+    details = raw.get("output_tokens_details") or {}
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0) + read + created,
+        output_tokens=int(raw.get("output_tokens") or 0),
+        cached_input_tokens=read,
+        reasoning_tokens=int(details.get("thinking_tokens") or 0),
+    )
