@@ -175,3 +175,25 @@ def tool_turn(
         AssistantTurn(content=content, stop_reason=stop_reason, usage=turn_usage or usage())
     )
     return items
+
+
+class ScriptedFactory:
+    """A `provider_factory` for the RunManager: each run gets the next queued provider (a
+    run with none queued gets an empty script, so its first model call fails loudly)."""
+
+    def __init__(self) -> None:
+        self.queue: list[ScriptedProvider] = []
+        self.created: list[tuple[Any, ScriptedProvider]] = []
+
+    def add(self, *steps: Step) -> ScriptedProvider:
+        provider = ScriptedProvider(list(steps))
+        self.queue.append(provider)
+        return provider
+
+    def __call__(
+        self, model: str | dict[str, Any], *, env: Any = None
+    ) -> tuple[ScriptedProvider, str]:
+        provider = self.queue.pop(0) if self.queue else ScriptedProvider([])
+        self.created.append((model, provider))
+        model_id = model if isinstance(model, str) else str(model.get("model") or "custom")
+        return provider, model_id.removeprefix("scripted:")
