@@ -60,6 +60,9 @@ _ERROR_TYPES = {
     "not_found_error": ("not_found", False),
     "billing_error": ("billing", False),
     "insufficient_quota": ("billing", False),
+    "invalid_prompt": ("invalid_request", False),
+    "invalid_image": ("invalid_request", False),
+    "context_length_exceeded": ("invalid_request", False),
 }
 
 
@@ -147,28 +150,27 @@ def classify_status(
     error_type: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Failure:
-    """Map an HTTP error status (and the body's error `type`, if any) to a `Failure`."""
-    should_retry = (headers or {}).get("x-should-retry")
-    if error_type in _ERROR_TYPES and (status < 400 or status in (400, 500)):
-        # In-stream errors arrive on a 200 response; trust the body's type there.
-        code, retryable = _ERROR_TYPES[error_type]
-        if status == 400 and retryable:
-            code, retryable = "invalid_request", False
-    elif status in _STATUS_CODES:
-        code = _STATUS_CODES[status]
+    """Map an HTTP error status (and the body's error `type`/`code`, if any) to a `Failure`.
+
+    `status` 0 (or any non-error status) means an error event inside a 200 stream: the body's
+    type decides, and unknown in-stream errors count as retryable server errors.
+    """
+    if status >= 400:
+        code = _STATUS_CODES.get(status) or ("server_error" if status >= 500 else "invalid_request")
         retryable = status in RETRYABLE_STATUSES or status >= 500
-    elif status >= 500:
-        code, retryable = "server_error", True
+        if error_type in ("insufficient_quota", "billing_error"):
+            code, retryable = "billing", False  # a 429 that waiting will not fix
+        elif error_type == "overloaded_error":
+            code, retryable = "overloaded", True
     else:
-        code, retryable = "invalid_request", False
-    if status == 529 or error_type == "overloaded_error":
-        code, retryable = "overloaded", True
+        code, retryable = _ERROR_TYPES.get(error_type or "", ("server_error", True))
+    should_retry = (headers or {}).get("x-should-retry")
     if should_retry == "true":
         retryable = True
     elif should_retry == "false":
         retryable = False
     return Failure(
-        ModelError(code, message, status=status or None, retryable=retryable),
+        ModelError(code, message, status=status if status >= 400 else None, retryable=retryable),
         parse_retry_after(headers),
     )
 

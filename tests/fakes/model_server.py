@@ -95,10 +95,11 @@ class ToolCall:
         return json.dumps(self.arguments)
 
     def argument_chunks(self) -> list[str]:
+        """The argument text split into `chunks` nearly equal deltas (fewer if it is short)."""
         raw = self.argument_text
-        n = max(1, min(self.chunks, len(raw) or 1))
-        size = -(-len(raw) // n) if raw else 1
-        return [raw[i : i + size] for i in range(0, len(raw), size)] or [""]
+        n = max(1, min(self.chunks, len(raw)))
+        cuts = [len(raw) * i // n for i in range(n + 1)]
+        return [raw[cuts[i] : cuts[i + 1]] for i in range(n)]
 
 
 Block = Text | Thinking | ToolCall

@@ -1,0 +1,344 @@
+"""OpenAI Responses API adapter (streaming, on the official `openai` SDK).
+
+- Requests are stateless: `store: false`, and for reasoning models
+  `include: ["reasoning.encrypted_content"]` with `reasoning: {effort, summary: "auto"}`, so
+  the reasoning can be sent back on the next turn without server-side state.
+- Reasoning items become `ThinkingPart`s: `thinking` is the summary text (summary parts
+  joined by a blank line) streamed as thinking deltas; `meta` keeps the item `id`,
+  `encrypted_content` and the summary parts, and the item is sent back unchanged.
+- `function_call` items become `ToolCallPart`s (`id` = the `call_id`; `meta["item_id"]` =
+  the item id); tool results go back as `function_call_output` items.
+- Usage comes from `response.completed` (`input_tokens` includes `cached_tokens`).
+- `response.incomplete` maps to `max_tokens` (or `refusal` for a content filter);
+  `response.failed` and `error` events become `ModelError`s (server errors are retried).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from runtime.messages import (
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from runtime.providers.base import (
+    AssistantTurn,
+    ModelError,
+    ModelSettings,
+    StopReason,
+    StreamItem,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallArgumentsDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from runtime.providers.openai_chat import classify_openai_error, reasoning_effort
+from runtime.providers.retry import (
+    RetryPolicy,
+    classify_status,
+    stream_with_retries,
+)
+from runtime.providers.tool_calls import arguments_json, parse_tool_call
+
+PROVIDER = "openai-responses"
+DEFAULT_TIMEOUT = 600.0
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5|codex-)")
+_SUMMARY_SEPARATOR = "\n\n"
+
+
+class StreamTruncated(Exception):
+    """The stream ended without `response.completed` / `incomplete` / `failed`."""
+
+
+def is_reasoning_model(model: str) -> bool:
+    return bool(_REASONING_MODEL.match(model)) and "-chat" not in model
+
+
+class OpenAIResponsesProvider:
+    """`stream()` one model turn from the Responses API (`POST {base_url}/responses`).
+
+    `base_url` includes `/v1`. `reasoning` forces reasoning parameters on or off (default:
+    on for o-series, gpt-5 and codex models, or when a thinking budget is set).
+    """
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        key_env_var: str = "OPENAI_API_KEY",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        reasoning: bool | None = None,
+        label: str = "OpenAI",
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        self.key_env_var = key_env_var
+        self.reasoning = reasoning
+        self.label = label
+        self._client: Any = None
+        if api_key:
+            from openai import AsyncOpenAI
+
+            if base_url:
+                base_url = base_url.rstrip("/").removesuffix("/responses")
+            self._client = AsyncOpenAI(
+                api_key=api_key,
+                base_url=base_url or None,
+                max_retries=0,
+                timeout=timeout or DEFAULT_TIMEOUT,
+            )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    def build_request(
+        self,
+        system: str | None,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        settings: ModelSettings,
+    ) -> dict[str, Any]:
+        """The Responses request body (without `stream`)."""
+        body: dict[str, Any] = {
+            "model": settings.model,
+            "input": to_responses_input(messages),
+            "store": False,
+            "max_output_tokens": settings.max_tokens,
+        }
+        if system:
+            body["instructions"] = system
+        if tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "name": t["name"],
+                    "description": t.get("description", ""),
+                    "parameters": t.get("input_schema") or {"type": "object", "properties": {}},
+                    "strict": False,
+                }
+                for t in tools
+            ]
+        reasoning = self.reasoning
+        if reasoning is None:
+            reasoning = bool(settings.thinking_budget) or is_reasoning_model(settings.model)
+        if reasoning:
+            effort = reasoning_effort(settings.thinking_budget or 8192)
+            body["reasoning"] = {"effort": effort, "summary": "auto"}
+            body["include"] = ["reasoning.encrypted_content"]
+        elif settings.temperature is not None:
+            body["temperature"] = settings.temperature
+        return body
+
+    async def stream(
+        self,
+        system: str | None,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        settings: ModelSettings,
+    ) -> AsyncIterator[StreamItem]:
+        if self._client is None:
+            raise ModelError(
+                "missing_api_key",
+                f"{self.key_env_var} is not set: add it to the daemon's environment or the "
+                f"agent's env to use {self.label} models",
+            )
+        body = self.build_request(system, messages, tools, settings)
+        extra = dict(settings.extra) or None
+
+        def attempt() -> AsyncIterator[StreamItem]:
+            return self._attempt(body, extra)
+
+        async for item in stream_with_retries(attempt, self._classify, self.retry):
+            yield item
+
+    async def _attempt(
+        self, body: dict[str, Any], extra: dict[str, Any] | None
+    ) -> AsyncIterator[StreamItem]:
+        stream = await self._client.responses.create(**body, stream=True, extra_body=extra)
+        parts: dict[int, Part] = {}
+        summaries: dict[int, dict[int, str]] = {}  # output_index → summary_index → text
+        call_ordinal: dict[int, int] = {}
+        final: Any = None
+        async with stream:
+            async for event in stream:
+                kind = event.type
+                if kind == "response.output_item.added":
+                    item = event.item
+                    if item.type == "function_call":
+                        ordinal = len(call_ordinal)
+                        call_ordinal[event.output_index] = ordinal
+                        yield ToolCallStart(index=ordinal, id=item.call_id, name=item.name)
+                elif kind == "response.reasoning_summary_part.added":
+                    texts = summaries.setdefault(event.output_index, {})
+                    if texts:
+                        yield ThinkingDelta(text=_SUMMARY_SEPARATOR)
+                    texts[event.summary_index] = ""
+                elif kind in (
+                    "response.reasoning_summary_text.delta",
+                    "response.reasoning_text.delta",
+                ):
+                    texts = summaries.setdefault(event.output_index, {})
+                    key = getattr(event, "summary_index", -1)
+                    texts[key] = texts.get(key, "") + event.delta
+                    yield ThinkingDelta(text=event.delta)
+                elif kind == "response.output_text.delta":
+                    yield TextDelta(text=event.delta)
+                elif kind == "response.refusal.delta":
+                    yield TextDelta(text=event.delta)
+                elif kind == "response.function_call_arguments.delta":
+                    if event.output_index in call_ordinal:
+                        yield ToolCallArgumentsDelta(
+                            index=call_ordinal[event.output_index], arguments=event.delta
+                        )
+                elif kind == "response.output_item.done":
+                    part = _item_to_part(event.item, summaries.get(event.output_index, {}))
+                    if part is not None:
+                        parts[event.output_index] = part
+                    if isinstance(part, ToolCallPart):
+                        yield ToolCallEnd(index=call_ordinal[event.output_index], call=part)
+                elif kind in ("response.completed", "response.incomplete"):
+                    final = event.response
+                elif kind == "response.failed":
+                    error = event.response.error
+                    code = getattr(error, "code", None)
+                    raise classify_status(
+                        0,
+                        f"{self.label} response failed: {getattr(error, 'message', error)}",
+                        error_type=code,
+                    ).error
+                elif kind == "error":
+                    raise classify_status(
+                        0,
+                        f"{self.label} API error in the stream: {event.message}",
+                        error_type=event.code,
+                    ).error
+        if final is None:
+            raise StreamTruncated(f"the {self.label} stream ended before response.completed")
+        content = [parts[i] for i in sorted(parts)]
+        yield AssistantTurn(
+            content=content,
+            stop_reason=_stop_reason(final, content),
+            usage=_usage(final.usage),
+            model=final.model,
+        )
+
+    def _classify(self, exc: BaseException) -> Any:
+        return classify_openai_error(exc, self.label, StreamTruncated)
+
+
+def _item_to_part(item: Any, streamed_summaries: dict[int, str]) -> Part | None:
+    if item.type == "function_call":
+        meta = {"item_id": item.id} if item.id else None
+        return parse_tool_call(item.call_id, item.name, item.arguments or "", meta=meta)
+    if item.type == "message":
+        pieces = []
+        for c in item.content:
+            if c.type == "output_text":
+                pieces.append(c.text)
+            elif c.type == "refusal":
+                pieces.append(c.refusal)
+        text = "".join(pieces)
+        return TextPart(text=text) if text else None
+    if item.type == "reasoning":
+        summary = [s.text for s in item.summary or []]
+        if not summary and streamed_summaries:
+            summary = [streamed_summaries[k] for k in sorted(streamed_summaries) if k >= 0]
+        raw_content = [c.text for c in getattr(item, "content", None) or []]
+        meta: dict[str, Any] = {"id": item.id, "summary": summary}
+        if item.encrypted_content:
+            meta["encrypted_content"] = item.encrypted_content
+        return ThinkingPart(
+            thinking=_SUMMARY_SEPARATOR.join(summary) or "".join(raw_content),
+            provider=PROVIDER,
+            meta=meta,
+        )
+    return None
+
+
+def _stop_reason(response: Any, content: list[Part]) -> StopReason:
+    if response.status == "incomplete":
+        reason = getattr(response.incomplete_details, "reason", None)
+        return "refusal" if reason == "content_filter" else "max_tokens"
+    if any(isinstance(p, ToolCallPart) for p in content):
+        return "tool_use"
+    return "end_turn"
+
+
+def _usage(raw: Any) -> Usage:
+    if raw is None:
+        return Usage()
+    return Usage(
+        input_tokens=raw.input_tokens or 0,
+        output_tokens=raw.output_tokens or 0,
+        cached_input_tokens=getattr(raw.input_tokens_details, "cached_tokens", 0) or 0,
+        reasoning_tokens=getattr(raw.output_tokens_details, "reasoning_tokens", 0) or 0,
+    )
+
+
+# -- conversation mapping ---------------------------------------------------------------------
+
+
+def to_responses_input(messages: list[Message]) -> list[dict[str, Any]]:
+    """Neutral messages → Responses `input` items."""
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "assistant":
+            for part in message.content:
+                if isinstance(part, ThinkingPart):
+                    if part.provider == PROVIDER and part.meta.get("id"):
+                        reasoning: dict[str, Any] = {
+                            "type": "reasoning",
+                            "id": part.meta["id"],
+                            "summary": [
+                                {"type": "summary_text", "text": s}
+                                for s in part.meta.get("summary", [])
+                            ],
+                        }
+                        if part.meta.get("encrypted_content"):
+                            reasoning["encrypted_content"] = part.meta["encrypted_content"]
+                        items.append(reasoning)
+                elif isinstance(part, TextPart) and part.text:
+                    items.append({"role": "assistant", "content": part.text})
+                elif isinstance(part, ToolCallPart):
+                    call: dict[str, Any] = {
+                        "type": "function_call",
+                        "call_id": part.id,
+                        "name": part.name,
+                        "arguments": arguments_json(part),
+                    }
+                    if part.meta.get("item_id"):
+                        call["id"] = part.meta["item_id"]
+                    items.append(call)
+            continue
+        content: list[dict[str, Any]] = []
+        for part in message.content:
+            if isinstance(part, ToolResultPart):
+                items.append(
+                    {"type": "function_call_output", "call_id": part.call_id, "output": part.output}
+                )
+            elif isinstance(part, TextPart):
+                content.append({"type": "input_text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                content.append(
+                    {
+                        "type": "input_image",
+                        "image_url": f"data:{part.media_type};base64,{part.data}",
+                        "detail": "auto",
+                    }
+                )
+        if content:
+            items.append({"role": "user", "content": content})
+    return items

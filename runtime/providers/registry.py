@@ -1,0 +1,230 @@
+"""Model id → provider. Importing this module does not import the model SDKs (start-up time).
+
+Routing of a model string:
+
+| model id                               | provider                                   |
+|----------------------------------------|--------------------------------------------|
+| `claude-*`                             | Anthropic Messages                         |
+| `gpt-*`, `chatgpt-*`, `o1`…`o9*`, `codex-*` | OpenAI Responses                      |
+| `gemini-*`                             | Gemini, OpenAI-compatible Chat endpoint    |
+| `replay:<path>`                        | replay of a JSONL cassette                 |
+| `anthropic:<id>`                       | Anthropic, whatever the id                 |
+| `openai:<id>`, `openai-responses:<id>` | OpenAI Responses, whatever the id          |
+| `openai-chat:<id>`                     | OpenAI Chat Completions                    |
+| `gemini:<id>`                          | Gemini                                     |
+
+A custom endpoint is an object `{"provider": "custom", "endpoint", "apiKey"?, "format":
+"openai" | "anthropic", "model"?}`: `format: "openai"` speaks Chat Completions to `endpoint`
+(a base URL with `/v1`, like `OPENAI_BASE_URL`; a trailing `/chat/completions` is dropped),
+`format: "anthropic"` speaks Messages to it (a base URL without `/v1`). `model` is the id sent
+(default `"default"`); without `apiKey` a placeholder is sent (local servers ignore it).
+
+Credentials and base URLs come from `env` (the caller overlays the agent's `env` on the
+daemon's environment; `None` means `os.environ`): `ANTHROPIC_API_KEY` (or
+`ANTHROPIC_AUTH_TOKEN`), `ANTHROPIC_BASE_URL` (no `/v1`), `OPENAI_API_KEY`, `OPENAI_BASE_URL`
+(with `/v1`), `GEMINI_API_KEY` (or `GOOGLE_API_KEY`), `GEMINI_BASE_URL` (default
+`https://generativelanguage.googleapis.com/v1beta/openai/`). A missing key does not fail
+here: the provider's first `stream()` raises `ModelError("missing_api_key", …)` naming the
+variable, which the loop reports like any model error. Tuning: `AGENTD_MODEL_TIMEOUT`
+(seconds), `AGENTD_MODEL_MAX_ATTEMPTS`, `AGENTD_MODEL_RETRY_BASE_MS`, and
+`AGENTD_REPLAY_STRICT=0` (replay ignores divergence).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from runtime.providers.base import Provider
+from runtime.providers.retry import RetryPolicy
+
+GEMINI_DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
+
+Kind = Literal["anthropic", "openai-responses", "openai-chat", "gemini", "replay", "custom"]
+
+_PREFIXES: dict[str, Kind] = {
+    "anthropic": "anthropic",
+    "openai": "openai-responses",
+    "openai-responses": "openai-responses",
+    "openai-chat": "openai-chat",
+    "gemini": "gemini",
+    "replay": "replay",
+}
+_OPENAI_MODEL = re.compile(r"^(gpt-|chatgpt-|codex-|o[1-9](\d*)($|-))")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a model id goes: the provider kind and the id the API expects."""
+
+    kind: Kind
+    model_id: str
+    custom: dict[str, Any] | None = None
+
+
+def resolve_model(model: str | Mapping[str, Any] | Any) -> Route:
+    """Parse a model id or custom endpoint spec; ValueError says what is wrong."""
+    if not isinstance(model, str):
+        return Route("custom", *_custom_spec(model))
+    name = model.strip()
+    if not name:
+        raise ValueError("model id is empty")
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in _PREFIXES:
+        if not rest.strip():
+            raise ValueError(f"model id {model!r} names no model after {prefix + ':'!r}")
+        return Route(_PREFIXES[prefix], rest.strip())
+    if name.startswith("claude-"):
+        return Route("anthropic", name)
+    if _OPENAI_MODEL.match(name):
+        return Route("openai-responses", name)
+    if name.startswith("gemini-"):
+        return Route("gemini", name)
+    raise ValueError(
+        f"unknown model {model!r}: expected claude-*, gpt-*, o1…o9*, codex-*, gemini-*, "
+        "replay:<path>, a provider prefix (anthropic:, openai:, openai-chat:, gemini:) or a "
+        'custom endpoint {"provider": "custom", "endpoint", "format"}'
+    )
+
+
+def validate_model(model: str | Mapping[str, Any] | Any) -> None:
+    """Raise ValueError naming what is wrong with a model id or custom spec."""
+    resolve_model(model)
+
+
+def create_provider(
+    model: str | Mapping[str, Any] | Any,
+    *,
+    env: Mapping[str, str] | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+) -> tuple[Provider, str]:
+    """Build the provider for `model`; returns it with the model id to put in
+    `ModelSettings.model`. `retry` / `timeout` override the env-derived defaults."""
+    route = resolve_model(model)
+    env = os.environ if env is None else env
+    retry = retry or RetryPolicy.from_env(env)
+    if timeout is None:
+        try:
+            timeout = float(env.get("AGENTD_MODEL_TIMEOUT", "")) or None
+        except ValueError:
+            timeout = None
+    kind = route.kind
+    if kind == "replay":
+        from runtime.providers.replay import ReplayProvider
+
+        strict = env.get("AGENTD_REPLAY_STRICT", "1").strip().lower() not in ("0", "false", "no")
+        return ReplayProvider(Path(route.model_id).expanduser(), strict=strict), "replay"
+    if kind == "anthropic":
+        from runtime.providers.anthropic import AnthropicProvider
+
+        return (
+            AnthropicProvider(
+                api_key=env.get("ANTHROPIC_API_KEY") or None,
+                auth_token=env.get("ANTHROPIC_AUTH_TOKEN") or None,
+                base_url=env.get("ANTHROPIC_BASE_URL") or None,
+                retry=retry,
+                timeout=timeout,
+            ),
+            route.model_id,
+        )
+    if kind == "openai-responses":
+        from runtime.providers.openai_responses import OpenAIResponsesProvider
+
+        return (
+            OpenAIResponsesProvider(
+                api_key=env.get("OPENAI_API_KEY") or None,
+                base_url=env.get("OPENAI_BASE_URL") or None,
+                retry=retry,
+                timeout=timeout,
+            ),
+            route.model_id,
+        )
+    from runtime.providers.openai_chat import OpenAIChatProvider
+
+    if kind == "openai-chat":
+        return (
+            OpenAIChatProvider(
+                api_key=env.get("OPENAI_API_KEY") or None,
+                base_url=env.get("OPENAI_BASE_URL") or None,
+                retry=retry,
+                timeout=timeout,
+            ),
+            route.model_id,
+        )
+    if kind == "gemini":
+        return (
+            OpenAIChatProvider(
+                api_key=env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or None,
+                base_url=env.get("GEMINI_BASE_URL") or GEMINI_DEFAULT_BASE_URL,
+                key_env_var="GEMINI_API_KEY",
+                max_tokens_field="max_tokens",
+                name="gemini",
+                label="Gemini",
+                retry=retry,
+                timeout=timeout,
+            ),
+            route.model_id,
+        )
+    spec = route.custom or {}
+    api_key = spec.get("apiKey") or "unused"
+    host = urlparse(spec["endpoint"]).netloc
+    if spec["format"] == "anthropic":
+        from runtime.providers.anthropic import AnthropicProvider
+
+        return (
+            AnthropicProvider(
+                api_key=api_key,
+                base_url=spec["endpoint"],
+                retry=retry,
+                timeout=timeout,
+                label=f"custom endpoint {host}",
+            ),
+            route.model_id,
+        )
+    return (
+        OpenAIChatProvider(
+            api_key=api_key,
+            base_url=spec["endpoint"],
+            max_tokens_field="max_tokens",
+            name="custom-openai",
+            label=f"custom endpoint {host}",
+            retry=retry,
+            timeout=timeout,
+        ),
+        route.model_id,
+    )
+
+
+def _custom_spec(model: Any) -> tuple[str, dict[str, Any]]:
+    if hasattr(model, "model_dump"):
+        raw = model.model_dump(by_alias=True)
+    elif isinstance(model, Mapping):
+        raw = dict(model)
+    else:
+        raise ValueError(f"model must be a string or a custom endpoint object, not {model!r}")
+    if raw.get("provider") != "custom":
+        raise ValueError(
+            f'a model object must have "provider": "custom" (got {raw.get("provider")!r})'
+        )
+    endpoint = raw.get("endpoint")
+    if not isinstance(endpoint, str) or urlparse(endpoint).scheme not in ("http", "https"):
+        raise ValueError(f"custom model endpoint must be an http(s) URL (got {endpoint!r})")
+    if not urlparse(endpoint).netloc:
+        raise ValueError(f"custom model endpoint has no host: {endpoint!r}")
+    fmt = raw.get("format")
+    if fmt not in ("openai", "anthropic"):
+        raise ValueError(f'custom model format must be "openai" or "anthropic" (got {fmt!r})')
+    api_key = raw.get("apiKey", raw.get("api_key"))
+    if api_key is not None and not isinstance(api_key, str):
+        raise ValueError("custom model apiKey must be a string")
+    model_id = raw.get("model") or "default"
+    if not isinstance(model_id, str):
+        raise ValueError("custom model id must be a string")
+    spec = {"endpoint": endpoint, "format": fmt, "apiKey": api_key, "model": model_id}
+    return model_id, spec
