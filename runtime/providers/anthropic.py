@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from runtime.messages import (
@@ -208,11 +209,13 @@ class AnthropicProvider:
                 raw_blocks.append(blocks)
                 return self._attempt(request, extra, blocks, tool_offset)
 
-            async for item in stream_with_retries(attempt, self._classify, self.retry):
-                if isinstance(item, AssistantTurn):
-                    turn = item
-                else:
-                    yield item
+            retried = stream_with_retries(attempt, self._classify, self.retry)
+            async with aclosing(retried):
+                async for item in retried:
+                    if isinstance(item, AssistantTurn):
+                        turn = item
+                    else:
+                        yield item
             assert turn is not None
             content.extend(turn.content)
             usage = usage + turn.usage

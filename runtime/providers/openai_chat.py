@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,8 +178,10 @@ class OpenAIChatProvider:
         def attempt() -> AsyncIterator[StreamItem]:
             return self._attempt(body, extra)
 
-        async for item in stream_with_retries(attempt, self._classify, self.retry):
-            yield item
+        retried = stream_with_retries(attempt, self._classify, self.retry)
+        async with aclosing(retried):
+            async for item in retried:
+                yield item
 
     async def _attempt(
         self, body: dict[str, Any], extra: dict[str, Any] | None

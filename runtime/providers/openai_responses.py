@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from runtime.messages import (
@@ -161,8 +162,10 @@ class OpenAIResponsesProvider:
         def attempt() -> AsyncIterator[StreamItem]:
             return self._attempt(body, extra)
 
-        async for item in stream_with_retries(attempt, self._classify, self.retry):
-            yield item
+        retried = stream_with_retries(attempt, self._classify, self.retry)
+        async with aclosing(retried):
+            async for item in retried:
+                yield item
 
     async def _attempt(
         self, body: dict[str, Any], extra: dict[str, Any] | None

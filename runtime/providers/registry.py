@@ -103,9 +103,27 @@ def create_provider(
     env: Mapping[str, str] | None = None,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
+    record: str | Path | None = None,
 ) -> tuple[Provider, str]:
     """Build the provider for `model`; returns it with the model id to put in
-    `ModelSettings.model`. `retry` / `timeout` override the env-derived defaults."""
+    `ModelSettings.model`. `retry` / `timeout` override the env-derived defaults. `record`
+    wraps the provider in a `RecordingProvider` appending every turn to that cassette (so
+    several runs can record into one file; start from a new or empty file)."""
+    provider, model_id = _create(model, env=env, retry=retry, timeout=timeout)
+    if record is not None:
+        from runtime.providers.replay import RecordingProvider
+
+        return RecordingProvider(provider, Path(record), append=True), model_id
+    return provider, model_id
+
+
+def _create(
+    model: str | Mapping[str, Any] | Any,
+    *,
+    env: Mapping[str, str] | None,
+    retry: RetryPolicy | None,
+    timeout: float | None,
+) -> tuple[Provider, str]:
     route = resolve_model(model)
     env = os.environ if env is None else env
     retry = retry or RetryPolicy.from_env(env)

@@ -42,6 +42,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -404,19 +405,21 @@ class RecordingProvider:
         texts: list[str] = []
         thinking: list[str] = []
         arguments: dict[int, list[str]] = {}
-        async for item in self.inner.stream(system, messages, tools, settings):
-            if isinstance(item, StreamRestarted):
-                texts, thinking, arguments = [], [], {}
-            elif isinstance(item, TextDelta):
-                texts.append(item.text)
-            elif isinstance(item, ThinkingDelta):
-                thinking.append(item.text)
-            elif isinstance(item, ToolCallArgumentsDelta):
-                arguments.setdefault(item.index, []).append(item.arguments)
-            elif isinstance(item, AssistantTurn):
-                streams = _assign_streams(item.content, texts, thinking, arguments)
-                await self._write(request, item, streams)
-            yield item
+        inner = self.inner.stream(system, messages, tools, settings)
+        async with aclosing(inner):
+            async for item in inner:
+                if isinstance(item, StreamRestarted):
+                    texts, thinking, arguments = [], [], {}
+                elif isinstance(item, TextDelta):
+                    texts.append(item.text)
+                elif isinstance(item, ThinkingDelta):
+                    thinking.append(item.text)
+                elif isinstance(item, ToolCallArgumentsDelta):
+                    arguments.setdefault(item.index, []).append(item.arguments)
+                elif isinstance(item, AssistantTurn):
+                    streams = _assign_streams(item.content, texts, thinking, arguments)
+                    await self._write(request, item, streams)
+                yield item
 
     async def _write(
         self, request: dict[str, Any], turn: AssistantTurn, streams: list[list[str] | None]
@@ -424,8 +427,10 @@ class RecordingProvider:
         async with self._lock:
             if self._turns_written is None:
                 self._turns_written = 0
+                existing = ""
                 if self.append and await anyio.Path(self.path).exists():
                     existing = await anyio.Path(self.path).read_text(encoding="utf-8")
+                if existing.strip():
                     self._turns_written = len(parse_cassette(existing, str(self.path)))
                 else:
                     await anyio.Path(self.path).write_text(CASSETTE_HEADER + "\n", encoding="utf-8")

@@ -23,6 +23,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -201,10 +202,12 @@ async def stream_with_retries(
         attempt_no += 1
         yielded = False
         try:
-            async for item in attempt():
-                if not isinstance(item, AssistantTurn):
-                    yielded = True
-                yield item
+            stream = attempt()
+            async with aclosing(stream):  # type: ignore[type-var]
+                async for item in stream:
+                    if not isinstance(item, AssistantTurn):
+                        yielded = True
+                    yield item
             return
         except ModelError as exc:
             failure = Failure(exc, getattr(exc, "retry_after", None))

@@ -21,6 +21,7 @@ from runtime.providers.base import (
 from runtime.providers.retry import RetryPolicy
 from tests.fakes.model_server import (
     FakeModelServer,
+    Gate,
     HttpError,
     Turn,
     TurnUsage,
@@ -406,3 +407,19 @@ async def test_fake_server_accepts_x_api_key_and_bearer(retry: RetryPolicy) -> N
         with pytest.raises(ModelError) as info:
             await collect(wrong.stream(None, [Message.user("x")], [], SETTINGS))
         assert (info.value.code, info.value.status) == ("authentication", 401)
+
+
+async def test_abandoning_a_stream_midway_leaves_the_provider_usable(
+    server: FakeModelServer, retry: RetryPolicy
+) -> None:
+    gate = Gate()
+    server.script(Turn([text("first ", "never")], hold=gate, hold_after=4), Turn([text("next")]))
+    provider = make(server, retry)
+    stream = provider.stream(None, [Message.user("x")], [], SETTINGS)
+    first = await anext(stream)
+    assert first == TextDelta(text="first ")
+    await stream.aclose()  # the consumer (e.g. a cancelled run) walks away mid-stream
+    gate.open()
+    _, turn = await collect(provider.stream(None, [Message.user("y")], [], SETTINGS))
+    assert turn.text == "next"
+    await provider.aclose()

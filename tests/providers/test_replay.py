@@ -240,3 +240,21 @@ async def test_recording_round_trips_provider_meta_and_appends(
     )
     assert replayed == live
     assert replayed.tool_calls[0].meta == {"extra_content": {"google": {"thought_signature": "T1"}}}
+
+
+async def test_create_provider_records_runs_into_one_cassette(
+    server: FakeModelServer, tmp_path: Path
+) -> None:
+    server.script(Turn([text("first run")]), Turn([text("second run")]))
+    cassette = tmp_path / "daemon.jsonl"
+    for prompt in ("one", "two"):
+        provider, model_id = create_provider("claude-sonnet-4-6", env=server.env(), record=cassette)
+        assert isinstance(provider, RecordingProvider) and model_id == "claude-sonnet-4-6"
+        await collect(provider.stream(None, [Message.user(prompt)], [], SETTINGS))
+        await provider.aclose()
+    lines = cassette.read_text().splitlines()
+    assert lines[0] == CASSETTE_HEADER and len(lines) == 3
+    assert [json.loads(x)["turn"] for x in lines[1:]] == [1, 2]
+    replay, _ = create_provider(f"replay:{cassette}")
+    _, turn = await collect(replay.stream(None, [Message.user("two")], [], SETTINGS))
+    assert turn.text == "second run"
