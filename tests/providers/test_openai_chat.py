@@ -302,3 +302,15 @@ async def test_custom_openai_endpoint(server: FakeModelServer) -> None:
     assert req.api_key == "local-key"
     assert req.body["model"] == "qwen3-coder"
     await provider.aclose()
+
+
+async def test_slow_first_byte_past_the_timeout_is_retried(
+    server: FakeModelServer, retry: RetryPolicy
+) -> None:
+    server.script(Turn([text("late")], first_byte_delay=1.0), Turn([text("prompt")]))
+    provider = OpenAIChatProvider(
+        api_key="k", base_url=server.url + "/v1", retry=retry, timeout=0.2
+    )
+    _, turn = await collect(provider.stream(None, [Message.user("q")], [], SETTINGS))
+    assert turn.text == "prompt"
+    assert len(server.requests) == 2

@@ -142,3 +142,16 @@ def test_importing_the_registry_does_not_import_the_sdks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_anthropic_auth_token_is_an_alternative_credential() -> None:
+    async with FakeModelServer(api_key="oauth-token") as server:
+        server.script(Turn([text("ok")]))
+        env = {"ANTHROPIC_AUTH_TOKEN": "oauth-token", "ANTHROPIC_BASE_URL": server.url}
+        provider, model_id = create_provider("claude-haiku-4-5", env=env)
+        _, turn = await collect(
+            provider.stream(None, [Message.user("hi")], [], ModelSettings(model=model_id))
+        )
+        assert turn.text == "ok"
+        assert server.requests[0].headers["authorization"] == "Bearer oauth-token"
+        await provider.aclose()
