@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -175,7 +175,7 @@ class AnthropicProvider:
         messages: list[Message],
         tools: list[dict[str, Any]],
         settings: ModelSettings,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         if self._client is None:
             raise ModelError(
                 "missing_api_key",
@@ -204,7 +204,7 @@ class AnthropicProvider:
                 request: dict[str, Any] = request,
                 raw_blocks: list[list[dict[str, Any]]] = raw_blocks,
                 tool_offset: int = tool_offset,
-            ) -> AsyncIterator[StreamItem]:
+            ) -> AsyncGenerator[StreamItem, None]:
                 blocks: list[dict[str, Any]] = []
                 raw_blocks.append(blocks)
                 return self._attempt(request, extra, blocks, tool_offset)
@@ -234,7 +234,7 @@ class AnthropicProvider:
         extra: dict[str, Any] | None,
         blocks: list[dict[str, Any]],
         tool_offset: int,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         stream = await self._client.messages.create(**request, stream=True, extra_body=extra)
         by_index: dict[int, dict[str, Any]] = {}
         json_text: dict[int, str] = {}

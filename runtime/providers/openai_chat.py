@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,7 +165,7 @@ class OpenAIChatProvider:
         messages: list[Message],
         tools: list[dict[str, Any]],
         settings: ModelSettings,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         if self._client is None:
             raise ModelError(
                 "missing_api_key",
@@ -175,7 +175,7 @@ class OpenAIChatProvider:
         body = self.build_request(system, messages, tools, settings)
         extra = dict(settings.extra) or None
 
-        def attempt() -> AsyncIterator[StreamItem]:
+        def attempt() -> AsyncGenerator[StreamItem, None]:
             return self._attempt(body, extra)
 
         retried = stream_with_retries(attempt, self._classify, self.retry)
@@ -185,7 +185,7 @@ class OpenAIChatProvider:
 
     async def _attempt(
         self, body: dict[str, Any], extra: dict[str, Any] | None
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         stream = await self._client.chat.completions.create(**body, stream=True, extra_body=extra)
         thinking: list[str] = []
         texts: list[str] = []
@@ -256,9 +256,10 @@ class OpenAIChatProvider:
             call.meta["extra_content"] = extra_content
         pending = tc.function.arguments if tc.function is not None else None
         if call.ordinal is None and call.name:
-            out.append(self._start(call, started))
+            start = self._start(call, started)
+            out.append(start)
             if call.arguments:  # arguments that arrived before the name
-                out.append(ToolCallArgumentsDelta(index=call.ordinal, arguments=call.arguments))
+                out.append(ToolCallArgumentsDelta(index=start.index, arguments=call.arguments))
         if pending:
             call.arguments += pending
             if call.ordinal is not None:

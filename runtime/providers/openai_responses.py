@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -44,6 +44,7 @@ from runtime.providers.base import (
 )
 from runtime.providers.openai_chat import classify_openai_error, reasoning_effort
 from runtime.providers.retry import (
+    Failure,
     RetryPolicy,
     classify_status,
     stream_with_retries,
@@ -149,7 +150,7 @@ class OpenAIResponsesProvider:
         messages: list[Message],
         tools: list[dict[str, Any]],
         settings: ModelSettings,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         if self._client is None:
             raise ModelError(
                 "missing_api_key",
@@ -159,7 +160,7 @@ class OpenAIResponsesProvider:
         body = self.build_request(system, messages, tools, settings)
         extra = dict(settings.extra) or None
 
-        def attempt() -> AsyncIterator[StreamItem]:
+        def attempt() -> AsyncGenerator[StreamItem, None]:
             return self._attempt(body, extra)
 
         retried = stream_with_retries(attempt, self._classify, self.retry)
@@ -169,7 +170,7 @@ class OpenAIResponsesProvider:
 
     async def _attempt(
         self, body: dict[str, Any], extra: dict[str, Any] | None
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         stream = await self._client.responses.create(**body, stream=True, extra_body=extra)
         parts: dict[int, Part] = {}
         summaries: dict[int, dict[int, str]] = {}  # output_index → summary_index → text
@@ -238,14 +239,14 @@ class OpenAIResponsesProvider:
             model=final.model,
         )
 
-    def _classify(self, exc: BaseException) -> Any:
+    def _classify(self, exc: BaseException) -> Failure | None:
         return classify_openai_error(exc, self.label, StreamTruncated)
 
 
 def _item_to_part(item: Any, streamed_summaries: dict[int, str]) -> Part | None:
     if item.type == "function_call":
-        meta = {"item_id": item.id} if item.id else None
-        return parse_tool_call(item.call_id, item.name, item.arguments or "", meta=meta)
+        call_meta = {"item_id": item.id} if item.id else None
+        return parse_tool_call(item.call_id, item.name, item.arguments or "", meta=call_meta)
     if item.type == "message":
         pieces = []
         for c in item.content:

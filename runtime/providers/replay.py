@@ -41,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +76,7 @@ from runtime.providers.base import (
 from runtime.providers.tool_calls import arguments_json
 
 CASSETTE_HEADER = "# agentd cassette v1: one model turn per line (see runtime/providers/replay.py)"
-_PART = TypeAdapter(Part)
+_PART: TypeAdapter[Any] = TypeAdapter(Part)
 _WORDS = re.compile(r"\S+\s*|\s+")
 
 
@@ -248,7 +248,7 @@ class ReplayProvider:
         messages: list[Message],
         tools: list[dict[str, Any]],
         settings: ModelSettings,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         turns = await self.load()
         fingerprint = request_fingerprint(system, messages, tools)
         turn = self._select(turns, fingerprint, messages)
@@ -345,7 +345,7 @@ def _argument_chunks(recorded: list[str] | None, call: ToolCallPart) -> list[str
     return [arguments_json(call)]
 
 
-async def _play(turn: CassetteTurn) -> AsyncIterator[StreamItem]:
+async def _play(turn: CassetteTurn) -> AsyncGenerator[StreamItem, None]:
     ordinal = 0
     for part, recorded in zip(turn.content, turn.streams, strict=True):
         if isinstance(part, ThinkingPart):
@@ -400,7 +400,7 @@ class RecordingProvider:
         messages: list[Message],
         tools: list[dict[str, Any]],
         settings: ModelSettings,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         request = request_fingerprint(system, messages, tools)
         texts: list[str] = []
         thinking: list[str] = []

@@ -22,7 +22,7 @@ import email.utils
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -91,8 +91,8 @@ class RetryPolicy:
     def backoff(self, retry_number: int, retry_after: float | None = None) -> float:
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, self.max_retry_after)
-        delay = min(self.max_delay, self.base_delay * (2 ** max(0, retry_number - 1)))
-        return delay * (1 - self.jitter * random.random())
+        delay = min(self.max_delay, self.base_delay * 2.0 ** max(0, retry_number - 1))
+        return float(delay * (1 - self.jitter * random.random()))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicy:
@@ -185,12 +185,12 @@ Classifier = Callable[[BaseException], "Failure | None"]
 
 
 async def stream_with_retries(
-    attempt: Callable[[], AsyncIterator[StreamItem]],
+    attempt: Callable[[], AsyncGenerator[StreamItem, None]],
     classify: Classifier,
     policy: RetryPolicy,
     *,
     sleep: Sleep | None = None,
-) -> AsyncIterator[StreamItem]:
+) -> AsyncGenerator[StreamItem, None]:
     """Run `attempt()` until one finishes, retrying classified retryable failures.
 
     `classify` returns None for exceptions that are not model failures (programming errors),
@@ -203,7 +203,7 @@ async def stream_with_retries(
         yielded = False
         try:
             stream = attempt()
-            async with aclosing(stream):  # type: ignore[type-var]
+            async with aclosing(stream):
                 async for item in stream:
                     if not isinstance(item, AssistantTurn):
                         yielded = True
