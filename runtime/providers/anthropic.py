@@ -383,11 +383,9 @@ def to_anthropic(messages: list[Message]) -> list[dict[str, Any]]:
             others: list[dict[str, Any]] = []
             for part in message.content:
                 if isinstance(part, ToolResultPart):
-                    block: dict[str, Any] = {
-                        "type": "tool_result",
-                        "tool_use_id": part.call_id,
-                        "content": part.output,
-                    }
+                    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.call_id}
+                    if part.output:  # an empty result is sent without content
+                        block["content"] = part.output
                     if part.is_error:
                         block["is_error"] = True
                     results.append(block)

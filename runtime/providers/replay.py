@@ -226,7 +226,6 @@ class ReplayProvider:
         self.strict = strict
         self._turns: list[CassetteTurn] | None = None
         self._cursor = 0
-        self._served: set[int] = set()
 
     async def aclose(self) -> None:
         return None
@@ -274,7 +273,6 @@ class ReplayProvider:
         if chosen is None:
             raise ModelError("divergence", self._explain(turns, expected, fingerprint, messages))
         self._cursor = chosen.number  # the next turn in order
-        self._served.add(chosen.number)
         return chosen
 
     def _explain(

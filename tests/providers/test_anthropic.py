@@ -197,6 +197,24 @@ async def test_conversation_round_trips_thinking_signatures_and_tool_results(
     assert len(sent) == 3
 
 
+async def test_empty_tool_result_is_sent_without_content(
+    server: FakeModelServer, retry: RetryPolicy
+) -> None:
+    server.script(Turn([text("ok")]))
+    history = [
+        Message.user("touch it"),
+        Message(role="assistant", content=[ToolCallPart(id="t1", name="exec_command")]),
+        Message(role="tool", content=[ToolResultPart(call_id="t1", output="")]),
+    ]
+    await collect(make(server, retry).stream(None, history, TOOLS, SETTINGS))
+    result = server.requests[0].body["messages"][2]["content"][0]
+    assert result == {
+        "type": "tool_result",
+        "tool_use_id": "t1",
+        "cache_control": {"type": "ephemeral"},
+    }
+
+
 async def test_thinking_from_another_provider_is_not_sent(
     server: FakeModelServer, retry: RetryPolicy
 ) -> None:
