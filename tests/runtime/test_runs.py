@@ -1,0 +1,614 @@
+"""The RunManager with real SQLite, real event logs and a scripted provider."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runtime.agents import AgentRecord, AgentSpec
+from runtime.events import Event, EventLog
+from runtime.messages import Message, TextPart, ThinkingPart
+from runtime.providers.base import ModelError, TextDelta
+from runtime.runs import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    QueueFull,
+    RunConfig,
+    RunManager,
+)
+from runtime.store import RunRecord, Store
+from tests.fakes.scripted_provider import (
+    Gate,
+    ScriptedFactory,
+    call,
+    text_turn,
+    tool_turn,
+    usage,
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "state")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def factory() -> ScriptedFactory:
+    return ScriptedFactory()
+
+
+@pytest.fixture
+async def manager(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> AsyncIterator[RunManager]:
+    async with RunManager(store, workspace, provider_factory=factory, env={}) as started:
+        yield started
+
+
+async def make_agent(store: Store, slug: str = "helper", **fields: Any) -> AgentRecord:
+    fields.setdefault("tools", [])
+    record, _ = await store.upsert_agent(AgentSpec(slug=slug, model="scripted-1", **fields))
+    return record
+
+
+async def collect(manager: RunManager, run_id: str, after: int = 0) -> list[Event]:
+    with anyio.fail_after(10):
+        return [event async for event in manager.subscribe(run_id, after=after)]
+
+
+def types(events: list[Event]) -> list[str]:
+    """Event types with consecutive text/thinking deltas merged (the log may coalesce)."""
+    merged: list[str] = []
+    for event in events:
+        if event.type in ("text", "thinking") and merged and merged[-1] == event.type:
+            continue
+        merged.append(event.type)
+    return merged
+
+
+def joined(events: list[Event], type: str) -> str:
+    return "".join(e.payload["content"] for e in events if e.type == type)
+
+
+async def wait_for_event(manager: RunManager, run_id: str, type: str, **match: Any) -> Event:
+    with anyio.fail_after(10):
+        async for event in manager.subscribe(run_id):
+            if event.type == type and all(event.payload.get(k) == v for k, v in match.items()):
+                return event
+    raise AssertionError(f"the run ended without a {type} event matching {match}")
+
+
+async def test_a_run_completes_with_its_events_record_and_thread(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store, system_prompt="Be kind.")
+    provider = factory.add(text_turn("Hello there", thinking="hm", turn_usage=usage(7, 3)))
+    run = await manager.start(agent, prompt="hi", metadata={"ticket": "T-1"})
+    record = await manager.wait(run.run_id)
+
+    assert (record.status, record.result, record.iterations) == ("completed", "Hello there", 1)
+    assert record.usage.input_tokens == 7 and record.usage.output_tokens == 3
+    assert record.metadata == {"ticket": "T-1"} and record.thread_id == run.thread_id
+    assert record.started_at and record.finished_at
+    events = await collect(manager, run.run_id)
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert types(events) == ["run_started", "thinking", "text", "usage", "complete"]
+    assert all(e.run_id == run.run_id and e.thread_id == run.thread_id for e in events)
+    assert events[0].payload == {
+        "agent": "helper",
+        "version": 1,
+        "threadId": run.thread_id,
+        "model": "scripted-1",
+    }
+    assert joined(events, "text") == "Hello there"
+    complete = events[-1].payload
+    assert complete["status"] == "completed" and complete["output"] == "Hello there"
+    assert complete["iterations"] == 1 and complete["files"] == []
+    assert complete["devUrl"] is None and complete["usage"]["inputTokens"] == 7
+
+    assert provider.calls[0].system == "Be kind." and provider.closed
+    expected = [
+        Message.user("hi"),
+        Message(
+            role="assistant",
+            content=[ThinkingPart(thinking="hm", signature="sig"), TextPart(text="Hello there")],
+        ),
+    ]
+    assert await store.thread_messages(run.thread_id) == expected
+    assert await store.run_messages(run.run_id) == expected
+    detail = await manager.detail(run.run_id)
+    assert detail["output"] == "Hello there" and detail["toolCalls"] == []
+    assert len(detail["messages"]) == 2 and detail["status"] == "completed"
+    listed, _ = await manager.list(agent="helper")
+    assert [r.run_id for r in listed] == [run.run_id]
+
+
+async def test_tool_calls_are_recorded_in_detail(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    factory.add(tool_turn(call("c1", "no_such_tool", {"x": 1})), text_turn("gave up"))
+    run = await manager.start(agent, prompt="go")
+    await manager.wait(run.run_id)
+    events = await collect(manager, run.run_id)
+    assert types(events) == [
+        "run_started",
+        "usage",
+        "tool_call",
+        "tool_result",
+        "text",
+        "usage",
+        "complete",
+    ]
+    detail = await manager.detail(run.run_id)
+    [tool_call] = detail["toolCalls"]
+    assert tool_call["callId"] == "c1" and tool_call["tool"] == "no_such_tool"
+    assert tool_call["isError"] is True and "Unknown tool" in tool_call["output"]
+
+
+async def test_threads_continue_across_runs(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    factory.add(text_turn("one"))
+    second = factory.add(text_turn("two"))
+    first_run = await manager.start(agent, prompt="first")
+    await manager.wait(first_run.run_id)
+    run = await manager.start(agent, prompt="second", thread_id=first_run.thread_id)
+    await manager.wait(run.run_id)
+
+    assert run.thread_id == first_run.thread_id
+    assert second.calls[0].messages == [
+        Message.user("first"),
+        Message.assistant("one"),
+        Message.user("second"),
+    ]
+    assert len(await store.thread_messages(run.thread_id)) == 4
+
+
+async def test_messages_give_the_callers_history_on_a_new_thread(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    provider = factory.add(text_turn("c"))
+    history = [Message.user("a"), Message.assistant("b")]
+    run = await manager.start(agent, messages=history, prompt="and?")
+    await manager.wait(run.run_id)
+    assert provider.calls[0].messages == [*history, Message.user("and?")]
+    assert len(await store.thread_messages(run.thread_id)) == 4
+
+
+async def test_start_refuses_bad_requests(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    other = await make_agent(store, slug="other")
+    with pytest.raises(NotFound):
+        await manager.start("nobody", prompt="x")
+    with pytest.raises(NotFound):
+        await manager.start(agent, prompt="x", thread_id="thread_missing")
+    with pytest.raises(InvalidRequest):
+        await manager.start(agent)
+    gate = Gate()
+    factory.add(text_turn("slow", gate=gate))
+    run = await manager.start(agent, prompt="x")
+    with pytest.raises(InvalidRequest, match="either"):
+        await manager.start(agent, messages=[Message.user("y")], thread_id=run.thread_id)
+    with pytest.raises(InvalidRequest, match="belongs to agent"):
+        await manager.start(other, prompt="y", thread_id=run.thread_id)
+    with pytest.raises(Conflict) as busy:
+        await manager.start(agent, prompt="y", thread_id=run.thread_id)
+    assert busy.value.status == 409 and run.run_id in busy.value.message
+    gate.open()
+    await manager.wait(run.run_id)
+    with pytest.raises(NotFound):
+        await manager.get("run_missing")
+    for control in (manager.pause, manager.resume, manager.cancel):
+        with pytest.raises(Conflict):
+            await control(run.run_id)
+        with pytest.raises(NotFound):
+            await control("run_missing")
+    with pytest.raises(Conflict):
+        await manager.send_input(run.run_id, "late")
+
+
+async def test_global_cap_queues_runs_and_refuses_beyond_the_queue(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    gate = Gate()
+    factory.add(text_turn("first", gate=gate))
+    factory.add(text_turn("second"))
+    async with RunManager(
+        store, workspace, provider_factory=factory, env={}, max_concurrent=1, max_queue=1
+    ) as manager:
+        first = await manager.start(agent, prompt="1")
+        await gate.wait_reached()
+        second = await manager.start(agent, prompt="2")
+        assert second.status == "queued" and manager.metrics.queued == 1
+        with pytest.raises(QueueFull) as full:
+            await manager.start(agent, prompt="3")
+        assert full.value.status == 429
+        assert len(factory.created) == 1  # the queued run has not touched a model
+        gate.open()
+        assert (await manager.wait(second.run_id)).status == "completed"
+        assert (await manager.wait(first.run_id)).status == "completed"
+        events = await collect(manager, second.run_id)
+        assert types(events) == ["status", "run_started", "text", "usage", "complete"]
+        assert events[0].payload == {"status": "queued"}
+
+
+async def test_per_agent_max_concurrent_queues_only_that_agent(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    limited = await make_agent(store, slug="limited", max_concurrent=1)
+    free = await make_agent(store, slug="free")
+    gate = Gate()
+    factory.add(text_turn("a1", gate=gate))
+    a1 = await manager.start(limited, prompt="a1")
+    await gate.wait_reached()
+    a2 = await manager.start(limited, prompt="a2")
+    factory.add(text_turn("b1"))
+    b1 = await manager.start(free, prompt="b1")
+    assert (await manager.wait(b1.run_id)).status == "completed"
+    assert (await manager.get(a2.run_id)).status == "queued"
+    factory.add(text_turn("a2"))
+    gate.open()
+    assert (await manager.wait(a2.run_id)).result == "a2"
+    assert (await manager.wait(a1.run_id)).result == "a1"
+
+
+async def test_pause_resume_and_cancel_while_queued(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    gate = Gate()
+    factory.add(text_turn("first", gate=gate))
+    async with RunManager(
+        store, workspace, provider_factory=factory, env={}, max_concurrent=1
+    ) as manager:
+        first = await manager.start(agent, prompt="1")
+        await gate.wait_reached()
+        paused = await manager.start(agent, prompt="2")
+        cancelled = await manager.start(agent, prompt="3")
+        assert (await manager.pause(paused.run_id)).status == "paused"
+        record = await manager.cancel(cancelled.run_id)
+        assert record.status == "cancelled"
+        events = await collect(manager, cancelled.run_id)
+        assert types(events) == ["status", "complete"]
+        assert events[-1].payload["status"] == "cancelled"
+
+        later = factory.add(text_turn("second"))
+        gate.open()
+        await manager.wait(first.run_id)
+        # Admitted but paused: it stops before its first model call.
+        with anyio.fail_after(10):
+            await paused.controls.wait_parked()
+        assert later.calls == []
+        assert (await manager.resume(paused.run_id)).status == "running"
+        assert (await manager.wait(paused.run_id)).status == "completed"
+        assert types(await collect(manager, paused.run_id)) == [
+            "status",
+            "status",
+            "run_started",
+            "status",
+            "text",
+            "usage",
+            "complete",
+        ]
+        assert len(factory.created) == 2
+
+
+async def test_pause_and_input_during_a_model_stream(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    gate = Gate()
+    provider = factory.add(
+        tool_turn(call("c1", "nope"), text="let me try", gate=gate),
+        lambda messages: text_turn(f"noted: {messages[-1].text}"),
+    )
+    run = await manager.start(agent, prompt="go")
+    await gate.wait_reached()
+    assert (await manager.pause(run.run_id)).status == "paused"
+    await manager.send_input(run.run_id, "use the other tool")
+    gate.open()
+    with anyio.fail_after(10):
+        await run.controls.wait_parked()
+    assert len(provider.calls) == 1
+    assert (await manager.get(run.run_id)).status == "paused"
+    assert (await manager.resume(run.run_id)).status == "running"
+    record = await manager.wait(run.run_id)
+
+    assert record.status == "completed" and record.result == "noted: use the other tool"
+    events = await collect(manager, run.run_id)
+    assert types(events) == [
+        "run_started",
+        "text",
+        "status",
+        "input",
+        "usage",
+        "status",
+        "tool_call",
+        "tool_result",
+        "text",
+        "usage",
+        "complete",
+    ]
+    statuses = [e.payload["status"] for e in events if e.type == "status"]
+    assert statuses == ["paused", "resumed"]
+    assert [e.payload for e in events if e.type == "input"] == [{"text": "use the other tool"}]
+    # The input reached the model as a user message after the tool results.
+    assert [m.role for m in provider.calls[1].messages] == ["user", "assistant", "tool", "user"]
+
+
+async def test_cancel_during_a_model_stream(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    gate = Gate()
+    provider = factory.add(text_turn("never finished", chunks=3, gate=gate))
+    run = await manager.start(agent, prompt="go")
+    await gate.wait_reached()
+    record = await manager.cancel(run.run_id)
+
+    assert record.status == "cancelled" and record.finished_at
+    assert provider.abandoned == 1 and provider.closed
+    events = await collect(manager, run.run_id)
+    assert types(events) == ["run_started", "text", "complete"]
+    assert events[-1].payload["status"] == "cancelled"
+    # The partial turn is not part of the thread.
+    assert await store.thread_messages(run.thread_id) == [Message.user("go")]
+
+
+async def test_timeout_fails_the_run(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store, timeout=30)
+    factory.add(text_turn("hang", gate=Gate()))
+    run = await manager.start(agent, prompt="go", config=RunConfig(timeout=0.1))
+    record = await manager.wait(run.run_id)
+    assert record.status == "failed" and record.error is not None
+    assert record.error["code"] == "timeout"
+    events = await collect(manager, run.run_id)
+    assert types(events)[-2:] == ["error", "complete"]
+    assert events[-2].payload["code"] == "timeout"
+    assert events[-1].payload["status"] == "failed"
+
+
+async def test_turn_limit_from_config_and_fail_on_limit(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store, max_iterations=5)
+    strict = await make_agent(store, slug="strict", fail_on_limit=True, max_iterations=1)
+    factory.add(*[tool_turn(call(f"c{i}", "nope")) for i in range(5)])
+    run = await manager.start(agent, prompt="go", config=RunConfig(max_turns=2))
+    record = await manager.wait(run.run_id)
+    assert (record.status, record.iterations) == ("completed", 2)
+    assert record.error is not None and record.error["code"] == "max_iterations"
+
+    factory.add(*[tool_turn(call(f"c{i}", "nope")) for i in range(5)])
+    record = await manager.wait((await manager.start(strict, prompt="go")).run_id)
+    assert (record.status, record.iterations) == ("failed", 1)
+    events = await collect(manager, record.run_id)
+    assert events[-1].payload["status"] == "failed"
+
+
+async def test_model_errors_fail_the_run(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    factory.add(ModelError("authentication", "bad key", status=401))
+    record = await manager.wait((await manager.start(agent, prompt="go")).run_id)
+    assert record.status == "failed" and record.error is not None
+    assert record.error["code"] == "model_error" and "authentication" in record.error["message"]
+
+
+async def test_a_model_that_cannot_be_created_fails_the_run(store: Store, workspace: Path) -> None:
+    def broken(model: Any, *, env: Any = None) -> Any:
+        raise ValueError("unknown model prefix")
+
+    agent = await make_agent(store)
+    async with RunManager(store, workspace, provider_factory=broken, env={}) as manager:
+        record = await manager.wait((await manager.start(agent, prompt="go")).run_id)
+        assert record.status == "failed" and record.error is not None
+        assert "unknown model prefix" in record.error["message"]
+        assert types(await collect(manager, record.run_id)) == [
+            "run_started",
+            "error",
+            "complete",
+        ]
+
+
+async def test_secrets_are_redacted_in_events_records_and_messages(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    secret = "sk-test-5ecret-value-42"
+    agent = await make_agent(store, env={"DEPLOY_TOKEN": secret}, secrets=["DEPLOY_TOKEN"])
+    factory.add(
+        [
+            TextDelta(text="the token is sk-test-5e"),
+            TextDelta(text="cret-value-42, keep it safe"),
+            *text_turn(f"the token is {secret}, keep it safe")[-1:],
+        ]
+    )
+    run = await manager.start(agent, prompt=f"remember {secret}")
+    record = await manager.wait(run.run_id)
+
+    events = await collect(manager, run.run_id)
+    wire = "".join(str(e.to_dict()) for e in events)
+    assert secret not in wire and "[REDACTED]" in joined(events, "text")
+    assert record.result == "the token is [REDACTED], keep it safe"
+    stored = await store.run_messages(run.run_id) + await store.thread_messages(run.thread_id)
+    assert secret not in "".join(m.model_dump_json() for m in stored)
+    assert secret not in (await store.get_run(run.run_id)).model_dump_json()  # type: ignore[union-attr]
+
+
+async def test_fork_starts_from_a_cut_of_another_runs_conversation(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    factory.add(tool_turn(call("c1", "nope"), text="trying"), text_turn("done"))
+    source = await manager.start(agent, prompt="go")
+    await manager.wait(source.run_id)
+    assert len(await store.run_messages(source.run_id)) == 4
+
+    with pytest.raises(InvalidRequest, match="tool calls"):
+        await manager.fork(source.run_id, 2)
+    with pytest.raises(InvalidRequest):
+        await manager.fork(source.run_id, 9)
+    with pytest.raises(InvalidRequest, match="prompt"):
+        await manager.fork(source.run_id, 4)
+
+    replay_from_tool_result = factory.add(text_turn("different ending"))
+    fork = await manager.fork(source.run_id, 3)
+    record = await manager.wait(fork.run_id)
+    assert record.result == "different ending"
+    assert (record.parent_run_id, record.fork_step) == (source.run_id, 3)
+    assert fork.thread_id != source.thread_id
+    assert [m.role for m in replay_from_tool_result.calls[0].messages] == [
+        "user",
+        "assistant",
+        "tool",
+    ]
+
+    what_if = factory.add(text_turn("what if"))
+    record = await manager.wait((await manager.fork(source.run_id, 1, "ask again")).run_id)
+    assert record.status == "completed"
+    assert what_if.calls[0].messages == [Message.user("go"), Message.user("ask again")]
+
+
+async def test_unfinished_runs_are_interrupted_when_the_manager_starts(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    thread = await store.create_thread("helper")
+    await store.insert_run(
+        RunRecord(
+            run_id="run_left_running",
+            agent="helper",
+            agent_version=agent.version,
+            thread_id=thread.id,
+            status="running",
+            prompt="hello",
+        )
+    )
+    log = EventLog("run_left_running", thread.id, store)
+    await log.emit("run_started", agent="helper", version=1, threadId=thread.id, model="m")
+    async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
+        record = await manager.get("run_left_running")
+        assert record.status == "interrupted" and record.error is not None
+        assert record.error["code"] == "interrupted"
+        events = await collect(manager, "run_left_running")
+        assert [(e.id, e.type) for e in events] == [
+            (1, "run_started"),
+            (2, "error"),
+            (3, "complete"),
+        ]
+        assert events[2].payload["status"] == "interrupted"
+        assert await collect(manager, "run_left_running", after=2) == events[2:]
+
+
+async def test_shutdown_interrupts_active_runs(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    gate = Gate()
+    factory.add(text_turn("forever", gate=gate))
+    manager = RunManager(store, workspace, provider_factory=factory, env={})
+    await manager.start_background()
+    run = await manager.start(agent, prompt="go")
+    await gate.wait_reached()
+    await manager.shutdown(grace=0)
+    record = await store.get_run(run.run_id)
+    assert record is not None and record.status == "interrupted"
+    events = await EventLog.replay(store, run.run_id)
+    assert [e.type for e in events][-2:] == ["error", "complete"]
+    assert events[-1].payload["status"] == "interrupted"
+    with pytest.raises(Conflict):
+        await manager.start(agent, prompt="too late")
+
+
+async def test_subscribers_see_a_live_run_and_can_resume_from_an_id(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    gate = Gate()
+    factory.add(tool_turn(call("c1", "nope"), gate=gate), text_turn("done"))
+    run = await manager.start(agent, prompt="go")
+    seen: list[Event] = []
+
+    async def follow() -> None:
+        async for event in manager.subscribe(run.run_id):
+            seen.append(event)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        await gate.wait_reached()
+        gate.open()
+    everything = await collect(manager, run.run_id)
+    assert seen == everything and everything[-1].type == "complete"
+    assert await collect(manager, run.run_id, after=3) == everything[3:]
+    with pytest.raises(NotFound):
+        await collect(manager, "run_missing")
+
+
+async def test_killed_daemon_leaves_an_interrupted_run_whose_thread_continues(
+    tmp_path: Path, workspace: Path, factory: ScriptedFactory
+) -> None:
+    from tests.runtime.crash_daemon import PARTIAL
+
+    state = tmp_path / "crash-state"
+    root = Path(__file__).resolve().parents[2]
+    process = await anyio.open_process(
+        [sys.executable, "-m", "tests.runtime.crash_daemon", str(state), str(workspace)],
+        cwd=root,
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with anyio.fail_after(30):
+            async for chunk in process.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        started = json.loads(line)
+    finally:
+        process.kill()  # SIGKILL: no cleanup runs in the daemon
+        with anyio.fail_after(10):
+            await process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    store = await Store.open(state)
+    try:
+        assert (await store.get_run(started["runId"])).status == "running"  # type: ignore[union-attr]
+        async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
+            record = await manager.get(started["runId"])
+            assert record.status == "interrupted"
+            events = await collect(manager, started["runId"])
+            assert types(events) == ["run_started", "text", "error", "complete"]
+            assert joined(events, "text") == PARTIAL
+            assert events[-2].payload["code"] == "interrupted"
+            assert events[-1].payload["status"] == "interrupted"
+
+            follow_up = factory.add(text_turn("picking up"))
+            run = await manager.start("crashy", prompt="continue", thread_id=started["threadId"])
+            assert (await manager.wait(run.run_id)).status == "completed"
+            assert follow_up.calls[0].messages == [
+                Message.user("do something long"),
+                Message.user("continue"),
+            ]
+    finally:
+        await store.close()
