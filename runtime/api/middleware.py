@@ -1,0 +1,173 @@
+"""Middleware: request ids, the error envelope, authentication, the readiness gate.
+
+Every response carries `X-Request-ID` (the client's, if it sent a sane one, else a new id),
+and the id is on every log line written while the request is handled (`request_id` on the
+log record, see `RequestIdFilter`). Every failure, including aiohttp's own 404/405/413,
+leaves as the JSON error envelope.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import logging
+import os
+import re
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from runtime.api.errors import STATUS_CODES, ApiError, error_response
+from runtime.runs import RunError
+
+if TYPE_CHECKING:
+    from runtime.api.state import ApiState
+
+log = logging.getLogger("agentd.api")
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `record.request_id` (the request being handled, or `-`) to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(8).hex()
+
+
+def request_id(request: web.Request) -> str:
+    return request.get(REQUEST_ID_KEY, "-")
+
+
+def _message_for(exc: web.HTTPException, request: web.Request, max_body: int) -> str:
+    if exc.status == 404:
+        return f"no route for {request.method} {request.path}; see GET /openapi.json"
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        return f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if exc.status == 413:
+        return f"the request body is larger than the daemon's limit of {max_body} bytes"
+    return exc.reason or exc.text or "request failed"
+
+
+def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[valid-type]
+    public = state.table.public_paths()
+
+    @web.middleware
+    async def errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        rid = incoming if _CLIENT_REQUEST_ID.match(incoming) else new_request_id()
+        request[REQUEST_ID_KEY] = rid
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except ApiError as exc:
+            status = exc.status
+            if exc.status >= 500:
+                log.error("%s %s → %s: %s", request.method, request.path, exc.status, exc)
+            return error_response(
+                exc.status, exc.code, exc.message, rid, details=exc.details, headers=exc.headers
+            )
+        except RunError as exc:
+            status = exc.status
+            headers = {"Retry-After": "1"} if exc.status == 429 else None
+            return error_response(exc.status, exc.code, exc.message, rid, headers=headers)
+        except web.HTTPException as exc:
+            status = exc.status
+            if exc.status < 400:  # redirects and the like pass through
+                raise
+            headers = {
+                k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")
+            }
+            return error_response(
+                exc.status,
+                STATUS_CODES.get(exc.status, "http_error"),
+                _message_for(exc, request, state.settings.max_body_bytes),
+                rid,
+                headers=headers,
+            )
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error_response(
+                500,
+                "internal_error",
+                f"internal error; the daemon log has the details under request id {rid}",
+                rid,
+            )
+        finally:
+            state.metrics.request_finished(
+                request.method, _route_name(request), status, time.perf_counter() - started
+            )
+            request_id_var.reset(token)
+
+    @web.middleware
+    async def auth(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        expected = state.settings.token
+        if expected is None or request.path in public or request.method == "OPTIONS":
+            return await handler(request)
+        presented = _credential(request)
+        if presented is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing credentials: send `Authorization: Bearer <token>` or `X-API-Key: <token>`",
+                headers={"WWW-Authenticate": 'Bearer realm="agentd"'},
+            )
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "invalid API token",
+                headers={"WWW-Authenticate": 'Bearer realm="agentd", error="invalid_token"'},
+            )
+        return await handler(request)
+
+    @web.middleware
+    async def readiness(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        if state.manager is None and request.path.startswith("/v1/"):
+            raise ApiError(
+                503,
+                "starting",
+                "the daemon is still starting; retry when GET /readyz answers 200",
+                headers={"Retry-After": "1"},
+            )
+        return await handler(request)
+
+    return [errors, auth, readiness]
+
+
+def _credential(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = request.headers.get("X-API-Key", "").strip()
+    if api_key:
+        return api_key
+    # EventSource cannot send headers: the event streams also take ?access_token=.
+    if request.method == "GET" and request.path.endswith("/events"):
+        return request.query.get("access_token") or None
+    return None
+
+
+def _route_name(request: web.Request) -> str:
+    match = request.match_info
+    route = getattr(match, "route", None)
+    resource = getattr(route, "resource", None)
+    canonical = getattr(resource, "canonical", None)
+    if canonical is None or getattr(match, "http_exception", None) is not None:
+        return "unmatched"
+    return str(canonical)

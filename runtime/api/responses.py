@@ -1,0 +1,41 @@
+"""Success responses: `{"data": …}` and, for lists, `{"data": […], "meta": {…}}`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+
+def to_wire(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    return value
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, default=str)
+
+
+def json_data(
+    value: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        text=_dumps({"data": to_wire(value)}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def json_list(
+    items: Iterable[Any], *, has_more: bool = False, next_cursor: str | None = None
+) -> web.Response:
+    body = {
+        "data": [to_wire(item) for item in items],
+        "meta": {"hasMore": has_more, "nextCursor": next_cursor},
+    }
+    return web.Response(text=_dumps(body), content_type="application/json")

@@ -1,0 +1,99 @@
+"""Liveness, readiness, the OpenAPI document and Prometheus metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from runtime.api import metrics
+from runtime.api.errors import ApiError
+from runtime.api.openapi import build_openapi
+from runtime.api.responses import json_data
+from runtime.api.routing import RouteTable
+from runtime.api.schemas import Envelope, Health
+from runtime.api.state import ApiState, get_state
+
+OPENAPI_KEY: web.AppKey[dict] = web.AppKey("agentd_openapi", dict)
+
+
+def _health(state: ApiState, status: str) -> Health:
+    return Health.model_validate(
+        {"status": status, "version": state.version, "sandboxId": state.settings.sandbox_id}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and serving HTTP."""
+    state = get_state(request)
+    return json_data(_health(state, "ok" if state.phase == "ready" else state.phase))
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 once the store is open and runs are accepted; 503 while starting or stopping."""
+    state = get_state(request)
+    if state.manager is None or state.phase != "ready":
+        raise ApiError(
+            503,
+            state.phase if state.phase != "ready" else "starting",
+            f"not ready: the daemon is {state.phase.replace('_', ' ')}",
+            headers={"Retry-After": "1"},
+        )
+    return json_data(_health(state, "ok"))
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    app = request.app
+    if OPENAPI_KEY not in app:
+        state = get_state(request)
+        app[OPENAPI_KEY] = build_openapi(state.table, version=state.version)
+    return web.json_response(app[OPENAPI_KEY])
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    state = get_state(request)
+    text = metrics.render(
+        state.metrics,
+        state.manager,
+        version=state.version,
+        sandbox_id=state.settings.sandbox_id,
+        statuses=("queued", "running", "paused"),
+    )
+    return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+def add_routes(table: RouteTable) -> None:
+    tag = "system"
+    table.add(
+        "GET",
+        "/healthz",
+        healthz,
+        summary="Liveness (no authentication)",
+        tag=tag,
+        public=True,
+        response=Envelope[Health],
+    )
+    table.add(
+        "GET",
+        "/readyz",
+        readyz,
+        summary="Readiness: 200 once the store is open (no authentication)",
+        tag=tag,
+        public=True,
+        response=Envelope[Health],
+        errors=(503,),
+    )
+    table.add(
+        "GET",
+        "/openapi.json",
+        openapi_json,
+        summary="This document",
+        tag=tag,
+        content_type="application/json",
+    )
+    table.add(
+        "GET",
+        "/metrics",
+        prometheus,
+        summary="Prometheus metrics (text exposition format 0.0.4)",
+        tag=tag,
+        content_type=metrics.CONTENT_TYPE,
+    )

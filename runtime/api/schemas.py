@@ -1,0 +1,359 @@
+"""Request and response models of the HTTP API.
+
+Handlers validate every body and query string with these models, and `/openapi.json` is
+generated from the same classes, so the documentation cannot drift from what is enforced.
+Wire names are camelCase (DESIGN §3); Python attributes snake_case.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from runtime.agents import AgentSpec
+from runtime.messages import Message, Part
+from runtime.runs import RunConfig
+
+T = TypeVar("T")
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, extra="forbid")
+
+
+# --- envelopes ----------------------------------------------------------------------------
+
+
+class Envelope(WireModel, Generic[T]):
+    data: T
+
+
+class ListMeta(WireModel):
+    has_more: bool = Field(alias="hasMore")
+    next_cursor: str | None = Field(None, alias="nextCursor")
+
+
+class ListEnvelope(WireModel, Generic[T]):
+    data: list[T]
+    meta: ListMeta
+
+
+class ErrorDetail(WireModel):
+    code: str = Field(description="stable, machine-readable")
+    message: str = Field(description="what went wrong and what to change")
+    request_id: str = Field(alias="requestId", description="also in X-Request-ID and the log")
+    details: list[dict[str, Any]] | None = Field(None, description="per-field validation problems")
+
+
+class ErrorEnvelope(WireModel):
+    error: ErrorDetail
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+class AgentOut(AgentSpec):
+    """An agent as the API returns it: its definition plus id, version and timestamps.
+    Secret values (the custom model's apiKey, env vars named in `secrets`) read
+    `[REDACTED]`."""
+
+    id: str
+    version: int
+    created_at: str = Field(alias="createdAt")
+    updated_at: str = Field(alias="updatedAt")
+
+
+class UpsertResult(WireModel):
+    id: str
+    slug: str
+    action: Literal["created", "updated", "unchanged"]
+    version: int
+    endpoint: str = Field(description="the path that runs this agent (legacy shape)")
+
+
+class RollbackRequest(WireModel):
+    version: int = Field(ge=1, description="the version to make current again")
+
+
+class AgentVersionsQuery(WireModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AgentGetQuery(WireModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    version: int | None = Field(None, ge=1, description="a past version (default: current)")
+
+
+class Deleted(WireModel):
+    id: str
+    deleted: bool = True
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+class InputMessage(WireModel):
+    """A message of a caller-supplied history: `content` is a string or a list of parts."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str | list[Part]
+
+    def to_message(self) -> Message:
+        if isinstance(self.content, str):
+            return Message.model_validate(
+                {"role": self.role, "content": [{"type": "text", "text": self.content}]}
+            )
+        return Message(role=self.role, content=self.content)
+
+
+class RunRequest(WireModel):
+    """`POST /v1/run`: start a run of `agent` on `prompt`, continuing `threadId`'s
+    conversation or the caller's own `messages`."""
+
+    agent: str = Field(min_length=1, description="the agent's slug")
+    prompt: str | None = Field(None, description="the user's message")
+    messages: list[InputMessage] | None = Field(
+        None, description="a conversation to continue instead of a thread"
+    )
+    thread_id: str | None = Field(None, alias="threadId", description="continue this thread")
+    stream: bool = Field(True, description="answer with the SSE event stream (default)")
+    config: RunConfig | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _has_input(self) -> RunRequest:
+        if self.prompt is None and not self.messages:
+            raise ValueError(
+                "give `prompt` (the user's message) or `messages` (a conversation to continue)"
+            )
+        if self.messages and self.thread_id is not None:
+            raise ValueError(
+                "give either `threadId` (continue the stored thread) or `messages` "
+                "(your own history), not both"
+            )
+        return self
+
+
+class UsageOut(WireModel):
+    input_tokens: int = Field(0, alias="inputTokens")
+    output_tokens: int = Field(0, alias="outputTokens")
+    cached_input_tokens: int = Field(0, alias="cachedInputTokens")
+    reasoning_tokens: int = Field(0, alias="reasoningTokens")
+
+
+class RunErrorOut(WireModel):
+    code: str
+    message: str
+
+
+RunStatus = Literal[
+    "queued", "running", "paused", "completed", "failed", "cancelled", "interrupted"
+]
+
+
+class RunResult(WireModel):
+    """`POST /v1/run` with `stream: false`: the finished run."""
+
+    run_id: str = Field(alias="runId")
+    status: RunStatus
+    result: str | None
+    usage: UsageOut
+    iterations: int
+    thread_id: str | None = Field(alias="threadId")
+    execution_mode: str = Field(alias="executionMode")
+    sandbox_id: str = Field(alias="sandboxId")
+    error: RunErrorOut | None = None
+
+
+class LegacyRunRequest(WireModel):
+    """The older run shape of `POST /v1/agents/{slug}/run` and `POST /v1/run/{apiSlug}`.
+    `context` is given to the model after the message; `mounts` and `params` are kept in the
+    run's metadata (mounting is the control plane's job before it relays the request)."""
+
+    message: str = Field(min_length=1)
+    stream: bool = Field(False, description="answer with the SSE event stream")
+    mounts: list[Any] = Field(default_factory=list)
+    context: str | dict[str, Any] | list[Any] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class LegacyRunResult(WireModel):
+    id: str
+    status: RunStatus
+    output: str | None
+    dev_url: str | None = Field(alias="devUrl")
+    files: list[Any]
+    usage: UsageOut
+    error: RunErrorOut | None = None
+
+
+class RunOut(WireModel):
+    """A run's record (history and detail)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
+
+    run_id: str = Field(alias="runId")
+    agent: str
+    agent_version: int | None = Field(None, alias="agentVersion")
+    thread_id: str | None = Field(None, alias="threadId")
+    status: RunStatus
+    prompt: str | None = None
+    result: str | None = None
+    error: RunErrorOut | None = None
+    usage: UsageOut
+    iterations: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: str | None = Field(None, alias="createdAt")
+    started_at: str | None = Field(None, alias="startedAt")
+    finished_at: str | None = Field(None, alias="finishedAt")
+    parent_run_id: str | None = Field(None, alias="parentRunId")
+    fork_step: int | None = Field(None, alias="forkStep")
+    execution_mode: str | None = Field(None, alias="executionMode")
+    model: str | None = None
+
+
+class ToolCallOut(WireModel):
+    call_id: str = Field(alias="callId")
+    tool: str
+    input: dict[str, Any]
+    output: str | None
+    is_error: bool | None = Field(alias="isError")
+
+
+class RunDetail(RunOut):
+    """A run with its conversation and tool calls."""
+
+    output: str | None = None
+    messages: list[Message]
+    tool_calls: list[ToolCallOut] = Field(alias="toolCalls")
+
+
+class RunsQuery(WireModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    agent: str | None = Field(None, description="only this agent's runs")
+    status: RunStatus | None = None
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, description="`meta.nextCursor` of the previous page")
+
+
+class EventsQuery(WireModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    after: int | None = Field(
+        None, ge=0, description="replay events with id > after (Last-Event-ID wins)"
+    )
+    access_token: str | None = Field(
+        None, description="the API token, for EventSource clients that cannot send headers"
+    )
+
+
+class InputRequest(WireModel):
+    text: str = Field(min_length=1, description="reaches the model at its next turn")
+
+
+class ForkRequest(WireModel):
+    step: int = Field(ge=0, description="keep the run's first `step` messages")
+    prompt: str | None = Field(None, description="a new user message after the cut")
+    stream: bool = Field(False, description="answer with the new run's SSE event stream")
+
+
+class ForkResult(WireModel):
+    run_id: str = Field(alias="runId")
+    thread_id: str = Field(alias="threadId")
+    status: RunStatus
+    parent_run_id: str = Field(alias="parentRunId")
+    fork_step: int = Field(alias="forkStep")
+
+
+class EmptyBody(WireModel):
+    """Controls take no body (an empty JSON object is accepted)."""
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+class FilesQuery(WireModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    path: str = Field("/", description="a directory, relative to the workspace root")
+
+
+class FileContentQuery(WireModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    path: str = Field(min_length=1, description="a file, relative to the workspace root")
+    offset: int = Field(0, ge=0, description="first byte to return")
+    limit: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024, description="bytes to return")
+
+
+class FileEntry(WireModel):
+    name: str
+    path: str = Field(description="workspace-relative, starting with /")
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    modified_at: str = Field(alias="modifiedAt")
+
+
+class FileListing(WireModel):
+    path: str
+    entries: list[FileEntry]
+
+
+class FileContent(WireModel):
+    path: str
+    size: int = Field(description="the whole file's size in bytes")
+    offset: int
+    encoding: Literal["utf-8", "base64"]
+    content: str
+    truncated: bool = Field(description="more bytes follow offset + the bytes returned")
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+class ThreadsQuery(WireModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    agent: str | None = None
+
+
+class ThreadOut(WireModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
+
+    id: str
+    agent: str
+    created_at: str = Field(alias="createdAt")
+    updated_at: str = Field(alias="updatedAt")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    message_count: int = Field(0, alias="messageCount")
+
+
+class ThreadDetail(ThreadOut):
+    messages: list[Message]
+
+
+# --- tools ----------------------------------------------------------------------------------
+
+
+class ToolInvocation(WireModel):
+    """The result of `POST /v1/tools/{name}`: what the model would have read (`output`),
+    whether the tool reported an error, and the structured `data`."""
+
+    tool: str
+    output: str
+    is_error: bool = Field(alias="isError")
+    data: dict[str, Any]
+    duration_ms: float = Field(alias="durationMs")
+
+
+# --- system ---------------------------------------------------------------------------------
+
+
+class Health(WireModel):
+    status: Literal["ok", "starting", "shutting_down"]
+    version: str
+    sandbox_id: str = Field(alias="sandboxId")

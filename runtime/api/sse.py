@@ -1,0 +1,143 @@
+"""Server-sent events: a run's event stream to one HTTP client.
+
+Frames are `id: <id>\\nevent: <type>\\ndata: <json>\\n\\n` with the whole event as one JSON
+object on one `data:` line; `retry:` is sent once when the stream opens and a `: ping`
+comment whenever the stream has been quiet for the ping interval (proxies and browsers keep
+the connection). A client resumes with `Last-Event-ID` (what `EventSource` sends when it
+reconnects) or `?after=N`, and receives exactly the events after that id. The stream ends
+after the terminal `complete` event.
+
+A slow client never blocks the run: the event log drops a subscriber whose queue overflows,
+and the stream then resubscribes from the last id it wrote (replaying from the store), so the
+client sees every event once, in order. A client that goes away only ends its own stream;
+the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+import anyio
+from aiohttp import web
+
+from runtime.api.errors import bad_request
+from runtime.events import Event, SubscriberDropped
+
+log = logging.getLogger("agentd.api.sse")
+
+Subscribe = Callable[[int], AsyncIterator[Event]]
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",  # nginx and friends: do not buffer the stream
+}
+
+
+def format_event(event: Event) -> bytes:
+    data = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def resume_point(request: web.Request, after: int | None) -> int:
+    """Where a (re)connecting client resumes: `Last-Event-ID` wins over `?after=`."""
+    header = request.headers.get("Last-Event-ID")
+    if header is not None and header.strip():
+        try:
+            value = int(header.strip())
+        except ValueError:
+            raise bad_request(
+                f"Last-Event-ID must be an event id (an integer >= 0), got {header!r}"
+            ) from None
+        if value < 0:
+            raise bad_request(f"Last-Event-ID must be >= 0, got {value}")
+        return value
+    return after or 0
+
+
+class EventStream:
+    """One SSE response. `await stream.run(subscribe, after)` writes until the run's
+    `complete` event (or the client leaves)."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        *,
+        retry_ms: int,
+        ping_interval: float,
+        headers: dict[str, str] | None = None,
+        on_frame: Callable[[], Any] | None = None,
+    ) -> None:
+        self.request = request
+        self.retry_ms = retry_ms
+        self.ping_interval = ping_interval
+        self.response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **(headers or {})})
+        self.last_id = 0
+        self.events_sent = 0
+        self._lock = asyncio.Lock()
+        self._on_frame = on_frame
+        self._scope: anyio.CancelScope | None = None
+        self.client_gone = False
+
+    async def _write(self, data: bytes) -> None:
+        if self.client_gone:
+            return
+        async with self._lock:
+            try:
+                await self.response.write(data)
+            except (ConnectionError, RuntimeError) as exc:
+                # RuntimeError: aiohttp's "Cannot write to closing transport".
+                log.debug("SSE client left after event %s: %s", self.last_id, exc)
+                self.client_gone = True
+                if self._scope is not None:
+                    self._scope.cancel()
+
+    async def run(self, subscribe: Subscribe, after: int) -> web.StreamResponse:
+        self.last_id = after
+        await self.response.prepare(self.request)
+        await self._write(f"retry: {self.retry_ms}\n\n".encode())
+        if not self.client_gone:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                tg.start_soon(self._heartbeat)
+                await self._pump(subscribe)
+                tg.cancel_scope.cancel()
+        if not self.client_gone:
+            try:
+                await self.response.write_eof()
+            except (ConnectionError, RuntimeError):
+                pass
+        return self.response
+
+    async def _pump(self, subscribe: Subscribe) -> None:
+        while True:
+            try:
+                async with aclosing(subscribe(self.last_id)) as events:  # type: ignore[type-var]
+                    async for event in events:
+                        if event.id <= self.last_id:
+                            continue  # never twice, whatever the source
+                        await self._write(format_event(event))
+                        if self.client_gone:
+                            return
+                        self.last_id = event.id
+                        self.events_sent += 1
+                        if self._on_frame is not None:
+                            self._on_frame()
+                        if event.type == "complete":
+                            return
+                return
+            except SubscriberDropped:
+                # Too slow for the live queue: replay from the store where we stopped.
+                log.info("SSE subscriber dropped at event %s; resubscribing", self.last_id)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            quiet_since = self.events_sent
+            await anyio.sleep(self.ping_interval)
+            if self.events_sent == quiet_since:
+                await self._write(b": ping\n\n")

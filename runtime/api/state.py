@@ -1,0 +1,63 @@
+"""The API's state, kept on the aiohttp app (no module globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from aiohttp import web
+
+from runtime.api.errors import ApiError
+from runtime.api.metrics import ApiMetrics
+from runtime.api.routing import RouteTable
+from runtime.config import Settings
+
+if TYPE_CHECKING:
+    from runtime.api.webhooks import WebhookSender
+    from runtime.runs import RunManager
+    from runtime.store import Store
+
+Phase = Literal["starting", "ready", "shutting_down"]
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    table: RouteTable
+    metrics: ApiMetrics
+    version: str
+    manager: RunManager | None = None
+    webhooks: WebhookSender | None = None
+    phase: Phase = "starting"
+    owns_manager: bool = False
+
+    def require_manager(self) -> RunManager:
+        if self.manager is None:
+            raise ApiError(
+                503,
+                "starting",
+                "the daemon is still starting; retry when GET /readyz answers 200",
+                headers={"Retry-After": "1"},
+            )
+        return self.manager
+
+    @property
+    def store(self) -> Store:
+        return self.require_manager().store
+
+    def check_accepting(self) -> None:
+        """New runs are refused once the daemon is shutting down."""
+        if self.phase == "shutting_down":
+            raise ApiError(
+                503,
+                "shutting_down",
+                "the daemon is shutting down and accepts no new runs; retry on its successor",
+                headers={"Retry-After": "5"},
+            )
+
+
+STATE_KEY: web.AppKey[ApiState] = web.AppKey("agentd_api_state", ApiState)
+
+
+def get_state(request: web.Request) -> ApiState:
+    return request.app[STATE_KEY]

@@ -1,0 +1,101 @@
+"""Parsing request bodies and query strings with pydantic models, failing with a 400 whose
+message says exactly which field is wrong and what is allowed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from runtime.api.errors import ApiError, bad_request
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
+    """The body as JSON. An empty body is `{}` when `allow_empty`, else a 400."""
+    raw = await request.read()  # aiohttp raises 413 past client_max_size
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise bad_request(
+            "the request body is empty; send a JSON object (Content-Type: application/json)",
+            code="invalid_json",
+        )
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"the request body is not UTF-8: {exc}", code="invalid_json") from exc
+    except json.JSONDecodeError as exc:
+        raise bad_request(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}",
+            code="invalid_json",
+        ) from exc
+
+
+async def parse_body(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:
+    data = await read_json(request, allow_empty=allow_empty)
+    if not isinstance(data, dict):
+        raise bad_request(
+            f"the request body must be a JSON object, got {_json_kind(data)}",
+            code="invalid_json",
+        )
+    return validate(model, data)
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    return validate(model, {key: request.query[key] for key in request.query}, where="query")
+
+
+def validate(model: type[M], data: dict[str, Any], *, where: str = "body") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, model, where=where) from exc
+
+
+def validation_error(exc: ValidationError, model: type[BaseModel], *, where: str) -> ApiError:
+    problems: list[str] = []
+    details: list[dict[str, Any]] = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        kind = err["type"]
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            text = f"unknown field {loc!r}"
+            if len(err["loc"]) == 1:
+                text += f" (allowed: {', '.join(_field_names(model))})"
+        elif kind == "missing":
+            text = f"missing required field {loc!r}"
+        elif not loc:
+            text = message
+        else:
+            text = f"{loc!r}: {message} (got {_short(err.get('input'))})"
+        problems.append(text)
+        details.append({"field": loc or None, "type": kind, "message": message})
+    prefix = "invalid query parameters: " if where == "query" else "invalid request body: "
+    return ApiError(400, "validation_error", prefix + "; ".join(problems), details=details)
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=repr) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"

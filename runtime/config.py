@@ -1,0 +1,146 @@
+"""Daemon settings: one pydantic model, filled from command-line flags over environment
+variables over defaults.
+
+Every setting has an environment variable: `AGENTD_<NAME>` (e.g. `AGENTD_PORT`,
+`AGENTD_TOKEN`), and the platform-wide `RUNTOOLS_<NAME>` spelling is accepted too (e.g.
+`RUNTOOLS_STATE_DIR`, `RUNTOOLS_DEV_URL_TEMPLATE`, `RUNTOOLS_SANDBOX_ID`). When both are set
+the `AGENTD_` one wins. A flag given on the command line wins over both.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+ENV_PREFIXES = ("AGENTD_", "RUNTOOLS_")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work together; the message says what to change."""
+
+
+def default_state_dir() -> Path:
+    return Path("~/.local/state/agentd").expanduser()
+
+
+class Settings(BaseModel):
+    """Everything the daemon is configured with. Field names are the flag names
+    (`state_dir` ↔ `--state-dir` ↔ `AGENTD_STATE_DIR` / `RUNTOOLS_STATE_DIR`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(7777, ge=0, le=65535, description="TCP port (0: any free port)")
+    workspace: Path = Field(default_factory=Path.cwd, description="the agents' working tree")
+    state_dir: Path = Field(default_factory=default_state_dir, description="SQLite state")
+    token: str | None = Field(
+        None, repr=False, description="API token (required unless listening on loopback)"
+    )
+    sandbox_id: str = Field("local", description="this sandbox's id, reported with runs")
+    dev_url_template: str = Field(
+        "http://localhost:{port}", description="public URL of a port, e.g. https://{port}-x.dev"
+    )
+    log_level: LogLevel = "info"
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="request body cap")
+    max_concurrent_runs: int = Field(8, ge=1, description="runs executing at once")
+    max_queue: int = Field(64, ge=0, description="runs waiting for a slot before 429")
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="seconds running runs get to finish on SIGTERM"
+    )
+    sse_ping_interval: float = Field(15.0, gt=0, description="seconds between `: ping`s")
+    sse_retry_ms: int = Field(2000, ge=0, description="`retry:` sent to SSE clients")
+    webhook_secret: str | None = Field(
+        None, repr=False, description="HMAC key for webhook signatures (default: the token)"
+    )
+    webhook_max_attempts: int = Field(5, ge=1)
+    webhook_backoff: float = Field(1.0, ge=0, description="first retry delay, doubled each time")
+    webhook_timeout: float = Field(10.0, gt=0, description="seconds per delivery attempt")
+
+    @field_validator("workspace", "state_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("token", "webhook_secret", mode="after")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    @property
+    def signing_key(self) -> str | None:
+        return self.webhook_secret or self.token
+
+    def check(self) -> None:
+        """Raise ConfigError for settings the daemon must refuse to start with."""
+        if self.token is None and not self.is_loopback:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without an API token: anyone who can "
+                "reach it could run commands in this sandbox. Set --token or AGENTD_TOKEN, "
+                "or listen on 127.0.0.1"
+            )
+        try:
+            self.dev_url_template.format(port=1, sandboxId="s", sandbox_id="s")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"dev URL template {self.dev_url_template!r} is not valid: {exc!r}; "
+                "use {port} and optionally {sandboxId}"
+            ) from exc
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Defaults, then the environment, then `overrides` (flags; `None` values skipped).
+        Raises ConfigError naming the flag or variable whose value is invalid."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name in cls.model_fields:
+            for prefix in reversed(ENV_PREFIXES):  # AGENTD_ last, so it wins
+                var = prefix + name.upper()
+                if env.get(var, "") != "":
+                    values[name] = env[var]
+                    sources[name] = var
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = value
+                sources[name] = "--" + name.replace("_", "-")
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                name = str(err["loc"][0]) if err["loc"] else "settings"
+                where = sources.get(name, name)
+                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+            raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variables that set `field`, strongest first."""
+    return [prefix + field.upper() for prefix in ENV_PREFIXES]
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,102 @@
+"""`agentd serve`: run the HTTP API until SIGTERM/SIGINT, then shut down cleanly.
+
+Start-up: open the store under the state dir, start the RunManager (runs a previous daemon
+left unfinished become `interrupted`), listen. Shutdown on SIGTERM or SIGINT: refuse new
+runs (503) while still answering reads and controls, give running runs the grace period to
+finish (then interrupt them: their processes are killed and they end `interrupted`), deliver
+pending webhooks, close connections, flush and close the store, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from runtime.api.app import create_app, drain
+from runtime.api.middleware import RequestIdFilter
+from runtime.config import Settings
+
+log = logging.getLogger("agentd")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs rid=%{X-Request-ID}o'
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Access lines at INFO are noise under load; they show with --log-level debug.
+    logging.getLogger("aiohttp.access").setLevel(
+        logging.DEBUG if level == "debug" else logging.WARNING
+    )
+
+
+async def serve(
+    settings: Settings,
+    *,
+    on_ready: Callable[[str], object] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT (or `stop` is set). Returns the exit status (0)."""
+    settings.check()
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_format=ACCESS_LOG_FORMAT,
+        shutdown_timeout=3.0,
+    )
+    await runner.setup()  # opens the store and starts the run manager
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    host, port = runner.addresses[0][:2]
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    log.info(
+        "agentd listening on %s (workspace %s, state %s, auth %s)",
+        url,
+        settings.workspace,
+        settings.state_dir,
+        "token" if settings.token else "none: loopback only",
+    )
+    if on_ready is not None:
+        on_ready(url)
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, _on_signal, signum, stop)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    try:
+        await stop.wait()
+        log.info("shutting down: new runs refused, %.1fs grace", settings.shutdown_grace)
+        await drain(app, settings.shutdown_grace)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()  # closes connections, then the store
+    log.info("agentd stopped")
+    return 0
+
+
+def _on_signal(signum: int, stop: asyncio.Event) -> None:
+    log.info("received %s", signal.Signals(signum).name)
+    stop.set()
