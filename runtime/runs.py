@@ -641,7 +641,8 @@ class RunManager:
                     log.exception("finishing run %s failed", run.run_id)
                 finally:
                     self._release_slot(run)
-                    self._runs.pop(run.run_id, None)
+                    if self._runs.pop(run.run_id, None) is not None:
+                        self.metrics.events_emitted += run.events.last_id
                     if self._thread_runs.get(run.thread_id) == run.run_id:
                         del self._thread_runs[run.thread_id]
                     run.done.set()
@@ -802,7 +803,6 @@ class RunManager:
         )
         await run.events.close()
         self.metrics.runs_finished[status] += 1
-        self.metrics.events_emitted += run.events.last_id
 
     async def _keep_toolbox(self, thread_id: str, toolbox: Toolbox) -> None:
         await self._release_thread_toolbox(thread_id)

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
+from runtime.events import EventLog, Redactor
 from runtime.loop import CONTINUE_AFTER_MAX_TOKENS, AgentLoop, LoopOutcome, RunControls
 from runtime.messages import Message, TextPart, ToolCallPart
 from runtime.providers.base import (
@@ -527,3 +528,42 @@ async def test_input_during_final_turn_is_answered(workspace: Path) -> None:
     assert outcome.result == "you said: also this" and outcome.iterations == 2
     assert [m.role for m in outcome.messages] == ["user", "assistant", "user", "assistant"]
     assert committed == ["assistant", "user", "assistant"]
+
+
+class LeakArgs(ToolArgs):
+    pieces: list[str]
+
+
+class Leak(Tool):
+    """Streams its pieces as live output and returns them joined (a secret may be split)."""
+
+    name = "leak"
+    description = "Print pieces."
+    Args = LeakArgs
+    read_only = True
+
+    async def run(self, args: LeakArgs, ctx: ToolContext) -> ToolResult:
+        for piece in args.pieces:
+            await ctx.emit("tool_output", chunk=piece)
+        return ToolResult(output="".join(args.pieces))
+
+
+async def test_secrets_split_across_output_chunks_are_redacted(workspace: Path) -> None:
+    secret = "hunter2-very-secret"
+    redactor = Redactor([secret])
+    pieces = ["token=hunt", "er2-very-", "secret; token=hunter2-very-secret", " end"]
+    leak = call("c1", "leak", {"pieces": pieces})
+    provider = ScriptedProvider([tool_turn(leak), text_turn("ok")])
+    log = EventLog("run_x", None, None, redactor=redactor)
+    async with Toolbox(workspace, enabled=[], extra_tools=[Leak()]) as box:
+        loop = make_loop(provider, box, log, redactor=redactor)  # type: ignore[arg-type]
+        outcome = await loop.run([Message.user("go")])
+    await log.close()
+
+    output = "".join(e.payload["chunk"] for e in log.events if e.type == "tool_output")
+    assert output == "token=[REDACTED]; token=[REDACTED] end"
+    [result] = [e.payload for e in log.events if e.type == "tool_result"]
+    assert result["output"] == output
+    # The model never sees the value either: the tool result in the conversation is redacted.
+    assert provider.calls[1].messages[-1].tool_results[0].output == output
+    assert secret not in outcome.messages[-2].model_dump_json()
