@@ -612,3 +612,70 @@ async def test_killed_daemon_leaves_an_interrupted_run_whose_thread_continues(
             ]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gpt-5", "openai-chat:gpt-4o"])
+async def test_end_to_end_through_real_adapters_and_the_fake_model_server(
+    store: Store, workspace: Path, model: str
+) -> None:
+    from tests.fakes import model_server as fake
+
+    async with fake.FakeModelServer() as server:
+        server.script(
+            fake.Turn(
+                [
+                    fake.thinking("Look first.", signature="sig-1"),
+                    fake.text("Checking."),
+                    fake.tool_call("no_such_tool", {"path": "a.txt"}, id="call_1", chunks=3),
+                ]
+            ),
+            fake.Turn([fake.text("All ", "done.")], usage=fake.TurnUsage(input_tokens=50)),
+        )
+        record, _ = await store.upsert_agent(
+            AgentSpec(slug="e2e", model=model, tools=[], system_prompt="Be exact.")
+        )
+        async with RunManager(store, workspace, env=server.env()) as manager:
+            run = await manager.start(record, prompt="go")
+            result = await manager.wait(run.run_id)
+            events = await collect(manager, run.run_id)
+
+        assert result.status == "completed", result.error
+        assert result.result == "All done." and result.iterations == 2
+        assert result.usage.input_tokens == 62  # 12 (the default) + 50
+        assert types(events) == [
+            "run_started",
+            "thinking",
+            "text",
+            "usage",
+            "tool_call",
+            "tool_result",
+            "text",
+            "usage",
+            "complete",
+        ]
+        tool_call = next(e.payload for e in events if e.type == "tool_call")
+        assert tool_call == {"callId": "call_1", "tool": "no_such_tool", "input": {"path": "a.txt"}}
+        assert joined(events, "text") == "Checking.All done."
+        # The second request carried the tool's error result back to the model.
+        second = json.dumps(server.requests[1].body)
+        assert "call_1" in second and "Unknown tool" in second
+
+
+async def test_cancel_stops_a_real_model_stream(store: Store, workspace: Path) -> None:
+    from tests.fakes import model_server as fake
+
+    gate = fake.Gate()
+    async with fake.FakeModelServer() as server:
+        server.script(fake.Turn([fake.text("never ", "finished")], hold=gate, hold_after=4))
+        record, _ = await store.upsert_agent(
+            AgentSpec(slug="e2e", model="claude-sonnet-4-6", tools=[])
+        )
+        async with RunManager(store, workspace, env=server.env()) as manager:
+            run = await manager.start(record, prompt="go")
+            with anyio.fail_after(10):
+                await gate.reached.wait()
+            cancelled = await manager.cancel(run.run_id)
+            events = await collect(manager, run.run_id)
+        gate.open()
+    assert cancelled.status == "cancelled"
+    assert types(events)[0] == "run_started" and events[-1].payload["status"] == "cancelled"
