@@ -182,6 +182,7 @@ class RunManager:
         self._queue: deque[Run] = deque()
         self._running_by_agent: Counter[str] = Counter()
         self._running_total = 0
+        self._start_lock = anyio.Lock()
         self._spec_cache: dict[type, dict[str, Any]] = {}
         self._kept: OrderedDict[str, Toolbox] = OrderedDict()
         self._daemon_toolbox: Toolbox | None = None
@@ -314,44 +315,76 @@ class RunManager:
             raise InvalidRequest(
                 "give either threadId (continue the thread) or messages (your own history)"
             )
-        if thread_id is not None:
-            thread = await self.store.get_thread(thread_id)
-            if thread is None:
-                raise NotFound(f"thread {thread_id!r} does not exist")
-            if thread.agent != spec.slug:
-                raise InvalidRequest(
-                    f"thread {thread_id!r} belongs to agent {thread.agent!r}, not {spec.slug!r}"
-                )
-            if thread_id in self._thread_runs:
-                raise Conflict(
-                    f"thread {thread_id!r} already has an active run "
-                    f"({self._thread_runs[thread_id]}); wait for it or cancel it"
-                )
-            history = await self.store.thread_messages(thread_id)
-            seed: list[Message] = []
-        else:
-            history = list(messages or [])
-            seed = list(history)
         new = [Message.user(prompt)] if prompt is not None else []
-        if not self._can_admit(spec.slug, spec.max_concurrent) and (
-            len(self._queue) >= self.max_queue
-        ):
-            raise QueueFull(
-                f"{self._running_total} runs are active and the queue is full "
-                f"({self.max_queue} waiting); try again later"
+        # Checks and claims happen under one lock so concurrent starts cannot both take the
+        # last queue place or the same thread. Capacity only grows while it is held.
+        async with self._start_lock:
+            if thread_id is not None:
+                thread = await self.store.get_thread(thread_id)
+                if thread is None:
+                    raise NotFound(f"thread {thread_id!r} does not exist")
+                if thread.agent != spec.slug:
+                    raise InvalidRequest(
+                        f"thread {thread_id!r} belongs to agent {thread.agent!r}, not {spec.slug!r}"
+                    )
+                if thread_id in self._thread_runs:
+                    raise Conflict(
+                        f"thread {thread_id!r} already has an active run "
+                        f"({self._thread_runs[thread_id]}); wait for it or cancel it"
+                    )
+            if not self._can_admit(spec.slug, spec.max_concurrent) and (
+                len(self._queue) >= self.max_queue
+            ):
+                raise QueueFull(
+                    f"{self._running_total} runs are active and the queue is full "
+                    f"({self.max_queue} waiting); try again later"
+                )
+            if thread_id is not None:
+                history = await self.store.thread_messages(thread_id)
+                seed: list[Message] = []
+            else:
+                history = list(messages or [])
+                seed = list(history)
+                thread_id = (await self.store.create_thread(spec.slug)).id
+            run = await self._register(
+                record_agent,
+                thread_id,
+                config,
+                prompt=prompt if prompt is not None else (history[-1].text if history else ""),
+                metadata=metadata,
+                parent_run_id=parent_run_id,
+                fork_step=fork_step,
+                initial=[*history, *new],
+                thread_seed=[*seed, *new],
             )
-        if thread_id is None:
-            thread_id = (await self.store.create_thread(spec.slug)).id
+        self._tg.start_soon(self._drive, run)
+        return run
 
+    async def _register(
+        self,
+        agent: AgentRecord,
+        thread_id: str,
+        config: RunConfig,
+        *,
+        prompt: str,
+        metadata: dict[str, Any] | None,
+        parent_run_id: str | None,
+        fork_step: int | None,
+        initial: list[Message],
+        thread_seed: list[Message],
+    ) -> Run:
+        spec = agent.spec
         run_id = new_id("run")
-        redactor = self._redactor_for(record_agent)
+        redactor = self._redactor_for(agent)
+        # Decided now (the caller holds the start lock, so capacity can only grow meanwhile).
+        admit_now = self._can_admit(spec.slug, spec.max_concurrent)
         record = RunRecord(
             run_id=run_id,
             agent=spec.slug,
-            agent_version=record_agent.version,
+            agent_version=agent.version,
             thread_id=thread_id,
-            status="queued",
-            prompt=prompt if prompt is not None else (history[-1].text if history else ""),
+            status="running" if admit_now else "queued",
+            prompt=redactor.redact(prompt),
             metadata=dict(metadata or {}),
             config=config.model_dump(by_alias=True, exclude_none=True),
             created_at=utc_now(),
@@ -360,30 +393,28 @@ class RunManager:
             execution_mode=spec.execution_mode,
             model=spec.model if isinstance(spec.model, str) else (spec.model.model or "custom"),
         )
-        record = record.model_copy(update={"prompt": redactor.redact(record.prompt or "")})
         await self.store.insert_run(record)
         run = Run(
             run_id=run_id,
             thread_id=thread_id,
-            agent=record_agent,
+            agent=agent,
             record=record,
             events=EventLog(run_id, thread_id, self.store, redactor=redactor),
             controls=RunControls(),
             redactor=redactor,
             config=config,
-            initial=[*history, *new],
-            thread_seed=[*seed, *new],
+            initial=initial,
+            thread_seed=thread_seed,
         )
         self._runs[run_id] = run
         self._thread_runs[thread_id] = run_id
         self.metrics.runs_started += 1
-        if self._can_admit(spec.slug, spec.max_concurrent):
+        if admit_now:
             self._admit(run)
         else:
             self._queue.append(run)
             self.metrics.queued = len(self._queue)
             await run.events.emit("status", status="queued")
-        self._tg.start_soon(self._drive, run)
         return run
 
     async def fork(self, run_id: str, step: int, prompt: str | None = None) -> Run:

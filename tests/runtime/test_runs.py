@@ -679,3 +679,52 @@ async def test_cancel_stops_a_real_model_stream(store: Store, workspace: Path) -
         gate.open()
     assert cancelled.status == "cancelled"
     assert types(events)[0] == "run_started" and events[-1].payload["status"] == "cancelled"
+
+
+async def test_concurrent_starts_respect_the_queue_bound_and_thread_ownership(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    gate = Gate()
+    factory.add(text_turn("first", gate=gate))
+    async with RunManager(
+        store, workspace, provider_factory=factory, env={}, max_concurrent=1, max_queue=2
+    ) as manager:
+        first = await manager.start(agent, prompt="1")
+        await gate.wait_reached()
+        outcomes: list[str] = []
+
+        async def attempt(**kwargs: Any) -> None:
+            try:
+                run = await manager.start(agent, **kwargs)
+                outcomes.append(run.status)
+            except QueueFull:
+                outcomes.append("queue_full")
+            except Conflict:
+                outcomes.append("conflict")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(lambda i=i: attempt(prompt=f"p{i}"))
+        assert sorted(outcomes) == ["queue_full"] * 3 + ["queued"] * 2
+
+        outcomes.clear()
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(lambda: attempt(prompt="again", thread_id=first.thread_id))
+        assert outcomes == ["conflict"] * 3  # the thread's run is still active
+        for queued in manager.active_runs():
+            if queued.run_id != first.run_id:
+                await manager.cancel(queued.run_id)
+        gate.open()
+        assert (await manager.wait(first.run_id)).status == "completed"
+
+        # A free thread: exactly one of several simultaneous starts gets it.
+        factory.add(text_turn("winner"))
+        outcomes.clear()
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(lambda: attempt(prompt="again", thread_id=first.thread_id))
+        assert sorted(outcomes) == ["conflict", "conflict", "running"]
+        for run in manager.active_runs():
+            assert (await manager.wait(run.run_id)).result == "winner"
