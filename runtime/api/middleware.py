@@ -77,7 +77,14 @@ def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[v
         except ApiError as exc:
             status = exc.status
             if exc.status >= 500:
-                log.error("%s %s → %s: %s", request.method, request.path, exc.status, exc)
+                log.error(
+                    "%s %s → %s: %s",
+                    request.method,
+                    request.path,
+                    exc.status,
+                    exc,
+                    extra={"request_id": rid},
+                )
             return error_response(
                 exc.status, exc.code, exc.message, rid, details=exc.details, headers=exc.headers
             )
@@ -100,7 +107,12 @@ def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[v
                 headers=headers,
             )
         except Exception:
-            log.exception("unhandled error in %s %s", request.method, request.path)
+            log.exception(
+                "unhandled error in %s %s",
+                request.method,
+                request.path,
+                extra={"request_id": rid},
+            )
             return error_response(
                 500,
                 "internal_error",

@@ -25,7 +25,7 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
             code="invalid_json",
         )
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise bad_request(f"the request body is not UTF-8: {exc}", code="invalid_json") from exc
     except json.JSONDecodeError as exc:

@@ -1,0 +1,83 @@
+"""Bearer / X-API-Key authentication; /healthz and /readyz stay open."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import Daemon, DaemonFactory, collect_events
+
+TOKEN = "s3cret-token-value"
+
+
+@pytest.fixture
+async def secured(make_daemon: DaemonFactory) -> Daemon:
+    return await make_daemon(token=TOKEN)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/agents", "/v1/runs", "/openapi.json", "/metrics", "/v1/run/threads", "/nope"]
+)
+async def test_requests_without_credentials_are_401(secured: Daemon, path: str) -> None:
+    async with secured.session.get(secured.u(path)) as resp:
+        body = await resp.json()
+    assert resp.status == 401 and body["error"]["code"] == "unauthorized"
+    assert "Authorization: Bearer" in body["error"]["message"]
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert resp.headers["X-Request-ID"] == body["error"]["requestId"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"X-API-Key": TOKEN + "x"},
+        {"Authorization": "Bearer"},
+    ],
+)
+async def test_wrong_credentials_are_401(secured: Daemon, headers: dict[str, str]) -> None:
+    async with secured.session.get(secured.u("/v1/agents"), headers=headers) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Authorization": f"Bearer {TOKEN}"}, {"authorization": f"bearer {TOKEN}"}]
+)
+async def test_bearer_token_is_accepted(secured: Daemon, headers: dict[str, str]) -> None:
+    async with secured.session.get(secured.u("/v1/agents"), headers=headers) as resp:
+        assert resp.status == 200
+
+
+async def test_x_api_key_is_accepted(secured: Daemon) -> None:
+    status, body = await secured.get("/v1/agents", headers={"X-API-Key": TOKEN})
+    assert status == 200 and body["data"] == []
+
+
+async def test_health_and_readiness_need_no_credentials(secured: Daemon) -> None:
+    for path in ("/healthz", "/readyz"):
+        status, body = await secured.get(path)
+        assert status == 200 and body["data"]["status"] == "ok"
+
+
+async def test_event_streams_accept_an_access_token_query_for_eventsource(
+    secured: Daemon,
+) -> None:
+    auth = {"X-API-Key": TOKEN}
+    await secured.post(
+        "/v1/agents", {"slug": "helper", "model": "claude-x", "tools": []}, headers=auth
+    )
+    status, body = await secured.post(
+        "/v1/run", {"agent": "helper", "prompt": "hi", "stream": False}, headers=auth
+    )
+    run_id = body["data"]["runId"]
+    async with secured.session.get(secured.u(f"/v1/runs/{run_id}/events")) as resp:
+        assert resp.status == 401
+    url = secured.u(f"/v1/runs/{run_id}/events?access_token={TOKEN}")
+    async with secured.session.get(url) as resp:
+        assert resp.status == 200
+        frames = await collect_events(resp)
+    assert frames[-1].event == "complete"
+    # Only the event streams take it: elsewhere a query token is not a credential.
+    status, _ = await secured.get(f"/v1/runs/{run_id}?access_token={TOKEN}")
+    assert status == 401

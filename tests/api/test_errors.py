@@ -1,0 +1,165 @@
+"""Every failure answers with the error envelope and a request id that is also logged."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import Daemon, DaemonFactory
+
+
+def assert_error(status: int, body: Any, expected_status: int, code: str) -> dict[str, Any]:
+    assert status == expected_status, body
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert error["code"] == code, error
+    assert error["message"] and error["requestId"].startswith("req_")
+    return error
+
+
+async def test_aiohttp_own_404_and_405_use_the_envelope(daemon: Daemon) -> None:
+    async with daemon.session.get(daemon.u("/nope")) as resp:
+        body = await resp.json()
+        error = assert_error(resp.status, body, 404, "not_found")
+        assert resp.headers["X-Request-ID"] == error["requestId"]
+        assert "/openapi.json" in error["message"]
+    async with daemon.session.put(daemon.u("/v1/agents")) as resp:
+        error = assert_error(resp.status, await resp.json(), 405, "method_not_allowed")
+        assert "GET" in error["message"] and "POST" in error["message"]
+        assert "POST" in resp.headers["Allow"]
+
+
+async def test_a_client_request_id_is_echoed_and_logged(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    headers = {"X-Request-ID": "trace-abc.123"}
+    async with daemon.session.get(daemon.u("/v1/runs/run_missing"), headers=headers) as resp:
+        body = await resp.json()
+    assert resp.headers["X-Request-ID"] == "trace-abc.123"
+    assert body["error"]["requestId"] == "trace-abc.123"
+    # A malformed id is replaced, never echoed.
+    async with daemon.session.get(daemon.u("/healthz"), headers={"X-Request-ID": "a b"}) as resp:
+        assert resp.headers["X-Request-ID"].startswith("req_")
+
+
+async def test_an_internal_error_is_a_500_envelope_and_logged_with_the_request_id(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(daemon.store, "list_agents", broken)
+    with caplog.at_level(logging.ERROR, logger="agentd.api"):
+        status, body = await daemon.get("/v1/agents")
+    error = assert_error(status, body, 500, "internal_error")
+    assert "disk on fire" not in error["message"] and error["requestId"] in error["message"]
+    records = [r for r in caplog.records if "unhandled error" in r.getMessage()]
+    assert records and records[0].request_id == error["requestId"]  # type: ignore[attr-defined]
+    assert records[0].exc_info is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "body is empty"),
+        (b"[1, 2]", "must be a JSON object, got an array"),
+        (b'"text"', "must be a JSON object, got a string"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+async def test_malformed_bodies_are_400s_saying_what_is_wrong(
+    daemon: Daemon, body: bytes, fragment: str
+) -> None:
+    async with daemon.session.post(
+        daemon.u("/v1/run"), data=body, headers={"Content-Type": "application/json"}
+    ) as resp:
+        error = assert_error(resp.status, await resp.json(), 400, "invalid_json")
+    assert fragment in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragments"),
+    [
+        ({"agent": "a"}, ["give `prompt`", "`messages`"]),
+        ({"prompt": "hi"}, ["missing required field 'agent'"]),
+        ({"agent": "a", "prompt": "hi", "strem": False}, ["unknown field 'strem'", "stream"]),
+        ({"agent": "a", "prompt": 5}, ["'prompt'", "valid string", "got 5"]),
+        ({"agent": "a", "prompt": "x", "stream": "maybe"}, ["'stream'", "boolean"]),
+        ({"agent": "a", "prompt": "x", "config": {"maxTurns": 0}}, ["config.maxTurns"]),
+        ({"agent": "a", "prompt": "x", "config": {"turns": 3}}, ["unknown field 'config.turns'"]),
+        (
+            {"agent": "a", "messages": [{"role": "user", "content": "x"}], "threadId": "t"},
+            ["not both"],
+        ),
+    ],
+)
+async def test_invalid_run_requests_name_the_field(
+    daemon: Daemon, body: dict[str, Any], fragments: list[str]
+) -> None:
+    status, payload = await daemon.post("/v1/run", body)
+    error = assert_error(status, payload, 400, "validation_error")
+    for fragment in fragments:
+        assert fragment in error["message"], error["message"]
+    assert error["details"]
+
+
+async def test_unknown_agent_run_and_thread_are_404s(daemon: Daemon) -> None:
+    status, body = await daemon.post("/v1/run", {"agent": "ghost", "prompt": "hi"})
+    assert "ghost" in assert_error(status, body, 404, "not_found")["message"]
+    for path in ("/v1/runs/run_nope", "/v1/runs/run_nope/events", "/v1/run/threads/thr_nope"):
+        status, body = await daemon.get(path)
+        assert_error(status, body, 404, "not_found")
+    for control in ("pause", "resume", "cancel"):
+        status, body = await daemon.post(f"/v1/runs/run_nope/{control}")
+        assert_error(status, body, 404, "not_found")
+    await daemon.upsert()
+    status, body = await daemon.post(
+        "/v1/run", {"agent": "helper", "prompt": "hi", "threadId": "thr_nope"}
+    )
+    assert "thr_nope" in assert_error(status, body, 404, "not_found")["message"]
+
+
+async def test_bodies_over_the_cap_are_413s(make_daemon: DaemonFactory) -> None:
+    daemon = await make_daemon(max_body_bytes=2048)
+    big = {"agent": "a", "prompt": "x" * 5000}
+    status, body = await daemon.post("/v1/run", big)
+    error = assert_error(status, body, 413, "payload_too_large")
+    assert "2048" in error["message"]
+
+
+async def test_bad_query_parameters_are_400s(daemon: Daemon) -> None:
+    status, body = await daemon.get("/v1/runs?limit=zero")
+    assert "'limit'" in assert_error(status, body, 400, "validation_error")["message"]
+    status, body = await daemon.get("/v1/runs?status=sleeping")
+    assert_error(status, body, 400, "validation_error")
+    status, body = await daemon.get("/v1/runs?cursor=garbage")
+    assert_error(status, body, 400, "invalid_cursor")
+
+
+def test_the_daemon_log_format_carries_the_request_id_of_the_request_being_handled() -> None:
+    import io
+
+    from runtime.api.middleware import request_id_var
+    from runtime.daemon import configure_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging("info")
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        token = request_id_var.set("req_feedface")
+        try:
+            logging.getLogger("agentd.runs").warning("something happened")
+        finally:
+            request_id_var.reset(token)
+        logging.getLogger("agentd.runs").warning("outside a request")
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert "[req_feedface] something happened" in lines[0]
+    assert "[-] outside a request" in lines[1]

@@ -1,0 +1,182 @@
+"""The SSE event stream: framing, retry, heartbeats, resumption, several clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx_sse
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from runtime.api.sse import EventStream
+from runtime.events import Event, SubscriberDropped
+from tests.api.conftest import Daemon, DaemonFactory, collect_events, read_frames
+from tests.fakes.model_server import Gate, Turn, text
+
+
+async def finished_run(daemon: Daemon, *chunks: str) -> str:
+    await daemon.upsert()
+    daemon.model.script(Turn([text(*chunks)]))
+    return (await daemon.run())["runId"]
+
+
+async def test_frames_retry_and_end_after_complete(daemon: Daemon) -> None:
+    run_id = await finished_run(daemon, "a", "b", "c")
+    async with daemon.session.get(daemon.u(f"/v1/runs/{run_id}/events")) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        assert resp.headers["Cache-Control"].startswith("no-cache")
+        assert resp.headers["X-Run-ID"] == run_id
+        raw = (await resp.read()).decode()
+    blocks = raw.split("\n\n")
+    assert blocks[0] == "retry: 2000" and raw.count("retry:") == 1
+    assert blocks[-1] == ""  # ends with a blank line, then the connection closes
+    events = [b for b in blocks[1:] if b]
+    for number, block in enumerate(events, start=1):
+        lines = block.split("\n")
+        assert lines[0] == f"id: {number}" and lines[1].startswith("event: ")
+        assert len(lines) == 3 and lines[2].startswith("data: {")
+    assert events[-1].split("\n")[1] == "event: complete"
+
+
+@pytest.mark.parametrize("how", ["header", "query", "both"])
+async def test_resume_after_an_event_id(daemon: Daemon, how: str) -> None:
+    run_id = await finished_run(daemon, "x", "y")
+    async with daemon.session.get(daemon.u(f"/v1/runs/{run_id}/events")) as resp:
+        everything = await collect_events(resp)
+    cut = 2
+    headers, query = {}, ""
+    if how in ("header", "both"):
+        headers["Last-Event-ID"] = str(cut)
+    if how == "query":
+        query = f"?after={cut}"
+    if how == "both":
+        query = "?after=0"  # Last-Event-ID (what a reconnecting EventSource sends) wins
+    url = daemon.u(f"/v1/runs/{run_id}/events{query}")
+    async with daemon.session.get(url, headers=headers) as resp:
+        rest = await collect_events(resp)
+    assert [f.id for f in rest] == [f.id for f in everything if f.id > cut]
+    assert [f.data for f in rest] == [f.data for f in everything[cut:]]
+
+
+async def test_resume_past_the_end_yields_nothing_and_bad_ids_are_400(daemon: Daemon) -> None:
+    run_id = await finished_run(daemon, "x")
+    async with daemon.session.get(daemon.u(f"/v1/runs/{run_id}/events?after=999")) as resp:
+        assert await collect_events(resp) == []
+    for headers, query in (({"Last-Event-ID": "abc"}, ""), ({}, "?after=-1")):
+        url = daemon.u(f"/v1/runs/{run_id}/events{query}")
+        async with daemon.session.get(url, headers=headers) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["code"] in ("invalid_request", "validation_error")
+
+
+async def test_two_clients_on_one_live_run_see_the_same_events(daemon: Daemon) -> None:
+    await daemon.upsert()
+    gate = Gate()
+    daemon.model.script(Turn([text("live ", "and ", "shared")], hold=gate, hold_after=3))
+    seen: dict[str, list] = {}
+    async with daemon.session.post(
+        daemon.u("/v1/run"), json={"agent": "helper", "prompt": "go"}
+    ) as starter:
+        run_id = starter.headers["X-Run-ID"]
+
+        async def watch(name: str) -> None:
+            async with httpx_sse.aconnect_sse(
+                daemon.http, "GET", daemon.u(f"/v1/runs/{run_id}/events")
+            ) as source:
+                seen[name] = [
+                    (int(e.id), e.event, e.json()) async for e in source.aiter_sse() if e.data
+                ]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, "a")
+            tg.start_soon(watch, "b")
+            with anyio.fail_after(10):
+                await gate.reached.wait()
+                (run,) = daemon.manager.active_runs()
+                while run.events.subscriber_count < 3:  # the starter, a and b
+                    await anyio.sleep(0.01)
+            gate.open()
+        seen["starter"] = [(f.id, f.event, f.data) for f in await collect_events(starter)]
+    assert seen["a"] == seen["b"] == seen["starter"]
+    assert seen["a"][-1][1] == "complete" and seen["a"][-1][2]["output"] == "live and shared"
+
+
+async def test_quiet_streams_get_ping_comments(make_daemon: DaemonFactory) -> None:
+    daemon = await make_daemon(sse_ping_interval=0.05)
+    await daemon.upsert()
+    gate = Gate()
+    daemon.model.script(Turn([text("late")], hold=gate, hold_after=1))
+    async with daemon.session.post(
+        daemon.u("/v1/run"), json={"agent": "helper", "prompt": "go"}
+    ) as resp:
+        pings = 0
+        with anyio.fail_after(10):
+            async for frame in read_frames(resp):
+                if "ping" in frame.comments:
+                    pings += 1
+                    if pings == 2:
+                        gate.open()
+                if frame.event == "complete":
+                    break
+    assert pings >= 2
+
+
+@asynccontextmanager
+async def serve_handler(handler: web.Handler) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/"))
+    finally:
+        await server.close()
+
+
+async def test_a_dropped_subscriber_resumes_from_its_last_event_without_gaps(
+    daemon: Daemon,
+) -> None:
+    """The event log drops a subscriber that falls behind; the stream resubscribes from the
+    last id it wrote, so the client sees every event once, in order."""
+    events = [
+        Event(id=i, run_id="r", type="text", ts="t", payload={"content": str(i)})
+        for i in range(1, 7)
+    ]
+    events.append(Event(id=7, run_id="r", type="complete", ts="t", payload={}))
+    calls: list[int] = []
+
+    async def subscribe(after: int) -> AsyncIterator[Event]:
+        calls.append(after)
+        for event in events:
+            if event.id > after:
+                yield event
+                if len(calls) == 1 and event.id == 3:
+                    raise SubscriberDropped("r", 3)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await EventStream(request, retry_ms=10, ping_interval=5).run(subscribe, 1)
+
+    async with serve_handler(handler) as url:
+        async with daemon.session.get(url) as resp:
+            frames = await collect_events(resp)
+    assert [f.id for f in frames] == [2, 3, 4, 5, 6, 7]
+    assert calls == [1, 3]
+
+
+async def test_an_sse_client_leaving_ends_only_its_stream(daemon: Daemon) -> None:
+    await daemon.upsert()
+    gate = Gate()
+    daemon.model.script(Turn([text("still ", "running")], hold=gate, hold_after=2))
+    resp = await daemon.session.post(daemon.u("/v1/run"), json={"agent": "helper", "prompt": "x"})
+    run_id = resp.headers["X-Run-ID"]
+    async with daemon.session.get(daemon.u(f"/v1/runs/{run_id}/events")) as watcher:
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+        resp.close()
+        gate.open()
+        frames = await collect_events(watcher)
+    assert frames[-1].event == "complete" and frames[-1].data["output"] == "still running"
