@@ -482,8 +482,9 @@ class RunManager:
         """The record (wire shape) plus the conversation and its tool calls with results."""
         record = await self.get(run_id)
         run = self._runs.get(run_id)
-        if run is not None and run.loop is not None:
-            messages = [_redact_message(m, run.redactor) for m in run.loop.messages]
+        if run is not None:
+            live = run.loop.messages if run.loop is not None else run.initial
+            messages = [_redact_message(m, run.redactor) for m in live]
         else:
             messages = await self.store.run_messages(run_id)
         data = record.model_dump(by_alias=True)
