@@ -1,0 +1,741 @@
+"""Durable state: agents (and every version), threads, runs, messages and events in SQLite.
+
+The database is `<state_dir>/agentd.db` in WAL mode. SQLite calls never run on the event
+loop thread: writes go through one connection used by one worker thread at a time (a
+capacity limiter of 1 keeps them in order), reads through a second connection, which WAL
+lets run while a write is in progress. Every public method is a coroutine that returns
+pydantic records.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime.agents import AgentRecord, AgentSpec
+from runtime.events import Event
+from runtime.ids import new_id, utc_now
+from runtime.messages import Message
+from runtime.providers.base import Usage
+
+DB_NAME = "agentd.db"
+SCHEMA_VERSION = 1
+MAX_PAGE = 1000
+
+RunStatus = Literal[
+    "queued", "running", "paused", "completed", "failed", "cancelled", "interrupted"
+]
+UNFINISHED_STATUSES: tuple[str, ...] = ("queued", "running", "paused")
+FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "interrupted")
+
+T = TypeVar("T")
+
+
+class StoreClosed(RuntimeError):
+    """The store was used after `close()`."""
+
+
+class ThreadRecord(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    id: str
+    agent: str
+    created_at: str = Field(alias="createdAt")
+    updated_at: str = Field(alias="updatedAt")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    message_count: int = Field(0, alias="messageCount")
+
+
+class RunRecord(BaseModel):
+    """What the store knows about a run (its conversation and events are kept apart)."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    run_id: str = Field(alias="runId")
+    agent: str
+    agent_version: int | None = Field(None, alias="agentVersion")
+    thread_id: str | None = Field(None, alias="threadId")
+    status: RunStatus = "queued"
+    prompt: str | None = None
+    result: str | None = None
+    error: dict[str, Any] | None = None
+    usage: Usage = Field(default_factory=Usage)
+    iterations: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=utc_now, alias="createdAt")
+    started_at: str | None = Field(None, alias="startedAt")
+    finished_at: str | None = Field(None, alias="finishedAt")
+    parent_run_id: str | None = Field(None, alias="parentRunId")
+    fork_step: int | None = Field(None, alias="forkStep")
+    execution_mode: str = Field("in_sandbox", alias="executionMode")
+    model: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    def to_api(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+_RUN_FIELDS = {
+    **{name: name for name in RunRecord.model_fields},
+    **{f.alias: name for name, f in RunRecord.model_fields.items() if f.alias},
+}
+
+_SCHEMA = """
+CREATE TABLE agents (
+    slug TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deleted_at TEXT
+);
+CREATE TABLE agent_versions (
+    slug TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (slug, version)
+) WITHOUT ROWID;
+CREATE TABLE threads (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    message_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX threads_by_agent ON threads (agent, updated_at);
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL UNIQUE,
+    agent TEXT NOT NULL,
+    status TEXT NOT NULL,
+    thread_id TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX runs_by_agent ON runs (agent, seq);
+CREATE INDEX runs_by_status ON runs (status, seq);
+CREATE INDEX runs_by_thread ON runs (thread_id, seq);
+CREATE TABLE messages (
+    scope TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (scope, owner, seq)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    run_id TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    thread_id TEXT,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (run_id, id)
+) WITHOUT ROWID;
+"""
+
+
+def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if create:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise RuntimeError(f"SQLite refused WAL mode for {path} (got {mode!r})")
+        _migrate(conn)
+    # NORMAL is durable against a killed process in WAL mode (only power loss can lose the
+    # last transactions), and avoids an fsync per event.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    with _transaction(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the state database has schema version {version}; this agentd knows up to "
+                f"{SCHEMA_VERSION}: upgrade agentd or use another state dir"
+            )
+        if version == 0:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+class _transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK if the block raises."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"runs:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, seq = raw.partition(":")
+        if kind != "runs":
+            raise ValueError(kind)
+        return int(seq)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"invalid cursor {cursor!r}") from exc
+
+
+class Store:
+    """The daemon's SQLite state. Open with `await Store.open(state_dir)`."""
+
+    def __init__(self, path: Path, writer: sqlite3.Connection, reader: sqlite3.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(1)
+        self._closed = False
+
+    @classmethod
+    async def open(cls, state_dir: Path | str) -> Store:
+        path = Path(state_dir) / DB_NAME
+        writer = await anyio.to_thread.run_sync(lambda: _connect(path, create=True))
+        try:
+            reader = await anyio.to_thread.run_sync(lambda: _connect(path, create=False))
+        except BaseException:
+            writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Wait for calls in flight, then close each connection.
+        async with self._write_limiter, self._read_limiter:
+            await anyio.to_thread.run_sync(self._close_connections)
+
+    def _close_connections(self) -> None:
+        self._reader.close()
+        try:
+            self._writer.execute("PRAGMA optimize")
+        finally:
+            self._writer.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
+        return await anyio.to_thread.run_sync(fn, self._writer, limiter=self._write_limiter)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        return await anyio.to_thread.run_sync(fn, self._reader, limiter=self._read_limiter)
+
+    # -- agents ------------------------------------------------------------------------
+
+    async def upsert_agent(
+        self, spec: AgentSpec
+    ) -> tuple[AgentRecord, Literal["created", "updated", "unchanged"]]:
+        """Create the agent, or add a version if `spec` differs from the current one."""
+        canonical = spec.canonical()
+
+        def upsert(conn: sqlite3.Connection) -> tuple[AgentRecord, Any]:
+            with _transaction(conn):
+                row = conn.execute("SELECT * FROM agents WHERE slug = ?", (spec.slug,)).fetchone()
+                now = utc_now()
+                if row is not None and row["deleted_at"] is None:
+                    current = _version_row(conn, spec.slug, row["version"])
+                    if json.loads(current["spec"]) == canonical:
+                        return _agent_record(row, current), "unchanged"
+                version = _next_version(conn, spec.slug)
+                conn.execute(
+                    "INSERT INTO agent_versions (slug, version, spec, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (spec.slug, version, _dumps(canonical), now),
+                )
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO agents (slug, id, version, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (spec.slug, new_id("agt"), version, now, now),
+                    )
+                    action = "created"
+                elif row["deleted_at"] is not None:
+                    conn.execute(
+                        "UPDATE agents SET version = ?, created_at = ?, updated_at = ?, "
+                        "deleted_at = NULL WHERE slug = ?",
+                        (version, now, now, spec.slug),
+                    )
+                    action = "created"
+                else:
+                    conn.execute(
+                        "UPDATE agents SET version = ?, updated_at = ? WHERE slug = ?",
+                        (version, now, spec.slug),
+                    )
+                    action = "updated"
+                return _load_agent(conn, spec.slug, version), action
+
+        return await self._write(upsert)
+
+    async def get_agent(self, slug: str, version: int | None = None) -> AgentRecord | None:
+        """The current version (or the given one) of a live agent."""
+        return await self._read(lambda conn: _load_agent(conn, slug, version))
+
+    async def list_agents(self) -> list[AgentRecord]:
+        def list_all(conn: sqlite3.Connection) -> list[AgentRecord]:
+            rows = conn.execute(
+                "SELECT a.*, v.spec, v.created_at AS version_created_at FROM agents a "
+                "JOIN agent_versions v ON v.slug = a.slug AND v.version = a.version "
+                "WHERE a.deleted_at IS NULL ORDER BY a.slug"
+            ).fetchall()
+            return [_agent_record(row, row) for row in rows]
+
+        return await self._read(list_all)
+
+    async def delete_agent(self, slug: str) -> bool:
+        """Delete the agent (its versions stay, so old runs can still be explained, and a new
+        agent with the slug continues the version numbers). False if there was none."""
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                cursor = conn.execute(
+                    "UPDATE agents SET deleted_at = ? WHERE slug = ? AND deleted_at IS NULL",
+                    (utc_now(), slug),
+                )
+                return cursor.rowcount > 0
+
+        return await self._write(delete)
+
+    async def list_agent_versions(self, slug: str) -> list[AgentRecord]:
+        def versions(conn: sqlite3.Connection) -> list[AgentRecord]:
+            row = conn.execute(
+                "SELECT * FROM agents WHERE slug = ? AND deleted_at IS NULL", (slug,)
+            ).fetchone()
+            if row is None:
+                return []
+            rows = conn.execute(
+                "SELECT * FROM agent_versions WHERE slug = ? ORDER BY version", (slug,)
+            ).fetchall()
+            return [_agent_record(row, v) for v in rows]
+
+        return await self._read(versions)
+
+    async def rollback_agent(self, slug: str, version: int) -> AgentRecord:
+        """Make a new version whose spec equals `version`'s. KeyError if either is missing."""
+
+        def rollback(conn: sqlite3.Connection) -> AgentRecord:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT * FROM agents WHERE slug = ? AND deleted_at IS NULL", (slug,)
+                ).fetchone()
+                if row is None:
+                    raise KeyError(f"agent {slug!r} does not exist")
+                old = conn.execute(
+                    "SELECT spec FROM agent_versions WHERE slug = ? AND version = ?",
+                    (slug, version),
+                ).fetchone()
+                if old is None:
+                    raise KeyError(f"agent {slug!r} has no version {version}")
+                new_version = _next_version(conn, slug)
+                now = utc_now()
+                conn.execute(
+                    "INSERT INTO agent_versions (slug, version, spec, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (slug, new_version, old["spec"], now),
+                )
+                conn.execute(
+                    "UPDATE agents SET version = ?, updated_at = ? WHERE slug = ?",
+                    (new_version, now, slug),
+                )
+                record = _load_agent(conn, slug, new_version)
+                assert record is not None
+                return record
+
+        return await self._write(rollback)
+
+    # -- threads -----------------------------------------------------------------------
+
+    async def create_thread(
+        self, agent: str, thread_id: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ThreadRecord:
+        """A new, empty thread. ValueError if `thread_id` is taken."""
+        record = ThreadRecord(
+            id=thread_id or new_id("thr"),
+            agent=agent,
+            created_at=utc_now(),
+            updated_at=utc_now(),
+            metadata=dict(metadata or {}),
+        )
+
+        def create(conn: sqlite3.Connection) -> ThreadRecord:
+            try:
+                with _transaction(conn):
+                    conn.execute(
+                        "INSERT INTO threads (id, agent, created_at, updated_at, metadata) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (
+                            record.id,
+                            record.agent,
+                            record.created_at,
+                            record.updated_at,
+                            _dumps(record.metadata),
+                        ),
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"thread {record.id!r} already exists") from exc
+            return record
+
+        return await self._write(create)
+
+    async def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        def get(conn: sqlite3.Connection) -> ThreadRecord | None:
+            row = conn.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+            return None if row is None else _thread_record(row)
+
+        return await self._read(get)
+
+    async def list_threads(self, agent: str | None = None) -> list[ThreadRecord]:
+        """Threads, most recently updated first."""
+
+        def list_all(conn: sqlite3.Connection) -> list[ThreadRecord]:
+            if agent is None:
+                rows = conn.execute(
+                    "SELECT * FROM threads ORDER BY updated_at DESC, id DESC"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM threads WHERE agent = ? ORDER BY updated_at DESC, id DESC",
+                    (agent,),
+                ).fetchall()
+            return [_thread_record(row) for row in rows]
+
+        return await self._read(list_all)
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        """Delete a thread and its messages (runs that used it are kept). False if none."""
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                gone = conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount
+                conn.execute(
+                    "DELETE FROM messages WHERE scope = 'thread' AND owner = ?", (thread_id,)
+                )
+                return gone > 0
+
+        return await self._write(delete)
+
+    async def thread_messages(self, thread_id: str) -> list[Message]:
+        return await self._read(lambda conn: _load_messages(conn, "thread", thread_id))
+
+    async def append_thread_messages(self, thread_id: str, messages: list[Message]) -> None:
+        """Append to a thread's conversation. KeyError if the thread does not exist."""
+        encoded = [(m.role, m.model_dump_json()) for m in messages]
+
+        def append(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT message_count FROM threads WHERE id = ?", (thread_id,)
+                ).fetchone()
+                if row is None:
+                    raise KeyError(f"thread {thread_id!r} does not exist")
+                start = row["message_count"]
+                conn.executemany(
+                    "INSERT INTO messages (scope, owner, seq, role, data) "
+                    "VALUES ('thread', ?, ?, ?, ?)",
+                    [(thread_id, start + i, role, data) for i, (role, data) in enumerate(encoded)],
+                )
+                conn.execute(
+                    "UPDATE threads SET message_count = ?, updated_at = ? WHERE id = ?",
+                    (start + len(encoded), utc_now(), thread_id),
+                )
+
+        await self._write(append)
+
+    # -- runs --------------------------------------------------------------------------
+
+    async def insert_run(self, record: RunRecord) -> None:
+        """Store a new run. ValueError if its id is taken."""
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                with _transaction(conn):
+                    conn.execute(
+                        "INSERT INTO runs (run_id, agent, status, thread_id, data) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (
+                            record.run_id,
+                            record.agent,
+                            record.status,
+                            record.thread_id,
+                            record.model_dump_json(),
+                        ),
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"run {record.run_id!r} already exists") from exc
+
+        await self._write(insert)
+
+    async def update_run(self, run_id: str, **fields: Any) -> RunRecord:
+        """Change some fields (Python or wire names) and return the updated record.
+        KeyError if the run does not exist, TypeError for an unknown field."""
+        changes: dict[str, Any] = {}
+        for key, value in fields.items():
+            name = _RUN_FIELDS.get(key)
+            if name is None:
+                raise TypeError(f"RunRecord has no field {key!r}")
+            if name == "run_id":
+                raise TypeError("a run's id cannot change")
+            changes[name] = value
+
+        def update(conn: sqlite3.Connection) -> RunRecord:
+            with _transaction(conn):
+                row = conn.execute("SELECT data FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise KeyError(f"run {run_id!r} does not exist")
+                current = RunRecord.model_validate_json(row["data"])
+                merged = {**current.model_dump(by_alias=False), **changes}
+                record = RunRecord.model_validate(merged, by_name=True)
+                conn.execute(
+                    "UPDATE runs SET agent = ?, status = ?, thread_id = ?, data = ? "
+                    "WHERE run_id = ?",
+                    (
+                        record.agent,
+                        record.status,
+                        record.thread_id,
+                        record.model_dump_json(),
+                        run_id,
+                    ),
+                )
+                return record
+
+        return await self._write(update)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        def get(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute("SELECT data FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            return None if row is None else RunRecord.model_validate_json(row["data"])
+
+        return await self._read(get)
+
+    async def list_runs(
+        self,
+        agent: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        *,
+        thread_id: str | None = None,
+    ) -> tuple[list[RunRecord], str | None]:
+        """Runs newest first, `limit` at a time. Returns the page and the cursor of the next
+        page (None on the last). ValueError for a bad limit or cursor."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        limit = min(limit, MAX_PAGE)
+        before = _decode_cursor(cursor) if cursor else None
+        clauses, params = [], []
+        for column, value in (("agent", agent), ("status", status), ("thread_id", thread_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            clauses.append("seq < ?")
+            params.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT seq, data FROM runs {where} ORDER BY seq DESC LIMIT ?"
+
+        def page(conn: sqlite3.Connection) -> tuple[list[RunRecord], str | None]:
+            rows = conn.execute(query, (*params, limit + 1)).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            records = [RunRecord.model_validate_json(row["data"]) for row in rows]
+            return records, (_encode_cursor(rows[-1]["seq"]) if more else None)
+
+        return await self._read(page)
+
+    async def unfinished_runs(self) -> list[RunRecord]:
+        """Runs left queued, running or paused (by a daemon that died), oldest first."""
+        marks = ", ".join("?" for _ in UNFINISHED_STATUSES)
+
+        def unfinished(conn: sqlite3.Connection) -> list[RunRecord]:
+            rows = conn.execute(
+                f"SELECT data FROM runs WHERE status IN ({marks}) ORDER BY seq",
+                UNFINISHED_STATUSES,
+            ).fetchall()
+            return [RunRecord.model_validate_json(row["data"]) for row in rows]
+
+        return await self._read(unfinished)
+
+    async def set_run_messages(self, run_id: str, messages: list[Message]) -> None:
+        """Replace the stored conversation of a run."""
+        encoded = [(m.role, m.model_dump_json()) for m in messages]
+
+        def replace(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM messages WHERE scope = 'run' AND owner = ?", (run_id,))
+                conn.executemany(
+                    "INSERT INTO messages (scope, owner, seq, role, data) "
+                    "VALUES ('run', ?, ?, ?, ?)",
+                    [(run_id, i, role, data) for i, (role, data) in enumerate(encoded)],
+                )
+
+        await self._write(replace)
+
+    async def run_messages(self, run_id: str) -> list[Message]:
+        return await self._read(lambda conn: _load_messages(conn, "run", run_id))
+
+    # -- events ------------------------------------------------------------------------
+
+    async def append_event(self, event: Event) -> None:
+        """Store one event. ValueError if the run already has an event with its id."""
+        await self.append_events([event])
+
+    async def append_events(self, events: Iterable[Event]) -> None:
+        rows = [(e.run_id, e.id, e.type, e.ts, e.thread_id, _dumps(e.payload)) for e in events]
+
+        def append(conn: sqlite3.Connection) -> None:
+            try:
+                with _transaction(conn):
+                    conn.executemany(
+                        "INSERT INTO events (run_id, id, type, ts, thread_id, payload) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"duplicate event id: {exc}") from exc
+
+        await self._write(append)
+
+    async def events_after(
+        self, run_id: str, after: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """A run's stored events with id > `after`, in id order (at most `limit`)."""
+
+        def read(conn: sqlite3.Connection) -> list[Event]:
+            query = "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id"
+            params: tuple[Any, ...] = (run_id, after)
+            if limit is not None:
+                query += " LIMIT ?"
+                params = (*params, max(0, limit))
+            return [
+                Event(
+                    id=row["id"],
+                    run_id=row["run_id"],
+                    thread_id=row["thread_id"],
+                    type=row["type"],
+                    ts=row["ts"],
+                    payload=json.loads(row["payload"]),
+                )
+                for row in conn.execute(query, params)
+            ]
+
+        return await self._read(read)
+
+    async def last_event_id(self, run_id: str) -> int:
+        def last(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT MAX(id) AS last FROM events WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return int(row["last"] or 0)
+
+        return await self._read(last)
+
+
+# -- row helpers (run in the worker thread) ------------------------------------------------
+
+
+def _version_row(conn: sqlite3.Connection, slug: str, version: int) -> sqlite3.Row:
+    row = conn.execute(
+        "SELECT * FROM agent_versions WHERE slug = ? AND version = ?", (slug, version)
+    ).fetchone()
+    if row is None:
+        raise RuntimeError(f"agent {slug!r} points at missing version {version}")
+    return row
+
+
+def _next_version(conn: sqlite3.Connection, slug: str) -> int:
+    row = conn.execute(
+        "SELECT MAX(version) AS last FROM agent_versions WHERE slug = ?", (slug,)
+    ).fetchone()
+    return int(row["last"] or 0) + 1
+
+
+def _agent_record(agent_row: sqlite3.Row, version_row: sqlite3.Row) -> AgentRecord:
+    keys = version_row.keys()
+    updated = version_row["version_created_at"] if "version_created_at" in keys else None
+    return AgentRecord(
+        id=agent_row["id"],
+        version=version_row["version"],
+        created_at=agent_row["created_at"],
+        updated_at=updated or version_row["created_at"],
+        spec=AgentSpec.model_validate_json(version_row["spec"]),
+    )
+
+
+def _load_agent(conn: sqlite3.Connection, slug: str, version: int | None) -> AgentRecord | None:
+    row = conn.execute(
+        "SELECT * FROM agents WHERE slug = ? AND deleted_at IS NULL", (slug,)
+    ).fetchone()
+    if row is None:
+        return None
+    wanted = row["version"] if version is None else version
+    version_row = conn.execute(
+        "SELECT * FROM agent_versions WHERE slug = ? AND version = ?", (slug, wanted)
+    ).fetchone()
+    return None if version_row is None else _agent_record(row, version_row)
+
+
+def _thread_record(row: sqlite3.Row) -> ThreadRecord:
+    return ThreadRecord(
+        id=row["id"],
+        agent=row["agent"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        metadata=json.loads(row["metadata"]),
+        message_count=row["message_count"],
+    )
+
+
+def _load_messages(conn: sqlite3.Connection, scope: str, owner: str) -> list[Message]:
+    rows = conn.execute(
+        "SELECT data FROM messages WHERE scope = ? AND owner = ? ORDER BY seq", (scope, owner)
+    ).fetchall()
+    return [Message.model_validate_json(row["data"]) for row in rows]

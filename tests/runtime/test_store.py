@@ -1,0 +1,320 @@
+"""The SQLite store: round trips of every record kind, versioning, pagination, reopening."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runtime.agents import AgentSpec
+from runtime.events import Event
+from runtime.messages import Message, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
+from runtime.providers.base import Usage
+from runtime.store import RunRecord, Store, StoreClosed
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "state")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def conversation() -> list[Message]:
+    return [
+        Message.user("list the files"),
+        Message(
+            role="assistant",
+            content=[
+                ThinkingPart(thinking="use list_dir", signature="sig-1"),
+                TextPart(text="Looking."),
+                ToolCallPart(id="c1", name="list_dir", arguments={"path": "."}),
+            ],
+        ),
+        Message(role="tool", content=[ToolResultPart(call_id="c1", output="a.txt\nb.txt")]),
+        Message.assistant("Two files: a.txt and b.txt."),
+    ]
+
+
+def event(run_id: str, id: int, type: str = "text", **payload: object) -> Event:
+    return Event(
+        id=id,
+        run_id=run_id,
+        thread_id="thr_1",
+        type=type,
+        ts="2025-01-01T00:00:00.000Z",
+        payload=payload or {"content": f"part {id}"},
+    )
+
+
+async def test_database_is_sqlite_in_wal_mode_under_the_state_dir(tmp_path: Path) -> None:
+    state = tmp_path / "deep" / "state"
+    store = await Store.open(state)
+    await store.close()
+    assert store.path == state / "agentd.db"
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"agents", "agent_versions", "threads", "runs", "messages", "events"} <= tables
+    finally:
+        conn.close()
+
+
+async def test_calls_run_off_the_event_loop_thread(store: Store) -> None:
+    loop_thread = threading.get_ident()
+    used: list[int] = []
+    original = store._writer
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            used.append(threading.get_ident())
+            return getattr(original, name)
+
+    store._writer = Spy()  # type: ignore[assignment]
+    try:
+        await store.create_thread("helper")
+    finally:
+        store._writer = original
+    assert used and loop_thread not in used
+
+
+async def test_agent_upsert_versions_and_rollback(store: Store) -> None:
+    first, action = await store.upsert_agent(AgentSpec(slug="helper", model="m1"))
+    assert action == "created" and first.version == 1 and first.id.startswith("agt_")
+
+    same, action = await store.upsert_agent(AgentSpec(slug="helper", model="m1"))
+    assert action == "unchanged" and same == first
+
+    second, action = await store.upsert_agent(
+        AgentSpec(slug="helper", model="m2", system_prompt="be brief")
+    )
+    assert action == "updated" and second.version == 2 and second.id == first.id
+    assert second.created_at == first.created_at
+
+    assert (await store.get_agent("helper")) == second
+    assert (await store.get_agent("helper", 1)) == first
+    assert await store.get_agent("helper", 7) is None
+    assert [r.version for r in await store.list_agent_versions("helper")] == [1, 2]
+
+    rolled = await store.rollback_agent("helper", 1)
+    assert rolled.version == 3 and rolled.spec == first.spec
+    assert (await store.get_agent("helper")).spec.model == "m1"  # type: ignore[union-attr]
+    assert [r.spec.model for r in await store.list_agent_versions("helper")] == ["m1", "m2", "m1"]
+
+    with pytest.raises(KeyError):
+        await store.rollback_agent("helper", 9)
+    with pytest.raises(KeyError):
+        await store.rollback_agent("nobody", 1)
+
+
+async def test_agents_list_and_delete(store: Store) -> None:
+    await store.upsert_agent(AgentSpec(slug="zeta", model="m"))
+    await store.upsert_agent(AgentSpec(slug="alpha", model="m"))
+    assert [a.slug for a in await store.list_agents()] == ["alpha", "zeta"]
+
+    original = await store.get_agent("zeta")
+    assert await store.delete_agent("zeta") is True
+    assert await store.delete_agent("zeta") is False
+    assert await store.get_agent("zeta") is None
+    assert await store.list_agent_versions("zeta") == []
+    assert [a.slug for a in await store.list_agents()] == ["alpha"]
+
+    # Re-creating the slug keeps its id and continues the version numbers, so runs of the
+    # old versions stay unambiguous.
+    again, action = await store.upsert_agent(AgentSpec(slug="zeta", model="m"))
+    assert action == "created" and again.version == 2
+    assert original is not None and again.id == original.id
+
+
+async def test_threads_and_their_messages(store: Store) -> None:
+    thread = await store.create_thread("helper", metadata={"user": "u1"})
+    assert thread.id.startswith("thr_") and thread.message_count == 0
+    named = await store.create_thread("other", thread_id="thr_mine")
+    with pytest.raises(ValueError):
+        await store.create_thread("other", thread_id="thr_mine")
+
+    messages = conversation()
+    await store.append_thread_messages(thread.id, messages[:2])
+    await store.append_thread_messages(thread.id, messages[2:])
+    assert await store.thread_messages(thread.id) == messages
+    loaded = await store.get_thread(thread.id)
+    assert loaded is not None and loaded.message_count == 4 and loaded.metadata == {"user": "u1"}
+    assert loaded.updated_at >= thread.updated_at
+
+    assert [t.id for t in await store.list_threads()] == [thread.id, named.id]
+    assert [t.id for t in await store.list_threads(agent="other")] == [named.id]
+
+    with pytest.raises(KeyError):
+        await store.append_thread_messages("thr_missing", messages)
+    assert await store.delete_thread(thread.id) is True
+    assert await store.delete_thread(thread.id) is False
+    assert await store.get_thread(thread.id) is None
+    assert await store.thread_messages(thread.id) == []
+
+
+async def test_run_records_round_trip_and_update(store: Store) -> None:
+    record = RunRecord(
+        run_id="run_1",
+        agent="helper",
+        agent_version=2,
+        thread_id="thr_1",
+        status="queued",
+        prompt="hi",
+        metadata={"ticket": 7},
+        config={"maxTurns": 3},
+        model="claude-x",
+    )
+    await store.insert_run(record)
+    assert await store.get_run("run_1") == record
+    with pytest.raises(ValueError):
+        await store.insert_run(record)
+
+    updated = await store.update_run(
+        "run_1",
+        status="completed",
+        result="done",
+        usage=Usage(input_tokens=10, output_tokens=4),
+        iterations=2,
+        finishedAt="2025-01-01T00:00:01.000Z",
+    )
+    assert updated.status == "completed" and updated.finished_at == "2025-01-01T00:00:01.000Z"
+    assert await store.get_run("run_1") == updated
+    assert updated.usage.input_tokens == 10 and updated.metadata == {"ticket": 7}
+
+    with pytest.raises(KeyError):
+        await store.update_run("run_missing", status="failed")
+    with pytest.raises(TypeError):
+        await store.update_run("run_1", colour="blue")
+    with pytest.raises(ValueError):
+        await store.update_run("run_1", status="exploded")
+    assert (await store.get_run("run_1")) == updated  # a refused update changes nothing
+
+    messages = conversation()
+    await store.set_run_messages("run_1", messages)
+    assert await store.run_messages("run_1") == messages
+    await store.set_run_messages("run_1", messages[:1])
+    assert await store.run_messages("run_1") == messages[:1]
+
+
+async def test_run_listing_pages_newest_first_with_filters(store: Store) -> None:
+    for i in range(7):
+        await store.insert_run(
+            RunRecord(
+                run_id=f"run_{i}",
+                agent="a" if i % 2 else "b",
+                status="completed" if i < 5 else "running",
+                prompt=str(i),
+            )
+        )
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page, cursor = await store.list_runs(limit=3, cursor=cursor)
+        seen += [r.run_id for r in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert seen == [f"run_{i}" for i in reversed(range(7))] and pages == 3
+
+    page, cursor = await store.list_runs(agent="a", limit=2)
+    assert [r.run_id for r in page] == ["run_5", "run_3"] and cursor is not None
+    page, cursor = await store.list_runs(agent="a", limit=2, cursor=cursor)
+    assert [r.run_id for r in page] == ["run_1"] and cursor is None
+
+    page, _ = await store.list_runs(status="running")
+    assert [r.run_id for r in page] == ["run_6", "run_5"]
+    page, _ = await store.list_runs(agent="b", status="completed")
+    assert [r.run_id for r in page] == ["run_4", "run_2", "run_0"]
+
+    # A run inserted between pages does not shift the next page.
+    first, cursor = await store.list_runs(limit=2)
+    await store.insert_run(RunRecord(run_id="run_new", agent="a"))
+    second, _ = await store.list_runs(limit=2, cursor=cursor)
+    assert [r.run_id for r in first + second] == ["run_6", "run_5", "run_4", "run_3"]
+
+    with pytest.raises(ValueError):
+        await store.list_runs(cursor="not-a-cursor")
+    with pytest.raises(ValueError):
+        await store.list_runs(limit=0)
+
+
+async def test_unfinished_runs_are_the_queued_running_and_paused_ones(store: Store) -> None:
+    statuses = ["queued", "running", "paused", "completed", "failed", "cancelled", "interrupted"]
+    for status in statuses:
+        await store.insert_run(RunRecord(run_id=f"run_{status}", agent="a", status=status))
+    unfinished = await store.unfinished_runs()
+    assert [r.run_id for r in unfinished] == ["run_queued", "run_running", "run_paused"]
+    await store.update_run("run_running", status="interrupted")
+    assert [r.run_id for r in await store.unfinished_runs()] == ["run_queued", "run_paused"]
+
+
+async def test_events_append_and_read_after_an_id(store: Store) -> None:
+    await store.append_events([event("run_a", i) for i in range(1, 6)])
+    await store.append_event(event("run_b", 1, "error", message="boom", code="tool_error"))
+    assert [e.id for e in await store.events_after("run_a")] == [1, 2, 3, 4, 5]
+    assert [e.id for e in await store.events_after("run_a", after=3)] == [4, 5]
+    assert [e.id for e in await store.events_after("run_a", after=1, limit=2)] == [2, 3]
+    assert await store.events_after("run_a", after=5) == []
+    [stored] = await store.events_after("run_b")
+    assert stored == event("run_b", 1, "error", message="boom", code="tool_error")
+    assert await store.last_event_id("run_a") == 5
+    assert await store.last_event_id("run_none") == 0
+    with pytest.raises(ValueError):
+        await store.append_event(event("run_a", 3))
+    assert [e.payload["content"] for e in await store.events_after("run_a", 2, 1)] == ["part 3"]
+
+
+async def test_everything_survives_reopening_the_store(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = await Store.open(state)
+    agent, _ = await store.upsert_agent(AgentSpec(slug="helper", model="m1"))
+    await store.upsert_agent(AgentSpec(slug="helper", model="m2"))
+    thread = await store.create_thread("helper")
+    await store.append_thread_messages(thread.id, conversation())
+    run = RunRecord(run_id="run_1", agent="helper", thread_id=thread.id, status="running")
+    await store.insert_run(run)
+    await store.set_run_messages("run_1", conversation()[:2])
+    await store.append_events([event("run_1", i) for i in range(1, 4)])
+    await store.close()
+    with pytest.raises(StoreClosed):
+        await store.get_run("run_1")
+
+    reopened = await Store.open(state)
+    try:
+        assert [a.version for a in await reopened.list_agent_versions("helper")] == [1, 2]
+        assert (await reopened.get_agent("helper", 1)) == agent
+        assert await reopened.thread_messages(thread.id) == conversation()
+        assert await reopened.get_run("run_1") == run
+        assert await reopened.run_messages("run_1") == conversation()[:2]
+        assert [e.id for e in await reopened.events_after("run_1")] == [1, 2, 3]
+        assert [r.run_id for r in await reopened.unfinished_runs()] == ["run_1"]
+    finally:
+        await reopened.close()
+
+
+async def test_concurrent_writers_are_serialised_without_loss(store: Store) -> None:
+    thread = await store.create_thread("helper")
+
+    async def writer(n: int) -> None:
+        for i in range(10):
+            await store.append_thread_messages(thread.id, [Message.user(f"{n}-{i}")])
+
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(writer, n)
+    messages = await store.thread_messages(thread.id)
+    assert len(messages) == 50
+    assert sorted(m.text for m in messages) == sorted(
+        f"{n}-{i}" for n in range(5) for i in range(10)
+    )
+    for n in range(5):  # each writer's own messages stay in its order
+        mine = [m.text for m in messages if m.text.startswith(f"{n}-")]
+        assert mine == [f"{n}-{i}" for i in range(10)]
