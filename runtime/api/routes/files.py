@@ -115,7 +115,7 @@ def _read_file(workspace: Workspace, real: Path, offset: int, limit: int) -> Fil
         raise bad_request(f"{shown} is a directory", code="is_a_directory") from None
     except OSError as exc:
         raise ApiError(403, "unreadable", f"cannot read {shown}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as handle:
+    try:
         if not _opened_inside(workspace, fd):
             raise ApiError(403, "outside_workspace", f"{shown} is outside the workspace")
         info = os.fstat(fd)
@@ -126,8 +126,9 @@ def _read_file(workspace: Workspace, real: Path, offset: int, limit: int) -> Fil
             )
         if not stat.S_ISREG(info.st_mode):
             raise bad_request(f"{shown} is not a regular file", code="not_a_file")
-        handle.seek(offset)
-        chunk = handle.read(limit)
+        chunk = _pread_all(fd, limit, offset)
+    finally:
+        os.close(fd)
     truncated = offset + len(chunk) < info.st_size
     encoding, content = _encode(chunk, cut=truncated)
     return FileContent(
@@ -138,6 +139,18 @@ def _read_file(workspace: Workspace, real: Path, offset: int, limit: int) -> Fil
         content=content,
         truncated=truncated,
     )
+
+
+def _pread_all(fd: int, limit: int, offset: int) -> bytes:
+    parts: list[bytes] = []
+    while limit > 0:
+        part = os.pread(fd, limit, offset)
+        if not part:
+            break
+        parts.append(part)
+        limit -= len(part)
+        offset += len(part)
+    return b"".join(parts)
 
 
 def _encode(chunk: bytes, *, cut: bool) -> tuple[str, str]:
