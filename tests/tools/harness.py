@@ -1,0 +1,53 @@
+"""Helpers for the workspace tool tests: a Toolbox on a fresh workspace that records events.
+
+Each test module declares its own `harness` fixture with `open_harness` (a shared conftest
+would collide with other tool modules' fixtures)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.base import Toolbox, ToolResult
+
+
+@dataclass
+class Harness:
+    root: Path
+    box: Toolbox
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    async def call(self, name: str, **args: Any) -> ToolResult:
+        return await self.box.call(name, args)
+
+    def write(self, files: dict[str, str | bytes]) -> None:
+        write_tree(self.root, files)
+
+    def tree(self) -> dict[str, bytes]:
+        return read_tree(self.root)
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every regular file under root (symlinks and their targets excluded), by relative path."""
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+@asynccontextmanager
+async def open_harness(workspace: Path, **toolbox_args: Any) -> AsyncIterator[Harness]:
+    events: list[dict[str, Any]] = []
+    async with Toolbox(workspace, on_event=events.append, **toolbox_args) as box:
+        yield Harness(root=box.workspace.root, box=box, events=events)

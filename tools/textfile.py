@@ -1,0 +1,227 @@
+"""Workspace text files as the editing tools see them, and all-or-nothing writes.
+
+`decode_text` turns a file's bytes into text while remembering what an edit must keep (a
+UTF-8 BOM, CRLF line endings) and refuses binary data. `commit_writes` writes and deletes a
+set of files so that either every change lands or none does: new contents go to temporary
+files beside their targets first, then each target is swapped in with `os.replace`, keeping
+a hard-linked backup of what it replaces so a failure half-way rolls everything back.
+
+Everything here blocks; async callers run it through `anyio.to_thread.run_sync`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.base import ToolError
+
+BOM = b"\xef\xbb\xbf"
+BINARY_SNIFF_BYTES = 8192
+
+# The process umask, read once at import (reading it means setting it, which is not
+# thread-safe later): new files get 0o666 & ~umask like `open()` would give them.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class BinaryFileError(ToolError):
+    """The file is not UTF-8 text (NUL bytes or undecodable data)."""
+
+
+@dataclass(frozen=True)
+class TextFile:
+    """A decoded text file: `text` without the BOM, plus what re-encoding must restore."""
+
+    text: str
+    bom: bool = False
+
+    @property
+    def newline(self) -> str:
+        """The file's line ending: CRLF when most line breaks are CRLF, else LF."""
+        return detect_newline(self.text)
+
+    def encode(self, text: str | None = None) -> bytes:
+        body = (self.text if text is None else text).encode("utf-8")
+        return BOM + body if self.bom else body
+
+
+def detect_newline(text: str) -> str:
+    crlf = text.count("\r\n")
+    return "\r\n" if crlf and crlf * 2 >= text.count("\n") else "\n"
+
+
+def looks_binary(data: bytes) -> bool:
+    return b"\0" in data[:BINARY_SNIFF_BYTES]
+
+
+def decode_text(data: bytes, label: str) -> TextFile:
+    """Decode UTF-8 (with or without BOM); binary data raises `BinaryFileError` naming `label`."""
+    if looks_binary(data):
+        raise BinaryFileError(
+            f"{label} is a binary file (it contains NUL bytes); only UTF-8 text files can be "
+            "read or edited with this tool"
+        )
+    bom = data.startswith(BOM)
+    try:
+        text = data[len(BOM) :].decode("utf-8") if bom else data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BinaryFileError(
+            f"{label} is not UTF-8 text (undecodable byte at offset {exc.start}); it looks "
+            "binary or uses another encoding, so this tool will not read or edit it"
+        ) from None
+    return TextFile(text=text, bom=bom)
+
+
+def read_text(path: Path, label: str) -> TextFile:
+    return decode_text(path.read_bytes(), label)
+
+
+def split_lines(text: str) -> tuple[list[str], list[str]]:
+    """Lines without their endings, and each line's ending ("\\r\\n", "\\n" or "" at EOF).
+
+    Only "\\n" ends a line (a lone "\\r" is content), as in every diff tool.
+    """
+    parts = text.split("\n")
+    last = parts.pop()  # what follows the final newline: "" unless that line has no ending
+    lines: list[str] = []
+    endings: list[str] = []
+    for part in parts:
+        if part.endswith("\r"):
+            lines.append(part[:-1])
+            endings.append("\r\n")
+        else:
+            lines.append(part)
+            endings.append("\n")
+    if last:
+        lines.append(last)
+        endings.append("")
+    return lines, endings
+
+
+def file_mode(path: Path) -> int | None:
+    """Permission bits of an existing file, or None if it does not exist."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
+
+
+def new_file_mode(executable: bool = False) -> int:
+    return (0o777 if executable else 0o666) & ~_UMASK
+
+
+@dataclass(frozen=True)
+class FileWrite:
+    """Replace (or create) `path` with `data`; `mode` None keeps the current mode or, for a
+    new file, uses the default one."""
+
+    path: Path
+    data: bytes
+    mode: int | None = None
+
+
+def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> None:
+    """Apply every write and delete, or none of them (the exception is re-raised)."""
+    created_dirs: list[Path] = []
+    temps: list[Path] = []
+    # (target, backup of what it replaced or None); `pending` is a target whose replace has
+    # not happened yet (so its original is still in place and only the backup must go)
+    done: list[tuple[Path, Path | None]] = []
+    pending: tuple[Path, Path | None] | None = None
+    try:
+        for write in writes:
+            created_dirs.extend(_make_parents(write.path.parent))
+            temps.append(_write_temp(write))
+        for write, temp in zip(writes, temps, strict=True):
+            pending = (write.path, _backup(write.path, link=True))
+            os.replace(temp, write.path)
+            done.append(pending)
+            pending = None
+        for path in deletes:
+            backup = _backup(path, link=False)
+            done.append((path, backup))
+    except BaseException:
+        if pending is not None and pending[1] is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(pending[1])
+        for target, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, target)
+                else:
+                    os.unlink(target)
+        for temp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        for directory in reversed(created_dirs):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+    for _target, backup in done:
+        if backup is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(backup)
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir()
+    return list(reversed(missing))
+
+
+def _write_temp(write: FileWrite) -> Path:
+    mode = write.mode
+    if mode is None:
+        mode = file_mode(write.path)
+    if mode is None:
+        mode = new_file_mode()
+    # No fsync: os.replace is atomic against a crashing daemon (the data is in the page
+    # cache); durability across power loss is the filesystem's business.
+    fd, name = tempfile.mkstemp(dir=write.path.parent, prefix=f".{write.path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(write.data)
+        os.chmod(name, mode)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _backup(path: Path, *, link: bool) -> Path | None:
+    """Keep the current `path` aside under a temporary name so it can be restored.
+
+    `link=True` (before a replace) hard-links it, falling back to a copy where links are not
+    supported, so `path` never disappears; `link=False` (a delete) renames it away.
+    """
+    if not link:
+        backup = _temp_name(path)
+        os.replace(path, backup)
+        return backup
+    if not os.path.lexists(path):
+        return None
+    backup = _temp_name(path)
+    try:
+        os.link(path, backup, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(path, backup, follow_symlinks=False)
+    return backup
+
+
+def _temp_name(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".bak")
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
