@@ -349,7 +349,7 @@ class Subscription:
         self.last_id = after
         self._queue: deque[Event] = deque()
         self._limit = log.queue_size
-        self._waiter: anyio.Event | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._dropped = False
         self._ended = log.closed
         self._backlog: deque[Event] = deque(log._memory_after(after))
@@ -375,9 +375,9 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -410,8 +410,9 @@ class Subscription:
                 raise SubscriberDropped(self._log.run_id, self.last_id)
             if self._ended:
                 return None
-            self._waiter = anyio.Event()
-            await self._waiter.wait()
+            # A bare future rather than an anyio.Event: this is the hot path of fan-out.
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
 
     def aclose_now(self) -> None:
         self._log._subscribers.discard(self)
