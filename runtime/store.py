@@ -192,8 +192,15 @@ class _transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        elif self.conn.in_transaction:
+            # SQLite may already have rolled back (e.g. on SQLITE_FULL); a second ROLLBACK
+            # would raise and hide the real error.
             self.conn.execute("ROLLBACK")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -505,3 +506,27 @@ async def test_the_log_redacts_payloads_and_secrets_split_across_deltas(store: S
     assert stored[0].payload["input"] == {"cmd": "echo [REDACTED]"}
     assert text_of(stored) == "the key is [REDACTED] ok"
     assert text_of(stored, "thinking") == "[REDACTED]"
+
+
+async def test_a_failed_store_write_costs_no_id_and_no_text(store: Store) -> None:
+    log = EventLog(RUN, THREAD, store, coalesce_window=3600)
+    subscription = log.subscribe()
+    await log.emit("input", text="first")
+    await log.emit_delta("text", "kept ")
+
+    def disk_full(conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+
+    await store._write(disk_full)
+    await log.emit_delta("text", "and " + "y" * 20_000)  # pending: no write yet
+    with pytest.raises(sqlite3.OperationalError):
+        await log.emit("input", text="z" * 20_000)  # flushing the text fails first
+    assert log.last_id == 2 and ids(log.events) == [1, 2]
+
+    await store._write(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    await log.emit("input", text="after")
+    await log.close()
+    events = await read_all(subscription)
+    assert ids(events) == [1, 2, 3, 4] and events == await store.events_after(RUN)
+    assert text_of(events) == "kept and " + "y" * 20_000
+    assert [e.type for e in events] == ["input", "text", "text", "input"]

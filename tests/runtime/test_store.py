@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -318,3 +320,78 @@ async def test_concurrent_writers_are_serialised_without_loss(store: Store) -> N
     for n in range(5):  # each writer's own messages stay in its order
         mine = [m.text for m in messages if m.text.startswith(f"{n}-")]
         assert mine == [f"{n}-{i}" for i in range(10)]
+
+
+async def test_a_writer_killed_mid_stream_leaves_a_consistent_prefix(tmp_path: Path) -> None:
+    """SIGKILL a process that is writing as fast as it can: on reopening, the database is
+    intact, the run's events are exactly 1..N, and the thread holds whole messages."""
+    state = tmp_path / "state"
+    root = Path(__file__).resolve().parents[2]
+    process = await anyio.open_process(
+        [sys.executable, "-m", "tests.runtime.store_writer", str(state)], cwd=root
+    )
+    try:
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            output = b""
+            async for chunk in process.stdout:
+                output += chunk
+                if b"ready" in output:
+                    break
+    finally:
+        process.kill()
+        with anyio.fail_after(10):
+            await process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    store = await Store.open(state)
+    try:
+        check = await store._read(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+        assert check == "ok"
+        events = await store.events_after("run_crash")
+        assert len(events) >= 200
+        assert ids_of(events) == list(range(1, len(events) + 1))
+        assert all(e.payload["chunk"].startswith(f"{e.id}:") for e in events)
+        thread = await store.get_thread("thr_crash")
+        messages = await store.thread_messages("thr_crash")
+        assert thread is not None and thread.message_count == len(messages)
+        assert [m.text for m in messages] == [str(i) for i in range(1, len(messages) + 1)]
+        # The writer emits event i, then appends message i: killed between the two at most.
+        assert len(events) - 1 <= len(messages) <= len(events)
+        run = await store.get_run("run_crash")
+        assert run is not None and run.iterations == 10 * (len(messages) // 10)
+        # And the store keeps working after the crash.
+        await store.append_event(
+            event("run_crash", len(events) + 1, "error", message="x", code="interrupted")
+        )
+        assert await store.last_event_id("run_crash") == len(events) + 1
+    finally:
+        await store.close()
+
+
+async def test_a_full_disk_fails_the_write_and_changes_nothing(store: Store) -> None:
+    thread = await store.create_thread("helper")
+    await store.append_events([event("run_a", 1)])
+
+    def fill(conn: sqlite3.Connection) -> None:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    await store._write(fill)
+    big = "y" * 50_000  # needs new pages
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        await store.append_events([event("run_a", 2, content=big), event("run_a", 3)])
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        await store.append_thread_messages(thread.id, [Message.user(big)])
+    assert ids_of(await store.events_after("run_a")) == [1]
+    assert (await store.get_thread(thread.id)).message_count == 0  # type: ignore[union-attr]
+
+    await store._write(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    await store.append_events([event("run_a", 2, content=big)])
+    await store.append_thread_messages(thread.id, [Message.user(big)])
+    assert ids_of(await store.events_after("run_a")) == [1, 2]
+    assert await store.thread_messages(thread.id) == [Message.user(big)]
+
+
+def ids_of(events: list[Event]) -> list[int]:
+    return [e.id for e in events]
