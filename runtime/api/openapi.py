@@ -45,6 +45,7 @@ def build_openapi(table: RouteTable, *, version: str) -> dict[str, Any]:
     keyed = list(dict.fromkeys(keyed))
     refs, top = models_json_schema(keyed, ref_template=REF_TEMPLATE)
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    schemas.update(_event_schemas(refs))
 
     paths: dict[str, dict[str, Any]] = {}
     for op in table.operations:
@@ -75,6 +76,52 @@ def _event_models() -> list[type[BaseModel]]:
     from runtime.events import PAYLOAD_MODELS
 
     return list(PAYLOAD_MODELS.values())
+
+
+def _event_schemas(refs: dict[Any, Any]) -> dict[str, Any]:
+    """`Event` (the JSON of one event: the envelope plus the payload its `type` selects) and
+    `EventFrame` (one SSE frame carrying it, in the OpenAPI 3.2 `itemSchema` convention that
+    3.1 tools read from `schema`)."""
+    from runtime.events import PAYLOAD_MODELS
+
+    by_type = [
+        {
+            "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+            "then": refs[(model, "serialization")],
+        }
+        for kind, model in PAYLOAD_MODELS.items()
+    ]
+    event = {
+        "title": "Event",
+        "description": "One run event: `{id, runId, threadId, type, ts}` plus the payload of "
+        "its type (DESIGN §4). `id` is per run, strictly increasing from 1.",
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "runId": {"type": "string"},
+            "threadId": {"type": ["string", "null"]},
+            "type": {"type": "string", "enum": list(PAYLOAD_MODELS)},
+            "ts": {"type": "string", "description": "RFC 3339"},
+        },
+        "required": ["id", "runId", "threadId", "type", "ts"],
+        "allOf": by_type,
+    }
+    frame = {
+        "title": "EventFrame",
+        "description": SSE_DESCRIPTION,
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "event": {"type": "string", "enum": list(PAYLOAD_MODELS)},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": REF_TEMPLATE.format(model="Event")},
+            },
+        },
+    }
+    return {"Event": event, "EventFrame": frame}
 
 
 def _ref(refs: dict[Any, Any], model: type[BaseModel], mode: str) -> dict[str, Any]:
@@ -150,9 +197,7 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         plain = {"type": "object"} if op.content_type == "application/json" else {"type": "string"}
         content[op.content_type] = {"schema": plain}
     if op.sse:
-        content["text/event-stream"] = {
-            "schema": {"type": "string", "description": SSE_DESCRIPTION}
-        }
+        content["text/event-stream"] = {"schema": {"$ref": REF_TEMPLATE.format(model="EventFrame")}}
     ok: dict[str, Any] = {"description": "OK" if op.status == 200 else "Created"}
     if content:
         ok["content"] = content

@@ -17,6 +17,10 @@ from runtime.runs import RunConfig
 
 T = TypeVar("T")
 
+# Integers from clients are bounded where they reach SQLite or the OS (64-bit there); 2**53-1
+# is also the largest integer a JavaScript client can hold exactly.
+MAX_INT = 2**53 - 1
+
 
 class WireModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, extra="forbid")
@@ -73,7 +77,7 @@ class UpsertResult(WireModel):
 
 
 class RollbackRequest(WireModel):
-    version: int = Field(ge=1, description="the version to make current again")
+    version: int = Field(ge=1, le=MAX_INT, description="the version to make current again")
 
 
 class AgentVersionsQuery(WireModel):
@@ -83,7 +87,9 @@ class AgentVersionsQuery(WireModel):
 class AgentGetQuery(WireModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    version: int | None = Field(None, ge=1, description="a past version (default: current)")
+    version: int | None = Field(
+        None, ge=1, le=MAX_INT, description="a past version (default: current)"
+    )
 
 
 class Deleted(WireModel):
@@ -244,7 +250,7 @@ class EventsQuery(WireModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     after: int | None = Field(
-        None, ge=0, description="replay events with id > after (Last-Event-ID wins)"
+        None, ge=0, le=MAX_INT, description="replay events with id > after (Last-Event-ID wins)"
     )
     access_token: str | None = Field(
         None, description="the API token, for EventSource clients that cannot send headers"
@@ -256,7 +262,7 @@ class InputRequest(WireModel):
 
 
 class ForkRequest(WireModel):
-    step: int = Field(ge=0, description="keep the run's first `step` messages")
+    step: int = Field(ge=0, le=MAX_INT, description="keep the run's first `step` messages")
     prompt: str | None = Field(None, description="a new user message after the cut")
     stream: bool = Field(False, description="answer with the new run's SSE event stream")
 
@@ -286,7 +292,7 @@ class FileContentQuery(WireModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     path: str = Field(min_length=1, description="a file, relative to the workspace root")
-    offset: int = Field(0, ge=0, description="first byte to return")
+    offset: int = Field(0, ge=0, le=MAX_INT, description="first byte to return")
     limit: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024, description="bytes to return")
 
 

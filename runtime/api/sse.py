@@ -26,6 +26,7 @@ import anyio
 from aiohttp import web
 
 from runtime.api.errors import bad_request
+from runtime.api.schemas import MAX_INT
 from runtime.events import Event, SubscriberDropped
 
 log = logging.getLogger("agentd.api.sse")
@@ -54,8 +55,8 @@ def resume_point(request: web.Request, after: int | None) -> int:
             raise bad_request(
                 f"Last-Event-ID must be an event id (an integer >= 0), got {header!r}"
             ) from None
-        if value < 0:
-            raise bad_request(f"Last-Event-ID must be >= 0, got {value}")
+        if not 0 <= value <= MAX_INT:
+            raise bad_request(f"Last-Event-ID must be between 0 and {MAX_INT}, got {value}")
         return value
     return after or 0
 
@@ -102,11 +103,17 @@ class EventStream:
         await self.response.prepare(self.request)
         await self._write(f"retry: {self.retry_ms}\n\n".encode())
         if not self.client_gone:
-            async with anyio.create_task_group() as tg:
-                self._scope = tg.cancel_scope
-                tg.start_soon(self._heartbeat)
-                await self._pump(subscribe)
-                tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._scope = tg.cancel_scope
+                    tg.start_soon(self._heartbeat)
+                    await self._pump(subscribe)
+                    tg.cancel_scope.cancel()
+            except Exception:
+                # The status line is sent: all we can do is log and end the stream (the
+                # client reconnects with Last-Event-ID).
+                log.exception("event stream failed after event %s", self.last_id)
+                self.client_gone = True
         if not self.client_gone:
             try:
                 await self.response.write_eof()
