@@ -21,6 +21,7 @@ REDACTED = "[REDACTED]"
 
 ExecutionMode = Literal["in_sandbox", "managed", "local-mac"]
 WebhookEvent = Literal["run.completed", "run.failed"]
+_ALL_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("run.completed", "run.failed")
 
 
 def _http_url(value: str, what: str) -> str:
@@ -28,6 +29,10 @@ def _http_url(value: str, what: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{what} must be an http:// or https:// URL, got {value!r}")
     return value
+
+
+def _all_core_tools() -> list[str | CustomToolSpec]:
+    return list(registered_tool_names())
 
 
 class _WireModel(BaseModel):
@@ -80,7 +85,7 @@ class AgentSpec(_WireModel):
     description: str = ""
     model: str | CustomModel
     system_prompt: str = Field("", alias="systemPrompt")
-    tools: list[str | CustomToolSpec] = Field(default_factory=lambda: registered_tool_names())
+    tools: list[str | CustomToolSpec] = Field(default_factory=lambda: _all_core_tools())
     execution_mode: ExecutionMode = Field("in_sandbox", alias="executionMode")
     env: dict[str, str] = Field(default_factory=dict)
     max_iterations: int = Field(25, alias="maxIterations", ge=1)
@@ -91,7 +96,7 @@ class AgentSpec(_WireModel):
     secrets: list[str] = Field(default_factory=list)
     webhook_url: str | None = Field(None, alias="webhookUrl")
     webhook_events: list[WebhookEvent] = Field(
-        default_factory=lambda: ["run.completed", "run.failed"], alias="webhookEvents"
+        default_factory=lambda: list(_ALL_WEBHOOK_EVENTS), alias="webhookEvents"
     )
     fail_on_limit: bool = Field(False, alias="failOnLimit")
     thinking_budget: int | None = Field(None, alias="thinkingBudget", ge=1)

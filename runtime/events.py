@@ -214,8 +214,8 @@ class Redactor:
     """Replaces secret values with `[REDACTED]`.
 
     Values shorter than `min_length` are ignored (redacting "1" everywhere would destroy
-    text without protecting anything). A secret's JSON-escaped form is redacted too, so it
-    is caught inside tool output that is itself JSON."""
+    text without protecting anything). A secret's JSON-escaped forms are redacted too, so it
+    is caught inside tool output that is itself JSON (with or without `\\uXXXX` escapes)."""
 
     def __init__(
         self,
@@ -229,9 +229,8 @@ class Redactor:
             if not isinstance(secret, str) or len(secret) < min_length:
                 continue
             values.add(secret)
-            escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
-            if escaped != secret:
-                values.add(escaped)
+            for ascii_only in (False, True):
+                values.add(json.dumps(secret, ensure_ascii=ascii_only)[1:-1])
         # Longest first: at any position the regex takes the longest secret that matches.
         self.secrets: tuple[str, ...] = tuple(sorted(values, key=lambda s: (-len(s), s)))
         self.replacement = replacement

@@ -319,7 +319,9 @@ class Store:
                         (version, now, spec.slug),
                     )
                     action = "updated"
-                return _load_agent(conn, spec.slug, version), action
+                record = _load_agent(conn, spec.slug, version)
+                assert record is not None
+                return record, action
 
         return await self._write(upsert)
 
@@ -578,7 +580,8 @@ class Store:
             raise ValueError(f"limit must be at least 1, got {limit}")
         limit = min(limit, MAX_PAGE)
         before = _decode_cursor(cursor) if cursor else None
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | int] = []
         for column, value in (("agent", agent), ("status", status), ("thread_id", thread_id)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -690,7 +693,7 @@ class Store:
 
 
 def _version_row(conn: sqlite3.Connection, slug: str, version: int) -> sqlite3.Row:
-    row = conn.execute(
+    row: sqlite3.Row | None = conn.execute(
         "SELECT * FROM agent_versions WHERE slug = ? AND version = ?", (slug, version)
     ).fetchone()
     if row is None:

@@ -4,6 +4,7 @@ redaction."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -125,7 +126,7 @@ async def test_wire_form_is_flat_and_round_trips() -> None:
     }
     for event in (started, complete):
         assert Event.from_dict(event.to_dict()) == event
-    assert Event.from_dict(__import__("json").loads(complete.to_json())) == complete
+    assert Event.from_dict(json.loads(complete.to_json())) == complete
 
 
 # -- ids, storage, concurrency -------------------------------------------------------------
@@ -451,6 +452,8 @@ def test_redactor_replaces_every_secret_and_ignores_short_values() -> None:
         "[REDACTED]": None,
     }
     assert not Redactor([]) and Redactor([]).redact_obj(nested) is nested
+    accented = Redactor(["clé-secrète"])
+    assert accented.redact(json.dumps({"k": "clé-secrète"})) == '{"k": "[REDACTED]"}'
 
 
 def test_longer_secret_wins_over_its_prefix() -> None:
