@@ -1,0 +1,281 @@
+"""`agentd serve` as a real process: settings from flags and env, refusal to listen openly
+without a token, readiness, SIGTERM with a run in flight, lazy SDK imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+from anyio.abc import Process
+
+from runtime.cli import build_parser, main
+from runtime.config import ConfigError, Settings
+from tests.api.conftest import MODEL, collect_events
+from tests.fakes.model_server import FakeModelServer, Gate, Turn, text
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+# -- settings and the command line ---------------------------------------------------------
+
+
+def test_settings_layer_flags_over_env_over_defaults(tmp_path: Path) -> None:
+    env = {
+        "AGENTD_PORT": "9001",
+        "RUNTOOLS_PORT": "9002",  # AGENTD_ wins over RUNTOOLS_
+        "RUNTOOLS_STATE_DIR": str(tmp_path / "s"),
+        "RUNTOOLS_DEV_URL_TEMPLATE": "https://{port}-{sandboxId}.example",
+        "RUNTOOLS_SANDBOX_ID": "sbx-1",
+        "AGENTD_TOKEN": "tok",
+        "AGENTD_LOG_LEVEL": "DEBUG",
+        "AGENTD_SHUTDOWN_GRACE": "2.5",
+    }
+    settings = Settings.load({"host": "0.0.0.0", "port": None}, env=env)
+    assert settings.port == 9001 and settings.host == "0.0.0.0"
+    assert settings.state_dir == tmp_path / "s" and settings.sandbox_id == "sbx-1"
+    assert settings.dev_url_template.startswith("https://{port}") and settings.token == "tok"
+    assert settings.log_level == "debug" and settings.shutdown_grace == 2.5
+    assert Settings.load({"port": 7000}, env=env).port == 7000
+    defaults = Settings.load({}, env={})
+    assert defaults.host == "127.0.0.1" and defaults.port == 7777 and defaults.token is None
+    assert defaults.state_dir == Path("~/.local/state/agentd").expanduser()
+    assert defaults.workspace == Path.cwd()
+    assert "tok" not in repr(settings)
+
+
+def test_invalid_settings_name_their_source() -> None:
+    with pytest.raises(ConfigError, match="AGENTD_PORT"):
+        Settings.load({}, env={"AGENTD_PORT": "many"})
+    with pytest.raises(ConfigError, match="--max-queue"):
+        Settings.load({"max_queue": "-1"}, env={})
+    with pytest.raises(ConfigError, match="without an API token"):
+        Settings.load({"host": "0.0.0.0"}, env={}).check()
+    with pytest.raises(ConfigError, match="template"):
+        Settings.load({"dev_url_template": "http://{nope}"}, env={}).check()
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        Settings.load({"host": host}, env={}).check()
+
+
+def test_every_serve_flag_is_documented_with_its_env_var(capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag, var in (
+        ("--host", "AGENTD_HOST"),
+        ("--port", "AGENTD_PORT"),
+        ("--workspace", "AGENTD_WORKSPACE"),
+        ("--state-dir", "RUNTOOLS_STATE_DIR"),
+        ("--token", "AGENTD_TOKEN"),
+        ("--sandbox-id", "RUNTOOLS_SANDBOX_ID"),
+        ("--dev-url-template", "RUNTOOLS_DEV_URL_TEMPLATE"),
+        ("--log-level", "AGENTD_LOG_LEVEL"),
+    ):
+        assert flag in out and var in out
+    assert build_parser().parse_args(["serve"]).func.__name__ == "cmd_serve"
+
+
+def test_listening_openly_without_a_token_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.delenv("AGENTD_TOKEN", raising=False)
+    monkeypatch.delenv("RUNTOOLS_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "without an API token" in err and "AGENTD_TOKEN" in err
+    assert main(["serve", "--port", "not-a-port"]) == 2
+    assert "--port" in capsys.readouterr().err
+    assert main(["bogus"]) == 2
+
+
+def test_starting_does_not_import_the_model_sdks() -> None:
+    """Import time is most of a Python daemon's start-up: the SDKs load on first use."""
+    code = (
+        "import sys, runtime.cli, runtime.daemon, runtime.api.app, runtime.runs, "
+        "runtime.store, runtime.providers.registry\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'anthropic', 'openai'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# -- the real process ----------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    process: Process
+    url: str
+    log: list[str] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def agentd(
+    tmp_path: Path, workspace: Path, env: dict[str, str], *args: str
+) -> AsyncIterator[Proc]:
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "AGENTD_STATE_DIR": str(tmp_path / "state"),
+        **env,
+    }
+    full_env.pop("AGENTD_TOKEN", None)
+    process = await anyio.open_process(
+        [sys.executable, "-m", "runtime.cli", "serve", "--port", "0", *args],
+        cwd=workspace,
+        env=full_env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    found = anyio.Event()
+    url = ""
+
+    async def read_log() -> None:
+        nonlocal url
+        assert process.stderr is not None
+        buffer = b""
+        async for chunk in process.stderr:
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="replace")
+                lines.append(line)
+                match = LISTENING.search(line)
+                if match and not found.is_set():
+                    url = match.group(1)
+                    found.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_log)
+            with anyio.fail_after(20):
+                await found.wait()
+            yield Proc(process, url, lines)
+            tg.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with anyio.CancelScope(shield=True):
+            await process.wait()
+
+
+async def test_serve_sigterm_finishes_the_run_in_flight_then_exits_0(
+    tmp_path: Path, workspace: Path
+) -> None:
+    async with FakeModelServer() as model:
+        gate = Gate()
+        model.script(Turn([text("finished ", "in grace")], hold=gate, hold_after=2))
+        env = {**model.env(), "AGENTD_SHUTDOWN_GRACE": "20"}
+        async with (
+            agentd(tmp_path, workspace, env) as proc,
+            aiohttp.ClientSession() as http,
+        ):
+            async with http.get(proc.url + "/readyz") as resp:
+                assert resp.status == 200
+            async with http.post(
+                proc.url + "/v1/agents", json={"slug": "a", "model": MODEL, "tools": []}
+            ) as resp:
+                assert resp.status == 201
+            stream = await http.post(proc.url + "/v1/run", json={"agent": "a", "prompt": "go"})
+            run_id = stream.headers["X-Run-ID"]
+            with anyio.fail_after(10):
+                await gate.reached.wait()
+
+            proc.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                while True:  # draining: new runs refused, reads still answered
+                    async with http.get(proc.url + "/readyz") as resp:
+                        if resp.status == 503:
+                            break
+                    await anyio.sleep(0.01)
+            async with http.post(
+                proc.url + "/v1/run", json={"agent": "a", "prompt": "more", "stream": False}
+            ) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["error"]["code"] == "shutting_down"
+            async with http.get(proc.url + f"/v1/runs/{run_id}") as resp:
+                assert resp.status == 200 and (await resp.json())["data"]["status"] == "running"
+
+            gate.open()
+            frames = await collect_events(stream)
+            stream.close()
+            assert frames[-1].data["status"] == "completed"
+            assert frames[-1].data["output"] == "finished in grace"
+            with anyio.fail_after(15):
+                assert await proc.process.wait() == 0
+        assert any("agentd stopped" in line for line in proc.log)
+
+
+async def test_runs_past_the_grace_period_are_interrupted_and_stay_readable(
+    tmp_path: Path, workspace: Path
+) -> None:
+    async with FakeModelServer() as model:
+        gate = Gate()
+        model.script(Turn([text("never")], hold=gate, hold_after=1))
+        env = {**model.env(), "AGENTD_SHUTDOWN_GRACE": "0.2"}
+        async with (
+            agentd(tmp_path, workspace, env) as proc,
+            aiohttp.ClientSession() as http,
+        ):
+            async with http.post(
+                proc.url + "/v1/agents", json={"slug": "a", "model": MODEL, "tools": []}
+            ) as resp:
+                assert resp.status == 201
+            stream = await http.post(proc.url + "/v1/run", json={"agent": "a", "prompt": "go"})
+            run_id = stream.headers["X-Run-ID"]
+            with anyio.fail_after(10):
+                await gate.reached.wait()
+            proc.process.send_signal(signal.SIGTERM)
+            frames = await collect_events(stream)
+            stream.close()
+            assert frames[-1].event == "complete"
+            assert frames[-1].data["status"] == "interrupted"
+            with anyio.fail_after(15):
+                assert await proc.process.wait() == 0
+            gate.open()
+
+        # The next daemon on the same state dir still has it, with its events.
+        async with (
+            agentd(tmp_path, workspace, model.env()) as proc,
+            aiohttp.ClientSession() as http,
+        ):
+            async with http.get(proc.url + f"/v1/runs/{run_id}") as resp:
+                run = (await resp.json())["data"]
+            assert run["status"] == "interrupted" and run["error"]["code"] == "interrupted"
+            async with http.get(proc.url + f"/v1/runs/{run_id}/events?after=0") as resp:
+                replayed = await collect_events(resp)
+            assert [f.data for f in replayed] == [f.data for f in frames]
+            proc.process.send_signal(signal.SIGINT)
+            with anyio.fail_after(15):
+                assert await proc.process.wait() == 0
+
+
+async def test_a_token_protects_a_daemon_on_all_interfaces(tmp_path: Path, workspace: Path) -> None:
+    env = {"AGENTD_TOKEN_UNUSED": "x"}
+    async with (
+        agentd(tmp_path, workspace, env, "--host", "0.0.0.0", "--token", "t-123") as proc,
+        aiohttp.ClientSession() as http,
+    ):
+        url = proc.url.replace("0.0.0.0", "127.0.0.1")
+        async with http.get(url + "/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(url + "/v1/agents") as resp:
+            assert resp.status == 401
+        async with http.get(url + "/v1/agents", headers={"X-API-Key": "t-123"}) as resp:
+            assert resp.status == 200 and json.loads(await resp.text())["data"] == []
+        proc.process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(15):
+            assert await proc.process.wait() == 0
