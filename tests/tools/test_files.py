@@ -1,0 +1,529 @@
+"""The file tools through `Toolbox.call`: read_file, write_file, edit_file, list_dir, glob, grep."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tools.files
+from tests.tools.harness import Harness, open_harness, read_tree
+from tools.base import core_tool_names
+from tools.patch import apply_patch_text
+from tools.workspace import Workspace
+
+HAS_RG = shutil.which("rg") is not None
+
+
+@pytest.fixture
+async def harness(workspace: Path) -> AsyncIterator[Harness]:
+    async with open_harness(workspace) as h:
+        yield h
+
+
+def test_tools_are_registered_in_model_order() -> None:
+    mine = [
+        "apply_patch",
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_dir",
+        "glob",
+        "grep",
+    ]
+    names = core_tool_names()
+    assert [n for n in names if n in mine] == mine
+    if "exec_command" in names:
+        assert names.index("exec_command") < names.index("write_stdin") < names.index("apply_patch")
+
+
+async def test_read_only_flags(harness: Harness) -> None:
+    box = harness.box
+    assert [box.is_read_only(n) for n in ("read_file", "list_dir", "glob", "grep")] == [True] * 4
+    for name in ("apply_patch", "write_file", "edit_file", "get_dev_url"):
+        assert not box.is_read_only(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# read_file
+
+
+async def test_read_file_numbers_lines_like_cat_n(harness: Harness) -> None:
+    harness.write({"a.txt": "first\n\tsecond\nthird"})
+    result = await harness.call("read_file", path="a.txt")
+    assert not result.is_error
+    assert result.output == "     1\tfirst\n     2\t\tsecond\n     3\tthird"
+    assert result.data["totalLines"] == 3 and not result.data["truncated"]
+
+
+async def test_read_file_offset_limit_and_paging_note(harness: Harness) -> None:
+    harness.write({"n.txt": "".join(f"line {i}\n" for i in range(1, 11))})
+    result = await harness.call("read_file", path="n.txt", offset=4, limit=3)
+    lines = result.output.splitlines()
+    assert lines[:3] == ["     4\tline 4", "     5\tline 5", "     6\tline 6"]
+    assert lines[3] == "[Showing lines 4-6 of 10. Call read_file with offset=7 to continue.]"
+    tail = await harness.call("read_file", path="n.txt", offset=9)
+    assert tail.output == "     9\tline 9\n    10\tline 10"
+    past = await harness.call("read_file", path="n.txt", offset=11)
+    assert past.is_error and "offset 11 is past the end of n.txt, which has 10 lines" in past.output
+
+
+async def test_read_file_default_limit_pages_long_files(harness: Harness) -> None:
+    harness.write({"long.txt": "".join(f"{i}\n" for i in range(1, 2501))})
+    result = await harness.call("read_file", path="long.txt")
+    lines = result.output.splitlines()
+    assert lines[1999] == "  2000\t2000"
+    assert lines[2000] == (
+        "[Showing lines 1-2000 of 2500. Call read_file with offset=2001 to continue.]"
+    )
+
+
+async def test_read_file_huge_output_is_cut_with_a_note(harness: Harness) -> None:
+    harness.write({"wide.txt": "".join(f"{i:05d} " + "x" * 200 + "\n" for i in range(1, 3001))})
+    result = await harness.call("read_file", path="wide.txt")
+    assert len(result.output.encode()) <= tools.files.MAX_READ_BYTES + 300
+    last = result.data["lastLine"]
+    assert 300 < last < 2000
+    assert f"Call read_file with offset={last + 1} to continue" in result.output
+    assert result.output.splitlines()[-2].startswith(f"{last:>6}\t{last:05d} ")
+
+
+async def test_read_file_cuts_long_lines(harness: Harness) -> None:
+    harness.write({"min.js": "short\n" + "y" * 5000 + "\nend\n", "giant.txt": "z" * 200_000})
+    result = await harness.call("read_file", path="min.js")
+    lines = result.output.splitlines()
+    assert lines[1] == "     2\t" + "y" * tools.files.MAX_LINE_CHARS + " …[line truncated]"
+    assert lines[2] == "     3\tend"
+    assert "[1 line(s) longer than 2000 characters were cut.]" in result.output
+    giant = await harness.call("read_file", path="giant.txt")
+    assert giant.output.startswith("     1\t" + "z" * 2000 + " …[line truncated]")
+
+
+async def test_read_file_crlf_bom_and_empty(harness: Harness) -> None:
+    harness.write({"w.txt": b"\xef\xbb\xbfone\r\ntwo\r\n", "empty.txt": ""})
+    result = await harness.call("read_file", path="w.txt")
+    assert result.output == "     1\tone\n     2\ttwo"
+    assert result.data["lineEndings"] == "crlf"
+    empty = await harness.call("read_file", path="empty.txt")
+    assert not empty.is_error and empty.output == "[empty.txt is empty]"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"PNG\x00\x01\x02", "is a binary file (it contains NUL bytes)"),
+        (b"caf\xe9 au lait\n", "is not UTF-8 text (line 1 has undecodable bytes)"),
+    ],
+    ids=["nul", "latin-1"],
+)
+async def test_read_file_refuses_binary(harness: Harness, content: bytes, message: str) -> None:
+    harness.write({"blob": content})
+    result = await harness.call("read_file", path="blob")
+    assert result.is_error and message in result.output
+
+
+async def test_read_file_finds_binary_past_the_sniffed_head(harness: Harness) -> None:
+    harness.write({"blob": b"a\n" * 5000 + b"b\x00\n"})
+    head = await harness.call("read_file", path="blob", limit=3)
+    assert not head.is_error  # the lines shown are text
+    tail = await harness.call("read_file", path="blob", offset=4999)
+    assert tail.is_error and "line 5001 contains NUL bytes" in tail.output
+
+
+async def test_read_file_missing_and_directory(harness: Harness) -> None:
+    (harness.root / "d").mkdir()
+    missing = await harness.call("read_file", path="nope.txt")
+    assert missing.is_error and missing.data["code"] == "not_found"
+    directory = await harness.call("read_file", path="d")
+    assert directory.is_error and "is a directory; use list_dir" in directory.output
+
+
+# ---------------------------------------------------------------------------------------------
+# write_file
+
+
+async def test_write_file_creates_parents_and_emits_diffs(harness: Harness) -> None:
+    created = await harness.call("write_file", path="a/b/c.txt", content="one\ntwo\n")
+    assert not created.is_error and created.output == "Created a/b/c.txt (+2 -0)."
+    assert (harness.root / "a/b/c.txt").read_text() == "one\ntwo\n"
+    rewritten = await harness.call("write_file", path="a/b/c.txt", content="one\n2\n")
+    assert rewritten.output == "Wrote a/b/c.txt (+1 -1)."
+    same = await harness.call("write_file", path="a/b/c.txt", content="one\n2\n")
+    assert "already has exactly this content" in same.output
+    assert [(e["type"], e["path"], e["action"]) for e in harness.events] == [
+        ("file_edit", "a/b/c.txt", "create"),
+        ("file_edit", "a/b/c.txt", "modify"),
+    ]
+    assert (
+        harness.events[0]["diff"] == "--- /dev/null\n+++ b/a/b/c.txt\n@@ -0,0 +1,2 @@\n+one\n+two\n"
+    )
+    assert harness.events[1]["diff"] == (
+        "--- a/a/b/c.txt\n+++ b/a/b/c.txt\n@@ -1,2 +1,2 @@\n one\n-two\n+2\n"
+    )
+
+
+async def test_write_file_keeps_mode_and_refuses_directories(harness: Harness) -> None:
+    harness.write({"run.sh": "echo\n"})
+    (harness.root / "run.sh").chmod(0o755)
+    result = await harness.call("write_file", path="run.sh", content="echo hi\n")
+    assert not result.is_error
+    assert stat.S_IMODE((harness.root / "run.sh").stat().st_mode) == 0o755
+    (harness.root / "dir").mkdir()
+    directory = await harness.call("write_file", path="dir", content="x")
+    assert directory.is_error and "is a directory" in directory.output
+    under_file = await harness.call("write_file", path="run.sh/x.txt", content="x")
+    assert under_file.is_error and "run.sh/x.txt" in under_file.output
+
+
+async def test_write_file_over_binary_file(harness: Harness) -> None:
+    harness.write({"b.bin": b"\x00\x01"})
+    result = await harness.call("write_file", path="b.bin", content="text\n")
+    assert not result.is_error
+    assert harness.events[-1]["diff"].endswith("Binary file replaced by 1 lines of text\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# edit_file
+
+
+async def test_edit_file_replaces_a_unique_string(harness: Harness) -> None:
+    harness.write({"app.py": "def f():\n    return 1\n\n\ndef g():\n    return 2\n"})
+    result = await harness.call(
+        "edit_file", path="app.py", old_string="return 2", new_string="return 20"
+    )
+    assert not result.is_error, result.output
+    assert (harness.root / "app.py").read_text().endswith("def g():\n    return 20\n")
+    assert result.output.startswith("Edited app.py: replaced 1 occurrence (+1 -1).")
+    assert "     6\t    return 20" in result.output
+    event = harness.events[-1]
+    assert (event["path"], event["action"]) == ("app.py", "modify")
+    assert "-    return 2\n+    return 20\n" in event["diff"]
+
+
+async def test_edit_file_occurrence_errors(harness: Harness) -> None:
+    harness.write({"a.txt": "x = 1\ny = 2\nx = 1\n\nx = 1\n"})
+    several = await harness.call("edit_file", path="a.txt", old_string="x = 1", new_string="x")
+    assert several.is_error
+    assert "old_string occurs 3 times in a.txt (at lines 1, 3, 5)" in several.output
+    assert "replace_all" in several.output
+    missing = await harness.call("edit_file", path="a.txt", old_string="y = 3", new_string="y")
+    assert missing.is_error and "old_string was not found in a.txt" in missing.output
+    assert "The closest line is 2: 'y = 2'" in missing.output
+    spaced = await harness.call("edit_file", path="a.txt", old_string="y = 2  ", new_string="z")
+    assert "It matches lines 2-2 ignoring trailing whitespace" in spaced.output
+    same = await harness.call("edit_file", path="a.txt", old_string="y = 2", new_string="y = 2")
+    assert same.is_error and "identical" in same.output
+    assert harness.tree() == {"a.txt": b"x = 1\ny = 2\nx = 1\n\nx = 1\n"}
+    assert harness.events == []
+    every = await harness.call(
+        "edit_file", path="a.txt", old_string="x = 1", new_string="x = 9", replace_all=True
+    )
+    assert every.output.startswith("Edited a.txt: replaced 3 occurrences (+3 -3).")
+    assert (harness.root / "a.txt").read_text() == "x = 9\ny = 2\nx = 9\n\nx = 9\n"
+
+
+async def test_edit_file_keeps_crlf_and_bom(harness: Harness) -> None:
+    harness.write({"w.txt": b"\xef\xbb\xbfone\r\ntwo\r\nthree\r\n"})
+    result = await harness.call(
+        "edit_file", path="w.txt", old_string="one\ntwo\n", new_string="one\n2\n2.5\n"
+    )
+    assert not result.is_error, result.output
+    assert (harness.root / "w.txt").read_bytes() == b"\xef\xbb\xbfone\r\n2\r\n2.5\r\nthree\r\n"
+
+
+async def test_edit_file_creates_with_empty_old_string(harness: Harness) -> None:
+    created = await harness.call("edit_file", path="new.txt", old_string="", new_string="hi\n")
+    assert not created.is_error and created.output.startswith("Created new.txt")
+    assert harness.events[-1]["action"] == "create"
+    refused = await harness.call("edit_file", path="new.txt", old_string="", new_string="x")
+    assert refused.is_error and "old_string is empty but new.txt is not" in refused.output
+    missing = await harness.call("edit_file", path="nope.txt", old_string="a", new_string="b")
+    assert missing.is_error and "does not exist; create it with write_file" in missing.output
+
+
+async def test_edit_file_refuses_binary(harness: Harness) -> None:
+    harness.write({"b.bin": b"ab\x00cd"})
+    result = await harness.call("edit_file", path="b.bin", old_string="ab", new_string="x")
+    assert result.is_error and "binary" in result.output
+    assert (harness.root / "b.bin").read_bytes() == b"ab\x00cd"
+
+
+async def test_edit_diff_replays(harness: Harness, tmp_path: Path) -> None:
+    original = "".join(f"line {i}\n" for i in range(40))
+    harness.write({"f.txt": original})
+    await harness.call("edit_file", path="f.txt", old_string="line 20\n", new_string="twenty\n")
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    (replay / "f.txt").write_text(original)
+    apply_patch_text(harness.events[-1]["diff"], Workspace(replay))
+    assert (replay / "f.txt").read_text() == (harness.root / "f.txt").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# list_dir and glob
+
+
+def make_project(root: Path) -> None:
+    files = {
+        "README.md": "# readme\n",
+        "setup.py": "setup()\n",
+        "src/app.py": "import os\nprint('hello')\n",
+        "src/util.ts": "export const hello = 1;\n",
+        "src/pkg/deep.py": "HELLO = 'Hello'\n",
+        "src/pkg/more/deeper.tsx": "hello()\n",
+        ".env": "hello=secret-ish\n",
+        "docs/guide.md": "Say hello.\nSay HELLO.\n",
+        "data.bin": b"hello\x00world\n",
+        ".git/config": "hello from git\n",
+        ".git/objects/ab": "hello\n",
+        "a.txt": "hello a.txt\n",
+        "a/z.txt": "hello a/z.txt\n",
+        "win.txt": b"hello\r\nbye\r\n",
+        "bom.txt": b"\xef\xbb\xbfhello bom\n",
+    }
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+async def test_list_dir_tree(harness: Harness, tmp_path: Path) -> None:
+    make_project(harness.root)
+    (harness.root / "outside_link").symlink_to(tmp_path)
+    result = await harness.call("list_dir")
+    assert result.output.splitlines() == [
+        "./",
+        "  .env",
+        "  .git/ (not expanded)",
+        "  README.md",
+        "  a/",
+        "    z.txt",
+        "  a.txt",
+        "  bom.txt",
+        "  data.bin",
+        "  docs/",
+        "    guide.md",
+        f"  outside_link -> {tmp_path}",
+        "  setup.py",
+        "  src/",
+        "    app.py",
+        "    pkg/",
+        "    util.ts",
+        "  win.txt",
+    ]
+    deep = await harness.call("list_dir", path="src", depth=3)
+    assert deep.output.splitlines() == [
+        "src/",
+        "  app.py",
+        "  pkg/",
+        "    deep.py",
+        "    more/",
+        "      deeper.tsx",
+        "  util.ts",
+    ]
+    not_dir = await harness.call("list_dir", path="setup.py")
+    assert not_dir.is_error and "use read_file" in not_dir.output
+
+
+async def test_list_dir_caps_entries(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tools.files, "MAX_LIST_ENTRIES", 5)
+    harness.write({f"f{i:02d}.txt": "" for i in range(12)})
+    result = await harness.call("list_dir")
+    assert result.output.splitlines()[-1].startswith("[7 more entries not shown")
+    assert result.data["truncated"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("**/*.py", None, ["setup.py", "src/app.py", "src/pkg/deep.py"]),
+        ("*.py", None, ["setup.py"]),
+        ("src/**/*.{ts,tsx}", None, ["src/util.ts", "src/pkg/more/deeper.tsx"]),
+        ("*.py", "src", ["src/app.py"]),
+        ("**", "src/pkg", ["src/pkg/deep.py", "src/pkg/more/deeper.tsx"]),
+        ("a?txt", None, ["a.txt"]),
+        ("[ab]*/*.txt", None, ["a/z.txt"]),
+        ("**/config", None, []),
+    ],
+)
+async def test_glob(harness: Harness, pattern: str, path: str | None, expected: list[str]) -> None:
+    make_project(harness.root)
+    args: dict[str, Any] = {"pattern": pattern}
+    if path:
+        args["path"] = path
+    result = await harness.box.call("glob", args)
+    assert not result.is_error
+    assert result.data["paths"] == sorted(expected, key=lambda p: p.split("/"))
+    if expected:
+        assert result.output.splitlines() == result.data["paths"]
+    else:
+        assert result.output.startswith("No files match")
+
+
+# ---------------------------------------------------------------------------------------------
+# grep: both engines
+
+
+@pytest.fixture(params=["python", "ripgrep"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "ripgrep" and not HAS_RG:
+        pytest.skip("ripgrep is not installed")
+    monkeypatch.setattr(tools.files, "USE_RIPGREP", request.param == "ripgrep")
+    return str(request.param)
+
+
+async def test_grep_output_format_and_order(harness: Harness, engine: str) -> None:
+    make_project(harness.root)
+    result = await harness.call("grep", pattern="hello")
+    assert result.data["engine"] == engine
+    assert result.output.splitlines() == [
+        ".env:1:hello=secret-ish",
+        "a/z.txt:1:hello a/z.txt",
+        "a.txt:1:hello a.txt",
+        "bom.txt:1:hello bom",
+        "docs/guide.md:1:Say hello.",
+        "src/app.py:2:print('hello')",
+        "src/pkg/more/deeper.tsx:1:hello()",
+        "src/util.ts:1:export const hello = 1;",
+        "win.txt:1:hello",
+    ]
+
+
+GREP_QUERIES: list[dict[str, Any]] = [
+    {"pattern": "hello"},
+    {"pattern": "hello", "case_insensitive": True},
+    {"pattern": "HELLO"},
+    {"pattern": "hello", "glob": "*.py", "case_insensitive": True},
+    {"pattern": "hello", "glob": "src/*.py", "case_insensitive": True},
+    {"pattern": "hello", "glob": "src/**/*.tsx"},
+    {"pattern": "hello", "glob": "!*.txt"},
+    {"pattern": "hello", "path": "src", "case_insensitive": True},
+    {"pattern": "hello", "path": "docs/guide.md", "case_insensitive": True},
+    {"pattern": r"^\w+$"},
+    {"pattern": "hello$"},
+    {"pattern": "hel+o", "max_results": 3},
+    {"pattern": "(?<=say )hello", "case_insensitive": True},
+    {"pattern": "nothing-matches-this"},
+]
+
+
+@pytest.mark.parametrize("query", GREP_QUERIES, ids=lambda q: " ".join(map(str, q.values())))
+async def test_grep_engines_agree(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, query: dict[str, Any]
+) -> None:
+    if not HAS_RG:
+        pytest.skip("ripgrep is not installed: nothing to compare the fallback with")
+    make_project(harness.root)
+    monkeypatch.setattr(tools.files, "USE_RIPGREP", True)
+    with_rg = await harness.box.call("grep", query)
+    monkeypatch.setattr(tools.files, "USE_RIPGREP", False)
+    fallback = await harness.box.call("grep", query)
+    assert fallback.data["engine"] == "python"
+    assert not with_rg.is_error and not fallback.is_error
+    assert with_rg.output == fallback.output
+    assert with_rg.data["matches"] == fallback.data["matches"]
+
+
+async def test_grep_options(harness: Harness, engine: str) -> None:
+    make_project(harness.root)
+    insensitive = await harness.call("grep", pattern="say hello", case_insensitive=True)
+    assert insensitive.output.splitlines() == [
+        "docs/guide.md:1:Say hello.",
+        "docs/guide.md:2:Say HELLO.",
+    ]
+    filtered = await harness.call("grep", pattern="hello", glob="*.py", case_insensitive=True)
+    assert filtered.output.splitlines() == [
+        "src/app.py:2:print('hello')",
+        "src/pkg/deep.py:1:HELLO = 'Hello'",
+    ]
+    capped = await harness.call("grep", pattern="hello", max_results=2)
+    assert capped.output.splitlines()[:2] == [".env:1:hello=secret-ish", "a/z.txt:1:hello a/z.txt"]
+    assert "[Showing the first 2 matches; there are more." in capped.output
+    assert capped.data["truncated"]
+    one_file = await harness.call("grep", pattern="HELLO", path="docs/guide.md")
+    assert one_file.output == "docs/guide.md:2:Say HELLO."
+    none = await harness.call("grep", pattern="zzz", path="src")
+    assert not none.is_error and none.output == "No matches for 'zzz' in src."
+    bad = await harness.call("grep", pattern="(unclosed")
+    assert bad.is_error and "invalid regular expression" in bad.output
+
+
+async def test_grep_skips_binary_vcs_and_symlinks(
+    harness: Harness, engine: str, tmp_path: Path
+) -> None:
+    make_project(harness.root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("hello from outside\n")
+    (harness.root / "linkdir").symlink_to(outside)
+    (harness.root / "linkfile.txt").symlink_to(outside / "secret.txt")
+    result = await harness.call("grep", pattern="hello|world")
+    paths = {line.split(":")[0] for line in result.output.splitlines()}
+    assert "data.bin" not in paths
+    assert not any(p.startswith((".git", "linkdir", "linkfile")) for p in paths)
+    assert "outside" not in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Confinement: every tool refuses paths outside the workspace, including through symlinks.
+
+ESCAPES = ["../outside/secret.txt", "{outside}/secret.txt", "link/secret.txt", "filelink.txt"]
+DIR_ESCAPES = ["..", "../outside", "{outside}", "link"]
+
+
+def confinement_calls() -> list[tuple[str, dict[str, Any]]]:
+    calls: list[tuple[str, dict[str, Any]]] = []
+    for path in ESCAPES:
+        calls += [
+            ("read_file", {"path": path}),
+            ("write_file", {"path": path, "content": "pwned\n"}),
+            ("edit_file", {"path": path, "old_string": "secret", "new_string": "pwned"}),
+            ("grep", {"pattern": "secret", "path": path}),
+        ]
+    calls.append(("write_file", {"path": "link/new.txt", "content": "pwned\n"}))
+    calls.append(("edit_file", {"path": "link/new.txt", "old_string": "", "new_string": "x"}))
+    for path in DIR_ESCAPES:
+        calls += [
+            ("list_dir", {"path": path}),
+            ("glob", {"pattern": "**", "path": path}),
+            ("grep", {"pattern": "secret", "path": path}),
+        ]
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"), confinement_calls(), ids=lambda v: v if isinstance(v, str) else v["path"]
+)
+async def test_confinement(
+    harness: Harness, tmp_path: Path, tool: str, args: dict[str, Any]
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret\n")
+    (harness.root / "link").symlink_to(outside)
+    (harness.root / "filelink.txt").symlink_to(outside / "secret.txt")
+    args = {k: v.format(outside=outside) if k == "path" else v for k, v in args.items()}
+    before = read_tree(tmp_path)
+    result = await harness.box.call(tool, args)
+    assert result.is_error, result.output
+    assert result.data["code"] == "outside_workspace"
+    assert "secret" not in result.output.replace("secret.txt", "")
+    assert read_tree(tmp_path) == before
+    assert harness.events == []
+
+
+async def test_root_listing_does_not_follow_symlinks_out(harness: Harness, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret\n")
+    (harness.root / "link").symlink_to(outside)
+    globbed = await harness.call("glob", pattern="**")
+    assert globbed.data["paths"] == []
+    listed = await harness.call("list_dir", depth=5)
+    assert "secret.txt" not in listed.output
+    assert os.path.islink(harness.root / "link")

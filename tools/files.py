@@ -1,0 +1,862 @@
+"""The file tools: read_file, write_file, edit_file, list_dir, glob and grep.
+
+All paths are confined to the workspace (`ToolContext.resolve`). Everything that touches the
+disk runs in a worker thread. Edits go through `tools.textfile.commit_writes` (temp file and
+rename, mode kept) and emit a `file_edit` event with the unified diff of the change.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import anyio
+import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
+from pydantic import Field
+
+from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult, register_tool
+from tools.diffs import diff_texts
+from tools.patch import LEVELS, LineIndex
+from tools.textfile import (
+    BINARY_SNIFF_BYTES,
+    BOM,
+    BinaryFileError,
+    FileWrite,
+    TextFile,
+    commit_writes,
+    decode_text,
+    looks_binary,
+)
+from tools.workspace import Workspace
+
+DEFAULT_READ_LIMIT = 2000
+MAX_LINE_CHARS = 2000
+MAX_READ_BYTES = 100_000
+MAX_RAW_LINE_BYTES = 64 * 1024
+MAX_EDIT_BYTES = 64 * 1024 * 1024
+MAX_LIST_ENTRIES = 1000
+MAX_GLOB_RESULTS = 1000
+MAX_GREP_LINE_CHARS = 500
+VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj"})
+
+# grep uses ripgrep when it is on PATH; tests switch this off to exercise the fallback.
+USE_RIPGREP = True
+
+
+def _path_key(rel: str) -> tuple[str, ...]:
+    """Sort order for paths: component by component, as a directory walk visits them."""
+    return tuple(rel.split("/"))
+
+
+def _join(prefix: str, rel: str) -> str:
+    return rel if prefix in ("", ".") else f"{prefix}/{rel}"
+
+
+async def _emit_edit(ctx: ToolContext, rel: str, action: str, diff: str) -> None:
+    await ctx.emit("file_edit", path=rel, action=action, diff=diff)
+
+
+def _os_error(rel: str, exc: OSError) -> ToolError:
+    return ToolError(f"{rel}: {exc.strerror or exc}")
+
+
+# ---------------------------------------------------------------------------------------------
+# read_file
+
+
+class ReadFileArgs(ToolArgs):
+    path: str = Field(description="File path, relative to the workspace root.")
+    offset: int | None = Field(
+        default=None, ge=1, description="First line to show (1-based). Default 1."
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description=f"How many lines to show. Default {DEFAULT_READ_LIMIT}."
+    )
+
+
+@dataclass
+class _Page:
+    lines: list[str]
+    first: int
+    last: int
+    total: int
+    stopped_for_size: bool
+    cut_lines: int
+    crlf: bool
+
+
+def _iter_raw_lines(handle: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """Lines (at most MAX_RAW_LINE_BYTES of each, ending removed) and whether one was cut."""
+    while True:
+        chunk = handle.readline(MAX_RAW_LINE_BYTES)
+        if not chunk:
+            return
+        if chunk.endswith(b"\n") or len(chunk) < MAX_RAW_LINE_BYTES:
+            yield chunk, False
+            continue
+        rest = chunk
+        while rest and not rest.endswith(b"\n"):  # skip the remainder of a huge line
+            rest = handle.readline(MAX_RAW_LINE_BYTES)
+        yield chunk, True
+
+
+def _read_page(path: Path, rel: str, offset: int, limit: int) -> _Page:
+    with open(path, "rb") as handle:
+        if looks_binary(handle.read(BINARY_SNIFF_BYTES)):
+            raise BinaryFileError(
+                f"{rel} is a binary file (it contains NUL bytes); read_file only shows text"
+            )
+        handle.seek(0)
+        shown: list[str] = []
+        size = 0
+        total = 0
+        stopped = False
+        cut = 0
+        crlf = False
+        for number, (raw, oversized) in enumerate(_iter_raw_lines(handle), 1):
+            total = number
+            if number < offset or len(shown) >= limit or stopped:
+                continue
+            if number == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+            if raw.endswith(b"\r\n"):
+                crlf, raw = True, raw[:-2]
+            elif raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if b"\0" in raw:
+                raise BinaryFileError(
+                    f"{rel} is a binary file (line {number} contains NUL bytes); read_file only "
+                    "shows text"
+                )
+            try:
+                text = raw.decode("utf-8", errors="ignore" if oversized else "strict")
+            except UnicodeDecodeError:
+                raise BinaryFileError(
+                    f"{rel} is not UTF-8 text (line {number} has undecodable bytes); it is "
+                    "binary or in another encoding"
+                ) from None
+            if oversized or len(text) > MAX_LINE_CHARS:
+                cut += 1
+                text = text[:MAX_LINE_CHARS] + " …[line truncated]"
+            entry = f"{number:>6}\t{text}"
+            if shown and size + len(entry) + 1 > MAX_READ_BYTES:
+                stopped = True
+                continue
+            shown.append(entry)
+            size += len(entry.encode("utf-8")) + 1
+    last = offset + len(shown) - 1
+    return _Page(shown, offset, last, total, stopped, cut, crlf)
+
+
+@register_tool
+class ReadFile(Tool):
+    name = "read_file"
+    description = (
+        "Read a text file. Lines are numbered like `cat -n` (number, tab, line); the numbers "
+        "are not part of the file. Shows up to 2000 lines from `offset`; page through longer "
+        "files with `offset` and `limit`."
+    )
+    Args = ReadFileArgs
+    read_only = True
+
+    async def run(self, args: ReadFileArgs, ctx: ToolContext) -> ToolResult:
+        real = ctx.resolve(args.path, must_exist=True)
+        rel = ctx.workspace.relative(real)
+        if real.is_dir():
+            raise ToolError(f"{rel} is a directory; use list_dir to see what it contains")
+        offset = args.offset or 1
+        limit = args.limit or DEFAULT_READ_LIMIT
+        try:
+            page = await anyio.to_thread.run_sync(_read_page, real, rel, offset, limit)
+        except OSError as exc:
+            raise _os_error(rel, exc) from None
+        data: dict[str, Any] = {"path": rel, "totalLines": page.total}
+        if page.total == 0:
+            return ToolResult(output=f"[{rel} is empty]", data=data)
+        if offset > page.total:
+            raise ToolError(
+                f"offset {offset} is past the end of {rel}, which has {page.total} lines"
+            )
+        notes = []
+        if page.stopped_for_size:
+            notes.append(
+                f"[Output truncated at {MAX_READ_BYTES // 1000} KB: showing lines "
+                f"{page.first}-{page.last} of {page.total}. Call read_file with "
+                f"offset={page.last + 1} to continue.]"
+            )
+        elif page.last < page.total:
+            notes.append(
+                f"[Showing lines {page.first}-{page.last} of {page.total}. Call read_file with "
+                f"offset={page.last + 1} to continue.]"
+            )
+        if page.cut_lines:
+            notes.append(
+                f"[{page.cut_lines} line(s) longer than {MAX_LINE_CHARS} characters were cut.]"
+            )
+        data.update(
+            firstLine=page.first,
+            lastLine=page.last,
+            truncated=page.last < page.total,
+            lineEndings="crlf" if page.crlf else "lf",
+        )
+        return ToolResult(output="\n".join(page.lines + notes), data=data)
+
+
+# ---------------------------------------------------------------------------------------------
+# write_file and edit_file
+
+
+@dataclass
+class _Edit:
+    action: Literal["create", "modify"]
+    diff: str
+    added: int
+    removed: int
+    count: int = 0
+    snippet: str = ""
+
+
+def _current(real: Path, rel: str) -> TextFile | None:
+    """The file decoded (None if missing); BinaryFileError for binary content."""
+    try:
+        size = real.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size > MAX_EDIT_BYTES:
+        raise ToolError(f"{rel} is {size} bytes; the editing tools handle files up to 64 MiB")
+    return decode_text(real.read_bytes(), rel)
+
+
+def _write(real: Path, rel: str, content: str) -> _Edit | None:
+    if real.is_dir():
+        raise ToolError(f"{rel} is a directory")
+    try:
+        current = _current(real, rel)
+        old = None if current is None else current.text
+    except BinaryFileError:
+        old, binary = None, True
+    else:
+        binary = False
+    if old == content:
+        return None
+    try:
+        commit_writes([FileWrite(real, content.encode("utf-8"))])
+    except OSError as exc:
+        raise _os_error(rel, exc) from None
+    if binary:
+        lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
+        diff = f"--- a/{rel}\n+++ b/{rel}\nBinary file replaced by {lines} lines of text\n"
+        return _Edit("modify", diff, lines, 0)
+    result = diff_texts(old, content, rel)
+    return _Edit("create" if old is None else "modify", result.text, result.added, result.removed)
+
+
+class WriteFileArgs(ToolArgs):
+    path: str = Field(description="File path, relative to the workspace root.")
+    content: str = Field(description="The complete new content of the file.")
+
+
+@register_tool
+class WriteFile(Tool):
+    name = "write_file"
+    description = (
+        "Create a file, or replace a file's whole content, with `content` (written exactly as "
+        "given). Missing parent directories are created. Prefer edit_file or apply_patch to "
+        "change part of an existing file."
+    )
+    Args = WriteFileArgs
+
+    async def run(self, args: WriteFileArgs, ctx: ToolContext) -> ToolResult:
+        real = ctx.resolve(args.path)
+        rel = ctx.workspace.relative(real)
+        edit = await anyio.to_thread.run_sync(_write, real, rel, args.content)
+        if edit is None:
+            return ToolResult(
+                output=f"{rel} already has exactly this content; nothing was written.",
+                data={"path": rel, "action": "unchanged", "added": 0, "removed": 0},
+            )
+        await _emit_edit(ctx, rel, edit.action, edit.diff)
+        verb = "Created" if edit.action == "create" else "Wrote"
+        return ToolResult(
+            output=f"{verb} {rel} (+{edit.added} -{edit.removed}).",
+            data={"path": rel, "action": edit.action, "added": edit.added, "removed": edit.removed},
+        )
+
+
+class EditFileArgs(ToolArgs):
+    path: str = Field(description="File path, relative to the workspace root.")
+    old_string: str = Field(description="The exact text to replace (must occur exactly once).")
+    new_string: str = Field(description="The text to put in its place.")
+    replace_all: bool = Field(
+        default=False, description="Replace every occurrence instead of requiring exactly one."
+    )
+
+
+def _line_of(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def _edit(real: Path, rel: str, args: EditFileArgs) -> _Edit:
+    if real.is_dir():
+        raise ToolError(f"{rel} is a directory")
+    current = _current(real, rel)
+    old, new = args.old_string, args.new_string
+    if current is None:
+        if old:
+            raise ToolError(f"{rel} does not exist; create it with write_file")
+        return _commit_edit(real, rel, None, new, 1, 1)
+    text = current.text
+    if not old:
+        if text:
+            raise ToolError(
+                f"old_string is empty but {rel} is not; give the exact text to replace (or use "
+                "write_file to replace the whole file)"
+            )
+        return _commit_edit(real, rel, current, new, 1, 1)
+    if old == new:
+        raise ToolError("old_string and new_string are identical; there is nothing to change")
+    # In a CRLF file, let the model write "\n" as it sees lines, and keep CRLF on disk.
+    crlf = "\r" not in old and "\r\n" in text and text.count("\r\n") == text.count("\n")
+    work = text.replace("\r\n", "\n") if crlf else text
+    if crlf:
+        new = new.replace("\r\n", "\n")
+    count = work.count(old)
+    if count == 0:
+        raise ToolError(_not_found(work, old, rel))
+    if count > 1 and not args.replace_all:
+        lines = []
+        start = work.find(old)
+        while start != -1 and len(lines) < 10:
+            lines.append(str(_line_of(work, start)))
+            start = work.find(old, start + len(old))
+        raise ToolError(
+            f"old_string occurs {count} times in {rel} (at lines {', '.join(lines)}); include "
+            "more surrounding lines to make it unique, or set replace_all to true to replace "
+            "every occurrence"
+        )
+    first_line = _line_of(work, work.find(old))
+    result = work.replace(old, new) if args.replace_all else work.replace(old, new, 1)
+    if crlf:
+        result = result.replace("\n", "\r\n")
+    return _commit_edit(real, rel, current, result, count if args.replace_all else 1, first_line)
+
+
+def _commit_edit(
+    real: Path, rel: str, current: TextFile | None, new: str, count: int, first_line: int
+) -> _Edit:
+    data = new.encode("utf-8") if current is None else current.encode(new)  # keeps a BOM
+    try:
+        commit_writes([FileWrite(real, data)])
+    except OSError as exc:
+        raise _os_error(rel, exc) from None
+    old = None if current is None else current.text
+    result = diff_texts(old, new, rel)
+    lines = new.split("\n")
+    start = max(first_line - 4, 0)
+    stop = min(first_line + 3 + max(result.added, 1), len(lines), start + 40)
+    snippet = "\n".join(f"{n + 1:>6}\t{lines[n].rstrip(chr(13))}" for n in range(start, stop))
+    action: Literal["create", "modify"] = "create" if old is None else "modify"
+    return _Edit(action, result.text, result.added, result.removed, count, snippet)
+
+
+def _not_found(text: str, old: str, rel: str) -> str:
+    lines = text.split("\n")
+    wanted = old.split("\n")
+    message = f"old_string was not found in {rel}."
+    index = LineIndex(lines)
+    loose = index.find_first(wanted)
+    if loose is not None and loose[1] > 0:
+        at, level = loose
+        message += (
+            f" It matches lines {at + 1}-{at + len(wanted)} {LEVELS[level][0]}: copy the text "
+            "exactly as read_file shows it (without the line-number prefix)."
+        )
+        return message
+    probe = next((line for line in wanted if line.strip()), "")
+    closest = index.closest(probe) if probe else None
+    if closest is not None:
+        message += f" The closest line is {closest[0] + 1}: {closest[1]!r}."
+    return message + " Read the file and copy old_string exactly, including whitespace."
+
+
+@register_tool
+class EditFile(Tool):
+    name = "edit_file"
+    description = (
+        "Replace `old_string` with `new_string` in a file. `old_string` must match the file "
+        "exactly (whitespace included) and occur exactly once, unless `replace_all` is true. "
+        "With an empty `old_string`, creates a missing file or fills an empty one."
+    )
+    Args = EditFileArgs
+
+    async def run(self, args: EditFileArgs, ctx: ToolContext) -> ToolResult:
+        real = ctx.resolve(args.path)
+        rel = ctx.workspace.relative(real)
+        edit = await anyio.to_thread.run_sync(_edit, real, rel, args)
+        await _emit_edit(ctx, rel, edit.action, edit.diff)
+        what = "Created" if edit.action == "create" else "Edited"
+        times = f"replaced {edit.count} occurrence{'s' if edit.count != 1 else ''}"
+        output = f"{what} {rel}: {times} (+{edit.added} -{edit.removed})."
+        if edit.snippet:
+            output += f"\n{edit.snippet}"
+        return ToolResult(
+            output=output,
+            data={
+                "path": rel,
+                "action": edit.action,
+                "replacements": edit.count,
+                "added": edit.added,
+                "removed": edit.removed,
+            },
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# list_dir
+
+
+class ListDirArgs(ToolArgs):
+    path: str | None = Field(default=None, description="Directory; default the workspace root.")
+    depth: int = Field(default=2, ge=1, le=10, description="How many levels to descend.")
+
+
+def _list(real: Path, depth: int) -> tuple[list[str], int]:
+    lines: list[str] = []
+    hidden = 0
+
+    def visit(directory: Path, level: int) -> None:
+        nonlocal hidden
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            lines.append(f"{'  ' * level}[cannot list: {exc.strerror}]")
+            return
+        for entry in entries:
+            if len(lines) >= MAX_LIST_ENTRIES:
+                hidden += 1
+                continue
+            indent = "  " * level
+            if entry.is_symlink():
+                lines.append(f"{indent}{entry.name} -> {os.readlink(entry.path)}")
+            elif entry.is_dir():
+                if entry.name in VCS_DIRS:
+                    lines.append(f"{indent}{entry.name}/ (not expanded)")
+                    continue
+                lines.append(f"{indent}{entry.name}/")
+                if level + 1 < depth:
+                    visit(Path(entry.path), level + 1)
+            else:
+                lines.append(f"{indent}{entry.name}")
+
+    visit(real, 0)
+    return lines, hidden
+
+
+@register_tool
+class ListDir(Tool):
+    name = "list_dir"
+    description = (
+        "List a directory as an indented tree (directories end with '/', symlinks show their "
+        "target and are not followed; VCS directories such as .git are not expanded)."
+    )
+    Args = ListDirArgs
+    read_only = True
+
+    async def run(self, args: ListDirArgs, ctx: ToolContext) -> ToolResult:
+        real = ctx.resolve(args.path, must_exist=True)
+        rel = ctx.workspace.relative(real)
+        if not real.is_dir():
+            raise ToolError(f"{rel} is a file, not a directory; use read_file to read it")
+        lines, hidden = await anyio.to_thread.run_sync(_list, real, args.depth)
+        header = f"{rel}/" if rel != "." else "./"
+        if not lines:
+            lines = ["  (empty)"]
+        else:
+            lines = ["  " + line for line in lines]
+        if hidden:
+            lines.append(
+                f"[{hidden} more entries not shown; list a subdirectory or use a smaller depth]"
+            )
+        return ToolResult(
+            output="\n".join([header, *lines]),
+            data={"path": rel, "entries": len(lines), "truncated": bool(hidden)},
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# glob
+
+
+def glob_regex(pattern: str) -> str:
+    """A regex (without anchors) for a glob: `*`, `?`, `[...]`, `{a,b}` and `**` for any
+    number of directories. Separators are `/`."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        if char == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                if i < n and pattern[i] == "/":
+                    out.append("(?:.*/)?")
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = pattern.find("]", i + 2 if pattern.startswith(("[!", "[^"), i) else i + 1)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                body = pattern[i + 1 : end]
+                if body[:1] in ("!", "^"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end
+        elif char == "{":
+            end = pattern.find("}", i)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                options = pattern[i + 1 : end].split(",")
+                out.append("(?:" + "|".join(glob_regex(option) for option in options) + ")")
+                i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Match a path relative to the search directory against a standard glob."""
+    return re.compile(glob_regex(pattern.lstrip("/")) + r"\Z", re.DOTALL)
+
+
+def compile_file_filter(pattern: str) -> tuple[re.Pattern[str], bool]:
+    """ripgrep's `--glob` rules: a pattern without '/' matches a file name at any depth, one
+    with '/' matches the path from the search directory; a leading '!' excludes. Returns the
+    regex and whether it excludes."""
+    exclude = pattern.startswith("!")
+    pattern = pattern[1:] if exclude else pattern
+    anchored = "/" in pattern.rstrip("/")
+    body = glob_regex(pattern.lstrip("/"))
+    regex = body if anchored else "(?:.*/)?" + body
+    return re.compile(regex + r"\Z", re.DOTALL), exclude
+
+
+def walk_files(base: Path) -> Iterator[tuple[str, Path]]:
+    """(path relative to base, path) of every regular file under base, in path order.
+
+    Symlinks are neither followed nor returned (what they point to may be outside the
+    workspace); VCS directories are skipped.
+    """
+
+    def visit(directory: Path, prefix: str) -> Iterator[tuple[str, Path]]:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode):
+                if entry.name not in VCS_DIRS:
+                    yield from visit(Path(entry.path), rel + "/")
+            elif stat.S_ISREG(mode):
+                yield rel, Path(entry.path)
+
+    yield from visit(base, "")
+
+
+class GlobArgs(ToolArgs):
+    pattern: str = Field(
+        description="Glob relative to `path`, e.g. '**/*.py', 'src/*.{ts,tsx}', 'README*'."
+    )
+    path: str | None = Field(default=None, description="Directory to search; default the root.")
+
+
+def _glob(base: Path, pattern: str) -> tuple[list[str], int]:
+    regex = compile_glob(pattern)
+    found = [rel for rel, _ in walk_files(base) if regex.match(rel)]
+    return found[:MAX_GLOB_RESULTS], max(len(found) - MAX_GLOB_RESULTS, 0)
+
+
+@register_tool
+class Glob(Tool):
+    name = "glob"
+    description = (
+        "Find files whose path (relative to `path`) matches a glob: '*' and '?' stay within a "
+        "directory, '**' spans directories ('**/*.py' is every Python file, '*.py' only those "
+        "directly in `path`), '{a,b}' alternatives. Returns workspace-relative paths, sorted."
+    )
+    Args = GlobArgs
+    read_only = True
+
+    async def run(self, args: GlobArgs, ctx: ToolContext) -> ToolResult:
+        base = ctx.resolve(args.path, must_exist=True)
+        prefix = ctx.workspace.relative(base)
+        if not base.is_dir():
+            raise ToolError(f"{prefix} is not a directory")
+        found, more = await anyio.to_thread.run_sync(_glob, base, args.pattern)
+        paths = [_join(prefix, rel) for rel in found]
+        if not paths:
+            output = f"No files match {args.pattern!r} under {prefix}."
+        else:
+            output = "\n".join(paths)
+            if more:
+                output += f"\n[{more} more files match; narrow the pattern or path]"
+        return ToolResult(output=output, data={"count": len(paths) + more, "paths": paths})
+
+
+# ---------------------------------------------------------------------------------------------
+# grep
+
+
+class GrepArgs(ToolArgs):
+    pattern: str = Field(description="Regular expression searched for in each line.")
+    path: str | None = Field(default=None, description="File or directory; default the root.")
+    glob: str | None = Field(
+        default=None,
+        description="Only search files matching this glob ('*.py' at any depth, 'src/**/*.ts' "
+        "from `path`; a leading '!' excludes).",
+    )
+    case_insensitive: bool = False
+    max_results: int = Field(default=100, ge=1, le=5000)
+
+
+@dataclass(frozen=True)
+class GrepMatch:
+    path: str  # relative to the searched directory
+    line: int
+    text: str
+
+    def format(self, prefix: str) -> str:
+        text = self.text
+        if len(text) > MAX_GREP_LINE_CHARS:
+            text = text[:MAX_GREP_LINE_CHARS] + " …[line truncated]"
+        return f"{_join(prefix, self.path)}:{self.line}:{text}"
+
+
+@dataclass
+class GrepOutcome:
+    matches: list[GrepMatch]
+    more: bool
+    engine: Literal["ripgrep", "python"]
+
+
+def _clean_line(raw: bytes) -> str:
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", errors="replace")
+
+
+def grep_python(
+    base: Path, single_file: str | None, regex: re.Pattern[str], glob: str | None, limit: int
+) -> GrepOutcome:
+    """The fallback: same files, order and binary rule as the ripgrep path.
+
+    Files containing a NUL byte anywhere are binary and skipped (ripgrep stops at the first
+    NUL and reports the file as binary; its matches are dropped on that path too).
+    """
+    if single_file is not None:
+        files: Iterator[tuple[str, Path]] = iter([(single_file, base / single_file)])
+    else:
+        files = walk_files(base)
+        if glob:
+            file_filter, exclude = compile_file_filter(glob)
+            files = (f for f in files if bool(file_filter.match(f[0])) != exclude)
+    matches: list[GrepMatch] = []
+    for rel, path in files:
+        found: list[GrepMatch] = []
+        try:
+            with open(path, "rb") as handle:
+                for number, raw in enumerate(handle, 1):
+                    if b"\0" in raw:
+                        found = []
+                        break
+                    if number == 1 and raw.startswith(BOM):
+                        raw = raw[len(BOM) :]
+                    line = raw[:-1] if raw.endswith(b"\n") else raw
+                    if regex.search(line.decode("utf-8", errors="replace")):
+                        found.append(GrepMatch(rel, number, _clean_line(line)))
+        except OSError:
+            continue
+        matches.extend(found)
+        if len(matches) > limit:
+            return GrepOutcome(matches[:limit], True, "python")
+    return GrepOutcome(matches, False, "python")
+
+
+class RipgrepRegexError(Exception):
+    """ripgrep rejected the pattern (Rust regex syntax differs from Python's in places)."""
+
+
+async def grep_ripgrep(
+    rg: str,
+    base: Path,
+    single_file: str | None,
+    pattern: str,
+    case_insensitive: bool,
+    glob: str | None,
+    limit: int,
+) -> GrepOutcome:
+    command = [rg, "--json", "--no-config", "--hidden", "--no-ignore", "--no-mmap"]
+    command += ["--sort", "path"]
+    for vcs in sorted(VCS_DIRS):
+        command += ["--glob", f"!{vcs}"]
+    if glob and single_file is None:
+        command += ["--glob", glob]
+    if case_insensitive:
+        command.append("--ignore-case")
+    command += ["--regexp", pattern, "--", single_file or "."]
+    matches: list[GrepMatch] = []
+    more = False
+    errors = bytearray()
+
+    async def collect_errors(stream: anyio.abc.ByteReceiveStream) -> None:
+        # drained concurrently so a chatty stderr can never block ripgrep
+        async for chunk in stream:
+            if len(errors) < 65536:
+                errors.extend(chunk)
+
+    async with await anyio.open_process(command, cwd=base, stdin=subprocess.DEVNULL) as process:
+        assert process.stdout is not None and process.stderr is not None
+        async with anyio.create_task_group() as group:
+            group.start_soon(collect_errors, process.stderr)
+            finished = False
+            try:
+                more = await _read_rg_json(process.stdout, matches, limit)
+                finished = not more
+            finally:
+                if not finished:
+                    # os.kill, not process.kill(): Popen.kill polls (reaps) an exited child
+                    # behind asyncio's child watcher. A zombie cannot be confused with
+                    # another process, so signalling it is harmless.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGKILL)
+        await process.wait()
+    stderr = errors.decode("utf-8", errors="replace")
+    if not matches and process.returncode == 2 and "regex parse error" in stderr:
+        raise RipgrepRegexError(stderr.strip())
+    matches.sort(key=lambda m: (_path_key(m.path), m.line))
+    return GrepOutcome(matches[:limit], more, "ripgrep")
+
+
+async def _read_rg_json(
+    stdout: anyio.abc.ByteReceiveStream, matches: list[GrepMatch], limit: int
+) -> bool:
+    """Collect matches of non-binary files; True if it stopped with more than `limit`."""
+    stream = BufferedByteReceiveStream(stdout)
+    pending: list[GrepMatch] = []
+    while True:
+        try:
+            raw = await stream.receive_until(b"\n", 1 << 30)
+        except (anyio.IncompleteRead, anyio.EndOfStream):
+            return False
+        message = json.loads(raw)
+        kind = message.get("type")
+        if kind == "match":
+            data = message["data"]
+            pending.append(
+                GrepMatch(
+                    _rg_text(data["path"]).removeprefix("./"),
+                    int(data["line_number"]),
+                    _clean_line(_rg_bytes(data["lines"])),
+                )
+            )
+        elif kind == "end":
+            # ripgrep stops reading a file at its first NUL and reports it as binary
+            if message["data"].get("binary_offset") is None:
+                matches.extend(pending)
+            pending = []
+            if len(matches) > limit:
+                return True
+
+
+def _rg_bytes(value: dict[str, str]) -> bytes:
+    if "text" in value:
+        return value["text"].encode("utf-8")
+    return base64.b64decode(value["bytes"])
+
+
+def _rg_text(value: dict[str, str]) -> str:
+    return _rg_bytes(value).decode("utf-8", errors="surrogateescape")
+
+
+@register_tool
+class Grep(Tool):
+    name = "grep"
+    description = (
+        "Search file contents for a regular expression (ripgrep when available). Prints "
+        "'path:line:text' for each matching line, sorted by path then line. Binary files and "
+        "VCS directories are skipped; hidden and git-ignored files are searched."
+    )
+    Args = GrepArgs
+    read_only = True
+
+    async def run(self, args: GrepArgs, ctx: ToolContext) -> ToolResult:
+        target = ctx.resolve(args.path, must_exist=True)
+        try:
+            regex = re.compile(args.pattern, re.IGNORECASE if args.case_insensitive else 0)
+        except re.error as exc:
+            raise ToolError(f"invalid regular expression {args.pattern!r}: {exc}") from None
+        workspace: Workspace = ctx.workspace
+        if target.is_dir():
+            base, single, prefix = target, None, workspace.relative(target)
+        else:
+            base, single = target.parent, target.name
+            prefix = workspace.relative(target.parent)
+        rg = shutil.which("rg") if USE_RIPGREP else None
+        outcome: GrepOutcome | None = None
+        if rg is not None:
+            try:
+                outcome = await grep_ripgrep(
+                    rg,
+                    base,
+                    single,
+                    args.pattern,
+                    args.case_insensitive,
+                    args.glob,
+                    args.max_results,
+                )
+            except RipgrepRegexError:
+                outcome = None  # a pattern only Python's re understands: use the fallback
+        if outcome is None:
+            outcome = await anyio.to_thread.run_sync(
+                grep_python, base, single, regex, args.glob, args.max_results
+            )
+        lines = [match.format(prefix) for match in outcome.matches]
+        where = workspace.relative(target)
+        if not lines:
+            output = f"No matches for {args.pattern!r} in {where}."
+        else:
+            output = "\n".join(lines)
+            if outcome.more:
+                output += (
+                    f"\n[Showing the first {args.max_results} matches; there are more. Narrow "
+                    "the pattern, path or glob, or raise max_results.]"
+                )
+        return ToolResult(
+            output=output,
+            data={"matches": len(lines), "truncated": outcome.more, "engine": outcome.engine},
+        )
