@@ -546,19 +546,23 @@ class EventLog:
 
     async def close(self) -> None:
         """The run is over: write pending deltas, end every subscription once it has read
-        everything. Idempotent."""
-        async with self._lock:
-            if self._closed:
-                return
-            await self._flush_pending(release_held=True)
-            self._closed = True
-            timer, self._timer = self._timer, None
-            for subscription in list(self._subscribers):
-                subscription._end()
-            self._subscribers.clear()
-        if timer is not None and timer is not asyncio.current_task():
-            timer.cancel()
-            await asyncio.wait([timer])
+        everything. Idempotent. Shielded: a cancelled caller still ends its subscribers, and
+        they end even if writing the last deltas fails (that error is raised)."""
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                if self._closed:
+                    return
+                try:
+                    await self._flush_pending(release_held=True)
+                finally:
+                    self._closed = True
+                    timer, self._timer = self._timer, None
+                    for subscription in list(self._subscribers):
+                        subscription._end()
+                    self._subscribers.clear()
+            if timer is not None and timer is not asyncio.current_task():
+                timer.cancel()
+                await asyncio.wait([timer])
 
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(max(0.0, delay))

@@ -37,6 +37,10 @@ FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "inter
 
 T = TypeVar("T")
 
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, id, type, ts, thread_id, payload) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
 
 class StoreClosed(RuntimeError):
     """The store was used after `close()`."""
@@ -636,19 +640,27 @@ class Store:
 
     async def append_event(self, event: Event) -> None:
         """Store one event. ValueError if the run already has an event with its id."""
-        await self.append_events([event])
+        row = (event.run_id, event.id, event.type, event.ts, event.thread_id)
+        payload = _dumps(event.payload)
+
+        def append(conn: sqlite3.Connection) -> None:
+            try:
+                # One statement in autocommit mode is its own transaction: the hot path of
+                # every event needs no BEGIN/COMMIT round trips.
+                conn.execute(_INSERT_EVENT, (*row, payload))
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"duplicate event id {event.id} for {event.run_id}") from exc
+
+        await self._write(append)
 
     async def append_events(self, events: Iterable[Event]) -> None:
+        """Store several events in one transaction (all or none)."""
         rows = [(e.run_id, e.id, e.type, e.ts, e.thread_id, _dumps(e.payload)) for e in events]
 
         def append(conn: sqlite3.Connection) -> None:
             try:
                 with _transaction(conn):
-                    conn.executemany(
-                        "INSERT INTO events (run_id, id, type, ts, thread_id, payload) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
+                    conn.executemany(_INSERT_EVENT, rows)
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"duplicate event id: {exc}") from exc
 

@@ -533,3 +533,15 @@ async def test_a_failed_store_write_costs_no_id_and_no_text(store: Store) -> Non
     assert ids(events) == [1, 2, 3, 4] and events == await store.events_after(RUN)
     assert text_of(events) == "kept and " + "y" * 20_000
     assert [e.type for e in events] == ["input", "text", "text", "input"]
+
+
+async def test_closing_from_a_cancelled_task_still_ends_subscribers(store: Store) -> None:
+    log = EventLog(RUN, THREAD, store, coalesce_window=3600)
+    subscription = log.subscribe()
+    await log.emit_delta("text", "a")
+    await log.emit_delta("text", "b")  # pending
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await log.close()
+    assert log.closed
+    assert text_of(await read_all(subscription)) == "ab"
