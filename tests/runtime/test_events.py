@@ -236,13 +236,15 @@ async def test_subscribers_from_any_id_get_exactly_the_missing_events(store: Sto
         await log.emit("text", content="late")
 
 
+@pytest.mark.parametrize("memory_limit", [10_000, 16], ids=["in-memory", "store-backfill"])
 async def test_subscribers_joining_while_events_are_emitted_miss_and_repeat_nothing(
-    store: Store,
+    store: Store, memory_limit: int
 ) -> None:
     """Subscriptions taken at random moments (racing with two emitting tasks) and from random
-    ids each see exactly ids after..last, in order."""
+    ids each see exactly ids after..last, in order — also when the early part must be read
+    from the store while memory is being trimmed."""
     rng = random.Random(5)
-    log = EventLog(RUN, THREAD, store)
+    log = EventLog(RUN, THREAD, store, memory_limit=memory_limit)
     total = 300
     results: list[tuple[int, list[int]]] = []
 
