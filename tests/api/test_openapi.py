@@ -111,6 +111,8 @@ def _fuzz(spec: dict[str, Any], base_url: str, ids: dict[str, str], max_examples
         status_code_conformance,
     )
 
+    from tools.base import core_tool_names
+
     schema = schemathesis.openapi.from_dict(spec)
     checks = [
         not_a_server_error,
@@ -124,8 +126,6 @@ def _fuzz(spec: dict[str, Any], base_url: str, ids: dict[str, str], max_examples
     for result in schema.get_all_operations():
         operation = result.ok()
         path = operation.path
-        if path == "/v1/tools/{name}":
-            continue  # fuzzing must not run arbitrary shell commands; see test_tools_api
         # Earlier operations may have deleted it (DELETE /v1/agents/{slug}): recreate.
         session.post(
             base_url + "/v1/agents",
@@ -140,6 +140,11 @@ def _fuzz(spec: dict[str, Any], base_url: str, ids: dict[str, str], max_examples
         ]
         if fixed:
             variants.append((GenerationMode.POSITIVE, fixed))
+        if path == "/v1/tools/{name}":
+            # Fuzzing must never run arbitrary shell commands: workspace tools only.
+            safe = [n for n in core_tool_names() if n not in ("exec_command", "write_stdin")]
+            variants = [(GenerationMode.POSITIVE, {"name": n}) for n in safe]
+            variants.append((GenerationMode.NEGATIVE, {"name": "read_file"}))
         for mode, path_parameters in variants:
             strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 

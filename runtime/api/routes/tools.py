@@ -54,9 +54,9 @@ def tool_arguments_schema() -> dict[str, Any]:
     specs = [TOOL_REGISTRY[name].spec() for name in core_tool_names()]
     return {
         "description": "the tool's arguments; each tool's schema is listed under "
-        "`x-tool-schemas` and in `oneOf`",
+        "`x-tool-schemas` and in `anyOf`",
         "type": "object",
-        "oneOf": [{"title": spec["name"], **spec["input_schema"]} for spec in specs],
+        "anyOf": [{"title": spec["name"], **spec["input_schema"]} for spec in specs],
         "x-tool-schemas": {spec["name"]: spec["input_schema"] for spec in specs},
     }
 
