@@ -7,6 +7,7 @@ __all__ = ["Tool", "ToolArgs", "ToolContext", "ToolError", "ToolResult", "ToolSe
 # Core tool modules register themselves on import (see tools.base.register_tool).
 # Each is listed here once it exists; keep the list in the order models should see them.
 # isort: off
+from tools import exec as exec  # exec_command, write_stdin, bash
 from tools import patch as patch  # apply_patch
 from tools import files as files  # read_file, write_file, edit_file, list_dir, glob, grep
 # isort: on

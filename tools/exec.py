@@ -1,0 +1,923 @@
+"""exec_command and write_stdin: commands in real terminals, kept alive as sessions.
+
+The tools follow OpenAI Codex's unified exec (same names, arguments and reply header) so
+models trained on it call them correctly. `exec_command` starts `shell -lc cmd` on a fresh
+PTY, in a session and process group of its own, and waits until the command exits or
+`yield_time_ms` passes; a command still running then stays alive as a session that
+`write_stdin` types into and polls. `bash` is the one-shot alias from the older docs.
+
+Everything is driven by event-loop callbacks, never by blocking calls: the PTY master is
+read non-blockingly when the loop reports it readable, and the exit is noticed through a
+pidfd (Linux) or a WNOHANG poll, then reaped with `waitpid`. Each session keeps at most a
+fixed window of unread output (its head and a rolling tail), so a command printing gigabytes
+costs a bounded amount of memory, and the model sees head and tail with a marker between.
+
+Closing a session or the toolbox signals the session's whole process group plus every
+process found to belong to it (see tools/processes.py), escalates to SIGKILL after a grace
+period, and reaps the leader: no orphans, no zombies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import os
+import shutil
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import Field
+
+from tools.base import (
+    Tool,
+    ToolArgs,
+    Toolbox,
+    ToolContext,
+    ToolError,
+    ToolResult,
+    register_tool,
+    truncate_middle,
+)
+from tools.processes import (
+    ProcessGroup,
+    Spawned,
+    scan_processes,
+    signal_processes,
+    spawn_pipes,
+    spawn_pty,
+)
+
+__all__ = [
+    "Bash",
+    "ExecCommand",
+    "SessionManager",
+    "WriteStdin",
+    "command_env",
+    "live_session_count",
+]
+
+MIN_YIELD_MS = 250
+MAX_YIELD_MS = 30_000
+DEFAULT_EXEC_YIELD_MS = 10_000
+DEFAULT_WRITE_YIELD_MS = 250
+DEFAULT_MAX_OUTPUT_TOKENS = 10_000
+BYTES_PER_TOKEN = 4
+# Unread output kept per session: the first HEAD bytes and the last TAIL bytes.
+WINDOW_HEAD_BYTES = 512 * 1024
+WINDOW_TAIL_BYTES = 512 * 1024
+MAX_OUTPUT_TOKENS = (WINDOW_HEAD_BYTES + WINDOW_TAIL_BYTES) // BYTES_PER_TOKEN
+# Live `tool_output` events per call are capped too: the terminal view needs the gist,
+# not every byte of a flood (the event log stores each event).
+LIVE_BYTES_PER_CALL = 2 * 1024 * 1024
+READ_SIZE = 65536
+READS_PER_WAKEUP = 32
+TERMINAL_ROWS, TERMINAL_COLS = 24, 200
+DEFAULT_SHELL = "/bin/bash"
+BASH_DEFAULT_TIMEOUT_MS = 120_000
+BASH_MAX_TIMEOUT_MS = 600_000
+
+PLAIN_TERMINAL_ENV = {
+    "TERM": "dumb",
+    "NO_COLOR": "1",
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+    "GH_PAGER": "cat",
+    "LANG": "C.UTF-8",
+}
+
+
+def command_env(toolbox_env: dict[str, str], call_env: dict[str, str] | None) -> dict[str, str]:
+    """The daemon's environment, plain-terminal settings, then the agent's and the call's."""
+    return {**os.environ, **PLAIN_TERMINAL_ENV, **toolbox_env, **(call_env or {})}
+
+
+# -- unread output -----------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    """Output taken from a session: `head` and `tail` with `dropped` bytes lost between."""
+
+    head: bytes = b""
+    tail: bytes = b""
+    dropped: int = 0
+    total: int = 0
+
+
+class OutputWindow:
+    """Unread output bounded to head + tail bytes; what falls out of the middle is counted."""
+
+    def __init__(self, head_limit: int = WINDOW_HEAD_BYTES, tail_limit: int = WINDOW_TAIL_BYTES):
+        self.head_limit = head_limit
+        self.tail_limit = tail_limit
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._dropped = 0
+        self._total = 0
+
+    def __len__(self) -> int:
+        return len(self._head) + len(self._tail)
+
+    def append(self, data: bytes) -> None:
+        self._total += len(data)
+        room = self.head_limit - len(self._head)
+        if room > 0 and not self._tail:
+            self._head += data[:room]
+            data = data[room:]
+        if data:
+            self._tail += data
+            excess = len(self._tail) - self.tail_limit
+            if excess > 0:
+                del self._tail[:excess]  # amortised O(1): bytearray trims its front in place
+                self._dropped += excess
+
+    def take(self) -> Output:
+        out = Output(bytes(self._head), bytes(self._tail), self._dropped, self._total)
+        self._head.clear()
+        self._tail.clear()
+        self._dropped = self._total = 0
+        return out
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+
+def clip_output(out: Output, max_bytes: int) -> tuple[str, int]:
+    """The text the model reads: head and tail within ~max_bytes; returns (text, bytes cut)."""
+    if out.dropped == 0:
+        return truncate_middle(_decode(out.head + out.tail), max_bytes)
+    # The window already lost the middle: keep what fits from each side, one marker.
+    head_keep = min(len(out.head), max_bytes // 2)
+    tail_keep = min(len(out.tail), max_bytes - head_keep)
+    head_keep = min(len(out.head), max_bytes - tail_keep)
+    cut = out.total - head_keep - tail_keep
+    marker = f"\n…[{cut} bytes (~{cut // BYTES_PER_TOKEN} tokens) truncated]…\n"
+    tail = out.tail[len(out.tail) - tail_keep :] if tail_keep else b""
+    return _decode(out.head[:head_keep]) + marker + _decode(tail), cut
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+class Session:
+    """One running command: its process, its unread output and how it ended."""
+
+    def __init__(
+        self, session_id: int, command: str, proc: Spawned, loop: asyncio.AbstractEventLoop
+    ):
+        self.id = session_id
+        self.command = command
+        self.proc = proc
+        self.pid = proc.pid
+        self.group = ProcessGroup(proc.pid)
+        self.window = OutputWindow()
+        self.lock = asyncio.Lock()
+        self.started = self.last_used = time.monotonic()
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+        self.exited = False  # the leader was reaped
+        self.eof = False  # the output reached end of file
+        self.finished = False  # exited, and every byte of output read (or given up on)
+        self.changed = asyncio.Event()
+        self.exited_event = asyncio.Event()
+        self._loop = loop
+        self._reading = False
+        self._pidfd: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._poll_delay = 0.001
+        self._live: bytearray | None = None  # pending live output while a call is attached
+        self._live_sent = 0
+        self._live_dropped = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        loop.add_reader(proc.read_fd, self._on_readable)
+        self._reading = True
+        self._watch_exit()
+
+    # Output ---------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        self._read_available(READS_PER_WAKEUP)
+
+    def _read_available(self, max_reads: int) -> None:
+        got = False
+        for _ in range(max_reads):
+            try:
+                data = os.read(self.proc.read_fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: every holder of the PTY's terminal side has closed it
+                data = b""
+            if not data:
+                self._on_eof()
+                break
+            got = True
+            self.window.append(data)
+            live = self._live
+            if live is not None:
+                if self._live_sent + len(live) < LIVE_BYTES_PER_CALL:
+                    live += data
+                else:
+                    self._live_dropped += len(data)
+        if got:
+            self.changed.set()
+
+    def _on_eof(self) -> None:
+        self.eof = True
+        self._stop_reading()
+        if self.exited:
+            self._finish()
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self.proc.read_fd)
+
+    # Exit -----------------------------------------------------------------------------
+
+    def _watch_exit(self) -> None:
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # not Linux, or an old kernel: poll instead
+            self._pidfd = None
+            self._poll_exit()
+            return
+        self._loop.add_reader(self._pidfd, self._poll_exit)
+
+    def _poll_exit(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else: the status is lost
+            pid, status = self.pid, None
+        if pid == 0:
+            if self._pidfd is None:
+                self._timer = self._loop.call_later(self._poll_delay, self._poll_exit)
+                self._poll_delay = min(self._poll_delay * 2, 0.05)
+            return
+        self._close_pidfd()
+        self._record_exit(status)
+
+    def _record_exit(self, status: int | None) -> None:
+        if status is None:
+            self.exit_code = -1
+        else:
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                self.signal = -code
+                code = 128 + self.signal  # as a shell reports it
+            self.exit_code = code
+        self.exited = True
+        self.group.leader_reaped = True
+        if self.proc.popen is not None:
+            self.proc.popen.returncode = self.exit_code  # it must not try to reap again
+        self.exited_event.set()
+        if self.eof:
+            self._finish()
+        else:
+            # The terminal's other side is usually closed by now; wait briefly for the
+            # last output unless a background process still holds it open.
+            self._timer = self._loop.call_later(SessionManager.EXIT_DRAIN_S, self._drain)
+        self.changed.set()
+
+    def _drain(self) -> None:
+        self._timer = None
+        if self._reading:
+            self._read_available(1024)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._stop_reading()
+        self.changed.set()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def release(self) -> None:
+        """Stop watching and close the parent's descriptors (the session is over)."""
+        self._finish()
+        self._close_pidfd()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.proc.close()
+
+    # Input ----------------------------------------------------------------------------
+
+    async def write(self, data: str, deadline: float) -> tuple[int, str | None]:
+        """Type `data`; returns (bytes written, why it stopped early or None)."""
+        if self.proc.tty:
+            return await self._write_bytes(data.encode(), deadline)
+        # No terminal to interpret control characters: Ctrl-C signals the process group,
+        # Ctrl-D closes stdin, like a terminal would make them behave.
+        written = 0
+        for part in _split_controls(data):
+            if part == "\x03":
+                signal_processes(self.group, (), signal.SIGINT, whole_group=not self.exited)
+                written += 1
+            elif part == "\x04":
+                self.proc.close_stdin()
+                written += 1
+            else:
+                n, problem = await self._write_bytes(part.encode(), deadline)
+                written += n
+                if problem:
+                    return written, problem
+        return written, None
+
+    async def _write_bytes(self, data: bytes, deadline: float) -> tuple[int, str | None]:
+        fd = self.proc.write_fd
+        written = 0
+        while written < len(data):
+            if self.proc.closed or (self.proc.popen is not None and self.proc.popen.stdin is None):
+                return written, "the session's input is closed"
+            try:
+                written += os.write(fd, data[written:])
+                continue
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, OSError, ValueError):
+                return written, "the process is no longer reading its input"
+            ready = self._loop.create_future()
+            self._loop.add_writer(fd, _resolve, ready)
+            try:
+                with anyio.move_on_after(max(deadline - self._loop.time(), 0)):
+                    await ready
+            finally:
+                self._loop.remove_writer(fd)
+            if not ready.done():
+                return written, "the process did not read its input before yield_time_ms"
+        return written, None
+
+    # A call's view ----------------------------------------------------------------------
+
+    async def follow(self, ctx: ToolContext, deadline: float) -> None:
+        """Wait until the session finishes or `deadline` (loop time), streaming its output
+        live through `ctx` (the output itself stays in the window for `window.take()`)."""
+        self._live = bytearray()
+        self._live_sent = self._live_dropped = 0
+        try:
+            while True:
+                await self._emit_live(ctx)
+                if self.finished:
+                    break
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    break
+                self.changed.clear()
+                if self._live:
+                    continue
+                with anyio.move_on_after(remaining):
+                    await self.changed.wait()
+            await self._emit_live(ctx, final=self.finished)
+        finally:
+            dropped = self._live_dropped
+            self._live = None
+        if dropped:
+            await ctx.emit(
+                "tool_output",
+                chunk=f"\r\n[agentd: {dropped} more bytes were not streamed live]\r\n",
+            )
+
+    def finish_now(self) -> None:
+        """Read what is left and stop (after the process group was killed)."""
+        if self._reading:
+            self._read_available(1024)
+        self._finish()
+
+    async def _emit_live(self, ctx: ToolContext, *, final: bool = False) -> None:
+        live = self._live
+        if live is None or (not live and not final):
+            return
+        data = bytes(live)
+        live.clear()
+        self._live_sent += len(data)
+        text = self._decoder.decode(data, final)
+        if text:
+            await ctx.emit("tool_output", chunk=text)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _split_controls(data: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    for ch in data:
+        if ch in ("\x03", "\x04"):
+            if current:
+                parts.append("".join(current))
+                current = []
+            parts.append(ch)
+        else:
+            current.append(ch)
+    if current:
+        parts.append("".join(current))
+    return parts
+
+
+@dataclass
+class Outcome:
+    """What one exec_command / write_stdin call saw."""
+
+    output: Output
+    session_id: int | None  # None once the process has exited
+    exit_code: int | None
+    signal: int | None
+    pid: int
+    notes: list[str] = field(default_factory=list)
+    timed_out: bool = False
+
+
+class SessionManager:
+    """The PTY sessions of one toolbox (`ctx.service(SessionManager)`); kills them on close."""
+
+    # Seconds a signalled session gets to exit after SIGHUP/SIGTERM before SIGKILL.
+    TERM_GRACE_S = 0.5
+    # Seconds to wait for a killed leader to be reaped.
+    KILL_WAIT_S = 2.0
+    # After the leader exits, how long to wait for the output's end of file when another
+    # process still holds the terminal open.
+    EXIT_DRAIN_S = 0.1
+    # How many ended session ids are remembered for a helpful "already ended" error.
+    ENDED_MEMORY = 1024
+
+    def __init__(self, box: Toolbox) -> None:
+        self._settings = box.settings
+        self._sessions: dict[int, Session] = {}
+        self._retired: list[ProcessGroup] = []
+        self._ended: OrderedDict[int, str] = OrderedDict()
+        self._next_id = 1
+        self._closed = False
+
+    # Introspection (sync: metrics and get_dev_url call these) ----------------------------
+
+    def session_ids(self) -> list[int]:
+        """Ids of the sessions held (running, or exited with output not yet read)."""
+        return sorted(self._sessions)
+
+    def live_count(self) -> int:
+        """Sessions whose process is still running."""
+        return sum(1 for s in self._sessions.values() if not s.exited)
+
+    def pids(self) -> set[int]:
+        """Every live process the sessions started: their process groups, sessions and
+        descendants, plus leftovers of exited sessions (e.g. `nohup server &`). Read from
+        /proc; an empty set where there is none."""
+        table = scan_processes()
+        if table is None:
+            return set()
+        found: set[int] = set()
+        for session in self._sessions.values():
+            found |= session.group.members(table)
+        self._retired = [g for g in self._retired if g.members(table)]
+        for group in self._retired:
+            found |= group.members(table)
+        return found
+
+    # Sessions -----------------------------------------------------------------------------
+
+    def get(self, session_id: int) -> Session:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            return session
+        if session_id in self._ended:
+            raise ToolError(
+                f"Session {session_id} has already ended ({self._ended[session_id]}); its "
+                "final output was returned then. Start a new command with exec_command."
+            )
+        running = ", ".join(str(i) for i in sorted(self._sessions)) or "none"
+        raise ToolError(
+            f"Unknown session_id {session_id} (running sessions: {running}). session_id "
+            "must be a value returned by exec_command for a command that was still running."
+        )
+
+    async def open(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        tty: bool,
+        command: str,
+    ) -> tuple[Session, list[str]]:
+        """Start a session, first making room under the session cap; returns notes."""
+        notes = await self._make_room()
+        if self._closed:
+            raise ToolError("the toolbox is closed")
+        loop = asyncio.get_running_loop()
+        if tty:
+            proc = spawn_pty(argv, cwd=str(cwd), env=env, rows=TERMINAL_ROWS, cols=TERMINAL_COLS)
+        else:
+            proc = spawn_pipes(argv, cwd=str(cwd), env=env)
+        session = Session(self._next_id, command, proc, loop)
+        self._next_id += 1
+        self._sessions[session.id] = session
+        return session, notes
+
+    async def _make_room(self) -> list[str]:
+        cap = max(1, self._settings.max_sessions)
+        notes: list[str] = []
+        while len(self._sessions) >= cap:
+            exited = [s for s in self._sessions.values() if s.exited and not s.lock.locked()]
+            if exited:
+                for session in exited:
+                    self._end(session, "discarded at the session limit before its output was read")
+                ids = ", ".join(str(s.id) for s in exited)
+                notes.append(
+                    f"The session limit ({cap}) was reached: dropped exited session(s) {ids} "
+                    "whose last output was never read."
+                )
+                continue
+            idle = [s for s in self._sessions.values() if not s.lock.locked()]
+            if not idle:
+                raise ToolError(
+                    f"All {cap} sessions are busy; wait for one to finish or end one "
+                    "(write_stdin with chars '\\u0003' sends Ctrl-C)."
+                )
+            victim = min(idle, key=lambda s: s.last_used)
+            idle_s = time.monotonic() - victim.last_used
+            await self.kill(victim, reason="killed at the session limit to make room")
+            notes.append(
+                f"The session limit ({cap}) was reached: killed session {victim.id} "
+                f"(`{_short(victim.command)}`), idle for {idle_s:.0f} s, the longest."
+            )
+        return notes
+
+    async def interact(
+        self,
+        session: Session,
+        ctx: ToolContext,
+        wait_s: float,
+        chars: str = "",
+        *,
+        kill_on_timeout: str | None = None,
+    ) -> Outcome:
+        """Optionally type `chars`, then collect output until exit or `wait_s` passes.
+
+        With `kill_on_timeout` (the reason to record), a process still running at the
+        deadline is killed with its process group instead of staying a session."""
+        async with session.lock:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            notes: list[str] = []
+            if chars:
+                if session.exited:
+                    notes.append("The process had already exited; the input was not sent.")
+                else:
+                    written, problem = await session.write(chars, deadline)
+                    if problem:
+                        sent = len(chars.encode()) if session.proc.tty else len(chars)
+                        notes.append(f"Only {written} of {sent} bytes were sent: {problem}.")
+            await session.follow(ctx, deadline)
+            timed_out = False
+            if kill_on_timeout is not None and not session.finished:
+                timed_out = True
+                await self._terminate([session], [])
+                session.finish_now()
+            output = session.window.take()
+            session.last_used = time.monotonic()
+            finished = session.finished
+            outcome = Outcome(
+                output=output,
+                session_id=None if finished else session.id,
+                exit_code=session.exit_code if finished else None,
+                signal=session.signal if finished else None,
+                pid=session.pid,
+                notes=notes,
+                timed_out=timed_out,
+            )
+            if finished:
+                self._end(
+                    session,
+                    kill_on_timeout if timed_out else f"exited with code {session.exit_code}",
+                )
+            return outcome
+
+    async def kill(self, session: Session, *, reason: str = "killed") -> Output:
+        """End a session: its whole process group, then the descriptors. Returns the output
+        it produced since it was last read."""
+        await self._terminate([session], [])
+        session.finish_now()
+        output = session.window.take()
+        self._end(session, reason)
+        return output
+
+    def _end(self, session: Session, how: str) -> None:
+        if self._sessions.pop(session.id, None) is None:
+            return
+        session.release()
+        # Processes it left running (nohup, disowned jobs) still belong to this toolbox.
+        self._retired.append(session.group)
+        self._ended[session.id] = how
+        while len(self._ended) > self.ENDED_MEMORY:
+            self._ended.popitem(last=False)
+
+    async def aclose(self) -> None:
+        """Kill every session's processes (children and grandchildren) and reap them."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            sessions = list(self._sessions.values())
+            await self._terminate(sessions, self._retired)
+            for session in sessions:
+                self._end(session, "closed with the toolbox")
+            self._retired.clear()
+
+    async def _terminate(self, sessions: list[Session], retired: list[ProcessGroup]) -> None:
+        """SIGHUP + SIGTERM to each group and member, SIGKILL after the grace period."""
+        groups = [s.group for s in sessions] + list(retired)
+        if not groups:
+            return
+        loop = asyncio.get_running_loop()
+
+        def members() -> dict[int, set[int]]:
+            table = scan_processes()
+            if table is None:
+                return {id(g): set() for g in groups}
+            return {id(g): g.members(table) for g in groups}
+
+        def send(signums: tuple[int, ...], found: dict[int, set[int]]) -> None:
+            table = scan_processes()
+            for group in groups:
+                whole = table is None or not group.reused(table)
+                for signum in signums:
+                    signal_processes(group, found[id(group)], signum, whole_group=whole)
+
+        found = members()
+        send((signal.SIGHUP, signal.SIGTERM, signal.SIGCONT), found)
+        deadline = loop.time() + self.TERM_GRACE_S
+        while loop.time() < deadline:
+            if all(s.exited for s in sessions) and not any(members().values()):
+                break
+            await anyio.sleep(0.01)
+        found = members()
+        if any(found.values()) or not all(s.exited for s in sessions):
+            send((signal.SIGKILL,), found)
+        with anyio.move_on_after(self.KILL_WAIT_S):
+            for session in sessions:
+                await session.exited_event.wait()
+
+
+def live_session_count(box: Toolbox) -> int:
+    """Running sessions in `box` (0 if exec_command was never used there), for metrics."""
+    manager = box.peek_service(SessionManager)
+    return manager.live_count() if manager is not None else 0
+
+
+def _short(command: str, limit: int = 60) -> str:
+    command = " ".join(command.split())
+    return command if len(command) <= limit else command[: limit - 1] + "…"
+
+
+# -- argument handling shared by the tools -------------------------------------------------
+
+
+def _clamp(value: int, low: int, high: int, name: str, notes: list[str]) -> int:
+    if value < low or value > high:
+        clamped = min(max(value, low), high)
+        notes.append(f"{name} {value} is outside {low}–{high}; used {clamped}.")
+        return clamped
+    return value
+
+
+def _workdir(ctx: ToolContext, workdir: str | None) -> Path:
+    path = ctx.resolve(workdir)  # PathOutsideWorkspace becomes a tool error
+    if not path.exists():
+        raise ToolError(
+            f"workdir {workdir!r} does not exist in the workspace; create it first or "
+            "omit workdir to run in the workspace root"
+        )
+    if not path.is_dir():
+        raise ToolError(f"workdir {workdir!r} is not a directory")
+    return path
+
+
+def _find_shell(shell: str | None, env: dict[str, str], notes: list[str]) -> str:
+    wanted = shell or DEFAULT_SHELL
+    found = shutil.which(wanted, path=env.get("PATH", os.defpath))
+    if found is not None:
+        return os.path.abspath(found)
+    if shell is None:
+        fallback = shutil.which("sh", path=env.get("PATH", os.defpath)) or "/bin/sh"
+        notes.append(f"{DEFAULT_SHELL} is not installed; ran the command with {fallback}.")
+        return fallback
+    raise ToolError(
+        f"shell {shell!r} was not found or is not executable; omit shell to use "
+        f"{DEFAULT_SHELL}, or give the path of an installed shell such as /bin/sh"
+    )
+
+
+def _render(outcome: Outcome, wall_s: float, max_tokens: int, notes: list[str]) -> ToolResult:
+    text, cut = clip_output(outcome.output, max_tokens * BYTES_PER_TOKEN)
+    lines = [f"Wall time: {wall_s:.4f} seconds"]
+    if outcome.timed_out:
+        lines.append(
+            f"Process timed out after {wall_s:.1f} seconds and was killed with its process "
+            f"group (exit code {outcome.exit_code})"
+        )
+    elif outcome.session_id is None:
+        lines.append(f"Process exited with code {outcome.exit_code}")
+    else:
+        lines.append(f"Process running with session ID {outcome.session_id}")
+    if cut:
+        original_tokens = -(-outcome.output.total // BYTES_PER_TOKEN)
+        lines.append(f"Original token count: {original_tokens}")
+    all_notes = notes + outcome.notes
+    lines.extend(f"Note: {note}" for note in all_notes)
+    lines.append("Output:")
+    data: dict[str, Any] = {
+        "exit_code": outcome.exit_code,
+        "session_id": outcome.session_id,
+        "wall_time_ms": round(wall_s * 1000, 3),
+        "output": text,
+        "original_bytes": outcome.output.total,
+        "truncated": cut > 0,
+        "pid": outcome.pid,
+    }
+    if outcome.signal is not None:
+        data["signal"] = signal.Signals(outcome.signal).name
+    if all_notes:
+        data["notes"] = all_notes
+    return ToolResult(output="\n".join(lines) + "\n" + text, data=data)
+
+
+# -- the tools -----------------------------------------------------------------------------
+
+
+class ExecCommandArgs(ToolArgs):
+    cmd: str = Field(description="Shell command to run (passed to `shell -lc`).")
+    workdir: str | None = Field(
+        default=None, description="Directory to run in, relative to the workspace root."
+    )
+    shell: str | None = Field(default=None, description=f"Shell to use (default {DEFAULT_SHELL}).")
+    login: bool = Field(default=True, description="Run as a login shell (-l).")
+    tty: bool = Field(
+        default=True, description="Run in a pseudo-terminal (false: plain pipes, no TTY)."
+    )
+    yield_time_ms: int = Field(
+        default=DEFAULT_EXEC_YIELD_MS,
+        description=(
+            f"How long to wait for the command to finish before returning its output so far "
+            f"({MIN_YIELD_MS}–{MAX_YIELD_MS} ms)."
+        ),
+    )
+    max_output_tokens: int = Field(
+        default=DEFAULT_MAX_OUTPUT_TOKENS,
+        description="Output beyond this many tokens (~4 bytes each) is cut from the middle.",
+    )
+    env: dict[str, str] | None = Field(
+        default=None, description="Extra environment variables for this command."
+    )
+
+
+@register_tool
+class ExecCommand(Tool):
+    name = "exec_command"
+    description = (
+        "Run a shell command in a pseudo-terminal in the workspace. Returns when it exits or "
+        "after yield_time_ms, whichever is first. If it is still running (a server, a REPL, a "
+        "prompt, a watcher) the result gives a session ID: use write_stdin to send it input "
+        "(e.g. '\\u0003' for Ctrl-C) or to poll for more output. The output starts with a "
+        "header (wall time, exit code or session ID) and keeps its head and tail when long."
+    )
+    Args = ExecCommandArgs
+    read_only = False
+
+    async def run(self, args: ExecCommandArgs, ctx: ToolContext) -> ToolResult:
+        notes: list[str] = []
+        yield_ms = _clamp(args.yield_time_ms, MIN_YIELD_MS, MAX_YIELD_MS, "yield_time_ms", notes)
+        max_tokens = _clamp(
+            args.max_output_tokens, 1, MAX_OUTPUT_TOKENS, "max_output_tokens", notes
+        )
+        cwd = _workdir(ctx, args.workdir)
+        env = command_env(ctx.env, args.env)
+        shell = _find_shell(args.shell, env, notes)
+        argv = [shell, "-lc" if args.login else "-c", args.cmd]
+        started = time.perf_counter()
+        manager = ctx.service(SessionManager)
+        try:
+            session, room_notes = await manager.open(
+                argv, cwd=cwd, env=env, tty=args.tty, command=args.cmd
+            )
+        except OSError as exc:
+            return ToolResult.error(
+                f"Could not start {shell}: {exc.strerror or exc}", code="spawn_failed"
+            )
+        outcome = await manager.interact(session, ctx, yield_ms / 1000)
+        return _render(outcome, time.perf_counter() - started, max_tokens, notes + room_notes)
+
+
+class WriteStdinArgs(ToolArgs):
+    session_id: int = Field(description="Session ID returned by exec_command.")
+    chars: str = Field(
+        default="",
+        description=(
+            "Text to type, e.g. 'y\\n', '\\u0003' (Ctrl-C) or '\\u0004' (Ctrl-D / EOF). "
+            "Empty: just wait for more output."
+        ),
+    )
+    yield_time_ms: int = Field(
+        default=DEFAULT_WRITE_YIELD_MS,
+        description=(
+            f"How long to wait for output before returning ({MIN_YIELD_MS}–{MAX_YIELD_MS} ms); "
+            "returns at once if the process exits."
+        ),
+    )
+    max_output_tokens: int = Field(
+        default=DEFAULT_MAX_OUTPUT_TOKENS,
+        description="Output beyond this many tokens (~4 bytes each) is cut from the middle.",
+    )
+
+
+@register_tool
+class WriteStdin(Tool):
+    name = "write_stdin"
+    description = (
+        "Type into a running exec_command session and return the output it printed since "
+        "the last call, with its exit code once it has exited. Empty chars only polls."
+    )
+    Args = WriteStdinArgs
+    read_only = False
+
+    async def run(self, args: WriteStdinArgs, ctx: ToolContext) -> ToolResult:
+        notes: list[str] = []
+        yield_ms = _clamp(args.yield_time_ms, MIN_YIELD_MS, MAX_YIELD_MS, "yield_time_ms", notes)
+        max_tokens = _clamp(
+            args.max_output_tokens, 1, MAX_OUTPUT_TOKENS, "max_output_tokens", notes
+        )
+        started = time.perf_counter()
+        manager = ctx.peek_service(SessionManager)
+        if manager is None:
+            raise ToolError(
+                f"Unknown session_id {args.session_id}: no command has been started with "
+                "exec_command yet."
+            )
+        session = manager.get(args.session_id)
+        outcome = await manager.interact(session, ctx, yield_ms / 1000, args.chars)
+        return _render(outcome, time.perf_counter() - started, max_tokens, notes)
+
+
+class BashArgs(ToolArgs):
+    command: str = Field(description="Shell command to run to completion.")
+    timeout_ms: int = Field(
+        default=BASH_DEFAULT_TIMEOUT_MS,
+        description=f"Kill the command after this long (1000–{BASH_MAX_TIMEOUT_MS} ms).",
+    )
+    workdir: str | None = Field(
+        default=None, description="Directory to run in, relative to the workspace root."
+    )
+
+
+@register_tool
+class Bash(Tool):
+    name = "bash"
+    description = (
+        "Run a shell command to completion in the workspace (a one-shot exec_command) and "
+        "return its exit code and output. Commands still running after timeout_ms are killed "
+        "with their whole process group; use exec_command for servers and interactive programs."
+    )
+    Args = BashArgs
+    read_only = False
+
+    async def run(self, args: BashArgs, ctx: ToolContext) -> ToolResult:
+        notes: list[str] = []
+        timeout_ms = _clamp(args.timeout_ms, 1000, BASH_MAX_TIMEOUT_MS, "timeout_ms", notes)
+        cwd = _workdir(ctx, args.workdir)
+        env = command_env(ctx.env, None)
+        shell = _find_shell(None, env, notes)
+        started = time.perf_counter()
+        manager = ctx.service(SessionManager)
+        try:
+            session, room_notes = await manager.open(
+                [shell, "-lc", args.command], cwd=cwd, env=env, tty=True, command=args.command
+            )
+        except OSError as exc:
+            return ToolResult.error(
+                f"Could not start {shell}: {exc.strerror or exc}", code="spawn_failed"
+            )
+        notes += room_notes
+        outcome = await manager.interact(
+            session, ctx, timeout_ms / 1000, kill_on_timeout=f"killed after {timeout_ms} ms"
+        )
+        result = _render(outcome, time.perf_counter() - started, DEFAULT_MAX_OUTPUT_TOKENS, notes)
+        if outcome.timed_out:
+            result.is_error = True
+            result.data.update(timed_out=True, code="timeout")
+        return result
