@@ -31,6 +31,7 @@ SERVE_FIELDS = (
     "shutdown_grace",
     "sse_ping_interval",
     "sse_retry_ms",
+    "cors_origins",
     "webhook_secret",
     "webhook_max_attempts",
     "webhook_backoff",

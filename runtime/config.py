@@ -56,6 +56,10 @@ class Settings(BaseModel):
     )
     sse_ping_interval: float = Field(15.0, gt=0, description="seconds between `: ping`s")
     sse_retry_ms: int = Field(2000, ge=0, description="`retry:` sent to SSE clients")
+    cors_origins: str = Field(
+        "",
+        description="origins allowed to call the API from a browser (comma-separated, or *)",
+    )
     webhook_secret: str | None = Field(
         None, repr=False, description="HMAC key for webhook signatures (default: the token)"
     )
@@ -81,6 +85,10 @@ class Settings(BaseModel):
     @property
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host)
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     @property
     def signing_key(self) -> str | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from runtime.api.metrics import ApiMetrics
-from runtime.api.middleware import REQUEST_ID_KEY, make_middlewares
+from runtime.api.middleware import CORS_KEY, REQUEST_ID_KEY, make_middlewares
 from runtime.api.routes import agents, files, runs, system, threads, tools
 from runtime.api.routing import RouteTable
 from runtime.api.state import STATE_KEY, ApiState
@@ -79,6 +79,9 @@ def create_app(settings: Settings, manager: RunManager | None = None) -> web.App
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
     if REQUEST_ID_KEY in request:
         response.headers.setdefault("X-Request-ID", request[REQUEST_ID_KEY])
+    if CORS_KEY in request:
+        for name, value in request[CORS_KEY].items():
+            response.headers.setdefault(name, value)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

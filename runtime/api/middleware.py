@@ -28,6 +28,9 @@ log = logging.getLogger("agentd.api")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+CORS_KEY = web.RequestKey("cors_headers", dict)
+CORS_REQUEST_HEADERS = "Authorization, Content-Type, X-API-Key, Last-Event-ID, X-Request-ID"
+CORS_EXPOSED_HEADERS = "X-Run-ID, X-Thread-ID, X-Request-ID, Retry-After"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -125,6 +128,29 @@ def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[v
             )
             request_id_var.reset(token)
 
+    origins = state.settings.allowed_origins
+
+    @web.middleware
+    async def cors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        """Browsers (an `EventSource` on another origin) may call the API when their origin
+        is in `cors_origins`; preflights are answered here, before authentication."""
+        origin = request.headers.get("Origin")
+        if not origin or not origins or ("*" not in origins and origin not in origins):
+            return await handler(request)
+        allow = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(
+                status=204,
+                headers={
+                    **allow,
+                    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS,
+                    "Access-Control-Max-Age": "600",
+                },
+            )
+        request[CORS_KEY] = {**allow, "Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS}
+        return await handler(request)
+
     @web.middleware
     async def auth(request: web.Request, handler: web.Handler) -> web.StreamResponse:
         expected = state.settings.token
@@ -158,7 +184,7 @@ def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[v
             )
         return await handler(request)
 
-    return [errors, auth, readiness]
+    return [errors, cors, auth, readiness]
 
 
 def _credential(request: web.Request) -> str | None:

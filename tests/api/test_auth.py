@@ -81,3 +81,30 @@ async def test_event_streams_accept_an_access_token_query_for_eventsource(
     # Only the event streams take it: elsewhere a query token is not a credential.
     status, _ = await secured.get(f"/v1/runs/{run_id}?access_token={TOKEN}")
     assert status == 401
+
+
+async def test_browsers_on_allowed_origins_get_cors_headers(make_daemon: DaemonFactory) -> None:
+    daemon = await make_daemon(token=TOKEN, cors_origins="https://console.example")
+    preflight = {
+        "Origin": "https://console.example",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization,last-event-id",
+    }
+    async with daemon.session.options(daemon.u("/v1/runs"), headers=preflight) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://console.example"
+        assert "Last-Event-ID" in resp.headers["Access-Control-Allow-Headers"]
+    headers = {"Origin": "https://console.example", "X-API-Key": TOKEN}
+    async with daemon.session.get(daemon.u("/v1/runs"), headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://console.example"
+        assert "X-Run-ID" in resp.headers["Access-Control-Expose-Headers"]
+    # Other origins get nothing that would let a browser read the answer.
+    other = {"Origin": "https://evil.example", "X-API-Key": TOKEN}
+    async with daemon.session.get(daemon.u("/v1/runs"), headers=other) as resp:
+        assert "Access-Control-Allow-Origin" not in resp.headers
+    async with daemon.session.options(
+        daemon.u("/v1/runs"), headers={**preflight, "Origin": "https://evil.example"}
+    ) as resp:
+        assert resp.status in (401, 405)
+        assert "Access-Control-Allow-Origin" not in resp.headers

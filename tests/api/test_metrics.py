@@ -81,3 +81,21 @@ async def test_active_runs_and_sse_clients_are_gauges(daemon: Daemon) -> None:
             await anyio.sleep(0.01)
     assert after['agentd_runs_active{status="running"}'] == 0
     assert after["agentd_sse_events_sent_total"] >= 3
+
+
+async def test_tool_calls_made_by_models_are_counted_with_their_time(daemon: Daemon) -> None:
+    from tests.fakes.model_server import tool_call
+
+    await daemon.upsert(tools=["list_dir"])
+    daemon.model.script(
+        Turn([tool_call("list_dir", {"path": "."}, id="call_1")]),
+        Turn([text("listed")]),
+    )
+    result = await daemon.run()
+    assert result["status"] == "completed" and result["iterations"] == 2
+    metrics = await scrape(daemon)
+    assert metrics['agentd_tool_calls_total{tool="list_dir",source="run"}'] == 1
+    assert metrics['agentd_tool_errors_total{tool="list_dir",source="run"}'] == 0
+    assert metrics['agentd_tool_call_duration_seconds_count{tool="list_dir",source="run"}'] == 1
+    assert metrics['agentd_tool_call_duration_seconds_sum{tool="list_dir",source="run"}'] > 0
+    assert metrics["agentd_model_turns_total"] == 2
