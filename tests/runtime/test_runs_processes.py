@@ -1,0 +1,274 @@
+"""Runs whose tools start real processes (exec_command on real PTYs): what a pause, a cancel,
+a timeout and a run's end do to them."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runtime.agents import AgentRecord, AgentSpec
+from runtime.runs import RunConfig, RunManager
+from runtime.store import Store
+from tests.fakes.scripted_provider import ScriptedFactory, call, text_turn, tool_turn
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "state")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def factory() -> ScriptedFactory:
+    return ScriptedFactory()
+
+
+@pytest.fixture
+async def manager(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> AsyncIterator[RunManager]:
+    async with RunManager(store, workspace, provider_factory=factory, env={}) as started:
+        yield started
+
+
+async def shell_agent(store: Store) -> AgentRecord:
+    record, _ = await store.upsert_agent(
+        AgentSpec(slug="shell", model="scripted-1", tools=["exec_command", "write_stdin"])
+    )
+    return record
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def wait_dead(*pids: int) -> None:
+    """Processes are killed before the run's end is announced; allow the kernel a moment
+    to finish tearing them down (bounded, not a sleep-and-hope)."""
+    with anyio.fail_after(5):
+        while any(alive(pid) for pid in pids):
+            await anyio.sleep(0.01)
+
+
+async def output_until(manager: RunManager, run_id: str, pattern: str) -> re.Match[str]:
+    """Follow the run's live tool output until `pattern` matches it."""
+    seen = ""
+    with anyio.fail_after(15):
+        async for event in manager.subscribe(run_id):
+            if event.type in ("tool_output", "tool_result"):
+                seen += event.payload.get("chunk") or event.payload.get("output") or ""
+                match = re.search(pattern, seen)
+                if match:
+                    return match
+    raise AssertionError(f"the run ended before its output matched {pattern!r}: {seen!r}")
+
+
+LONG_COMMAND = "echo pid=$$; sleep 300 & echo child=$!; wait"
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_a_run_stopped_during_a_long_command_leaves_no_processes(
+    manager: RunManager, store: Store, factory: ScriptedFactory, how: str
+) -> None:
+    agent = await shell_agent(store)
+    factory.add(
+        tool_turn(call("c1", "exec_command", {"cmd": LONG_COMMAND, "yield_time_ms": 30000}))
+    )
+    config = RunConfig(timeout=1.0) if how == "timeout" else None
+    run = await manager.start(agent, prompt="run it", config=config)
+    match = await output_until(manager, run.run_id, r"pid=(\d+)\s+child=(\d+)")
+    pids = [int(match.group(1)), int(match.group(2))]
+    assert all(alive(pid) for pid in pids)
+    if how == "cancel":
+        record = await manager.cancel(run.run_id)
+        assert record.status == "cancelled"
+    else:
+        record = await manager.wait(run.run_id)
+        assert record.status == "failed" and record.error is not None
+        assert record.error["code"] == "timeout"
+    await wait_dead(*pids)
+    assert manager.active_sessions() == 0
+
+
+async def test_pause_during_a_long_command_lets_it_finish_then_stops(
+    manager: RunManager, store: Store, factory: ScriptedFactory, workspace: Path
+) -> None:
+    agent = await shell_agent(store)
+    cmd = "while [ ! -f go ]; do sleep 0.02; done; echo finished"
+    provider = factory.add(
+        tool_turn(call("c1", "exec_command", {"cmd": cmd, "yield_time_ms": 30000})),
+        text_turn("done"),
+    )
+    run = await manager.start(agent, prompt="wait for go")
+    async for event in manager.subscribe(run.run_id):
+        if event.type == "tool_call":
+            break
+    await manager.pause(run.run_id)
+    (workspace / "go").touch()  # the command under way is not interrupted by the pause
+    with anyio.fail_after(15):
+        await run.controls.wait_parked()
+    assert len(provider.calls) == 1
+    result = [e for e in run.events.events if e.type == "tool_result"]
+    assert len(result) == 1 and "finished" in result[0].payload["output"]
+    await manager.resume(run.run_id)
+    assert (await manager.wait(run.run_id)).status == "completed"
+
+
+async def test_a_completed_runs_server_lives_until_the_threads_next_run(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await shell_agent(store)
+    server = {"cmd": "echo pid=$$; exec sleep 300", "yield_time_ms": 500}
+    factory.add(tool_turn(call("c1", "exec_command", server)), text_turn("server is up"))
+    first = await manager.start(agent, prompt="start the server")
+    assert (await manager.wait(first.run_id)).status == "completed"
+    result = next(e for e in await run_events(manager, first.run_id) if e.type == "tool_result")
+    pid = int(re.search(r"pid=(\d+)", result.payload["output"]).group(1))  # type: ignore[union-attr]
+    assert alive(pid), "a completed run's processes keep running"
+    assert manager.active_sessions() == 1
+
+    factory.add(text_turn("other thread"))
+    other = await manager.start(agent, prompt="unrelated")
+    await manager.wait(other.run_id)
+    assert alive(pid), "another thread's run does not touch it"
+
+    factory.add(text_turn("next"))
+    follow_up = await manager.start(agent, prompt="next", thread_id=first.thread_id)
+    await manager.wait(follow_up.run_id)
+    await wait_dead(pid)
+
+
+async def test_shutdown_kills_what_completed_runs_left_running(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    agent = await shell_agent(store)
+    server = {"cmd": "echo pid=$$; exec sleep 300", "yield_time_ms": 500}
+    factory.add(tool_turn(call("c1", "exec_command", server)), text_turn("up"))
+    async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
+        run = await manager.start(agent, prompt="serve")
+        await manager.wait(run.run_id)
+        output = next(
+            e.payload["output"]
+            for e in await run_events(manager, run.run_id)
+            if e.type == "tool_result"
+        )
+        pid = int(re.search(r"pid=(\d+)", output).group(1))  # type: ignore[union-attr]
+        assert alive(pid)
+    await wait_dead(pid)
+
+
+async def test_secret_env_values_never_leave_through_command_output(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    secret = "tok-" + os.urandom(8).hex()
+    record, _ = await store.upsert_agent(
+        AgentSpec(
+            slug="shell",
+            model="scripted-1",
+            tools=["exec_command"],
+            env={"DEPLOY_TOKEN": secret},
+            secrets=["DEPLOY_TOKEN"],
+        )
+    )
+    # printf splits the value over two writes, so it may arrive in two chunks.
+    cmd = 'printf "%s" "${DEPLOY_TOKEN:0:6}"; sleep 0.05; printf "%s\\n" "${DEPLOY_TOKEN:6}"'
+    factory.add(tool_turn(call("c1", "exec_command", {"cmd": cmd})), text_turn("ok"))
+    run = await manager.start(record, prompt="print it")
+    await manager.wait(run.run_id)
+    events = await run_events(manager, run.run_id)
+    wire = "".join(e.to_json() for e in events)
+    assert secret not in wire and "[REDACTED]" in wire
+    stored = await store.run_messages(run.run_id)
+    assert secret not in "".join(m.model_dump_json() for m in stored)
+
+
+async def run_events(manager: RunManager, run_id: str) -> list:  # type: ignore[type-arg]
+    with anyio.fail_after(10):
+        return [event async for event in manager.subscribe(run_id)]
+
+
+def merged_types(events: list) -> list[str]:  # type: ignore[type-arg]
+    """Event types with consecutive deltas and output chunks merged (they may be split)."""
+    out: list[str] = []
+    for event in events:
+        if event.type in ("text", "thinking", "tool_output") and out and out[-1] == event.type:
+            continue
+        out.append(event.type)
+    return out
+
+
+async def test_a_run_with_real_tools_emits_the_exact_sequence_and_its_dev_url_keeps_working(
+    manager: RunManager, store: Store, factory: ScriptedFactory, workspace: Path
+) -> None:
+    import aiohttp
+
+    record, _ = await store.upsert_agent(
+        AgentSpec(
+            slug="builder",
+            model="scripted-1",
+            tools=["write_file", "exec_command", "get_dev_url"],
+        )
+    )
+    serve = "python3 -m http.server 0 --bind 127.0.0.1"
+
+    def ask_for_the_url(messages: list) -> list:  # type: ignore[type-arg]
+        output = messages[-1].tool_results[0].output
+        port = int(re.search(r"port (\d+)", output).group(1))  # type: ignore[union-attr]
+        return tool_turn(call("c3", "get_dev_url", {"port": port, "path": "/index.html"}))
+
+    factory.add(
+        tool_turn(
+            call("c1", "write_file", {"path": "index.html", "content": "<h1>hi</h1>\n"}),
+            text="Writing the page.",
+        ),
+        tool_turn(call("c2", "exec_command", {"cmd": serve, "yield_time_ms": 1500})),
+        ask_for_the_url,
+        text_turn("Your page is up."),
+    )
+    run = await manager.start(record, prompt="make a page and serve it")
+    finished = await manager.wait(run.run_id)
+    assert finished.status == "completed", finished.error
+    events = await run_events(manager, run.run_id)
+
+    assert merged_types(events) == [
+        "run_started",
+        "text",
+        "usage",
+        "tool_call",
+        "file_edit",
+        "tool_result",
+        "usage",
+        "tool_call",
+        "tool_output",
+        "tool_result",
+        "usage",
+        "tool_call",
+        "dev_url",
+        "tool_result",
+        "text",
+        "usage",
+        "complete",
+    ]
+    complete = events[-1].payload
+    assert complete["files"] == ["index.html"] and complete["iterations"] == 4
+    assert complete["output"] == "Your page is up."
+    assert complete["devUrl"] == next(e.payload["url"] for e in events if e.type == "dev_url")
+    assert complete["devUrl"].endswith("/index.html")
+    # The server the run started still answers after `complete`.
+    async with aiohttp.ClientSession() as http:
+        port = next(e.payload["port"] for e in events if e.type == "dev_url")
+        async with http.get(f"http://127.0.0.1:{port}/index.html") as response:
+            assert response.status == 200 and "<h1>hi</h1>" in await response.text()
