@@ -77,22 +77,23 @@ async def output_until(manager: RunManager, run_id: str, pattern: str) -> re.Mat
 
 
 LONG_COMMAND = "echo pid=$$; sleep 300 & echo child=$!; wait"
+# SIG_IGN is inherited: neither the shell nor its child dies of SIGTERM/SIGHUP.
+STUBBORN_COMMAND = "trap '' TERM HUP; " + LONG_COMMAND
 
 
-@pytest.mark.parametrize("how", ["cancel", "timeout"])
+@pytest.mark.parametrize("how", ["cancel", "timeout", "cancel-stubborn"])
 async def test_a_run_stopped_during_a_long_command_leaves_no_processes(
     manager: RunManager, store: Store, factory: ScriptedFactory, how: str
 ) -> None:
     agent = await shell_agent(store)
-    factory.add(
-        tool_turn(call("c1", "exec_command", {"cmd": LONG_COMMAND, "yield_time_ms": 30000}))
-    )
+    cmd = STUBBORN_COMMAND if how == "cancel-stubborn" else LONG_COMMAND
+    factory.add(tool_turn(call("c1", "exec_command", {"cmd": cmd, "yield_time_ms": 30000})))
     config = RunConfig(timeout=1.0) if how == "timeout" else None
     run = await manager.start(agent, prompt="run it", config=config)
     match = await output_until(manager, run.run_id, r"pid=(\d+)\s+child=(\d+)")
     pids = [int(match.group(1)), int(match.group(2))]
     assert all(alive(pid) for pid in pids)
-    if how == "cancel":
+    if how.startswith("cancel"):
         record = await manager.cancel(run.run_id)
         assert record.status == "cancelled"
     else:
