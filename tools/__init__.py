@@ -10,4 +10,5 @@ __all__ = ["Tool", "ToolArgs", "ToolContext", "ToolError", "ToolResult", "ToolSe
 from tools import exec as exec  # exec_command, write_stdin, bash
 from tools import patch as patch  # apply_patch
 from tools import files as files  # read_file, write_file, edit_file, list_dir, glob, grep
+from tools import dev_url as dev_url  # get_dev_url
 # isort: on

@@ -35,6 +35,7 @@ def test_tools_are_registered_in_model_order() -> None:
         "list_dir",
         "glob",
         "grep",
+        "get_dev_url",
     ]
     names = core_tool_names()
     assert [n for n in names if n in mine] == mine
