@@ -1,0 +1,192 @@
+"""Render a run's event stream for a person at a terminal (`agentd run`, `agentd demo`).
+
+Events are the flat wire dicts of DESIGN §4. Colours are ANSI escapes and only used when the
+caller says so (the CLI turns them on for a TTY); without them the output is plain text, which
+is what the golden-file test pins down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+RESET = "\x1b[0m"
+STYLES = {
+    "dim": "\x1b[2m",
+    "bold": "\x1b[1m",
+    "red": "\x1b[31m",
+    "green": "\x1b[32m",
+    "yellow": "\x1b[33m",
+    "blue": "\x1b[34m",
+    "magenta": "\x1b[35m",
+    "cyan": "\x1b[36m",
+    "url": "\x1b[1;4;36m",
+}
+RESULT_PREVIEW_LINES = 12
+INPUT_PREVIEW_CHARS = 160
+
+
+class EventRenderer:
+    """Writes one event at a time to `out`, keeping track of where the cursor stands so that
+    streamed text and command output read naturally and every block starts on a new line."""
+
+    def __init__(self, out: TextIO, *, color: bool = False) -> None:
+        self.out = out
+        self.color = color
+        self._at_line_start = True
+        self._streaming: str | None = None  # "text" | "thinking" | "output"
+        self._calls_with_output: set[str] = set()
+        self._tool_names: dict[str, str] = {}
+        self.final: dict[str, Any] | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _style(self, text: str, *styles: str) -> str:
+        if not self.color or not styles:
+            return text
+        return "".join(STYLES[s] for s in styles) + text + RESET
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return
+        self.out.write(text)
+        self._at_line_start = text.endswith("\n")
+
+    def _block(self, text: str, *styles: str) -> None:
+        """A line of its own, after whatever was streaming."""
+        self._end_stream()
+        self._write(self._style(text, *styles) + "\n")
+
+    def _end_stream(self) -> None:
+        if not self._at_line_start:
+            self._write("\n")
+        self._streaming = None
+
+    def _stream(self, kind: str, text: str, *styles: str) -> None:
+        if self._streaming != kind:
+            self._end_stream()
+            self._streaming = kind
+        # Style each line separately so a colour never bleeds across a newline.
+        pieces = text.split("\n")
+        rendered = "\n".join(self._style(p, *styles) if p else p for p in pieces)
+        self._write(rendered)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def render(self, event: dict[str, Any]) -> None:
+        handler = getattr(self, f"_on_{event.get('type')}", None)
+        if handler is not None:
+            handler(event)
+        self.out.flush()
+
+    def _on_run_started(self, event: dict[str, Any]) -> None:
+        agent = event.get("agent", "?")
+        model = event.get("model") or "?"
+        self._block(
+            f"● run {event.get('runId')} · agent {agent} v{event.get('version')} · model {model}",
+            "bold",
+        )
+
+    def _on_status(self, event: dict[str, Any]) -> None:
+        self._block(f"… {event.get('status')}", "yellow")
+
+    def _on_thinking(self, event: dict[str, Any]) -> None:
+        self._stream("thinking", event.get("content", ""), "dim")
+
+    def _on_text(self, event: dict[str, Any]) -> None:
+        self._stream("text", event.get("content", ""))
+
+    def _on_tool_call(self, event: dict[str, Any]) -> None:
+        call_id = event.get("callId", "")
+        tool = event.get("tool", "?")
+        self._tool_names[call_id] = tool
+        self._block(f"▶ {tool} {_summarise_input(tool, event.get('input'))}", "bold", "blue")
+
+    def _on_tool_output(self, event: dict[str, Any]) -> None:
+        self._calls_with_output.add(event.get("callId", ""))
+        self._stream("output", event.get("chunk", "").replace("\r\n", "\n"), "dim")
+
+    def _on_tool_result(self, event: dict[str, Any]) -> None:
+        call_id = event.get("callId", "")
+        tool = event.get("tool") or self._tool_names.get(call_id, "?")
+        ms = event.get("durationMs")
+        took = f" ({ms:.0f} ms)" if isinstance(ms, int | float) else ""
+        output = str(event.get("output", ""))
+        if event.get("isError"):
+            self._block(f"✗ {tool}{took}: {_first_lines(output, 3)}", "red")
+            return
+        self._block(f"✓ {tool}{took}", "green")
+        if call_id not in self._calls_with_output and output.strip():
+            for line in _first_lines(output, RESULT_PREVIEW_LINES).splitlines():
+                self._block(f"  {line}", "dim")
+
+    def _on_file_edit(self, event: dict[str, Any]) -> None:
+        moved = f" (from {event['movedFrom']})" if event.get("movedFrom") else ""
+        self._block(f"✎ {event.get('action')} {event.get('path')}{moved}", "magenta")
+        for line in str(event.get("diff", "")).splitlines():
+            if line.startswith(("+++", "---")):
+                self._block(f"  {line}", "bold")
+            elif line.startswith("+"):
+                self._block(f"  {line}", "green")
+            elif line.startswith("-"):
+                self._block(f"  {line}", "red")
+            elif line.startswith("@@"):
+                self._block(f"  {line}", "cyan")
+            else:
+                self._block(f"  {line}")
+
+    def _on_dev_url(self, event: dict[str, Any]) -> None:
+        self._end_stream()
+        self._write("🌐 dev server: " + self._style(str(event.get("url")), "url") + "\n")
+
+    def _on_input(self, event: dict[str, Any]) -> None:
+        self._block(f"› user: {event.get('text')}", "cyan")
+
+    def _on_error(self, event: dict[str, Any]) -> None:
+        self._block(f"! {event.get('code')}: {event.get('message')}", "red")
+
+    def _on_complete(self, event: dict[str, Any]) -> None:
+        self.final = event
+        status = event.get("status", "completed")
+        usage = event.get("usage") or {}
+        parts = [
+            f"status {status}",
+            f"{event.get('iterations', 0)} iterations",
+            f"{usage.get('inputTokens', 0)} in / {usage.get('outputTokens', 0)} out tokens",
+        ]
+        if event.get("durationMs") is not None:
+            parts.append(f"{event['durationMs'] / 1000:.1f} s")
+        colour = "green" if status == "completed" else "red"
+        self._block("■ " + " · ".join(parts), "bold", colour)
+        if event.get("devUrl"):
+            self._end_stream()
+            self._write("  dev URL: " + self._style(str(event["devUrl"]), "url") + "\n")
+
+
+def _first_lines(text: str, count: int) -> str:
+    lines = text.strip("\n").splitlines()
+    shown = "\n".join(lines[:count])
+    if len(lines) > count:
+        shown += f"\n… ({len(lines) - count} more lines)"
+    return shown
+
+
+def _summarise_input(tool: str, args: Any) -> str:
+    if not isinstance(args, dict):
+        return json.dumps(args)
+    if tool in ("exec_command", "bash") and isinstance(args.get("cmd", args.get("command")), str):
+        summary = "$ " + str(args.get("cmd", args.get("command")))
+    elif tool == "write_stdin":
+        summary = f"session {args.get('session_id')} ← {json.dumps(args.get('chars', ''))}"
+    elif tool == "apply_patch" and isinstance(args.get("input"), str):
+        files = [
+            line.split(":", 1)[1].strip()
+            for line in args["input"].splitlines()
+            if line.startswith(("*** Add File:", "*** Update File:", "*** Delete File:"))
+        ]
+        summary = ", ".join(files) if files else f"{len(args['input'])} bytes"
+    else:
+        summary = json.dumps(args, ensure_ascii=False)
+    if len(summary) > INPUT_PREVIEW_CHARS:
+        summary = summary[: INPUT_PREVIEW_CHARS - 1] + "…"
+    return summary
