@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from runtime.messages import Message, ToolCallPart, ToolResultPart
+from runtime.messages import Message, Part, ToolCallPart, ToolResultPart
 from runtime.providers.base import (
     AssistantTurn,
     ModelError,
@@ -265,16 +265,14 @@ class AgentLoop:
             timed_out = timeout_scope.cancelled_caught
         cancelled = cancel_scope.cancel_called and stop is None
 
+        if cancelled:
+            self._close_inflight("the run was cancelled before this tool call finished")
+            stop = _Stop("cancelled")
+        elif timed_out and stop is None:
+            self._close_inflight("the run's timeout expired before this tool call finished")
+            stop = _Stop("failed", "timeout", f"the run exceeded its timeout of {self.timeout:g} s")
+        assert stop is not None
         with anyio.CancelScope(shield=True):
-            if cancelled:
-                self._close_inflight("the run was cancelled before this tool call finished")
-                stop = _Stop("cancelled")
-            elif timed_out and stop is None:
-                self._close_inflight("the run's timeout expired before this tool call finished")
-                stop = _Stop(
-                    "failed", "timeout", f"the run exceeded its timeout of {self.timeout:g} s"
-                )
-            assert stop is not None
             if stop.code is not None:
                 await self.events.emit("error", message=stop.message, code=stop.code)
             await self._commit()
@@ -403,7 +401,8 @@ class AgentLoop:
                     for index in batch:
                         tg.start_soon(self._call_tool, calls[index], index, results)
         self._inflight = None
-        self.messages.append(Message(role="tool", content=[r for r in results if r is not None]))
+        content: list[Part] = [r for r in results if r is not None]
+        self.messages.append(Message(role="tool", content=content))
 
     def _batches(self, calls: list[ToolCallPart]) -> list[list[int]]:
         """Consecutive read-only calls form one concurrent batch; any other call runs alone."""
@@ -455,7 +454,7 @@ class AgentLoop:
             return
         calls, results = self._inflight
         self._inflight = None
-        content = [
+        content: list[Part] = [
             result or ToolResultPart(call_id=call.id, output=reason, is_error=True, name=call.name)
             for call, result in zip(calls, results, strict=True)
         ]

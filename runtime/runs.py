@@ -17,6 +17,7 @@ the manager shuts down; failed, cancelled and interrupted runs have their proces
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import logging
 import os
@@ -104,13 +105,14 @@ class RunMetrics:
     reasoning_tokens: int = 0
     tool_calls: Counter[str] = field(default_factory=Counter)
     tool_errors: Counter[str] = field(default_factory=Counter)
+    # Float seconds in a Counter (it adds any numbers), the shape /metrics renders.
     tool_seconds: Counter[str] = field(default_factory=Counter)
     running: int = 0
     queued: int = 0
 
     def tool_call_finished(self, tool: str, seconds: float, is_error: bool) -> None:
         self.tool_calls[tool] += 1
-        self.tool_seconds[tool] += seconds
+        self.tool_seconds[tool] += seconds  # type: ignore[assignment]
         if is_error:
             self.tool_errors[tool] += 1
 
@@ -496,7 +498,7 @@ class RunManager:
     def is_active(self, run_id: str) -> bool:
         return run_id in self._runs
 
-    def active_runs(self) -> list[Run]:
+    def active_runs(self) -> builtins.list[Run]:
         return list(self._runs.values())
 
     async def wait(self, run_id: str) -> RunRecord:
@@ -585,7 +587,7 @@ class RunManager:
             )
         return await self._daemon_toolbox.call(name, args)
 
-    def toolboxes(self) -> list[Toolbox]:
+    def toolboxes(self) -> builtins.list[Toolbox]:
         """Every live toolbox: active runs', kept ones (dev servers) and the daemon's."""
         boxes = [run.toolbox for run in self._runs.values() if run.toolbox is not None]
         boxes.extend(self._kept.values())
@@ -756,7 +758,7 @@ class RunManager:
                 metrics=self.metrics,
             )
 
-            async def on_messages(new: list[Message]) -> None:
+            async def on_messages(new: builtins.list[Message]) -> None:
                 await self._persist_messages(run, new, loop.messages)
 
             loop.on_messages = on_messages
@@ -766,7 +768,7 @@ class RunManager:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.cancel_grace):
                 await provider.aclose()
 
-    def _tool_specs(self, toolbox: Toolbox) -> list[dict[str, Any]]:
+    def _tool_specs(self, toolbox: Toolbox) -> builtins.list[dict[str, Any]]:
         """The toolbox's specs; a tool class's JSON schema is generated once per manager
         (pydantic's schema generation costs ~0.4 ms per tool, on every run otherwise)."""
         specs = []
@@ -788,7 +790,7 @@ class RunManager:
         return factory(model, env=env)
 
     async def _persist_messages(
-        self, run: Run, new: list[Message], conversation: list[Message]
+        self, run: Run, new: builtins.list[Message], conversation: builtins.list[Message]
     ) -> None:
         if new:
             await self.store.append_thread_messages(
