@@ -151,20 +151,31 @@ async def main(turns: int) -> None:
         rows: list[tuple[str, float, int, int]] = []
         try:
             await bench_loop(workspace, None, 20, 5)  # warm up imports and caches
-            rows.append(("no tools, memory log", *await bench_loop(workspace, None, turns, 0)))
-            rows.append(("trivial tool, memory log", *await bench_loop(workspace, None, 1, turns)))
-            rows.append(("no tools, SQLite log", *await bench_loop(workspace, store, turns, 0)))
-            rows.append(("trivial tool, SQLite log", *await bench_loop(workspace, store, 1, turns)))
+            rows.append(
+                ("1-turn runs, no tools, memory log", *await bench_loop(workspace, None, turns, 0))
+            )
+            rows.append(
+                ("N-turn run, trivial tool, memory", *await bench_loop(workspace, None, 1, turns))
+            )
+            rows.append(
+                ("1-turn runs, no tools, SQLite", *await bench_loop(workspace, store, turns, 0))
+            )
+            rows.append(
+                ("N-turn run, trivial tool, SQLite", *await bench_loop(workspace, store, 1, turns))
+            )
             manager_runs = max(turns // 5, 20)
             rows.append(
-                ("RunManager start→wait", *await bench_manager(workspace, store, manager_runs))
+                (
+                    "RunManager start→wait (1 turn)",
+                    *await bench_manager(workspace, store, manager_runs),
+                )
             )
         finally:
             await store.close()
-    print(f"{'scenario':<28} {'turns':>6} {'total s':>9} {'µs/turn':>9} {'events/turn':>12}")
+    print(f"{'scenario':<34} {'turns':>6} {'total s':>9} {'µs/turn':>9} {'events/turn':>12}")
     for name, seconds, n_turns, n_events in rows:
         print(
-            f"{name:<28} {n_turns:>6} {seconds:>9.3f} {seconds / n_turns * 1e6:>9.0f} "
+            f"{name:<34} {n_turns:>6} {seconds:>9.3f} {seconds / n_turns * 1e6:>9.0f} "
             f"{n_events / n_turns:>12.1f}"
         )
 

@@ -696,9 +696,7 @@ class RunManager:
 
     async def _execute(self, run: Run) -> LoopOutcome:
         spec = run.agent.spec
-        await self._update(
-            run, status="paused" if run.controls.paused else "running", started_at=utc_now()
-        )
+        started_at = utc_now()
         env = {**self.env, **spec.env}
         model: str | dict[str, Any] = (
             spec.model if isinstance(spec.model, str) else spec.model.model_dump(by_alias=True)
@@ -706,6 +704,7 @@ class RunManager:
         try:
             provider, model_id = self._create_provider(model, env)
         except (ValueError, ModelError) as exc:
+            await self._update(run, status="running", started_at=started_at)
             await run.events.emit(
                 "run_started",
                 agent=spec.slug,
@@ -717,7 +716,12 @@ class RunManager:
             await run.events.emit("error", message=message, code="model_error")
             return self._outcome(run, "failed", "model_error", message)
         try:
-            await self._update(run, model=model_id)
+            await self._update(
+                run,
+                status="paused" if run.controls.paused else "running",
+                started_at=started_at,
+                model=model_id,
+            )
             await run.events.emit(
                 "run_started",
                 agent=spec.slug,
