@@ -220,10 +220,12 @@ class Session:
             self.window.append(data)
             live = self._live
             if live is not None:
-                if self._live_sent + len(live) < LIVE_BYTES_PER_CALL:
+                room = LIVE_BYTES_PER_CALL - self._live_sent - len(live)
+                if room >= len(data):
                     live += data
                 else:
-                    self._live_dropped += len(data)
+                    live += data[: max(room, 0)]
+                    self._live_dropped += len(data) - max(room, 0)
         if got:
             self.changed.set()
 
@@ -342,8 +344,8 @@ class Session:
         fd = self.proc.write_fd
         written = 0
         while written < len(data):
-            if self.proc.closed or (self.proc.popen is not None and self.proc.popen.stdin is None):
-                return written, "the session's input is closed"
+            if self.proc.closed or self.proc.stdin_closed:
+                return written, "the session's input is closed (Ctrl-D was sent)"
             try:
                 written += os.write(fd, data[written:])
                 continue
@@ -485,9 +487,13 @@ class SessionManager:
         found: set[int] = set()
         for session in self._sessions.values():
             found |= session.group.members(table)
-        self._retired = [g for g in self._retired if g.members(table)]
+        still_there = []
         for group in self._retired:
-            found |= group.members(table)
+            members = group.members(table)
+            if members:
+                found |= members
+                still_there.append(group)
+        self._retired = still_there
         return found
 
     # Sessions -----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class Spawned:
     tty: bool
     popen: subprocess.Popen[bytes] | None = None
     closed: bool = False
+    stdin_closed: bool = False
 
     def close(self) -> None:
         if self.closed:
@@ -68,7 +69,8 @@ class Spawned:
 
     def close_stdin(self) -> None:
         """Pipes only: close the child's stdin so it reads EOF."""
-        if self.popen is not None and self.popen.stdin is not None:
+        if self.popen is not None and self.popen.stdin is not None and not self.stdin_closed:
+            self.stdin_closed = True
             with contextlib.suppress(OSError):
                 self.popen.stdin.close()
 
