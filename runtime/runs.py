@@ -31,14 +31,14 @@ import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.agents import AgentRecord, CustomModel
+from runtime.agents import AgentRecord, CustomModel, CustomToolSpec
 from runtime.events import Event, EventLog, Redactor
 from runtime.ids import new_id, utc_now
 from runtime.loop import AgentLoop, LoopOutcome, RunControls
 from runtime.messages import Message, ToolCallPart, ToolResultPart
 from runtime.providers.base import ModelError, ModelSettings, Provider, Usage
 from runtime.store import RunRecord, Store
-from tools.base import Toolbox, ToolResult, ToolSettings, core_tool_names
+from tools.base import TOOL_REGISTRY, Tool, Toolbox, ToolResult, ToolSettings, core_tool_names
 
 log = logging.getLogger("agentd.runs")
 
@@ -168,6 +168,7 @@ class RunManager:
         env: Mapping[str, str] | None = None,
         max_kept_toolboxes: int = 16,
         cancel_grace: float = 2.0,
+        custom_tool_factory: Callable[[CustomToolSpec], Tool] | None = None,
     ) -> None:
         self.store = store
         self.workspace = Path(workspace)
@@ -178,6 +179,8 @@ class RunManager:
         self.env: dict[str, str] = dict(os.environ if env is None else env)
         self.max_kept_toolboxes = max_kept_toolboxes
         self.cancel_grace = cancel_grace
+        # Builds the tool for an agent's `{name, inputSchema, invokeUrl}` custom tool.
+        self.custom_tool_factory = custom_tool_factory
         self.metrics = RunMetrics()
         self._runs: dict[str, Run] = {}
         self._thread_runs: dict[str, str] = {}
@@ -731,11 +734,24 @@ class RunManager:
             )
             # The thread's previous run may have left a dev server running: it ends now.
             await self._release_thread_toolbox(run.thread_id)
+            custom = spec.custom_tools()
+            extra: builtins.list[Tool] = []
+            if custom and self.custom_tool_factory is not None:
+                extra = [self.custom_tool_factory(tool) for tool in custom]
+            elif custom:
+                names = ", ".join(tool.name for tool in custom)
+                await run.events.emit(
+                    "error",
+                    message=f"custom tools are not available in this daemon: {names}; "
+                    "the run continues without them",
+                    code="custom_tools_unavailable",
+                )
             run.toolbox = Toolbox(
                 self.workspace,
                 env=dict(spec.env),
                 enabled=spec.core_tool_names(),
                 settings=self.tool_settings,
+                extra_tools=extra,
             )
             await self._persist_messages(run, run.thread_seed, run.initial)
             loop = AgentLoop(
@@ -778,10 +794,13 @@ class RunManager:
         specs = []
         for name in toolbox.names:
             tool = toolbox.tool(name)
-            key = type(tool)
-            spec = self._spec_cache.get(key)
+            assert tool is not None
+            if TOOL_REGISTRY.get(name) is not type(tool):
+                specs.append(tool.spec())  # a custom tool: its schema is per instance
+                continue
+            spec = self._spec_cache.get(type(tool))
             if spec is None:
-                spec = self._spec_cache[key] = tool.spec()  # type: ignore[union-attr]
+                spec = self._spec_cache[type(tool)] = tool.spec()
             specs.append(copy.deepcopy(spec))
         return specs
 

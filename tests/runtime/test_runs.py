@@ -11,8 +11,9 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import ConfigDict
 
-from runtime.agents import AgentRecord, AgentSpec
+from runtime.agents import AgentRecord, AgentSpec, CustomToolSpec
 from runtime.events import Event, EventLog
 from runtime.messages import Message, TextPart, ThinkingPart
 from runtime.providers.base import ModelError, TextDelta
@@ -33,6 +34,7 @@ from tests.fakes.scripted_provider import (
     tool_turn,
     usage,
 )
+from tools.base import Tool, ToolArgs, ToolContext, ToolResult
 
 
 @pytest.fixture
@@ -728,3 +730,68 @@ async def test_concurrent_starts_respect_the_queue_bound_and_thread_ownership(
         assert sorted(outcomes) == ["conflict", "conflict", "running"]
         for run in manager.active_runs():
             assert (await manager.wait(run.run_id)).result == "winner"
+
+
+class _LookupArgs(ToolArgs):
+    model_config = ConfigDict(extra="allow")
+
+
+class _CustomTool(Tool):
+    """Stands in for an invokeUrl tool: its name and schema come from the agent."""
+
+    description = "custom"
+    Args = _LookupArgs
+
+    def __init__(self, spec: CustomToolSpec) -> None:
+        self.name = spec.name  # type: ignore[misc]
+        self._spec = spec
+
+    def spec(self) -> dict[str, Any]:  # type: ignore[override]
+        return {
+            "name": self._spec.name,
+            "description": self._spec.description,
+            "input_schema": self._spec.input_schema,
+        }
+
+    async def run(self, args: _LookupArgs, ctx: ToolContext) -> ToolResult:
+        return ToolResult(output=f"{self._spec.invoke_url} got {args.model_dump()}")
+
+
+@pytest.mark.parametrize("with_factory", [True, False])
+async def test_custom_tools_come_from_the_factory_or_are_reported_missing(
+    store: Store, workspace: Path, factory: ScriptedFactory, with_factory: bool
+) -> None:
+    custom = [
+        CustomToolSpec(
+            name=name,
+            description=f"look up {name}",
+            input_schema={"type": "object", "properties": {name: {"type": "string"}}},
+            invoke_url=f"https://tools.example/{name}",
+        )
+        for name in ("orders", "users")
+    ]
+    record, _ = await store.upsert_agent(AgentSpec(slug="crm", model="scripted-1", tools=custom))
+    provider = factory.add(tool_turn(call("c1", "users", {"users": "ada"})), text_turn("ok"))
+    async with RunManager(
+        store,
+        workspace,
+        provider_factory=factory,
+        env={},
+        custom_tool_factory=_CustomTool if with_factory else None,
+    ) as manager:
+        run = await manager.start(record, prompt="who is ada")
+        await manager.wait(run.run_id)
+        events = await collect(manager, run.run_id)
+
+    result = provider.calls[1].messages[-1].tool_results[0]
+    if with_factory:
+        assert [t["name"] for t in provider.calls[0].tools] == ["orders", "users"]
+        assert provider.calls[0].tools[1]["input_schema"]["properties"] == {
+            "users": {"type": "string"}
+        }
+        assert result.output == "https://tools.example/users got {'users': 'ada'}"
+        assert "error" not in types(events)
+    else:
+        assert provider.calls[0].tools == [] and result.is_error
+        [error] = [e.payload for e in events if e.type == "error"]
+        assert error["code"] == "custom_tools_unavailable" and "orders, users" in error["message"]
