@@ -172,26 +172,23 @@ def unwrap(text: str) -> list[str]:
         lines.pop()
     while lines and not lines[0].strip():
         lines.pop(0)
-    if lines and _FENCE.match(lines[0]):
-        fence = _FENCE.match(lines[0]).group(1)  # type: ignore[union-attr]
-        closing = [i for i in range(1, len(lines)) if lines[i].strip() == fence]
+    # Closing fences and heredoc delimiters are matched without leading whitespace, so a
+    # context line " ```" or " EOF" inside the patch is never taken for one.
+    if lines and (fence := _FENCE.match(lines[0])) is not None:
+        closing = [i for i in range(1, len(lines)) if lines[i].rstrip() == fence.group(1)]
         lines = lines[1 : closing[-1]] if closing else lines[1:]
     if lines and not lines[0].startswith(("*** ", "--- ", "diff ", "+++ ", "@@")):
         heredoc = _HEREDOC_START.search(lines[0])
         if heredoc is not None:
             delimiter = heredoc.group(2)
             end = next(
-                (i for i in range(len(lines) - 1, 0, -1) if lines[i].strip() == delimiter),
+                (i for i in range(len(lines) - 1, 0, -1) if lines[i].rstrip() == delimiter),
                 None,
             )
             if end is None:
                 # `<<'EOF'` whose closing EOF is followed by the end of a quoted command
                 end = next(
-                    (
-                        i
-                        for i in range(len(lines) - 1, 0, -1)
-                        if lines[i].strip().startswith(delimiter)
-                    ),
+                    (i for i in range(len(lines) - 1, 0, -1) if lines[i].startswith(delimiter)),
                     len(lines),
                 )
             lines = lines[1:end]

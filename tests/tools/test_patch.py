@@ -320,6 +320,22 @@ SUCCESS_CASES = [
         ["M f.txt (+1 -1)"],
     ),
     Case(
+        "wrapper-fence-around-fenced-content",
+        {"doc.md": "text\n```\ncode\n```\n"},
+        "```\n--- a/doc.md\n+++ b/doc.md\n@@ -2,3 +2,3 @@\n ```\n-code\n+CODE\n ```\n```\n",
+        {"doc.md": "text\n```\nCODE\n```\n"},
+        ["M doc.md (+1 -1)"],
+    ),
+    Case(
+        "wrapper-heredoc-around-heredoc-content",
+        {"s.sh": "cat <<EOF\nhi\nEOF\n"},
+        "apply_patch <<'EOF'\n"
+        # no closing EOF: the context line " EOF" must not be taken for it
+        + envelope("*** Update File: s.sh", "@@", " cat <<EOF", "-hi", "+hello", " EOF"),
+        {"s.sh": "cat <<EOF\nhello\nEOF\n"},
+        ["M s.sh (+1 -1)"],
+    ),
+    Case(
         "wrapper-fenced-unified-diff",
         {"f.txt": "a\n"},
         "```diff\n--- a/f.txt\n+++ b/f.txt\n@@ -1 +1 @@\n-a\n+b\n```\n",
