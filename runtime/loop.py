@@ -466,7 +466,9 @@ class AgentLoop:
             return
         new = self.messages[self._committed :]
         self._committed = len(self.messages)
-        await self.on_messages(new)
+        # Shielded: a cancel landing mid-write must not leave the step half persisted.
+        with anyio.CancelScope(shield=True):
+            await self.on_messages(new)
 
     def _note_tool_event(self, event_type: str, payload: dict[str, Any]) -> None:
         if event_type == "file_edit":
