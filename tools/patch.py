@@ -43,6 +43,7 @@ from tools.textfile import (
     TextFile,
     commit_writes,
     decode_text,
+    detect_newline,
     file_mode,
     new_file_mode,
     split_lines,
@@ -637,7 +638,7 @@ def apply_hunks(
     Raises `HunkMismatch` for the first hunk that does not fit.
     """
     lines, endings = split_lines(text)
-    newline = "\r\n" if endings and _crlf_majority(endings) else "\n"
+    newline = detect_newline(text)
     index = LineIndex(lines)
     placements: list[_Placement] = []
     notes: list[str] = []
@@ -682,11 +683,6 @@ def apply_hunks(
         cursor = start + len(old)
     new_text, regions = _assemble(lines, endings, newline, placements)
     return new_text, regions, notes
-
-
-def _crlf_majority(endings: list[str]) -> bool:
-    crlf = sum(1 for ending in endings if ending == "\r\n")
-    return crlf * 2 >= len(endings) and crlf > 0
 
 
 def _find_anchors(index: LineIndex, hunk: Hunk, cursor: int) -> int:
@@ -1019,6 +1015,7 @@ def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], No
                 "the diff creates this file but it already exists; diff against the current "
                 "content instead"
             )
+        current_mode = file_mode(real)
         return FileChange(
             action="modify",
             path=real,
@@ -1026,8 +1023,8 @@ def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], No
             old_text=current.text,
             new_text=new_text,
             data=current.encode(new_text),
-            mode=file_mode(real),
-            old_mode=file_mode(real),
+            mode=current_mode,
+            old_mode=current_mode,
             notes=["the file already existed and was replaced"] if current.text else [],
         )
     return FileChange(

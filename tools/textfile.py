@@ -43,17 +43,13 @@ class TextFile:
     text: str
     bom: bool = False
 
-    @property
-    def newline(self) -> str:
-        """The file's line ending: CRLF when most line breaks are CRLF, else LF."""
-        return detect_newline(self.text)
-
     def encode(self, text: str | None = None) -> bytes:
         body = (self.text if text is None else text).encode("utf-8")
         return BOM + body if self.bom else body
 
 
 def detect_newline(text: str) -> str:
+    """The line ending new lines get: CRLF when most line breaks are CRLF, else LF."""
     crlf = text.count("\r\n")
     return "\r\n" if crlf and crlf * 2 >= text.count("\n") else "\n"
 
@@ -78,10 +74,6 @@ def decode_text(data: bytes, label: str) -> TextFile:
             "binary or uses another encoding, so this tool will not read or edit it"
         ) from None
     return TextFile(text=text, bom=bom)
-
-
-def read_text(path: Path, label: str) -> TextFile:
-    return decode_text(path.read_bytes(), label)
 
 
 def split_lines(text: str) -> tuple[list[str], list[str]]:
