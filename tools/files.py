@@ -242,25 +242,31 @@ def _current(real: Path, rel: str) -> TextFile | None:
 def _write(real: Path, rel: str, content: str) -> _Edit | None:
     if real.is_dir():
         raise ToolError(f"{rel} is a directory")
+    data = content.encode("utf-8")
     try:
-        current = _current(real, rel)
-        old = None if current is None else current.text
-    except BinaryFileError:
-        old, binary = None, True
-    else:
-        binary = False
-    if old == content:
+        before = real.read_bytes() if real.stat().st_size <= MAX_EDIT_BYTES else None
+        existed = True
+    except FileNotFoundError:
+        before, existed = None, False
+    if before == data:
         return None
     try:
-        commit_writes([FileWrite(real, content.encode("utf-8"))])
+        commit_writes([FileWrite(real, data)])
     except OSError as exc:
         raise _os_error(rel, exc) from None
-    if binary:
+    if not existed:
+        result = diff_texts(None, content, rel)
+        return _Edit("create", result.text, result.added, result.removed)
+    try:
+        old = None if before is None else decode_text(before, rel).text
+    except BinaryFileError:
+        old = None
+    if old is None:  # binary, or too large to diff
         lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
-        diff = f"--- a/{rel}\n+++ b/{rel}\nBinary file replaced by {lines} lines of text\n"
+        diff = f"--- a/{rel}\n+++ b/{rel}\nBinary or large file replaced by {lines} lines of text\n"
         return _Edit("modify", diff, lines, 0)
     result = diff_texts(old, content, rel)
-    return _Edit("create" if old is None else "modify", result.text, result.added, result.removed)
+    return _Edit("modify", result.text, result.added, result.removed)
 
 
 class WriteFileArgs(ToolArgs):

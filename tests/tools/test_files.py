@@ -156,6 +156,11 @@ async def test_write_file_creates_parents_and_emits_diffs(harness: Harness) -> N
     assert rewritten.output == "Wrote a/b/c.txt (+1 -1)."
     same = await harness.call("write_file", path="a/b/c.txt", content="one\n2\n")
     assert "already has exactly this content" in same.output
+    (harness.root / "bom.txt").write_bytes(b"\xef\xbb\xbfone\n")
+    bom_dropped = await harness.call("write_file", path="bom.txt", content="one\n")
+    assert bom_dropped.output == "Wrote bom.txt (+0 -0)."
+    assert (harness.root / "bom.txt").read_bytes() == b"one\n"
+    harness.events.pop()
     assert [(e["type"], e["path"], e["action"]) for e in harness.events] == [
         ("file_edit", "a/b/c.txt", "create"),
         ("file_edit", "a/b/c.txt", "modify"),
@@ -185,7 +190,7 @@ async def test_write_file_over_binary_file(harness: Harness) -> None:
     harness.write({"b.bin": b"\x00\x01"})
     result = await harness.call("write_file", path="b.bin", content="text\n")
     assert not result.is_error
-    assert harness.events[-1]["diff"].endswith("Binary file replaced by 1 lines of text\n")
+    assert harness.events[-1]["diff"].endswith("Binary or large file replaced by 1 lines of text\n")
 
 
 # ---------------------------------------------------------------------------------------------
