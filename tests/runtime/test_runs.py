@@ -795,3 +795,46 @@ async def test_custom_tools_come_from_the_factory_or_are_reported_missing(
         assert provider.calls[0].tools == [] and result.is_error
         [error] = [e.payload for e in events if e.type == "error"]
         assert error["code"] == "custom_tools_unavailable" and "orders, users" in error["message"]
+
+
+async def test_input_sent_while_queued_reaches_the_first_model_call(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    gate = Gate()
+    factory.add(text_turn("first", gate=gate))
+    async with RunManager(
+        store, workspace, provider_factory=factory, env={}, max_concurrent=1
+    ) as manager:
+        first = await manager.start(agent, prompt="1")
+        await gate.wait_reached()
+        queued = await manager.start(agent, prompt="summarise")
+        await manager.send_input(queued.run_id, "in French")
+        later = factory.add(text_turn("résumé"))
+        gate.open()
+        await manager.wait(first.run_id)
+        assert (await manager.wait(queued.run_id)).status == "completed"
+    assert later.calls[0].messages == [Message.user("summarise"), Message.user("in French")]
+    assert types(await collect_stored(store, queued.run_id))[:3] == [
+        "status",
+        "input",
+        "run_started",
+    ]
+
+
+async def collect_stored(store: Store, run_id: str) -> list[Event]:
+    return await EventLog.replay(store, run_id)
+
+
+async def test_call_tool_runs_a_core_tool_without_a_model(
+    manager: RunManager, workspace: Path
+) -> None:
+    written = await manager.call_tool("write_file", {"path": "notes/a.txt", "content": "hi\n"})
+    assert not written.is_error, written.output
+    assert (workspace / "notes" / "a.txt").read_text() == "hi\n"
+    read = await manager.call_tool("read_file", {"path": "notes/a.txt"})
+    assert "hi" in read.output and not read.is_error
+    outside = await manager.call_tool("read_file", {"path": "../../etc/passwd"})
+    assert outside.is_error
+    unknown = await manager.call_tool("no_such_tool", {})
+    assert unknown.is_error and "Unknown tool" in unknown.output

@@ -273,3 +273,25 @@ async def test_a_run_with_real_tools_emits_the_exact_sequence_and_its_dev_url_ke
         port = next(e.payload["port"] for e in events if e.type == "dev_url")
         async with http.get(f"http://127.0.0.1:{port}/index.html") as response:
             assert response.status == 200 and "<h1>hi</h1>" in await response.text()
+
+
+async def test_input_during_a_long_command_reaches_the_model_after_its_result(
+    manager: RunManager, store: Store, factory: ScriptedFactory, workspace: Path
+) -> None:
+    agent = await shell_agent(store)
+    cmd = "while [ ! -f go ]; do sleep 0.02; done; echo built"
+    provider = factory.add(
+        tool_turn(call("c1", "exec_command", {"cmd": cmd, "yield_time_ms": 30000})),
+        lambda messages: text_turn(f"ack: {messages[-1].text}"),
+    )
+    run = await manager.start(agent, prompt="build")
+    async for event in manager.subscribe(run.run_id):
+        if event.type == "tool_call":
+            break
+    await manager.send_input(run.run_id, "then deploy")
+    (workspace / "go").touch()
+    record = await manager.wait(run.run_id)
+    assert record.result == "ack: then deploy"
+    roles = [m.role for m in provider.calls[1].messages]
+    assert roles == ["user", "assistant", "tool", "user"]
+    assert "built" in provider.calls[1].messages[2].tool_results[0].output
