@@ -25,7 +25,7 @@ import os
 import shutil
 import signal
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,37 +110,49 @@ class Output:
 
 
 class OutputWindow:
-    """Unread output bounded to head + tail bytes; what falls out of the middle is counted."""
+    """Unread output bounded to head + tail bytes; what falls out of the middle is counted.
+
+    The tail is a queue of the chunks as read, trimmed a whole chunk at a time (so it
+    briefly holds up to one chunk more than `tail_limit`) and exactly on `take()`.
+    """
 
     def __init__(self, head_limit: int = WINDOW_HEAD_BYTES, tail_limit: int = WINDOW_TAIL_BYTES):
         self.head_limit = head_limit
         self.tail_limit = tail_limit
         self._head = bytearray()
-        self._tail = bytearray()
+        self._tail: deque[bytes] = deque()
+        self._tail_len = 0
         self._dropped = 0
         self._total = 0
 
     def __len__(self) -> int:
-        return len(self._head) + len(self._tail)
+        return len(self._head) + self._tail_len
 
     def append(self, data: bytes) -> None:
         self._total += len(data)
         room = self.head_limit - len(self._head)
-        if room > 0 and not self._tail:
+        if room > 0:  # the head fills first; the tail only starts once it is full
             self._head += data[:room]
+            if len(data) <= room:
+                return
             data = data[room:]
-        if data:
-            self._tail += data
-            excess = len(self._tail) - self.tail_limit
-            if excess > 0:
-                del self._tail[:excess]  # amortised O(1): bytearray trims its front in place
-                self._dropped += excess
+        if not data:
+            return
+        tail = self._tail
+        tail.append(data)
+        self._tail_len += len(data)
+        while tail and self._tail_len - len(tail[0]) >= self.tail_limit:
+            first = tail.popleft()
+            self._tail_len -= len(first)
+            self._dropped += len(first)
 
     def take(self) -> Output:
-        out = Output(bytes(self._head), bytes(self._tail), self._dropped, self._total)
+        tail = b"".join(self._tail)
+        excess = max(len(tail) - self.tail_limit, 0)
+        out = Output(bytes(self._head), tail[excess:], self._dropped + excess, self._total)
         self._head.clear()
         self._tail.clear()
-        self._dropped = self._total = 0
+        self._tail_len = self._dropped = self._total = 0
         return out
 
 
@@ -205,7 +217,7 @@ class Session:
         self._read_available(READS_PER_WAKEUP)
 
     def _read_available(self, max_reads: int) -> None:
-        got = False
+        wake = False  # only live output needs the waiting call; the window just fills
         for _ in range(max_reads):
             try:
                 data = os.read(self.proc.read_fd, READ_SIZE)
@@ -216,17 +228,19 @@ class Session:
             if not data:
                 self._on_eof()
                 break
-            got = True
             self.window.append(data)
             live = self._live
             if live is not None:
                 room = LIVE_BYTES_PER_CALL - self._live_sent - len(live)
                 if room >= len(data):
                     live += data
+                    wake = True
                 else:
-                    live += data[: max(room, 0)]
+                    if room > 0:
+                        live += data[:room]
+                        wake = True
                     self._live_dropped += len(data) - max(room, 0)
-        if got:
+        if wake:
             self.changed.set()
 
     def _on_eof(self) -> None:
@@ -371,21 +385,28 @@ class Session:
         live through `ctx` (the output itself stays in the window for `window.take()`)."""
         self._live = bytearray()
         self._live_sent = self._live_dropped = 0
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self.changed.set()
+
+        # One timer for the whole wait: a cancel scope per wakeup would cost more than
+        # reading the chunk that caused it.
+        timer = self._loop.call_at(deadline, expire)
         try:
             while True:
                 await self._emit_live(ctx)
-                if self.finished:
-                    break
-                remaining = deadline - self._loop.time()
-                if remaining <= 0:
+                if self.finished or expired:
                     break
                 self.changed.clear()
                 if self._live:
                     continue
-                with anyio.move_on_after(remaining):
-                    await self.changed.wait()
+                await self.changed.wait()
             await self._emit_live(ctx, final=self.finished)
         finally:
+            timer.cancel()
             dropped = self._live_dropped
             self._live = None
         if dropped:

@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tools import processes
 from tools.base import Toolbox, ToolResult, ToolSettings
-from tools.exec import LIVE_BYTES_PER_CALL, SessionManager, live_session_count
+from tools.exec import (
+    LIVE_BYTES_PER_CALL,
+    Output,
+    OutputWindow,
+    SessionManager,
+    clip_output,
+    live_session_count,
+)
 
 PY = shlex.quote(sys.executable)
 HAS_PROC = os.path.isdir("/proc/self")
@@ -571,3 +580,36 @@ async def test_tools_are_registered_and_not_read_only(workspace: Path) -> None:
         }  # fmt: skip
         assert not any(box.is_read_only(name) for name in specs)
         assert live_session_count(box) == 0  # no manager until a command runs
+
+
+# -- the output window on its own ----------------------------------------------------------
+
+
+@given(
+    chunks=st.lists(st.binary(min_size=0, max_size=40), max_size=40),
+    head=st.integers(0, 64),
+    tail=st.integers(0, 64),
+    budget=st.integers(8, 200),
+)
+def test_output_window_keeps_exact_head_and_tail(
+    chunks: list[bytes], head: int, tail: int, budget: int
+) -> None:
+    window = OutputWindow(head_limit=head, tail_limit=tail)
+    for chunk in chunks:
+        window.append(chunk)
+        assert len(window) <= head + tail + 40  # bounded by the limits plus one chunk
+    out = window.take()
+    everything = b"".join(chunks)
+    assert out.total == len(everything)
+    assert out.head == everything[:head]
+    rest = everything[len(out.head) :]
+    assert out.tail == rest[max(len(rest) - tail, 0) :]
+    assert out.dropped == len(everything) - len(out.head) - len(out.tail)
+    assert window.take() == Output()
+
+    text, cut = clip_output(out, budget)
+    if cut == 0:
+        expected = everything.decode(errors="replace").replace("\r\n", "\n")
+        assert out.dropped == 0 and text == expected
+    else:
+        assert "truncated]…" in text
