@@ -23,7 +23,10 @@ MAX_INT = 2**53 - 1
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, extra="forbid")
+    # defer_build: validators are built on first use, not at import (daemon start-up time).
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, extra="forbid", defer_build=True
+    )
 
 
 # --- envelopes ----------------------------------------------------------------------------
@@ -62,6 +65,8 @@ class AgentOut(AgentSpec):
     Secret values (the custom model's apiKey, env vars named in `secrets`) read
     `[REDACTED]`."""
 
+    model_config = ConfigDict(defer_build=True)
+
     id: str
     version: int
     created_at: str = Field(alias="createdAt")
@@ -81,11 +86,11 @@ class RollbackRequest(WireModel):
 
 
 class AgentVersionsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class AgentGetQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     version: int | None = Field(
         None, ge=1, le=MAX_INT, description="a past version (default: current)"
@@ -198,7 +203,9 @@ class LegacyRunResult(WireModel):
 class RunOut(WireModel):
     """A run's record (history and detail)."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, serialize_by_alias=True, defer_build=True
+    )
 
     run_id: str = Field(alias="runId")
     agent: str
@@ -238,7 +245,7 @@ class RunDetail(RunOut):
 
 
 class RunsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     agent: str | None = Field(None, description="only this agent's runs")
     status: RunStatus | None = None
@@ -247,7 +254,7 @@ class RunsQuery(WireModel):
 
 
 class EventsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     after: int | None = Field(
         None, ge=0, le=MAX_INT, description="replay events with id > after (Last-Event-ID wins)"
@@ -283,13 +290,13 @@ class EmptyBody(WireModel):
 
 
 class FilesQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     path: str = Field("/", description="a directory, relative to the workspace root")
 
 
 class FileContentQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     path: str = Field(min_length=1, description="a file, relative to the workspace root")
     offset: int = Field(0, ge=0, le=MAX_INT, description="first byte to return")
@@ -322,13 +329,15 @@ class FileContent(WireModel):
 
 
 class ThreadsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     agent: str | None = None
 
 
 class ThreadOut(WireModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, serialize_by_alias=True, defer_build=True
+    )
 
     id: str
     agent: str

@@ -6,7 +6,6 @@ from aiohttp import web
 
 from runtime.api import metrics
 from runtime.api.errors import ApiError
-from runtime.api.openapi import build_openapi
 from runtime.api.responses import json_data
 from runtime.api.routing import RouteTable
 from runtime.api.schemas import Envelope, Health
@@ -43,6 +42,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def openapi_json(request: web.Request) -> web.Response:
     app = request.app
     if OPENAPI_KEY not in app:
+        from runtime.api.openapi import build_openapi  # pydantic's JSON Schema machinery
+
         state = get_state(request)
         app[OPENAPI_KEY] = build_openapi(state.table, version=state.version)
     return web.json_response(app[OPENAPI_KEY])
