@@ -11,9 +11,11 @@ keep-alive connections. Figures:
   warm-up. Both run with a bytecode cache (`PYTHONPYCACHEPREFIX` in a temp dir, overriding
   `PYTHONDONTWRITEBYTECODE`), as an installed wheel has: otherwise agentd, run from a
   source checkout, would recompile itself on every start while swerex comes precompiled.
-- a trivial command's round trip: agentd `POST /v1/tools/exec_command {"cmd": "true",
-  "login": false}` (a fresh PTY process per call) vs swerex `POST /run_in_session` (a command
-  in its long-lived bash session) and `POST /execute` (a plain subprocess); median and p99.
+- round trips, median and p99: the HTTP layer alone (`GET /healthz` vs `GET /is_alive`);
+  `true` in a terminal: agentd `POST /v1/tools/exec_command {"cmd": "true", "login": false}`
+  (a fresh process on a new PTY per call) vs swerex `POST /run_in_session` (a command typed
+  into its long-lived bash session); `true` as a plain subprocess: agentd's exec_command with
+  `"tty": false` vs swerex `POST /execute`.
 - 5 MiB of command output: wall time and how many bytes come back. agentd returns what a
   model may read (head + tail within `max_output_tokens`, default 10k tokens ≈ 40 KB, with
   a marker saying how much was cut) — by design; swerex returns everything.
@@ -194,6 +196,15 @@ async def timed_post(
     return time.perf_counter() - began, payload
 
 
+async def timed_get(session: aiohttp.ClientSession, server: Server, path: str) -> tuple[float, Any]:
+    began = time.perf_counter()
+    async with session.get(server.url + path, headers=server.headers) as resp:
+        payload = await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{server.name} {path}: HTTP {resp.status}: {payload!r}")
+    return time.perf_counter() - began, payload
+
+
 async def repeat(
     n: int, call: Callable[[], Awaitable[tuple[float, Any]]], warmup: int = 5
 ) -> list[float]:
@@ -304,6 +315,22 @@ def ratio(peer: float | None, ours: float) -> str:
     return "n/a" if peer is None or ours <= 0 else f"{peer / ours:.1f}×"
 
 
+def compare(what: str, ours: list[float], peer: list[float]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for label, p in (("median", 50.0), ("p99", 99.0)):
+        mine = pct(ours, p)
+        theirs = pct(peer, p) if peer else None
+        rows.append(
+            (
+                f"{what}, {label}",
+                ms(mine),
+                ms(theirs) if theirs is not None else "n/a",
+                ratio(theirs, mine),
+            )
+        )
+    return rows
+
+
 async def main_async(args: argparse.Namespace) -> None:
     rows: list[tuple[str, str, str, str]] = []
     peer = swerex_command()
@@ -336,15 +363,26 @@ async def main_async(args: argparse.Namespace) -> None:
             agentd = await start_agentd(session, tmp)
             swerex = await start_swerex(session, peer, tmp) if peer else None
             try:
-                # Trivial command round trips.
-                exec_true = {"cmd": "true", "login": False}
-                ours_rtt = await repeat(
+                # The HTTP layer alone, then a trivial command.
+                ours_ping = await repeat(args.rtt, lambda: timed_get(session, agentd, "/healthz"))
+                ours_pty = await repeat(
                     args.rtt,
-                    lambda: timed_post(session, agentd, "/v1/tools/exec_command", exec_true),
+                    lambda: timed_post(
+                        session, agentd, "/v1/tools/exec_command", {"cmd": "true", "login": False}
+                    ),
                 )
+                plain = {"cmd": "true", "login": False, "tty": False}
+                ours_plain = await repeat(
+                    args.rtt,
+                    lambda: timed_post(session, agentd, "/v1/tools/exec_command", plain),
+                )
+                peer_ping: list[float] = []
                 session_rtt: list[float] = []
                 execute_rtt: list[float] = []
                 if swerex:
+                    peer_ping = await repeat(
+                        args.rtt, lambda: timed_get(session, swerex, "/is_alive")
+                    )
                     await timed_post(
                         session,
                         swerex,
@@ -361,19 +399,22 @@ async def main_async(args: argparse.Namespace) -> None:
                             session, swerex, "/execute", {"command": "true", "shell": True}
                         ),
                     )
-                for label, values in (("median", 50.0), ("p99", 99.0)):
-                    ours_v = pct(ours_rtt, values)
-                    s_v = pct(session_rtt, values) if session_rtt else None
-                    e_v = pct(execute_rtt, values) if execute_rtt else None
-                    rows.append(
-                        (
-                            f"`true` round trip, {label} (n={args.rtt})",
-                            f"{ms(ours_v)} (exec_command, PTY)",
-                            f"{ms(s_v) if s_v else 'n/a'} (run_in_session) / "
-                            f"{ms(e_v) if e_v else 'n/a'} (execute)",
-                            f"{ratio(s_v, ours_v)} / {ratio(e_v, ours_v)}",
-                        )
+                n = f"n={args.rtt}"
+                rows.extend(compare(f"HTTP only (healthz / is_alive), {n}", ours_ping, peer_ping))
+                rows.extend(
+                    compare(
+                        f"`true` in a PTY (exec_command / run_in_session), {n}",
+                        ours_pty,
+                        session_rtt,
                     )
+                )
+                rows.extend(
+                    compare(
+                        f"`true` plain subprocess (exec_command tty=false / execute), {n}",
+                        ours_plain,
+                        execute_rtt,
+                    )
+                )
 
                 # 5 MiB of output.
                 big = {"cmd": BIG_CMD, "login": False, "yield_time_ms": 30000}
