@@ -8,8 +8,8 @@ and frames, tool calls made directly through `POST /v1/tools/{name}`, webhook de
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,7 +49,7 @@ class ApiMetrics:
     sse_events_sent: int = 0
     tool_calls: Counter[str] = field(default_factory=Counter)
     tool_errors: Counter[str] = field(default_factory=Counter)
-    tool_seconds: Counter[str] = field(default_factory=Counter)
+    tool_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     webhook_deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -152,7 +152,7 @@ def _render_runs(out: _Writer, manager: RunManager, statuses: Iterable[str]) -> 
         out.sample("agentd_model_tokens_total", value, (("kind", kind),))
 
 
-ToolCounters = tuple[str, Counter[str], Counter[str], Counter[str]]
+ToolCounters = tuple[str, Counter[str], Counter[str], Mapping[str, float]]
 
 
 def _render_tools(out: _Writer, sources: list[ToolCounters]) -> None:
@@ -171,7 +171,9 @@ def _render_tools(out: _Writer, sources: list[ToolCounters]) -> None:
     for source, calls, _, seconds in sources:
         for tool in sorted(calls):
             labels = (("tool", tool), ("source", source))
-            out.sample("agentd_tool_call_duration_seconds_sum", float(seconds[tool]), labels)
+            out.sample(
+                "agentd_tool_call_duration_seconds_sum", float(seconds.get(tool, 0.0)), labels
+            )
             out.sample("agentd_tool_call_duration_seconds_count", calls[tool], labels)
 
 

@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from runtime.api.errors import STATUS_CODES, ApiError, error_response
 from runtime.runs import RunError
@@ -48,7 +49,7 @@ def new_request_id() -> str:
 
 
 def request_id(request: web.Request) -> str:
-    return request.get(REQUEST_ID_KEY, "-")
+    return str(request.get(REQUEST_ID_KEY, "-"))
 
 
 def _message_for(exc: web.HTTPException, request: web.Request, max_body: int) -> str:
@@ -62,11 +63,11 @@ def _message_for(exc: web.HTTPException, request: web.Request, max_body: int) ->
     return exc.reason or exc.text or "request failed"
 
 
-def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[valid-type]
+def make_middlewares(state: ApiState) -> list[Middleware]:
     public = state.table.public_paths()
 
     @web.middleware
-    async def errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-ID", "")
         rid = incoming if _CLIENT_REQUEST_ID.match(incoming) else new_request_id()
         request[REQUEST_ID_KEY] = rid
@@ -131,7 +132,7 @@ def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[v
     origins = state.settings.allowed_origins
 
     @web.middleware
-    async def cors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         """Browsers (an `EventSource` on another origin) may call the API when their origin
         is in `cors_origins`; preflights are answered here, before authentication."""
         origin = request.headers.get("Origin")
@@ -152,7 +153,7 @@ def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[v
         return await handler(request)
 
     @web.middleware
-    async def auth(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         expected = state.settings.token
         if expected is None or request.path in public or request.method == "OPTIONS":
             return await handler(request)
@@ -174,7 +175,7 @@ def make_middlewares(state: ApiState) -> list[web.middleware]:  # type: ignore[v
         return await handler(request)
 
     @web.middleware
-    async def readiness(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def readiness(request: web.Request, handler: Handler) -> web.StreamResponse:
         if state.manager is None and request.path.startswith("/v1/"):
             raise ApiError(
                 503,

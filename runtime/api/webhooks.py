@@ -80,7 +80,9 @@ def webhook_event(status: str) -> str | None:
     return None
 
 
-def run_payload(event: str, record: RunRecord, *, sandbox_id: str, delivery_id: str) -> dict:
+def run_payload(
+    event: str, record: RunRecord, *, sandbox_id: str, delivery_id: str
+) -> dict[str, Any]:
     data = record.model_dump(mode="json", by_alias=True)
     data["output"] = record.result
     return {
@@ -223,7 +225,7 @@ class WebhookSender:
         return False
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        base: float = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
         return base / 2 + random.uniform(0, base / 2)
 
     async def _attempt(
@@ -272,6 +274,7 @@ def _retry_after(value: str | None, cap: float) -> float | None:
     if not value:
         return None
     try:
-        return min(max(float(value), 0.0), cap)
+        seconds = float(value)
     except ValueError:
         return None
+    return min(max(seconds, 0.0), cap)

@@ -84,12 +84,14 @@ def _list_dir(workspace: Workspace, real: Path) -> FileListing:
             except OSError:
                 continue  # vanished while listing
             entries.append(
-                FileEntry(
-                    name=entry.name,
-                    path=f"{base}/{entry.name}",
-                    type=_kind(info.st_mode),  # type: ignore[arg-type]
-                    size=info.st_size,
-                    modified_at=_mtime(info.st_mtime),
+                FileEntry.model_validate(
+                    {
+                        "name": entry.name,
+                        "path": f"{base}/{entry.name}",
+                        "type": _kind(info.st_mode),
+                        "size": info.st_size,
+                        "modifiedAt": _mtime(info.st_mtime),
+                    }
                 )
             )
             if len(entries) >= MAX_ENTRIES:

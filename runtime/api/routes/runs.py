@@ -219,12 +219,14 @@ async def fork_run(request: web.Request) -> web.StreamResponse:
     _watch_webhooks(state, run)
     if body.stream:
         return await stream_run(request, run.run_id, headers=_run_headers(run))
-    result = ForkResult(
-        run_id=run.run_id,
-        thread_id=run.thread_id,
-        status=run.status,  # type: ignore[arg-type]
-        parent_run_id=run_id,
-        fork_step=body.step,
+    result = ForkResult.model_validate(
+        {
+            "runId": run.run_id,
+            "threadId": run.thread_id,
+            "status": run.status,
+            "parentRunId": run_id,
+            "forkStep": body.step,
+        }
     )
     return json_data(result, status=201, headers=_run_headers(run))
 

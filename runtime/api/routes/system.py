@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from runtime.api import metrics
@@ -11,7 +13,7 @@ from runtime.api.routing import RouteTable
 from runtime.api.schemas import Envelope, Health
 from runtime.api.state import ApiState, get_state
 
-OPENAPI_KEY: web.AppKey[dict] = web.AppKey("agentd_openapi", dict)
+OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("agentd_openapi", dict)
 
 
 def _health(state: ApiState, status: str) -> Health:

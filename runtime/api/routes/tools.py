@@ -39,12 +39,14 @@ async def call_tool(request: web.Request) -> web.Response:
     if result.is_error and result.data.get("code") == "invalid_arguments":
         raise bad_request(result.output, code="invalid_arguments")
     data = {k: v for k, v in result.data.items() if k != "duration_ms"}
-    invocation = ToolInvocation(
-        tool=name,
-        output=result.output,
-        is_error=result.is_error,
-        data=data,
-        duration_ms=float(result.data.get("duration_ms", round(seconds * 1000, 3))),
+    invocation = ToolInvocation.model_validate(
+        {
+            "tool": name,
+            "output": result.output,
+            "isError": result.is_error,
+            "data": data,
+            "durationMs": float(result.data.get("duration_ms", round(seconds * 1000, 3))),
+        }
     )
     return json_data(invocation)
 
