@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from runtime.config import ConfigError, Settings, env_names
@@ -36,6 +43,7 @@ SERVE_FIELDS = (
     "webhook_max_attempts",
     "webhook_backoff",
     "webhook_timeout",
+    "record",
 )
 
 
@@ -103,6 +111,430 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+# -- shared by run and demo -------------------------------------------------------------------
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _use_color(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
+
+
+@contextlib.asynccontextmanager
+async def embedded_daemon(settings: Settings) -> AsyncIterator[str]:
+    """Serve the API in this process (on a loopback port) and yield its URL: `agentd run` and
+    `agentd demo` use the same HTTP + SSE path as the control plane does."""
+    from runtime.daemon import serve
+
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[str] = loop.create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve(settings, on_ready=ready.set_result, stop=stop, handle_signals=False)
+    )
+    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:  # it failed before it listened: surface why
+        await task
+        raise RuntimeError("the embedded daemon stopped before it was ready")
+    try:
+        yield ready.result()
+    finally:
+        stop.set()
+        await task
+
+
+class RunWatcher:
+    """Streams a run's events to the terminal. The first Ctrl-C cancels the run (and the
+    stream then ends with its `complete` event); a second one stops watching at once."""
+
+    def __init__(self, client: Any, *, as_json: bool, out: Any = None) -> None:
+        from runtime.render import EventRenderer
+
+        self.client = client
+        self.as_json = as_json
+        self.out = out or sys.stdout
+        self.renderer = EventRenderer(self.out, color=_use_color(self.out))
+        self.run_id: str | None = None
+        self.events: list[dict[str, Any]] = []
+        self.interrupts = 0
+        self._cancel_tasks: set[asyncio.Task[Any]] = set()
+
+    def on_interrupt(self, watcher_task: asyncio.Task[Any]) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1 and self.run_id is not None:
+            print("\n^C cancelling the run (press Ctrl-C again to quit)", file=sys.stderr)
+            task = asyncio.create_task(self.client.control(self.run_id, "cancel"))
+            self._cancel_tasks.add(task)
+            task.add_done_callback(self._cancel_tasks.discard)
+        else:
+            watcher_task.cancel()
+
+    async def watch(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Start the run and render it; returns the `complete` event (None if none came)."""
+        final = None
+        async for event in self.client.stream_run(body):
+            self.run_id = self.run_id or event.get("runId")
+            self.events.append(event)
+            if self.as_json:
+                self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
+                self.out.flush()
+            else:
+                self.renderer.render(event)
+            if event.get("type") == "complete":
+                final = event
+        return final
+
+    def exit_code(self, final: dict[str, Any] | None) -> int:
+        if final is None:
+            return EXIT_FAILED
+        if final.get("status") == "completed":
+            return EXIT_OK
+        if final.get("status") == "cancelled" and self.interrupts:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED
+
+
+async def _watch_with_interrupts(
+    watcher: RunWatcher, body: dict[str, Any]
+) -> tuple[dict[str, Any] | None, bool]:
+    """(complete event, whether a second Ctrl-C stopped us before it came)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(watcher.watch(body))
+    installed = _install_sigint(loop, lambda: watcher.on_interrupt(task))
+    try:
+        return await task, False
+    except asyncio.CancelledError:
+        if watcher.interrupts >= 2 or (watcher.interrupts and watcher.run_id is None):
+            return None, True
+        raise
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def _install_sigint(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
+    try:
+        loop.add_signal_handler(signal.SIGINT, callback)
+    except (NotImplementedError, RuntimeError):  # not the main thread
+        return False
+    return True
+
+
+def _local_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """Settings of an embedded daemon: loopback, any free port, quiet logs."""
+    return Settings.load(
+        {
+            "host": "127.0.0.1",
+            "port": 0,
+            "workspace": getattr(args, "workspace", None),
+            "state_dir": getattr(args, "state_dir", None),
+            "log_level": "warning",
+            **overrides,
+        }
+    )
+
+
+def _fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
+    print(f"agentd {command}: {message}", file=sys.stderr)
+    return code
+
+
+# -- run -------------------------------------------------------------------------------------
+
+RUN_AGENT_SLUG = "cli"
+
+
+def add_run_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run an agent on a prompt and watch it work",
+        description="Run one agent on a prompt and render its event stream: thinking (dimmed), "
+        "text as it streams, tool calls with their input, live command output, file edits as "
+        "diffs, the dev URL, and a summary. Without --url the daemon runs in this process on "
+        "--workspace and --state-dir. Ctrl-C cancels the run; a second Ctrl-C quits. Exit "
+        "status: 0 completed, 1 failed, 2 usage error, 130 interrupted.",
+    )
+    parser.add_argument("prompt", help="what to ask the agent")
+    who = parser.add_argument_group("which agent (one of)")
+    who.add_argument("--agent", metavar="SLUG", help="an agent defined on the daemon")
+    who.add_argument(
+        "--model",
+        help="run an ad-hoc agent (saved as 'cli') on this model, e.g. claude-sonnet-4-5, "
+        "gpt-5, gemini-2.5-pro, replay:FILE.jsonl",
+    )
+    parser.add_argument("--system", default="", help="system prompt of the ad-hoc agent")
+    parser.add_argument(
+        "--tools", help="comma-separated core tools of the ad-hoc agent (default: all)"
+    )
+    parser.add_argument("--thread", metavar="ID", help="continue this thread")
+    parser.add_argument("--max-turns", type=int, metavar="N", help="limit on model turns")
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="output tokens per turn")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("AGENTD_URL"),
+        help="a running daemon to use (env: AGENTD_URL; default: run one in this process)",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="the daemon's API token (env: AGENTD_TOKEN)",
+    )
+    parser.add_argument(
+        "--workspace", help="workspace of the in-process daemon (default: current directory)"
+    )
+    parser.add_argument(
+        "--state-dir",
+        help="state of the in-process daemon (env: AGENTD_STATE_DIR; "
+        "default: ~/.local/state/agentd)",
+    )
+    parser.add_argument("--json", action="store_true", help="print raw events as JSON lines")
+    parser.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if bool(args.agent) == bool(args.model):
+        return _fail("run", "give exactly one of --agent SLUG or --model MODEL")
+    if args.url:
+        return asyncio.run(_run(args, args.url, args.token or os.environ.get("AGENTD_TOKEN")))
+    try:
+        settings = _local_settings(args)
+    except ConfigError as exc:
+        return _fail("run", str(exc))
+    return asyncio.run(_run_embedded(args, settings))
+
+
+async def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
+    async with embedded_daemon(settings) as url:
+        return await _run(args, url, settings.token)
+
+
+async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
+    from runtime.client import ApiError, DaemonClient
+
+    body: dict[str, Any] = {"agent": args.agent or RUN_AGENT_SLUG, "prompt": args.prompt}
+    if args.thread:
+        body["threadId"] = args.thread
+    config = {"maxTurns": args.max_turns, "maxTokens": args.max_tokens}
+    if any(v is not None for v in config.values()):
+        body["config"] = {k: v for k, v in config.items() if v is not None}
+    async with DaemonClient(url, token) as client:
+        try:
+            if args.model:
+                spec: dict[str, Any] = {
+                    "slug": RUN_AGENT_SLUG,
+                    "model": args.model,
+                    "systemPrompt": args.system,
+                }
+                if args.tools:
+                    spec["tools"] = [t.strip() for t in args.tools.split(",") if t.strip()]
+                await client.upsert_agent(spec)
+            watcher = RunWatcher(client, as_json=args.json)
+            final, interrupted = await _watch_with_interrupts(watcher, body)
+        except ApiError as exc:
+            code = EXIT_USAGE if 400 <= exc.status < 500 else EXIT_FAILED
+            return _fail("run", exc.message, code)
+        except aiohttp_errors() as exc:
+            return _fail("run", f"cannot reach the daemon at {url}: {exc}", EXIT_FAILED)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return watcher.exit_code(final)
+
+
+def aiohttp_errors() -> tuple[type[BaseException], ...]:
+    import aiohttp
+
+    return (aiohttp.ClientError,)
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+def add_demo_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="watch an agent build, test and serve a small web app (offline)",
+        description="The offline demo: an agent writes a small notes web app (a page and a JSON "
+        "API), runs its tests, starts it and returns its dev URL. The model's turns come from a "
+        "cassette shipped with agentd; the files, processes and server are real. The app keeps "
+        "running until Ctrl-C (or, with --exit, the demo stops once the URL answered). With "
+        "--live and ANTHROPIC_API_KEY or OPENAI_API_KEY set, a real model does the task.",
+    )
+    parser.add_argument(
+        "--workspace", help="where the app is written (default: a new temporary directory)"
+    )
+    parser.add_argument(
+        "--exit", action="store_true", help="stop after checking that the dev URL answers"
+    )
+    parser.add_argument(
+        "--live", action="store_true", help="use a real model (needs an API key in the env)"
+    )
+    parser.add_argument(
+        "--model", help="model for --live (default: claude-sonnet-4-5 or gpt-5, by key)"
+    )
+    parser.add_argument(
+        "--record", metavar="FILE", help="with --live, save the model's turns as a cassette"
+    )
+    parser.add_argument("--json", action="store_true", help="print raw events as JSON lines")
+    parser.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from runtime.demo import LIVE_MODELS, live_model
+
+    model = None
+    if args.live:
+        model = args.model or live_model(dict(os.environ))
+        if model is None:
+            keys = " or ".join(LIVE_MODELS)
+            return _fail("demo", f"--live needs {keys} in the environment")
+    elif args.model or args.record:
+        return _fail("demo", "--model and --record go with --live")
+    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="agentd-demo-")).resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(tempfile.mkdtemp(prefix="agentd-demo-state-"))
+    overrides: dict[str, Any] = {"workspace": str(workspace), "state_dir": str(state_dir)}
+    if args.record:
+        overrides["record"] = str(Path(args.record).resolve())
+    try:
+        settings = _local_settings(args, **overrides)
+    except ConfigError as exc:
+        return _fail("demo", str(exc))
+    try:
+        return asyncio.run(_demo(args, settings, model))
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+async def _demo(args: argparse.Namespace, settings: Settings, model: str | None) -> int:
+    from runtime.client import DaemonClient
+    from runtime.demo import DEMO_AGENT_SLUG, DEMO_PROMPT, demo_agent
+
+    say = _Narrator(enabled=not args.json)
+    say(f"agentd demo · workspace {settings.workspace}")
+    say(f"model: {model or 'recorded cassette (offline)'}\n")
+    async with embedded_daemon(settings) as url, DaemonClient(url, settings.token) as client:
+        await client.upsert_agent(demo_agent(model))
+        watcher = RunWatcher(client, as_json=args.json)
+        final, interrupted = await _watch_with_interrupts(
+            watcher, {"agent": DEMO_AGENT_SLUG, "prompt": DEMO_PROMPT}
+        )
+        if interrupted:
+            return EXIT_INTERRUPTED
+        code = watcher.exit_code(final)
+        if code != EXIT_OK or final is None:
+            return code
+        dev_url = final.get("devUrl")
+        if not dev_url:
+            say("\nThe agent finished without starting a dev server.")
+            return EXIT_FAILED
+        status = await _probe(str(dev_url))
+        if status is None:
+            say(f"\nThe dev server at {dev_url} did not answer.")
+            return EXIT_FAILED
+        say(f"\n✔ {dev_url} answered HTTP {status}. The app's files are in {settings.workspace}.")
+        if args.exit:
+            return EXIT_OK
+        say("The app keeps running: open the URL. Press Ctrl-C to stop it and exit.")
+        await _wait_for_interrupt()
+        return EXIT_OK
+
+
+class _Narrator:
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str) -> None:
+        if self.enabled:
+            print(text, flush=True)
+
+
+async def _probe(url: str, attempts: int = 20, interval: float = 0.25) -> int | None:
+    """The HTTP status the URL answers with, retrying briefly while it starts (None: never)."""
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for _ in range(attempts):
+            try:
+                async with session.get(url) as response:
+                    return response.status
+            except (TimeoutError, aiohttp.ClientError):
+                await asyncio.sleep(interval)
+    return None
+
+
+async def _wait_for_interrupt() -> None:
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    if not _install_sigint(loop, interrupted.set):
+        await asyncio.Event().wait()
+    try:
+        await interrupted.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+# -- tool ------------------------------------------------------------------------------------
+
+
+def add_tool_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "tool",
+        help="call one tool directly and print its result",
+        description="Call one core tool with JSON arguments, as the model would, and print the "
+        "text the model would read (events such as live output and file edits go to stderr). "
+        "Processes the tool starts are stopped when the command exits. Exit status: 0 ok, "
+        "1 the tool returned an error, 2 usage error.",
+    )
+    parser.add_argument("name", help="tool name, e.g. exec_command, apply_patch, read_file")
+    parser.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")
+    parser.add_argument("--workspace", default=".", help="workspace root (default: .)")
+    parser.add_argument("--json", action="store_true", help="print {output, isError, data} as JSON")
+    parser.set_defaults(func=cmd_tool)
+
+
+def cmd_tool(args: argparse.Namespace) -> int:
+    from tools.base import core_tool_names
+
+    try:
+        arguments = json.loads(args.arguments)
+    except json.JSONDecodeError as exc:
+        return _fail("tool", f"arguments are not valid JSON: {exc}")
+    if not isinstance(arguments, dict):
+        return _fail("tool", 'arguments must be a JSON object, e.g. \'{"cmd": "ls"}\'')
+    if args.name not in core_tool_names():
+        return _fail("tool", f"unknown tool {args.name!r}; tools: {', '.join(core_tool_names())}")
+    workspace = Path(args.workspace)
+    if not workspace.is_dir():
+        return _fail("tool", f"workspace {workspace} is not a directory")
+    return asyncio.run(_tool(args.name, arguments, workspace, as_json=args.json))
+
+
+async def _tool(name: str, arguments: dict[str, Any], workspace: Path, *, as_json: bool) -> int:
+    from tools.base import Toolbox
+
+    def show_event(event: dict[str, Any]) -> None:
+        if event.get("type") == "tool_output":
+            sys.stderr.write(str(event.get("chunk", "")))
+        else:
+            sys.stderr.write(json.dumps(event, ensure_ascii=False) + "\n")
+        sys.stderr.flush()
+
+    async with Toolbox(workspace, on_event=show_event) as box:
+        result = await box.call(name, arguments, call_id="cli")
+    if as_json:
+        print(
+            json.dumps(
+                {"output": result.output, "isError": result.is_error, "data": result.data},
+                ensure_ascii=False,
+                default=str,
+            )
+        )
+    else:
+        print(result.output)
+    return EXIT_FAILED if result.is_error else EXIT_OK
+
+
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -112,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(subparsers)
+    add_run_parser(subparsers)
+    add_demo_parser(subparsers)
+    add_tool_parser(subparsers)
     return parser
 
 

@@ -66,6 +66,9 @@ class Settings(BaseModel):
     webhook_max_attempts: int = Field(5, ge=1)
     webhook_backoff: float = Field(1.0, ge=0, description="first retry delay, doubled each time")
     webhook_timeout: float = Field(10.0, gt=0, description="seconds per delivery attempt")
+    record: Path | None = Field(
+        None, description="append every model turn of every run to this cassette (JSONL)"
+    )
 
     @field_validator("workspace", "state_dir", mode="after")
     @classmethod

@@ -47,8 +47,12 @@ async def serve(
     *,
     on_ready: Callable[[str], object] | None = None,
     stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
 ) -> int:
-    """Serve until SIGTERM/SIGINT (or `stop` is set). Returns the exit status (0)."""
+    """Serve until SIGTERM/SIGINT (or `stop` is set). Returns the exit status (0).
+
+    With `handle_signals=False` only `stop` ends it: for callers that embed the daemon and
+    give Ctrl-C their own meaning (`agentd run`, `agentd demo`)."""
     settings.check()
     app = create_app(settings)
     runner = web.AppRunner(
@@ -79,7 +83,7 @@ async def serve(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
         try:
             loop.add_signal_handler(signum, _on_signal, signum, stop)
             installed.append(signum)

@@ -8,6 +8,7 @@ is what the golden-file test pins down.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, TextIO
 
 RESET = "\x1b[0m"
@@ -23,6 +24,7 @@ STYLES = {
     "url": "\x1b[1;4;36m",
 }
 RESULT_PREVIEW_LINES = 12
+DIFF_PREVIEW_LINES = 40
 INPUT_PREVIEW_CHARS = 160
 
 
@@ -38,6 +40,7 @@ class EventRenderer:
         self._calls_with_output: set[str] = set()
         self._tool_names: dict[str, str] = {}
         self.final: dict[str, Any] | None = None
+        self._started_ts: str | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -80,6 +83,7 @@ class EventRenderer:
         self.out.flush()
 
     def _on_run_started(self, event: dict[str, Any]) -> None:
+        self._started_ts = event.get("ts")
         agent = event.get("agent", "?")
         model = event.get("model") or "?"
         self._block(
@@ -123,7 +127,8 @@ class EventRenderer:
     def _on_file_edit(self, event: dict[str, Any]) -> None:
         moved = f" (from {event['movedFrom']})" if event.get("movedFrom") else ""
         self._block(f"✎ {event.get('action')} {event.get('path')}{moved}", "magenta")
-        for line in str(event.get("diff", "")).splitlines():
+        lines = str(event.get("diff", "")).splitlines()
+        for line in lines[:DIFF_PREVIEW_LINES]:
             if line.startswith(("+++", "---")):
                 self._block(f"  {line}", "bold")
             elif line.startswith("+"):
@@ -134,6 +139,8 @@ class EventRenderer:
                 self._block(f"  {line}", "cyan")
             else:
                 self._block(f"  {line}")
+        if len(lines) > DIFF_PREVIEW_LINES:
+            self._block(f"  … ({len(lines) - DIFF_PREVIEW_LINES} more diff lines)", "dim")
 
     def _on_dev_url(self, event: dict[str, Any]) -> None:
         self._end_stream()
@@ -154,13 +161,25 @@ class EventRenderer:
             f"{event.get('iterations', 0)} iterations",
             f"{usage.get('inputTokens', 0)} in / {usage.get('outputTokens', 0)} out tokens",
         ]
-        if event.get("durationMs") is not None:
-            parts.append(f"{event['durationMs'] / 1000:.1f} s")
+        seconds = _seconds_between(self._started_ts, event.get("ts"))
+        if seconds is not None:
+            parts.append(f"{seconds:.1f} s")
         colour = "green" if status == "completed" else "red"
         self._block("■ " + " · ".join(parts), "bold", colour)
         if event.get("devUrl"):
             self._end_stream()
             self._write("  dev URL: " + self._style(str(event["devUrl"]), "url") + "\n")
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        began = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ended = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (ended - began).total_seconds()
 
 
 def _first_lines(text: str, count: int) -> str:

@@ -10,10 +10,11 @@ webhooks, and closes the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -119,12 +120,24 @@ async def _open_runtime(state: ApiState) -> None:
             ),
             max_concurrent=settings.max_concurrent_runs,
             max_queue=settings.max_queue,
+            provider_factory=_recording_factory(settings.record) if settings.record else None,
         )
         await manager.start_background()
     except BaseException:
         await store.close()
         raise
     state.manager = manager
+
+
+def _recording_factory(cassette: Path) -> Callable[..., Any]:
+    """Providers that append every turn to `cassette` (`--record`): live runs become
+    replayable offline."""
+    from runtime.providers.registry import create_provider
+
+    def factory(model: Any, *, env: Any = None) -> Any:
+        return create_provider(model, env=env, record=cassette)
+
+    return factory
 
 
 async def _on_shutdown(app: web.Application) -> None:
