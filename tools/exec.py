@@ -207,6 +207,7 @@ class Session:
         self._live_sent = 0
         self._live_dropped = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._write_ready: asyncio.Future[None] | None = None
         loop.add_reader(proc.read_fd, self._on_readable)
         self._reading = True
         self._watch_exit()
@@ -329,6 +330,9 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._write_ready is not None:  # a write waiting for room: it ends now
+            self._loop.remove_writer(self.proc.write_fd)
+            _resolve(self._write_ready)
         self.proc.close()
 
     # Input ----------------------------------------------------------------------------
@@ -367,14 +371,16 @@ class Session:
                 pass
             except (BrokenPipeError, OSError, ValueError):
                 return written, "the process is no longer reading its input"
-            ready = self._loop.create_future()
+            ready = self._write_ready = self._loop.create_future()
             self._loop.add_writer(fd, _resolve, ready)
             try:
-                with anyio.move_on_after(max(deadline - self._loop.time(), 0)):
+                with anyio.move_on_after(max(deadline - self._loop.time(), 0)) as waiting:
                     await ready
             finally:
-                self._loop.remove_writer(fd)
-            if not ready.done():
+                self._write_ready = None
+                if not self.proc.closed:
+                    self._loop.remove_writer(fd)
+            if waiting.cancelled_caught:
                 return written, "the process did not read its input before yield_time_ms"
         return written, None
 
@@ -492,11 +498,11 @@ class SessionManager:
 
     def session_ids(self) -> list[int]:
         """Ids of the sessions held (running, or exited with output not yet read)."""
-        return sorted(self._sessions)
+        return sorted(list(self._sessions))
 
     def live_count(self) -> int:
         """Sessions whose process is still running."""
-        return sum(1 for s in self._sessions.values() if not s.exited)
+        return sum(1 for s in list(self._sessions.values()) if not s.exited)
 
     def pids(self) -> set[int]:
         """Every live process the sessions started: their process groups, sessions and
@@ -506,10 +512,10 @@ class SessionManager:
         if table is None:
             return set()
         found: set[int] = set()
-        for session in self._sessions.values():
+        for session in list(self._sessions.values()):
             found |= session.group.members(table)
         still_there = []
-        for group in self._retired:
+        for group in list(self._retired):
             members = group.members(table)
             if members:
                 found |= members

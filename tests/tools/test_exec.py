@@ -186,6 +186,17 @@ async def test_tty_false_runs_with_pipes(workspace: Path) -> None:
         assert interrupted.data["exit_code"] == 130
         assert interrupted.data["signal"] == "SIGINT"
 
+        # A process that never reads: the write gives up at the deadline and says so.
+        deaf = await run(box, "sleep 1000", tty=False, yield_time_ms=250)
+        stuck = await write(box, deaf.data["session_id"], "x" * 200_000)
+        assert not stuck.is_error and stuck.data["session_id"] == deaf.data["session_id"]
+        assert re.search(
+            r"Only \d+ of 200000 bytes were sent: the process did not read its input", stuck.output
+        )
+        interrupted = await write(box, deaf.data["session_id"], "\u0003", yield_time_ms=10_000)
+        assert interrupted.data["exit_code"] == 130
+        assert interrupted.data["signal"] == "SIGINT"
+
 
 async def test_python_repl_driven_by_write_stdin(workspace: Path, spawner: str) -> None:
     async with Toolbox(workspace) as box:
