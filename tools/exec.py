@@ -304,7 +304,7 @@ class Session:
     def _drain(self) -> None:
         self._timer = None
         if self._reading:
-            self._read_available(1024)
+            self._read_available(READS_PER_WAKEUP)
         self._finish()
 
     def _finish(self) -> None:
@@ -326,6 +326,8 @@ class Session:
     def release(self) -> None:
         """Stop watching and close the parent's descriptors (the session is over)."""
         self._finish()
+        if not self.exited:  # killed but not yet reaped: one last try, never blocking
+            self._poll_exit()
         self._close_pidfd()
         if self._timer is not None:
             self._timer.cancel()
@@ -424,7 +426,7 @@ class Session:
     def finish_now(self) -> None:
         """Read what is left and stop (after the process group was killed)."""
         if self._reading:
-            self._read_available(1024)
+            self._read_available(READS_PER_WAKEUP)
         self._finish()
 
     async def _emit_live(self, ctx: ToolContext, *, final: bool = False) -> None:
@@ -636,10 +638,8 @@ class SessionManager:
                 timed_out=timed_out,
             )
             if finished:
-                self._end(
-                    session,
-                    kill_on_timeout if timed_out else f"exited with code {session.exit_code}",
-                )
+                how = f"exited with code {session.exit_code}"
+                self._end(session, kill_on_timeout if kill_on_timeout and timed_out else how)
             return outcome
 
     async def kill(self, session: Session, *, reason: str = "killed") -> Output:

@@ -30,6 +30,7 @@ import sys
 import termios
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "ProcInfo",
@@ -231,7 +232,7 @@ class _LibcSpawn:
             self.destroy_actions(actions)
 
 
-def _fn(libc: ctypes.CDLL, name: str, argtypes: list[object]) -> ctypes._CFuncPtr:
+def _fn(libc: ctypes.CDLL, name: str, argtypes: list[Any]) -> Any:
     func = getattr(libc, name)
     func.argtypes = argtypes
     func.restype = ctypes.c_int
@@ -263,7 +264,7 @@ _LIBC_SPAWN = _load_libc_spawn()
 def _spawn_with_ptyprocess(
     argv: list[str], *, cwd: str, env: Mapping[str, str], rows: int, cols: int
 ) -> Spawned:
-    from ptyprocess import PtyProcess
+    from ptyprocess import PtyProcess  # type: ignore[import-untyped]
 
     proc = PtyProcess.spawn(
         argv, cwd=cwd, env=dict(env), dimensions=(rows, cols), preexec_fn=_child_signal_defaults
