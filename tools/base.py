@@ -95,6 +95,11 @@ class ToolContext:
     def settings(self) -> ToolSettings:
         return self._box.settings
 
+    @property
+    def run_id(self) -> str | None:
+        """The run this call belongs to, when the toolbox serves one."""
+        return self._box.run_id
+
     def resolve(self, path: str | None, *, must_exist: bool = False) -> Path:
         return self._box.workspace.resolve(path, must_exist=must_exist)
 
@@ -188,9 +193,11 @@ class Toolbox:
         enabled: list[str] | None = None,
         settings: ToolSettings | None = None,
         extra_tools: Iterable[Tool] = (),
+        run_id: str | None = None,
     ) -> None:
         _load_core_tools()
         self.workspace = Workspace(workspace)
+        self.run_id = run_id
         self.env = dict(env or {})
         self.on_event = on_event
         self.settings = settings or ToolSettings()
