@@ -9,9 +9,15 @@ every stream ends.
 
 Threads: a run continues its thread's conversation (or the caller's `messages`), and every
 consistent step of it is appended to the thread as it happens, so a crash loses at most the
-step in progress. When a run completes normally its Toolbox stays alive (a dev server it
-started keeps serving the `devUrl` in `complete`) until the same thread's next run starts or
-the manager shuts down; failed, cancelled and interrupted runs have their processes killed.
+step in progress.
+
+Processes: when a run completes normally its Toolbox stays alive (a dev server it started
+keeps serving the `devUrl` in `complete`) and is handed to the same thread's next run when
+that one starts, so the agent finds its sessions under the same ids and can poll, feed or
+restart them ("now add a delete button" with the server still up). From then on they belong
+to the new run: if it fails, is cancelled or interrupted they are killed with its own. Kept
+toolboxes are bounded (`max_kept_toolboxes`, least recently used closed first) and closed on
+shutdown or thread deletion. A toolbox never crosses threads (a fork gets a new thread).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
+import json
 import logging
 import os
 from collections import Counter, OrderedDict, deque
@@ -31,7 +38,7 @@ import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.agents import AgentRecord, CustomModel, CustomToolSpec
+from runtime.agents import AgentRecord, AgentSpec, CustomModel, CustomToolSpec
 from runtime.events import Event, EventLog, Redactor
 from runtime.ids import new_id, utc_now
 from runtime.loop import AgentLoop, LoopOutcome, RunControls
@@ -189,7 +196,9 @@ class RunManager:
         self._running_total = 0
         self._start_lock = anyio.Lock()
         self._spec_cache: dict[type, dict[str, Any]] = {}
-        self._kept: OrderedDict[str, Toolbox] = OrderedDict()
+        # Per thread: the toolbox its last completed run left, and the `_toolbox_key` it was
+        # built for; least recently used first.
+        self._kept: OrderedDict[str, tuple[Toolbox, str]] = OrderedDict()
         self._daemon_toolbox: Toolbox | None = None
         self._host: asyncio.Task[None] | None = None
         self._stop = anyio.Event()
@@ -593,7 +602,7 @@ class RunManager:
     def toolboxes(self) -> builtins.list[Toolbox]:
         """Every live toolbox: active runs', kept ones (dev servers) and the daemon's."""
         boxes = [run.toolbox for run in self._runs.values() if run.toolbox is not None]
-        boxes.extend(self._kept.values())
+        boxes.extend(box for box, _ in self._kept.values())
         if self._daemon_toolbox is not None:
             boxes.append(self._daemon_toolbox)
         return boxes
@@ -732,8 +741,6 @@ class RunManager:
                 threadId=run.thread_id,
                 model=model_id,
             )
-            # The thread's previous run may have left a dev server running: it ends now.
-            await self._release_thread_toolbox(run.thread_id)
             custom = spec.custom_tools()
             extra: builtins.list[Tool] = []
             if custom and self.custom_tool_factory is not None:
@@ -746,13 +753,17 @@ class RunManager:
                     "the run continues without them",
                     code="custom_tools_unavailable",
                 )
-            run.toolbox = Toolbox(
-                self.workspace,
-                env=dict(spec.env),
-                enabled=spec.core_tool_names(),
-                settings=self.tool_settings,
-                extra_tools=extra,
-            )
+            # What the thread's previous run left running (its dev server) carries on in this
+            # run, which owns it from here: its outcome decides whether it lives on.
+            run.toolbox = await self._take_thread_toolbox(run.thread_id, _toolbox_key(spec))
+            if run.toolbox is None:
+                run.toolbox = Toolbox(
+                    self.workspace,
+                    env=dict(spec.env),
+                    enabled=spec.core_tool_names(),
+                    settings=self.tool_settings,
+                    extra_tools=extra,
+                )
             await self._persist_messages(run, run.thread_seed, run.initial)
             loop = AgentLoop(
                 provider,
@@ -836,7 +847,7 @@ class RunManager:
         toolbox, run.toolbox = run.toolbox, None
         if toolbox is not None:
             if status == "completed":
-                await self._keep_toolbox(run.thread_id, toolbox)
+                await self._keep_toolbox(run.thread_id, toolbox, _toolbox_key(run.agent.spec))
             else:
                 with anyio.move_on_after(self.cancel_grace):
                     await toolbox.aclose()
@@ -861,22 +872,52 @@ class RunManager:
         await run.events.close()
         self.metrics.runs_finished[status] += 1
 
-    async def _keep_toolbox(self, thread_id: str, toolbox: Toolbox) -> None:
+    async def _keep_toolbox(self, thread_id: str, toolbox: Toolbox, key: str) -> None:
         await self._release_thread_toolbox(thread_id)
-        self._kept[thread_id] = toolbox
+        self._kept[thread_id] = (toolbox, key)  # the most recently used: evicted last
         while len(self._kept) > self.max_kept_toolboxes:
             oldest = next(iter(self._kept))
             await self._release_thread_toolbox(oldest)
 
+    async def _take_thread_toolbox(self, thread_id: str, key: str) -> Toolbox | None:
+        """Hand the toolbox the thread's previous run left to the thread's new run, if it was
+        built for the same tools and env; None when there is none or it no longer fits."""
+        kept = self._kept.pop(thread_id, None)  # no await before the run holds it
+        if kept is None:
+            return None
+        toolbox, kept_key = kept
+        if kept_key == key:
+            return toolbox
+        # The agent's tools or env changed since (a new version): the old box runs commands
+        # with the old env and offers tools the agent no longer has, so its processes are
+        # stopped and the run starts with a fresh box, as a run on a new thread would.
+        log.info(
+            "thread %s: the agent's tools or env changed; stopping what its previous run "
+            "left running",
+            thread_id,
+        )
+        await self._close_kept(toolbox)
+        return None
+
     async def _release_thread_toolbox(self, thread_id: str) -> None:
-        toolbox = self._kept.pop(thread_id, None)
-        if toolbox is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.cancel_grace):
-                await toolbox.aclose()
+        kept = self._kept.pop(thread_id, None)
+        if kept is not None:
+            await self._close_kept(kept[0])
+
+    async def _close_kept(self, toolbox: Toolbox) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.cancel_grace):
+            await toolbox.aclose()
 
     async def release_thread(self, thread_id: str) -> None:
         """Kill what the thread's last completed run left running (e.g. on thread delete)."""
         await self._release_thread_toolbox(thread_id)
+
+
+def _toolbox_key(spec: AgentSpec) -> str:
+    """What a run's Toolbox is built from: the agent's env and its tools (names and custom
+    tool definitions, in order). A kept toolbox is handed over only when this is unchanged."""
+    tools = [t if isinstance(t, str) else t.model_dump(mode="json") for t in spec.tools]
+    return json.dumps({"env": spec.env, "tools": tools}, sort_keys=True)
 
 
 def _redact_message(message: Message, redactor: Redactor) -> Message:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,9 +13,17 @@ import anyio
 import pytest
 
 from runtime.agents import AgentRecord, AgentSpec
-from runtime.runs import RunConfig, RunManager
+from runtime.providers.base import ModelError
+from runtime.runs import Run, RunConfig, RunManager
 from runtime.store import Store
-from tests.fakes.scripted_provider import ScriptedFactory, call, text_turn, tool_turn
+from tests.fakes.scripted_provider import (
+    Gate,
+    ScriptedFactory,
+    Step,
+    call,
+    text_turn,
+    tool_turn,
+)
 
 
 @pytest.fixture
@@ -128,28 +137,207 @@ async def test_pause_during_a_long_command_lets_it_finish_then_stops(
     assert (await manager.wait(run.run_id)).status == "completed"
 
 
-async def test_a_completed_runs_server_lives_until_the_threads_next_run(
-    manager: RunManager, store: Store, factory: ScriptedFactory
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def http_status(port: int, path: str) -> int:
+    """GET http://127.0.0.1:port/path; retried (bounded) while the server is not listening yet."""
+    import aiohttp
+
+    with anyio.fail_after(15):
+        while True:
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"http://127.0.0.1:{port}{path}") as response:
+                        return response.status
+            except aiohttp.ClientConnectionError:
+                await anyio.sleep(0.02)
+
+
+async def read_pid(path: Path) -> int:
+    """The pid a command wrote to `path` (it may not have got there yet when its run ends)."""
+    with anyio.fail_after(15):
+        while not path.exists() or not path.read_text().strip():
+            await anyio.sleep(0.01)
+    return int(path.read_text())
+
+
+def session_id_in(messages: list) -> int:  # type: ignore[type-arg]
+    """The session id exec_command reported earlier in the conversation."""
+    outputs = [r.output for m in messages for r in m.tool_results if r.name == "exec_command"]
+    match = re.search(r"Process running with session ID (\d+)", outputs[-1])
+    assert match, outputs[-1]
+    return int(match.group(1))
+
+
+def poll_session(messages: list) -> list:  # type: ignore[type-arg]
+    """A model turn that polls the session an earlier run of the thread started."""
+    return tool_turn(call("p1", "write_stdin", {"session_id": session_id_in(messages)}))
+
+
+def tool_results(events: list, tool: str) -> list[dict]:  # type: ignore[type-arg]
+    return [e.payload for e in events if e.type == "tool_result" and e.payload["tool"] == tool]
+
+
+SLEEPER = {"cmd": "echo $$ > sleeper.pid; exec sleep 300", "yield_time_ms": 250}
+
+
+async def start_sleeper(
+    manager: RunManager, factory: ScriptedFactory, agent: AgentRecord, workspace: Path
+) -> tuple[Run, int]:
+    """A completed run that left `sleep` running in a session, and the sleeper's pid."""
+    (workspace / "sleeper.pid").unlink(missing_ok=True)
+    factory.add(tool_turn(call("s1", "exec_command", SLEEPER)), text_turn("sleeping"))
+    run = await manager.start(agent, prompt="start a sleeper")
+    assert (await manager.wait(run.run_id)).status == "completed"
+    pid = await read_pid(workspace / "sleeper.pid")
+    assert alive(pid)
+    return run, pid
+
+
+async def test_the_threads_next_run_takes_over_its_running_dev_server(
+    manager: RunManager, store: Store, factory: ScriptedFactory, workspace: Path
 ) -> None:
     agent = await shell_agent(store)
-    server = {"cmd": "echo pid=$$; exec sleep 300", "yield_time_ms": 500}
-    factory.add(tool_turn(call("c1", "exec_command", server)), text_turn("server is up"))
-    first = await manager.start(agent, prompt="start the server")
+    port = free_port()
+    serve = f"echo $$ > server.pid; exec python3 -m http.server {port} --bind 127.0.0.1"
+    factory.add(
+        tool_turn(call("c1", "exec_command", {"cmd": serve, "yield_time_ms": 250})),
+        text_turn("the server is up"),
+    )
+    first = await manager.start(agent, prompt="start the dev server")
     assert (await manager.wait(first.run_id)).status == "completed"
-    result = next(e for e in await run_events(manager, first.run_id) if e.type == "tool_result")
-    pid = int(re.search(r"pid=(\d+)", result.payload["output"]).group(1))  # type: ignore[union-attr]
-    assert alive(pid), "a completed run's processes keep running"
+    pid = await read_pid(workspace / "server.pid")
+    # Between the runs the server answers; it logs the request to its terminal.
+    assert await http_status(port, "/between-runs") == 404
     assert manager.active_sessions() == 1
 
-    factory.add(text_turn("other thread"))
-    other = await manager.start(agent, prompt="unrelated")
-    await manager.wait(other.run_id)
-    assert alive(pid), "another thread's run does not touch it"
+    second_provider = factory.add(poll_session, text_turn("still serving"))
+    second = await manager.start(agent, prompt="now add a delete button", thread_id=first.thread_id)
+    assert (await manager.wait(second.run_id)).status == "completed"
+    [polled] = tool_results(await run_events(manager, second.run_id), "write_stdin")
+    # The same session, under the id run 1 was given, with what it printed between runs.
+    assert not polled["isError"], polled["output"]
+    session_id = session_id_in(second_provider.calls[0].messages)
+    assert f"Process running with session ID {session_id}" in polled["output"]
+    assert "GET /between-runs" in polled["output"]
+    # After the run the server still answers: the same process, not a restart.
+    assert await http_status(port, "/after-runs") == 404
+    assert alive(pid) and manager.active_sessions() == 1
 
-    factory.add(text_turn("next"))
-    follow_up = await manager.start(agent, prompt="next", thread_id=first.thread_id)
-    await manager.wait(follow_up.run_id)
+
+@pytest.mark.parametrize("how", ["cancel", "fail", "interrupt"])
+async def test_a_run_that_took_over_processes_and_does_not_complete_kills_them(
+    manager: RunManager, store: Store, factory: ScriptedFactory, workspace: Path, how: str
+) -> None:
+    agent = await shell_agent(store)
+    first, pid = await start_sleeper(manager, factory, agent, workspace)
+    thread_id = first.thread_id
+    gate = Gate()
+    ending: Step = ModelError("overloaded", "the model is down") if how == "fail" else [gate]
+    factory.add(poll_session, ending)
+    run = await manager.start(agent, prompt="carry on", thread_id=thread_id)
+    if how != "fail":
+        with anyio.fail_after(15):
+            await gate.wait_reached()
+        assert alive(pid), "taken over, not restarted"
+    if how == "cancel":
+        assert (await manager.cancel(run.run_id)).status == "cancelled"
+    elif how == "interrupt":
+        await manager.shutdown(grace=0)
+        assert (await manager.get(run.run_id)).status == "interrupted"
+    else:
+        assert (await manager.wait(run.run_id)).status == "failed"
+    [polled] = tool_results(await run_events(manager, run.run_id), "write_stdin")
+    assert not polled["isError"], polled["output"]
     await wait_dead(pid)
+    assert manager.active_sessions() == 0
+
+
+async def test_other_threads_and_forks_never_see_a_threads_sessions(
+    manager: RunManager, store: Store, factory: ScriptedFactory, workspace: Path
+) -> None:
+    agent = await shell_agent(store)
+    source, pid = await start_sleeper(manager, factory, agent, workspace)
+    thread_id = source.thread_id
+
+    factory.add(tool_turn(call("x1", "write_stdin", {"session_id": 1})), text_turn("no"))
+    other = await manager.start(agent, prompt="poll session 1")
+    factory.add(poll_session, text_turn("no"))
+    conversation = await store.run_messages(source.run_id)
+    fork = await manager.fork(source.run_id, len(conversation), prompt="poll it")
+    for run in (other, fork):
+        assert run.thread_id != thread_id
+        assert (await manager.wait(run.run_id)).status == "completed"
+        [polled] = tool_results(await run_events(manager, run.run_id), "write_stdin")
+        assert polled["isError"] and "Unknown session_id 1" in polled["output"]
+    assert alive(pid), "the thread's processes are untouched"
+
+    factory.add(poll_session, text_turn("found"))
+    own = await manager.start(agent, prompt="poll it", thread_id=thread_id)
+    assert (await manager.wait(own.run_id)).status == "completed"
+    [polled] = tool_results(await run_events(manager, own.run_id), "write_stdin")
+    assert not polled["isError"], polled["output"]
+
+
+@pytest.mark.parametrize(
+    ("change", "handed_over"),
+    [("tools", False), ("env", False), ("systemPrompt", True)],
+)
+async def test_a_new_agent_version_gets_the_threads_processes_only_if_tools_and_env_match(
+    manager: RunManager,
+    store: Store,
+    factory: ScriptedFactory,
+    workspace: Path,
+    change: str,
+    handed_over: bool,
+) -> None:
+    agent = await shell_agent(store)
+    first, pid = await start_sleeper(manager, factory, agent, workspace)
+    thread_id = first.thread_id
+    changed = {
+        "tools": {"tools": ["exec_command", "write_stdin", "read_file"]},
+        "env": {"env": {"MODE": "dev"}},
+        "systemPrompt": {"system_prompt": "Be brief."},
+    }[change]
+    updated, _ = await store.upsert_agent(agent.spec.model_copy(update=changed))
+    assert updated.version == agent.version + 1
+
+    factory.add(poll_session, text_turn("next"))
+    run = await manager.start(updated, prompt="carry on", thread_id=thread_id)
+    assert (await manager.wait(run.run_id)).status == "completed"
+    [polled] = tool_results(await run_events(manager, run.run_id), "write_stdin")
+    if handed_over:
+        assert not polled["isError"], polled["output"]
+        assert alive(pid)
+    else:
+        # A fresh toolbox: the old one was closed and its processes killed.
+        assert polled["isError"] and "Unknown session_id" in polled["output"]
+        await wait_dead(pid)
+        assert manager.active_sessions() == 0
+
+
+async def test_kept_toolboxes_are_bounded_least_recently_used_first(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    agent = await shell_agent(store)
+    async with RunManager(
+        store, workspace, provider_factory=factory, env={}, max_kept_toolboxes=2
+    ) as manager:
+        run_a, pid_a = await start_sleeper(manager, factory, agent, workspace)
+        _, pid_b = await start_sleeper(manager, factory, agent, workspace)
+        # Thread A runs again: its toolbox becomes the most recently used.
+        factory.add(text_turn("touch a"))
+        again = await manager.start(agent, prompt="again", thread_id=run_a.thread_id)
+        assert (await manager.wait(again.run_id)).status == "completed"
+        _, pid_c = await start_sleeper(manager, factory, agent, workspace)
+        await wait_dead(pid_b)
+        assert alive(pid_a) and alive(pid_c)
+        assert manager.active_sessions() == 2
+    await wait_dead(pid_a, pid_c)
 
 
 async def test_shutdown_kills_what_completed_runs_left_running(
