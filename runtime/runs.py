@@ -764,6 +764,9 @@ class RunManager:
                     settings=self.tool_settings,
                     extra_tools=extra,
                 )
+            # A handed-over box serves this run now: tools that tell the outside which run a
+            # call belongs to (custom tools) must name this one, not the previous run.
+            run.toolbox.run_id = run.run_id
             await self._persist_messages(run, run.thread_seed, run.initial)
             loop = AgentLoop(
                 provider,

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runtime.agents import AgentRecord, AgentSpec
+from runtime.agents import AgentRecord, AgentSpec, CustomToolSpec
 from runtime.providers.base import ModelError
 from runtime.runs import Run, RunConfig, RunManager
 from runtime.store import Store
@@ -24,6 +24,7 @@ from tests.fakes.scripted_provider import (
     text_turn,
     tool_turn,
 )
+from tools.base import Tool, ToolArgs, ToolContext, ToolResult
 
 
 @pytest.fixture
@@ -318,6 +319,46 @@ async def test_a_new_agent_version_gets_the_threads_processes_only_if_tools_and_
         assert polled["isError"] and "Unknown session_id" in polled["output"]
         await wait_dead(pid)
         assert manager.active_sessions() == 0
+
+
+class _WhichRunArgs(ToolArgs):
+    pass
+
+
+class _WhichRun(Tool):
+    """A custom tool that reports the run its toolbox says the call belongs to."""
+
+    name = "which_run"
+    description = "which run is this"
+    Args = _WhichRunArgs
+
+    def __init__(self, spec: CustomToolSpec) -> None:
+        assert spec.name == self.name
+
+    async def run(self, args: _WhichRunArgs, ctx: ToolContext) -> ToolResult:
+        return ToolResult(output=f"run={ctx.run_id}")
+
+
+async def test_a_handed_over_toolbox_tells_its_tools_the_new_run(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    which = CustomToolSpec(name="which_run", invoke_url="https://tools.example/which")
+    record, _ = await store.upsert_agent(
+        AgentSpec(slug="shell", model="scripted-1", tools=["exec_command", "write_stdin", which])
+    )
+    async with RunManager(
+        store, workspace, provider_factory=factory, env={}, custom_tool_factory=_WhichRun
+    ) as manager:
+        first, pid = await start_sleeper(manager, factory, record, workspace)
+        factory.add(poll_session, tool_turn(call("w1", "which_run")), text_turn("that is the one"))
+        second = await manager.start(record, prompt="which run?", thread_id=first.thread_id)
+        assert (await manager.wait(second.run_id)).status == "completed"
+        events = await run_events(manager, second.run_id)
+        [polled] = tool_results(events, "write_stdin")
+        assert not polled["isError"], polled["output"]  # the box was handed over
+        [reported] = tool_results(events, "which_run")
+        assert reported["output"] == f"run={second.run_id}"
+    await wait_dead(pid)
 
 
 async def test_kept_toolboxes_are_bounded_least_recently_used_first(
