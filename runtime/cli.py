@@ -44,6 +44,8 @@ SERVE_FIELDS = (
     "webhook_backoff",
     "webhook_timeout",
     "record",
+    "custom_tool_url_prefixes",
+    "custom_tool_timeout",
 )
 
 

@@ -13,9 +13,12 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from tools.http_tool import UrlAllowList
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -69,6 +72,14 @@ class Settings(BaseModel):
     record: Path | None = Field(
         None, description="append every model turn of every run to this cassette (JSONL)"
     )
+    custom_tool_url_prefixes: str = Field(
+        "",
+        description="URL prefixes agents' custom tools may POST to (comma-separated, or * "
+        "for any URL); empty: agents with custom tools are refused",
+    )
+    custom_tool_timeout: float = Field(
+        30.0, gt=0, description="seconds one custom tool call may take"
+    )
 
     @field_validator("workspace", "state_dir", mode="after")
     @classmethod
@@ -79,6 +90,15 @@ class Settings(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("custom_tool_url_prefixes", mode="after")
+    @classmethod
+    def _url_prefixes(cls, value: str) -> str:
+        if value.strip():
+            from tools.http_tool import UrlAllowList  # aiohttp: only when configured
+
+            UrlAllowList.parse(value)  # a bad entry is a ValueError naming it
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -92,6 +112,12 @@ class Settings(BaseModel):
     @property
     def allowed_origins(self) -> frozenset[str]:
         return frozenset(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+    @property
+    def custom_tool_allow_list(self) -> UrlAllowList:
+        from tools.http_tool import UrlAllowList
+
+        return UrlAllowList.parse(self.custom_tool_url_prefixes)
 
     @property
     def signing_key(self) -> str | None:
