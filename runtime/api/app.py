@@ -102,6 +102,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _open_runtime(state: ApiState) -> None:
+    from runtime.custom_tools import custom_tool_factory
     from runtime.runs import RunManager
     from runtime.store import Store
     from tools.base import ToolSettings
@@ -121,6 +122,7 @@ async def _open_runtime(state: ApiState) -> None:
             max_concurrent=settings.max_concurrent_runs,
             max_queue=settings.max_queue,
             provider_factory=_recording_factory(settings.record) if settings.record else None,
+            custom_tool_factory=custom_tool_factory(settings),
         )
         await manager.start_background()
     except BaseException:

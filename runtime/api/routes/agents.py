@@ -21,6 +21,7 @@ from runtime.api.schemas import (
 )
 from runtime.api.state import get_state
 from runtime.api.validation import parse_body, parse_query
+from runtime.config import Settings
 from tools.base import core_tool_names
 
 
@@ -56,9 +57,21 @@ async def _record(request: web.Request, slug: str, version: int | None = None) -
     return record
 
 
+def check_custom_tools(spec: AgentSpec, settings: Settings) -> None:
+    """Custom tools: names apart from the core tools', URLs the daemon allows, real schemas."""
+    from runtime.custom_tools import custom_tool_problem  # aiohttp client, jsonschema: lazily
+
+    if not spec.custom_tools():
+        return
+    problem = custom_tool_problem(spec, settings.custom_tool_allow_list)
+    if problem is not None:
+        raise bad_request(problem.message, code=problem.code)
+
+
 async def upsert_agent(request: web.Request) -> web.Response:
     spec = await parse_body(request, AgentSpec)
     check_spec(spec)
+    check_custom_tools(spec, get_state(request).settings)
     record, action = await get_state(request).store.upsert_agent(spec)
     result = UpsertResult(
         id=record.id,
@@ -121,7 +134,9 @@ def add_routes(table: RouteTable) -> None:
         summary="Create or update an agent (a changed definition is a new version)",
         description="201 when the slug is new, 200 otherwise (`action` says whether the "
         "definition changed). Unknown core tool names or model ids are refused with a 400 "
-        "that names them.",
+        "that names them, and so are custom tools named like a core tool, whose invokeUrl "
+        "the daemon's custom_tool_url_prefixes do not allow (none by default), or whose "
+        "inputSchema is not a valid JSON Schema.",
         tag=tag,
         body=AgentSpec,
         response=Envelope[UpsertResult],
