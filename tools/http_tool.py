@@ -1,7 +1,7 @@
 """Custom tools: an agent's `{name, description, inputSchema, invokeUrl}` as a tool that POSTs
 the call's arguments to `invokeUrl` and gives the model the answer.
 
-The contract with the tool's server (also in the README):
+The contract with the tool's server:
 
 - Request: `POST invokeUrl` with the arguments object as the JSON body (after checking it
   against the agent's `inputSchema`), `Content-Type: application/json`, `X-Agentd-Tool: <name>`,
@@ -144,9 +144,11 @@ class HttpToolArgs(ToolArgs):
 def schema_problem(schema: dict[str, Any]) -> str | None:
     """Why `schema` is not a usable JSON Schema (None when it is). Honours `$schema`;
     draft 2020-12 otherwise."""
-    from jsonschema import exceptions, validators  # type: ignore[import-untyped]
+    from jsonschema import exceptions  # type: ignore[import-untyped]
 
-    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    if not isinstance(schema.get("$schema", ""), str):
+        return "$schema must be a string (the URI of a JSON Schema draft)"
+    cls = _validator_class(schema)
     try:
         cls.check_schema(schema)
     except exceptions.SchemaError as exc:
@@ -242,9 +244,9 @@ class HttpTool(Tool):
     def _argument_problems(self, arguments: dict[str, Any]) -> str | None:
         from jsonschema import exceptions
 
-        if self._validator is None:
-            self._validator = _validator(self.input_schema)
         try:
+            if self._validator is None:
+                self._validator = _validator_class(self.input_schema)(self.input_schema)
             errors = sorted(self._validator.iter_errors(arguments), key=exceptions.relevance)
         except Exception as exc:  # e.g. an unresolvable $ref: the schema's fault, not the call's
             return (
@@ -374,11 +376,14 @@ class HttpClient:
             self._session = None
 
 
-def _validator(schema: dict[str, Any]) -> Validator:
+def _validator_class(schema: dict[str, Any]) -> type[Validator]:
+    """The validator of the schema's `$schema` draft; draft 2020-12 when it names none."""
     from jsonschema import validators
 
-    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
-    return cls(schema)
+    cls: type[Validator] = validators.Draft202012Validator
+    if isinstance(schema.get("$schema"), str):
+        cls = validators.validator_for(schema, default=cls)
+    return cls
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:

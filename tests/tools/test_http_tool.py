@@ -383,3 +383,38 @@ def test_schema_problems_are_named() -> None:
     problem = schema_problem({"type": "object", "properties": {"a": {"type": "strng"}}})
     assert problem is not None and "'strng' is not valid" in problem
     assert "properties.a.type" in problem
+    assert "'(' is not a 'regex'" in str(schema_problem({"type": "object", "pattern": "("}))
+    for draft in ([], 5):
+        assert "$schema must be a string" in str(schema_problem({"$schema": draft}))
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}
+    assert schema_problem(draft7) is None
+    assert schema_problem({**draft7, "dependentRequired": 5}) is None  # not a draft-7 keyword
+    assert schema_problem({"dependentRequired": 5}) is not None
+
+
+async def test_the_schema_draft_decides_how_arguments_are_checked(
+    workspace: Path, server: ToolServer
+) -> None:
+    schema = {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "properties": {"n": {"type": "number", "maximum": 5, "exclusiveMaximum": True}},
+    }
+    tool = HttpTool.create(
+        name="draft4",
+        description="",
+        input_schema=schema,
+        invoke_url=f"{server.url}/tools/echo",
+        config=HttpToolConfig(allow_list=UrlAllowList.parse(server.url)),
+    )
+    refused = await call(workspace, tool, {"n": 5})
+    assert refused.is_error and "at n: 5 is greater than or equal to the maximum" in refused.output
+    assert (await call(workspace, tool, {"n": 4})).output == "got {'n': 4}"
+    broken = HttpTool.create(
+        name="broken",
+        description="",
+        input_schema={"$schema": [], "type": "object"},
+        invoke_url=f"{server.url}/tools/echo",
+        config=HttpToolConfig(allow_list=UrlAllowList.parse(server.url)),
+    )
+    assert (await call(workspace, broken, {"a": 1})).output == "got {'a': 1}"
