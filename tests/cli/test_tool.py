@@ -1,0 +1,95 @@
+"""`agentd tool NAME '{json}'`: one tool call, its text on stdout, its events on stderr, and
+the exit status 0 (ok), 1 (the tool returned an error) or 2 (usage error)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import main
+from tests.cli.support import agentd_argv, clean_env, json_lines
+
+
+def test_console_script_runs_a_command_in_the_workspace(workspace: Path) -> None:
+    result = subprocess.run(
+        [*agentd_argv(), "tool", "exec_command", '{"cmd": "echo tool-ran; pwd"}'],
+        cwd=workspace.parent,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Process exited with code 0" in result.stdout
+    assert "tool-ran" in result.stdout
+    # --workspace defaults to the current directory
+    assert f"\n{workspace.parent.resolve()}\n" in result.stdout.replace("\r", "")
+
+
+def test_workspace_flag_and_events_on_stderr(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = json.dumps({"path": "notes/hello.txt", "content": "hi\n"})
+    assert main(["tool", "write_file", args, "--workspace", str(workspace)]) == 0
+    assert (workspace / "notes" / "hello.txt").read_text() == "hi\n"
+    captured = capsys.readouterr()
+    assert "notes/hello.txt" in captured.out
+    edits = [e for e in json_lines(captured.err) if e.get("type") == "file_edit"]
+    assert [(e["path"], e["action"]) for e in edits] == [("notes/hello.txt", "create")]
+
+
+def test_a_tool_error_exits_1(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["tool", "read_file", '{"path": "missing.txt"}', "--workspace", str(workspace)]) == 1
+    )
+    assert "missing.txt does not exist" in capsys.readouterr().out
+
+
+def test_arguments_the_tool_rejects_exit_1(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Valid JSON the tool's schema refuses is the model's kind of mistake: a tool error.
+    assert main(["tool", "exec_command", '{"command": "ls"}', "--workspace", str(workspace)]) == 1
+    assert "missing required field 'cmd'" in capsys.readouterr().out
+
+
+def test_a_failing_command_is_not_a_tool_error(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tool", "exec_command", '{"cmd": "exit 3"}', "--workspace", str(workspace)]) == 0
+    assert "Process exited with code 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tool", "read_file", "{not json"], "arguments are not valid JSON"),
+        (["tool", "read_file", '["a.txt"]'], "arguments must be a JSON object"),
+        (["tool", "no_such_tool", "{}"], "unknown tool 'no_such_tool'; tools: exec_command"),
+        (["tool", "list_dir", "{}", "--workspace", "/nonexistent/dir"], "is not a directory"),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("agentd tool: ") and message in captured.err
+
+
+def test_json_output(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["tool", "exec_command", '{"cmd": "echo out"}', "--workspace", str(workspace)]
+    assert main([*argv, "--json"]) == 0
+    (ok,) = json_lines(capsys.readouterr().out)
+    assert set(ok) == {"output", "isError", "data"}
+    assert ok["isError"] is False
+    assert ok["data"]["exit_code"] == 0 and ok["data"]["output"] == "out\n"
+    assert ok["output"].startswith("Wall time: ")
+
+    assert main(["tool", "read_file", '{"path": "nope"}', "--workspace", str(workspace), "--json"])
+    (failed,) = json_lines(capsys.readouterr().out)
+    assert failed["isError"] is True and "nope does not exist" in failed["output"]
