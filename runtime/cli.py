@@ -95,8 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args, SERVE_FIELDS)
         settings.check()
-        if not settings.workspace.is_dir():
-            raise ConfigError(f"workspace {settings.workspace} is not a directory")
+        check_directories(settings)
     except ConfigError as exc:
         print(f"agentd serve: {exc}", file=sys.stderr)
         return 2
@@ -116,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- shared by run and demo -------------------------------------------------------------------
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+CANCEL_ANSWER_WAIT_S = 10.0
 
 
 def _use_color(stream: Any) -> bool:
@@ -159,17 +159,38 @@ class RunWatcher:
         self.run_id: str | None = None
         self.events: list[dict[str, Any]] = []
         self.interrupts = 0
-        self._cancel_tasks: set[asyncio.Task[Any]] = set()
+        self._cancelling: asyncio.Task[None] | None = None
 
     def on_interrupt(self, watcher_task: asyncio.Task[Any]) -> None:
         self.interrupts += 1
         if self.interrupts == 1 and self.run_id is not None:
             print("\n^C cancelling the run (press Ctrl-C again to quit)", file=sys.stderr)
-            task = asyncio.create_task(self.client.control(self.run_id, "cancel"))
-            self._cancel_tasks.add(task)
-            task.add_done_callback(self._cancel_tasks.discard)
+            self._cancelling = asyncio.create_task(self._cancel(self.run_id))
         else:
             watcher_task.cancel()
+
+    async def _cancel(self, run_id: str) -> None:
+        from runtime.client import ApiError
+
+        try:
+            await self.client.control(run_id, "cancel")
+        except ApiError as exc:
+            if exc.status != 409:  # 409: the run had ended already, which is what we wanted
+                print(f"agentd: could not cancel the run: {exc.message}", file=sys.stderr)
+        except (OSError, *aiohttp_errors()) as exc:
+            print(f"agentd: could not cancel the run: {exc}", file=sys.stderr)
+
+    async def settle(self, *, abandon: bool) -> None:
+        """Let a cancel request in flight finish (or stop it, with `abandon`) before the
+        caller closes the connection it uses. The daemon answers a cancel once the run has
+        ended (within its 5 s wait), so this is bounded by CANCEL_ANSWER_WAIT_S."""
+        task, self._cancelling = self._cancelling, None
+        if task is None:
+            return
+        if not abandon:
+            await asyncio.wait({task}, timeout=CANCEL_ANSWER_WAIT_S)
+        task.cancel()
+        await asyncio.wait({task})
 
     async def watch(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Start the run and render it; returns the `complete` event (None if none came)."""
@@ -203,8 +224,11 @@ async def _watch_with_interrupts(
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(watcher.watch(body))
     installed = _install_sigint(loop, lambda: watcher.on_interrupt(task))
+    finished = False
     try:
-        return await task, False
+        final = await task
+        finished = True
+        return final, False
     except asyncio.CancelledError:
         if watcher.interrupts >= 2 or (watcher.interrupts and watcher.run_id is None):
             return None, True
@@ -212,6 +236,7 @@ async def _watch_with_interrupts(
     finally:
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
+        await watcher.settle(abandon=not finished)
 
 
 def _install_sigint(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
@@ -223,17 +248,36 @@ def _install_sigint(loop: asyncio.AbstractEventLoop, callback: Callable[[], None
 
 
 def _local_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    """Settings of an embedded daemon: loopback, any free port, quiet logs."""
-    return Settings.load(
+    """Settings of an embedded daemon: loopback, any free port, quiet logs, and no shutdown
+    grace: it only stops once its run has ended or when a second Ctrl-C asks to quit now."""
+    settings = Settings.load(
         {
             "host": "127.0.0.1",
             "port": 0,
             "workspace": getattr(args, "workspace", None),
             "state_dir": getattr(args, "state_dir", None),
             "log_level": "warning",
+            "shutdown_grace": 0,
             **overrides,
         }
     )
+    check_directories(settings)
+    return settings
+
+
+def check_directories(settings: Settings) -> None:
+    """ConfigError unless the workspace is a directory and the state dir is usable (created
+    here if need be), so a wrong path is reported as such instead of as a traceback."""
+    if not settings.workspace.is_dir():
+        raise ConfigError(f"workspace {settings.workspace} is not a directory")
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use the state dir {settings.state_dir}: {exc.strerror or exc}"
+        ) from exc
+    if not os.access(settings.state_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot use the state dir {settings.state_dir}: not writable")
 
 
 def _fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
@@ -392,7 +436,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     elif args.model or args.record:
         return _fail("demo", "--model and --record go with --live")
     workspace = Path(args.workspace or tempfile.mkdtemp(prefix="agentd-demo-")).resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail("demo", f"cannot create the workspace {workspace}: {exc.strerror or exc}")
     state_dir = Path(tempfile.mkdtemp(prefix="agentd-demo-state-"))
     overrides: dict[str, Any] = {"workspace": str(workspace), "state_dir": str(state_dir)}
     if args.record:
@@ -558,7 +605,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        # Ctrl-C outside a run's watch (while connecting, defining the agent, or checking the
+        # demo's URL): asyncio.run has already cancelled and cleaned up; no traceback.
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

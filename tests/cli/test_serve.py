@@ -1,0 +1,28 @@
+"""`agentd serve` refuses unusable paths with a usage error that names them (the daemon
+itself is exercised in tests/api/test_daemon.py and tests/image/test_entrypoint.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import main
+
+
+def test_an_unusable_state_dir_is_named(
+    tmp_path: Path, workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["serve", "--port", "0", "--workspace", str(workspace)]
+    assert main([*argv, "--state-dir", str(blocker / "state")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"agentd serve: cannot use the state dir {blocker / 'state'}: ")
+    assert "cannot listen" not in err
+
+
+def test_a_missing_workspace_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["serve", "--port", "0", "--state-dir", str(tmp_path / "state")]
+    assert main([*argv, "--workspace", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
