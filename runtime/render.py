@@ -8,6 +8,7 @@ is what the golden-file test pins down.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -26,6 +27,9 @@ STYLES = {
 RESULT_PREVIEW_LINES = 12
 DIFF_PREVIEW_LINES = 40
 INPUT_PREVIEW_CHARS = 160
+THINKING_MARK = "💭 "
+_EXITED = re.compile(r"^Process exited with code (-?\d+)$", re.MULTILINE)
+_RUNNING = re.compile(r"^Process running with session ID (\d+)$", re.MULTILINE)
 
 
 class EventRenderer:
@@ -95,7 +99,11 @@ class EventRenderer:
         self._block(f"… {event.get('status')}", "yellow")
 
     def _on_thinking(self, event: dict[str, Any]) -> None:
-        self._stream("thinking", event.get("content", ""), "dim")
+        text = event.get("content", "")
+        if text and self._streaming != "thinking":
+            # Marked, not only dimmed: without colours it must still read as thinking.
+            text = THINKING_MARK + text
+        self._stream("thinking", text, "dim")
 
     def _on_text(self, event: dict[str, Any]) -> None:
         self._stream("text", event.get("content", ""))
@@ -119,7 +127,12 @@ class EventRenderer:
         if event.get("isError"):
             self._block(f"✗ {tool}{took}: {_first_lines(output, 3)}", "red")
             return
-        self._block(f"✓ {tool}{took}", "green")
+        process = _process_status(output)
+        if process is None:
+            self._block(f"✓ {tool}{took}", "green")
+        else:
+            state, failed = process
+            self._block(f"✓ {tool}{took} · {state}", "yellow" if failed else "green")
         if call_id not in self._calls_with_output and output.strip():
             for line in _first_lines(output, RESULT_PREVIEW_LINES).splitlines():
                 self._block(f"  {line}", "dim")
@@ -180,6 +193,20 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
     except ValueError:
         return None
     return (ended - began).total_seconds()
+
+
+def _process_status(output: str) -> tuple[str, bool] | None:
+    """From a command tool's reply header (exec_command, write_stdin, bash): how the process
+    stands, and whether it failed. None for other tools' output."""
+    if not output.startswith("Wall time: "):
+        return None
+    header = output.split("\nOutput:", 1)[0]
+    if exited := _EXITED.search(header):
+        code = int(exited.group(1))
+        return f"exit {code}", code != 0
+    if running := _RUNNING.search(header):
+        return f"still running (session {running.group(1)})", False
+    return None
 
 
 def _first_lines(text: str, count: int) -> str:
