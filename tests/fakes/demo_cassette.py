@@ -3,7 +3,7 @@
 The demo's "model" is scripted here: what it says, thinks and which tools it calls, with the
 app it writes taken from tests/fakes/demo_app/. `build_cassette()` turns the script into
 cassette lines with the same request fingerprints a recording of the run would carry, and
-tests/test_demo.py checks the shipped cassette is exactly what this produces, so the two
+tests/cli/test_demo.py checks the shipped cassette is exactly what this produces, so the two
 cannot drift apart. Regenerate after editing: `python -m tests.fakes.demo_cassette`.
 """
 
