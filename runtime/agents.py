@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tools.base import core_tool_names as registered_tool_names
+from tools.base import default_tool_names
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -31,8 +32,8 @@ def _http_url(value: str, what: str) -> str:
     return value
 
 
-def _all_core_tools() -> list[str | CustomToolSpec]:
-    return list(registered_tool_names())
+def _default_tools() -> list[str | CustomToolSpec]:
+    return list(default_tool_names())
 
 
 class _WireModel(BaseModel):
@@ -85,7 +86,7 @@ class AgentSpec(_WireModel):
     description: str = ""
     model: str | CustomModel
     system_prompt: str = Field("", alias="systemPrompt")
-    tools: list[str | CustomToolSpec] = Field(default_factory=lambda: _all_core_tools())
+    tools: list[str | CustomToolSpec] = Field(default_factory=lambda: _default_tools())
     execution_mode: ExecutionMode = Field("in_sandbox", alias="executionMode")
     env: dict[str, str] = Field(default_factory=dict)
     max_iterations: int = Field(25, alias="maxIterations", ge=1)

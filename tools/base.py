@@ -131,6 +131,8 @@ class Tool:
     Args: ClassVar[type[ToolArgs]]
     # Read-only tools may run concurrently with each other within one model turn.
     read_only: ClassVar[bool] = False
+    # Offered when an agent does not list its tools (aliases opt out).
+    default_enabled: ClassVar[bool] = True
 
     async def run(self, args: Any, ctx: ToolContext) -> ToolResult:
         raise NotImplementedError
@@ -159,6 +161,12 @@ def register_tool(cls: ToolT) -> ToolT:
 def core_tool_names() -> list[str]:
     _load_core_tools()
     return list(TOOL_REGISTRY)
+
+
+def default_tool_names() -> list[str]:
+    """The tools an agent gets when it does not list any: every core tool but the aliases."""
+    _load_core_tools()
+    return [name for name, cls in TOOL_REGISTRY.items() if cls.default_enabled]
 
 
 def _load_core_tools() -> None:
@@ -201,7 +209,7 @@ class Toolbox:
         self.env = dict(env or {})
         self.on_event = on_event
         self.settings = settings or ToolSettings()
-        names = list(TOOL_REGISTRY) if enabled is None else list(dict.fromkeys(enabled))
+        names = default_tool_names() if enabled is None else list(dict.fromkeys(enabled))
         extra = {tool.name: tool for tool in extra_tools}
         unknown = [n for n in names if n not in TOOL_REGISTRY and n not in extra]
         if unknown:

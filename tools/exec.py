@@ -91,9 +91,27 @@ PLAIN_TERMINAL_ENV = {
 }
 
 
+# The daemon's own credentials: the agent's commands must not be able to read them (a prompt
+# injection away from `env | curl …`). An agent that needs one lists it in its own `env`.
+DAEMON_SECRET_SUFFIXES = ("_API_KEY", "_AUTH_TOKEN")
+DAEMON_SECRET_NAMES = frozenset(
+    {"AGENTD_TOKEN", "RUNTOOLS_TOKEN", "AGENTD_WEBHOOK_SECRET", "RUNTOOLS_WEBHOOK_SECRET"}
+)
+
+
+def daemon_environ() -> dict[str, str]:
+    """os.environ without the daemon's credentials (model API keys, API token, HMAC key)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in DAEMON_SECRET_NAMES and not name.endswith(DAEMON_SECRET_SUFFIXES)
+    }
+
+
 def command_env(toolbox_env: dict[str, str], call_env: dict[str, str] | None) -> dict[str, str]:
-    """The daemon's environment, plain-terminal settings, then the agent's and the call's."""
-    return {**os.environ, **PLAIN_TERMINAL_ENV, **toolbox_env, **(call_env or {})}
+    """The daemon's environment less its credentials, plain-terminal settings, then the
+    agent's and the call's."""
+    return {**daemon_environ(), **PLAIN_TERMINAL_ENV, **toolbox_env, **(call_env or {})}
 
 
 # -- unread output -----------------------------------------------------------------------
@@ -921,6 +939,9 @@ class BashArgs(ToolArgs):
 @register_tool
 class Bash(Tool):
     name = "bash"
+    # An alias for agents written against the older docs: offered only when an agent lists
+    # it, so models are not shown two tools that do the same thing.
+    default_enabled = False
     description = (
         "Run a shell command to completion in the workspace (a one-shot exec_command) and "
         "return its exit code and output. Commands still running after timeout_ms are killed "

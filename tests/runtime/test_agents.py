@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from runtime.agents import AgentRecord, AgentSpec, CustomModel, CustomToolSpec
-from tools.base import core_tool_names
+from tools.base import core_tool_names, default_tool_names
 
 
 def spec(**fields: Any) -> AgentSpec:
@@ -18,7 +18,8 @@ def spec(**fields: Any) -> AgentSpec:
 def test_defaults_follow_the_design() -> None:
     agent = spec()
     assert agent.name == "helper"
-    assert agent.tools == core_tool_names()
+    assert agent.tools == default_tool_names()
+    assert "bash" not in agent.tools  # the alias is opt-in
     assert agent.execution_mode == "in_sandbox"
     assert agent.max_iterations == 25
     assert agent.webhook_events == ["run.completed", "run.failed"]

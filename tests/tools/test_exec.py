@@ -460,7 +460,7 @@ async def test_processes_ignoring_sigterm_are_killed(
 
 
 async def test_bash_alias_runs_to_completion_or_kills_on_timeout(workspace: Path) -> None:
-    async with Toolbox(workspace) as box:
+    async with Toolbox(workspace, enabled=["bash"]) as box:
         done = await box.call("bash", {"command": "echo hi; exit 4"})
         assert not done.is_error
         assert HEADER.match(done.output)["code"] == "4"
