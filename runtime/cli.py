@@ -403,7 +403,9 @@ def add_demo_parser(subparsers: Any) -> None:
         "API), runs its tests, starts it and returns its dev URL. The model's turns come from a "
         "cassette shipped with agentd; the files, processes and server are real. The app keeps "
         "running until Ctrl-C (or, with --exit, the demo stops once the URL answered). With "
-        "--live and ANTHROPIC_API_KEY or OPENAI_API_KEY set, a real model does the task.",
+        "--live and ANTHROPIC_API_KEY or OPENAI_API_KEY set, a real model does the task. "
+        "Exit status: 0 the app was served, 1 the run failed or the app did not answer, "
+        "2 usage error, 130 interrupted before the app was up.",
     )
     parser.add_argument(
         "--workspace", help="where the app is written (default: a new temporary directory)"
@@ -532,8 +534,8 @@ def add_tool_parser(subparsers: Any) -> None:
         help="call one tool directly and print its result",
         description="Call one core tool with JSON arguments, as the model would, and print the "
         "text the model would read (events such as live output and file edits go to stderr). "
-        "Processes the tool starts are stopped when the command exits. Exit status: 0 ok, "
-        "1 the tool returned an error, 2 usage error.",
+        "Processes the tool starts are stopped when the command exits (also on Ctrl-C). "
+        "Exit status: 0 ok, 1 the tool returned an error, 2 usage error, 130 interrupted.",
     )
     parser.add_argument("name", help="tool name, e.g. exec_command, apply_patch, read_file")
     parser.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")

@@ -4,13 +4,14 @@ the exit status 0 (ok), 1 (the tool returned an error) or 2 (usage error)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from runtime.cli import main
-from tests.cli.support import agentd_argv, clean_env, json_lines
+from tests.cli.support import agentd_argv, clean_env, json_lines, pid_alive, wait_until
 
 
 def test_console_script_runs_a_command_in_the_workspace(workspace: Path) -> None:
@@ -93,3 +94,27 @@ def test_json_output(workspace: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["tool", "read_file", '{"path": "nope"}', "--workspace", str(workspace), "--json"])
     (failed,) = json_lines(capsys.readouterr().out)
     assert failed["isError"] is True and "nope does not exist" in failed["output"]
+
+
+def test_ctrl_c_stops_the_command_and_exits_130(workspace: Path) -> None:
+    args = json.dumps({"cmd": "echo $$ > sleeper.pid; exec sleep 30", "yield_time_ms": 30000})
+    proc = subprocess.Popen(
+        [*agentd_argv(), "tool", "exec_command", args, "--workspace", str(workspace)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid_file = workspace / "sleeper.pid"
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "sleep")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    sleeper = int(pid_file.read_text())
+    wait_until(lambda: not pid_alive(sleeper), "the command to be stopped", timeout=5)
