@@ -377,7 +377,13 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
             watcher = RunWatcher(client, as_json=args.json)
             final, interrupted = await _watch_with_interrupts(watcher, body)
         except ApiError as exc:
-            code = EXIT_USAGE if 400 <= exc.status < 500 else EXIT_FAILED
+            # The request was wrong (bad agent, thread, token…) → usage; the daemon could
+            # not take it now (busy thread 409, full queue 429, 5xx) → the run failed.
+            code = (
+                EXIT_USAGE
+                if 400 <= exc.status < 500 and exc.status not in (409, 429)
+                else EXIT_FAILED
+            )
             return _fail("run", exc.message, code)
         except aiohttp_errors() as exc:
             return _fail("run", f"cannot reach the daemon at {url}: {exc}", EXIT_FAILED)

@@ -270,13 +270,18 @@ def test_ctrl_c_before_the_run_starts_exits_130(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def serve_flags() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def served(tmp_path: Path, serve_flags: list[str]) -> Iterator[tuple[str, Path]]:
     """`agentd serve` with a token on a free port: (its URL, its workspace)."""
     workspace = tmp_path / "served-workspace"
     workspace.mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        [*agentd_argv(), "serve", "--port", str(port), "--workspace", str(workspace)],
+        [*agentd_argv(), "serve", "--port", str(port), "--workspace", str(workspace), *serve_flags],
         env=clean_env(AGENTD_TOKEN="s3cret", AGENTD_STATE_DIR=str(tmp_path / "served-state")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -334,3 +339,32 @@ def test_url_runs_on_a_running_daemon(served: tuple[str, Path], tmp_path: Path) 
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert "■ status completed" in again.stdout
+
+
+@pytest.mark.parametrize("serve_flags", [["--max-concurrent-runs", "1", "--max-queue", "0"]])
+def test_ctrl_c_cancels_the_run_on_the_daemon(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, served_workspace = served
+    tape = cassette(tmp_path / "tape.jsonl", "echo $$ > sleeper.pid; exec sleep 30")
+    env = clean_env(AGENTD_TOKEN="s3cret")
+    argv = [*agentd_argv(), "run", "--url", url, "--model", f"replay:{tape}", "--json", "hi"]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    pid_file = served_workspace / "sleeper.pid"
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "sleep")
+        # The daemon's one slot is taken and it queues nothing: that is not a usage error.
+        busy = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 1, busy.stderr
+        assert busy.stderr.startswith("agentd run: ") and "the queue is full" in busy.stderr
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert json_lines(out)[-1]["status"] == "cancelled"
+    assert "Traceback" not in err
+    sleeper = int(pid_file.read_text())
+    wait_until(lambda: not pid_alive(sleeper), "the run's command to be gone", timeout=5)
