@@ -157,7 +157,6 @@ class RunWatcher:
         self.out = out or sys.stdout
         self.renderer = EventRenderer(self.out, color=_use_color(self.out))
         self.run_id: str | None = None
-        self.events: list[dict[str, Any]] = []
         self.interrupts = 0
         self._cancelling: asyncio.Task[None] | None = None
 
@@ -197,7 +196,6 @@ class RunWatcher:
         final = None
         async for event in self.client.stream_run(body):
             self.run_id = self.run_id or event.get("runId")
-            self.events.append(event)
             if self.as_json:
                 self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
                 self.out.flush()
