@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
@@ -30,6 +30,8 @@ class ApiState:
     webhooks: WebhookSender | None = None
     phase: Phase = "starting"
     owns_manager: bool = False
+    # Built on the first GET /openapi.json (pydantic's schema machinery is slow to load).
+    openapi: dict[str, Any] | None = None
 
     def require_manager(self) -> RunManager:
         if self.manager is None:

@@ -27,7 +27,7 @@ Build a tiny notes web app in this workspace: a page that lists notes and lets m
 backed by a small JSON API (GET and POST /api/notes, GET /api/health). Write unit tests for
 the API and run them, then start the app and give me its URL."""
 
-LIVE_MODELS = {"ANTHROPIC_API_KEY": "claude-sonnet-4-5", "OPENAI_API_KEY": "gpt-5"}
+LIVE_MODELS = {"ANTHROPIC_API_KEY": "claude-sonnet-5-5", "OPENAI_API_KEY": "gpt-5.5"}
 
 
 def demo_agent(model: str | None = None) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from runtime.providers.tool_calls import arguments_json, parse_tool_call
 
 PROVIDER = "openai-responses"
 DEFAULT_TIMEOUT = 600.0
-_REASONING_MODEL = re.compile(r"^(o\d|gpt-5|codex-)")
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-(?:[5-9]|\d{2,})|codex-)")
 _SUMMARY_SEPARATOR = "\n\n"
 
 
@@ -69,7 +69,7 @@ class OpenAIResponsesProvider:
     """`stream()` one model turn from the Responses API (`POST {base_url}/responses`).
 
     `base_url` includes `/v1`. `reasoning` forces reasoning parameters on or off (default:
-    on for o-series, gpt-5 and codex models, or when a thinking budget is set).
+    on for o-series, gpt-5 and later, and codex models, or when a thinking budget is set).
     """
 
     name = PROVIDER

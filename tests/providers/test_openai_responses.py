@@ -231,3 +231,23 @@ async def test_missing_openai_key_names_the_variable() -> None:
     with pytest.raises(ModelError) as info:
         await collect(provider.stream(None, [Message.user("q")], [], SETTINGS))
     assert info.value.code == "missing_api_key" and "OPENAI_API_KEY" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("model", "reasons"),
+    [
+        ("o3", True),
+        ("o4-mini", True),
+        ("gpt-5", True),
+        ("gpt-5.5", True),
+        ("gpt-6.2-sol", True),
+        ("codex-mini", True),
+        ("gpt-5-chat-latest", False),
+        ("gpt-4.1", False),
+        ("gpt-4o", False),
+    ],
+)
+def test_which_models_are_asked_for_reasoning(model: str, reasons: bool) -> None:
+    from runtime.providers.openai_responses import is_reasoning_model
+
+    assert is_reasoning_model(model) is reasons

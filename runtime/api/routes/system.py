@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from runtime.api import metrics
@@ -12,8 +10,6 @@ from runtime.api.responses import json_data
 from runtime.api.routing import RouteTable
 from runtime.api.schemas import Envelope, Health
 from runtime.api.state import ApiState, get_state
-
-OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("agentd_openapi", dict)
 
 
 def _health(state: ApiState, status: str) -> Health:
@@ -42,13 +38,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    app = request.app
-    if OPENAPI_KEY not in app:
+    state = get_state(request)
+    if state.openapi is None:
         from runtime.api.openapi import build_openapi  # pydantic's JSON Schema machinery
 
-        state = get_state(request)
-        app[OPENAPI_KEY] = build_openapi(state.table, version=state.version)
-    return web.json_response(app[OPENAPI_KEY])
+        state.openapi = build_openapi(state.table, version=state.version)
+    return web.json_response(state.openapi)
 
 
 async def prometheus(request: web.Request) -> web.Response:
