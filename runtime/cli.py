@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,42 @@ async def _watch_with_interrupts(
         await watcher.settle(abandon=not finished)
 
 
+def run_until_done(main: Coroutine[Any, Any, int]) -> int:
+    """`asyncio.run(main)` for run, demo and tool, where SIGTERM and SIGHUP (`kill`, a CI
+    timeout, a closed terminal) end the command like a second Ctrl-C: `main` is cancelled,
+    so the embedded daemon or toolbox stops its runs and kills their processes on the way
+    out instead of leaving them behind. Exits 130 (interrupted) then."""
+
+    async def guarded() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        terminated: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            terminated.append(signum)
+            task.cancel()
+
+        installed = []
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if terminated:
+                return EXIT_INTERRUPTED
+            raise
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(guarded())
+
+
 def _install_sigint(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
     try:
         loop.add_signal_handler(signal.SIGINT, callback)
@@ -295,8 +331,9 @@ def add_run_parser(subparsers: Any) -> None:
         description="Run one agent on a prompt and render its event stream: thinking (dimmed), "
         "text as it streams, tool calls with their input, live command output, file edits as "
         "diffs, the dev URL, and a summary. Without --url the daemon runs in this process on "
-        "--workspace and --state-dir. Ctrl-C cancels the run; a second Ctrl-C quits. Exit "
-        "status: 0 completed, 1 failed, 2 usage error, 130 interrupted.",
+        "--workspace and --state-dir. Ctrl-C cancels the run; a second Ctrl-C (or SIGTERM) "
+        "quits, and an in-process daemon then stops the run's processes. Exit status: "
+        "0 completed, 1 failed, 2 usage error, 130 interrupted.",
     )
     parser.add_argument("prompt", help="what to ask the agent")
     who = parser.add_argument_group("which agent (one of)")
@@ -339,12 +376,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bool(args.agent) == bool(args.model):
         return _fail("run", "give exactly one of --agent SLUG or --model MODEL")
     if args.url:
-        return asyncio.run(_run(args, args.url, args.token or os.environ.get("AGENTD_TOKEN")))
+        token = args.token or os.environ.get("AGENTD_TOKEN")
+        return run_until_done(_run(args, args.url, token))
     try:
         settings = _local_settings(args)
     except ConfigError as exc:
         return _fail("run", str(exc))
-    return asyncio.run(_run_embedded(args, settings))
+    return run_until_done(_run_embedded(args, settings))
 
 
 async def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
@@ -455,7 +493,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail("demo", str(exc))
     try:
-        return asyncio.run(_demo(args, settings, model))
+        return run_until_done(_demo(args, settings, model))
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
 
@@ -562,7 +600,7 @@ def cmd_tool(args: argparse.Namespace) -> int:
     workspace = Path(args.workspace)
     if not workspace.is_dir():
         return _fail("tool", f"workspace {workspace} is not a directory")
-    return asyncio.run(_tool(args.name, arguments, workspace, as_json=args.json))
+    return run_until_done(_tool(args.name, arguments, workspace, as_json=args.json))
 
 
 async def _tool(name: str, arguments: dict[str, Any], workspace: Path, *, as_json: bool) -> int:

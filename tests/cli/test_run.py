@@ -205,6 +205,33 @@ def test_ctrl_c_cancels_a_long_command_and_exits_130(
     wait_until(lambda: not pid_alive(sleeper), "the cancelled command to be gone", timeout=5)
 
 
+def test_sigterm_stops_the_run_and_its_processes(
+    tmp_path: Path, workspace: Path, state_dir: Path
+) -> None:
+    # `kill`, a CI timeout or a closed terminal must not leave the run's commands behind.
+    tape = cassette(tmp_path / "tape.jsonl", "echo $$ > sleeper.pid; exec sleep 30")
+    pid_file = workspace / "sleeper.pid"
+    proc = subprocess.Popen(
+        [*agentd_argv(), *run_argv(f"replay:{tape}", workspace, state_dir, "--json")],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "sleep")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    sleeper = int(pid_file.read_text())
+    wait_until(lambda: not pid_alive(sleeper), "the run's command to be gone", timeout=5)
+
+
 def test_a_second_ctrl_c_quits_without_waiting(
     tmp_path: Path, workspace: Path, state_dir: Path
 ) -> None:
