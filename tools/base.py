@@ -170,8 +170,10 @@ def default_tool_names() -> list[str]:
 
 
 def _load_core_tools() -> None:
-    # Importing the package registers every core tool module (see tools/__init__.py).
-    import tools  # noqa: F401
+    # The core tool modules load on first need, not with this module (see tools/__init__.py).
+    from tools import load_core_tools
+
+    load_core_tools()
 
 
 class UnknownToolError(ValueError):
