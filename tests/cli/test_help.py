@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from runtime.cli import build_parser, main
+from runtime.demo import LIVE_MODELS
 from tests.cli.support import agentd_argv, clean_env
 
 
@@ -51,6 +52,13 @@ def test_help_explains_every_argument(command: str, capsys: pytest.CaptureFixtur
         assert flat(action.help) in out, f"{command}: help of {label} is not shown"
         for name in action.option_strings or [action.metavar or action.dest]:
             assert str(name) in out
+
+
+def test_demo_help_names_the_live_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    for key, model in LIVE_MODELS.items():
+        assert f"{model} with {key}" in out
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
