@@ -1,0 +1,106 @@
+"""What `agentd serve` does before it answers: only what the first request needs.
+
+Import time is most of a Python daemon's start-up, so the model SDKs, the tool modules and
+the OpenAPI machinery load on first use. The daemon runs as a real process under
+`python -X importtime`, whose report of every module imported before the "listening" line is
+exactly what start-up loaded.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import anyio
+
+from runtime.cli import resume_gc_after_start
+from tests.cli.support import clean_env
+
+LISTENING = re.compile(r"listening on (http://\S+)")
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$")
+TOKEN = "startup-token"
+
+# Loaded on first use, never by start-up.
+DEFERRED = (
+    "anthropic",
+    "openai",
+    "runtime.providers.anthropic",
+    "runtime.providers.openai_chat",
+    "runtime.providers.openai_responses",
+    "runtime.api.openapi",
+    "tools.exec",
+    "tools.patch",
+    "tools.files",
+    "tools.dev_url",
+    "pexpect",
+    "unidiff",
+)
+
+
+async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
+    tmp_path: Path, workspace: Path
+) -> None:
+    (workspace / "hello.txt").write_text("hi\n")
+    argv = [sys.executable, "-X", "importtime", "-m", "runtime.cli", "serve", "--port", "0"]
+    argv += ["--state-dir", str(tmp_path / "state"), "--workspace", str(workspace)]
+    process = await anyio.open_process(
+        [*argv, "--token", TOKEN],
+        cwd=workspace,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    at_start: list[str] = []
+    try:
+        assert process.stderr is not None
+        url = ""
+        buffer = b""
+        with anyio.fail_after(30):
+            async for chunk in process.stderr:
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for raw in complete:
+                    line = raw.decode(errors="replace")
+                    if match := IMPORTED.match(line):
+                        at_start.append(match.group(1))
+                    elif match := LISTENING.search(line):
+                        url = match.group(1)
+                if url:
+                    break
+        assert url, "the daemon did not start"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.get(url + "/readyz") as resp:
+                assert resp.status == 200
+            # The tools are there all the same: the first call loads them.
+            async with http.post(url + "/v1/tools/list_dir", json={"path": "."}) as resp:
+                assert resp.status == 200
+                assert "hello.txt" in (await resp.json())["data"]["output"]
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20), anyio.CancelScope(shield=True):
+            await process.wait()
+
+    loaded = set(at_start)
+    # The report is read right: the daemon's own layers are in it.
+    assert {"aiohttp.web", "runtime.store", "runtime.runs", "tools.base"} <= loaded
+    early = sorted(m for m in loaded if m in DEFERRED or m.split(".")[0] in DEFERRED)
+    assert early == []
+
+
+def test_the_collector_resumes_once_the_daemon_listens() -> None:
+    """`agentd serve` pauses garbage collection for its start-up only."""
+    gc.disable()
+    try:
+        resume_gc_after_start("http://127.0.0.1:7777")
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0  # start-up's objects: skipped by later collections
+    finally:
+        gc.unfreeze()
+        gc.enable()
