@@ -354,8 +354,8 @@ def add_run_parser(subparsers: Any) -> None:
     who.add_argument("--agent", metavar="SLUG", help="an agent defined on the daemon")
     who.add_argument(
         "--model",
-        help="run an ad-hoc agent (saved as 'cli') on this model, e.g. claude-sonnet-5-5, "
-        "gpt-5.5, gemini-2.5-pro, replay:FILE.jsonl",
+        help="run an ad-hoc agent (saved as 'cli') on this model, e.g. claude-sonnet-4-5, "
+        "gpt-5, gemini-2.5-pro, replay:FILE.jsonl",
     )
     parser.add_argument("--system", default="", help="system prompt of the ad-hoc agent")
     parser.add_argument(
@@ -452,8 +452,6 @@ def aiohttp_errors() -> tuple[type[BaseException], ...]:
 
 
 def add_demo_parser(subparsers: Any) -> None:
-    from runtime.demo import LIVE_MODELS
-
     parser = subparsers.add_parser(
         "demo",
         help="watch an agent build, test and serve a small web app (offline)",
@@ -474,8 +472,9 @@ def add_demo_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--live", action="store_true", help="use a real model (needs an API key in the env)"
     )
-    defaults = " or ".join(f"{model} with {key}" for key, model in LIVE_MODELS.items())
-    parser.add_argument("--model", help=f"model for --live (default: {defaults})")
+    parser.add_argument(
+        "--model", help="model for --live (default: claude-sonnet-4-5 or gpt-5, by key)"
+    )
     parser.add_argument(
         "--record", metavar="FILE", help="with --live, save the model's turns as a cassette"
     )
@@ -532,13 +531,12 @@ async def _demo(args: argparse.Namespace, settings: Settings, model: str | None)
         if code != EXIT_OK or final is None:
             return code
         dev_url = final.get("devUrl")
+        # Failures go to stderr, also with --json (where the narration is off).
         if not dev_url:
-            say("\nThe agent finished without starting a dev server.")
-            return EXIT_FAILED
+            return _fail("demo", "the agent finished without starting a dev server", EXIT_FAILED)
         status = await _probe(str(dev_url))
         if status is None:
-            say(f"\nThe dev server at {dev_url} did not answer.")
-            return EXIT_FAILED
+            return _fail("demo", f"the dev server at {dev_url} did not answer", EXIT_FAILED)
         say(f"\n✔ {dev_url} answered HTTP {status}. The app's files are in {settings.workspace}.")
         if args.exit:
             return EXIT_OK

@@ -213,6 +213,27 @@ async def test_live_demo_uses_the_model_and_records_a_cassette(tmp_path: Path) -
     assert [said(t.content) for t in fresh] == [said(t.content) for t in shipped]
 
 
+async def test_demo_fails_when_the_model_starts_no_server(tmp_path: Path) -> None:
+    async with FakeModelServer() as server:
+        server.script(Turn([text("I would rather not.")]))
+        proc = await asyncio.create_subprocess_exec(
+            *agentd_argv(),
+            *["demo", "--live", "--exit", "--json", "--workspace", str(tmp_path / "ws")],
+            env=clean_env(**server.env(), TMPDIR=str(tmp_path)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 1
+    assert json_lines(out.decode())[-1]["status"] == "completed"
+    assert err.decode() == "agentd demo: the agent finished without starting a dev server\n"
+
+
 def said(parts: list[Any]) -> list[tuple[Any, ...]]:
     """What a turn said and did (not provider bookkeeping such as which API it came from)."""
     return [
