@@ -354,8 +354,8 @@ def add_run_parser(subparsers: Any) -> None:
     who.add_argument("--agent", metavar="SLUG", help="an agent defined on the daemon")
     who.add_argument(
         "--model",
-        help="run an ad-hoc agent (saved as 'cli') on this model, e.g. claude-sonnet-4-5, "
-        "gpt-5, gemini-2.5-pro, replay:FILE.jsonl",
+        help="run an ad-hoc agent (saved as 'cli') on this model, e.g. claude-sonnet-5-5, "
+        "gpt-5.5, gemini-2.5-pro, replay:FILE.jsonl",
     )
     parser.add_argument("--system", default="", help="system prompt of the ad-hoc agent")
     parser.add_argument(
@@ -452,6 +452,8 @@ def aiohttp_errors() -> tuple[type[BaseException], ...]:
 
 
 def add_demo_parser(subparsers: Any) -> None:
+    from runtime.demo import LIVE_MODELS
+
     parser = subparsers.add_parser(
         "demo",
         help="watch an agent build, test and serve a small web app (offline)",
@@ -472,9 +474,8 @@ def add_demo_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--live", action="store_true", help="use a real model (needs an API key in the env)"
     )
-    parser.add_argument(
-        "--model", help="model for --live (default: claude-sonnet-4-5 or gpt-5, by key)"
-    )
+    defaults = " or ".join(f"{model} with {key}" for key, model in LIVE_MODELS.items())
+    parser.add_argument("--model", help=f"model for --live (default: {defaults})")
     parser.add_argument(
         "--record", metavar="FILE", help="with --live, save the model's turns as a cassette"
     )
