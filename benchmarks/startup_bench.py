@@ -1,0 +1,196 @@
+"""How long `agentd serve` takes to answer, beside swerex-remote, and what the time goes to.
+
+    python -m benchmarks.startup_bench [--starts N] [--top N]
+
+(from the repository root; swerex-remote's row needs `pip install swe-rex`). Rows:
+
+- each daemon from process spawn to its first 200 (`GET /readyz` for agentd, `GET /is_alive`
+  for swerex-remote), started the way `benchmarks/api_bench.py` starts them (bytecode cached,
+  polled every 2 ms): median wall time with its quartiles, and the CPU time the daemon's main
+  thread had used by then (/proc/PID/schedstat, Linux only: steadier than wall time on a
+  shared machine);
+- reference floors: an interpreter that has started, and one that has also made the imports
+  agentd cannot start without (asyncio, aiohttp.web, pydantic with one model, anyio, sqlite3),
+  timed from spawn to that point (process CPU time; the collector paused, as agentd's is).
+  All of these run in turn, round after round, `--starts` rounds after an untimed one;
+- then one start of agentd under `python -X importtime`: the modules imported before it
+  listened, self time summed by top-level package, and the `--top` slowest modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.api_bench import (
+    ROOT,
+    Server,
+    agentd_argv,
+    free_port,
+    python_env,
+    start_agentd,
+    start_swerex,
+    swerex_command,
+)
+
+UNAVOIDABLE = (
+    "import asyncio, sqlite3, anyio, aiohttp.web\n"
+    "from pydantic import BaseModel\n"
+    "class Model(BaseModel):\n"
+    "    field: int\n"
+)
+# Wall time since the parent's spawn (CLOCK_MONOTONIC is system-wide) and CPU time so far,
+# printed when the code above has run; with the collector paused, as agentd serve starts.
+REPORT = (
+    "import gc, os, time\n"
+    "gc.disable()\n"
+    "{code}"
+    "print((time.monotonic() - float(os.environ['SPAWNED'])) * 1000, time.process_time() * 1000)\n"
+)
+IMPORTED = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \|(\s*)(\S+)$")
+
+
+def main_thread_cpu_ms(server: Server) -> float | None:
+    try:
+        with open(f"/proc/{server.process.pid}/schedstat") as stats:
+            return int(stats.read().split()[0]) / 1e6
+    except OSError:
+        return None
+
+
+def floor_run(code: str, env: dict[str, str]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of a fresh interpreter once it has run `code`."""
+    env = {**env, "SPAWNED": repr(time.monotonic())}
+    out = subprocess.run(
+        [sys.executable, "-c", REPORT.format(code=code)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    wall, cpu = out.stdout.split()
+    return float(wall), float(cpu)
+
+
+def summary(walls: list[float], cpus: list[float | None]) -> tuple[str, str]:
+    q1, median, q3 = statistics.quantiles(walls, n=4) if len(walls) > 1 else walls * 3
+    wall = f"{median:.0f} ms ({q1:.0f}–{q3:.0f})"
+    known = [c for c in cpus if c is not None]
+    return wall, f"{statistics.median(known):.0f} ms" if known else "n/a"
+
+
+async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
+    """Every subject once per round, in turn, so they share the machine's load alike."""
+    peer = swerex_command()
+    env = python_env(tmp)
+    subjects = ["agentd serve → /readyz"]
+    if peer:
+        subjects.append("swerex-remote → /is_alive")
+    floors = {"python, no imports": "", "agentd's unavoidable imports": UNAVOIDABLE}
+    subjects.extend(floors)
+    walls: dict[str, list[float]] = {name: [] for name in subjects}
+    cpus: dict[str, list[float | None]] = {name: [] for name in subjects}
+    async with aiohttp.ClientSession() as session:
+        for attempt in range(starts + 1):  # the first round fills the bytecode caches
+            for name in subjects:
+                wall: float
+                cpu: float | None
+                if name in floors:
+                    wall, cpu = floor_run(floors[name], env)
+                else:
+                    if name.startswith("agentd"):
+                        server = await start_agentd(session, tmp)
+                    else:
+                        assert peer is not None
+                        server = await start_swerex(session, peer, tmp)
+                    wall, cpu = server.startup_s * 1000, main_thread_cpu_ms(server)
+                    server.stop()
+                if attempt:
+                    walls[name].append(wall)
+                    cpus[name].append(cpu)
+    return [(name, *summary(walls[name], cpus[name])) for name in subjects]
+
+
+async def import_profile(tmp: Path) -> list[tuple[int, int, str]]:
+    """(self µs, depth, module) of every import before agentd listened, in import order."""
+    state = Path(tempfile.mkdtemp(dir=tmp, prefix="state"))
+    workspace = tmp / "workspace"
+    workspace.mkdir(exist_ok=True)
+    argv = agentd_argv(free_port(), state, workspace)
+    argv = [argv[0], "-X", "importtime", *argv[1:]]
+    argv[argv.index("--log-level") + 1] = "info"  # the "listening on" line ends the profile
+    env = {**python_env(tmp), "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    imports: list[tuple[int, int, str]] = []
+    try:
+        async with asyncio.timeout(30):
+            while line := (await process.stderr.readline()).decode(errors="replace"):
+                if match := IMPORTED.match(line.rstrip("\n")):
+                    depth = (len(match.group(2)) - 1) // 2
+                    imports.append((int(match.group(1)), depth, match.group(3)))
+                elif "listening on" in line:
+                    break
+    finally:
+        process.terminate()
+        await process.wait()
+    return imports
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("-|-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        rows = await start_up_rows(tmp, args.starts)
+        imports = await import_profile(tmp)
+    print_table((f"start-up, median of {args.starts} (quartiles)", "wall", "CPU"), rows)
+
+    by_package: Counter[str] = Counter()
+    for micros, _, module in imports:
+        by_package[module.split(".")[0]] += micros
+    total = sum(by_package.values())
+    print(f"\nimports before agentd listened: {len(imports)} modules, {total / 1000:.0f} ms")
+    print("(self times under -X importtime, which inflates them; one run)\n")
+    package_rows = [
+        (package, f"{micros / 1000:.1f} ms", f"{100 * micros / total:.0f}%")
+        for package, micros in by_package.most_common(args.top)
+    ]
+    print_table(("top-level package", "self time", "share"), package_rows)
+    print()
+    slowest = sorted(imports, reverse=True)[: args.top]
+    print_table(
+        ("module", "self time"),
+        [(module, f"{micros / 1000:.1f} ms") for micros, _, module in slowest],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--starts", type=int, default=15, help="timed starts per daemon")
+    parser.add_argument("--top", type=int, default=12, help="rows of the import profile")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
