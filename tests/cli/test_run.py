@@ -296,29 +296,28 @@ def test_ctrl_c_before_the_run_starts_exits_130(tmp_path: Path) -> None:
 # -- --url: a real `agentd serve` -------------------------------------------------------------
 
 
-@pytest.fixture
-def serve_flags() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def served(tmp_path: Path, serve_flags: list[str]) -> Iterator[tuple[str, Path]]:
-    """`agentd serve` with a token on a free port: (its URL, its workspace)."""
-    workspace = tmp_path / "served-workspace"
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`agentd serve` with a token on a free port, one run at a time and no queue: (its URL,
+    its workspace). Shared by the tests below, which leave no run active."""
+    root = tmp_path_factory.mktemp("served")
+    workspace = root / "workspace"
     workspace.mkdir()
     port = free_port()
-    proc = subprocess.Popen(
-        [*agentd_argv(), "serve", "--port", str(port), "--workspace", str(workspace), *serve_flags],
-        env=clean_env(AGENTD_TOKEN="s3cret", AGENTD_STATE_DIR=str(tmp_path / "served-state")),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    limits = ["--max-concurrent-runs", "1", "--max-queue", "0"]
+    log = root / "serve.log"
+    with log.open("w") as log_file:  # a file, not a pipe nobody drains while tests run
+        proc = subprocess.Popen(
+            [*agentd_argv(), "serve", "--port", str(port), "--workspace", str(workspace), *limits],
+            env=clean_env(AGENTD_TOKEN="s3cret", AGENTD_STATE_DIR=str(root / "state")),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
 
         def healthy() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
+            assert proc.poll() is None, log.read_text()
             try:
                 return http_get(url + "/healthz")[0] == 200
             except OSError:
@@ -327,11 +326,11 @@ def served(tmp_path: Path, serve_flags: list[str]) -> Iterator[tuple[str, Path]]
         wait_until(healthy, "agentd serve to answer /healthz")
         yield url, workspace
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=20) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+            proc.wait()
 
 
 def test_url_runs_on_a_running_daemon(served: tuple[str, Path], tmp_path: Path) -> None:
@@ -368,7 +367,6 @@ def test_url_runs_on_a_running_daemon(served: tuple[str, Path], tmp_path: Path) 
     assert "■ status completed" in again.stdout
 
 
-@pytest.mark.parametrize("serve_flags", [["--max-concurrent-runs", "1", "--max-queue", "0"]])
 def test_ctrl_c_cancels_the_run_on_the_daemon(served: tuple[str, Path], tmp_path: Path) -> None:
     url, served_workspace = served
     tape = cassette(tmp_path / "tape.jsonl", "echo $$ > sleeper.pid; exec sleep 30")
