@@ -148,7 +148,8 @@ async def embedded_daemon(settings: Settings) -> AsyncIterator[str]:
     task = asyncio.create_task(
         serve(settings, on_ready=ready.set_result, stop=stop, handle_signals=False)
     )
-    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    first: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
     if task in done:  # it failed before it listened: surface why
         await task
         raise RuntimeError("the embedded daemon stopped before it was ready")
@@ -183,6 +184,8 @@ class RunWatcher:
             watcher_task.cancel()
 
     async def _cancel(self, run_id: str) -> None:
+        import aiohttp
+
         from runtime.client import ApiError
 
         try:
@@ -190,7 +193,7 @@ class RunWatcher:
         except ApiError as exc:
             if exc.status != 409:  # 409: the run had ended already, which is what we wanted
                 print(f"agentd: could not cancel the run: {exc.message}", file=sys.stderr)
-        except (OSError, *aiohttp_errors()) as exc:
+        except (OSError, aiohttp.ClientError) as exc:
             print(f"agentd: could not cancel the run: {exc}", file=sys.stderr)
 
     async def settle(self, *, abandon: bool) -> None:

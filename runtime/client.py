@@ -37,7 +37,8 @@ class SSEEvent:
 
 async def parse_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
     """Yield events from an event-stream body given as raw lines."""
-    event, data, last_id = "", [], None
+    event, last_id = "", None
+    data: list[str] = []
     async for raw in lines:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:
