@@ -18,6 +18,7 @@ import pytest
 
 from runtime.cli import main
 from runtime.messages import Message, TextPart, ToolCallPart
+from runtime.providers.base import AssistantTurn
 from runtime.providers.replay import request_fingerprint
 from tests.cli.support import (
     agentd_argv,
@@ -37,7 +38,7 @@ def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
 
 
-def exec_turn(cmd: str, text: str = "") -> object:
+def exec_turn(cmd: str, text: str = "") -> AssistantTurn:
     parts = [TextPart(text=text)] if text else []
     call = ToolCallPart(id="call_1", name="exec_command", arguments={"cmd": cmd})
     return turn(*parts, call, stop="tool_use")
@@ -47,7 +48,7 @@ def cassette(path: Path, cmd: str) -> Path:
     """The model runs `cmd`, then says "All done."."""
     return write_cassette(
         path,
-        [exec_turn(cmd, "Running it."), turn(TextPart(text="All done."))],  # type: ignore[list-item]
+        [exec_turn(cmd, "Running it."), turn(TextPart(text="All done."))],
     )
 
 
@@ -68,7 +69,9 @@ def run_argv(model: str, workspace: Path, state_dir: Path, *extra: str) -> list[
 # -- 0: completed ---------------------------------------------------------------------------
 
 
-def test_completed_run_renders_for_a_person(tmp_path: Path, workspace: Path, state_dir: Path):
+def test_completed_run_renders_for_a_person(
+    tmp_path: Path, workspace: Path, state_dir: Path
+) -> None:
     tape = cassette(tmp_path / "tape.jsonl", "echo made-by-run > made.txt && echo wrote it")
     result = subprocess.run(
         [*agentd_argv(), *run_argv(f"replay:{tape}", workspace, state_dir)],
