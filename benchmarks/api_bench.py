@@ -269,7 +269,7 @@ async def sse_fanout(session: aiohttp.ClientSession, tmp: Path, clients: int, tu
         try:
             agent = {
                 "slug": "fan",
-                "model": "claude-sonnet-4-5",
+                "model": "claude-sonnet-4-6",
                 "tools": ["list_dir"],
                 "maxIterations": turns + 1,
             }

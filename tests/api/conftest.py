@@ -23,7 +23,7 @@ from runtime.runs import RunManager
 from runtime.store import Store
 from tests.fakes.model_server import FakeModelServer, Turn, text
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 
 
 @dataclass

@@ -129,7 +129,7 @@ def _fuzz(spec: dict[str, Any], base_url: str, ids: dict[str, str], max_examples
         # Earlier operations may have deleted it (DELETE /v1/agents/{slug}): recreate.
         session.post(
             base_url + "/v1/agents",
-            json={"slug": "helper", "model": "claude-sonnet-4-5", "tools": []},
+            json={"slug": "helper", "model": "claude-sonnet-4-6", "tools": []},
             headers=headers,
             timeout=15,
         ).raise_for_status()

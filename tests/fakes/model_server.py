@@ -17,7 +17,7 @@ request asked for, so one script drives every adapter::
                   tool_call("exec_command", {"cmd": "ls"}, id="call_1", chunks=4)]),
             Turn([text("All ", "done.")], usage=TurnUsage(input_tokens=50, output_tokens=3)),
         )
-        provider, model_id = create_provider("claude-sonnet-4-5", env=server.env())
+        provider, model_id = create_provider("claude-sonnet-4-6", env=server.env())
         ...
         assert server.requests[1].body["messages"][1]["content"][0]["signature"] == "sig-1"
 

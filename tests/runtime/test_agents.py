@@ -12,7 +12,7 @@ from tools.base import core_tool_names, default_tool_names
 
 
 def spec(**fields: Any) -> AgentSpec:
-    return AgentSpec.model_validate({"slug": "helper", "model": "claude-sonnet-4-5", **fields})
+    return AgentSpec.model_validate({"slug": "helper", "model": "claude-sonnet-4-6", **fields})
 
 
 def test_defaults_follow_the_design() -> None:
