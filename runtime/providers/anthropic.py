@@ -177,11 +177,7 @@ class AnthropicProvider:
         settings: ModelSettings,
     ) -> AsyncGenerator[StreamItem, None]:
         if self._client is None:
-            raise ModelError(
-                "missing_api_key",
-                f"{self.key_env_var} is not set: add it to the daemon's environment or the "
-                f"agent's env to use {self.label} models",
-            )
+            raise ModelError.missing_api_key(self.key_env_var, self.label)
         body = self.build_request(system, messages, tools, settings)
         extra = dict(settings.extra) or None
         base_messages = body["messages"]

@@ -142,6 +142,14 @@ class ModelError(Exception):
     def __repr__(self) -> str:
         return f"ModelError({self.code!r}, {self.message!r}, status={self.status})"
 
+    @classmethod
+    def missing_api_key(cls, env_var: str, label: str) -> ModelError:
+        return cls(
+            "missing_api_key",
+            f"{env_var} is not set: add it to the daemon's environment or the agent's env to "
+            f"use {label} models",
+        )
+
 
 class Provider(Protocol):
     """A model API. `stream` yields deltas, then one final `AssistantTurn`."""

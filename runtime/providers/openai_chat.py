@@ -61,6 +61,23 @@ from runtime.providers.tool_calls import arguments_json, parse_tool_call
 DEFAULT_TIMEOUT = 600.0
 
 
+def openai_client(
+    api_key: str, base_url: str | None, endpoint_path: str, timeout: float | None
+) -> Any:
+    """An `AsyncOpenAI` client for Chat Completions or Responses. Its own retries are off:
+    the shared RetryPolicy owns them. A base URL given with the endpoint path still works."""
+    from openai import AsyncOpenAI
+
+    if base_url:
+        base_url = base_url.rstrip("/").removesuffix(endpoint_path)
+    return AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url or None,
+        max_retries=0,
+        timeout=timeout or DEFAULT_TIMEOUT,
+    )
+
+
 class StreamTruncated(Exception):
     """The stream ended without a finish_reason (the connection dropped quietly)."""
 
@@ -112,16 +129,7 @@ class OpenAIChatProvider:
         self.max_tokens_field = max_tokens_field
         self._client: Any = None
         if api_key:
-            from openai import AsyncOpenAI
-
-            if base_url:
-                base_url = base_url.rstrip("/").removesuffix("/chat/completions")
-            self._client = AsyncOpenAI(
-                api_key=api_key,
-                base_url=base_url or None,
-                max_retries=0,
-                timeout=timeout or DEFAULT_TIMEOUT,
-            )
+            self._client = openai_client(api_key, base_url, "/chat/completions", timeout)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -167,11 +175,7 @@ class OpenAIChatProvider:
         settings: ModelSettings,
     ) -> AsyncGenerator[StreamItem, None]:
         if self._client is None:
-            raise ModelError(
-                "missing_api_key",
-                f"{self.key_env_var} is not set: add it to the daemon's environment or the "
-                f"agent's env to use {self.label} models",
-            )
+            raise ModelError.missing_api_key(self.key_env_var, self.label)
         body = self.build_request(system, messages, tools, settings)
         extra = dict(settings.extra) or None
 

@@ -42,7 +42,7 @@ from runtime.providers.base import (
     ToolCallStart,
     Usage,
 )
-from runtime.providers.openai_chat import classify_openai_error, reasoning_effort
+from runtime.providers.openai_chat import classify_openai_error, openai_client, reasoning_effort
 from runtime.providers.retry import (
     Failure,
     RetryPolicy,
@@ -52,7 +52,6 @@ from runtime.providers.retry import (
 from runtime.providers.tool_calls import arguments_json, parse_tool_call
 
 PROVIDER = "openai-responses"
-DEFAULT_TIMEOUT = 600.0
 _REASONING_MODEL = re.compile(r"^(o\d|gpt-(?:[5-9]|\d{2,})|codex-)")
 _SUMMARY_SEPARATOR = "\n\n"
 
@@ -91,16 +90,7 @@ class OpenAIResponsesProvider:
         self.label = label
         self._client: Any = None
         if api_key:
-            from openai import AsyncOpenAI
-
-            if base_url:
-                base_url = base_url.rstrip("/").removesuffix("/responses")
-            self._client = AsyncOpenAI(
-                api_key=api_key,
-                base_url=base_url or None,
-                max_retries=0,
-                timeout=timeout or DEFAULT_TIMEOUT,
-            )
+            self._client = openai_client(api_key, base_url, "/responses", timeout)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -152,11 +142,7 @@ class OpenAIResponsesProvider:
         settings: ModelSettings,
     ) -> AsyncGenerator[StreamItem, None]:
         if self._client is None:
-            raise ModelError(
-                "missing_api_key",
-                f"{self.key_env_var} is not set: add it to the daemon's environment or the "
-                f"agent's env to use {self.label} models",
-            )
+            raise ModelError.missing_api_key(self.key_env_var, self.label)
         body = self.build_request(system, messages, tools, settings)
         extra = dict(settings.extra) or None
 
