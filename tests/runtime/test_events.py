@@ -7,7 +7,6 @@ import itertools
 import json
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ from runtime.store import Store
 
 RUN = "run_test"
 THREAD = "thr_test"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def read_all(subscription: Any, limit: float = 10) -> list[Event]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +34,6 @@ from tests.fakes.scripted_provider import (
     usage,
 )
 from tools.base import Tool, ToolArgs, ToolContext, ToolResult
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state")
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-def factory() -> ScriptedFactory:
-    return ScriptedFactory()
-
-
-@pytest.fixture
-async def manager(
-    store: Store, workspace: Path, factory: ScriptedFactory
-) -> AsyncIterator[RunManager]:
-    async with RunManager(store, workspace, provider_factory=factory, env={}) as started:
-        yield started
 
 
 async def make_agent(store: Store, slug: str = "helper", **fields: Any) -> AgentRecord:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -25,28 +24,6 @@ from tests.fakes.scripted_provider import (
     tool_turn,
 )
 from tools.base import Tool, ToolArgs, ToolContext, ToolResult
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state")
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-def factory() -> ScriptedFactory:
-    return ScriptedFactory()
-
-
-@pytest.fixture
-async def manager(
-    store: Store, workspace: Path, factory: ScriptedFactory
-) -> AsyncIterator[RunManager]:
-    async with RunManager(store, workspace, provider_factory=factory, env={}) as started:
-        yield started
 
 
 async def shell_agent(store: Store) -> AgentRecord:

@@ -6,7 +6,6 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -17,15 +16,6 @@ from runtime.events import Event
 from runtime.messages import Message, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 from runtime.providers.base import Usage
 from runtime.store import RunRecord, Store, StoreClosed
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def conversation() -> list[Message]:
