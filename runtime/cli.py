@@ -160,6 +160,10 @@ async def embedded_daemon(settings: Settings) -> AsyncIterator[str]:
         await task
 
 
+RECONNECT_ATTEMPTS = 5
+RECONNECT_BASE_DELAY_S = 0.2
+
+
 class RunWatcher:
     """Streams a run's events to the terminal. The first Ctrl-C cancels the run (and the
     stream then ends with its `complete` event); a second one stops watching at once."""
@@ -209,18 +213,44 @@ class RunWatcher:
         await asyncio.wait({task})
 
     async def watch(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Start the run and render it; returns the `complete` event (None if none came)."""
-        final = None
-        async for event in self.client.stream_run(body):
-            self.run_id = self.run_id or event.get("runId")
-            if self.as_json:
-                self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
-                self.out.flush()
+        """Start the run and render it; returns the `complete` event (None if none came).
+
+        A stream that breaks before `complete` (a daemon restart, a proxy timing out, a
+        network blip) is picked up again from the last event seen: the daemon replays what
+        was missed, so nothing is shown twice or lost."""
+        import aiohttp
+
+        last_id = 0
+        stream = self.client.stream_run(body)
+        for attempt in range(RECONNECT_ATTEMPTS + 1):
+            try:
+                async for event in stream:
+                    self.run_id = self.run_id or event.get("runId")
+                    last_id = max(last_id, int(event.get("id", 0)))
+                    self._show(event)
+                    if event.get("type") == "complete":
+                        return event
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                if self.run_id is None:
+                    raise
+                reason = str(exc) or type(exc).__name__
             else:
-                self.renderer.render(event)
-            if event.get("type") == "complete":
-                final = event
-        return final
+                if self.run_id is None:
+                    return None
+                reason = "the stream ended before the run did"
+            if attempt == RECONNECT_ATTEMPTS:
+                break
+            print(f"agentd: {reason}; following the run again", file=sys.stderr)
+            await asyncio.sleep(min(RECONNECT_BASE_DELAY_S * 2**attempt, 2.0))
+            stream = self.client.stream_events(self.run_id, after=last_id)
+        return None
+
+    def _show(self, event: dict[str, Any]) -> None:
+        if self.as_json:
+            self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
+            self.out.flush()
+        else:
+            self.renderer.render(event)
 
     def exit_code(self, final: dict[str, Any] | None) -> int:
         if final is None:
