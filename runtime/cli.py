@@ -229,7 +229,8 @@ class RunWatcher:
                     last_id = max(last_id, int(event.get("id", 0)))
                     self._show(event)
                     if event.get("type") == "complete":
-                        return event
+                        final: dict[str, Any] = event
+                        return final
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                 if self.run_id is None:
                     raise

@@ -34,3 +34,12 @@ def test_ruff_check_and_format() -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     fmt = _ruff("format", "--check")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    """CONVENTIONS §2: runtime/ and tools/ are `mypy --strict` clean (settings in pyproject)."""
+    pytest.importorskip("mypy", reason="mypy is not installed (it is in the [test] extra)")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

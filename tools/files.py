@@ -342,7 +342,7 @@ def _edit(real: Path, rel: str, args: EditFileArgs) -> _Edit:
     if count == 0:
         raise ToolError(_not_found(work, old, rel))
     if count > 1 and not args.replace_all:
-        lines = []
+        lines: list[str] = []
         start = work.find(old)
         while start != -1 and len(lines) < 10:
             lines.append(str(_line_of(work, start)))

@@ -36,7 +36,7 @@ from yarl import URL
 from tools.base import Tool, ToolArgs, Toolbox, ToolContext, ToolResult, truncate_middle
 
 if TYPE_CHECKING:
-    from jsonschema.protocols import Validator  # type: ignore[import-untyped]
+    from jsonschema.protocols import Validator
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SNIPPET_CHARS = 1000
@@ -144,7 +144,7 @@ class HttpToolArgs(ToolArgs):
 def schema_problem(schema: dict[str, Any]) -> str | None:
     """Why `schema` is not a usable JSON Schema (None when it is). Honours `$schema`;
     draft 2020-12 otherwise."""
-    from jsonschema import exceptions  # type: ignore[import-untyped]
+    from jsonschema import exceptions
 
     if not isinstance(schema.get("$schema", ""), str):
         return "$schema must be a string (the URI of a JSON Schema draft)"

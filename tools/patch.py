@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import Hunk as UnidiffHunk
-from unidiff.patch import PatchedFile
+from unidiff.patch import PatchedFile, PatchSet
 
 from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult, register_tool
 from tools.diffs import diff_regions, diff_texts, keepends_lines
@@ -465,7 +464,7 @@ def _unquote(path: str) -> str:
     """Git quotes paths with unusual characters as C strings with octal escapes."""
     path = path.strip()
     if len(path) >= 2 and path[0] == path[-1] == '"':
-        raw = codecs.escape_decode(path[1:-1].encode("utf-8"))[0]  # type: ignore[attr-defined]
+        raw = codecs.escape_decode(path[1:-1].encode("utf-8"))[0]
         return raw.decode("utf-8", errors="surrogateescape")
     return path
 

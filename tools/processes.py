@@ -264,7 +264,7 @@ _LIBC_SPAWN = _load_libc_spawn()
 def _spawn_with_ptyprocess(
     argv: list[str], *, cwd: str, env: Mapping[str, str], rows: int, cols: int
 ) -> Spawned:
-    from ptyprocess import PtyProcess  # type: ignore[import-untyped]
+    from ptyprocess import PtyProcess
 
     proc = PtyProcess.spawn(
         argv, cwd=cwd, env=dict(env), dimensions=(rows, cols), preexec_fn=_child_signal_defaults

@@ -364,7 +364,7 @@ async def _play(turn: CassetteTurn) -> AsyncGenerator[StreamItem, None]:
             ordinal += 1
     yield AssistantTurn(
         content=list(turn.content),
-        stop_reason=turn.stop_reason,  # type: ignore[arg-type]
+        stop_reason=turn.stop_reason,
         usage=turn.usage,
         model=turn.model,
     )

@@ -137,7 +137,7 @@ def _read_file(workspace: Workspace, real: Path, offset: int, limit: int) -> Fil
         path=shown,
         size=info.st_size,
         offset=offset,
-        encoding=encoding,  # type: ignore[arg-type]
+        encoding=encoding,
         content=content,
         truncated=truncated,
     )
