@@ -22,7 +22,6 @@ shutdown or thread deletion. A toolbox never crosses threads (a fork gets a new 
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import copy
 import json
@@ -35,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.agents import AgentRecord, AgentSpec, CustomModel, CustomToolSpec
@@ -45,6 +43,7 @@ from runtime.loop import AgentLoop, LoopOutcome, RunControls
 from runtime.messages import Message, ToolCallPart, ToolResultPart
 from runtime.providers.base import ModelError, ModelSettings, Provider, Usage
 from runtime.store import RunRecord, Store
+from runtime.task_host import HostedTaskGroup
 from tools.base import TOOL_REGISTRY, Tool, Toolbox, ToolResult, ToolSettings, core_tool_names
 
 log = logging.getLogger("agentd.runs")
@@ -200,9 +199,7 @@ class RunManager:
         # built for; least recently used first.
         self._kept: OrderedDict[str, tuple[Toolbox, str]] = OrderedDict()
         self._daemon_toolbox: Toolbox | None = None
-        self._host: asyncio.Task[None] | None = None
-        self._stop = anyio.Event()
-        self._tg: TaskGroup | None = None
+        self._tasks = HostedTaskGroup()
         self._accepting = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -220,22 +217,11 @@ class RunManager:
         The runs' task group lives in a host task of its own, so `start_background` and
         `shutdown` may be called from different tasks (e.g. a web app's startup and cleanup
         hooks)."""
-        if self._host is not None:
+        if self._tasks.started:
             raise RuntimeError("the run manager is already started")
         await self.recover_interrupted()
-        ready = anyio.Event()
-        self._stop = anyio.Event()
-        self._host = asyncio.get_running_loop().create_task(self._host_runs(ready))
-        await ready.wait()
+        await self._tasks.start()
         self._accepting = True
-
-    async def _host_runs(self, ready: anyio.Event) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            ready.set()
-            await self._stop.wait()
-            tg.cancel_scope.cancel()
-        self._tg = None
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop accepting runs, give active ones `grace` seconds to finish, then interrupt the
@@ -257,10 +243,7 @@ class RunManager:
         if self._daemon_toolbox is not None:
             await self._daemon_toolbox.aclose()
             self._daemon_toolbox = None
-        if self._host is not None:
-            host, self._host = self._host, None
-            self._stop.set()
-            await host
+        await self._tasks.stop()
 
     async def recover_interrupted(self) -> list[str]:
         """Runs the store says are unfinished died with a previous daemon: end them."""
@@ -315,7 +298,7 @@ class RunManager:
     ) -> Run:
         """Start a run (queued if no slot is free). Raises NotFound, Conflict, QueueFull or
         InvalidRequest; every later failure is an outcome of the run, not an exception."""
-        if not self._accepting or self._tg is None:
+        if not self._accepting or not self._tasks.running:
             raise Conflict("the run manager is not accepting runs", code="shutting_down")
         record_agent = await self._resolve_agent(agent)
         spec = record_agent.spec
@@ -371,7 +354,7 @@ class RunManager:
                 initial=[*history, *new],
                 thread_seed=[*seed, *new],
             )
-        self._tg.start_soon(self._drive, run)
+        self._tasks.start_soon(self._drive, run)
         return run
 
     async def _register(

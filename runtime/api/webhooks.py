@@ -20,7 +20,6 @@ Every request carries:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -32,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
-from anyio.abc import TaskGroup
 
 from runtime.ids import utc_now
+from runtime.task_host import HostedTaskGroup
 
 if TYPE_CHECKING:
     from runtime.api.metrics import ApiMetrics
@@ -119,47 +118,31 @@ class WebhookSender:
         self.max_pending = max_pending
         self.metrics = metrics
         self.pending = 0
-        self._tg: TaskGroup | None = None
-        self._host: asyncio.Task[None] | None = None
-        self._stop = anyio.Event()
+        self._tasks = HostedTaskGroup()
         self._idle = anyio.Event()
         self._idle.set()
         self._session: aiohttp.ClientSession | None = None
         self._warned_unsigned = False
 
     async def start(self) -> None:
-        if self._host is not None:
-            return
-        ready = anyio.Event()
-        self._stop = anyio.Event()
-        self._host = asyncio.get_running_loop().create_task(self._run(ready))
-        await ready.wait()
-
-    async def _run(self, ready: anyio.Event) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            ready.set()
-            await self._stop.wait()
-            tg.cancel_scope.cancel()
-        self._tg = None
+        if not self._tasks.started:
+            await self._tasks.start()
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Give pending deliveries `grace` seconds, then cancel the rest."""
-        if self._host is None:
+        if not self._tasks.started:
             return
         with anyio.move_on_after(grace):
             await self._idle.wait()
         if self.pending:
             log.warning("shutting down with %d webhook deliveries unfinished", self.pending)
-        host, self._host = self._host, None
-        self._stop.set()
-        await host
+        await self._tasks.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def _spawn(self, func: Any, *args: Any) -> bool:
-        if self._tg is None:
+        if not self._tasks.running:
             log.error("webhook sender is not running; dropping %s", func.__name__)
             return False
         if self.pending >= self.max_pending:
@@ -169,7 +152,7 @@ class WebhookSender:
             return False
         self.pending += 1
         self._idle = anyio.Event()
-        self._tg.start_soon(self._tracked, func, *args)
+        self._tasks.start_soon(self._tracked, func, *args)
         return True
 
     async def _tracked(self, func: Any, *args: Any) -> None:
