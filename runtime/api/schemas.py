@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from runtime.agents import AgentSpec
 from runtime.messages import Message, Part
 from runtime.runs import RunConfig
+from runtime.store import ThreadRecord
 
 T = TypeVar("T")
 
@@ -334,17 +335,12 @@ class ThreadsQuery(WireModel):
     agent: str | None = None
 
 
-class ThreadOut(WireModel):
+class ThreadOut(ThreadRecord):
+    """A thread as the API returns it: the stored record, documented from the same model."""
+
     model_config = ConfigDict(
         extra="allow", populate_by_name=True, serialize_by_alias=True, defer_build=True
     )
-
-    id: str
-    agent: str
-    created_at: str = Field(alias="createdAt")
-    updated_at: str = Field(alias="updatedAt")
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    message_count: int = Field(0, alias="messageCount")
 
 
 class ThreadDetail(ThreadOut):
