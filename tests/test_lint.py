@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.needs import need_module
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ["runtime", "tools", "tests", "benchmarks"]
@@ -23,13 +22,8 @@ def _ruff(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(
-    shutil.which("ruff") is None
-    and subprocess.call([sys.executable, "-m", "ruff", "--version"], stdout=subprocess.DEVNULL)
-    != 0,
-    reason="ruff is not installed (it is in the [test] extra)",
-)
 def test_ruff_check_and_format() -> None:
+    need_module("ruff")
     check = _ruff("check")
     assert check.returncode == 0, check.stdout + check.stderr
     fmt = _ruff("format", "--check")
@@ -38,7 +32,7 @@ def test_ruff_check_and_format() -> None:
 
 def test_mypy_strict_is_clean() -> None:
     """CONVENTIONS §2: runtime/ and tools/ are `mypy --strict` clean (settings in pyproject)."""
-    pytest.importorskip("mypy", reason="mypy is not installed (it is in the [test] extra)")
+    need_module("mypy")
     result = subprocess.run(
         [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, check=False
     )

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from runtime.agents import AgentSpec
@@ -100,7 +101,6 @@ def _fuzz(spec: dict[str, Any], base_url: str, ids: dict[str, str], max_examples
     serving on the test's event loop."""
     import hypothesis
     import hypothesis.errors
-    import requests
     import schemathesis
     from hypothesis import HealthCheck, Phase
     from schemathesis import GenerationMode
@@ -120,14 +120,13 @@ def _fuzz(spec: dict[str, Any], base_url: str, ids: dict[str, str], max_examples
         content_type_conformance,
         response_schema_conformance,
     ]
-    session = requests.Session()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     failures: list = []
     for result in schema.get_all_operations():
         operation = result.ok()
         path = operation.path
         # Earlier operations may have deleted it (DELETE /v1/agents/{slug}): recreate.
-        session.post(
+        httpx.post(
             base_url + "/v1/agents",
             json={"slug": "helper", "model": "claude-sonnet-4-6", "tools": []},
             headers=headers,
@@ -158,9 +157,7 @@ def _fuzz(spec: dict[str, Any], base_url: str, ids: dict[str, str], max_examples
             )
             @hypothesis.given(case=strategy)
             def check(case: Any) -> None:
-                response = case.call(
-                    base_url=base_url, session=session, headers=headers, timeout=15
-                )
+                response = case.call(base_url=base_url, headers=headers, timeout=15)
                 case.validate_response(response, checks=checks, headers=headers)
 
             try:

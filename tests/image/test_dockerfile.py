@@ -7,11 +7,12 @@ and linted with hadolint when it is installed (it is in the [test] extra).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.needs import need_program
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "sandbox_image" / "Dockerfile"
 
@@ -98,9 +99,9 @@ def test_entrypoint_is_tini_then_agentd_serve(instructions: list[tuple[str, str]
     assert argv[2:] == ["agentd", "serve", "--host", "0.0.0.0", "--workspace", "/workspace"]
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed")
 def test_hadolint_is_clean() -> None:
+    hadolint = need_program("hadolint")
     result = subprocess.run(
-        ["hadolint", "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr

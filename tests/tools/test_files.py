@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,12 +11,11 @@ from typing import Any
 import pytest
 
 import tools.files
+from tests.needs import need_program
 from tests.tools.harness import Harness, open_harness, read_tree
 from tools.base import core_tool_names
 from tools.patch import apply_patch_text
 from tools.workspace import Workspace
-
-HAS_RG = shutil.which("rg") is not None
 
 
 @pytest.fixture
@@ -377,8 +375,8 @@ async def test_glob(harness: Harness, pattern: str, path: str | None, expected: 
 
 @pytest.fixture(params=["python", "ripgrep"])
 def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "ripgrep" and not HAS_RG:
-        pytest.skip("ripgrep is not installed")
+    if request.param == "ripgrep":
+        need_program("rg")
     monkeypatch.setattr(tools.files, "USE_RIPGREP", request.param == "ripgrep")
     return str(request.param)
 
@@ -422,8 +420,7 @@ GREP_QUERIES: list[dict[str, Any]] = [
 async def test_grep_engines_agree(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, query: dict[str, Any]
 ) -> None:
-    if not HAS_RG:
-        pytest.skip("ripgrep is not installed: nothing to compare the fallback with")
+    need_program("rg")  # else there is nothing to compare the fallback with
     make_project(harness.root)
     monkeypatch.setattr(tools.files, "USE_RIPGREP", True)
     with_rg = await harness.box.call("grep", query)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import tools.patch
 import tools.textfile
+from tests.needs import need_program
 from tests.tools.harness import Harness, open_harness, read_tree, write_tree
 from tools.diffs import keepends_lines
 from tools.patch import apply_patch_text, parse_patch
@@ -686,9 +687,7 @@ async def test_failure_while_writing_rolls_everything_back(
 
 
 async def test_real_git_diff_applies(harness: Harness, tmp_path: Path) -> None:
-    git = shutil.which("git")
-    if git is None:
-        pytest.skip("git is not installed")
+    git = need_program("git")
     before = {
         "src/app.py": APP,
         "src/util.py": "def helper():\n    return 'x'\n"
