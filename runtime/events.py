@@ -54,6 +54,9 @@ class RunStartedPayload(_Payload):
     # The envelope carries threadId; it is accepted here for callers that pass it.
     thread_id: str | None = Field(None, alias="threadId")
     model: str | None = None
+    # Also, only when there are some: `warnings`, the run's settings its model's route does
+    # not take (left out of every request), said once (an extra field, so that run_started
+    # stays exactly as it was otherwise).
 
 
 class StatusPayload(_Payload):

@@ -42,6 +42,7 @@ from runtime.ids import new_id, utc_now
 from runtime.loop import AgentLoop, LoopOutcome, RunControls
 from runtime.messages import Message, ToolCallPart, ToolResultPart
 from runtime.providers.base import ModelError, ModelSettings, Provider, Usage
+from runtime.providers.registry import unsupported_settings
 from runtime.store import RunRecord, Store
 from runtime.task_host import HostedTaskGroup
 from tools.base import TOOL_REGISTRY, Tool, Toolbox, ToolResult, ToolSettings, core_tool_names
@@ -717,12 +718,27 @@ class RunManager:
                 started_at=started_at,
                 model=model_id,
             )
+            temperature = (
+                run.config.temperature if run.config.temperature is not None else spec.temperature
+            )
+            # A setting the model's route never takes is left out, and the run says so once
+            # (an agent-level one is refused at upsert; a run's `config` can still bring one).
+            try:
+                unsupported = unsupported_settings(
+                    model, temperature=temperature, thinking_budget=spec.thinking_budget
+                )
+            except ValueError:  # a model only the injected provider factory knows
+                unsupported = []
+            warnings = [problem.message() for problem in unsupported]
+            for warning in warnings:
+                log.warning("run %s: %s", run.run_id, warning)
             await run.events.emit(
                 "run_started",
                 agent=spec.slug,
                 version=run.agent.version,
                 threadId=run.thread_id,
                 model=model_id,
+                **({"warnings": warnings} if warnings else {}),
             )
             custom = spec.custom_tools()
             extra: builtins.list[Tool] = []
@@ -760,11 +776,7 @@ class RunManager:
                 settings=ModelSettings(
                     model=model_id,
                     max_tokens=run.config.max_tokens or spec.max_tokens or 8192,
-                    temperature=(
-                        run.config.temperature
-                        if run.config.temperature is not None
-                        else spec.temperature
-                    ),
+                    temperature=temperature,
                     thinking_budget=spec.thinking_budget,
                 ),
                 max_iterations=run.config.max_turns or spec.max_iterations,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.messages import (
     ImagePart,
@@ -46,14 +46,20 @@ from runtime.providers.base import (
     ToolCallStart,
     Usage,
 )
+from runtime.providers.capabilities import prefers_adaptive_thinking
 from runtime.providers.retry import (
     Failure,
     RetryPolicy,
+    StreamBroken,
     classify_status,
+    read_stream,
     stream_with_retries,
     transient,
 )
 from runtime.providers.tool_calls import parse_tool_call
+
+if TYPE_CHECKING:  # the SDK itself is imported when a client is made (start-up time)
+    from anthropic import AsyncAnthropic
 
 PROVIDER = "anthropic"
 DEFAULT_TIMEOUT = 600.0
@@ -103,7 +109,7 @@ class AnthropicProvider:
         self.max_pause_continuations = max_pause_continuations
         self.key_env_var = key_env_var
         self.label = label
-        self._client: Any = None
+        self._client: AsyncAnthropic | None = None
         if api_key or auth_token:
             from anthropic import AsyncAnthropic
 
@@ -155,15 +161,15 @@ class AnthropicProvider:
             if self.prompt_caching:
                 specs[-1]["cache_control"] = dict(_EPHEMERAL)
             body["tools"] = specs
-        if settings.thinking_budget and _prefers_adaptive_thinking(settings.model):
+        if settings.thinking_budget and prefers_adaptive_thinking(settings.model):
             body["thinking"] = {"type": "adaptive"}
         elif settings.thinking_budget:
             budget = max(MIN_THINKING_BUDGET, settings.thinking_budget)
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-            # The answer must fit after the thinking; temperature must stay at its default.
+            # The answer must fit after the thinking.
             max_tokens = max(max_tokens, budget + 1024)
-        elif settings.temperature is not None:
-            body["temperature"] = settings.temperature
+        # No temperature: the Messages API takes none (capabilities.unsupported_settings says
+        # so to the run and refuses such agents at upsert).
         body["max_tokens"] = max_tokens
         return body
 
@@ -231,6 +237,9 @@ class AnthropicProvider:
         blocks: list[dict[str, Any]],
         tool_offset: int,
     ) -> AsyncGenerator[StreamItem, None]:
+        import anthropic
+
+        assert self._client is not None  # stream() checked it
         stream = await self._client.messages.create(**request, stream=True, extra_body=extra)
         by_index: dict[int, dict[str, Any]] = {}
         json_text: dict[int, str] = {}
@@ -241,7 +250,7 @@ class AnthropicProvider:
         model: str | None = None
         finished = False
         async with stream:
-            async for event in stream:
+            async for event in read_stream(stream, anthropic.APIError):
                 kind = event.type
                 if kind == "message_start":
                     model = event.message.model
@@ -307,7 +316,6 @@ class AnthropicProvider:
 
     def _classify(self, exc: BaseException) -> Failure | None:
         import anthropic
-        import httpx2
 
         label = self.label
         if isinstance(exc, anthropic.APIStatusError):
@@ -321,10 +329,12 @@ class AnthropicProvider:
                 error_type=etype,
                 headers=exc.response.headers,
             )
-        if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        if isinstance(exc, anthropic.APITimeoutError):
             return transient("timeout", f"{label} API request timed out")
-        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        if isinstance(exc, anthropic.APIConnectionError):
             return transient("connection", f"connection to the {label} API failed: {exc}")
+        if isinstance(exc, StreamBroken):
+            return transient("connection", f"{label} API: {exc}")
         if isinstance(exc, StreamTruncated):
             return transient("connection", str(exc))
         if isinstance(exc, json.JSONDecodeError):
@@ -334,17 +344,6 @@ class AnthropicProvider:
         if isinstance(exc, anthropic.APIError):
             return transient("server_error", f"{label} API error: {exc}")
         return None
-
-
-def _prefers_adaptive_thinking(model: str) -> bool:
-    """Models for which the SDK deprecates budgeted thinking in favour of `adaptive`."""
-    try:
-        from anthropic.resources.messages.messages import (
-            MODELS_TO_WARN_WITH_THINKING_ENABLED as adaptive_models,
-        )
-    except ImportError:  # an SDK without the list
-        return False
-    return model in adaptive_models
 
 
 # -- conversation mapping ---------------------------------------------------------------------

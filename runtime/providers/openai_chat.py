@@ -25,7 +25,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.messages import (
     ImagePart,
@@ -52,18 +52,23 @@ from runtime.providers.base import (
 from runtime.providers.retry import (
     Failure,
     RetryPolicy,
+    StreamBroken,
     classify_status,
+    read_stream,
     stream_with_retries,
     transient,
 )
 from runtime.providers.tool_calls import arguments_json, parse_tool_call
+
+if TYPE_CHECKING:  # the SDK itself is imported when a client is made (start-up time)
+    from openai import AsyncOpenAI
 
 DEFAULT_TIMEOUT = 600.0
 
 
 def openai_client(
     api_key: str, base_url: str | None, endpoint_path: str, timeout: float | None
-) -> Any:
+) -> AsyncOpenAI:
     """An `AsyncOpenAI` client for Chat Completions or Responses. Its own retries are off:
     the shared RetryPolicy owns them. A base URL given with the endpoint path still works."""
     from openai import AsyncOpenAI
@@ -127,7 +132,7 @@ class OpenAIChatProvider:
         self.retry = retry or RetryPolicy()
         self.key_env_var = key_env_var
         self.max_tokens_field = max_tokens_field
-        self._client: Any = None
+        self._client: AsyncOpenAI | None = None
         if api_key:
             self._client = openai_client(api_key, base_url, "/chat/completions", timeout)
 
@@ -190,6 +195,9 @@ class OpenAIChatProvider:
     async def _attempt(
         self, body: dict[str, Any], extra: dict[str, Any] | None
     ) -> AsyncGenerator[StreamItem, None]:
+        import openai
+
+        assert self._client is not None  # stream() checked it
         stream = await self._client.chat.completions.create(**body, stream=True, extra_body=extra)
         thinking: list[str] = []
         texts: list[str] = []
@@ -199,7 +207,7 @@ class OpenAIChatProvider:
         model: str | None = None
         usage = Usage()
         async with stream:
-            async for chunk in stream:
+            async for chunk in read_stream(stream, openai.APIError):
                 model = chunk.model or model
                 if chunk.usage is not None:
                     usage = _usage(chunk.usage)
@@ -285,7 +293,6 @@ def classify_openai_error(
     exc: BaseException, label: str, truncated: type[Exception]
 ) -> Failure | None:
     """The shared policy's view of an `openai` SDK failure."""
-    import httpx2
     import openai
 
     if isinstance(exc, openai.APIStatusError):
@@ -299,10 +306,12 @@ def classify_openai_error(
             error_type=kind,
             headers=exc.response.headers,
         )
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+    if isinstance(exc, openai.APITimeoutError):
         return transient("timeout", f"{label} API request timed out")
-    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+    if isinstance(exc, openai.APIConnectionError):
         return transient("connection", f"connection to the {label} API failed: {exc}")
+    if isinstance(exc, StreamBroken):
+        return transient("connection", f"{label} API: {exc}")
     if isinstance(exc, truncated):
         return transient("connection", str(exc))
     if isinstance(exc, json.JSONDecodeError):

@@ -15,10 +15,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.messages import (
     ImagePart,
@@ -42,26 +41,26 @@ from runtime.providers.base import (
     ToolCallStart,
     Usage,
 )
+from runtime.providers.capabilities import is_reasoning_model
 from runtime.providers.openai_chat import classify_openai_error, openai_client, reasoning_effort
 from runtime.providers.retry import (
     Failure,
     RetryPolicy,
     classify_status,
+    read_stream,
     stream_with_retries,
 )
 from runtime.providers.tool_calls import arguments_json, parse_tool_call
 
+if TYPE_CHECKING:  # the SDK itself is imported when a client is made (start-up time)
+    from openai import AsyncOpenAI
+
 PROVIDER = "openai-responses"
-_REASONING_MODEL = re.compile(r"^(o\d|gpt-(?:[5-9]|\d{2,})|codex-)")
 _SUMMARY_SEPARATOR = "\n\n"
 
 
 class StreamTruncated(Exception):
     """The stream ended without `response.completed` / `incomplete` / `failed`."""
-
-
-def is_reasoning_model(model: str) -> bool:
-    return bool(_REASONING_MODEL.match(model)) and "-chat" not in model
 
 
 class OpenAIResponsesProvider:
@@ -88,7 +87,7 @@ class OpenAIResponsesProvider:
         self.key_env_var = key_env_var
         self.reasoning = reasoning
         self.label = label
-        self._client: Any = None
+        self._client: AsyncOpenAI | None = None
         if api_key:
             self._client = openai_client(api_key, base_url, "/responses", timeout)
 
@@ -157,13 +156,16 @@ class OpenAIResponsesProvider:
     async def _attempt(
         self, body: dict[str, Any], extra: dict[str, Any] | None
     ) -> AsyncGenerator[StreamItem, None]:
+        import openai
+
+        assert self._client is not None  # stream() checked it
         stream = await self._client.responses.create(**body, stream=True, extra_body=extra)
         parts: dict[int, Part] = {}
         summaries: dict[int, dict[int, str]] = {}  # output_index → summary_index → text
         call_ordinal: dict[int, int] = {}
         final: Any = None
         async with stream:
-            async for event in stream:
+            async for event in read_stream(stream, openai.APIError):
                 kind = event.type
                 if kind == "response.output_item.added":
                     item = event.item

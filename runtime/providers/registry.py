@@ -41,6 +41,8 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from runtime.providers.base import Provider
+from runtime.providers.capabilities import UnsupportedSetting
+from runtime.providers.capabilities import unsupported_settings as _route_unsupported
 from runtime.providers.retry import RetryPolicy
 
 GEMINI_DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
@@ -95,6 +97,24 @@ def resolve_model(model: str | Mapping[str, Any] | Any) -> Route:
 def validate_model(model: str | Mapping[str, Any] | Any) -> None:
     """Raise ValueError naming what is wrong with a model id or custom spec."""
     resolve_model(model)
+
+
+def unsupported_settings(
+    model: str | Mapping[str, Any] | Any,
+    *,
+    temperature: float | None = None,
+    thinking_budget: int | None = None,
+) -> list[UnsupportedSetting]:
+    """The given settings that `model`'s route never sends (see `capabilities`); ValueError
+    for a model id that routes nowhere."""
+    route = resolve_model(model)
+    return _route_unsupported(
+        route.kind,
+        route.model_id,
+        temperature=temperature,
+        thinking_budget=thinking_budget,
+        custom_format=(route.custom or {}).get("format"),
+    )
 
 
 def create_provider(

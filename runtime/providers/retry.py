@@ -22,10 +22,10 @@ import email.utils
 import os
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -182,6 +182,38 @@ def transient(code: str, message: str, *, status: int | None = None) -> Failure:
 
 
 Classifier = Callable[[BaseException], "Failure | None"]
+
+T = TypeVar("T")
+
+
+class StreamBroken(Exception):
+    """The response body broke off while it streamed: the connection dropped, a read timed
+    out, the chunked encoding was cut. Always retryable."""
+
+
+async def read_stream(
+    stream: AsyncIterable[T], sdk_error: type[BaseException]
+) -> AsyncGenerator[T, None]:
+    """Iterate an SDK's event stream, giving transport failures one public name.
+
+    The SDKs wrap failures of the request itself in their own public exception types, but
+    an error while *reading* a streamed body comes through as the HTTP library's own
+    exception. Those are raised here as `StreamBroken`, so no adapter needs to know the
+    SDKs' HTTP library. The SDK's own errors (`sdk_error`) and malformed data (`ValueError`,
+    JSON included) pass through unchanged for the adapter to classify; only the iteration is
+    guarded, never the code that consumes the events.
+    """
+    iterator = aiter(stream)
+    while True:
+        try:
+            item = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except (sdk_error, ValueError):
+            raise
+        except Exception as exc:
+            raise StreamBroken(f"the stream broke off: {type(exc).__name__}: {exc}") from exc
+        yield item
 
 
 async def stream_with_retries(

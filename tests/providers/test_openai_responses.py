@@ -248,6 +248,6 @@ async def test_missing_openai_key_names_the_variable() -> None:
     ],
 )
 def test_which_models_are_asked_for_reasoning(model: str, reasons: bool) -> None:
-    from runtime.providers.openai_responses import is_reasoning_model
+    from runtime.providers.capabilities import is_reasoning_model
 
     assert is_reasoning_model(model) is reasons

@@ -39,13 +39,20 @@ def check_spec(spec: AgentSpec) -> None:
             "objects {name, description, inputSchema, invokeUrl}",
             code="unknown_tools",
         )
-    from runtime.providers.registry import validate_model  # no SDK imports
+    from runtime.providers.registry import unsupported_settings  # no SDK imports
 
     model: Any = spec.model if isinstance(spec.model, str) else spec.model.model_dump()
     try:
-        validate_model(model)
+        unsupported = unsupported_settings(
+            model, temperature=spec.temperature, thinking_budget=spec.thinking_budget
+        )
     except ValueError as exc:
         raise bad_request(str(exc), code="unknown_model") from exc
+    if unsupported:
+        raise bad_request(
+            "; ".join(problem.message() for problem in unsupported),
+            code="unsupported_setting",
+        )
 
 
 async def _record(request: web.Request, slug: str, version: int | None = None) -> AgentRecord:
