@@ -57,12 +57,20 @@ class EventSink(Protocol):
     async def emit_delta(self, type: Literal["text", "thinking"], content: str) -> Any: ...
 
 
+class ChunkRedactor(Protocol):
+    """What the loop needs from `runtime.events.StreamRedactor`."""
+
+    def feed(self, chunk: str) -> str: ...
+
+    def flush(self) -> str: ...
+
+
 class TextRedactor(Protocol):
     """What the loop needs from `runtime.events.Redactor`."""
 
     def redact(self, text: str) -> str: ...
 
-    def stream(self) -> Any: ...
+    def stream(self) -> ChunkRedactor: ...
 
 
 class RunControls:
@@ -238,11 +246,20 @@ class AgentLoop:
         self.usage = Usage()
         self.iterations = 0
         self.result = ""
-        self.files: dict[str, None] = {}
-        self.dev_url: str | None = None
+        self.artifacts = ToolArtifacts()
         self._committed = 0
         # The turn whose tool calls are executing: (calls, results by position).
         self._inflight: tuple[list[ToolCallPart], list[ToolResultPart | None]] | None = None
+
+    @property
+    def files(self) -> list[str]:
+        """The workspace files the run's tools changed so far (see `ToolArtifacts`)."""
+        return list(self.artifacts.files)
+
+    @property
+    def dev_url(self) -> str | None:
+        """The last dev URL a tool of the run reported."""
+        return self.artifacts.dev_url
 
     async def run(self, messages: list[Message]) -> LoopOutcome:
         """Drive the conversation to an outcome. Never raises for model, tool or limit
@@ -284,7 +301,7 @@ class AgentLoop:
             iterations=self.iterations,
             messages=list(self.messages),
             error=error,
-            files=list(self.files),
+            files=self.files,
             dev_url=self.dev_url,
         )
 
@@ -424,7 +441,7 @@ class AgentLoop:
         if call.raw_arguments is not None:
             result = ToolResult.error(_malformed_arguments(call), code="invalid_json")
         else:
-            forward = _ToolEventForwarder(self, call.id)
+            forward = _ToolEventForwarder(self.events, self.artifacts, self.redactor, call.id)
             try:
                 result = await self.toolbox.call(
                     call.name, call.arguments, call_id=call.id, on_event=forward
@@ -470,7 +487,17 @@ class AgentLoop:
         with anyio.CancelScope(shield=True):
             await self.on_messages(new)
 
-    def _note_tool_event(self, event_type: str, payload: dict[str, Any]) -> None:
+
+class ToolArtifacts:
+    """What a run's tools left that its `complete` event reports: the files they changed (in
+    order of first change; a deleted or moved-away file is dropped) and the last dev URL."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, None] = {}
+        self.dev_url: str | None = None
+
+    def note(self, event_type: str, payload: dict[str, Any]) -> None:
+        """Take in one tool event (`file_edit` and `dev_url` matter; others are ignored)."""
         if event_type == "file_edit":
             path = payload.get("path")
             moved_from = payload.get("movedFrom")
@@ -489,10 +516,17 @@ class _ToolEventForwarder:
     """Forwards one tool call's events to the run's log; live output goes through a streaming
     redactor so a secret split across two chunks is still caught."""
 
-    def __init__(self, loop: AgentLoop, call_id: str) -> None:
-        self._loop = loop
+    def __init__(
+        self,
+        events: EventSink,
+        artifacts: ToolArtifacts,
+        redactor: TextRedactor | None,
+        call_id: str,
+    ) -> None:
+        self._events = events
+        self._artifacts = artifacts
         self._call_id = call_id
-        self._stream = loop.redactor.stream() if loop.redactor is not None else None
+        self._stream = redactor.stream() if redactor is not None else None
 
     async def __call__(self, event: dict[str, Any]) -> None:
         payload = dict(event)
@@ -503,15 +537,15 @@ class _ToolEventForwarder:
                 payload["chunk"] = self._stream.feed(str(payload.get("chunk", "")))
                 if not payload["chunk"]:
                     return
-        self._loop._note_tool_event(event_type, payload)
-        await self._loop.events.emit(event_type, **payload)
+        self._artifacts.note(event_type, payload)
+        await self._events.emit(event_type, **payload)
 
     async def flush(self) -> None:
         if self._stream is None:
             return
         rest = self._stream.flush()
         if rest:
-            await self._loop.events.emit("tool_output", callId=self._call_id, chunk=rest)
+            await self._events.emit("tool_output", callId=self._call_id, chunk=rest)
 
 
 def _malformed_arguments(call: ToolCallPart) -> str:

@@ -20,7 +20,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.agents import AgentRecord, AgentSpec
-from runtime.events import Event
+from runtime.events.model import Event
 from runtime.ids import new_id, utc_now
 from runtime.messages import Message
 from runtime.providers.base import Usage

@@ -110,7 +110,7 @@ async def test_a_run_completes_with_its_events_record_and_thread(
     detail = await manager.detail(run.run_id)
     assert detail["output"] == "Hello there" and detail["toolCalls"] == []
     assert len(detail["messages"]) == 2 and detail["status"] == "completed"
-    listed, _ = await manager.list(agent="helper")
+    listed, _ = await manager.list_runs(agent="helper")
     assert [r.run_id for r in listed] == [run.run_id]
 
 

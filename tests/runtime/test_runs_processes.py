@@ -23,6 +23,7 @@ from tests.fakes.scripted_provider import (
     text_turn,
     tool_turn,
 )
+from tests.runtime.processes import alive, wait_dead
 from tools.base import Tool, ToolArgs, ToolContext, ToolResult
 
 
@@ -31,23 +32,6 @@ async def shell_agent(store: Store) -> AgentRecord:
         AgentSpec(slug="shell", model="scripted-1", tools=["exec_command", "write_stdin"])
     )
     return record
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def wait_dead(*pids: int) -> None:
-    """Processes are killed before the run's end is announced; allow the kernel a moment
-    to finish tearing them down (bounded, not a sleep-and-hope)."""
-    with anyio.fail_after(5):
-        while any(alive(pid) for pid in pids):
-            await anyio.sleep(0.01)
 
 
 async def output_until(manager: RunManager, run_id: str, pattern: str) -> re.Match[str]:

@@ -154,7 +154,7 @@ async def list_runs(request: web.Request) -> web.Response:
     query = parse_query(request, RunsQuery)
     manager = get_state(request).require_manager()
     try:
-        records, cursor = await manager.list(
+        records, cursor = await manager.list_runs(
             agent=query.agent, status=query.status, limit=query.limit, cursor=query.cursor
         )
     except ValueError as exc:

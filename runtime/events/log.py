@@ -1,8 +1,8 @@
-"""Run events: their payload models, secret redaction, and the per-run `EventLog`.
+"""The per-run `EventLog`: ids, redaction, storage before fan-out, and subscribers.
 
 Every event a run produces goes through its `EventLog`, which gives it the next id (1, 2,
-3, … per run), redacts secrets from its payload, appends it to the store, and only then
-hands it to subscribers. A subscriber reads from any id: stored events first, then live
+3, … per run), redacts secrets from its payload, appends it to its `EventStore`, and only
+then hands it to subscribers. A subscriber reads from any id: stored events first, then live
 ones, and its iteration ends when the log is closed. Subscribers never slow the run: each
 has a bounded queue, and one that falls too far behind is dropped (`SubscriberDropped`) and
 can subscribe again from the last id it saw.
@@ -15,308 +15,33 @@ pending text is written before any other event, so no character is lost or reord
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.events.model import Event, EventPayloadError, validate_payload
+from runtime.events.redaction import Redactor, StreamRedactor
 from runtime.ids import utc_now
-
-if TYPE_CHECKING:
-    from runtime.store import Store
 
 log = logging.getLogger("agentd.events")
 
-REDACTED = "[REDACTED]"
-MIN_SECRET_LENGTH = 4
 COALESCE_WINDOW = 0.05
-ENVELOPE_KEYS = ("id", "runId", "threadId", "type", "ts")
 
 
-# -- payloads (DESIGN §4) ----------------------------------------------------------------
+class EventStore(Protocol):
+    """Where an `EventLog` keeps its events (`runtime.store.Store` is one): append one, and
+    read a run's events after an id, in id order."""
 
+    async def append_event(self, event: Event) -> None: ...
 
-class _Payload(BaseModel):
-    # Extra fields are kept: a payload may carry more than the documented minimum.
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, extra="allow")
-
-
-class RunStartedPayload(_Payload):
-    agent: str
-    version: int
-    # The envelope carries threadId; it is accepted here for callers that pass it.
-    thread_id: str | None = Field(None, alias="threadId")
-    model: str | None = None
-    # Also, only when there are some: `warnings`, the run's settings its model's route does
-    # not take (left out of every request), said once (an extra field, so that run_started
-    # stays exactly as it was otherwise).
-
-
-class StatusPayload(_Payload):
-    status: Literal["queued", "running", "paused", "resumed"]
-
-
-class ThinkingPayload(_Payload):
-    content: str
-
-
-class TextPayload(_Payload):
-    content: str
-
-
-class ToolCallPayload(_Payload):
-    call_id: str = Field(alias="callId")
-    tool: str
-    input: Any = None
-
-
-class ToolOutputPayload(_Payload):
-    call_id: str = Field(alias="callId")
-    chunk: str
-
-
-class ToolResultPayload(_Payload):
-    call_id: str = Field(alias="callId")
-    tool: str
-    output: str
-    is_error: bool = Field(False, alias="isError")
-    duration_ms: float = Field(0, alias="durationMs")
-
-
-class FileEditPayload(_Payload):
-    path: str
-    action: Literal["create", "modify", "delete", "move"]
-    diff: str = ""
-    moved_from: str | None = Field(None, alias="movedFrom")
-
-
-class DevUrlPayload(_Payload):
-    url: str
-    port: int
-
-
-class InputPayload(_Payload):
-    text: str
-
-
-class UsagePayload(_Payload):
-    input_tokens: int = Field(0, alias="inputTokens")
-    output_tokens: int = Field(0, alias="outputTokens")
-    cached_input_tokens: int = Field(0, alias="cachedInputTokens")
-    reasoning_tokens: int = Field(0, alias="reasoningTokens")
-
-
-class ErrorPayload(_Payload):
-    message: str
-    code: str
-
-
-class CompletePayload(_Payload):
-    status: Literal["completed", "failed", "cancelled", "interrupted"]
-    output: str = ""
-    files: list[Any] = Field(default_factory=list)
-    dev_url: str | None = Field(None, alias="devUrl")
-    usage: UsagePayload = Field(default_factory=UsagePayload)
-    iterations: int = 0
-
-
-PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
-    "run_started": RunStartedPayload,
-    "status": StatusPayload,
-    "thinking": ThinkingPayload,
-    "text": TextPayload,
-    "tool_call": ToolCallPayload,
-    "tool_output": ToolOutputPayload,
-    "tool_result": ToolResultPayload,
-    "file_edit": FileEditPayload,
-    "dev_url": DevUrlPayload,
-    "input": InputPayload,
-    "usage": UsagePayload,
-    "error": ErrorPayload,
-    "complete": CompletePayload,
-}
-EVENT_TYPES = tuple(PAYLOAD_MODELS)
-TERMINAL_EVENT = "complete"
-
-
-class EventPayloadError(ValueError):
-    """An event of an unknown type, or a payload that does not fit its type's model."""
-
-
-def validate_payload(type: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload checked against its type's model, as a JSON-ready dict (wire names).
-
-    Envelope keys (`id`, `runId`, `type`, `ts`, and `threadId` outside `run_started`) are
-    refused; they belong to the event, not its payload."""
-    model = PAYLOAD_MODELS.get(type)
-    if model is None:
-        raise EventPayloadError(f"unknown event type {type!r}; known: {', '.join(EVENT_TYPES)}")
-    clashes = [
-        k for k in ENVELOPE_KEYS if k in payload and (k, type) != ("threadId", "run_started")
-    ]
-    if clashes:
-        raise EventPayloadError(f"{type} payload must not set envelope field(s) {clashes}")
-    try:
-        checked = model.model_validate(payload)
-    except ValidationError as exc:
-        raise EventPayloadError(f"invalid {type} payload: {exc}") from exc
-    return checked.model_dump(mode="json", by_alias=True)
-
-
-class Event(BaseModel):
-    """One event of one run. On the wire it is flat: `{id, runId, threadId, type, ts, …}`."""
-
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, frozen=True)
-
-    id: int
-    run_id: str = Field(alias="runId")
-    thread_id: str | None = Field(None, alias="threadId")
-    type: str
-    ts: str
-    payload: dict[str, Any] = Field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "runId": self.run_id,
-            "threadId": self.thread_id,
-            "type": self.type,
-            "ts": self.ts,
-            **self.payload,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Event:
-        payload = {k: v for k, v in data.items() if k not in ENVELOPE_KEYS}
-        if data["type"] == "run_started" and "threadId" in data:
-            payload["threadId"] = data["threadId"]  # run_started repeats it in its payload
-        return cls(
-            id=data["id"],
-            run_id=data["runId"],
-            thread_id=data.get("threadId"),
-            type=data["type"],
-            ts=data["ts"],
-            payload=payload,
-        )
-
-
-# -- redaction -----------------------------------------------------------------------------
-
-
-class Redactor:
-    """Replaces secret values with `[REDACTED]`.
-
-    Values shorter than `min_length` are ignored (redacting "1" everywhere would destroy
-    text without protecting anything). A secret's JSON-escaped forms are redacted too, so it
-    is caught inside tool output that is itself JSON (with or without `\\uXXXX` escapes)."""
-
-    def __init__(
-        self,
-        secrets: Iterable[str],
-        *,
-        min_length: int = MIN_SECRET_LENGTH,
-        replacement: str = REDACTED,
-    ) -> None:
-        values: set[str] = set()
-        for secret in secrets:
-            if not isinstance(secret, str) or len(secret) < min_length:
-                continue
-            values.add(secret)
-            for ascii_only in (False, True):
-                values.add(json.dumps(secret, ensure_ascii=ascii_only)[1:-1])
-        # Longest first: at any position the regex takes the longest secret that matches.
-        self.secrets: tuple[str, ...] = tuple(sorted(values, key=lambda s: (-len(s), s)))
-        self.replacement = replacement
-        self._pattern = re.compile("|".join(map(re.escape, self.secrets))) if values else None
-        self._prefixes = frozenset(s[:i] for s in self.secrets for i in range(1, len(s)))
-        self._longest = max((len(s) for s in self.secrets), default=0)
-
-    def __bool__(self) -> bool:
-        return self._pattern is not None
-
-    def redact(self, text: str) -> str:
-        if self._pattern is None or not text:
-            return text
-        return self._pattern.sub(self.replacement, text)
-
-    def redact_obj(self, obj: Any) -> Any:
-        """A copy of `obj` (dicts, lists, tuples, nested) with every string redacted."""
-        if self._pattern is None:
-            return obj
-        if isinstance(obj, str):
-            return self.redact(obj)
-        if isinstance(obj, dict):
-            return {
-                (self.redact(k) if isinstance(k, str) else k): self.redact_obj(v)
-                for k, v in obj.items()
-            }
-        if isinstance(obj, list):
-            return [self.redact_obj(v) for v in obj]
-        if isinstance(obj, tuple):
-            return tuple(self.redact_obj(v) for v in obj)
-        return obj
-
-    def stream(self) -> StreamRedactor:
-        return StreamRedactor(self)
-
-    def _hold_from(self, buf: str) -> int:
-        """Where the part of `buf` that might still become a secret begins."""
-        cut = len(buf)
-        for start in range(max(0, len(buf) - self._longest + 1), len(buf)):
-            if buf[start:] in self._prefixes:
-                cut = start
-                break
-        if self._pattern is not None:
-            for match in self._pattern.finditer(buf):
-                if match.start() >= cut:
-                    break
-                if match.end() > cut:
-                    # A complete secret that a longer one might extend: keep it whole.
-                    cut = match.start()
-                    break
-        return cut
-
-
-class StreamRedactor:
-    """Redacts a text that arrives in chunks, catching secrets split across chunks.
-
-    `feed` returns the redacted text that can safely go out now; it holds back only the tail
-    that could be the start of a secret. `flush` returns the rest. The concatenated outputs
-    equal `redactor.redact(whole text)`."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        self._redactor = redactor
-        self._buf = ""
-
-    @property
-    def pending(self) -> str:
-        """Raw text held back (not yet redacted or returned)."""
-        return self._buf
-
-    def feed(self, chunk: str) -> str:
-        if not self._redactor:
-            return chunk
-        buf = self._buf + chunk
-        cut = self._redactor._hold_from(buf)
-        self._buf = buf[cut:]
-        return self._redactor.redact(buf[:cut])
-
-    def flush(self) -> str:
-        buf, self._buf = self._buf, ""
-        return self._redactor.redact(buf)
-
-
-# -- the event log ---------------------------------------------------------------------
+    async def events_after(
+        self, run_id: str, after: int = 0, limit: int | None = None
+    ) -> list[Event]: ...
 
 
 class SubscriberDropped(Exception):
@@ -346,23 +71,40 @@ class Subscription:
 
     `last_id` is the id of the last event it returned (resubscribe from there)."""
 
-    def __init__(self, log: EventLog, after: int) -> None:
-        self._log = log
+    def __init__(
+        self,
+        run_id: str,
+        after: int,
+        *,
+        queue_size: int,
+        backlog: list[Event],
+        store_gap: tuple[int, int] | None,
+        store: EventStore | None,
+        ended: bool,
+        on_close: Callable[[Subscription], None],
+    ) -> None:
+        """`backlog`: the events after `after` already in memory; `store_gap`: the range of
+        ids `(after, upto]` before them that only `store` has; `on_close` unregisters it
+        from its log."""
+        self.run_id = run_id
         self.last_id = after
         self._queue: deque[Event] = deque()
-        self._limit = log.queue_size
+        self._limit = queue_size
         self._waiter: asyncio.Future[None] | None = None
         self._dropped = False
-        self._ended = log.closed
-        self._backlog: deque[Event] = deque(log._memory_after(after))
-        # Ids between `after` and the first one kept in memory must come from the store.
-        self._store_gap = (after, log._memory_floor) if after < log._memory_floor else None
+        self._ended = ended
+        self._backlog: deque[Event] = deque(backlog)
+        self._store_gap = store_gap
+        self._store = store
+        self._on_close = on_close
 
     @property
     def dropped(self) -> bool:
         return self._dropped
 
-    def _offer(self, event: Event) -> None:
+    def offer(self, event: Event) -> None:
+        """A new event from the log (never waits: past `queue_size` unread events the
+        subscription is dropped instead)."""
         if self._dropped or self._ended:
             return
         if len(self._queue) >= self._limit:
@@ -372,7 +114,8 @@ class Subscription:
             self._queue.append(event)
         self._wake()
 
-    def _end(self) -> None:
+    def end(self) -> None:
+        """The log is closed: iteration ends once the queued events are read."""
         self._ended = True
         self._wake()
 
@@ -398,9 +141,8 @@ class Subscription:
         if self._store_gap is not None:
             after, upto = self._store_gap
             self._store_gap = None
-            store = self._log._store
-            if store is not None:
-                stored = await store.events_after(self._log.run_id, after, limit=upto - after)
+            if self._store is not None:
+                stored = await self._store.events_after(self.run_id, after, limit=upto - after)
                 self._backlog.extendleft(reversed(stored))
         if self._backlog:
             return self._backlog.popleft()
@@ -409,7 +151,7 @@ class Subscription:
                 return self._queue.popleft()
             if self._dropped:
                 self.aclose_now()
-                raise SubscriberDropped(self._log.run_id, self.last_id)
+                raise SubscriberDropped(self.run_id, self.last_id)
             if self._ended:
                 return None
             # A bare future rather than an anyio.Event: this is the hot path of fan-out.
@@ -417,7 +159,7 @@ class Subscription:
             await self._waiter
 
     def aclose_now(self) -> None:
-        self._log._subscribers.discard(self)
+        self._on_close(self)
         self._ended = True
         self._queue.clear()
 
@@ -435,7 +177,7 @@ class EventLog:
         self,
         run_id: str,
         thread_id: str | None,
-        store: Store | None,
+        store: EventStore | None,
         *,
         redactor: Redactor | None = None,
         start_id: int = 0,
@@ -493,13 +235,25 @@ class EventLog:
 
         Taking the in-memory snapshot and registering for live events happen in one step
         (no await in between), so no event is missed or seen twice."""
-        subscription = Subscription(self, max(0, after))
+        after = max(0, after)
+        floor = self._memory_floor
+        subscription = Subscription(
+            self.run_id,
+            after,
+            queue_size=self.queue_size,
+            backlog=self._memory_after(after),
+            # Ids between `after` and the first one kept in memory must come from the store.
+            store_gap=(after, floor) if after < floor else None,
+            store=self._store,
+            ended=self._closed,
+            on_close=self._subscribers.discard,
+        )
         if not self._closed:
             self._subscribers.add(subscription)
         return subscription
 
     @staticmethod
-    async def replay(store: Store, run_id: str, after: int = 0) -> list[Event]:
+    async def replay(store: EventStore, run_id: str, after: int = 0) -> list[Event]:
         """The stored events of a run with id > `after` (for runs no longer in memory)."""
         return await store.events_after(run_id, after)
 
@@ -561,7 +315,7 @@ class EventLog:
                     self._closed = True
                     timer, self._timer = self._timer, None
                     for subscription in list(self._subscribers):
-                        subscription._end()
+                        subscription.end()
                     self._subscribers.clear()
             if timer is not None and timer is not asyncio.current_task():
                 timer.cancel()
@@ -631,7 +385,7 @@ class EventLog:
             self._events.append(event)
             self._trim_memory()
             for subscription in self._subscribers:
-                subscription._offer(event)
+                subscription.offer(event)
         return event
 
     def _trim_memory(self) -> None:
@@ -641,19 +395,3 @@ class EventLog:
         drop = len(self._events) - limit
         self._memory_floor = self._events[drop - 1].id
         del self._events[:drop]
-
-
-__all__ = [
-    "EVENT_TYPES",
-    "PAYLOAD_MODELS",
-    "REDACTED",
-    "Event",
-    "EventLog",
-    "EventLogClosed",
-    "EventPayloadError",
-    "Redactor",
-    "StreamRedactor",
-    "SubscriberDropped",
-    "Subscription",
-    "validate_payload",
-]

@@ -1,0 +1,36 @@
+"""Runs: starting them, scheduling them, driving them to their end, and controlling them.
+
+One job per module:
+
+- `manager`: `RunManager`, the facade the API uses: the registry of active runs, `start`,
+  queries and controls (pause, resume, cancel, input).
+- `scheduler`: admission under the global and per-agent caps, and the bounded queue.
+- `lifecycle`: one run from admission to its terminal `complete` event.
+- `toolbox_pool`: toolboxes that outlive a run (kept per thread, the daemon's own).
+- `forking`: which run a fork starts.
+- `provider_factory`, `credentials`, `tool_specs`, `transcript`, `metrics`: what a run is
+  built from and how its conversation is stored and shown.
+- `run`, `errors`: the `Run` being driven, its `RunConfig`, and the refusals.
+"""
+
+from __future__ import annotations
+
+from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull, RunError
+from runtime.runs.manager import RunManager
+from runtime.runs.metrics import RunMetrics
+from runtime.runs.provider_factory import ProviderFactory
+from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Conflict",
+    "InvalidRequest",
+    "NotFound",
+    "ProviderFactory",
+    "QueueFull",
+    "Run",
+    "RunConfig",
+    "RunError",
+    "RunManager",
+    "RunMetrics",
+]

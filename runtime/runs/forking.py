@@ -1,0 +1,60 @@
+"""Forking: a new run, on a new thread, from the first `step` messages of another run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.agents import AgentRecord
+from runtime.messages import Message
+from runtime.runs.errors import InvalidRequest, NotFound
+from runtime.runs.run import RunConfig
+from runtime.store import RunRecord, Store
+
+
+@dataclass
+class ForkPlan:
+    """What the forked run starts with (`messages` None: from the prompt alone)."""
+
+    agent: AgentRecord
+    prompt: str | None
+    messages: list[Message] | None
+    config: RunConfig
+    metadata: dict[str, Any] | None
+
+
+def cut_conversation(conversation: list[Message], step: int, prompt: str | None) -> list[Message]:
+    """The first `step` messages, if a run can continue from them (with `prompt`, if any);
+    raises InvalidRequest naming the step that would work instead."""
+    if not 0 <= step <= len(conversation):
+        raise InvalidRequest(
+            f"step must be between 0 and {len(conversation)} (the run has "
+            f"{len(conversation)} messages), got {step}"
+        )
+    cut = conversation[:step]
+    if cut and cut[-1].role == "assistant" and cut[-1].tool_calls:
+        raise InvalidRequest(
+            f"message {step} has tool calls whose results would be cut off; "
+            f"fork at step {step + 1} or {step - 1}"
+        )
+    if prompt is None and (not cut or cut[-1].role == "assistant"):
+        raise InvalidRequest(
+            "without a prompt the fork must end with a user or tool message "
+            f"(message {step} is {'missing' if not cut else 'from the assistant'})"
+        )
+    return cut
+
+
+async def plan_fork(store: Store, source: RunRecord, step: int, prompt: str | None) -> ForkPlan:
+    """The run to start for a fork of `source` at `step`: its agent (the version the source
+    ran, or the current one if that is gone), config and, with messages, its metadata."""
+    cut = cut_conversation(await store.run_messages(source.run_id), step, prompt)
+    agent = await store.get_agent(source.agent, source.agent_version)
+    if agent is None:
+        agent = await store.get_agent(source.agent)
+    if agent is None:
+        raise NotFound(f"agent {source.agent!r} of run {source.run_id} no longer exists")
+    config = RunConfig.model_validate(source.config)
+    if not cut:
+        return ForkPlan(agent, prompt, None, config, None)
+    return ForkPlan(agent, prompt, cut, config, dict(source.metadata))

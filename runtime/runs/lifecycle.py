@@ -1,0 +1,305 @@
+"""A run's life from admission to its terminal event.
+
+An admitted run gets its provider, announces `run_started`, takes its thread's kept toolbox
+(or a new one) and runs the `AgentLoop`. Whatever happens, it ends the same way: its
+processes are dealt with (kept for the thread's next run if it completed, killed otherwise),
+its record is updated, the terminal `complete` event is emitted and the event log closed, so
+every stream ends.
+
+Threads: a run continues its thread's conversation (or the caller's `messages`), and every
+consistent step of it is appended to the thread as it happens, so a crash loses at most the
+step in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Container, Mapping
+
+import anyio
+
+from runtime.agents import CustomToolSpec
+from runtime.events import EventLog
+from runtime.ids import utc_now
+from runtime.loop import AgentLoop, LoopOutcome, LoopStatus
+from runtime.messages import Message
+from runtime.providers.base import ModelError, ModelSettings, Provider, Usage
+from runtime.providers.registry import unsupported_settings
+from runtime.runs.metrics import RunMetrics
+from runtime.runs.provider_factory import ProviderFactory, create_provider, model_reference
+from runtime.runs.run import Run
+from runtime.runs.tool_specs import ToolSpecCache
+from runtime.runs.toolbox_pool import ToolboxPool, toolbox_key
+from runtime.runs.transcript import redact_message
+from runtime.store import Store
+from tools.base import Tool
+
+log = logging.getLogger("agentd.runs")
+
+CustomToolFactory = Callable[[CustomToolSpec], Tool]
+"""Builds the tool for an agent's `{name, inputSchema, invokeUrl}` custom tool."""
+
+
+class RunLifecycle:
+    """Drives runs from admission to `complete`; their outcome is never an exception."""
+
+    def __init__(
+        self,
+        store: Store,
+        toolboxes: ToolboxPool,
+        metrics: RunMetrics,
+        *,
+        env: Mapping[str, str],
+        provider_factory: ProviderFactory | None = None,
+        custom_tool_factory: CustomToolFactory | None = None,
+        cancel_grace: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.toolboxes = toolboxes
+        self.metrics = metrics
+        self.env = env
+        self.provider_factory = provider_factory
+        self.custom_tool_factory = custom_tool_factory
+        self.cancel_grace = cancel_grace
+        self.tool_specs = ToolSpecCache()
+
+    async def drive(self, run: Run) -> None:
+        """Wait for the run's slot, execute it, and finish it (also when it is cancelled
+        while queued or fails unexpectedly)."""
+        outcome: LoopOutcome | None = None
+        try:
+            if not run.slot.admitted.is_set():
+                with run.controls.cancel_scope():
+                    await run.slot.admitted.wait()
+            if run.slot.admitted.is_set() and not run.controls.cancel_requested:
+                outcome = await self.execute(run)
+        except Exception as exc:
+            log.exception("run %s failed unexpectedly", run.run_id)
+            outcome = outcome_so_far(run, "failed", "internal", f"internal error: {exc!r}")
+            with anyio.CancelScope(shield=True):
+                try:
+                    await run.events.emit("error", **(outcome.error or {}))
+                except Exception:
+                    log.exception("run %s: could not report its failure", run.run_id)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.finish(run, outcome)
+                except Exception:
+                    log.exception("finishing run %s failed", run.run_id)
+
+    async def execute(self, run: Run) -> LoopOutcome:
+        """Run the agent loop for an admitted run."""
+        spec = run.agent.spec
+        started_at = utc_now()
+        env = {**self.env, **spec.env}
+        try:
+            provider, model_id = create_provider(spec, env, self.provider_factory)
+        except (ValueError, ModelError) as exc:
+            await run.update(self.store, status="running", started_at=started_at)
+            await self._announce(run, run.record.model, [])
+            message = f"cannot use model {run.record.model!r}: {exc}"
+            await run.events.emit("error", message=message, code="model_error")
+            return outcome_so_far(run, "failed", "model_error", message)
+        try:
+            await run.update(
+                self.store,
+                status="paused" if run.controls.paused else "running",
+                started_at=started_at,
+                model=model_id,
+            )
+            temperature = (
+                run.config.temperature if run.config.temperature is not None else spec.temperature
+            )
+            # A setting the model's route never takes is left out, and the run says so once
+            # (an agent-level one is refused at upsert; a run's `config` can still bring one).
+            try:
+                unsupported = unsupported_settings(
+                    model_reference(spec),
+                    temperature=temperature,
+                    thinking_budget=spec.thinking_budget,
+                )
+            except ValueError:  # a model only the injected provider factory knows
+                unsupported = []
+            warnings = [problem.message() for problem in unsupported]
+            for warning in warnings:
+                log.warning("run %s: %s", run.run_id, warning)
+            await self._announce(run, model_id, warnings)
+            extra = await self._custom_tools(run)
+            # What the thread's previous run left running (its dev server) carries on in this
+            # run, which owns it from here: its outcome decides whether it lives on.
+            run.toolbox = await self.toolboxes.checkout(run.thread_id, spec, extra)
+            # A handed-over box serves this run now: tools that tell the outside which run a
+            # call belongs to (custom tools) must name this one, not the previous run.
+            run.toolbox.run_id = run.run_id
+            await self.persist_messages(run, run.thread_seed, run.initial)
+            run.loop = self._agent_loop(run, provider, model_id, temperature)
+            return await run.loop.run(run.initial)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.cancel_grace):
+                await provider.aclose()
+
+    async def finish(self, run: Run, outcome: LoopOutcome | None) -> None:
+        """End the run: processes, record, the terminal `complete` event, the log."""
+        if outcome is None:  # cancelled (or stopped by the manager) before it started
+            outcome = outcome_so_far(run, "cancelled", None, "")
+        status: str = outcome.status
+        error = outcome.error
+        if status == "cancelled" and run.interrupted:
+            status = "interrupted"
+            error = {"code": "interrupted", "message": run.interrupted}
+            await run.events.emit("error", **error)
+        toolbox, run.toolbox = run.toolbox, None
+        if toolbox is not None:
+            if status == "completed":
+                await self.toolboxes.keep(run.thread_id, toolbox, toolbox_key(run.agent.spec))
+            else:
+                await self.toolboxes.discard(toolbox)
+        await run.update(
+            self.store,
+            status=status,
+            result=run.redactor.redact(outcome.result),
+            error=error,
+            usage=outcome.usage,
+            iterations=outcome.iterations,
+            finished_at=utc_now(),
+        )
+        await run.events.emit(
+            "complete",
+            output=outcome.result,
+            files=outcome.files,
+            devUrl=outcome.dev_url,
+            usage=outcome.usage.model_dump(by_alias=True),
+            iterations=outcome.iterations,
+            status=status,
+        )
+        await run.events.close()
+        self.metrics.runs_finished[status] += 1
+
+    async def recover_interrupted(self, active: Container[str]) -> list[str]:
+        """Runs the store says are unfinished (and are not in `active`) died with a previous
+        daemon: end them `interrupted`. Returns their ids."""
+        recovered = []
+        for record in await self.store.unfinished_runs():
+            if record.run_id in active:
+                continue
+            events = EventLog(
+                record.run_id,
+                record.thread_id,
+                self.store,
+                start_id=await self.store.last_event_id(record.run_id),
+            )
+            error = {
+                "code": "interrupted",
+                "message": "the daemon stopped while this run was "
+                f"{record.status}; it was not finished",
+            }
+            await events.emit("error", **error)
+            await self.store.update_run(
+                record.run_id, status="interrupted", error=error, finished_at=utc_now()
+            )
+            await events.emit(
+                "complete",
+                output=record.result or "",
+                files=[],
+                devUrl=None,
+                usage=record.usage.model_dump(by_alias=True),
+                iterations=record.iterations,
+                status="interrupted",
+            )
+            await events.close()
+            self.metrics.runs_finished["interrupted"] += 1
+            recovered.append(record.run_id)
+        if recovered:
+            log.warning("marked %d unfinished run(s) interrupted: %s", len(recovered), recovered)
+        return recovered
+
+    async def persist_messages(
+        self, run: Run, new: list[Message], conversation: list[Message]
+    ) -> None:
+        """Append `new` to the run's thread and store the run's whole conversation, both
+        redacted."""
+        if new:
+            await self.store.append_thread_messages(
+                run.thread_id, [redact_message(m, run.redactor) for m in new]
+            )
+        await self.store.set_run_messages(
+            run.run_id, [redact_message(m, run.redactor) for m in conversation]
+        )
+
+    async def _announce(self, run: Run, model: str | None, warnings: list[str]) -> None:
+        spec = run.agent.spec
+        await run.events.emit(
+            "run_started",
+            agent=spec.slug,
+            version=run.agent.version,
+            threadId=run.thread_id,
+            model=model,
+            **({"warnings": warnings} if warnings else {}),
+        )
+
+    async def _custom_tools(self, run: Run) -> list[Tool]:
+        """The agent's custom tools, or none (said in an `error` event) when this daemon
+        cannot make them."""
+        custom = run.agent.spec.custom_tools()
+        if custom and self.custom_tool_factory is not None:
+            return [self.custom_tool_factory(tool) for tool in custom]
+        if custom:
+            names = ", ".join(tool.name for tool in custom)
+            await run.events.emit(
+                "error",
+                message=f"custom tools are not available in this daemon: {names}; "
+                "the run continues without them",
+                code="custom_tools_unavailable",
+            )
+        return []
+
+    def _agent_loop(
+        self, run: Run, provider: Provider, model_id: str, temperature: float | None
+    ) -> AgentLoop:
+        spec = run.agent.spec
+        assert run.toolbox is not None
+        loop = AgentLoop(
+            provider,
+            run.toolbox,
+            run.events,
+            tool_specs=self.tool_specs.specs(run.toolbox),
+            system=spec.system_prompt or None,
+            settings=ModelSettings(
+                model=model_id,
+                max_tokens=run.config.max_tokens or spec.max_tokens or 8192,
+                temperature=temperature,
+                thinking_budget=spec.thinking_budget,
+            ),
+            max_iterations=run.config.max_turns or spec.max_iterations,
+            fail_on_limit=spec.fail_on_limit,
+            redactor=run.redactor,
+            controls=run.controls,
+            timeout=run.config.timeout or spec.timeout,
+            metrics=self.metrics,
+        )
+
+        async def on_messages(new: list[Message]) -> None:
+            await self.persist_messages(run, new, loop.messages)
+
+        loop.on_messages = on_messages
+        return loop
+
+
+def outcome_so_far(run: Run, status: LoopStatus, code: str | None, message: str) -> LoopOutcome:
+    """The outcome of a run its loop did not end (or never started): what the loop has so
+    far, with `status` and, if `code` is given, the error."""
+    loop = run.loop
+    return LoopOutcome(
+        status=status,
+        result=loop.result if loop else "",
+        usage=loop.usage if loop else Usage(),
+        iterations=loop.iterations if loop else 0,
+        messages=list(loop.messages) if loop else list(run.initial),
+        error=None if code is None else {"code": code, "message": message},
+        files=loop.files if loop else [],
+        dev_url=loop.dev_url if loop else None,
+    )
+
+
+__all__ = ["CustomToolFactory", "RunLifecycle", "outcome_so_far"]

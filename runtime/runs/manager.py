@@ -1,0 +1,443 @@
+"""The RunManager: the daemon's runs, from `start` to their end, and the controls on them.
+
+Every run is a task in the manager's task group. A run waits `queued` until the `Scheduler`
+gives it a slot (a global cap and the agent's `maxConcurrent`; a bounded FIFO queue, refused
+with `QueueFull` beyond it), then `RunLifecycle` drives it with its own `Toolbox` (from the
+`ToolboxPool`, which keeps what a thread's completed run left running for its next run),
+`EventLog` and `RunControls`. The manager itself keeps the registry of active runs and which
+thread each one holds, and answers queries and controls (pause, resume, cancel, input).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from runtime.agents import AgentRecord
+from runtime.events import Event, EventLog
+from runtime.ids import new_id, utc_now
+from runtime.loop import RunControls
+from runtime.messages import Message
+from runtime.runs.credentials import run_redactor
+from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull
+from runtime.runs.forking import plan_fork
+from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
+from runtime.runs.metrics import RunMetrics
+from runtime.runs.provider_factory import ProviderFactory, model_label
+from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
+from runtime.runs.scheduler import Scheduler, Slot
+from runtime.runs.toolbox_pool import ToolboxPool
+from runtime.runs.transcript import redact_message, tool_calls
+from runtime.store import RunRecord, Store
+from runtime.task_host import HostedTaskGroup
+from tools.base import Toolbox, ToolResult, ToolSettings, core_tool_names
+
+log = logging.getLogger("agentd.runs")
+
+
+class RunManager:
+    """Owns the runs of one daemon: their tasks, slots, toolboxes, event logs and records."""
+
+    def __init__(
+        self,
+        store: Store,
+        workspace: Path,
+        *,
+        tool_settings: ToolSettings | None = None,
+        max_concurrent: int = 8,
+        max_queue: int = 64,
+        provider_factory: ProviderFactory | None = None,
+        env: Mapping[str, str] | None = None,
+        max_kept_toolboxes: int = 16,
+        cancel_grace: float = 2.0,
+        custom_tool_factory: CustomToolFactory | None = None,
+    ) -> None:
+        self.store = store
+        self.workspace = Path(workspace)
+        self.tool_settings = tool_settings or ToolSettings()
+        self.env: dict[str, str] = dict(os.environ if env is None else env)
+        self.cancel_grace = cancel_grace
+        self.metrics = RunMetrics()
+        self.scheduler = Scheduler(max_concurrent, max_queue)
+        self.toolbox_pool = ToolboxPool(
+            self.workspace,
+            env=self.env,
+            settings=self.tool_settings,
+            max_kept=max_kept_toolboxes,
+            close_grace=cancel_grace,
+        )
+        self.lifecycle = RunLifecycle(
+            store,
+            self.toolbox_pool,
+            self.metrics,
+            env=self.env,
+            provider_factory=provider_factory,
+            custom_tool_factory=custom_tool_factory,
+            cancel_grace=cancel_grace,
+        )
+        self._runs: dict[str, Run] = {}
+        self._thread_runs: dict[str, str] = {}
+        self._start_lock = anyio.Lock()
+        self._tasks = HostedTaskGroup()
+        self._accepting = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> RunManager:
+        await self.start_background()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown(grace=0)
+
+    async def start_background(self) -> None:
+        """Mark runs a previous daemon left unfinished as interrupted, then accept runs.
+
+        The runs' task group lives in a host task of its own, so `start_background` and
+        `shutdown` may be called from different tasks (e.g. a web app's startup and cleanup
+        hooks)."""
+        if self._tasks.started:
+            raise RuntimeError("the run manager is already started")
+        await self.recover_interrupted()
+        await self._tasks.start()
+        self._accepting = True
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop accepting runs, give active ones `grace` seconds to finish, then interrupt the
+        rest (their processes are killed and they end `interrupted`), and release every
+        toolbox the manager kept."""
+        self._accepting = False
+        if grace > 0:
+            with anyio.move_on_after(grace):
+                for run in list(self._runs.values()):
+                    await run.done.wait()
+        for run in list(self._runs.values()):
+            run.interrupted = "the daemon shut down while the run was active"
+            run.controls.cancel()
+        with anyio.move_on_after(self.cancel_grace * 3):
+            for run in list(self._runs.values()):
+                await run.done.wait()
+        await self.toolbox_pool.aclose()
+        await self._tasks.stop()
+
+    async def recover_interrupted(self) -> list[str]:
+        """Runs the store says are unfinished died with a previous daemon: end them."""
+        return await self.lifecycle.recover_interrupted(self._runs)
+
+    # -- starting runs -----------------------------------------------------------------
+
+    async def start(
+        self,
+        agent: AgentRecord | str,
+        *,
+        prompt: str | None = None,
+        messages: list[Message] | None = None,
+        thread_id: str | None = None,
+        config: RunConfig | None = None,
+        metadata: dict[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        fork_step: int | None = None,
+    ) -> Run:
+        """Start a run (queued if no slot is free). Raises NotFound, Conflict, QueueFull or
+        InvalidRequest; every later failure is an outcome of the run, not an exception."""
+        if not self._accepting or not self._tasks.running:
+            raise Conflict("the run manager is not accepting runs", code="shutting_down")
+        record_agent = await self._resolve_agent(agent)
+        spec = record_agent.spec
+        config = config or RunConfig()
+        unknown = sorted(set(spec.core_tool_names()) - set(core_tool_names()))
+        if unknown:
+            raise InvalidRequest(f"agent {spec.slug!r} names unknown tools: {', '.join(unknown)}")
+        if prompt is None and not messages:
+            raise InvalidRequest("give a prompt or messages")
+        if messages and thread_id is not None:
+            raise InvalidRequest(
+                "give either threadId (continue the thread) or messages (your own history)"
+            )
+        new = [Message.user(prompt)] if prompt is not None else []
+        # Checks and claims happen under one lock so concurrent starts cannot both take the
+        # last queue place or the same thread. Capacity only grows while it is held.
+        async with self._start_lock:
+            if thread_id is not None:
+                thread = await self.store.get_thread(thread_id)
+                if thread is None:
+                    raise NotFound(f"thread {thread_id!r} does not exist")
+                if thread.agent != spec.slug:
+                    raise InvalidRequest(
+                        f"thread {thread_id!r} belongs to agent {thread.agent!r}, not {spec.slug!r}"
+                    )
+                if thread_id in self._thread_runs:
+                    raise Conflict(
+                        f"thread {thread_id!r} already has an active run "
+                        f"({self._thread_runs[thread_id]}); wait for it or cancel it"
+                    )
+            if not self.scheduler.has_room(spec.slug, spec.max_concurrent):
+                raise QueueFull(
+                    f"{self.scheduler.running} runs are active and the queue is full "
+                    f"({self.scheduler.max_queue} waiting); try again later"
+                )
+            if thread_id is not None:
+                history = await self.store.thread_messages(thread_id)
+                seed: list[Message] = []
+            else:
+                history = list(messages or [])
+                seed = list(history)
+                thread_id = (await self.store.create_thread(spec.slug)).id
+            run = await self._register(
+                record_agent,
+                thread_id,
+                config,
+                prompt=prompt if prompt is not None else (history[-1].text if history else ""),
+                metadata=metadata,
+                parent_run_id=parent_run_id,
+                fork_step=fork_step,
+                initial=[*history, *new],
+                thread_seed=[*seed, *new],
+            )
+        self._tasks.start_soon(self._drive, run)
+        return run
+
+    async def _register(
+        self,
+        agent: AgentRecord,
+        thread_id: str,
+        config: RunConfig,
+        *,
+        prompt: str,
+        metadata: dict[str, Any] | None,
+        parent_run_id: str | None,
+        fork_step: int | None,
+        initial: list[Message],
+        thread_seed: list[Message],
+    ) -> Run:
+        spec = agent.spec
+        run_id = new_id("run")
+        redactor = run_redactor(spec, self.env)
+        # Decided now (the caller holds the start lock, so capacity can only grow meanwhile).
+        admit_now = self.scheduler.can_admit(spec.slug, spec.max_concurrent)
+        record = RunRecord(
+            run_id=run_id,
+            agent=spec.slug,
+            agent_version=agent.version,
+            thread_id=thread_id,
+            status="running" if admit_now else "queued",
+            prompt=redactor.redact(prompt),
+            metadata=dict(metadata or {}),
+            config=config.model_dump(by_alias=True, exclude_none=True),
+            created_at=utc_now(),
+            parent_run_id=parent_run_id,
+            fork_step=fork_step,
+            execution_mode=spec.execution_mode,
+            model=model_label(spec),
+        )
+        await self.store.insert_run(record)
+        run = Run(
+            run_id=run_id,
+            thread_id=thread_id,
+            agent=agent,
+            record=record,
+            events=EventLog(run_id, thread_id, self.store, redactor=redactor),
+            controls=RunControls(),
+            redactor=redactor,
+            config=config,
+            initial=initial,
+            thread_seed=thread_seed,
+            slot=Slot(spec.slug, spec.max_concurrent),
+        )
+        self._runs[run_id] = run
+        self._thread_runs[thread_id] = run_id
+        self.metrics.runs_started += 1
+        if admit_now:
+            self.scheduler.admit(run.slot)
+            self._count_slots()
+        else:
+            self.scheduler.enqueue(run.slot)
+            self._count_slots()
+            await run.events.emit("status", status="queued")
+        return run
+
+    async def fork(self, run_id: str, step: int, prompt: str | None = None) -> Run:
+        """A new run (on a new thread) from the first `step` messages of another run."""
+        plan = await plan_fork(self.store, await self.get(run_id), step, prompt)
+        return await self.start(
+            plan.agent,
+            prompt=plan.prompt,
+            messages=plan.messages,
+            config=plan.config,
+            metadata=plan.metadata,
+            parent_run_id=run_id,
+            fork_step=step,
+        )
+
+    async def _drive(self, run: Run) -> None:
+        try:
+            await self.lifecycle.drive(run)
+        finally:
+            self.scheduler.release(run.slot)
+            self._count_slots()
+            if self._runs.pop(run.run_id, None) is not None:
+                self.metrics.events_emitted += run.events.last_id
+            if self._thread_runs.get(run.thread_id) == run.run_id:
+                del self._thread_runs[run.thread_id]
+            run.done.set()
+
+    def _count_slots(self) -> None:
+        self.metrics.running = self.scheduler.running
+        self.metrics.queued = self.scheduler.queued
+
+    # -- queries -----------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> RunRecord:
+        run = self._runs.get(run_id)
+        if run is not None:
+            return run.record
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return record
+
+    async def list_runs(
+        self,
+        agent: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[RunRecord], str | None]:
+        """A page of runs, newest first, and the cursor of the next page (None at the end)."""
+        return await self.store.list_runs(agent=agent, status=status, limit=limit, cursor=cursor)
+
+    async def detail(self, run_id: str) -> dict[str, Any]:
+        """The record (wire shape) plus the conversation and its tool calls with results."""
+        record = await self.get(run_id)
+        run = self._runs.get(run_id)
+        if run is not None:
+            live = run.loop.messages if run.loop is not None else run.initial
+            messages = [redact_message(m, run.redactor) for m in live]
+        else:
+            messages = await self.store.run_messages(run_id)
+        data = record.model_dump(by_alias=True)
+        data["output"] = record.result
+        data["messages"] = [m.model_dump(mode="json") for m in messages]
+        data["toolCalls"] = tool_calls(messages)
+        return data
+
+    def is_active(self, run_id: str) -> bool:
+        return run_id in self._runs
+
+    def active_runs(self) -> list[Run]:
+        return list(self._runs.values())
+
+    async def wait(self, run_id: str) -> RunRecord:
+        """The run's record once it has finished."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            await run.done.wait()
+        return await self.get(run_id)
+
+    async def subscribe(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Events after `after`: from the live log (then live ones until the run ends), or
+        replayed from the store for a finished run. Raises NotFound on first iteration."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            async for event in run.events.subscribe(after=after):
+                yield event
+            return
+        if await self.store.get_run(run_id) is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        for event in await EventLog.replay(self.store, run_id, after=after):
+            yield event
+
+    # -- controls ----------------------------------------------------------------------
+
+    def _active(self, run_id: str, action: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None or run.status in TERMINAL_STATUSES or run.controls.cancel_requested:
+            raise Conflict(f"cannot {action} run {run_id!r}: it has finished or is finishing")
+        return run
+
+    async def _ensure_exists(self, run_id: str) -> None:
+        if run_id not in self._runs and await self.store.get_run(run_id) is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+
+    async def pause(self, run_id: str) -> RunRecord:
+        """The run stops at its next safe point (before a model or tool call); work under way
+        (a model stream, a running command) finishes. Idempotent for a paused run."""
+        await self._ensure_exists(run_id)
+        run = self._active(run_id, "pause")
+        async with run.control_lock:
+            if run.controls.pause():
+                await run.events.emit("status", status="paused")
+                await run.update(self.store, status="paused")
+        return run.record
+
+    async def resume(self, run_id: str) -> RunRecord:
+        """Let a paused run continue. Idempotent for a run that is not paused."""
+        await self._ensure_exists(run_id)
+        run = self._active(run_id, "resume")
+        async with run.control_lock:
+            if run.controls.paused:
+                # Announced before the loop may continue, so `resumed` precedes its events.
+                await run.events.emit("status", status="resumed")
+                await run.update(self.store, status="running" if run.has_slot else "queued")
+                run.controls.resume()
+        return run.record
+
+    async def cancel(self, run_id: str, *, wait: float | None = 5.0) -> RunRecord:
+        """Cancel the run: its model stream stops, its processes are killed, and it ends
+        `cancelled`. Waits (up to `wait` seconds) for the run to be finished."""
+        await self._ensure_exists(run_id)
+        run = self._active(run_id, "cancel")
+        run.controls.cancel()
+        if wait:
+            with anyio.move_on_after(wait):
+                await run.done.wait()
+        return await self.get(run_id)
+
+    async def send_input(self, run_id: str, text: str) -> RunRecord:
+        """`text` reaches the model as a user message at the run's next turn boundary."""
+        if not text:
+            raise InvalidRequest("input text must not be empty")
+        await self._ensure_exists(run_id)
+        run = self._active(run_id, "send input to")
+        run.controls.add_input(text)
+        await run.events.emit("input", text=text)
+        return run.record
+
+    # -- tools -------------------------------------------------------------------------
+
+    async def call_tool(self, name: str, args: dict[str, Any] | None) -> ToolResult:
+        """Invoke a core tool directly on the workspace (control-plane exec)."""
+        return await self.toolbox_pool.daemon_toolbox().call(name, args)
+
+    def toolboxes(self) -> list[Toolbox]:
+        """Every live toolbox: active runs', kept ones (dev servers) and the daemon's."""
+        boxes = [run.toolbox for run in self._runs.values() if run.toolbox is not None]
+        boxes.extend(self.toolbox_pool.toolboxes())
+        return boxes
+
+    def active_sessions(self) -> int:
+        """Live processes (PTY sessions) across every toolbox, for metrics."""
+        try:
+            from tools.exec import live_session_count
+        except ImportError:  # exec_command not installed in this build
+            return 0
+        return sum(live_session_count(box) for box in self.toolboxes())
+
+    async def release_thread(self, thread_id: str) -> None:
+        """Kill what the thread's last completed run left running (e.g. on thread delete)."""
+        await self.toolbox_pool.release(thread_id)
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _resolve_agent(self, agent: AgentRecord | str) -> AgentRecord:
+        if isinstance(agent, AgentRecord):
+            return agent
+        record = await self.store.get_agent(agent)
+        if record is None:
+            raise NotFound(f"agent {agent!r} does not exist")
+        return record

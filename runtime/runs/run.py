@@ -1,0 +1,65 @@
+"""A run the manager is driving, and the per-run overrides it was started with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime.agents import AgentRecord
+from runtime.events import EventLog, Redactor
+from runtime.loop import AgentLoop, RunControls
+from runtime.messages import Message
+from runtime.runs.scheduler import Slot
+from runtime.store import RunRecord, Store
+from tools.base import Toolbox
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+
+class RunConfig(BaseModel):
+    """Per-run overrides of the agent's settings (the `config` of `POST /v1/run`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
+    max_turns: int | None = Field(None, alias="maxTurns", ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    timeout: float | None = Field(None, gt=0)
+
+
+@dataclass(eq=False)
+class Run:
+    """A run the manager is driving (queued, running or paused)."""
+
+    run_id: str
+    thread_id: str
+    agent: AgentRecord
+    record: RunRecord
+    events: EventLog
+    controls: RunControls
+    redactor: Redactor
+    config: RunConfig
+    # The conversation the loop starts from, and what of it the thread does not have yet.
+    initial: list[Message]
+    thread_seed: list[Message]
+    slot: Slot
+    done: anyio.Event = field(default_factory=anyio.Event)
+    control_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    toolbox: Toolbox | None = None
+    loop: AgentLoop | None = None
+    interrupted: str | None = None  # why the manager itself stopped the run
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def has_slot(self) -> bool:
+        return self.slot.held
+
+    async def update(self, store: Store, **fields: Any) -> None:
+        """Change the run's stored record and keep the new one."""
+        self.record = await store.update_run(self.run_id, **fields)
