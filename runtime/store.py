@@ -24,9 +24,10 @@ from runtime.events.model import Event
 from runtime.ids import new_id, utc_now
 from runtime.messages import Message
 from runtime.providers.base import Usage
+from runtime.thread_events import PersistedThreadEvent
 
 DB_NAME = "agentd.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_PAGE = 1000
 
 RunStatus = Literal[
@@ -39,6 +40,10 @@ T = TypeVar("T")
 
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, id, type, ts, thread_id, payload) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_THREAD_EVENT = (
+    "INSERT INTO thread_events (thread_id, sequence, rollout_id, run_id, type, payload, "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -150,6 +155,24 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 """
 
+# Version 2: the threads' persisted events (runtime.thread_events), numbered per thread.
+_SCHEMA_THREAD_EVENTS = """
+CREATE TABLE thread_events (
+    thread_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    rollout_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (thread_id, sequence)
+) WITHOUT ROWID;
+CREATE INDEX thread_events_by_run ON thread_events (run_id, sequence);
+"""
+
+# The statements that bring a database from version n-1 to n, by n.
+_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_THREAD_EVENTS}
+
 
 def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
     if create:
@@ -177,10 +200,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 f"the state database has schema version {version}; this agentd knows up to "
                 f"{SCHEMA_VERSION}: upgrade agentd or use another state dir"
             )
-        if version == 0:
-            for statement in _SCHEMA.split(";"):
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target].split(";"):
                 if statement.strip():
                     conn.execute(statement)
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -472,6 +496,7 @@ class Store:
                 conn.execute(
                     "DELETE FROM messages WHERE scope = 'thread' AND owner = ?", (thread_id,)
                 )
+                conn.execute("DELETE FROM thread_events WHERE thread_id = ?", (thread_id,))
                 return gone > 0
 
         return await self._write(delete)
@@ -502,6 +527,104 @@ class Store:
                 )
 
         await self._write(append)
+
+    async def import_thread(
+        self,
+        record: ThreadRecord,
+        messages: list[Message],
+        events: list[PersistedThreadEvent],
+    ) -> ThreadRecord:
+        """Create a thread with its conversation and persisted events in one transaction
+        (a thread brought over from a rollout file). ValueError if the id is taken."""
+        encoded = [(m.role, m.model_dump_json()) for m in messages]
+        rows = [_thread_event_row(e) for e in events]
+        imported = record.model_copy(update={"message_count": len(messages)})
+
+        def create(conn: sqlite3.Connection) -> ThreadRecord:
+            try:
+                with _transaction(conn):
+                    conn.execute(
+                        "INSERT INTO threads (id, agent, created_at, updated_at, metadata, "
+                        "message_count) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            imported.id,
+                            imported.agent,
+                            imported.created_at,
+                            imported.updated_at,
+                            _dumps(imported.metadata),
+                            imported.message_count,
+                        ),
+                    )
+                    conn.executemany(
+                        "INSERT INTO messages (scope, owner, seq, role, data) "
+                        "VALUES ('thread', ?, ?, ?, ?)",
+                        [(record.id, i, role, data) for i, (role, data) in enumerate(encoded)],
+                    )
+                    conn.executemany(_INSERT_THREAD_EVENT, rows)
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"thread {record.id!r} already exists") from exc
+            return imported
+
+        return await self._write(create)
+
+    # -- thread events -------------------------------------------------------------------
+
+    async def append_thread_events(self, events: Iterable[PersistedThreadEvent]) -> None:
+        """Store persisted thread events in one transaction (all or none). ValueError if a
+        thread already has an event with one of their sequences."""
+        rows = [_thread_event_row(e) for e in events]
+        if not rows:
+            return
+
+        def append(conn: sqlite3.Connection) -> None:
+            try:
+                if len(rows) == 1:  # one statement in autocommit mode is its own transaction
+                    conn.execute(_INSERT_THREAD_EVENT, rows[0])
+                    return
+                with _transaction(conn):
+                    conn.executemany(_INSERT_THREAD_EVENT, rows)
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"duplicate thread event sequence: {exc}") from exc
+
+        await self._write(append)
+
+    async def thread_events_after(
+        self, thread_id: str, after: int = 0, limit: int | None = None
+    ) -> list[PersistedThreadEvent]:
+        """A thread's persisted events with sequence > `after`, in order (at most `limit`)."""
+
+        def read(conn: sqlite3.Connection) -> list[PersistedThreadEvent]:
+            query = (
+                "SELECT * FROM thread_events WHERE thread_id = ? AND sequence > ? ORDER BY sequence"
+            )
+            params: tuple[Any, ...] = (thread_id, after)
+            if limit is not None:
+                query += " LIMIT ?"
+                params = (*params, max(0, limit))
+            return [_thread_event(row) for row in conn.execute(query, params)]
+
+        return await self._read(read)
+
+    async def last_thread_sequence(self, thread_id: str) -> int:
+        def last(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT MAX(sequence) AS last FROM thread_events WHERE thread_id = ?",
+                (thread_id,),
+            ).fetchone()
+            return int(row["last"] or 0)
+
+        return await self._read(last)
+
+    async def run_thread_events(self, run_id: str) -> list[PersistedThreadEvent]:
+        """The persisted thread events a run contributed, in sequence order."""
+
+        def read(conn: sqlite3.Connection) -> list[PersistedThreadEvent]:
+            rows = conn.execute(
+                "SELECT * FROM thread_events WHERE run_id = ? ORDER BY sequence", (run_id,)
+            )
+            return [_thread_event(row) for row in rows]
+
+        return await self._read(read)
 
     # -- runs --------------------------------------------------------------------------
 
@@ -743,6 +866,30 @@ def _load_agent(conn: sqlite3.Connection, slug: str, version: int | None) -> Age
         "SELECT * FROM agent_versions WHERE slug = ? AND version = ?", (slug, wanted)
     ).fetchone()
     return None if version_row is None else _agent_record(row, version_row)
+
+
+def _thread_event_row(event: PersistedThreadEvent) -> tuple[Any, ...]:
+    return (
+        event.thread_id,
+        event.sequence,
+        event.rollout_id,
+        event.run_id,
+        event.type,
+        _dumps(event.payload),
+        event.created_at,
+    )
+
+
+def _thread_event(row: sqlite3.Row) -> PersistedThreadEvent:
+    return PersistedThreadEvent(
+        sequence=row["sequence"],
+        rollout_id=row["rollout_id"],
+        thread_id=row["thread_id"],
+        run_id=row["run_id"],
+        type=row["type"],
+        payload=json.loads(row["payload"]),
+        created_at=row["created_at"],
+    )
 
 
 def _thread_record(row: sqlite3.Row) -> ThreadRecord:
