@@ -196,8 +196,9 @@ def _credential(request: web.Request) -> str | None:
     api_key = request.headers.get("X-API-Key", "").strip()
     if api_key:
         return api_key
-    # EventSource cannot send headers: the event streams also take ?access_token=.
-    if request.method == "GET" and request.path.endswith("/events"):
+    # EventSource and browser WebSockets cannot send headers: the event streams and the thread
+    # stream also take ?access_token=.
+    if request.method == "GET" and request.path.endswith(("/events", "/stream")):
         return request.query.get("access_token") or None
     return None
 

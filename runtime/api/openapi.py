@@ -22,6 +22,7 @@ ERROR_DESCRIPTIONS = {
     404: "Not found",
     409: "Conflict with the current state (e.g. a control on a finished run)",
     413: "Request body over the daemon's limit",
+    426: "Upgrade required: the route is a WebSocket",
     429: "Too many runs: the queue is full",
     503: "Starting or shutting down",
 }
@@ -190,6 +191,14 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         name: {"description": text, "schema": {"type": "string"}}
         for name, text in {**op.headers, "X-Request-ID": "the request's id"}.items()
     }
+    if op.websocket:
+        return {
+            "101": {
+                "description": "Switching Protocols: the WebSocket is open",
+                "headers": headers,
+            },
+            **_error_responses(op, refs, headers),
+        }
     content: dict[str, Any] = {}
     if op.response is not None:
         content["application/json"] = {"schema": _ref(refs, op.response, "serialization")}
@@ -205,6 +214,14 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {str(op.status): ok}
     if op.status == 201:  # upserts answer 200 when nothing new was created
         responses["200"] = {**ok, "description": "OK"}
+    responses.update(_error_responses(op, refs, headers))
+    return responses
+
+
+def _error_responses(
+    op: Operation, refs: dict[Any, Any], headers: dict[str, Any]
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
     error = {
         "content": {"application/json": {"schema": _ref(refs, ErrorEnvelope, "serialization")}},
         "headers": {"X-Request-ID": headers["X-Request-ID"]},

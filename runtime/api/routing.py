@@ -35,6 +35,7 @@ class Operation:
     status: int = 200
     content_type: str = "application/json"
     sse: bool = False  # may answer with text/event-stream (always, if response is None)
+    websocket: bool = False  # upgrades to a WebSocket (101); 426 without the upgrade headers
     public: bool = False  # no authentication
     errors: tuple[int, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)  # response headers documented

@@ -7,7 +7,7 @@ Wire names are camelCase (DESIGN §3); Python attributes snake_case.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,6 +15,7 @@ from runtime.agents import AgentSpec
 from runtime.messages import Message, Part
 from runtime.runs import RunConfig
 from runtime.store import ThreadRecord
+from runtime.thread_events import PersistedThreadEvent
 
 T = TypeVar("T")
 
@@ -345,6 +346,62 @@ class ThreadOut(ThreadRecord):
 
 class ThreadDetail(ThreadOut):
     messages: list[Message]
+
+
+class ThreadEventOut(PersistedThreadEvent):
+    """A persisted thread event, documented from the model it is stored with: `sequence`
+    counts 1, 2, 3, … per thread across all of its runs without gaps; `rolloutId` names the
+    run's attempt; `payload` is the type's (docs/design.md, "Threads")."""
+
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, frozen=True, defer_build=True
+    )
+
+
+class ThreadEventsQuery(WireModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
+
+    after: int = Field(0, ge=0, le=MAX_INT, description="events with sequence > after (cursor)")
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class ThreadStreamQuery(WireModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
+
+    after: int | None = Field(
+        None, ge=0, le=MAX_INT, description="the snapshot holds the events after this sequence"
+    )
+    access_token: str | None = Field(
+        None, description="the API token, for browser WebSockets that cannot send headers"
+    )
+
+
+class AckFrame(WireModel):
+    """Client → server: the client has the persisted events up to `sequence`."""
+
+    type: Literal["ack"]
+    sequence: int = Field(ge=0, le=MAX_INT)
+
+
+class ControlFrame(WireModel):
+    """Client → server: pause, resume or cancel the thread's active run (or `runId`)."""
+
+    type: Literal["pause", "resume", "cancel"]
+    run_id: str | None = Field(None, alias="runId")
+
+
+class InputFrame(WireModel):
+    """Client → server: user input for the thread's active run (or `runId`)."""
+
+    type: Literal["input"]
+    text: str = Field(min_length=1)
+    run_id: str | None = Field(None, alias="runId")
+
+
+class ClientFrame(WireModel):
+    """Any frame a thread stream client may send."""
+
+    frame: Annotated[AckFrame | ControlFrame | InputFrame, Field(discriminator="type")]
 
 
 # --- tools ----------------------------------------------------------------------------------

@@ -12,11 +12,16 @@ from runtime.api.schemas import (
     Envelope,
     ListEnvelope,
     ThreadDetail,
+    ThreadEventOut,
+    ThreadEventsQuery,
     ThreadOut,
     ThreadsQuery,
+    ThreadStreamQuery,
 )
-from runtime.api.state import get_state
+from runtime.api.state import ApiState, get_state
+from runtime.api.thread_stream import SLOW_CLIENT, ThreadStream
 from runtime.api.validation import parse_query
+from runtime.store import ThreadRecord
 
 
 async def list_threads(request: web.Request) -> web.Response:
@@ -56,6 +61,52 @@ async def delete_thread(request: web.Request) -> web.Response:
     return json_data(Deleted(id=thread_id))
 
 
+async def _thread(state: ApiState, thread_id: str) -> ThreadRecord:
+    """The thread, loaded from its rollout file if only the workspace knows it; 404 if
+    neither does."""
+    thread = await state.require_manager().ensure_thread(thread_id)
+    if thread is None:
+        raise not_found(f"thread {thread_id!r} does not exist")
+    return thread
+
+
+async def thread_events(request: web.Request) -> web.Response:
+    query = parse_query(request, ThreadEventsQuery)
+    state = get_state(request)
+    thread = await _thread(state, request.match_info["thread_id"])
+    events = await state.store.thread_events_after(thread.id, query.after, query.limit + 1)
+    page = events[: query.limit]
+    return json_list(
+        [e.to_dict() for e in page],
+        has_more=len(events) > query.limit,
+        next_cursor=str(page[-1].sequence) if page else None,
+    )
+
+
+async def thread_stream(request: web.Request) -> web.StreamResponse:
+    query = parse_query(request, ThreadStreamQuery)
+    state = get_state(request)
+    manager = state.require_manager()
+    thread = await _thread(state, request.match_info["thread_id"])
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        raise ApiError(
+            426,
+            "upgrade_required",
+            f"{request.path} is a WebSocket: connect with `Upgrade: websocket` (GET "
+            f"/v1/threads/{thread.id}/events reads the persisted events over plain HTTP)",
+            headers={"Upgrade": "websocket"},
+        )
+    stream = ThreadStream(
+        request,
+        thread,
+        await manager.thread_events.log(thread.id),
+        manager,
+        after=query.after or 0,
+        heartbeat=state.settings.sse_ping_interval,
+    )
+    return await stream.run()
+
+
 def add_routes(table: RouteTable) -> None:
     tag = "threads"
     table.add(
@@ -84,4 +135,35 @@ def add_routes(table: RouteTable) -> None:
         tag=tag,
         response=Envelope[Deleted],
         errors=(404, 409),
+    )
+    table.add(
+        "GET",
+        "/v1/threads/{thread_id}/events",
+        thread_events,
+        summary="The thread's persisted events after a sequence (cursor)",
+        description="Persisted thread events (`sequence` per thread across its runs, no "
+        "gaps) with sequence > `after`, oldest first; `meta.nextCursor` is the last sequence "
+        "returned, `meta.hasMore` whether more follow. A thread only the workspace's rollout "
+        "file knows is loaded from it.",
+        tag=tag,
+        query=ThreadEventsQuery,
+        response=ListEnvelope[ThreadEventOut],
+        errors=(400, 404),
+    )
+    table.add(
+        "GET",
+        "/v1/threads/{thread_id}/stream",
+        thread_stream,
+        summary="Follow the thread over a WebSocket (snapshot, live events, controls)",
+        description="Upgrades to a WebSocket. First frame `{type: snapshot, protocol_version: "
+        "1, thread, events, activeRunId}`, then every persisted and live event of the "
+        "thread's runs as it happens. Client frames: `{type: ack, sequence}`, `{type: "
+        "pause|resume|cancel, runId?}`, `{type: input, text, runId?}`, answered with "
+        "`{type: control_result, control, runId, ok}` or `{type: error, code, message}`. A "
+        f"client that reads too slowly is closed with code {SLOW_CLIENT}; reconnect with "
+        "`?after=`. Browsers authenticate with `?access_token=`.",
+        tag=tag,
+        query=ThreadStreamQuery,
+        websocket=True,
+        errors=(400, 404, 426),
     )
