@@ -31,7 +31,6 @@ from typing import Any, Protocol
 import anyio
 
 from runtime.ids import utc_now
-from runtime.messages import Message
 from runtime.rollout import RolloutFile, rollout_path, valid_thread_id
 from runtime.thread_events import (
     LIVE_TYPES,
@@ -40,7 +39,6 @@ from runtime.thread_events import (
     PersistedThreadEvent,
     ThreadEvent,
     ThreadEventError,
-    conversation_from_events,
     validate_payload,
 )
 
@@ -478,19 +476,6 @@ class ThreadEventHub:
             await opened.close()
 
 
-class RolloutImport:
-    """What a rollout file holds of a thread the store does not know."""
-
-    def __init__(self, thread_id: str, events: list[PersistedThreadEvent]) -> None:
-        self.thread_id = thread_id
-        self.events = events
-        started = [e for e in events if e.type == "run_started"]
-        self.agent: str | None = str(started[0].payload["agent"]) if started else None
-        self.messages: list[Message] = conversation_from_events(events)
-        self.created_at = events[0].created_at if events else utc_now()
-        self.updated_at = events[-1].created_at if events else self.created_at
-
-
 def _contiguous(
     events: list[PersistedThreadEvent], after: int, path: Path
 ) -> list[PersistedThreadEvent]:
@@ -515,7 +500,6 @@ def _contiguous(
 
 
 __all__ = [
-    "RolloutImport",
     "ThreadEventHub",
     "ThreadEventLog",
     "ThreadEventStore",

@@ -201,6 +201,9 @@ class EventLog:
         self._closed = False
         self._lock = anyio.Lock()
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        # Told of every event once it is stored, before any await (the run's thread recorder
+        # derives live thread events from it); must not block.
+        self.observer: Callable[[Event], None] | None = None
         # Delta coalescing state.
         self._pending_type: str | None = None
         self._pending: list[str] = []
@@ -386,6 +389,11 @@ class EventLog:
             self._trim_memory()
             for subscription in self._subscribers:
                 subscription.offer(event)
+            if self.observer is not None:
+                try:
+                    self.observer(event)
+                except Exception:
+                    log.exception("run %s: the event observer failed", self.run_id)
         return event
 
     def _trim_memory(self) -> None:

@@ -8,6 +8,8 @@ One job per module:
 - `lifecycle`: one run from admission to its terminal `complete` event.
 - `toolbox_pool`: toolboxes that outlive a run (kept per thread, the daemon's own).
 - `forking`: which run a fork starts.
+- `threads`: the runs' side of their threads' events (recording, loading a thread from its
+  rollout file, ending the thread events of interrupted runs).
 - `provider_factory`, `credentials`, `tool_specs`, `transcript`, `metrics`: what a run is
   built from and how its conversation is stored and shown.
 - `run`, `errors`: the `Run` being driven, its `RunConfig`, and the refusals.

@@ -28,6 +28,7 @@ from runtime.providers.registry import unsupported_settings
 from runtime.runs.metrics import RunMetrics
 from runtime.runs.provider_factory import ProviderFactory, create_provider, model_reference
 from runtime.runs.run import Run
+from runtime.runs.threads import RunThreads
 from runtime.runs.tool_specs import ToolSpecCache
 from runtime.runs.toolbox_pool import ToolboxPool, toolbox_key
 from runtime.runs.transcript import redact_message
@@ -53,8 +54,10 @@ class RunLifecycle:
         provider_factory: ProviderFactory | None = None,
         custom_tool_factory: CustomToolFactory | None = None,
         cancel_grace: float = 2.0,
+        threads: RunThreads,
     ) -> None:
         self.store = store
+        self.threads = threads
         self.toolboxes = toolboxes
         self.metrics = metrics
         self.env = env
@@ -164,6 +167,20 @@ class RunLifecycle:
             iterations=outcome.iterations,
             finished_at=utc_now(),
         )
+        recorder = run.thread_recorder
+        if recorder is not None:
+            run.events.observer = None
+            try:
+                await recorder.run_completed(
+                    status=status,  # type: ignore[arg-type]  # a terminal status by now
+                    usage=outcome.usage,
+                    iterations=outcome.iterations,
+                    result=run.redactor.redact(outcome.result),
+                    error=None if error is None else run.redactor.redact_obj(error),
+                )
+            except Exception:
+                # The run's own events must still end (its `complete` below).
+                log.exception("run %s: recording run_completed on its thread failed", run.run_id)
         await run.events.emit(
             "complete",
             output=outcome.result,
@@ -198,6 +215,7 @@ class RunLifecycle:
             await self.store.update_run(
                 record.run_id, status="interrupted", error=error, finished_at=utc_now()
             )
+            await self.threads.interrupted(record, error)
             await events.emit(
                 "complete",
                 output=record.result or "",
@@ -220,14 +238,19 @@ class RunLifecycle:
         """Append `new` to the run's thread and store the run's whole conversation, both
         redacted."""
         if new:
-            await self.store.append_thread_messages(
-                run.thread_id, [redact_message(m, run.redactor) for m in new]
-            )
+            redacted = [redact_message(m, run.redactor) for m in new]
+            if run.thread_recorder is not None:
+                # The thread's persisted events first: its rollout must never lack a message
+                # the store has (a crash in between leaves at most the events ahead).
+                await run.thread_recorder.messages_appended(redacted)
+            await self.store.append_thread_messages(run.thread_id, redacted)
         await self.store.set_run_messages(
             run.run_id, [redact_message(m, run.redactor) for m in conversation]
         )
 
     async def _announce(self, run: Run, model: str | None, warnings: list[str]) -> None:
+        """`run_started` on the run's events and its thread's; from here on the run's events
+        also feed the thread's live events."""
         spec = run.agent.spec
         await run.events.emit(
             "run_started",
@@ -237,6 +260,10 @@ class RunLifecycle:
             model=model,
             **({"warnings": warnings} if warnings else {}),
         )
+        recorder = await self.threads.record(run.run_id, run.thread_id)
+        await recorder.run_started(agent=spec.slug, version=run.agent.version, model=model)
+        run.thread_recorder = recorder
+        run.events.observer = lambda event: recorder.run_event(event.type, event.payload)
 
     async def _custom_tools(self, run: Run) -> list[Tool]:
         """The agent's custom tools, or none (said in an `error` event) when this daemon

@@ -31,10 +31,12 @@ from runtime.runs.metrics import RunMetrics
 from runtime.runs.provider_factory import ProviderFactory, model_label
 from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
 from runtime.runs.scheduler import Scheduler, Slot
+from runtime.runs.threads import RunThreads
 from runtime.runs.toolbox_pool import ToolboxPool
 from runtime.runs.transcript import redact_message, tool_calls
-from runtime.store import RunRecord, Store
+from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.task_host import HostedTaskGroup
+from runtime.thread_log import ThreadEventHub
 from tools.base import Toolbox, ToolResult, ToolSettings, core_tool_names
 
 log = logging.getLogger("agentd.runs")
@@ -56,6 +58,7 @@ class RunManager:
         max_kept_toolboxes: int = 16,
         cancel_grace: float = 2.0,
         custom_tool_factory: CustomToolFactory | None = None,
+        thread_rollouts: bool = True,
     ) -> None:
         self.store = store
         self.workspace = Path(workspace)
@@ -71,6 +74,8 @@ class RunManager:
             max_kept=max_kept_toolboxes,
             close_grace=cancel_grace,
         )
+        # Threads' persisted/live events and their rollout files in the workspace.
+        self.threads = RunThreads(store, self.workspace, rollouts=thread_rollouts)
         self.lifecycle = RunLifecycle(
             store,
             self.toolbox_pool,
@@ -79,6 +84,7 @@ class RunManager:
             provider_factory=provider_factory,
             custom_tool_factory=custom_tool_factory,
             cancel_grace=cancel_grace,
+            threads=self.threads,
         )
         self._runs: dict[str, Run] = {}
         self._thread_runs: dict[str, str] = {}
@@ -124,6 +130,7 @@ class RunManager:
                 await run.done.wait()
         await self.toolbox_pool.aclose()
         await self._tasks.stop()
+        await self.threads.close()
 
     async def recover_interrupted(self) -> list[str]:
         """Runs the store says are unfinished died with a previous daemon: end them."""
@@ -164,7 +171,7 @@ class RunManager:
         # last queue place or the same thread. Capacity only grows while it is held.
         async with self._start_lock:
             if thread_id is not None:
-                thread = await self.store.get_thread(thread_id)
+                thread = await self.threads.ensure_thread(thread_id)
                 if thread is None:
                     raise NotFound(f"thread {thread_id!r} does not exist")
                 if thread.agent != spec.slug:
@@ -328,6 +335,23 @@ class RunManager:
 
     def is_active(self, run_id: str) -> bool:
         return run_id in self._runs
+
+    def active_run_of(self, thread_id: str) -> str | None:
+        """The id of the thread's active (queued, running or paused) run, if any."""
+        return self._thread_runs.get(thread_id)
+
+    async def run_thread(self, run_id: str) -> str | None:
+        """The thread a run belongs to. NotFound if there is no such run."""
+        return (await self.get(run_id)).thread_id
+
+    async def ensure_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The thread, loaded from its rollout file in the workspace if only that knows it."""
+        return await self.threads.ensure_thread(thread_id)
+
+    @property
+    def thread_events(self) -> ThreadEventHub:
+        """The threads' event logs (persisted and live thread events)."""
+        return self.threads.hub
 
     def active_runs(self) -> list[Run]:
         return list(self._runs.values())

@@ -14,6 +14,7 @@ from runtime.loop import AgentLoop, RunControls
 from runtime.messages import Message
 from runtime.runs.scheduler import Slot
 from runtime.store import RunRecord, Store
+from runtime.thread_recorder import ThreadRecorder
 from tools.base import Toolbox
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
@@ -51,6 +52,7 @@ class Run:
     toolbox: Toolbox | None = None
     loop: AgentLoop | None = None
     interrupted: str | None = None  # why the manager itself stopped the run
+    thread_recorder: ThreadRecorder | None = None  # from `run_started` on
 
     @property
     def status(self) -> str:

@@ -30,7 +30,8 @@ async def test_listing_the_workspace(daemon: Daemon, run_id: str, workspace: Pat
     listing = body["data"]
     assert listing["path"] == "/"
     entries = {e["name"]: e for e in listing["entries"]}
-    assert listing["entries"][0]["name"] == "src"  # directories first
+    # Directories first; .agentd holds the threads' rollout files (docs/design.md).
+    assert [e["name"] for e in listing["entries"]][:2] == [".agentd", "src"]
     assert entries["src"]["type"] == "dir" and entries["src"]["path"] == "/src"
     assert entries["README.md"]["type"] == "file" and entries["README.md"]["size"] == 5
     assert entries["link"]["type"] == "symlink" and entries["README.md"]["modifiedAt"]

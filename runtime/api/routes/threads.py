@@ -56,6 +56,8 @@ async def delete_thread(request: web.Request) -> web.Response:
             f"POST /v1/runs/{active[0]}/cancel",
         )
     await manager.release_thread(thread_id)
+    # The rollout first: a thread whose record is gone would otherwise load from it again.
+    await manager.thread_events.delete(thread_id)
     if not await manager.store.delete_thread(thread_id):
         raise not_found(f"thread {thread_id!r} does not exist")
     return json_data(Deleted(id=thread_id))
