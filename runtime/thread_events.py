@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runtime.messages import Message, Part, ToolResultPart
+from runtime.providers.base import Usage
 
 PersistedType = Literal[
     "run_started",
@@ -65,15 +66,6 @@ class RunStartedPayload(_Payload):
     model: str | None = None
 
 
-class UsageCounters(_Payload):
-    """Every token counter the providers report (`runtime.providers.base.Usage`)."""
-
-    input_tokens: int = Field(0, alias="inputTokens")
-    output_tokens: int = Field(0, alias="outputTokens")
-    cached_input_tokens: int = Field(0, alias="cachedInputTokens")
-    reasoning_tokens: int = Field(0, alias="reasoningTokens")
-
-
 class RunErrorPayload(_Payload):
     code: str
     message: str
@@ -81,7 +73,7 @@ class RunErrorPayload(_Payload):
 
 class RunCompletedPayload(_Payload):
     status: RunCompletedStatus
-    usage: UsageCounters = Field(default_factory=UsageCounters)
+    usage: Usage = Field(default_factory=Usage)  # every token counter the providers report
     iterations: int = 0
     result: str | None = None
     error: RunErrorPayload | None = None
