@@ -335,3 +335,54 @@ async def test_sigkill_mid_run_then_a_fresh_daemon_on_the_workspace(
         Message.user("continue"),
     ]
     assert all(isinstance(e, PersistedThreadEvent) for e in events)
+
+
+async def test_a_fork_is_a_new_thread_with_its_own_rollout_and_sequence(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    from tests.fakes.scripted_provider import call, tool_turn
+
+    agent, _ = await store.upsert_agent(AgentSpec(slug="a", model="scripted-1", tools=[]))
+    factory.add(tool_turn(call("c1", "nope"), text="trying"), text_turn("done"))
+    async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
+        source = await manager.start(agent, prompt="go")
+        await manager.wait(source.run_id)
+        factory.add(text_turn("different ending"))
+        fork = await manager.fork(source.run_id, 3)
+        await manager.wait(fork.run_id)
+        original = await store.thread_events_after(source.thread_id)
+        forked = await store.thread_events_after(fork.thread_id)
+    assert [e.type for e in original] == [
+        "run_started",
+        "user_message",
+        "assistant_message",
+        "tool_call",
+        "tool_result",
+        "assistant_message",
+        "run_completed",
+    ]
+    # The fork's thread starts at 1 with the messages it was cut from, under a new rollout.
+    assert [(e.sequence, e.type) for e in forked] == list(
+        enumerate(
+            [
+                "run_started",
+                "user_message",
+                "assistant_message",
+                "tool_call",
+                "tool_result",
+                "assistant_message",
+                "run_completed",
+            ],
+            start=1,
+        )
+    )
+
+    # The same messages (a copied tool result has no measured duration of its own).
+    def without_duration(events: list[PersistedThreadEvent]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in e.payload.items() if k != "durationMs"} for e in events]
+
+    assert without_duration(forked[1:5]) == without_duration(original[1:5])
+    assert forked[4].payload["durationMs"] is None
+    assert {e.rollout_id for e in forked}.isdisjoint({e.rollout_id for e in original})
+    assert forked[-1].payload["result"] == "different ending"
+    assert rollout_lines(workspace, fork.thread_id) == [e.to_dict() for e in forked]
