@@ -169,13 +169,21 @@ class RolloutFile:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[PersistedThreadEvent]) -> None:
+    async def append(self, events: Sequence[PersistedThreadEvent]) -> int:
         """Append the events as lines, in one write (after cutting off a torn last line the
-        first time the file is opened for writing)."""
-        if not events:
-            return
+        first time the file is opened for writing). Returns the file's size before the write:
+        `truncate` there undoes it."""
         data = "".join(event.json_text + "\n" for event in events).encode()
-        await self._run(lambda: self._append_sync(data))
+        return await self._run(lambda: self._append_sync(data))
+
+    async def truncate(self, size: int) -> None:
+        """Cut the file back to `size` bytes (undo an append whose events were not stored)."""
+
+        def cut() -> None:
+            fd = self._open_sync()
+            os.ftruncate(fd, size)
+
+        await self._run(cut)
 
     async def sync(self) -> None:
         """Make every appended line durable (fsync), if the file is open."""
@@ -185,8 +193,9 @@ class RolloutFile:
         """fsync and close; the next append opens the file again."""
         await self._run(self._close_sync)
 
-    def _append_sync(self, data: bytes) -> None:
+    def _append_sync(self, data: bytes) -> int:
         fd = self._open_sync()
+        start = os.fstat(fd).st_size  # one writer per file: nothing else appends meanwhile
         view = memoryview(data)
         while view:
             try:
@@ -194,6 +203,7 @@ class RolloutFile:
             except InterruptedError:
                 continue
             view = view[written:]
+        return start
 
     def _open_sync(self) -> int:
         if self._fd is not None:

@@ -286,12 +286,16 @@ class ThreadEventLog:
                 )
                 for i, (type, payload) in enumerate(checked, start=1)
             ]
-            # Shielded: once the rollout has a line, the store and the subscribers must get
-            # it too, or the next sequence would repeat it.
+            # Shielded: once the rollout has the lines, the store and the subscribers must
+            # get them too, or the lines are taken back (the sequences are handed out again).
             with anyio.CancelScope(shield=True):
-                if self.rollout is not None:
-                    await self.rollout.append(made)
-                await self._store.append_thread_events(made)
+                start = None if self.rollout is None else await self.rollout.append(made)
+                try:
+                    await self._store.append_thread_events(made)
+                except BaseException:
+                    if self.rollout is not None and start is not None:
+                        await self.rollout.truncate(start)
+                    raise
                 self._last_sequence = made[-1].sequence
                 for subscriber in list(self._subscribers):
                     for event in made:

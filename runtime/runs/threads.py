@@ -101,12 +101,12 @@ class RunThreads:
         """End the thread events of a run a previous daemon left unfinished."""
         if record.thread_id is None:
             return
-        log_ = await self.hub.log(record.thread_id)  # reconciles the rollout with the store
+        thread_log = await self.hub.log(record.thread_id)  # reconciles rollout and store
         events = await self.store.run_thread_events(record.run_id)
         if not events or any(e.type == "run_completed" for e in events):
             return  # it never started (no thread events), or it did end
         await self._complete_interrupted(
-            log_.thread_id,
+            thread_log.thread_id,
             record.run_id,
             events[0].rollout_id,
             usage=record.usage,

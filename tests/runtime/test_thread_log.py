@@ -5,6 +5,7 @@ crash between the two writes, bounded subscribers."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -320,3 +321,47 @@ async def test_live_events_have_no_sequence(store: Store, workspace: Path) -> No
     event = log.publish("run_1", "tool_call_completed", {"callId": "c", "tool": "t"})
     assert isinstance(event, LiveThreadEvent)
     assert set(json.loads(event.json_text)) == {"type", "threadId", "runId", "payload", "createdAt"}
+
+
+class FailingOnce:
+    """A thread event store whose next append fails (a full disk, a locked database)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.fail_next = False
+
+    async def append_thread_events(self, events: Sequence[PersistedThreadEvent]) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(28, "No space left on device")
+        await self.store.append_thread_events(events)
+
+    async def thread_events_after(
+        self, thread_id: str, after: int = 0, limit: int | None = None
+    ) -> list[PersistedThreadEvent]:
+        return await self.store.thread_events_after(thread_id, after, limit)
+
+    async def last_thread_sequence(self, thread_id: str) -> int:
+        return await self.store.last_thread_sequence(thread_id)
+
+
+async def test_a_failed_store_write_takes_the_rollout_lines_back(
+    store: Store, workspace: Path
+) -> None:
+    flaky = FailingOnce(store)
+    log = await ThreadEventHub(flaky, workspace).log(THREAD)
+    subscription = log.subscribe()
+    await log.append("run_1", "rol_1", [("user_message", Message.user("a").model_dump())])
+    flaky.fail_next = True
+    with pytest.raises(OSError):
+        await log.append(
+            "run_1",
+            "rol_1",
+            [("user_message", Message.user(t).model_dump()) for t in ("lost", "too")],
+        )
+    assert log.last_sequence == 1 and subscription.queued == 1  # nobody heard of them
+    await log.append("run_1", "rol_1", [("user_message", Message.user("b").model_dump())])
+    await log.sync()
+    stored = await store.thread_events_after(THREAD)
+    assert [e.sequence for e in stored] == [1, 2]
+    assert lines(rollout_path(workspace, THREAD)) == [e.to_dict() for e in stored]
