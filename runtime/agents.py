@@ -78,6 +78,10 @@ class CustomToolSpec(_WireModel):
         return value
 
 
+MIN_CONTEXT_WINDOW = 2_048
+MAX_CONTEXT_WINDOW = 10_000_000
+
+
 class AgentSpec(_WireModel):
     """An agent definition (the body of `POST /v1/agents`). See DESIGN §2."""
 
@@ -101,6 +105,12 @@ class AgentSpec(_WireModel):
     )
     fail_on_limit: bool = Field(False, alias="failOnLimit")
     thinking_budget: int | None = Field(None, alias="thinkingBudget", ge=1)
+    # The model's context window in tokens (default: runtime.providers.capabilities's table)
+    # and the share of it past which the conversation is compacted (runtime/compaction.py).
+    context_window: int | None = Field(
+        None, alias="contextWindow", ge=MIN_CONTEXT_WINDOW, le=MAX_CONTEXT_WINDOW
+    )
+    compact_at: float | None = Field(None, alias="compactAt", ge=0.2, le=0.95)
 
     @field_validator("model")
     @classmethod

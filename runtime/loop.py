@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
+from runtime.compaction import CompactionFailed, Compactor, ContextMeter, model_view, request_chars
 from runtime.messages import Message, Part, ToolCallPart, ToolResultPart
 from runtime.providers.base import (
     AssistantTurn,
@@ -228,6 +229,8 @@ class AgentLoop:
         on_messages: MessagesCallback | None = None,
         metrics: LoopMetrics | None = None,
         tool_specs: list[dict[str, Any]] | None = None,
+        context_window: int | None = None,
+        compact_at: float | None = None,
     ) -> None:
         self.provider = provider
         self.toolbox = toolbox
@@ -242,6 +245,13 @@ class AgentLoop:
         self.on_messages = on_messages
         self.metrics = metrics
         self.tool_specs = toolbox.specs() if tool_specs is None else tool_specs
+        # With a context window the conversation is compacted before it would overflow it.
+        self.compactor: Compactor | None = None
+        if context_window is not None:
+            self.compactor = Compactor(
+                provider, system, self.tool_specs, settings, context_window, compact_at or 0.8
+            )
+        self.meter = ContextMeter()
         self.messages: list[Message] = []
         self.usage = Usage()
         self.iterations = 0
@@ -274,6 +284,8 @@ class AgentLoop:
             with anyio.CancelScope(deadline=deadline) as timeout_scope:
                 try:
                     stop = await self._turns()
+                except _Stop as raised:  # from deep inside a turn (a failed compaction)
+                    stop = raised
                 except ModelError as exc:
                     stop = _Stop("failed", "model_error", _describe_model_error(exc))
                 except Exception as exc:
@@ -316,7 +328,15 @@ class AgentLoop:
                     f"stopped after {self.iterations} model turns: the iteration limit "
                     f"({self.max_iterations}) was reached",
                 )
-            turn = await self._model_turn()
+            compacted = await self._compact_if_needed()
+            try:
+                turn = await self._model_turn()
+            except ModelError as exc:
+                # The estimate was short of the provider's own count: compact, try once more.
+                if self.compactor is None or compacted or not _is_context_overflow(exc):
+                    raise
+                await self.compact(reason="overflow")
+                turn = await self._model_turn()
             self.iterations += 1
             self.usage = self.usage + turn.usage
             await self.events.emit("usage", **turn.usage.model_dump(by_alias=True))
@@ -358,11 +378,50 @@ class AgentLoop:
             self.messages.append(Message.user(text))
         await self._commit()
 
+    async def _compact_if_needed(self) -> bool:
+        """Compact once before this turn if its request would pass the threshold."""
+        compactor = self.compactor
+        if compactor is None or not compactor.needs_compaction(self.meter, self.messages):
+            return False
+        await self.compact(reason="auto")
+        return True
+
+    async def compact(self, *, reason: str) -> None:
+        """Compact the conversation now (see `runtime.compaction`); `_Stop` with
+        `context_overflow` when it cannot be brought under the threshold."""
+        compactor = self.compactor
+        assert compactor is not None
+        before = compactor.tokens(self.meter, model_view(self.messages))
+        await self.events.emit(
+            "compaction_started",
+            reason=reason,
+            tokensBefore=before,
+            contextWindow=compactor.context_window,
+            threshold=compactor.threshold,
+        )
+        try:
+            record = await compactor.compact(self.meter, self.messages)
+        except CompactionFailed as exc:
+            raise _Stop("failed", "context_overflow", str(exc)) from exc
+        self.messages.append(record)
+        await self._commit()
+        part = record.compaction
+        assert part is not None
+        await self.events.emit(
+            "compaction_completed",
+            reason=reason,
+            tokensBefore=part.tokens_before,
+            tokensAfter=part.tokens_after,
+            messagesReplaced=part.messages_replaced,
+            summarized=part.summarized,
+            stubbedOutputs=len(part.stubbed),
+        )
+
     async def _model_turn(self) -> AssistantTurn:
         started = time.perf_counter()
-        stream = self.provider.stream(
-            self.system, list(self.messages), self.tool_specs, self.settings
-        )
+        conversation = model_view(self.messages)
+        chars = request_chars(self.system, self.tool_specs, conversation)
+        stream = self.provider.stream(self.system, conversation, self.tool_specs, self.settings)
         streamed = {"text": False, "thinking": False}
         try:
             async for item in stream:
@@ -391,6 +450,7 @@ class AgentLoop:
                         await self.events.emit_delta("text", item.text)
                     if self.metrics is not None:
                         self.metrics.model_turn_finished(item.usage, time.perf_counter() - started)
+                    self.meter.observe(chars, item.usage.input_tokens)
                     return item
         finally:
             # Bounded, so a provider stuck closing its connection cannot delay a cancel.
@@ -557,6 +617,21 @@ def _malformed_arguments(call: ToolCallPart) -> str:
         "object that matches the tool's schema (check quoting and escaping, and do not cut "
         "the object short)."
     )
+
+
+_CONTEXT_OVERFLOW_PHRASES = (
+    "prompt is too long",  # Anthropic
+    "context_length_exceeded",  # OpenAI's error code
+    "maximum context length",  # OpenAI Chat, most compatible servers
+    "exceeds the context window",  # OpenAI Responses
+    "input token count",  # Gemini ("...exceeds the maximum number of tokens allowed")
+)
+
+
+def _is_context_overflow(exc: ModelError) -> bool:
+    """A refusal because the request is larger than the model's context window."""
+    text = f"{exc.code} {exc.message}".lower()
+    return exc.code == "invalid_request" and any(p in text for p in _CONTEXT_OVERFLOW_PHRASES)
 
 
 def _describe_model_error(exc: ModelError) -> str:

@@ -63,12 +63,31 @@ class ImagePart(_Part):
     data: str  # base64
 
 
+class CompactionPart(_Part):
+    """The record a compaction leaves in a conversation (the only part of a `compaction`
+    message). Nothing before it is deleted; what the model is sent from then on is derived by
+    `runtime.compaction.model_view`: the conversation's first message, then `summary` (when
+    the older turns were summarised) and the messages from index `keep_from` on, with the
+    tool results named in `stubbed` cut to a short stub."""
+
+    type: Literal["compaction"] = "compaction"
+    summary: str | None = None
+    # Whether this compaction wrote `summary` (else it carries an earlier one forward).
+    summarized: bool = False
+    keep_from: int
+    stubbed: list[str] = Field(default_factory=list)
+    tokens_before: int
+    tokens_after: int
+    messages_replaced: int
+
+
 Part = Annotated[
-    TextPart | ThinkingPart | ToolCallPart | ToolResultPart | ImagePart,
+    TextPart | ThinkingPart | ToolCallPart | ToolResultPart | ImagePart | CompactionPart,
     Field(discriminator="type"),
 ]
 
-Role = Literal["user", "assistant", "tool"]
+# `compaction` messages are records in the stored conversation, never sent to a model.
+Role = Literal["user", "assistant", "tool", "compaction"]
 
 
 class Message(BaseModel):
@@ -96,6 +115,13 @@ class Message(BaseModel):
     @property
     def tool_results(self) -> list[ToolResultPart]:
         return [p for p in self.content if isinstance(p, ToolResultPart)]
+
+    @property
+    def compaction(self) -> CompactionPart | None:
+        """The compaction record, when this is a `compaction` message."""
+        if self.role != "compaction":
+            return None
+        return next((p for p in self.content if isinstance(p, CompactionPart)), None)
 
 
 Conversation = list[Message]

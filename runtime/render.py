@@ -162,6 +162,14 @@ class EventRenderer:
     def _on_input(self, event: dict[str, Any]) -> None:
         self._block(f"› user: {event.get('text')}", "cyan")
 
+    def _on_compaction_completed(self, event: dict[str, Any]) -> None:
+        how = "summarised" if event.get("summarized") else "old tool outputs cut"
+        self._block(
+            f"… context compacted ({how}): {event.get('tokensBefore'):,} → "
+            f"{event.get('tokensAfter'):,} tokens",
+            "dim",
+        )
+
     def _on_error(self, event: dict[str, Any]) -> None:
         self._block(f"! {event.get('code')}: {event.get('message')}", "red")
 

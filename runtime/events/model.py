@@ -90,6 +90,22 @@ class ErrorPayload(_Payload):
     code: str
 
 
+class CompactionStartedPayload(_Payload):
+    reason: Literal["auto", "overflow", "manual"]
+    tokens_before: int = Field(alias="tokensBefore")
+    context_window: int = Field(alias="contextWindow")
+    threshold: int
+
+
+class CompactionCompletedPayload(_Payload):
+    reason: Literal["auto", "overflow", "manual"]
+    tokens_before: int = Field(alias="tokensBefore")
+    tokens_after: int = Field(alias="tokensAfter")
+    messages_replaced: int = Field(alias="messagesReplaced")
+    summarized: bool
+    stubbed_outputs: int = Field(alias="stubbedOutputs")
+
+
 class CompletePayload(_Payload):
     status: Literal["completed", "failed", "cancelled", "interrupted"]
     output: str = ""
@@ -112,6 +128,8 @@ PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
     "input": InputPayload,
     "usage": UsagePayload,
     "error": ErrorPayload,
+    "compaction_started": CompactionStartedPayload,
+    "compaction_completed": CompactionCompletedPayload,
     "complete": CompletePayload,
 }
 EVENT_TYPES = tuple(PAYLOAD_MODELS)

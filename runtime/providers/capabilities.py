@@ -84,3 +84,33 @@ def unsupported_settings(
             )
         ]
     return []
+
+
+# Context windows (input + output tokens) by model id prefix, longest prefix first. The
+# providers' published figures for the models they serve today; a dated or suffixed id
+# (claude-sonnet-4-6-20260101, gpt-5.5-mini) takes its family's figure.
+_CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("claude-", 200_000),
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4o", 128_000),
+    ("chatgpt-4o", 128_000),
+    ("gpt-5", 400_000),
+    ("gpt-6", 400_000),
+    ("codex-", 400_000),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+    ("gemini-", 1_048_576),
+)
+
+# For ids we do not know (custom endpoints, new families): small enough for any model an
+# agent would use today, so a wrong guess compacts early rather than overflowing.
+DEFAULT_CONTEXT_WINDOW = 32_768
+
+
+def context_window(model_id: str) -> int:
+    """The context window of a model id (routing prefixes removed), or the default."""
+    for prefix, window in sorted(_CONTEXT_WINDOWS, key=lambda item: -len(item[0])):
+        if model_id.startswith(prefix):
+            return window
+    return DEFAULT_CONTEXT_WINDOW

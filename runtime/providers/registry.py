@@ -41,7 +41,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from runtime.providers.base import Provider
-from runtime.providers.capabilities import UnsupportedSetting
+from runtime.providers.capabilities import UnsupportedSetting, context_window
 from runtime.providers.capabilities import unsupported_settings as _route_unsupported
 from runtime.providers.retry import RetryPolicy
 
@@ -115,6 +115,19 @@ def unsupported_settings(
         thinking_budget=thinking_budget,
         custom_format=(route.custom or {}).get("format"),
     )
+
+
+def default_context_window(model: str | Mapping[str, Any] | Any) -> int | None:
+    """The context window `model` is compacted to by default: the capabilities table's figure
+    (a conservative default for custom endpoints and unknown ids); None for a replayed
+    cassette, which answers what was recorded whatever the conversation's size."""
+    try:
+        route = resolve_model(model)
+    except ValueError:
+        return None
+    if route.kind == "replay":
+        return None
+    return context_window(route.model_id)
 
 
 def create_provider(

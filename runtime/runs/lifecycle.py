@@ -24,7 +24,7 @@ from runtime.ids import utc_now
 from runtime.loop import AgentLoop, LoopOutcome, LoopStatus
 from runtime.messages import Message
 from runtime.providers.base import ModelError, ModelSettings, Provider, Usage
-from runtime.providers.registry import unsupported_settings
+from runtime.providers.registry import default_context_window, unsupported_settings
 from runtime.runs.metrics import RunMetrics
 from runtime.runs.provider_factory import ProviderFactory, create_provider, model_reference
 from runtime.runs.run import Run
@@ -299,6 +299,12 @@ class RunLifecycle:
                 thinking_budget=spec.thinking_budget,
             ),
             max_iterations=run.config.max_turns or spec.max_iterations,
+            context_window=(
+                run.config.context_window
+                or spec.context_window
+                or default_context_window(model_reference(spec))
+            ),
+            compact_at=run.config.compact_at or spec.compact_at,
             fail_on_limit=spec.fail_on_limit,
             redactor=run.redactor,
             controls=run.controls,

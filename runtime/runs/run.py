@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.agents import AgentRecord
+from runtime.agents import MAX_CONTEXT_WINDOW, MIN_CONTEXT_WINDOW, AgentRecord
 from runtime.events import EventLog, Redactor
 from runtime.loop import AgentLoop, RunControls
 from runtime.messages import Message
@@ -29,6 +29,10 @@ class RunConfig(BaseModel):
     max_turns: int | None = Field(None, alias="maxTurns", ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     timeout: float | None = Field(None, gt=0)
+    context_window: int | None = Field(
+        None, alias="contextWindow", ge=MIN_CONTEXT_WINDOW, le=MAX_CONTEXT_WINDOW
+    )
+    compact_at: float | None = Field(None, alias="compactAt", ge=0.2, le=0.95)
 
 
 @dataclass(eq=False)

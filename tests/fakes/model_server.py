@@ -37,8 +37,8 @@ import itertools
 import json
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from aiohttp import web
@@ -204,6 +204,7 @@ class HttpError:
 
 
 ScriptItem = Turn | HttpError
+REQUEST_CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -213,6 +214,12 @@ class RecordedRequest:
     api: Api
     headers: dict[str, str]
     body: Any
+    size: int = 0  # bytes of the request body
+
+    @property
+    def tokens(self) -> int:
+        """The request's size in tokens, as the fake counts them."""
+        return self.size // REQUEST_CHARS_PER_TOKEN
 
     @property
     def api_key(self) -> str | None:
@@ -241,9 +248,25 @@ class FakeModelServer:
       or get the API's 401.
     """
 
-    def __init__(self, *, api_key: str | None = None, default_turn: Turn | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        default_turn: Turn | None = None,
+        responder: Callable[[RecordedRequest], ScriptItem] | None = None,
+        context_limit: int | None = None,
+        usage_from_request: bool = False,
+    ) -> None:
         self.api_key = api_key
         self.default_turn = default_turn
+        # Answers a request when the queue is empty (before `default_turn`): scripts that
+        # depend on what was asked (a compaction's summary request, say).
+        self.responder = responder
+        # Like a real API: a request of more input tokens than this gets the API's 400
+        # "prompt is too long", and usage reports the request's real size, at
+        # REQUEST_CHARS_PER_TOKEN bytes of request body per token.
+        self.context_limit = context_limit
+        self.usage_from_request = usage_from_request
         self.requests: list[RecordedRequest] = []
         self._queue: deque[ScriptItem] = deque()
         self._runner: web.AppRunner | None = None
@@ -320,7 +343,12 @@ class FakeModelServer:
         except ValueError:
             body = raw.decode(errors="replace")
         recorded = RecordedRequest(
-            request.method, path, api, {k.lower(): v for k, v in request.headers.items()}, body
+            request.method,
+            path,
+            api,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            len(raw),
         )
         async with self._arrived:
             self.requests.append(recorded)
@@ -331,8 +359,18 @@ class FakeModelServer:
             return _error_response(api, HttpError(401, "invalid x-api-key"))
         if not isinstance(body, dict):
             return _error_response(api, HttpError(400, "request body is not a JSON object"))
+        if self.context_limit is not None and recorded.tokens > self.context_limit:
+            return _error_response(
+                api,
+                HttpError(
+                    400,
+                    f"prompt is too long: {recorded.tokens} tokens > {self.context_limit} maximum",
+                ),
+            )
         if self._queue:
             item: ScriptItem = self._queue.popleft()
+        elif self.responder is not None:
+            item = self.responder(recorded)
         elif self.default_turn is not None:
             item = self.default_turn
         else:
@@ -344,6 +382,8 @@ class FakeModelServer:
             return _error_response(api, item)
         if not body.get("stream"):
             return _error_response(api, HttpError(400, "the fake model server only streams"))
+        if self.usage_from_request:
+            item = replace(item, usage=replace(item.usage, input_tokens=recorded.tokens))
         return await self._stream(request, api, body, item, number)
 
     async def _stream(
