@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from runtime.messages import (
     CompactionPart,
@@ -81,6 +81,10 @@ summary only.
 
 class CompactionFailed(Exception):
     """The conversation could not be brought under the window (reported as `context_overflow`)."""
+
+
+class NothingToCompact(CompactionFailed):
+    """A compaction was asked for, but the conversation has no older turns to summarise."""
 
 
 class SummaryModel(Protocol):
@@ -208,15 +212,25 @@ class Compactor:
     def needs_compaction(self, meter: ContextMeter, log: list[Message]) -> bool:
         return self.tokens(meter, model_view(log)) > self.threshold
 
-    async def compact(self, meter: ContextMeter, log: list[Message]) -> Message:
+    async def compact(
+        self,
+        meter: ContextMeter,
+        log: list[Message],
+        *,
+        summarize: bool = False,
+        reason: Literal["auto", "overflow", "manual"] = "auto",
+    ) -> Message:
         """The `compaction` message to append to `log`; CompactionFailed when even a summary
-        cannot bring the conversation under the threshold."""
+        cannot bring the conversation under the threshold. `summarize` asks for a summary
+        even where stubs alone would do (a compaction a person asked for)."""
         view = _view_with_indices(log)
         previous = last_compaction(log)
         stubbed = set(previous[1].stubbed) if previous else set()
         before = self.tokens(meter, [m for _, m in view])
 
-        recent = self._recent_start(meter, view)
+        # A compaction asked for keeps less: the older three quarters are summarised.
+        budget = self.context_window * RECENT_SHARE
+        recent = self._recent_start(meter, view, min(budget, before / 4) if summarize else budget)
         newly = {
             part.call_id
             for _, message in view[:recent]
@@ -227,14 +241,19 @@ class Compactor:
         stubbed |= newly
         stubbed_view = [(i, _stub(m, stubbed)) for i, m in view]
         after = self.tokens(meter, [m for _, m in stubbed_view])
-        if newly and after <= self.threshold * STUB_TARGET:
+        if newly and after <= self.threshold * STUB_TARGET and not summarize:
             keep_from = previous[1].keep_from if previous else 0
             summary = previous[1].summary if previous else None
-            return _record(summary, False, keep_from, stubbed, before, after, len(newly))
+            return _record(reason, summary, False, keep_from, stubbed, before, after, len(newly))
 
         # Summarise everything between the first message and the recent turns.
         first = 1 if view and view[0][0] == 0 else 0
         middle = [m for _, m in stubbed_view[first:recent]]
+        if (not middle or recent >= len(view)) and summarize:
+            raise NothingToCompact(
+                "the conversation has no older turns to summarise: only its first message and "
+                "its most recent turns, which are kept verbatim"
+            )
         if not middle or recent >= len(view):
             raise CompactionFailed(
                 f"the conversation ({before:,} tokens) does not fit the context window "
@@ -244,21 +263,22 @@ class Compactor:
         summary = await self._summarise(middle, meter)
         recent_from = view[recent][0]
         assert recent_from is not None  # the recent turns never start at the old summary
-        candidate = [*log, _record(summary, True, recent_from, stubbed, before, 0, len(middle))]
-        after = self.tokens(meter, model_view(candidate))
+        record = _record(reason, summary, True, recent_from, stubbed, before, 0, len(middle))
+        after = self.tokens(meter, model_view([*log, record]))
         if after > self.threshold:
             raise CompactionFailed(
                 f"compaction left {after:,} tokens, still above the threshold of "
                 f"{self.threshold:,} (context window {self.context_window:,} tokens): the most "
                 "recent turns are too large; use a model with a larger window or smaller outputs"
             )
-        return _record(summary, True, recent_from, stubbed, before, after, len(middle))
+        return _record(reason, summary, True, recent_from, stubbed, before, after, len(middle))
 
-    def _recent_start(self, meter: ContextMeter, view: list[tuple[int | None, Message]]) -> int:
-        """Where the recent turns begin: as many of the last messages as fit the recent share
-        of the window, starting at a user or assistant message (never at tool results, which
-        must follow their calls), and at least the last such message."""
-        budget = self.context_window * RECENT_SHARE
+    def _recent_start(
+        self, meter: ContextMeter, view: list[tuple[int | None, Message]], budget: float
+    ) -> int:
+        """Where the recent turns begin: as many of the last messages as fit `budget` tokens,
+        starting at a user or assistant message (never at tool results, which must follow
+        their calls), and at least the last such message."""
         start = len(view)
         used = 0.0
         for index in range(len(view) - 1, -1, -1):
@@ -290,6 +310,7 @@ class Compactor:
 
 
 def _record(
+    reason: Literal["auto", "overflow", "manual"],
     summary: str | None,
     summarized: bool,
     keep_from: int,
@@ -302,6 +323,7 @@ def _record(
         role="compaction",
         content=[
             CompactionPart(
+                reason=reason,
                 summary=summary,
                 summarized=summarized,
                 keep_from=keep_from,

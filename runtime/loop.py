@@ -386,7 +386,7 @@ class AgentLoop:
         await self.compact(reason="auto")
         return True
 
-    async def compact(self, *, reason: str) -> None:
+    async def compact(self, *, reason: Literal["auto", "overflow"]) -> None:
         """Compact the conversation now (see `runtime.compaction`); `_Stop` with
         `context_overflow` when it cannot be brought under the threshold."""
         compactor = self.compactor
@@ -400,7 +400,7 @@ class AgentLoop:
             threshold=compactor.threshold,
         )
         try:
-            record = await compactor.compact(self.meter, self.messages)
+            record = await compactor.compact(self.meter, self.messages, reason=reason)
         except CompactionFailed as exc:
             raise _Stop("failed", "context_overflow", str(exc)) from exc
         self.messages.append(record)

@@ -71,6 +71,9 @@ class CompactionPart(_Part):
     tool results named in `stubbed` cut to a short stub."""
 
     type: Literal["compaction"] = "compaction"
+    # Why: `auto` (the threshold), `overflow` (the provider refused the request as too long),
+    # `manual` (POST /v1/run/threads/{id}/compact).
+    reason: Literal["auto", "overflow", "manual"] = "auto"
     summary: str | None = None
     # Whether this compaction wrote `summary` (else it carries an earlier one forward).
     summarized: bool = False

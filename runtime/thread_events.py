@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runtime.messages import Message, Part, ToolResultPart
+from runtime.messages import CompactionPart, Message, Part, ToolResultPart
 from runtime.providers.base import Usage
 
 PersistedType = Literal[
@@ -254,6 +254,10 @@ def message_events(
                 }
                 events.append(("tool_result", result))
             continue
+        record = message.compaction
+        if record is not None:
+            events.extend(compaction_events(record))
+            continue
         payload = message.model_dump(mode="json")
         events.append((f"{message.role}_message", payload))
         for call in message.tool_calls:
@@ -264,6 +268,26 @@ def message_events(
                 ("tool_call", {"callId": call.id, "tool": call.name, "input": tool_input})
             )
     return events
+
+
+def compaction_events(record: CompactionPart) -> list[tuple[str, dict[str, Any]]]:
+    """A compaction as persisted events: `compaction_started` (why, and the size before)
+    then `compaction_completed` with the whole record, so that a conversation rebuilt from
+    the events (a continuation from the rollout) is compacted exactly as the original. Both
+    are written when the compaction's record is committed to the thread: one that failed
+    leaves no record, and the run's `run_completed` carries its `context_overflow` error."""
+    started = {"reason": record.reason, "tokensBefore": record.tokens_before}
+    completed = {
+        "reason": record.reason,
+        "summarized": record.summarized,
+        "tokensBefore": record.tokens_before,
+        "tokensAfter": record.tokens_after,
+        "messagesReplaced": record.messages_replaced,
+        "summary": record.summary,
+        "keepFrom": record.keep_from,
+        "stubbed": list(record.stubbed),
+    }
+    return [("compaction_started", started), ("compaction_completed", completed)]
 
 
 def conversation_from_events(events: Iterable[PersistedThreadEvent]) -> list[Message]:
@@ -291,6 +315,20 @@ def conversation_from_events(events: Iterable[PersistedThreadEvent]) -> list[Mes
         elif event.type in ("user_message", "assistant_message"):
             close_tool_message()
             messages.append(Message.model_validate(event.payload))
+        elif event.type == "compaction_completed":
+            close_tool_message()
+            payload = event.payload
+            record = CompactionPart(
+                reason=payload.get("reason", "auto"),
+                summary=payload.get("summary"),
+                summarized=bool(payload.get("summarized", False)),
+                keep_from=int(payload["keepFrom"]),
+                stubbed=list(payload.get("stubbed", [])),
+                tokens_before=int(payload.get("tokensBefore", 0)),
+                tokens_after=int(payload.get("tokensAfter", 0)),
+                messages_replaced=int(payload.get("messagesReplaced", 0)),
+            )
+            messages.append(Message(role="compaction", content=[record]))
     close_tool_message()
     return messages
 

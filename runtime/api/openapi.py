@@ -23,6 +23,7 @@ ERROR_DESCRIPTIONS = {
     409: "Conflict with the current state (e.g. a control on a finished run)",
     413: "Request body over the daemon's limit",
     426: "Upgrade required: the route is a WebSocket",
+    424: "The model the request needed failed (e.g. the summary request of a compaction)",
     429: "Too many runs: the queue is full",
     503: "Starting or shutting down",
 }

@@ -404,6 +404,16 @@ class ClientFrame(WireModel):
     frame: Annotated[AckFrame | ControlFrame | InputFrame, Field(discriminator="type")]
 
 
+class CompactionOut(WireModel):
+    """What `POST /v1/run/threads/{id}/compact` did (sizes in estimated tokens)."""
+
+    thread_id: str = Field(alias="threadId")
+    summarized: bool
+    tokens_before: int = Field(alias="tokensBefore")
+    tokens_after: int = Field(alias="tokensAfter")
+    messages_replaced: int = Field(alias="messagesReplaced")
+
+
 # --- tools ----------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from runtime.agents import AgentRecord
 from runtime.events import Event, EventLog
 from runtime.ids import new_id, utc_now
 from runtime.loop import RunControls
-from runtime.messages import Message
+from runtime.messages import CompactionPart, Message
 from runtime.runs.credentials import run_redactor
 from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from runtime.runs.forking import plan_fork
@@ -31,6 +31,7 @@ from runtime.runs.metrics import RunMetrics
 from runtime.runs.provider_factory import ProviderFactory, model_label
 from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
 from runtime.runs.scheduler import Scheduler, Slot
+from runtime.runs.thread_compaction import compact_thread
 from runtime.runs.threads import RunThreads
 from runtime.runs.toolbox_pool import ToolboxPool
 from runtime.runs.transcript import redact_message, tool_calls
@@ -40,6 +41,9 @@ from runtime.thread_log import ThreadEventHub
 from tools.base import Toolbox, ToolResult, ToolSettings, core_tool_names
 
 log = logging.getLogger("agentd.runs")
+
+# What holds a thread while it is being compacted, in place of a run id.
+COMPACTING = "a compaction"
 
 
 class RunManager:
@@ -451,6 +455,43 @@ class RunManager:
         except ImportError:  # exec_command not installed in this build
             return 0
         return sum(live_session_count(box) for box in self.toolboxes())
+
+    async def compact_thread(self, thread_id: str) -> CompactionPart:
+        """Compact a thread between runs (see `runtime.runs.thread_compaction`)."""
+        thread = await self.threads.ensure_thread(thread_id)
+        if thread is None:
+            raise NotFound(f"thread {thread_id!r} does not exist")
+        agent = await self.store.get_agent(thread.agent)
+        if agent is None:
+            raise NotFound(f"agent {thread.agent!r} of thread {thread_id} no longer exists")
+        async with self._start_lock:
+            if thread_id in self._thread_runs:
+                raise Conflict(
+                    f"thread {thread_id!r} is busy ({self._thread_runs[thread_id]}); compact it "
+                    "when that has finished"
+                )
+            self._thread_runs[thread_id] = COMPACTING  # no run starts on it meanwhile
+        try:
+            part = await compact_thread(
+                self.store,
+                self.threads,
+                agent,
+                thread_id,
+                env=self.env,
+                factory=self.lifecycle.provider_factory,
+                close_grace=self.cancel_grace,
+            )
+        finally:
+            async with self._start_lock:
+                if self._thread_runs.get(thread_id) == COMPACTING:
+                    del self._thread_runs[thread_id]
+        log.info(
+            "thread %s compacted: %d -> %d tokens",
+            thread_id,
+            part.tokens_before,
+            part.tokens_after,
+        )
+        return part
 
     async def release_thread(self, thread_id: str) -> None:
         """Kill what the thread's last completed run left running (e.g. on thread delete)."""

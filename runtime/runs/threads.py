@@ -23,9 +23,15 @@ from typing import Any
 
 import anyio
 
+from runtime.ids import new_id
+from runtime.messages import CompactionPart
 from runtime.providers.base import Usage
 from runtime.store import RunRecord, Store, ThreadRecord
-from runtime.thread_events import PersistedThreadEvent, conversation_from_events
+from runtime.thread_events import (
+    PersistedThreadEvent,
+    compaction_events,
+    conversation_from_events,
+)
 from runtime.thread_log import ThreadEventHub
 from runtime.thread_recorder import ThreadRecorder
 
@@ -42,6 +48,14 @@ class RunThreads:
 
     async def record(self, run_id: str, thread_id: str) -> ThreadRecorder:
         return ThreadRecorder(await self.hub.log(thread_id), run_id)
+
+    async def record_compaction(self, thread_id: str, record: CompactionPart) -> None:
+        """The thread events of a compaction made between runs: a compaction is then its own
+        attempt, so a new id names both its `runId` and its `rolloutId`."""
+        attempt = new_id("cmp")
+        thread_log = await self.hub.log(thread_id)
+        await thread_log.append(attempt, attempt, compaction_events(record))
+        await thread_log.sync()
 
     async def ensure_thread(self, thread_id: str) -> ThreadRecord | None:
         thread = await self.store.get_thread(thread_id)

@@ -194,11 +194,40 @@ async def test_a_thread_continues_compacted_across_runs_and_a_restart(
         finally:
             await store.close()
 
-    continued = [r for r in server.requests if not is_summary_request(r)][-1]
-    text = json.dumps(continued.body)
-    assert "Read files 0-14." in text and "Now three more." in text
-    # The second daemon sent the compacted view, not the whole stored thread.
-    assert "removed to keep the conversation inside the context window" in text
-    assert max(r.tokens for r in server.requests) <= WINDOW
-    assert_tool_calls_paired(continued)
-    assert any(m.role == "compaction" for m in thread)
+        continued = [r for r in server.requests if not is_summary_request(r)][-1]
+        text = json.dumps(continued.body)
+        assert "Read files 0-14." in text and "Now three more." in text
+        # The second daemon sent the compacted view, not the whole stored thread.
+        assert "removed to keep the conversation inside the context window" in text
+        assert max(r.tokens for r in server.requests) <= WINDOW
+        assert_tool_calls_paired(continued)
+        assert any(m.role == "compaction" for m in thread)
+
+        # A third daemon with only the workspace: the rollout's compaction events rebuild the
+        # same compacted conversation, so the model is sent the same view.
+        server.responder = long_task(0)
+        store = await Store.open(tmp_path / "fresh-state")
+        try:
+            agent, _ = await store.upsert_agent(
+                AgentSpec(
+                    slug="reader",
+                    model="claude-sonnet-4-6",
+                    tools=["read_file"],
+                    maxIterations=100,
+                    contextWindow=WINDOW,
+                )
+            )
+            async with RunManager(store, workspace, env=server.env()) as manager:
+                third, _ = await run_to_end(
+                    manager, agent, prompt="Anything left?", thread_id=first.thread_id
+                )
+                events = await store.thread_events_after(first.thread_id)
+        finally:
+            await store.close()
+    assert third.status == "completed", third.error
+    types = [e.type for e in events]
+    assert "compaction_started" in types and "compaction_completed" in types
+    last = json.dumps(server.requests[-1].body)
+    assert "Anything left?" in last and "Now three more." in last
+    assert "removed to keep the conversation inside the context window" in last
+    assert server.requests[-1].tokens <= WINDOW

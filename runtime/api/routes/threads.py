@@ -8,6 +8,7 @@ from runtime.api.errors import ApiError, not_found
 from runtime.api.responses import json_data, json_list
 from runtime.api.routing import RouteTable
 from runtime.api.schemas import (
+    CompactionOut,
     Deleted,
     Envelope,
     ListEnvelope,
@@ -109,6 +110,21 @@ async def thread_stream(request: web.Request) -> web.StreamResponse:
     return await stream.run()
 
 
+async def compact_thread(request: web.Request) -> web.Response:
+    manager = get_state(request).require_manager()
+    thread_id = request.match_info["thread_id"]
+    part = await manager.compact_thread(thread_id)
+    return json_data(
+        CompactionOut(
+            thread_id=thread_id,
+            summarized=part.summarized,
+            tokens_before=part.tokens_before,
+            tokens_after=part.tokens_after,
+            messages_replaced=part.messages_replaced,
+        )
+    )
+
+
 def add_routes(table: RouteTable) -> None:
     tag = "threads"
     table.add(
@@ -168,4 +184,13 @@ def add_routes(table: RouteTable) -> None:
         query=ThreadStreamQuery,
         websocket=True,
         errors=(400, 404, 426),
+    )
+    table.add(
+        "POST",
+        "/v1/run/threads/{thread_id}/compact",
+        compact_thread,
+        summary="Compact a thread between runs: summarise its older turns with its agent's model",
+        tag=tag,
+        response=Envelope[CompactionOut],
+        errors=(400, 404, 409, 424),
     )

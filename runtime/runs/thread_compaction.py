@@ -1,0 +1,82 @@
+"""Compacting a thread between runs (`POST /v1/run/threads/{id}/compact`).
+
+The thread's agent model summarises the older part of the stored conversation (as
+`runtime.compaction` does inside a run when the window fills), and the record is appended to
+the thread, so its next run starts from the compacted view. The caller (the `RunManager`)
+holds the thread meanwhile, so no run starts on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import anyio
+
+from runtime.agents import AgentRecord
+from runtime.compaction import (
+    DEFAULT_COMPACT_AT,
+    CompactionFailed,
+    Compactor,
+    ContextMeter,
+    NothingToCompact,
+)
+from runtime.messages import CompactionPart
+from runtime.providers.base import ModelError, ModelSettings
+from runtime.providers.capabilities import DEFAULT_CONTEXT_WINDOW
+from runtime.providers.registry import default_context_window
+from runtime.runs.errors import InvalidRequest, RunError
+from runtime.runs.provider_factory import ProviderFactory, create_provider, model_reference
+from runtime.runs.threads import RunThreads
+from runtime.store import Store
+
+# A model the summary needed failed: the request depended on it (HTTP 424 Failed Dependency).
+MODEL_FAILED = 424
+
+
+async def compact_thread(
+    store: Store,
+    threads: RunThreads,
+    agent: AgentRecord,
+    thread_id: str,
+    *,
+    env: Mapping[str, str],
+    factory: ProviderFactory | None,
+    close_grace: float,
+) -> CompactionPart:
+    """Summarise the thread's older turns with its agent's model; the record is stored."""
+    spec = agent.spec
+    try:
+        provider, model_id = create_provider(spec, {**env, **spec.env}, factory)
+    except (ValueError, ModelError) as exc:
+        raise RunError("model_error", f"cannot use the agent's model: {exc}", MODEL_FAILED) from exc
+    model = model_reference(spec)
+    compactor = Compactor(
+        provider,
+        spec.system_prompt or None,
+        [],
+        ModelSettings(model=model_id, max_tokens=spec.max_tokens or 8192),
+        spec.context_window or default_context_window(model) or DEFAULT_CONTEXT_WINDOW,
+        spec.compact_at or DEFAULT_COMPACT_AT,
+    )
+    try:
+        conversation = await store.thread_messages(thread_id)
+        record = await compactor.compact(
+            ContextMeter(), conversation, summarize=True, reason="manual"
+        )
+    except NothingToCompact as exc:
+        raise InvalidRequest(str(exc), code="nothing_to_compact") from exc
+    except CompactionFailed as exc:
+        raise RunError("context_overflow", str(exc), 409) from exc
+    except ModelError as exc:
+        raise RunError(
+            "model_error", f"the summary request failed: {exc.code}: {exc.message}", MODEL_FAILED
+        ) from exc
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(close_grace):
+            await provider.aclose()
+    part = record.compaction
+    assert part is not None
+    # The thread's events (and rollout) first, as runs do: never behind the store.
+    await threads.record_compaction(thread_id, part)
+    await store.append_thread_messages(thread_id, [record])
+    return part
