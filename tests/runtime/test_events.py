@@ -61,6 +61,8 @@ def test_every_documented_type_has_a_payload_model() -> None:
         "input",
         "usage",
         "error",
+        "compaction_started",
+        "compaction_completed",
         "complete",
     }
     assert set(PAYLOAD_MODELS) == set(EVENT_TYPES)
