@@ -60,6 +60,9 @@ class ToolSettings:
     # Ports the daemon itself listens on: never offered as the agent's dev server.
     reserved_ports: frozenset[int] = frozenset()
     max_sessions: int = 64
+    # Who owns the processes tools start: the prefix of the tag they carry (tools/processes.py).
+    # A daemon sets it from its state dir, so the next daemon on that state finds leftovers.
+    process_owner: str = "agentd"
 
 
 class Closable(Protocol):

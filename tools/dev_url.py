@@ -318,7 +318,7 @@ class GetDevUrlArgs(ToolArgs):
     )
 
 
-def agent_pids(ctx: ToolContext) -> set[int]:
+async def agent_pids(ctx: ToolContext) -> set[int]:
     """Processes of the agent's exec sessions (none if exec_command is not in this build)."""
     try:
         from tools.exec import SessionManager
@@ -327,7 +327,7 @@ def agent_pids(ctx: ToolContext) -> set[int]:
             raise
         return set()
     manager = ctx.peek_service(SessionManager)
-    return set(manager.pids()) if manager is not None else set()
+    return await manager.pids() if manager is not None else set()
 
 
 def build_url(template: str, *, port: int, sandbox_id: str, host: str, path: str) -> str:
@@ -389,7 +389,7 @@ class GetDevUrl(Tool):
         delay = 0.05
         while True:
             snapshot = await anyio.to_thread.run_sync(take_snapshot)
-            mine = agent_pids(ctx)
+            mine = await agent_pids(ctx)
             ports = summarise(snapshot, mine, settings.reserved_ports, own_pid)
             waiting = time.monotonic() < deadline
             # While waiting without a port, give the agent's own server time to appear

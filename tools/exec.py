@@ -12,20 +12,25 @@ pidfd (Linux) or a WNOHANG poll, then reaped with `waitpid`. Each session keeps 
 fixed window of unread output (its head and a rolling tail), so a command printing gigabytes
 costs a bounded amount of memory, and the model sees head and tail with a marker between.
 
-Closing a session or the toolbox signals the session's whole process group plus every
-process found to belong to it (see tools/processes.py), escalates to SIGKILL after a grace
-period, and reaps the leader: no orphans, no zombies.
+Every command carries a tag in its environment (`AGENTD_PROCESS_TAG=<owner>/<toolbox>/<n>`,
+see tools/processes.py) that whatever it starts inherits. Closing a session or the toolbox
+signals the session's whole process group plus every process found to belong to it (its
+session, descendants, and everything carrying its tag, however it detached), escalates to
+SIGKILL after a grace period, and reaps the leader and any orphan reparented to the daemon:
+no orphans, no zombies. The process table is read in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import os
 import shutil
 import signal
 import time
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +49,11 @@ from tools.base import (
     truncate_middle,
 )
 from tools.processes import (
+    PROCESS_TAG_VAR,
     ProcessGroup,
+    ProcInfo,
     Spawned,
+    reap_orphans,
     scan_processes,
     signal_processes,
     spawn_pipes,
@@ -199,13 +207,19 @@ class Session:
     """One running command: its process, its unread output and how it ended."""
 
     def __init__(
-        self, session_id: int, command: str, proc: Spawned, loop: asyncio.AbstractEventLoop
+        self,
+        session_id: int,
+        command: str,
+        proc: Spawned,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        tag: str | None = None,
     ):
         self.id = session_id
         self.command = command
         self.proc = proc
         self.pid = proc.pid
-        self.group = ProcessGroup(proc.pid)
+        self.group = ProcessGroup(proc.pid, tag=tag)
         self.window = OutputWindow()
         self.lock = asyncio.Lock()
         self.started = self.last_used = time.monotonic()
@@ -508,6 +522,8 @@ class SessionManager:
 
     def __init__(self, box: Toolbox) -> None:
         self._settings = box.settings
+        # `<owner>/<run or toolbox>`: the prefix of the tag each session's processes carry.
+        self.tag = f"{box.settings.process_owner}/{box.run_id or 'box-' + os.urandom(6).hex()}"
         self._sessions: dict[int, Session] = {}
         self._retired: list[ProcessGroup] = []
         self._ended: OrderedDict[int, str] = OrderedDict()
@@ -524,11 +540,11 @@ class SessionManager:
         """Sessions whose process is still running."""
         return sum(1 for s in list(self._sessions.values()) if not s.exited)
 
-    def pids(self) -> set[int]:
+    async def pids(self) -> set[int]:
         """Every live process the sessions started: their process groups, sessions and
         descendants, plus leftovers of exited sessions (e.g. `nohup server &`). Read from
-        /proc; an empty set where there is none."""
-        table = scan_processes()
+        /proc (in a worker thread); an empty set where there is none."""
+        table = await anyio.to_thread.run_sync(functools.partial(scan_processes, tags=True))
         if table is None:
             return set()
         found: set[int] = set()
@@ -574,11 +590,13 @@ class SessionManager:
         if self._closed:
             raise ToolError("the toolbox is closed")
         loop = asyncio.get_running_loop()
+        tag = f"{self.tag}/{self._next_id}"
+        env = {**env, PROCESS_TAG_VAR: tag}  # last: neither the agent nor the call may set it
         if tty:
             proc = spawn_pty(argv, cwd=str(cwd), env=env, rows=TERMINAL_ROWS, cols=TERMINAL_COLS)
         else:
             proc = spawn_pipes(argv, cwd=str(cwd), env=env)
-        session = Session(self._next_id, command, proc, loop)
+        session = Session(self._next_id, command, proc, loop, tag=tag)
         self._next_id += 1
         self._sessions[session.id] = session
         return session, notes
@@ -692,38 +710,60 @@ class SessionManager:
             self._retired.clear()
 
     async def _terminate(self, sessions: list[Session], retired: list[ProcessGroup]) -> None:
-        """SIGHUP + SIGTERM to each group and member, SIGKILL after the grace period."""
+        """SIGHUP + SIGTERM to each group and member, SIGKILL after the grace period, then
+        wait until every member is gone (reaping orphans reparented to the daemon)."""
         groups = [s.group for s in sessions] + list(retired)
         if not groups:
             return
         loop = asyncio.get_running_loop()
 
-        def members() -> dict[int, set[int]]:
-            table = scan_processes()
-            if table is None:
-                return {id(g): set() for g in groups}
-            return {id(g): g.members(table) for g in groups}
+        async def survey() -> tuple[Mapping[int, ProcInfo] | None, dict[int, set[int]]]:
+            return await anyio.to_thread.run_sync(_survey, groups)
 
-        def send(signums: tuple[int, ...], found: dict[int, set[int]]) -> None:
-            table = scan_processes()
+        def send(signums: tuple[int, ...], table: Mapping[int, ProcInfo] | None) -> None:
             for group in groups:
                 whole = table is None or not group.reused(table)
                 for signum in signums:
                     signal_processes(group, found[id(group)], signum, whole_group=whole)
 
-        found = members()
-        send((signal.SIGHUP, signal.SIGTERM, signal.SIGCONT), found)
+        def done() -> bool:
+            return all(s.exited for s in sessions) and not any(found.values())
+
+        table, found = await survey()
+        send((signal.SIGHUP, signal.SIGTERM, signal.SIGCONT), table)
+        # Poll with backoff: most commands are gone within milliseconds of SIGTERM.
         deadline = loop.time() + self.TERM_GRACE_S
-        while loop.time() < deadline:
-            if all(s.exited for s in sessions) and not any(members().values()):
-                break
-            await anyio.sleep(0.01)
-        found = members()
-        if any(found.values()) or not all(s.exited for s in sessions):
-            send((signal.SIGKILL,), found)
+        delay = 0.005
+        while not done() and loop.time() < deadline:
+            await anyio.sleep(min(delay, max(deadline - loop.time(), 0)))
+            delay = min(delay * 2, 0.1)
+            table, found = await survey()
+        if done():
+            return
+        send((signal.SIGKILL,), table)
         with anyio.move_on_after(self.KILL_WAIT_S):
             for session in sessions:
                 await session.exited_event.wait()
+            delay = 0.002
+            while True:
+                table, found = await survey()
+                if not any(found.values()):
+                    break
+                send((signal.SIGKILL,), table)  # started between the scan and the kill
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+
+def _survey(
+    groups: list[ProcessGroup],
+) -> tuple[Mapping[int, ProcInfo] | None, dict[int, set[int]]]:
+    """Blocking (a worker thread): the process table, each group's live members, and orphans
+    of theirs that died as the daemon's children reaped."""
+    table = scan_processes(tags=True)
+    if table is None:
+        return None, {id(g): set() for g in groups}
+    reap_orphans(groups, table)
+    return table, {id(g): g.members(table) for g in groups}
 
 
 def live_session_count(box: Toolbox) -> int:

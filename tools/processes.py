@@ -14,33 +14,52 @@ Elsewhere, or when the C library lacks what that needs, `ptyprocess` does the fo
 
 `scan_processes` reads the process table from /proc, and `ProcessGroup.members` finds a
 session's processes in it: everything in its session or process group, their descendants,
-and processes seen earlier that left the group with `setsid`/`setpgid` (best effort: an
-escapee whose parent died before any scan saw it cannot be found without a subreaper).
+processes seen earlier that left the group with `setsid`/`setpgid`, and every process that
+carries the group's tag. The tag is an environment variable (`AGENTD_PROCESS_TAG`) set on
+every spawned command and inherited by whatever it starts, readable in /proc/PID/environ: a
+double-forked `setsid` daemon whose parent died before any scan saw it is still found by it,
+and so are the leftovers of a daemon that was killed, by the next daemon on the same state
+(`kill_tagged`). A process can escape the tag only by clearing its environment on purpose.
+
+`become_subreaper` makes the daemon the child subreaper of its descendants (Linux
+`PR_SET_CHILD_SUBREAPER`): orphans are reparented to it instead of to init, so they stay in
+the daemon's process tree while it lives; `reap_orphans` collects the ones that die.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import os
 import signal
 import subprocess
 import sys
 import termios
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "PROCESS_TAG_VAR",
     "ProcInfo",
     "ProcessGroup",
     "Spawned",
+    "become_subreaper",
+    "kill_tagged",
+    "reap_orphans",
     "scan_processes",
     "signal_processes",
     "spawn_pipes",
     "spawn_pty",
 ]
+
+PROCESS_TAG_VAR = "AGENTD_PROCESS_TAG"
+"""The environment variable every spawned command carries: `<owner>/<toolbox>` (see
+`ProcessGroup.tag`); its descendants inherit it."""
+_TAG_NEEDLE = PROCESS_TAG_VAR.encode() + b"="
 
 
 @dataclass
@@ -297,10 +316,14 @@ class ProcInfo:
     sid: int
     state: str
     start: int  # clock ticks after boot: with the pid, identifies one process
+    tag: str | None = None  # PROCESS_TAG_VAR from its environment, when read and present
 
 
-def scan_processes() -> dict[int, ProcInfo] | None:
-    """Every process from /proc, or None where there is no /proc (macOS)."""
+def scan_processes(*, tags: bool = False) -> dict[int, ProcInfo] | None:
+    """Every process from /proc, or None where there is no /proc (macOS). With `tags`, each
+    process's PROCESS_TAG_VAR is read from its environment too (zombies have none).
+
+    Blocking (a few ms with a hundred processes): call it from a worker thread."""
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -310,9 +333,32 @@ def scan_processes() -> dict[int, ProcInfo] | None:
         if not entry.isdigit():
             continue
         info = read_proc(int(entry))
-        if info is not None:
-            table[info.pid] = info
+        if info is None:
+            continue
+        if tags and info.state not in ("Z", "X"):
+            tag = read_tag(info.pid)
+            if tag is not None:
+                info = dataclasses.replace(info, tag=tag)
+        table[info.pid] = info
     return table
+
+
+def read_tag(pid: int) -> str | None:
+    """The process's PROCESS_TAG_VAR, or None (no such variable, gone, or not readable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:
+        return None
+    if environ.startswith(_TAG_NEEDLE):
+        start = len(_TAG_NEEDLE)
+    else:
+        found = environ.find(b"\0" + _TAG_NEEDLE)
+        if found == -1:
+            return None
+        start = found + 1 + len(_TAG_NEEDLE)
+    end = environ.find(b"\0", start)
+    return environ[start : end if end != -1 else len(environ)].decode(errors="replace")
 
 
 def read_proc(pid: int) -> ProcInfo | None:
@@ -341,6 +387,8 @@ class ProcessGroup:
     """The processes of one spawned session, found again through the process table."""
 
     leader: int
+    # The PROCESS_TAG_VAR value its processes carry (None: untagged, found by lineage only).
+    tag: str | None = None
     leader_reaped: bool = False
     escaped: dict[int, int] = field(default_factory=dict)  # pid -> start time
 
@@ -355,6 +403,8 @@ class ProcessGroup:
         if not self.reused(table):
             roots = {p for p, i in table.items() if self.leader in (i.sid, i.pgrp)}
         roots |= {p for p, start in self.escaped.items() if p in table and table[p].start == start}
+        if self.tag is not None:
+            roots |= {p for p, info in table.items() if info.tag == self.tag}
         children: dict[int, list[int]] = {}
         for pid, info in table.items():
             children.setdefault(info.ppid, []).append(pid)
@@ -391,3 +441,91 @@ def signal_processes(
         except OSError as exc:  # pragma: no cover - unexpected errno
             if exc.errno != errno.ESRCH:
                 raise
+
+
+# -- orphans and leftovers ---------------------------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper of its descendants (Linux): orphaned commands
+    are reparented to it rather than to init. Returns whether that took effect."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return bool(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def reap_orphans(groups: Iterable[ProcessGroup], table: Mapping[int, ProcInfo]) -> int:
+    """Reap zombies reparented to this process (as subreaper) that belonged to `groups`:
+    in one of their sessions or process groups, or remembered as escapees. Leaders are
+    left alone (their sessions reap them and read their exit status). Returns how many."""
+    me = os.getpid()
+    leaders = set()
+    owned: set[int] = set()
+    for group in groups:
+        leaders.add(group.leader)
+        owned.update(group.escaped)
+    reaped = 0
+    for pid, info in table.items():
+        if info.ppid != me or info.state != "Z" or pid in leaders:
+            continue
+        if info.sid in leaders or info.pgrp in leaders or pid in owned:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped += 1
+            except ChildProcessError:
+                pass
+    return reaped
+
+
+def kill_tagged(owns: Callable[[str], bool], *, timeout: float = 2.0) -> dict[int, str]:
+    """SIGKILL every process whose tag `owns` accepts, with its descendants, and wait (up
+    to `timeout` seconds) until they are gone. For a daemon starting on the state a killed
+    one left: what that one's commands left running. Returns {pid: tag} of those killed.
+
+    Blocking: call it from a worker thread."""
+    table = scan_processes(tags=True)
+    if table is None:
+        return {}
+    me = os.getpid()
+    roots = {p: i.tag for p, i in table.items() if i.tag is not None and owns(i.tag) and p != me}
+    children: dict[int, list[int]] = {}
+    for pid, info in table.items():
+        children.setdefault(info.ppid, []).append(pid)
+    victims: dict[int, str] = {}
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid in victims or pid == me:
+            continue
+        victims[pid] = roots.get(pid) or ""
+        stack.extend(children.get(pid, ()))
+    starts = {pid: table[pid].start for pid in victims}
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while time.monotonic() < deadline:
+        remaining = [p for p in victims if _alive(p, starts[p])]
+        if not remaining:
+            break
+        for pid in remaining:  # our own children (we are their subreaper): reap them
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(delay)  # a worker thread, never the event loop
+        delay = min(delay * 2, 0.05)
+    return victims
+
+
+def _alive(pid: int, start: int) -> bool:
+    info = read_proc(pid)
+    return info is not None and info.start == start and info.state not in ("Z", "X")

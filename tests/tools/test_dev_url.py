@@ -231,7 +231,10 @@ async def test_template_and_path(workspace: Path, server: Server) -> None:
 async def test_no_port_picks_the_agents_server(
     harness: Harness, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tools.dev_url, "agent_pids", lambda ctx: {server.process.pid})
+    async def server_pid(ctx: object) -> set[int]:
+        return {server.process.pid}
+
+    monkeypatch.setattr(tools.dev_url, "agent_pids", server_pid)
     result = await harness.call("get_dev_url", wait_ms=WAIT_MS)
     assert not result.is_error, result.output
     assert result.data["port"] == server.port
@@ -309,7 +312,11 @@ async def test_macos_path_uses_lsof_and_ps(
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     monkeypatch.setattr(tools.dev_url, "PLATFORM", "darwin")
-    monkeypatch.setattr(tools.dev_url, "agent_pids", lambda ctx: {4000})
+
+    async def pid_4000(ctx: object) -> set[int]:
+        return {4000}
+
+    monkeypatch.setattr(tools.dev_url, "agent_pids", pid_4000)
     result = await harness.call("get_dev_url")
     assert not result.is_error, result.output
     assert result.data["url"] == "http://localhost:3000/"

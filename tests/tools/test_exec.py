@@ -255,7 +255,7 @@ async def test_server_started_in_one_call_answers_in_a_later_one(workspace: Path
         manager = box.peek_service(SessionManager)
         assert manager is not None
         if HAS_PROC:
-            assert pid in manager.pids()
+            assert pid in await manager.pids()
         assert await http_get(port, "/index.html", timeout=5)  # still up after the poll
     assert_reaped(pid)
 
@@ -418,7 +418,7 @@ async def test_closing_the_toolbox_kills_children_and_grandchildren(
         manager = box.peek_service(SessionManager)
         assert manager is not None
         if HAS_PROC:
-            assert {leader, child, grandchild} <= manager.pids()
+            assert {leader, child, grandchild} <= await manager.pids()
     assert_reaped(leader)
     await wait_gone(child)
     await wait_gone(grandchild)
@@ -439,7 +439,7 @@ async def test_leftovers_of_exited_commands_and_escapees_are_killed(workspace: P
         manager = box.peek_service(SessionManager)
         assert manager is not None
         assert not is_gone(survivor) and not is_gone(escapee)
-        assert {survivor, escapee, escaped.data["pid"]} <= manager.pids()
+        assert {survivor, escapee, escaped.data["pid"]} <= await manager.pids()
     await wait_gone(survivor)
     await wait_gone(escapee)
     assert_reaped(escaped.data["pid"])
@@ -624,3 +624,4 @@ def test_output_window_keeps_exact_head_and_tail(
         assert out.dropped == 0 and text == expected
     else:
         assert "truncated]…" in text
+

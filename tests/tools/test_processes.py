@@ -1,0 +1,130 @@
+"""Process escapes: commands that try to outlive their session (nohup, setsid, double forks
+ignoring SIGTERM and SIGHUP) are found by the tag in their environment and killed, when the
+toolbox closes and, after a crash, by the next daemon (`kill_tagged`); with the daemon as
+child subreaper they are reparented to it and reaped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.tools.leave_processes import ESCAPES
+from tools.base import Toolbox, ToolSettings
+from tools.processes import PROCESS_TAG_VAR, kill_tagged, read_proc, read_tag
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def alive(pid: int) -> bool:
+    info = read_proc(pid)
+    return info is not None and info.state not in ("Z", "X")
+
+
+async def wait_dead(pids: list[int], timeout: float = 5) -> None:
+    with anyio.fail_after(timeout):
+        while any(alive(pid) for pid in pids):
+            await anyio.sleep(0.01)
+
+
+class Helper:
+    """`python -m tests.tools.leave_processes` and its JSON lines."""
+
+    def __init__(self, mode: str, workspace: Path, owner: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.tools.leave_processes", mode, str(workspace), owner],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    async def line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        with anyio.fail_after(30):
+            text = await anyio.to_thread.run_sync(self.proc.stdout.readline)
+        assert text, f"the helper exited with {self.proc.wait()}"
+        return dict(json.loads(text))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def owner() -> str:
+    return "test-" + os.urandom(4).hex()
+
+
+@pytest.fixture
+def cleanup(owner: str) -> Any:
+    """Whatever a failing test leaves is killed all the same."""
+    yield
+    kill_tagged(lambda tag: tag.startswith(owner + "/"))
+
+
+async def test_every_command_carries_its_tag(workspace: Path, owner: str, cleanup: None) -> None:
+    settings = ToolSettings(process_owner=owner)
+    async with Toolbox(workspace, settings=settings, run_id="run_1") as box:
+        call_env = {PROCESS_TAG_VAR: "forged"}  # the call cannot choose its own tag
+        result = await box.call(
+            "exec_command",
+            {
+                "cmd": "echo $$; exec sleep 30",
+                "login": False,
+                "yield_time_ms": 500,
+                "env": call_env,
+            },
+        )
+        with anyio.fail_after(10):
+            while not result.data["output"].strip():
+                result = await box.call("write_stdin", {"session_id": result.data["session_id"]})
+        assert read_tag(int(result.data["output"].split()[0])) == f"{owner}/run_1/1"
+
+
+@pytest.mark.parametrize("mode", ["close", "subreaper-close"])
+async def test_escapees_die_when_the_toolbox_closes(
+    workspace: Path, owner: str, cleanup: None, mode: str
+) -> None:
+    helper = Helper(mode, workspace, owner)
+    try:
+        started = await helper.line()
+        pids = started["pids"]
+        assert set(pids) == set(ESCAPES)
+        if mode == "subreaper-close":  # reparented to the helper, not to init
+            assert set(started["parents"].values()) == {started["me"]}
+        ended = await helper.line()
+        assert ended == {"alive": [], "zombies": []}
+        assert helper.proc.wait(timeout=10) == 0
+    finally:
+        helper.close()
+
+
+async def test_a_restarted_owner_kills_what_a_killed_one_left(
+    workspace: Path, owner: str, cleanup: None
+) -> None:
+    helper = Helper("crash", workspace, owner)
+    try:
+        pids = list((await helper.line())["pids"].values())
+        os.kill(helper.proc.pid, signal.SIGKILL)
+        helper.proc.wait()
+        assert all(alive(pid) for pid in pids)  # kill -9 left them running
+        other = kill_tagged(lambda tag: tag.startswith("other-owner/"))
+        assert not set(other) & set(pids) and all(alive(pid) for pid in pids)
+        killed = await anyio.to_thread.run_sync(
+            lambda: kill_tagged(lambda tag: tag.startswith(owner + "/"))
+        )
+        assert set(pids) <= set(killed)
+        await wait_dead(pids, timeout=2.5)  # kill_tagged itself waited for them
+    finally:
+        helper.close()
