@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from tools.workspace import PathOutsideWorkspace, Workspace
+from tools.workspace import InvalidPath, PathOutsideWorkspace, Workspace
 
 log = logging.getLogger("agentd.tools")
 
@@ -48,6 +48,38 @@ class ToolArgs(BaseModel):
     """Base for tool argument models: unknown fields are an error the model must see."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def no_nul(value: str) -> str:
+    """A pydantic validator for arguments the OS takes as C strings (paths, commands,
+    environment names and values), where a NUL byte would cut the value short or fail."""
+    if "\0" in value:
+        raise ValueError("contains a NUL byte (\\u0000), which the operating system cannot take")
+    return value
+
+
+NoNulStr = Annotated[str, AfterValidator(no_nul)]
+"""A `str` argument without NUL bytes (see `no_nul`)."""
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Where in a decoded JSON value a string holds a lone UTF-16 surrogate (which cannot be
+    written, sent to a process or stored as UTF-8), or None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where or "the arguments"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, f"{where} (a key)" if where else "a key"))
+                stack.append((child, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+    return None
 
 
 @dataclass
@@ -291,6 +323,14 @@ class Toolbox:
                 + _usage(tool),
                 code="invalid_arguments",
             )
+        bad_text = lone_surrogate(args)
+        if bad_text is not None:
+            return ToolResult.error(
+                f"Invalid arguments for {name}: {bad_text} contains a lone UTF-16 surrogate "
+                "(e.g. \\ud800), which is not valid Unicode text; send the text as UTF-8 "
+                "(a character outside the BMP as one character or a surrogate pair).",
+                code="invalid_arguments",
+            )
         try:
             parsed = tool.Args.model_validate(args)
         except ValidationError as exc:
@@ -306,6 +346,8 @@ class Toolbox:
             result = ToolResult.error(str(exc))
         except PathOutsideWorkspace as exc:
             result = ToolResult.error(str(exc), code="outside_workspace")
+        except InvalidPath as exc:
+            result = ToolResult.error(str(exc), code="invalid_path")
         except FileNotFoundError as exc:
             result = ToolResult.error(str(exc), code="not_found")
         except Exception as exc:

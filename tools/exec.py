@@ -33,12 +33,13 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from tools.base import (
+    NoNulStr,
     Tool,
     ToolArgs,
     Toolbox,
@@ -852,12 +853,26 @@ def _render(outcome: Outcome, wall_s: float, max_tokens: int, notes: list[str]) 
 # -- the tools -----------------------------------------------------------------------------
 
 
+def _env_name(name: str) -> str:
+    if not name or "=" in name or "\0" in name:
+        raise ValueError(
+            f"environment variable name {name!r} is empty or contains '=' or a NUL byte; "
+            "use a name such as MY_VAR"
+        )
+    return name
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
 class ExecCommandArgs(ToolArgs):
-    cmd: str = Field(description="Shell command to run (passed to `shell -lc`).")
-    workdir: str | None = Field(
+    cmd: NoNulStr = Field(description="Shell command to run (passed to `shell -lc`).")
+    workdir: NoNulStr | None = Field(
         default=None, description="Directory to run in, relative to the workspace root."
     )
-    shell: str | None = Field(default=None, description=f"Shell to use (default {DEFAULT_SHELL}).")
+    shell: NoNulStr | None = Field(
+        default=None, description=f"Shell to use (default {DEFAULT_SHELL})."
+    )
     login: bool = Field(default=True, description="Run as a login shell (-l).")
     tty: bool = Field(
         default=True, description="Run in a pseudo-terminal (false: plain pipes, no TTY)."
@@ -873,7 +888,7 @@ class ExecCommandArgs(ToolArgs):
         default=DEFAULT_MAX_OUTPUT_TOKENS,
         description="Output beyond this many tokens (~4 bytes each) is cut from the middle.",
     )
-    env: dict[str, str] | None = Field(
+    env: dict[EnvName, NoNulStr] | None = Field(
         default=None, description="Extra environment variables for this command."
     )
 
@@ -966,12 +981,12 @@ class WriteStdin(Tool):
 
 
 class BashArgs(ToolArgs):
-    command: str = Field(description="Shell command to run to completion.")
+    command: NoNulStr = Field(description="Shell command to run to completion.")
     timeout_ms: int = Field(
         default=BASH_DEFAULT_TIMEOUT_MS,
         description=f"Kill the command after this long (1000–{BASH_MAX_TIMEOUT_MS} ms).",
     )
-    workdir: str | None = Field(
+    workdir: NoNulStr | None = Field(
         default=None, description="Directory to run in, relative to the workspace root."
     )
 

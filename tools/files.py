@@ -19,12 +19,13 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 from pydantic import Field
+from wcmatch import glob as wcglob
 
 from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult, register_tool
 from tools.diffs import diff_texts
@@ -505,64 +506,34 @@ class ListDir(Tool):
 # glob
 
 
-def glob_regex(pattern: str) -> str:
-    """A regex (without anchors) for a glob: `*`, `?`, `[...]`, `{a,b}` and `**` for any
-    number of directories. Separators are `/`."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i]
-        if char == "*":
-            if pattern.startswith("**", i):
-                i += 2
-                if i < n and pattern[i] == "/":
-                    out.append("(?:.*/)?")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            end = pattern.find("]", i + 2 if pattern.startswith(("[!", "[^"), i) else i + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = pattern[i + 1 : end]
-                if body[:1] in ("!", "^"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end
-        elif char == "{":
-            end = pattern.find("}", i)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                options = pattern[i + 1 : end].split(",")
-                out.append("(?:" + "|".join(glob_regex(option) for option in options) + ")")
-                i = end
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return "".join(out)
+GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.BRACE | wcglob.DOTGLOB
+"""Glob syntax (wcmatch): `*`, `?` and `[...]` within one directory, `**` across directories,
+`{a,b}` alternatives (nested too); hidden files match like any other."""
+GLOB_EXPANSION_LIMIT = 1000  # patterns a brace expression may expand to
 
 
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """Match a path relative to the search directory against a standard glob."""
-    return re.compile(glob_regex(pattern.lstrip("/")) + r"\Z", re.DOTALL)
+class GlobMatcher(Protocol):
+    def match(self, filename: str) -> bool: ...
 
 
-def compile_file_filter(pattern: str) -> tuple[re.Pattern[str], bool]:
+def compile_glob(pattern: str, *, match_base: bool = False) -> GlobMatcher:
+    """Match a path relative to the search directory against a glob (wcmatch). With
+    `match_base`, a pattern without '/' matches the file name at any depth. Raises ToolError
+    for a pattern wcmatch refuses (a brace expansion beyond GLOB_EXPANSION_LIMIT)."""
+    flags = GLOB_FLAGS | (wcglob.MATCHBASE if match_base else 0)
+    try:
+        return wcglob.compile(pattern.lstrip("/"), flags=flags, limit=GLOB_EXPANSION_LIMIT)
+    except Exception as exc:  # wcmatch's errors (e.g. its pattern limit) are not public names
+        raise ToolError(f"invalid glob pattern {pattern!r}: {exc}") from None
+
+
+def compile_file_filter(pattern: str) -> tuple[GlobMatcher, bool]:
     """ripgrep's `--glob` rules: a pattern without '/' matches a file name at any depth, one
     with '/' matches the path from the search directory; a leading '!' excludes. Returns the
-    regex and whether it excludes."""
+    matcher and whether it excludes."""
     exclude = pattern.startswith("!")
     pattern = pattern[1:] if exclude else pattern
-    anchored = "/" in pattern.rstrip("/")
-    body = glob_regex(pattern.lstrip("/"))
-    regex = body if anchored else "(?:.*/)?" + body
-    return re.compile(regex + r"\Z", re.DOTALL), exclude
+    return compile_glob(pattern, match_base="/" not in pattern.rstrip("/")), exclude
 
 
 def walk_files(base: Path) -> Iterator[tuple[str, Path]]:
@@ -600,8 +571,8 @@ class GlobArgs(ToolArgs):
 
 
 def _glob(base: Path, pattern: str) -> tuple[list[str], int]:
-    regex = compile_glob(pattern)
-    found = [rel for rel, _ in walk_files(base) if regex.match(rel)]
+    matcher = compile_glob(pattern)
+    found = [rel for rel, _ in walk_files(base) if matcher.match(rel)]
     return found[:MAX_GLOB_RESULTS], max(len(found) - MAX_GLOB_RESULTS, 0)
 
 
@@ -611,7 +582,8 @@ class Glob(Tool):
     description = (
         "Find files whose path (relative to `path`) matches a glob: '*' and '?' stay within a "
         "directory, '**' spans directories ('**/*.py' is every Python file, '*.py' only those "
-        "directly in `path`), '{a,b}' alternatives. Returns workspace-relative paths, sorted."
+        "directly in `path`), '[abc]' character classes, '{a,b}' alternatives (nested too). "
+        "Returns workspace-relative paths, sorted."
     )
     Args = GlobArgs
     read_only = True
@@ -717,24 +689,45 @@ class RipgrepRegexError(Exception):
     """ripgrep rejected the pattern (Rust regex syntax differs from Python's in places)."""
 
 
+# Files a glob selects are handed to ripgrep by name (its own globs differ from wcmatch's:
+# no nested braces, '/' inside a class); past this many bytes of names, the Python engine.
+MAX_RG_FILE_ARGS_BYTES = 512 * 1024
+
+
+def select_files(base: Path, glob: str) -> list[str] | None:
+    """The files under `base` grep's `glob` selects (wcmatch), or None when there are too
+    many to name on ripgrep's command line. Blocking: call it in a worker thread."""
+    file_filter, exclude = compile_file_filter(glob)
+    selected: list[str] = []
+    size = 0
+    for rel, _ in walk_files(base):
+        if bool(file_filter.match(rel)) != exclude:
+            selected.append(rel)
+            size += len(rel) + 1
+            if size > MAX_RG_FILE_ARGS_BYTES:
+                return None
+    return selected
+
+
 async def grep_ripgrep(
     rg: str,
     base: Path,
-    single_file: str | None,
+    targets: list[str],
     pattern: str,
     case_insensitive: bool,
-    glob: str | None,
     limit: int,
 ) -> GrepOutcome:
+    """Search `targets` (paths relative to `base`: one file, '.', or the files a glob
+    selected) with ripgrep."""
+    if not targets:
+        return GrepOutcome([], False, "ripgrep")
     command = [rg, "--json", "--no-config", "--hidden", "--no-ignore", "--no-mmap"]
     command += ["--sort", "path"]
     for vcs in sorted(VCS_DIRS):
         command += ["--glob", f"!{vcs}"]
-    if glob and single_file is None:
-        command += ["--glob", glob]
     if case_insensitive:
         command.append("--ignore-case")
-    command += ["--regexp", pattern, "--", single_file or "."]
+    command += ["--regexp", pattern, "--", *targets]
     matches: list[GrepMatch] = []
     more = False
     errors = bytearray()
@@ -822,6 +815,8 @@ class Grep(Tool):
 
     async def run(self, args: GrepArgs, ctx: ToolContext) -> ToolResult:
         target = ctx.resolve(args.path, must_exist=True)
+        if args.glob:
+            compile_file_filter(args.glob)  # a pattern wcmatch refuses is the model's to fix
         try:
             regex = re.compile(args.pattern, re.IGNORECASE if args.case_insensitive else 0)
         except re.error as exc:
@@ -834,16 +829,13 @@ class Grep(Tool):
             prefix = workspace.relative(target.parent)
         rg = shutil.which("rg") if USE_RIPGREP else None
         outcome: GrepOutcome | None = None
-        if rg is not None:
+        targets: list[str] | None = [single or "."]
+        if rg is not None and args.glob and single is None:
+            targets = await anyio.to_thread.run_sync(select_files, base, args.glob)
+        if rg is not None and targets is not None:
             try:
                 outcome = await grep_ripgrep(
-                    rg,
-                    base,
-                    single,
-                    args.pattern,
-                    args.case_insensitive,
-                    args.glob,
-                    args.max_results,
+                    rg, base, targets, args.pattern, args.case_insensitive, args.max_results
                 )
             except RipgrepRegexError:
                 outcome = None  # a pattern only Python's re understands: use the fallback

@@ -10,6 +10,10 @@ class PathOutsideWorkspace(ValueError):
     """A path argument resolves (possibly through a symlink) outside the workspace."""
 
 
+class InvalidPath(ValueError):
+    """A path argument no file can have (a NUL byte in it)."""
+
+
 class Workspace:
     """The directory tree the agent may read and write.
 
@@ -22,6 +26,11 @@ class Workspace:
 
     def resolve(self, path: str | os.PathLike[str] | None, *, must_exist: bool = False) -> Path:
         raw = os.fspath(path) if path not in (None, "") else "."
+        if "\0" in raw:
+            raise InvalidPath(
+                f"path {raw!r} contains a NUL byte (\\u0000), which no file name can hold; "
+                "remove it"
+            )
         candidate = Path(raw).expanduser()
         if not candidate.is_absolute():
             candidate = self.root / candidate

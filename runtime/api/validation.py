@@ -1,17 +1,34 @@
 """Parsing request bodies and query strings with pydantic models, failing with a 400 whose
-message says exactly which field is wrong and what is allowed."""
+message says exactly which field is wrong and what is allowed.
+
+A body is refused (400 `invalid_json`) before any model sees it when it nests arrays and
+objects deeper than `MAX_BODY_DEPTH` levels, or when a string (or key) holds a lone UTF-16
+surrogate (`"\\ud800"`): valid JSON, but not text that can be stored, logged or sent on.
+Bodies larger than `INLINE_PARSE_BYTES` are parsed in a worker thread, off the event loop.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
+import anyio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from runtime.api.errors import ApiError, bad_request
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_BODY_DEPTH = 64
+"""Arrays and objects in a request body nest at most this deep (documented in the README)."""
+INLINE_PARSE_BYTES = 64 * 1024
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class BodyProblem(ValueError):
+    """A body that is JSON but not one the daemon accepts (too deep, not valid Unicode)."""
 
 
 async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
@@ -25,7 +42,9 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
             code="invalid_json",
         )
     try:
-        return json.loads(raw.decode("utf-8-sig"))
+        if len(raw) > INLINE_PARSE_BYTES:
+            return await anyio.to_thread.run_sync(decode_body, raw)
+        return decode_body(raw)
     except UnicodeDecodeError as exc:
         raise bad_request(f"the request body is not UTF-8: {exc}", code="invalid_json") from exc
     except json.JSONDecodeError as exc:
@@ -34,6 +53,52 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
             f"column {exc.colno}",
             code="invalid_json",
         ) from exc
+    except BodyProblem as exc:
+        raise bad_request(f"the request body {exc}", code="invalid_json") from exc
+
+
+def decode_body(raw: bytes) -> Any:
+    """Parse a JSON body and check its depth and strings; raises UnicodeDecodeError,
+    json.JSONDecodeError or BodyProblem."""
+    too_deep = BodyProblem(f"nests arrays and objects deeper than {MAX_BODY_DEPTH} levels")
+    try:
+        value = json.loads(raw.decode("utf-8-sig"))
+    except RecursionError:  # far deeper than the limit: the decoder itself gave up
+        raise too_deep from None
+    # Only bracket counts above the limit can nest that deep, and lone surrogates can only
+    # come from \uD8xx-\uDFxx escapes (UTF-8 has none): most bodies need no walk at all.
+    deep = raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH
+    if deep or _SURROGATE_ESCAPE.search(raw):
+        _check_value(value, too_deep)
+    return value
+
+
+def _check_value(value: Any, too_deep: BodyProblem) -> None:
+    stack: list[tuple[Any, int, str]] = [(value, 0, "body")]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, where)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_BODY_DEPTH:
+                raise too_deep
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _check_text(key, f"{where} (a key)")
+                    stack.append((child, depth + 1, f"{where}.{key}"))
+            else:
+                stack.extend((child, depth + 1, f"{where}[{i}]") for i, child in enumerate(item))
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = text[exc.start]
+        raise BodyProblem(
+            f"has a lone UTF-16 surrogate ({char!a}) in {where[:120]}: JSON strings must "
+            "be valid Unicode (escape a character outside the BMP as a surrogate pair)"
+        ) from None
 
 
 async def parse_body(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:

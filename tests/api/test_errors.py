@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -79,6 +80,65 @@ async def test_malformed_bodies_are_400s_saying_what_is_wrong(
     ) as resp:
         error = assert_error(resp.status, await resp.json(), 400, "invalid_json")
     assert fragment in error["message"]
+
+
+def nested_object(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize("path", ["/v1/run", "/v1/tools/read_file", "/v1/agents"])
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (
+            b'{"agent": "a", "prompt": "\\ud800"}',
+            "lone UTF-16 surrogate ('\\ud800') in body.prompt",
+        ),
+        (
+            b'{"agent": "a", "prompt": "x", "metadata": {"k": "\\udfff"}}',
+            "lone UTF-16 surrogate ('\\udfff') in body.metadata.k",
+        ),
+        (b'{"path": "x", "\\ud800": 1}', "(a key)"),
+        (b'{"agent": "a", "prompt": "x", "metadata": ' + nested_object(900) + b"}", "64 levels"),
+        (b"[" * 5000 + b"]" * 5000, "64 levels"),
+        (b"[" * 100_000, "64 levels"),
+        (nested_object(65), "64 levels"),
+    ],
+    ids=[
+        "surrogate",
+        "surrogate-metadata",
+        "surrogate-key",
+        "900-deep",
+        "5000-deep",
+        "100k-open",
+        "65-deep",
+    ],
+)
+async def test_undecodable_or_too_deep_bodies_are_400s(
+    daemon: Daemon, path: str, body: bytes, fragment: str
+) -> None:
+    async with daemon.session.post(
+        daemon.u(path), data=body, headers={"Content-Type": "application/json"}
+    ) as resp:
+        error = assert_error(resp.status, await resp.json(), 400, "invalid_json")
+    assert fragment in error["message"], error["message"]
+
+
+async def test_bodies_within_the_depth_limit_and_surrogate_pairs_are_accepted(
+    daemon: Daemon,
+) -> None:
+    await daemon.upsert()
+    metadata = json.loads(nested_object(60))
+    body = {"agent": "helper", "prompt": "smile \U0001f600", "metadata": metadata, "stream": False}
+    raw = json.dumps(body)
+    assert "\\ud83d\\ude00" in raw  # json.dumps escapes it as a surrogate pair
+    async with daemon.session.post(
+        daemon.u("/v1/run"),
+        data=raw.encode(),
+        headers={"Content-Type": "application/json"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["data"]["status"] == "completed"
 
 
 @pytest.mark.parametrize(

@@ -625,3 +625,28 @@ def test_output_window_keeps_exact_head_and_tail(
     else:
         assert "truncated]…" in text
 
+
+@pytest.mark.parametrize(
+    ("tool", "args", "fragment"),
+    [
+        ("exec_command", {"cmd": "echo a\0b"}, "cmd: Value error, contains a NUL byte"),
+        ("exec_command", {"cmd": "echo \ud800"}, "cmd contains a lone UTF-16 surrogate"),
+        ("exec_command", {"cmd": "pwd", "workdir": "src\0"}, "workdir: Value error"),
+        ("exec_command", {"cmd": "true", "shell": "/bin/sh\0"}, "shell: Value error"),
+        ("exec_command", {"cmd": "true", "env": {"A\0B": "1"}}, "environment variable name"),
+        ("exec_command", {"cmd": "true", "env": {"A=B": "1"}}, "contains '='"),
+        ("exec_command", {"cmd": "true", "env": {"": "1"}}, "is empty"),
+        ("exec_command", {"cmd": "true", "env": {"A": "1\0"}}, "env.A: Value error"),
+        ("write_stdin", {"session_id": 1, "chars": "\udfff"}, "chars contains a lone"),
+        ("bash", {"command": "echo a\0b"}, "command: Value error, contains a NUL byte"),
+    ],
+)
+async def test_arguments_the_os_cannot_take_are_tool_errors(
+    workspace: Path, tool: str, args: dict[str, Any], fragment: str
+) -> None:
+    async with Toolbox(workspace, enabled=["exec_command", "write_stdin", "bash"]) as box:
+        result = await box.call(tool, args)
+        assert result.is_error and result.data["code"] == "invalid_arguments", result.output
+        assert fragment in result.output
+        manager = box.peek_service(SessionManager)
+        assert manager is None or manager.session_ids() == []  # nothing was started

@@ -530,3 +530,77 @@ async def test_root_listing_does_not_follow_symlinks_out(harness: Harness, tmp_p
     listed = await harness.call("list_dir", depth=5)
     assert "secret.txt" not in listed.output
     assert os.path.islink(harness.root / "link")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "files", "expected"),
+    [
+        ("{a,{b,c}}.py", ["a.py", "b.py", "c.py", "d.py"], ["a.py", "b.py", "c.py"]),
+        ("[]]x", ["]x", "x"], ["]x"]),
+        ("[z-a]", ["a", "m", "z"], []),  # an empty range matches nothing, as in bash
+        ("[a/b]*", ["a/bx", "b"], []),  # a class never matches '/' (literal, as in bash)
+        ("[!a]*.py", ["a.py", "b.py"], ["b.py"]),
+        (".*", [".env", "x"], [".env"]),
+    ],
+    ids=["nested-braces", "bracket-first", "empty-range", "slash-in-class", "negated", "dotfile"],
+)
+async def test_glob_edge_patterns(
+    harness: Harness, pattern: str, files: list[str], expected: list[str]
+) -> None:
+    harness.write({name: "hello\n" for name in files})
+    result = await harness.call("glob", pattern=pattern)
+    assert not result.is_error, result.output
+    assert result.data["paths"] == expected
+    grep = await harness.call("grep", pattern="hello", glob=pattern)
+    assert not grep.is_error, grep.output
+    assert sorted({line.split(":")[0] for line in grep.output.splitlines() if ":" in line}) == (
+        sorted({name for name in expected})
+    )
+
+
+async def test_a_glob_expanding_to_too_many_patterns_is_a_tool_error(harness: Harness) -> None:
+    harness.write({"a.py": "hello\n"})
+    bomb = "{a,b}" * 12  # 4096 alternatives
+    for result in (
+        await harness.call("glob", pattern=bomb),
+        await harness.call("grep", pattern="hello", glob=bomb),
+    ):
+        assert result.is_error and result.data.get("code") != "internal", result.output
+        assert "invalid glob pattern" in result.output
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("read_file", {"path": "a\0b"}),
+        ("write_file", {"path": "a\0b", "content": "x"}),
+        ("edit_file", {"path": "a\0b", "old_string": "x", "new_string": "y"}),
+        ("list_dir", {"path": "\0"}),
+        ("glob", {"pattern": "*", "path": "src\0"}),
+        ("grep", {"pattern": "x", "path": "a\0"}),
+    ],
+)
+async def test_a_nul_byte_in_a_path_is_a_tool_error(
+    harness: Harness, tool: str, args: dict[str, Any]
+) -> None:
+    result = await harness.box.call(tool, args)
+    assert result.is_error and result.data["code"] == "invalid_path", result.output
+    assert "NUL byte" in result.output
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "where"),
+    [
+        ("write_file", {"path": "a.txt", "content": "x\ud800y"}, "content"),
+        ("write_file", {"path": "\udcff.txt", "content": "x"}, "path"),
+        ("edit_file", {"path": "a.txt", "old_string": "x", "new_string": "\udfff"}, "new_string"),
+        ("grep", {"pattern": "\ud800"}, "pattern"),
+    ],
+)
+async def test_lone_surrogates_in_arguments_are_a_tool_error(
+    harness: Harness, tool: str, args: dict[str, Any], where: str
+) -> None:
+    result = await harness.box.call(tool, args)
+    assert result.is_error and result.data["code"] == "invalid_arguments", result.output
+    assert f"{where} contains a lone UTF-16 surrogate" in result.output
+    assert read_tree(harness.root) == {}
