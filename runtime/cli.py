@@ -102,10 +102,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     gc.disable()  # for the start-up only: see resume_gc_after_start
     from runtime.daemon import configure_logging, serve
+    from runtime.store import StoreLocked
+    from tools.processes import become_subreaper
 
     configure_logging(settings.log_level)
+    # Orphaned commands (`nohup … &`, double forks) are reparented to the daemon rather than
+    # to init while it lives: they stay in its process tree and are reaped by it.
+    become_subreaper()
     try:
         return asyncio.run(serve(settings, on_ready=resume_gc_after_start))
+    except StoreLocked as exc:
+        print(f"agentd serve: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is taken
         print(
             f"agentd serve: cannot listen on {settings.host}:{settings.port}: {exc}",
@@ -434,8 +442,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
-    async with embedded_daemon(settings) as url:
-        return await _run(args, url, settings.token)
+    from runtime.store import StoreLocked
+
+    try:
+        async with embedded_daemon(settings) as url:
+            return await _run(args, url, settings.token)
+    except StoreLocked as exc:  # an `agentd serve` owns it: --url runs there instead
+        return _fail("run", f"{exc}, or pass --url to run on that daemon")
 
 
 async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:

@@ -5,12 +5,20 @@ loop thread: writes go through one connection used by one worker thread at a tim
 capacity limiter of 1 keeps them in order), reads through a second connection, which WAL
 lets run while a write is in progress. Every public method is a coroutine that returns
 pydantic records.
+
+One daemon at a time: `Store.open` takes an exclusive lock (`flock`) on
+`<state_dir>/agentd.lock`, which holds the owner's pid, and raises `StoreLocked` naming that
+pid when another process holds it. The kernel drops the lock when its holder dies, so a
+crashed daemon never leaves a stale lock behind.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,6 +35,7 @@ from runtime.providers.base import Usage
 from runtime.thread_events import PersistedThreadEvent
 
 DB_NAME = "agentd.db"
+LOCK_NAME = "agentd.lock"
 SCHEMA_VERSION = 2
 MAX_PAGE = 1000
 
@@ -45,6 +54,37 @@ _INSERT_THREAD_EVENT = (
     "INSERT INTO thread_events (thread_id, sequence, rollout_id, run_id, type, payload, "
     "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+class StoreLocked(RuntimeError):
+    """Another process (`pid`, when known) has the state directory open."""
+
+    def __init__(self, state_dir: Path, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"the state directory {state_dir} is in use by {holder} (another agentd?); "
+            "stop it or choose another --state-dir"
+        )
+        self.pid = pid
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    """Take the state dir's exclusive lock and write our pid in it; returns the open fd."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raw = os.pread(fd, 32, 0)
+        os.close(fd)
+        pid = int(raw) if raw.strip().isdigit() else None
+        raise StoreLocked(state_dir, pid) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class StoreClosed(RuntimeError):
@@ -254,8 +294,15 @@ def _decode_cursor(cursor: str) -> int:
 class Store:
     """The daemon's SQLite state. Open with `await Store.open(state_dir)`."""
 
-    def __init__(self, path: Path, writer: sqlite3.Connection, reader: sqlite3.Connection):
+    def __init__(
+        self,
+        path: Path,
+        writer: sqlite3.Connection,
+        reader: sqlite3.Connection,
+        lock_fd: int | None = None,
+    ):
         self.path = path
+        self._lock_fd = lock_fd
         self._writer = writer
         self._reader = reader
         self._write_limiter = anyio.CapacityLimiter(1)
@@ -265,13 +312,18 @@ class Store:
     @classmethod
     async def open(cls, state_dir: Path | str) -> Store:
         path = Path(state_dir) / DB_NAME
-        writer = await anyio.to_thread.run_sync(lambda: _connect(path, create=True))
+        lock_fd = await anyio.to_thread.run_sync(_lock_state_dir, Path(state_dir))
         try:
-            reader = await anyio.to_thread.run_sync(lambda: _connect(path, create=False))
+            writer = await anyio.to_thread.run_sync(lambda: _connect(path, create=True))
+            try:
+                reader = await anyio.to_thread.run_sync(lambda: _connect(path, create=False))
+            except BaseException:
+                writer.close()
+                raise
         except BaseException:
-            writer.close()
+            os.close(lock_fd)
             raise
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, lock_fd)
 
     async def close(self) -> None:
         if self._closed:
@@ -282,11 +334,17 @@ class Store:
             await anyio.to_thread.run_sync(self._close_connections)
 
     def _close_connections(self) -> None:
-        self._reader.close()
         try:
-            self._writer.execute("PRAGMA optimize")
+            self._reader.close()
+            try:
+                self._writer.execute("PRAGMA optimize")
+            finally:
+                self._writer.close()
         finally:
-            self._writer.close()
+            if self._lock_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._lock_fd)
+                self._lock_fd = None
 
     async def __aenter__(self) -> Store:
         return self

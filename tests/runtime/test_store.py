@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import sys
@@ -15,7 +16,7 @@ from runtime.agents import AgentSpec
 from runtime.events import Event
 from runtime.messages import Message, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 from runtime.providers.base import Usage
-from runtime.store import RunRecord, Store, StoreClosed
+from runtime.store import RunRecord, Store, StoreClosed, StoreLocked
 
 
 def conversation() -> list[Message]:
@@ -389,3 +390,16 @@ async def test_a_full_disk_fails_the_write_and_changes_nothing(store: Store) -> 
 
 def ids_of(events: list[Event]) -> list[int]:
     return [e.id for e in events]
+
+
+async def test_one_store_per_state_dir_at_a_time(tmp_path: Path) -> None:
+    first = await Store.open(tmp_path)
+    try:
+        with pytest.raises(StoreLocked) as refused:
+            await Store.open(tmp_path)
+        assert refused.value.pid == os.getpid()
+        assert f"in use by process {os.getpid()}" in str(refused.value)
+    finally:
+        await first.close()
+    second = await Store.open(tmp_path)  # the lock went with the first store
+    await second.close()
