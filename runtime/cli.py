@@ -101,11 +101,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"agentd serve: {exc}", file=sys.stderr)
         return 2
     gc.disable()  # for the start-up only: see resume_gc_after_start
-    from runtime.daemon import configure_logging, serve
+    from runtime.daemon import configure_logging, daemon_secrets, serve
     from runtime.store import StoreLocked
     from tools.processes import become_subreaper
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, daemon_secrets(settings, os.environ))
     # Orphaned commands (`nohup … &`, double forks) are reparented to the daemon rather than
     # to init while it lives: they stay in its process tree and are reaped by it.
     become_subreaper()

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from aiohttp import web
 
 from runtime.api.app import create_app, drain
 from runtime.api.middleware import RequestIdFilter
 from runtime.config import Settings
+from runtime.events import Redactor
+from tools.base import daemon_environ
 
 log = logging.getLogger("agentd")
 
@@ -27,15 +30,67 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs rid=%{X-Request-ID}o'
 
 
-def configure_logging(level: str) -> None:
+# Client libraries whose DEBUG output holds whole requests: model requests (every tool
+# argument the model wrote, which may echo a secret) and their headers. They never log below
+# INFO, whatever --log-level says.
+CHATTY_LOGGERS = ("anthropic", "openai", "httpx", "httpcore", "hpack", "aiohttp.client")
+# Credentials in URLs (`?access_token=` on event streams, `?key=` on some model APIs) and in
+# headers echoed into messages.
+_URL_CREDENTIAL = re.compile(
+    r"(?i)([?&](?:access_token|token|api_key|apikey|key|sig|signature)=)[^&\s\"']+"
+)
+_AUTH_HEADER = re.compile(
+    r"(?i)((?:authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?)[^\s\"',}]+"
+)
+
+
+class SecretFilter(logging.Filter):
+    """Rewrites every record it sees so that no known secret, URL credential or
+    Authorization/X-API-Key value reaches the log: the message is rendered, redacted and
+    frozen (`args` cleared), and so is the traceback text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.redactor = Redactor(secrets)
+
+    def redact(self, text: str) -> str:
+        text = _URL_CREDENTIAL.sub(r"\1[REDACTED]", text)
+        text = _AUTH_HEADER.sub(r"\1[REDACTED]", text)
+        return self.redactor.redact(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+            record.exc_info = None  # the formatter would render it again, unredacted
+        return True
+
+
+def daemon_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """What must never be logged: the API token, the webhook key, and the credentials in the
+    daemon's environment (the ones commands are not given either)."""
+    kept = daemon_environ()
+    values = [v for k, v in environ.items() if v and k not in kept]
+    return [v for v in (settings.token, settings.webhook_secret, *values) if v]
+
+
+def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(SecretFilter(secrets))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     # Access lines at INFO are noise under load; they show with --log-level debug.
     logging.getLogger("aiohttp.access").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING

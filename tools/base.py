@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
@@ -95,6 +96,23 @@ class ToolSettings:
     # Who owns the processes tools start: the prefix of the tag they carry (tools/processes.py).
     # A daemon sets it from its state dir, so the next daemon on that state finds leftovers.
     process_owner: str = "agentd"
+
+
+# The daemon's own credentials: the agent's commands must not be able to read them (a prompt
+# injection away from `env | curl …`). An agent that needs one lists it in its own `env`.
+DAEMON_SECRET_SUFFIXES = ("_API_KEY", "_AUTH_TOKEN")
+DAEMON_SECRET_NAMES = frozenset(
+    {"AGENTD_TOKEN", "RUNTOOLS_TOKEN", "AGENTD_WEBHOOK_SECRET", "RUNTOOLS_WEBHOOK_SECRET"}
+)
+
+
+def daemon_environ() -> dict[str, str]:
+    """os.environ without the daemon's credentials (model API keys, API token, HMAC key)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in DAEMON_SECRET_NAMES and not name.endswith(DAEMON_SECRET_SUFFIXES)
+    }
 
 
 class Closable(Protocol):

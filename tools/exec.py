@@ -46,6 +46,7 @@ from tools.base import (
     ToolContext,
     ToolError,
     ToolResult,
+    daemon_environ,
     register_tool,
     truncate_middle,
 )
@@ -98,23 +99,6 @@ PLAIN_TERMINAL_ENV = {
     "GH_PAGER": "cat",
     "LANG": "C.UTF-8",
 }
-
-
-# The daemon's own credentials: the agent's commands must not be able to read them (a prompt
-# injection away from `env | curl …`). An agent that needs one lists it in its own `env`.
-DAEMON_SECRET_SUFFIXES = ("_API_KEY", "_AUTH_TOKEN")
-DAEMON_SECRET_NAMES = frozenset(
-    {"AGENTD_TOKEN", "RUNTOOLS_TOKEN", "AGENTD_WEBHOOK_SECRET", "RUNTOOLS_WEBHOOK_SECRET"}
-)
-
-
-def daemon_environ() -> dict[str, str]:
-    """os.environ without the daemon's credentials (model API keys, API token, HMAC key)."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if name not in DAEMON_SECRET_NAMES and not name.endswith(DAEMON_SECRET_SUFFIXES)
-    }
 
 
 def command_env(toolbox_env: dict[str, str], call_env: dict[str, str] | None) -> dict[str, str]:

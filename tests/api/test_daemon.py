@@ -22,7 +22,7 @@ from anyio.abc import Process
 from runtime.cli import build_parser, main
 from runtime.config import ConfigError, Settings
 from tests.api.conftest import MODEL, collect_events
-from tests.fakes.model_server import FakeModelServer, Gate, Turn, text
+from tests.fakes.model_server import FakeModelServer, Gate, Turn, text, tool_call
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on (http://\S+)")
@@ -279,3 +279,55 @@ async def test_a_token_protects_a_daemon_on_all_interfaces(tmp_path: Path, works
         proc.process.send_signal(signal.SIGTERM)
         with anyio.fail_after(15):
             assert await proc.process.wait() == 0
+
+
+async def test_no_secret_or_token_reaches_the_log_at_debug_level(
+    tmp_path: Path, workspace: Path
+) -> None:
+    """The model echoes three secrets into a tool call (an agent secret, the API key, a
+    credential in the daemon's environment); the events stream is read with ?access_token=.
+    Not one of them may appear in the daemon's stderr at --log-level debug."""
+    api_key = "sk-ant-" + os.urandom(12).hex()
+    agent_secret = "agent-secret-" + os.urandom(8).hex()
+    env_secret = "ghp_" + os.urandom(12).hex()
+    token = "tok-" + os.urandom(12).hex()
+    secrets = [api_key, agent_secret, env_secret, token]
+    async with FakeModelServer(api_key=api_key) as model:
+        echo = f"echo {agent_secret} {api_key} {env_secret}"
+        model.script(
+            Turn([tool_call("exec_command", {"cmd": echo, "login": False})]),
+            Turn([text(f"done: {agent_secret} {api_key} {env_secret}")]),
+        )
+        env = {**model.env(), "GITHUB_AUTH_TOKEN": env_secret}
+        async with (
+            agentd(tmp_path, workspace, env, "--log-level", "debug", "--token", token) as proc,
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
+        ):
+            agent = {
+                "slug": "a",
+                "model": MODEL,
+                "tools": ["exec_command"],
+                "env": {"DEPLOY_TOKEN": agent_secret},
+                "secrets": ["DEPLOY_TOKEN"],
+            }
+            async with http.post(proc.url + "/v1/agents", json=agent) as resp:
+                assert resp.status == 201, await resp.text()
+            async with http.post(
+                proc.url + "/v1/run", json={"agent": "a", "prompt": "go", "stream": False}
+            ) as resp:
+                run = (await resp.json())["data"]
+            assert run["status"] == "completed", run
+            async with aiohttp.ClientSession() as browser:  # an EventSource: no headers
+                events_url = f"{proc.url}/v1/runs/{run['runId']}/events?access_token={token}"
+                async with browser.get(events_url + "&after=0") as resp:
+                    assert resp.status == 200
+                    frames = await collect_events(resp)
+            assert frames[-1].event == "complete"
+            proc.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(15):
+                assert await proc.process.wait() == 0
+    log = "\n".join(proc.log)
+    assert "access_token=[REDACTED]" in log  # the access log line is there, without it
+    assert any("DEBUG" in line for line in proc.log)
+    for secret in secrets:
+        assert secret not in log
