@@ -346,7 +346,8 @@ async def test_shutdown_kills_what_completed_runs_left_running(
     store: Store, workspace: Path, factory: ScriptedFactory
 ) -> None:
     agent = await shell_agent(store)
-    server = {"cmd": "echo pid=$$; exec sleep 300", "yield_time_ms": 500}
+    # No login shell: its profile can take longer than the yield on a loaded machine.
+    server = {"cmd": "echo pid=$$; exec sleep 300", "login": False, "yield_time_ms": 2000}
     factory.add(tool_turn(call("c1", "exec_command", server)), text_turn("up"))
     async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
         run = await manager.start(agent, prompt="serve")
