@@ -19,9 +19,12 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.config import ConfigError, Settings, env_names
+
+if TYPE_CHECKING:
+    from runtime.client import AsyncClient
 
 # Settings that `agentd serve` takes as flags (all of them), in --help order.
 SERVE_FIELDS = (
@@ -168,15 +171,15 @@ async def embedded_daemon(settings: Settings) -> AsyncIterator[str]:
         await task
 
 
+# Consecutive failed attempts to follow a run's stream before giving up.
 RECONNECT_ATTEMPTS = 5
-RECONNECT_BASE_DELAY_S = 0.2
 
 
 class RunWatcher:
     """Streams a run's events to the terminal. The first Ctrl-C cancels the run (and the
     stream then ends with its `complete` event); a second one stops watching at once."""
 
-    def __init__(self, client: Any, *, as_json: bool, out: Any = None) -> None:
+    def __init__(self, client: AsyncClient, *, as_json: bool, out: Any = None) -> None:
         from runtime.render import EventRenderer
 
         self.client = client
@@ -196,16 +199,13 @@ class RunWatcher:
             watcher_task.cancel()
 
     async def _cancel(self, run_id: str) -> None:
-        import aiohttp
-
-        from runtime.client import ApiError
+        from runtime.client import AgentdError, ConflictError
 
         try:
-            await self.client.control(run_id, "cancel")
-        except ApiError as exc:
-            if exc.status != 409:  # 409: the run had ended already, which is what we wanted
-                print(f"agentd: could not cancel the run: {exc.message}", file=sys.stderr)
-        except (OSError, aiohttp.ClientError) as exc:
+            await self.client.runs.cancel(run_id)
+        except ConflictError:
+            pass  # the run had ended already, which is what we wanted
+        except AgentdError as exc:
             print(f"agentd: could not cancel the run: {exc}", file=sys.stderr)
 
     async def settle(self, *, abandon: bool) -> None:
@@ -220,38 +220,24 @@ class RunWatcher:
         task.cancel()
         await asyncio.wait({task})
 
-    async def watch(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Start the run and render it; returns the `complete` event (None if none came).
+    async def watch(self, start: dict[str, Any]) -> dict[str, Any] | None:
+        """Start the run (`start` holds the arguments of `runs.start`) and render it;
+        returns the `complete` event (None if none came).
 
         A stream that breaks before `complete` (a daemon restart, a proxy timing out, a
         network blip) is picked up again from the last event seen: the daemon replays what
         was missed, so nothing is shown twice or lost."""
-        import aiohttp
+        started = await self.client.runs.start(**start)
+        self.run_id = started["runId"]
 
-        last_id = 0
-        stream = self.client.stream_run(body)
-        for attempt in range(RECONNECT_ATTEMPTS + 1):
-            try:
-                async for event in stream:
-                    self.run_id = self.run_id or event.get("runId")
-                    last_id = max(last_id, int(event.get("id", 0)))
-                    self._show(event)
-                    if event.get("type") == "complete":
-                        final: dict[str, Any] = event
-                        return final
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                if self.run_id is None:
-                    raise
-                reason = str(exc) or type(exc).__name__
-            else:
-                if self.run_id is None:
-                    return None
-                reason = "the stream ended before the run did"
-            if attempt == RECONNECT_ATTEMPTS:
-                break
-            print(f"agentd: {reason}; following the run again", file=sys.stderr)
-            await asyncio.sleep(min(RECONNECT_BASE_DELAY_S * 2**attempt, 2.0))
-            stream = self.client.stream_events(self.run_id, after=last_id)
+        def say_why(error: Exception) -> None:
+            print(f"agentd: {error}; following the run again", file=sys.stderr)
+
+        async for event in self.client.runs.stream(self.run_id, on_reconnect=say_why):
+            wire = event.to_dict()
+            self._show(wire)
+            if event.type == "complete":
+                return wire
         return None
 
     def _show(self, event: dict[str, Any]) -> None:
@@ -272,11 +258,11 @@ class RunWatcher:
 
 
 async def _watch_with_interrupts(
-    watcher: RunWatcher, body: dict[str, Any]
+    watcher: RunWatcher, start: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, bool]:
     """(complete event, whether a second Ctrl-C stopped us before it came)."""
     loop = asyncio.get_running_loop()
-    task = asyncio.create_task(watcher.watch(body))
+    task = asyncio.create_task(watcher.watch(start))
     installed = _install_sigint(loop, lambda: watcher.on_interrupt(task))
     finished = False
     try:
@@ -452,15 +438,15 @@ async def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
-    from runtime.client import ApiError, DaemonClient
+    from runtime.client import APIError, AsyncClient, AuthenticationError, NetworkError
 
-    body: dict[str, Any] = {"agent": args.agent or RUN_AGENT_SLUG, "prompt": args.prompt}
+    start: dict[str, Any] = {"agent": args.agent or RUN_AGENT_SLUG, "prompt": args.prompt}
     if args.thread:
-        body["threadId"] = args.thread
+        start["thread_id"] = args.thread
     config = {"maxTurns": args.max_turns, "maxTokens": args.max_tokens}
     if any(v is not None for v in config.values()):
-        body["config"] = {k: v for k, v in config.items() if v is not None}
-    async with DaemonClient(url, token) as client:
+        start["config"] = {k: v for k, v in config.items() if v is not None}
+    async with AsyncClient(url, token, max_retries=RECONNECT_ATTEMPTS) as client:
         try:
             if args.model:
                 spec: dict[str, Any] = {
@@ -470,10 +456,17 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
                 }
                 if args.tools:
                     spec["tools"] = [t.strip() for t in args.tools.split(",") if t.strip()]
-                await client.upsert_agent(spec)
+                await client.agents.upsert(spec)
             watcher = RunWatcher(client, as_json=args.json)
-            final, interrupted = await _watch_with_interrupts(watcher, body)
-        except ApiError as exc:
+            final, interrupted = await _watch_with_interrupts(watcher, start)
+        except AuthenticationError as exc:
+            hint = (
+                "the daemon wants its API token: pass --token or set AGENTD_TOKEN"
+                if not token
+                else "the daemon refused the token given by --token or AGENTD_TOKEN"
+            )
+            return _fail("run", f"{exc.message} ({hint})")
+        except APIError as exc:
             # The request was wrong (bad agent, thread, token…) → usage; the daemon could
             # not take it now (busy thread 409, full queue 429, 5xx) → the run failed.
             code = (
@@ -482,17 +475,11 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
                 else EXIT_FAILED
             )
             return _fail("run", exc.message, code)
-        except aiohttp_errors() as exc:
-            return _fail("run", f"cannot reach the daemon at {url}: {exc}", EXIT_FAILED)
+        except NetworkError as exc:
+            return _fail("run", exc.message, EXIT_FAILED)
     if interrupted:
         return EXIT_INTERRUPTED
     return watcher.exit_code(final)
-
-
-def aiohttp_errors() -> tuple[type[BaseException], ...]:
-    import aiohttp
-
-    return (aiohttp.ClientError,)
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -561,14 +548,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace, settings: Settings, model: str | None) -> int:
-    from runtime.client import DaemonClient
+    from runtime.client import AsyncClient
     from runtime.demo import DEMO_AGENT_SLUG, DEMO_PROMPT, demo_agent
 
     say = _Narrator(enabled=not args.json)
     say(f"agentd demo · workspace {settings.workspace}")
     say(f"model: {model or 'recorded cassette (offline)'}\n")
-    async with embedded_daemon(settings) as url, DaemonClient(url, settings.token) as client:
-        await client.upsert_agent(demo_agent(model))
+    async with (
+        embedded_daemon(settings) as url,
+        AsyncClient(url, settings.token, max_retries=RECONNECT_ATTEMPTS) as client,
+    ):
+        await client.agents.upsert(demo_agent(model))
         watcher = RunWatcher(client, as_json=args.json)
         final, interrupted = await _watch_with_interrupts(
             watcher, {"agent": DEMO_AGENT_SLUG, "prompt": DEMO_PROMPT}

@@ -182,6 +182,11 @@ class Event(BaseModel):
             **self.payload,
         }
 
+    def typed_payload(self) -> BaseModel:
+        """The payload as its type's model (`ToolCallPayload` for a `tool_call`, …); a type
+        this version does not know keeps its fields on a generic model."""
+        return PAYLOAD_MODELS.get(self.type, _Payload).model_validate(self.payload)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 

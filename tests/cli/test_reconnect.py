@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -11,57 +10,11 @@ from pathlib import Path
 import pytest
 
 from runtime.cli import RunWatcher, embedded_daemon
-from runtime.client import DaemonClient
+from runtime.client import AsyncClient
 from runtime.config import Settings
 from runtime.messages import TextPart, ToolCallPart
 from tests.cli.support import turn, write_cassette
-
-
-class CuttingProxy:
-    """Forwards TCP to the daemon; the connection that carries `POST /v1/run` is cut once
-    the daemon has sent a `tool_call` event on it (the run itself goes on)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.cuts = 0
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        daemon_r, daemon_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        armed = asyncio.Event()
-
-        async def upstream() -> None:
-            while data := await client_r.read(65536):
-                if b"POST /v1/run " in data:
-                    armed.set()
-                daemon_w.write(data)
-                await daemon_w.drain()
-
-        async def downstream() -> None:
-            while data := await daemon_r.read(65536):
-                client_w.write(data)
-                await client_w.drain()
-                if armed.is_set() and b"event: tool_call" in data:
-                    self.cuts += 1
-                    return
-
-        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for writer in (client_w, daemon_w):
-            writer.close()
+from tests.fakes.cutting_proxy import CuttingProxy
 
 
 @pytest.fixture
@@ -93,8 +46,8 @@ async def test_a_broken_stream_is_followed_again_without_losing_or_repeating_eve
     port = int(daemon_url.rsplit(":", 1)[1])
     proxy = CuttingProxy(port)
     out = io.StringIO()
-    async with proxy as proxied_url, DaemonClient(proxied_url) as client:
-        await client.upsert_agent({"slug": "cli", "model": f"replay:{tape}"})
+    async with proxy as proxied_url, AsyncClient(proxied_url) as client:
+        await client.agents.upsert({"slug": "cli", "model": f"replay:{tape}"})
         watcher = RunWatcher(client, as_json=True, out=out)
         final = await watcher.watch({"agent": "cli", "prompt": "hi"})
 
