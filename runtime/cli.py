@@ -578,8 +578,9 @@ async def _demo(args: argparse.Namespace, settings: Settings, model: str | None)
         say(f"\n✔ {dev_url} answered HTTP {status}. The app's files are in {settings.workspace}.")
         if args.exit:
             return EXIT_OK
-        say("The app keeps running: open the URL. Press Ctrl-C to stop it and exit.")
-        await _wait_for_interrupt()
+        await _wait_for_interrupt(
+            lambda: say("The app keeps running: open the URL. Press Ctrl-C to stop it and exit.")
+        )
         return EXIT_OK
 
 
@@ -607,11 +608,15 @@ async def _probe(url: str, attempts: int = 20, interval: float = 0.25) -> int | 
     return None
 
 
-async def _wait_for_interrupt() -> None:
+async def _wait_for_interrupt(announce: Callable[[], None]) -> None:
+    """Wait for Ctrl-C; `announce` says so once the handler is in place (a Ctrl-C right
+    after the announcement must not be a KeyboardInterrupt)."""
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     if not _install_sigint(loop, interrupted.set):
+        announce()
         await asyncio.Event().wait()
+    announce()
     try:
         await interrupted.wait()
     finally:
