@@ -20,7 +20,7 @@ from aiohttp import web
 
 from runtime.api.metrics import ApiMetrics
 from runtime.api.middleware import CORS_KEY, REQUEST_ID_KEY, make_middlewares
-from runtime.api.routes import agents, files, runs, system, threads, tools
+from runtime.api.routes import agents, files, runs, system, threads, tools, viewer
 from runtime.api.routing import RouteTable
 from runtime.api.state import STATE_KEY, ApiState
 from runtime.api.webhooks import WebhookSender
@@ -41,7 +41,7 @@ def daemon_version() -> str:
 
 def build_routes() -> RouteTable:
     table = RouteTable()
-    for module in (system, agents, runs, files, threads, tools):
+    for module in (system, agents, runs, files, threads, tools, viewer):
         module.add_routes(table)
     return table
 

@@ -155,7 +155,7 @@ def make_middlewares(state: ApiState) -> list[Middleware]:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         expected = state.settings.token
-        if expected is None or request.path in public or request.method == "OPTIONS":
+        if expected is None or _route_path(request) in public or request.method == "OPTIONS":
             return await handler(request)
         presented = _credential(request)
         if presented is None:
@@ -201,6 +201,12 @@ def _credential(request: web.Request) -> str | None:
     if request.method == "GET" and request.path.endswith(("/events", "/stream")):
         return request.query.get("access_token") or None
     return None
+
+
+def _route_path(request: web.Request) -> str:
+    """The path template of the route the request matched (`/viewer/{file}`), or its path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
 
 
 def _route_name(request: web.Request) -> str:
