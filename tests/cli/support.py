@@ -33,9 +33,8 @@ def agentd_argv() -> list[str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without agentd's own settings or model keys (a developer's
-    AGENTD_URL must not redirect a test's run), importing this checkout. A test whose agent
-    runs login shells (`exec_command`'s default) passes HOME too, so that the machine's
-    ~/.profile (pyenv's rehash lock, whatever else is in it) is not part of the test."""
+    AGENTD_URL must not redirect a test's run), importing this checkout (and the HOME of
+    the tests, see tests/conftest.py)."""
     env = {
         k: v
         for k, v in os.environ.items()

@@ -63,7 +63,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     workspace = tmp_path_factory.mktemp("demo") / "workspace"
     result = subprocess.run(
         [*agentd_argv(), "demo", "--exit", "--json", "--workspace", str(workspace)],
-        env=clean_env(TMPDIR=str(workspace.parent), HOME=str(workspace.parent)),
+        env=clean_env(TMPDIR=str(workspace.parent)),
         capture_output=True,
         text=True,
         timeout=120,
@@ -137,7 +137,7 @@ def test_demo_keeps_the_app_up_until_ctrl_c(tmp_path: Path) -> None:
     child = pexpect.spawn(
         agentd_argv()[0],
         [*agentd_argv()[1:], "demo", "--workspace", str(workspace)],
-        env=clean_env(TMPDIR=str(tmp_path), HOME=str(tmp_path)),
+        env=clean_env(TMPDIR=str(tmp_path)),
         encoding="utf-8",
         timeout=90,
         dimensions=(50, 200),
@@ -178,7 +178,7 @@ async def test_live_demo_asks_the_model_and_records_what_it_said(tmp_path: Path)
             *argv,
             "--workspace",
             str(tmp_path / "workspace"),
-            env=clean_env(**server.env(), TMPDIR=str(tmp_path), HOME=str(tmp_path)),
+            env=clean_env(**server.env(), TMPDIR=str(tmp_path)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

@@ -28,8 +28,7 @@ async def test_the_demo_run_started_from_the_page_shows_tools_diffs_output_and_d
     daemon: Daemon, page: Page
 ) -> None:
     async with AsyncClient(daemon.url) as agentd:
-        # HOME: the agent's login shells do not read this machine's ~/.profile.
-        await agentd.agents.upsert({**demo_agent(), "env": {"HOME": str(daemon.workspace.parent)}})
+        await agentd.agents.upsert(demo_agent())
     await page.goto(daemon.url + "/")
     await expect(page.locator("#agents li")).to_have_text([re.compile(DEMO_AGENT_SLUG)])
     await page.select_option("#start-agent", DEMO_AGENT_SLUG)
