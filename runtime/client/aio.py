@@ -491,11 +491,14 @@ class AsyncRuns:
         *,
         after: int = 0,
         on_reconnect: Callable[[AgentdError], Any] | None = None,
+        max_reconnects: int | None = None,
     ) -> AsyncGenerator[Event, None]:
         """The run's events after event id `after`, live, until `complete`. A dropped
         connection is resumed from the last event received (`Last-Event-ID`), with the
         client's retry policy between attempts; each event arrives once, in order.
-        `on_reconnect(error)` is told why before each new attempt."""
+        `on_reconnect(error)` is told why before each new attempt; `max_reconnects`
+        (default: the client's `max_retries`) failed attempts in a row end it with the last
+        error."""
         last = after
         failures = 0
         while True:
@@ -525,7 +528,8 @@ class AsyncRuns:
                     raise
                 error = exc
             failures += 1
-            if failures > self._client.config.max_retries:
+            limit = self._client.config.max_retries if max_reconnects is None else max_reconnects
+            if failures > limit:
                 raise error
             if on_reconnect is not None:
                 on_reconnect(error)

@@ -193,9 +193,12 @@ class Runs:
         *,
         after: int = 0,
         on_reconnect: Callable[[AgentdError], Any] | None = None,
+        max_reconnects: int | None = None,
     ) -> Iterator[Event]:
         return self._c.iterate(
-            lambda: self._a.stream(run_id, after=after, on_reconnect=on_reconnect)
+            lambda: self._a.stream(
+                run_id, after=after, on_reconnect=on_reconnect, max_reconnects=max_reconnects
+            )
         )
 
     def wait(
