@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
+import itertools
 import json
 import os
 import shutil
@@ -18,6 +20,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,8 +121,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"agentd serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = "; another process listens there: choose another --port (--port 0: any free one)"
         print(
-            f"agentd serve: cannot listen on {settings.host}:{settings.port}: {exc}",
+            f"agentd serve: cannot listen on {settings.host}:{settings.port}: "
+            f"{exc.strerror or exc}{hint}",
             file=sys.stderr,
         )
         return 1
@@ -143,8 +150,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CANCEL_ANSWER_WAIT_S = 10.0
 
 
+def _is_tty(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 def _use_color(stream: Any) -> bool:
-    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
+    return _is_tty(stream) and not os.environ.get("NO_COLOR")
 
 
 @contextlib.asynccontextmanager
@@ -171,7 +182,8 @@ async def embedded_daemon(settings: Settings) -> AsyncIterator[str]:
         await task
 
 
-# Consecutive failed attempts to follow a run's stream before giving up.
+# Consecutive failed attempts to follow a run's stream before giving up. Requests are not
+# retried: a person is told at once that the queue is full or the daemon is not there.
 RECONNECT_ATTEMPTS = 5
 
 
@@ -180,17 +192,23 @@ class RunWatcher:
     stream then ends with its `complete` event); a second one stops watching at once."""
 
     def __init__(self, client: AsyncClient, *, as_json: bool, out: Any = None) -> None:
-        from runtime.render import EventRenderer
+        from runtime.render import EventRenderer, Spinner
 
         self.client = client
         self.as_json = as_json
         self.out = out or sys.stdout
         self.renderer = EventRenderer(self.out, color=_use_color(self.out))
+        # A person at a terminal sees what the run is waiting for; pipes and --json do not.
+        self.spinner = (
+            Spinner(self.out, self.renderer) if _is_tty(self.out) and not as_json else None
+        )
         self.run_id: str | None = None
         self.interrupts = 0
         self._cancelling: asyncio.Task[None] | None = None
 
     def on_interrupt(self, watcher_task: asyncio.Task[Any]) -> None:
+        if self.spinner is not None:
+            self.spinner.clear()
         self.interrupts += 1
         if self.interrupts == 1 and self.run_id is not None:
             print("\n^C cancelling the run (press Ctrl-C again to quit)", file=sys.stderr)
@@ -229,15 +247,31 @@ class RunWatcher:
         was missed, so nothing is shown twice or lost."""
         started = await self.client.runs.start(**start)
         self.run_id = started["runId"]
+        spinning = asyncio.create_task(self.spinner.run()) if self.spinner else None
+        try:
+            return await self._follow(self.run_id)
+        finally:
+            if spinning is not None:
+                spinning.cancel()
+                await asyncio.wait({spinning})
 
+    async def _follow(self, run_id: str) -> dict[str, Any] | None:
         def say_why(error: Exception) -> None:
+            if self.spinner is not None:
+                self.spinner.clear()
             print(f"agentd: {error}; following the run again", file=sys.stderr)
 
-        async for event in self.client.runs.stream(self.run_id, on_reconnect=say_why):
-            wire = event.to_dict()
-            self._show(wire)
-            if event.type == "complete":
-                return wire
+        events = self.client.runs.stream(
+            run_id, on_reconnect=say_why, max_reconnects=RECONNECT_ATTEMPTS
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                wire = event.to_dict()
+                if self.spinner is not None:
+                    self.spinner.before(wire)
+                self._show(wire)
+                if event.type == "complete":
+                    return wire
         return None
 
     def _show(self, event: dict[str, Any]) -> None:
@@ -346,14 +380,15 @@ def check_directories(settings: Settings) -> None:
     here if need be), so a wrong path is reported as such instead of as a traceback."""
     if not settings.workspace.is_dir():
         raise ConfigError(f"workspace {settings.workspace} is not a directory")
+    elsewhere = "; choose another with --state-dir or AGENTD_STATE_DIR"
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
-            f"cannot use the state dir {settings.state_dir}: {exc.strerror or exc}"
+            f"cannot use the state dir {settings.state_dir}: {exc.strerror or exc}{elsewhere}"
         ) from exc
     if not os.access(settings.state_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot use the state dir {settings.state_dir}: not writable")
+        raise ConfigError(f"cannot use the state dir {settings.state_dir}: not writable{elsewhere}")
 
 
 def _fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
@@ -377,7 +412,9 @@ def add_run_parser(subparsers: Any) -> None:
         "quits, and an in-process daemon then stops the run's processes. Exit status: "
         "0 completed, 1 failed, 2 usage error, 130 interrupted.",
     )
-    parser.add_argument("prompt", help="what to ask the agent")
+    parser.add_argument(
+        "prompt", help="what to ask the agent; - reads it from stdin, @FILE from a file"
+    )
     who = parser.add_argument_group("which agent (one of)")
     who.add_argument("--agent", metavar="SLUG", help="an agent defined on the daemon")
     who.add_argument(
@@ -411,15 +448,27 @@ def add_run_parser(subparsers: Any) -> None:
         "default: ~/.local/state/agentd)",
     )
     parser.add_argument("--json", action="store_true", help="print raw events as JSON lines")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="with the in-process daemon: keep serving after the run (its dev URL stays up) "
+        "until Ctrl-C",
+    )
     parser.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     if bool(args.agent) == bool(args.model):
         return _fail("run", "give exactly one of --agent SLUG or --model MODEL")
+    try:
+        args.prompt = read_text_argument(args.prompt, "the prompt")
+    except ValueError as exc:
+        return _fail("run", str(exc))
     if args.url:
+        if args.keep:
+            return _fail("run", "--keep is for the in-process daemon (without --url)")
         token = args.token or os.environ.get("AGENTD_TOKEN")
-        return run_until_done(_run(args, args.url, token))
+        return run_until_done(_run_remote(args, args.url, token))
     try:
         settings = _local_settings(args)
     except ConfigError as exc:
@@ -427,17 +476,64 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_until_done(_run_embedded(args, settings))
 
 
+def read_text_argument(value: str, what: str) -> str:
+    """`-`: read standard input; `@FILE`: read the file; anything else is the text itself."""
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@") and len(value) > 1:
+        path = Path(value[1:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read {what} from {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{what} in {path} is not UTF-8 text: {exc}") from exc
+    return value
+
+
+async def _run_remote(args: argparse.Namespace, url: str, token: str | None) -> int:
+    code, _final = await _run(args, url, token)
+    return code
+
+
 async def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.store import StoreLocked
 
     try:
         async with embedded_daemon(settings) as url:
-            return await _run(args, url, settings.token)
+            code, final = await _run(args, url, settings.token)
+            return await _after_the_run(args, code, final)
     except StoreLocked as exc:  # an `agentd serve` owns it: --url runs there instead
         return _fail("run", f"{exc}, or pass --url to run on that daemon")
 
 
-async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
+async def _after_the_run(args: argparse.Namespace, code: int, final: dict[str, Any] | None) -> int:
+    """An in-process run's daemon stops with the command, and a dev server with it: say so,
+    or with --keep serve until Ctrl-C."""
+    dev_url = (final or {}).get("devUrl")
+    if not dev_url or code != EXIT_OK:
+        return code
+    if not args.keep:
+        print(
+            f"agentd run: the dev server at {dev_url} stops now, with this command; "
+            "rerun with --keep to keep it up until Ctrl-C",
+            file=sys.stderr,
+        )
+        return code
+    await _wait_for_interrupt(
+        lambda: print(
+            f"agentd run: keeping {dev_url} up; press Ctrl-C to stop it and exit.",
+            file=sys.stderr,
+            flush=True,
+        )
+    )
+    return code
+
+
+async def _run(
+    args: argparse.Namespace, url: str, token: str | None
+) -> tuple[int, dict[str, Any] | None]:
+    """Run the agent on the daemon at `url`: (exit code, the run's `complete` event)."""
     from runtime.client import APIError, AsyncClient, AuthenticationError, NetworkError
 
     start: dict[str, Any] = {"agent": args.agent or RUN_AGENT_SLUG, "prompt": args.prompt}
@@ -446,7 +542,7 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
     config = {"maxTurns": args.max_turns, "maxTokens": args.max_tokens}
     if any(v is not None for v in config.values()):
         start["config"] = {k: v for k, v in config.items() if v is not None}
-    async with AsyncClient(url, token, max_retries=RECONNECT_ATTEMPTS) as client:
+    async with AsyncClient(url, token, max_retries=0) as client:
         try:
             if args.model:
                 spec: dict[str, Any] = {
@@ -465,7 +561,7 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
                 if not token
                 else "the daemon refused the token given by --token or AGENTD_TOKEN"
             )
-            return _fail("run", f"{exc.message} ({hint})")
+            return _fail("run", f"{exc.message} ({hint})"), None
         except APIError as exc:
             # The request was wrong (bad agent, thread, token…) → usage; the daemon could
             # not take it now (busy thread 409, full queue 429, 5xx) → the run failed.
@@ -474,12 +570,12 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
                 if 400 <= exc.status < 500 and exc.status not in (409, 429)
                 else EXIT_FAILED
             )
-            return _fail("run", exc.message, code)
+            return _fail("run", exc.message, code), None
         except NetworkError as exc:
-            return _fail("run", exc.message, EXIT_FAILED)
+            return _fail("run", exc.message, EXIT_FAILED), None
     if interrupted:
-        return EXIT_INTERRUPTED
-    return watcher.exit_code(final)
+        return EXIT_INTERRUPTED, final
+    return watcher.exit_code(final), final
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -556,7 +652,7 @@ async def _demo(args: argparse.Namespace, settings: Settings, model: str | None)
     say(f"model: {model or 'recorded cassette (offline)'}\n")
     async with (
         embedded_daemon(settings) as url,
-        AsyncClient(url, settings.token, max_retries=RECONNECT_ATTEMPTS) as client,
+        AsyncClient(url, settings.token, max_retries=0) as client,
     ):
         await client.agents.upsert(demo_agent(model))
         watcher = RunWatcher(client, as_json=args.json)
@@ -630,13 +726,21 @@ def add_tool_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "tool",
         help="call one tool directly and print its result",
-        description="Call one core tool with JSON arguments, as the model would, and print the "
-        "text the model would read (events such as live output and file edits go to stderr). "
+        description="Call one core tool with JSON arguments, as the model would. A command's "
+        "output (exec_command) streams to stdout and its exit status to stderr; other tools "
+        "print the text the model would read, and file edits show as diffs on stderr. "
         "Processes the tool starts are stopped when the command exits (also on Ctrl-C). "
-        "Exit status: 0 ok, 1 the tool returned an error, 2 usage error, 130 interrupted.",
+        "Exit status: 0 ok, 1 the tool returned an error, the command exited non-zero or was "
+        "still running, 2 usage error, 130 interrupted.",
     )
     parser.add_argument("name", help="tool name, e.g. exec_command, apply_patch, read_file")
-    parser.add_argument("arguments", nargs="?", default="{}", help="JSON object of arguments")
+    parser.add_argument(
+        "arguments",
+        nargs="?",
+        default="{}",
+        help="JSON object of arguments; - reads them from stdin, @FILE from a file (for "
+        "apply_patch, a patch there is taken as its input)",
+    )
     parser.add_argument("--workspace", default=".", help="workspace root (default: .)")
     parser.add_argument("--json", action="store_true", help="print {output, isError, data} as JSON")
     parser.set_defaults(func=cmd_tool)
@@ -645,57 +749,256 @@ def add_tool_parser(subparsers: Any) -> None:
 def cmd_tool(args: argparse.Namespace) -> int:
     from tools.base import core_tool_names
 
-    try:
-        arguments = json.loads(args.arguments)
-    except json.JSONDecodeError as exc:
-        return _fail("tool", f"arguments are not valid JSON: {exc}")
-    if not isinstance(arguments, dict):
-        return _fail("tool", 'arguments must be a JSON object, e.g. \'{"cmd": "ls"}\'')
     if args.name not in core_tool_names():
         return _fail("tool", f"unknown tool {args.name!r}; tools: {', '.join(core_tool_names())}")
+    try:
+        arguments = tool_arguments(args.name, args.arguments)
+    except ValueError as exc:
+        return _fail("tool", str(exc))
     workspace = Path(args.workspace)
     if not workspace.is_dir():
         return _fail("tool", f"workspace {workspace} is not a directory")
     return run_until_done(_tool(args.name, arguments, workspace, as_json=args.json))
 
 
+def tool_arguments(tool: str, given: str) -> dict[str, Any]:
+    """The tool's arguments from the command line: JSON, or JSON / a patch from - or @FILE."""
+    from_elsewhere = given == "-" or given.startswith("@")
+    text = read_text_argument(given, "the arguments")
+    try:
+        arguments = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if from_elsewhere and tool == "apply_patch":
+            return {"input": text}
+        raise ValueError(f"arguments are not valid JSON: {exc}") from None
+    if not isinstance(arguments, dict):
+        raise ValueError('arguments must be a JSON object, e.g. \'{"cmd": "ls"}\'')
+    return arguments
+
+
+COMMAND_TOOLS = ("exec_command", "write_stdin", "bash")
+
+
 async def _tool(name: str, arguments: dict[str, Any], workspace: Path, *, as_json: bool) -> int:
+    from runtime.render import EventRenderer
     from tools.base import Toolbox
 
+    renderer = EventRenderer(sys.stderr, color=_use_color(sys.stderr))
+    streamed: list[str] = []
+
     def show_event(event: dict[str, Any]) -> None:
-        if event.get("type") == "tool_output":
-            sys.stderr.write(str(event.get("chunk", "")))
-        else:
+        if as_json:
             sys.stderr.write(json.dumps(event, ensure_ascii=False) + "\n")
+        elif event.get("type") == "tool_output":
+            # A command's own output is this command's output.
+            chunk = str(event.get("chunk", "")).replace("\r\n", "\n")
+            streamed.append(chunk)
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        else:
+            renderer.render(event)
         sys.stderr.flush()
 
     async with Toolbox(workspace, on_event=show_event) as box:
         result = await box.call(name, arguments, call_id="cli")
+    data = result.data or {}
     if as_json:
         print(
             json.dumps(
-                {"output": result.output, "isError": result.is_error, "data": result.data},
+                {"output": result.output, "isError": result.is_error, "data": data},
                 ensure_ascii=False,
                 default=str,
             )
         )
+    elif name in COMMAND_TOOLS and not result.is_error:
+        # The output has streamed to stdout already: only how the command ended, on stderr.
+        if streamed and not streamed[-1].endswith("\n"):
+            print()
+        header = result.output.split("\nOutput:", 1)[0]
+        print(header, file=sys.stderr)
     else:
         print(result.output)
-    return EXIT_FAILED if result.is_error else EXIT_OK
+    if result.is_error:
+        return EXIT_FAILED
+    if name in COMMAND_TOOLS and data.get("session_id") is not None:
+        print(
+            f"agentd tool: the command was still running (session {data['session_id']}) when "
+            "its wait ended, and it has been stopped now that agentd tool exits; give a longer "
+            '"yield_time_ms" (up to 30000) to let it finish',
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if name in COMMAND_TOOLS and data.get("exit_code") not in (None, 0):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- runs and threads --------------------------------------------------------------------------
+
+
+def add_daemon_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", help="the daemon (env: AGENTD_URL; default: http://127.0.0.1:7777)"
+    )
+    parser.add_argument("--token", help="the daemon's API token (env: AGENTD_TOKEN)")
+    parser.add_argument("--json", action="store_true", help="print the records as JSON lines")
+
+
+def add_runs_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "runs",
+        help="list the runs a daemon holds, newest first",
+        description="List a running daemon's run history, newest first, as a table (or "
+        "JSON lines with --json). Exit status: 0 ok, 1 the daemon could not be reached, "
+        "2 usage error (including a refused token).",
+    )
+    parser.add_argument("--agent", metavar="SLUG", help="only this agent's runs")
+    parser.add_argument(
+        "--status",
+        choices=["queued", "running", "paused", "completed", "failed", "cancelled", "interrupted"],
+        help="only runs in this status",
+    )
+    parser.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
+    add_daemon_flags(parser)
+    parser.set_defaults(func=cmd_runs)
+
+
+def add_threads_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "threads",
+        help="list the threads a daemon holds",
+        description="List a running daemon's threads (the conversations runs continue), as a "
+        "table (or JSON lines with --json). Exit status: 0 ok, 1 the daemon could not be "
+        "reached, 2 usage error (including a refused token).",
+    )
+    parser.add_argument("--agent", metavar="SLUG", help="only this agent's threads")
+    add_daemon_flags(parser)
+    parser.set_defaults(func=cmd_threads)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        return _fail("runs", "--limit must be at least 1")
+
+    def rows(client: Any) -> list[dict[str, Any]]:
+        listed = client.runs.list_all(agent=args.agent, status=args.status, page_size=args.limit)
+        return list(itertools.islice(listed, args.limit))
+
+    def table(runs: list[dict[str, Any]]) -> list[list[str]]:
+        lines = [["RUN", "STATUS", "AGENT", "AGE", "TOKENS", "PROMPT"]]
+        for run in runs:
+            usage = run.get("usage") or {}
+            tokens = int(usage.get("inputTokens", 0)) + int(usage.get("outputTokens", 0))
+            prompt = " ".join(str(run.get("prompt") or "").split())
+            lines.append(
+                [
+                    run["runId"],
+                    run["status"],
+                    run["agent"],
+                    _age(run.get("createdAt")),
+                    str(tokens),
+                    prompt if len(prompt) <= 50 else prompt[:49] + "…",
+                ]
+            )
+        return lines
+
+    return _list_command("runs", args, rows, table)
+
+
+def cmd_threads(args: argparse.Namespace) -> int:
+    def rows(client: Any) -> list[dict[str, Any]]:
+        return list(client.threads.list(agent=args.agent))
+
+    def table(threads: list[dict[str, Any]]) -> list[list[str]]:
+        lines = [["THREAD", "AGENT", "MESSAGES", "UPDATED"]]
+        for thread in threads:
+            lines.append(
+                [
+                    thread["id"],
+                    thread["agent"],
+                    str(thread.get("messageCount", 0)),
+                    _age(thread.get("updatedAt")) + " ago",
+                ]
+            )
+        return lines
+
+    return _list_command("threads", args, rows, table)
+
+
+def _list_command(
+    command: str,
+    args: argparse.Namespace,
+    rows: Callable[[Any], list[dict[str, Any]]],
+    table: Callable[[list[dict[str, Any]]], list[list[str]]],
+) -> int:
+    from runtime.client import APIError, AuthenticationError, Client, NetworkError
+
+    try:
+        with Client(args.url, args.token, max_retries=0) as client:
+            records = rows(client)
+    except AuthenticationError as exc:
+        return _fail(command, f"{exc.message} (pass --token or set AGENTD_TOKEN)")
+    except APIError as exc:
+        return _fail(command, exc.message, EXIT_USAGE if exc.status < 500 else EXIT_FAILED)
+    except NetworkError as exc:
+        return _fail(command, exc.message, EXIT_FAILED)
+    except ValueError as exc:  # a bad AGENTD_TIMEOUT / AGENTD_MAX_RETRIES
+        return _fail(command, str(exc))
+    if args.json:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
+        return EXIT_OK
+    if not records:
+        print(f"no {command}", file=sys.stderr)
+        return EXIT_OK
+    lines = table(records)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+    return EXIT_OK
+
+
+def _age(timestamp: str | None) -> str:
+    """How long ago `timestamp` (ISO 8601) was: 42s, 5m, 3h, 2d."""
+    if not timestamp:
+        return "?"
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    seconds = max(0.0, (datetime.now(UTC) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 # -- entry point -----------------------------------------------------------------------------
+
+
+def agentd_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("runtools-agentd")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentd", description="agentd: the in-sandbox agent runtime daemon"
     )
+    parser.add_argument("--version", action="version", version=f"agentd {agentd_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(subparsers)
     add_run_parser(subparsers)
     add_demo_parser(subparsers)
     add_tool_parser(subparsers)
+    add_runs_parser(subparsers)
+    add_threads_parser(subparsers)
     return parser
 
 

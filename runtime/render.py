@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
+
+import anyio
 
 RESET = "\x1b[0m"
 STYLES = {
@@ -45,6 +49,12 @@ class EventRenderer:
         self._tool_names: dict[str, str] = {}
         self.final: dict[str, Any] | None = None
         self._started_ts: str | None = None
+        self._dev_urls_shown: set[str] = set()
+
+    @property
+    def at_line_start(self) -> bool:
+        """Whether the cursor is at the start of a line (nothing is streaming mid-line)."""
+        return self._at_line_start
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -157,6 +167,7 @@ class EventRenderer:
 
     def _on_dev_url(self, event: dict[str, Any]) -> None:
         self._end_stream()
+        self._dev_urls_shown.add(str(event.get("url")))
         self._write("🌐 dev server: " + self._style(str(event.get("url")), "url") + "\n")
 
     def _on_input(self, event: dict[str, Any]) -> None:
@@ -187,9 +198,98 @@ class EventRenderer:
             parts.append(f"{seconds:.1f} s")
         colour = "green" if status == "completed" else "red"
         self._block("■ " + " · ".join(parts), "bold", colour)
-        if event.get("devUrl"):
+        if event.get("devUrl") and str(event["devUrl"]) not in self._dev_urls_shown:
             self._end_stream()
             self._write("  dev URL: " + self._style(str(event["devUrl"]), "url") + "\n")
+
+
+SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class Spinner:
+    """On a terminal, while a run is quiet: `⠋ waiting for the model · 4s · Ctrl-C cancels`
+    (or `running exec_command`), redrawn in place by `run()` and erased before the next
+    output. It only draws at the start of a line, so it never cuts into streamed text."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        renderer: EventRenderer,
+        *,
+        delay: float = 0.5,
+        interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.out = out
+        self.renderer = renderer
+        self.delay = delay
+        self.interval = interval
+        self.clock = clock
+        self.label = "waiting for the model"
+        self.since = clock()  # when the current wait began
+        self.quiet_since = self.since  # when the last output was shown
+        self.shown = False
+        self.stopped = False
+        self._frame = 0
+        self._tools: dict[str, str] = {}
+
+    def before(self, event: dict[str, Any]) -> None:
+        """Called before `event` is rendered: erase the spinner, and note what is awaited."""
+        self.clear()
+        now = self.clock()
+        self.quiet_since = now
+        kind = event.get("type")
+        label = self.label
+        if kind == "tool_call":
+            tool = str(event.get("tool", "tool"))
+            self._tools[str(event.get("callId"))] = tool
+            label = f"running {tool}"
+        elif kind == "tool_result":
+            self._tools.pop(str(event.get("callId")), None)
+            label = f"running {next(iter(self._tools.values()))}" if self._tools else ""
+            label = label or "waiting for the model"
+        elif kind == "status":
+            label = "paused" if event.get("status") == "paused" else "waiting for the model"
+        elif kind in ("run_started", "input"):
+            label = "waiting for the model"
+        elif kind == "complete":
+            self.stopped = True
+        if label != self.label:
+            self.label = label
+            self.since = now
+
+    def frame(self) -> str:
+        elapsed = int(self.clock() - self.since)
+        glyph = SPINNER_FRAMES[self._frame % len(SPINNER_FRAMES)]
+        self._frame += 1
+        return f"{glyph} {self.label} · {elapsed}s · Ctrl-C cancels"
+
+    def tick(self) -> None:
+        """Draw the next frame if the run has been quiet long enough."""
+        if self.stopped or not self.renderer.at_line_start:
+            return
+        if self.clock() - self.quiet_since < self.delay:
+            return
+        text = self.frame()
+        styled = f"\x1b[2m{text}\x1b[0m" if self.renderer.color else text
+        self.out.write("\r" + styled + "\x1b[K")
+        self.out.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.out.write("\r\x1b[K")
+            self.out.flush()
+            self.shown = False
+
+    async def run(self) -> None:
+        """Tick until cancelled (the watcher owns this task and cancels it at the end)."""
+        try:
+            while True:
+                await anyio.sleep(self.interval)
+                self.tick()
+        finally:
+            self.clear()
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

@@ -78,6 +78,8 @@ from runtime.providers.tool_calls import arguments_json
 CASSETTE_HEADER = "# agentd cassette v1: one model turn per line (see runtime/providers/replay.py)"
 _PART: TypeAdapter[Any] = TypeAdapter(Part)
 _WORDS = re.compile(r"\S+\s*|\s+")
+# What a person can do about a divergence (the registry reads AGENTD_REPLAY_STRICT).
+STRICT_HINT = " (AGENTD_REPLAY_STRICT=0 serves the recorded turns in order regardless)"
 
 
 # -- the request fingerprint -----------------------------------------------------------------
@@ -287,7 +289,7 @@ class ReplayProvider:
             return (
                 f"replay diverged at model turn {turn_no}: the cassette {self.path} has only "
                 f"{len(turns)} turn(s) and none matches this conversation"
-            )
+            )  # no turn is left to continue with: AGENTD_REPLAY_STRICT=0 would not help
         where = f"replay diverged at model turn {turn_no} ({self.path} line {expected.line})"
         recorded = expected.request or {}
         reasons: list[str] = []
@@ -310,7 +312,7 @@ class ReplayProvider:
                 )
         if not reasons:
             reasons.append("the request hash differs")
-        return f"{where}: " + "; ".join(reasons)
+        return f"{where}: " + "; ".join(reasons) + STRICT_HINT
 
 
 def _describe(message: Message) -> str:

@@ -86,6 +86,7 @@ def test_completed_run_renders_for_a_person(
     assert "wrote it\n✓ exec_command (" in out
     assert "All done.\n■ status completed · 2 iterations · 200 in / 20 out tokens" in out
     assert "\x1b[" not in out  # not a terminal: no colours
+    assert "Ctrl-C cancels" not in out  # nor a spinner
     assert (workspace / "made.txt").read_text() == "made-by-run\n"
 
 
@@ -116,6 +117,7 @@ def test_a_diverging_cassette_fails_the_run(
     assert main(run_argv(f"replay:{tape}", workspace, state_dir)) == 1
     out = capsys.readouterr().out
     assert "replay diverged at model turn 1" in out
+    assert "AGENTD_REPLAY_STRICT=0" in out  # what a person can do about it
     assert "■ status failed" in out
 
 

@@ -23,6 +23,7 @@ def test_an_unusable_state_dir_is_named(
     assert main([*argv, "--state-dir", str(blocker / "state")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"agentd serve: cannot use the state dir {blocker / 'state'}: ")
+    assert "choose another with --state-dir or AGENTD_STATE_DIR" in err
     assert "cannot listen" not in err
 
 

@@ -1,8 +1,11 @@
-"""`agentd tool NAME '{json}'`: one tool call, its text on stdout, its events on stderr, and
-the exit status 0 (ok), 1 (the tool returned an error) or 2 (usage error)."""
+"""`agentd tool NAME '{json}'`: one tool call. A command's output on stdout (once) and how it
+ended on stderr; other tools' text on stdout and their events rendered on stderr; exit status
+0 (ok), 1 (the tool returned an error, the command exited non-zero or was still running) or
+2 (usage error)."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -24,10 +27,11 @@ def test_console_script_runs_a_command_in_the_workspace(workspace: Path) -> None
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    assert "Process exited with code 0" in result.stdout
-    assert "tool-ran" in result.stdout
+    assert "Process exited with code 0" in result.stderr
+    # The command's output, once, as the command wrote it; nothing else on stdout.
+    assert result.stdout.count("tool-ran") == 1 and "tool-ran" not in result.stderr
     # --workspace defaults to the current directory
-    assert f"\n{workspace.parent.resolve()}\n" in result.stdout.replace("\r", "")
+    assert result.stdout == f"tool-ran\n{workspace.parent.resolve()}\n"
 
 
 def test_workspace_flag_and_events_on_stderr(
@@ -38,8 +42,9 @@ def test_workspace_flag_and_events_on_stderr(
     assert (workspace / "notes" / "hello.txt").read_text() == "hi\n"
     captured = capsys.readouterr()
     assert "notes/hello.txt" in captured.out
-    edits = [e for e in json_lines(captured.err) if e.get("type") == "file_edit"]
-    assert [(e["path"], e["action"]) for e in edits] == [("notes/hello.txt", "create")]
+    # The edit renders as `agentd run` shows it: a diff, not JSON.
+    assert "✎ create notes/hello.txt\n" in captured.err and "  +hi\n" in captured.err
+    assert "{" not in captured.err
 
 
 def test_a_tool_error_exits_1(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,11 +62,51 @@ def test_arguments_the_tool_rejects_exit_1(
     assert "missing required field 'cmd'" in capsys.readouterr().out
 
 
-def test_a_failing_command_is_not_a_tool_error(
+def test_a_command_that_exits_non_zero_exits_1(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["tool", "exec_command", '{"cmd": "exit 3"}', "--workspace", str(workspace)]) == 0
-    assert "Process exited with code 3" in capsys.readouterr().out
+    assert main(["tool", "exec_command", '{"cmd": "exit 3"}', "--workspace", str(workspace)]) == 1
+    assert "Process exited with code 3" in capsys.readouterr().err
+
+
+def test_a_command_still_running_when_the_wait_ends_is_stopped_and_said_so(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = json.dumps({"cmd": "echo started; sleep 30", "yield_time_ms": 300})
+    assert main(["tool", "exec_command", args, "--workspace", str(workspace)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "started\n"
+    assert "the command was still running (session 1)" in captured.err
+    assert "has been stopped" in captured.err and "yield_time_ms" in captured.err
+
+
+PATCH = """*** Begin Patch
+*** Add File: hello.py
++print("hello")
+*** End Patch
+"""
+
+
+def test_apply_patch_reads_the_patch_from_a_file_or_stdin(
+    workspace: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    patch_file = tmp_path / "hello.patch"
+    patch_file.write_text(PATCH)
+    assert main(["tool", "apply_patch", f"@{patch_file}", "--workspace", str(workspace)]) == 0
+    assert (workspace / "hello.py").read_text() == 'print("hello")\n'
+    captured = capsys.readouterr()
+    assert "✎ create hello.py" in captured.err and '  +print("hello")' in captured.err
+
+    (workspace / "hello.py").unlink()
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"input": PATCH})))
+    assert main(["tool", "apply_patch", "-", "--workspace", str(workspace)]) == 0
+    assert (workspace / "hello.py").exists()
+
+    assert main(["tool", "read_file", f"@{tmp_path / 'none.json'}"]) == 2
+    assert "cannot read the arguments from" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
