@@ -302,6 +302,7 @@ class Store:
         lock_fd: int | None = None,
     ):
         self.path = path
+        self.state_dir = path.parent
         self._lock_fd = lock_fd
         self._writer = writer
         self._reader = reader

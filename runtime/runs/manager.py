@@ -10,6 +10,7 @@ thread each one holds, and answers queries and controls (pause, resume, cancel, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -33,7 +34,7 @@ from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
 from runtime.runs.scheduler import Scheduler, Slot
 from runtime.runs.thread_compaction import compact_thread
 from runtime.runs.threads import RunThreads
-from runtime.runs.toolbox_pool import ToolboxPool
+from runtime.runs.toolbox_pool import ToolboxPool, process_owner_for
 from runtime.runs.transcript import redact_message, tool_calls
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.task_host import HostedTaskGroup
@@ -66,7 +67,10 @@ class RunManager:
     ) -> None:
         self.store = store
         self.workspace = Path(workspace)
-        self.tool_settings = tool_settings or ToolSettings()
+        # The processes of this state dir's runs carry its owner tag (see ToolboxPool).
+        self.tool_settings = dataclasses.replace(
+            tool_settings or ToolSettings(), process_owner=process_owner_for(store.state_dir)
+        )
         self.env: dict[str, str] = dict(os.environ if env is None else env)
         self.cancel_grace = cancel_grace
         self.metrics = RunMetrics()
@@ -106,13 +110,15 @@ class RunManager:
         await self.shutdown(grace=0)
 
     async def start_background(self) -> None:
-        """Mark runs a previous daemon left unfinished as interrupted, then accept runs.
+        """Kill what a previous daemon's runs left running, mark the runs it left unfinished
+        as interrupted, then accept runs.
 
         The runs' task group lives in a host task of its own, so `start_background` and
         `shutdown` may be called from different tasks (e.g. a web app's startup and cleanup
         hooks)."""
         if self._tasks.started:
             raise RuntimeError("the run manager is already started")
+        await self.toolbox_pool.kill_leftovers()
         await self.recover_interrupted()
         await self._tasks.start()
         self._accepting = True

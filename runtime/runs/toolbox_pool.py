@@ -8,12 +8,19 @@ add a delete button" with the server still up). From then on they belong to the 
 it fails, is cancelled or interrupted they are killed with its own. Kept toolboxes are
 bounded (`max_kept`, least recently used closed first) and closed on shutdown or thread
 deletion. A toolbox never crosses threads (a fork gets a new thread).
+
+Every process a toolbox starts carries the tag `<owner>/...` in its environment, where the
+owner is derived from the state dir (`process_owner_for`). A daemon killed with SIGKILL
+cannot kill what its runs left running; the next daemon on the same state dir does, before
+it takes runs (`kill_leftovers`), however those processes detached (nohup, setsid).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +29,7 @@ import anyio
 
 from runtime.agents import AgentSpec
 from tools.base import Tool, Toolbox, ToolSettings
+from tools.processes import kill_tagged
 
 log = logging.getLogger("agentd.runs")
 
@@ -31,6 +39,13 @@ def toolbox_key(spec: AgentSpec) -> str:
     tool definitions, in order). A kept toolbox is handed over only when this is unchanged."""
     tools = [t if isinstance(t, str) else t.model_dump(mode="json") for t in spec.tools]
     return json.dumps({"env": spec.env, "tools": tools}, sort_keys=True)
+
+
+def process_owner_for(state_dir: Path) -> str:
+    """The process-tag owner of the daemon on `state_dir`: the same for every daemon that
+    opens it (the store's lock lets one at a time), different for any other state dir."""
+    digest = hashlib.sha256(os.fsencode(os.path.realpath(state_dir))).hexdigest()
+    return f"agentd-{digest[:16]}"
 
 
 class ToolboxPool:
@@ -55,6 +70,21 @@ class ToolboxPool:
         # built for; least recently used first.
         self._kept: OrderedDict[str, tuple[Toolbox, str]] = OrderedDict()
         self._daemon: Toolbox | None = None
+
+    async def kill_leftovers(self) -> int:
+        """Kill every process a previous daemon with this pool's owner left running (it was
+        killed before it could); returns how many. Call before any run starts."""
+        prefix = self.settings.process_owner + "/"
+        killed = await anyio.to_thread.run_sync(
+            lambda: kill_tagged(lambda tag: tag.startswith(prefix))
+        )
+        if killed:
+            log.warning(
+                "killed %d process(es) a previous daemon left running: %s",
+                len(killed),
+                ", ".join(f"{pid} ({tag})" for pid, tag in sorted(killed.items())),
+            )
+        return len(killed)
 
     async def checkout(
         self, thread_id: str, spec: AgentSpec, extra_tools: Sequence[Tool] = ()

@@ -3,17 +3,21 @@ a timeout and a run's end do to them."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
 
 from runtime.agents import AgentRecord, AgentSpec, CustomToolSpec
+from runtime.messages import Message
 from runtime.providers.base import ModelError
 from runtime.runs import Run, RunConfig, RunManager
+from runtime.runs.toolbox_pool import process_owner_for
 from runtime.store import Store
 from tests.fakes.scripted_provider import (
     Gate,
@@ -24,7 +28,9 @@ from tests.fakes.scripted_provider import (
     tool_turn,
 )
 from tests.runtime.processes import alive, wait_dead
+from tests.tools.leave_processes import ESCAPES
 from tools.base import Tool, ToolArgs, ToolContext, ToolResult
+from tools.processes import kill_tagged
 
 
 async def shell_agent(store: Store) -> AgentRecord:
@@ -486,3 +492,51 @@ async def test_input_during_a_long_command_reaches_the_model_after_its_result(
     roles = [m.role for m in provider.calls[1].messages]
     assert roles == ["user", "assistant", "tool", "user"]
     assert "built" in provider.calls[1].messages[2].tool_results[0].output
+
+
+async def test_a_restarted_manager_kills_what_a_killed_one_left_and_the_thread_keeps_its_turns(
+    tmp_path: Path, workspace: Path, factory: ScriptedFactory
+) -> None:
+    """kill -9 mid-run, after the model's first turn started processes that detached from
+    their commands (nohup, setsid, double forks ignoring SIGTERM/SIGHUP): the next manager on
+    the state dir kills them before it takes runs, and the thread keeps the completed turn."""
+    state = tmp_path / "crash-state"
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "tests.runtime.crash_daemon", str(state), str(workspace)]
+    process = await anyio.open_process([*command, "escapes"], cwd=root)
+    try:
+        assert process.stdout is not None
+        line = b""
+        with anyio.fail_after(60):
+            async for chunk in process.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        started = json.loads(line)
+    finally:
+        process.kill()  # SIGKILL: no cleanup runs in the daemon
+        with anyio.fail_after(10):
+            await process.wait()
+    pids = list(started["pids"].values())
+    try:
+        assert len(pids) == len(ESCAPES) and all(alive(pid) for pid in pids)
+        store = await Store.open(state)
+        try:
+            async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
+                assert not [pid for pid in pids if alive(pid)]  # gone before it took runs
+                assert (await manager.get(started["runId"])).status == "interrupted"
+                kept = await store.thread_messages(started["threadId"])
+                assert [m.role for m in kept] == ["user", "assistant", "tool"]
+                assert len(kept[1].tool_calls) == len(kept[2].tool_results) == len(ESCAPES)
+                assert not any(result.is_error for result in kept[2].tool_results)
+                follow_up = factory.add(text_turn("picking up"))
+                run = await manager.start(
+                    "crashy", prompt="continue", thread_id=started["threadId"]
+                )
+                assert (await manager.wait(run.run_id)).status == "completed"
+                assert follow_up.calls[0].messages == [*kept, Message.user("continue")]
+        finally:
+            await store.close()
+    finally:
+        owner = process_owner_for(state) + "/"
+        kill_tagged(lambda tag: tag.startswith(owner))
