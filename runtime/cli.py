@@ -56,6 +56,14 @@ SERVE_FIELDS = (
 )
 
 
+# `agentd connect`: the link's own settings, then serve's but the host (always loopback).
+CONNECT_FIELDS = (
+    "control_plane",
+    "device_id",
+    *(name for name in SERVE_FIELDS if name != "host"),
+)
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) -> None:
     """One `--flag` per setting, defaulting to None so the environment and the defaults
     apply (`Settings.load` does the layering and the validation)."""
@@ -132,6 +140,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     finally:
         gc.enable()
+
+
+# -- connect ---------------------------------------------------------------------------------
+
+
+def add_connect_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "connect",
+        help="run the daemon and dial out to the control plane (local-mac mode)",
+        description="Run the whole daemon (its local API on 127.0.0.1) and keep a link to the "
+        "control plane, which sends its requests over it: a WebSocket to "
+        '{control plane}/v1/devices/{device id}/link (docs/design.md, "The link"). '
+        "Persisted thread events are pushed to the control plane. Exit status: 0 stopped by "
+        "SIGTERM/SIGINT, 1 the control plane refused the token, 2 usage error.",
+    )
+    add_settings_flags(parser, CONNECT_FIELDS)
+    parser.set_defaults(func=cmd_connect)
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args, CONNECT_FIELDS)
+        settings.host = "127.0.0.1"
+        missing = [
+            "--" + name.replace("_", "-") + " / " + env_names(name)[0]
+            for name in ("control_plane", "device_id", "token")
+            if getattr(settings, name) is None
+        ]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)}")
+        settings.check()
+        check_directories(settings)
+    except ConfigError as exc:
+        print(f"agentd connect: {exc}", file=sys.stderr)
+        return 2
+    from runtime.daemon import configure_logging, daemon_secrets, serve
+    from runtime.link.connect import LinkTarget, link_companion
+    from runtime.store import StoreLocked
+    from tools.processes import become_subreaper
+
+    assert settings.control_plane and settings.device_id and settings.token
+    target = LinkTarget(settings.control_plane, settings.device_id, settings.token)
+    configure_logging(settings.log_level, daemon_secrets(settings, os.environ))
+    become_subreaper()
+    try:
+        return asyncio.run(serve(settings, companion=link_companion(settings, target)))
+    except StoreLocked as exc:
+        print(f"agentd connect: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"agentd connect: cannot listen on 127.0.0.1:{settings.port}: {exc} "
+            "(--port 0 picks a free port)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def resume_gc_after_start(url: str) -> None:
@@ -994,6 +1058,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agentd {agentd_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(subparsers)
+    add_connect_parser(subparsers)
     add_run_parser(subparsers)
     add_demo_parser(subparsers)
     add_tool_parser(subparsers)

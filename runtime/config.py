@@ -80,6 +80,12 @@ class Settings(BaseModel):
     custom_tool_timeout: float = Field(
         30.0, gt=0, description="seconds one custom tool call may take"
     )
+    control_plane: str | None = Field(
+        None, description="agentd connect: the control plane's base URL (http or https)"
+    )
+    device_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._~-]{1,128}$", description="agentd connect: this device's id"
+    )
 
     @field_validator("workspace", "state_dir", mode="after")
     @classmethod
@@ -99,6 +105,18 @@ class Settings(BaseModel):
 
             UrlAllowList.parse(value)  # a bad entry is a ValueError naming it
         return value
+
+    @field_validator("control_plane", mode="after")
+    @classmethod
+    def _http_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlparse
+
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http:// or https:// URL, e.g. https://cp.example.com")
+        return value.rstrip("/")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -14,8 +14,9 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
+import anyio
 from aiohttp import web
 
 from runtime.api.app import create_app, drain
@@ -25,6 +26,10 @@ from runtime.events import Redactor
 from tools.base import daemon_environ
 
 log = logging.getLogger("agentd")
+
+# Runs beside the API once it listens: given the application and its URL, returns the exit
+# status the daemon should end with when it ends by itself.
+Companion = Callable[[web.Application, str], Awaitable[int]]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs rid=%{X-Request-ID}o'
@@ -103,11 +108,14 @@ async def serve(
     on_ready: Callable[[str], object] | None = None,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    companion: Companion | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT (or `stop` is set). Returns the exit status (0).
 
     With `handle_signals=False` only `stop` ends it: for callers that embed the daemon and
-    give Ctrl-C their own meaning (`agentd run`, `agentd demo`)."""
+    give Ctrl-C their own meaning (`agentd run`, `agentd demo`). A `companion` runs beside the
+    API once it listens (`agentd connect`'s link), is cancelled at shutdown, and when it ends
+    by itself the daemon shuts down with the exit status it returned."""
     settings.check()
     app = create_app(settings)
     runner = web.AppRunner(
@@ -144,8 +152,19 @@ async def serve(
             installed.append(signum)
         except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
             pass
+    status = 0
+
+    async def accompany(companion: Companion) -> None:
+        nonlocal status
+        status = await companion(app, url)
+        stop.set()
+
     try:
-        await stop.wait()
+        async with anyio.create_task_group() as companions:
+            if companion is not None:
+                companions.start_soon(accompany, companion)
+            await stop.wait()
+            companions.cancel_scope.cancel()
         log.info("shutting down: new runs refused, %.1fs grace", settings.shutdown_grace)
         await drain(app, settings.shutdown_grace)
     finally:
@@ -153,7 +172,7 @@ async def serve(
             loop.remove_signal_handler(signum)
         await runner.cleanup()  # closes connections, then the store
     log.info("agentd stopped")
-    return 0
+    return status
 
 
 def _on_signal(signum: int, stop: asyncio.Event) -> None:
