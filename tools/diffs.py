@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 CONTEXT_LINES = 3
 NO_NEWLINE_MARKER = "\\ No newline at end of file\n"
@@ -39,10 +40,44 @@ def keepends_lines(text: str) -> list[str]:
     return out
 
 
+class TextLines(Sequence[str]):
+    """The lines of `text` as `keepends_lines` gives them, without building them all: the
+    text is split once (in C) and a line gets its ending back only when it is read. Diffs
+    read the lines around the changes, not the whole file."""
+
+    def __init__(self, text: str, *, parts: list[str] | None = None) -> None:
+        """`parts`: `text.split("\\n")` when the caller has it already."""
+        self._parts = text.split("\n") if parts is None else parts
+        self._complete = len(self._parts) - 1  # parts that had a "\n" after them
+        self._len = self._complete if self._parts[-1] == "" else len(self._parts)
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self._line(i) for i in range(*index.indices(self._len))]
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError("line index out of range")
+        return self._line(index)
+
+    def _line(self, index: int) -> str:
+        part = self._parts[index]
+        return part + "\n" if index < self._complete else part
+
+
 def diff_texts(old: str | None, new: str | None, path: str, *, old_path: str | None = None) -> Diff:
     """Diff two versions of a file; `old=None` is a creation, `new=None` a deletion."""
-    a = keepends_lines(old or "")
-    b = keepends_lines(new or "")
+    a = TextLines(old or "")
+    b = TextLines(new or "")
     return diff_regions(
         a,
         b,
@@ -117,23 +152,31 @@ def _raw_opcodes(
     for i1, i2, j1, j2 in regions:
         yield ("equal", i, i1, j, j1)
         # trim what the region's two sides share at the head and tail before difflib
-        while i1 < i2 and j1 < j2 and a[i1] == b[j1]:
-            yield ("equal", i1, i1 + 1, j1, j1 + 1)
-            i1 += 1
-            j1 += 1
-        tail: list[Opcode] = []
-        while i2 > i1 and j2 > j1 and a[i2 - 1] == b[j2 - 1]:
-            tail.append(("equal", i2 - 1, i2, j2 - 1, j2))
-            i2 -= 1
-            j2 -= 1
-        if i1 == i2 or j1 == j2:
-            yield ("delete" if j1 == j2 else "insert", i1, i2, j1, j2)
+        old, new = a[i1:i2], b[j1:j2]
+        head = 0
+        while head < len(old) and head < len(new) and old[head] == new[head]:
+            head += 1
+        tail = 0
+        while (
+            tail < len(old) - head
+            and tail < len(new) - head
+            and old[len(old) - 1 - tail] == new[len(new) - 1 - tail]
+        ):
+            tail += 1
+        if head:
+            yield ("equal", i1, i1 + head, j1, j1 + head)
+        x1, x2, y1, y2 = i1 + head, i2 - tail, j1 + head, j2 - tail
+        if x1 == x2 or y1 == y2:
+            yield ("delete" if y1 == y2 else "insert", x1, x2, y1, y2)
         else:
-            matcher = difflib.SequenceMatcher(None, a[i1:i2], b[j1:j2], autojunk=False)
-            for tag, x1, x2, y1, y2 in matcher.get_opcodes():
-                yield (tag, i1 + x1, i1 + x2, j1 + y1, j1 + y2)
-        yield from reversed(tail)
-        i, j = i2 + len(tail), j2 + len(tail)
+            matcher = difflib.SequenceMatcher(
+                None, old[head : len(old) - tail], new[head : len(new) - tail], autojunk=False
+            )
+            for tag, k1, k2, m1, m2 in matcher.get_opcodes():
+                yield (tag, x1 + k1, x1 + k2, y1 + m1, y1 + m2)
+        if tail:
+            yield ("equal", x2, i2, y2, j2)
+        i, j = i2, j2
     yield ("equal", i, len(a), j, len(b))
 
 

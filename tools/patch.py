@@ -24,6 +24,7 @@ import bisect
 import codecs
 import difflib
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from unidiff.patch import Hunk as UnidiffHunk
 from unidiff.patch import PatchedFile, PatchSet
 
 from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult, register_tool
-from tools.diffs import diff_regions, diff_texts, keepends_lines
+from tools.diffs import TextLines, diff_regions, diff_texts
 from tools.textfile import (
     BinaryFileError,
     FileWrite,
@@ -531,6 +532,7 @@ class LineIndex:
         self.lines = lines
         self._normalised: dict[int, list[str]] = {0: lines}
         self._positions: dict[int, dict[str, list[int]]] = {}
+        self._counts: Counter[str] | None = None
 
     def normalised(self, level: int) -> list[str]:
         if level not in self._normalised:
@@ -546,6 +548,33 @@ class LineIndex:
                 table.setdefault(line, []).append(i)
             self._positions[level] = table
         return table
+
+    def only_exact(self, pattern: list[str], start: int, expected: int | None) -> int | None:
+        """Where `pattern` occurs exactly at or after `start`, if it occurs exactly once in the
+        whole file (so the match is not ambiguous); None when that is not the case or cannot be
+        told cheaply, and the caller searches level by level.
+
+        The common case of a patch (its context is in the file as written, at the stated line)
+        costs a count of the file's lines and a comparison, without the lookup tables.
+        """
+        if not pattern:
+            return None
+        if self._counts is None:
+            self._counts = Counter(self.lines)
+        counts = self._counts
+        offset = min(range(len(pattern)), key=lambda k: counts[pattern[k]])
+        if counts[pattern[offset]] != 1:
+            return None
+        size = len(pattern)
+        if expected is not None and start <= expected:
+            if self.lines[expected : expected + size] == pattern:
+                return expected
+        try:
+            at = self.lines.index(pattern[offset], start + offset)
+        except ValueError:
+            return None
+        first = at - offset
+        return first if self.lines[first : first + size] == pattern else None
 
     def matches(self, pattern: Sequence[str], level: int, start: int = 0) -> Iterator[int]:
         """Positions >= start where `pattern` occurs at `level`, in order."""
@@ -627,16 +656,26 @@ class HunkMismatch(Exception):
     """A hunk could not be placed; the message explains why (without the file name)."""
 
 
-def apply_hunks(
-    text: str, hunks: Sequence[Hunk], *, nearest_hint: bool
-) -> tuple[str, list[tuple[int, int, int, int]], list[str]]:
-    """Apply `hunks` to `text`: (new text, changed regions as line ranges, notes).
+@dataclass
+class AppliedHunks:
+    """The outcome of `apply_hunks`."""
+
+    text: str
+    # the changed line ranges (i1, i2, j1, j2), old lines i1:i2 became new lines j1:j2
+    regions: list[tuple[int, int, int, int]]
+    notes: list[str]
+    # the old text's lines, split once while applying and reused for the diff
+    old_lines: TextLines
+
+
+def apply_hunks(text: str, hunks: Sequence[Hunk], *, nearest_hint: bool) -> AppliedHunks:
+    """Apply `hunks` to `text`: the new text, the changed regions and notes.
 
     `nearest_hint`: when a hunk matches in several places, take the one nearest its line
     number hint (unified diffs) rather than the first after the previous hunk (envelopes).
     Raises `HunkMismatch` for the first hunk that does not fit.
     """
-    lines, endings = split_lines(text)
+    raw, lines = _file_lines(text)
     newline = detect_newline(text)
     index = LineIndex(lines)
     placements: list[_Placement] = []
@@ -680,8 +719,8 @@ def apply_hunks(
             drift = start - hunk.hint
         placements.append(_Placement(start, len(old), hunk, body))
         cursor = start + len(old)
-    new_text, regions = _assemble(lines, endings, newline, placements)
-    return new_text, regions, notes
+    new_text, regions = _assemble(raw, lines, newline, placements)
+    return AppliedHunks(new_text, regions, notes, TextLines(text, parts=raw))
 
 
 def _find_anchors(index: LineIndex, hunk: Hunk, cursor: int) -> int:
@@ -713,6 +752,10 @@ def _locate(
     index: LineIndex, old: list[str], at_eof: bool, cursor: int, expected: int | None
 ) -> tuple[int, int, list[int]] | None:
     """(start, level, other matching starts) for `old`, or None."""
+    if not at_eof:
+        only = index.only_exact(old, cursor, expected)
+        if only is not None:
+            return only, 0, []
     if at_eof:
         end_start = len(index.lines) - len(old)
         for level in range(len(LEVELS)):
@@ -779,51 +822,85 @@ def _describe_mismatch(index: LineIndex, hunk: Hunk, cursor: int) -> str:
     return message
 
 
+def _file_lines(text: str) -> tuple[list[str], list[str]]:
+    """`text.split("\\n")` (each part but the last had a newline after it) and the file's
+    lines as hunks compare them, without their endings (a CRLF's "\\r" included)."""
+    raw = text.split("\n")
+    if "\r" in text:
+        return raw, split_lines(text)[0]
+    return raw, raw[:-1] if raw[-1] == "" else list(raw)
+
+
 def _assemble(
+    raw: list[str],
     lines: list[str],
-    endings: list[str],
     newline: str,
     placements: list[_Placement],
 ) -> tuple[str, list[tuple[int, int, int, int]]]:
-    out_lines: list[str] = []
-    out_endings: list[str] = []
+    """The new text: unchanged stretches are copied as whole slices of the old text, and only
+    the hunks' own lines are handled one by one."""
+    total = len(lines)
+    complete = len(raw) - 1  # lines 0 .. complete-1 end with "\n"; a line `complete` has none
+    pieces: list[str] = []
     regions: list[tuple[int, int, int, int]] = []
-    had_final_newline = not endings or endings[-1] != ""
-    final_newline = had_final_newline
+    out_count = 0
+    # the last line written so far: is its text empty, and its ending ("" = none yet)
+    last_empty, last_ending = True, "\n"
+    final_newline = raw[-1] == ""
+
+    def old_ending(i: int) -> str:
+        if i >= complete:
+            return ""
+        return "\r\n" if raw[i].endswith("\r") else "\n"
+
+    def put_old(first: int, stop: int) -> None:
+        """Copy old lines [first, stop)."""
+        nonlocal out_count, last_empty, last_ending
+        if first >= stop:
+            return
+        if not last_ending:
+            pieces.append(newline)  # the old last line is no longer last: it gets a newline
+        pieces.append("\n".join(raw[first:stop]))
+        if stop <= complete:
+            pieces.append("\n")
+        out_count += stop - first
+        last_empty, last_ending = not lines[stop - 1], old_ending(stop - 1)
+
     previous = 0
     for placement in placements:
         start = placement.start
-        out_lines.extend(lines[previous:start])
-        out_endings.extend(endings[previous:start])
-        first_new = len(out_lines)
+        put_old(previous, start)
+        first_new = out_count
         at = start
         for kind, text in placement.body:
             if kind == "+":
-                out_lines.append(text)
-                out_endings.append(newline)
+                if not last_ending:
+                    pieces.append(newline)
+                pieces.append(text)
+                pieces.append(newline)
+                out_count += 1
+                last_empty, last_ending = not text, newline
                 continue
             if kind == " ":
                 # keep the file's own line (it may differ from the patch in whitespace)
-                out_lines.append(lines[at])
-                out_endings.append(endings[at])
+                put_old(at, at + 1)
             at += 1
         previous = start + placement.length
-        regions.append((start, previous, first_new, len(out_lines)))
+        regions.append((start, previous, first_new, out_count))
         hunk = placement.hunk
-        if hunk.has_newline_markers and previous == len(lines):
+        if hunk.has_newline_markers and previous == total:
             final_newline = not hunk.new_no_newline
-    out_lines.extend(lines[previous:])
-    out_endings.extend(endings[previous:])
-    for k in range(len(out_endings) - 1):
-        if not out_endings[k]:
-            out_endings[k] = newline
-    if out_endings:
-        # an empty last line only exists with its newline
-        keep = final_newline or not out_lines[-1]
-        out_endings[-1] = (out_endings[-1] or newline) if keep else ""
-    if lines and out_lines:
-        regions = _cover_old_last_line(regions, len(lines), endings[-1], out_endings)
-    new_text = "".join(line + ending for line, ending in zip(out_lines, out_endings, strict=True))
+    put_old(previous, total)
+    new_text = "".join(pieces)
+    # an empty last line only exists with its newline
+    keep = final_newline or last_empty
+    if out_count and keep and not last_ending:
+        new_text += newline
+    elif out_count and not keep and last_ending:
+        new_text = new_text[: -len(last_ending)]
+    if total and out_count:
+        ending = old_ending(total - 1)
+        regions = _cover_old_last_line(regions, total, ending, out_count, keep, newline)
     return new_text, regions
 
 
@@ -831,7 +908,9 @@ def _cover_old_last_line(
     regions: list[tuple[int, int, int, int]],
     total: int,
     old_ending: str,
-    out_endings: list[str],
+    out_count: int,
+    keep_final_newline: bool,
+    newline: str,
 ) -> list[tuple[int, int, int, int]]:
     """If the old last line kept its text but changed its ending outside every region (a line
     appended after it, or its final newline restored), widen the regions to include it so the
@@ -844,7 +923,12 @@ def _cover_old_last_line(
         if i2 <= last:
             shift = j2 - i2
     mapped = last + shift
-    if mapped < len(out_endings) and out_endings[mapped] == old_ending:
+    # outside every region the line was copied as it was; only its ending can have changed
+    if mapped < out_count - 1 or keep_final_newline:
+        new_ending = old_ending or newline
+    else:
+        new_ending = ""
+    if new_ending == old_ending:
         return regions
     widened = [(last, total, mapped, mapped + 1)]
     merged: list[tuple[int, int, int, int]] = []
@@ -876,6 +960,7 @@ class FileChange:
     moved_from: Path | None = None
     moved_from_rel: str | None = None
     regions: list[tuple[int, int, int, int]] | None = None
+    old_lines: TextLines | None = None
     notes: list[str] = field(default_factory=list)
     diff: str = ""
     added: int = 0
@@ -1054,7 +1139,7 @@ def _plan_delete(
     current = _read(real, rel)
     if op.hunks:
         try:
-            remaining, _, _ = apply_hunks(current.text, op.hunks, nearest_hint=nearest_hint)
+            remaining = apply_hunks(current.text, op.hunks, nearest_hint=nearest_hint).text
         except HunkMismatch as exc:
             raise HunkMismatch(f"the deleted content does not match the file: {exc}") from None
         if remaining.strip():
@@ -1084,7 +1169,7 @@ def _plan_update(
     claim(real, path)
     rel = workspace.relative(real)
     current = _read(real, rel)
-    new_text, regions, notes = apply_hunks(current.text, op.hunks, nearest_hint=nearest_hint)
+    applied = apply_hunks(current.text, op.hunks, nearest_hint=nearest_hint)
     old_mode = mode = file_mode(real)
     if op.executable is not None and mode is not None:
         mode = (mode | (new_file_mode(True) & 0o111)) if op.executable else mode & ~0o111
@@ -1093,12 +1178,13 @@ def _plan_update(
         path=real,
         rel=rel,
         old_text=current.text,
-        new_text=new_text,
-        data=current.encode(new_text),
+        new_text=applied.text,
+        data=current.encode(applied.text),
         mode=mode,
         old_mode=old_mode,
-        regions=regions,
-        notes=notes,
+        regions=applied.regions,
+        old_lines=applied.old_lines,
+        notes=applied.notes,
     )
     if op.move_to is not None:
         destination = workspace.resolve(op.move_to)
@@ -1118,8 +1204,8 @@ def _plan_update(
 def _compute_diff(change: FileChange) -> None:
     if change.regions is not None and change.old_text is not None and change.new_text is not None:
         diff = diff_regions(
-            keepends_lines(change.old_text),
-            keepends_lines(change.new_text),
+            change.old_lines or TextLines(change.old_text),
+            TextLines(change.new_text),
             change.regions,
             change.rel,
             old_path=change.moved_from_rel,

@@ -83,8 +83,14 @@ def split_lines(text: str) -> tuple[list[str], list[str]]:
     """
     parts = text.split("\n")
     last = parts.pop()  # what follows the final newline: "" unless that line has no ending
+    if "\r" not in text:  # the common case, without a loop over the lines in Python
+        endings = ["\n"] * len(parts)
+        if last:
+            parts.append(last)
+            endings.append("")
+        return parts, endings
     lines: list[str] = []
-    endings: list[str] = []
+    endings = []
     for part in parts:
         if part.endswith("\r"):
             lines.append(part[:-1])
