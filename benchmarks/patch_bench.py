@@ -13,18 +13,23 @@ apply_patch is timed through `Toolbox.call` (argument validation, parsing, locat
 checking every hunk, atomic writes, `file_edit` diffs and events); the parse, plan and
 commit steps alone are shown beneath it. Peers are timed as
 the whole command (process start included), each on a fresh copy of the files; the copy is
-not timed. Each figure is the median of N runs.
+not timed. Runs are interleaved (every tool once, then again) so that each sees the same
+load on a shared machine; the table gives the median and p99 wall time, the median CPU time
+and the ratio to `git apply` on the same patch.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import resource
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -121,19 +126,29 @@ def check_tree(root: Path, files: Files) -> None:
             raise SystemExit(f"wrong result for {rel} under {root}")
 
 
-def timed_runs(
-    runs: int, before: Files, after: Files, action: Callable[[Path], None]
-) -> list[float]:
-    times = []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            write_tree(root, before)
-            started = time.perf_counter()
-            action(root)
-            times.append(time.perf_counter() - started)
-            check_tree(root, after)
-    return times
+@dataclass
+class Timing:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (user + system)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_run(timing: Timing, before: Files, after: Files, action: Callable[[Path], None]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_tree(root, before)
+        cpu = _cpu_seconds()
+        started = time.perf_counter()
+        action(root)
+        timing.wall.append(time.perf_counter() - started)
+        timing.cpu.append(_cpu_seconds() - cpu)
+        check_tree(root, after)
 
 
 def via_toolbox(patch: str, *, events: bool) -> Callable[[Path], None]:
@@ -167,11 +182,11 @@ def command(argv: list[str], patch: str) -> Callable[[Path], None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     git = shutil.which("git")
     gnu_patch = shutil.which("patch")
-    rows: list[tuple[str, str, list[float]]] = []
+    rows: list[tuple[str, str, Timing]] = []
     for name, (before, after) in (
         ("50k lines, 500 hunks", big_file_case()),
         ("200 files, 400 hunks", many_files_case()),
@@ -179,59 +194,54 @@ def main() -> None:
         diff = unified(before, after)
         env = envelope(before, after)
         label = f"{name} (unified, {len(diff) // 1024} KiB)"
-        rows.append(
-            (
-                label,
-                "apply_patch via Toolbox.call",
-                timed_runs(args.runs, before, after, via_toolbox(diff, events=True)),
-            )
-        )
-        rows.append(
-            (
-                label,
-                "  parse + plan + commit only",
-                timed_runs(args.runs, before, after, steps(diff)),
-            )
-        )
-        if git:
-            rows.append(
-                (
-                    label,
-                    "git apply",
-                    timed_runs(args.runs, before, after, command([git, "apply", "-"], diff)),
-                )
-            )
-        if gnu_patch:
-            rows.append(
-                (
-                    label,
-                    "GNU patch -p1",
-                    timed_runs(args.runs, before, after, command([gnu_patch, "-p1", "-s"], diff)),
-                )
-            )
         env_label = f"{name} (envelope, {len(env) // 1024} KiB)"
-        rows.append(
-            (
-                env_label,
-                "apply_patch via Toolbox.call",
-                timed_runs(args.runs, before, after, via_toolbox(env, events=True)),
-            )
-        )
-        rows.append(
-            (
-                env_label,
-                "  parse + plan + commit only",
-                timed_runs(args.runs, before, after, steps(env)),
-            )
-        )
-    print(f"median of {args.runs} runs each (same patch, fresh copy of the files per run)\n")
+        tools: list[tuple[str, str, Callable[[Path], None]]] = [
+            (label, "apply_patch via Toolbox.call", via_toolbox(diff, events=True)),
+            (label, "  parse + plan + commit only", steps(diff)),
+        ]
+        if git:
+            tools.append((label, "git apply", command([git, "apply", "-"], diff)))
+        if gnu_patch:
+            tools.append((label, "GNU patch -p1", command([gnu_patch, "-p1", "-s"], diff)))
+        tools.append((env_label, "apply_patch via Toolbox.call", via_toolbox(env, events=True)))
+        tools.append((env_label, "  parse + plan + commit only", steps(env)))
+        timings = [Timing() for _ in tools]
+        # interleaved, so that every tool sees the same load on a shared machine
+        for _ in range(args.runs):
+            for (_, _, action), timing in zip(tools, timings, strict=True):
+                timed_run(timing, before, after, action)
+        rows += [(row, tool, timing) for (row, tool, _), timing in zip(tools, timings, strict=True)]
+    print(
+        f"{args.runs} runs of each, interleaved (same patch, fresh copy of the files per run); "
+        "CPU is user + system time of the process and its children; the ratio is the median "
+        "wall time over git apply's on the same patch\n"
+    )
     width = max(len(r[0]) for r in rows)
-    print(f"| {'patch':<{width}} | {'tool':<30} | median ms | min ms |")
-    print(f"|{'-' * (width + 2)}|{'-' * 32}|----------:|-------:|")
-    for label, tool, times in rows:
-        median = statistics.median(times) * 1000
-        best = min(times) * 1000
-        print(f"| {label:<{width}} | {tool:<30} | {median:9.1f} | {best:6.1f} |")
+    print(
+        f"| {'patch':<{width}} | {'tool':<30} | median ms | p99 ms | CPU median ms | × git apply |"
+    )
+    print(f"|{'-' * (width + 2)}|{'-' * 32}|----------:|-------:|--------------:|------------:|")
+    git_median = {
+        label.split(" (")[0]: statistics.median(t.wall)
+        for label, tool, t in rows
+        if tool == "git apply"
+    }
+    for label, tool, timing in rows:
+        median = statistics.median(timing.wall)
+        reference = git_median.get(label.split(" (")[0])
+        ratio = f"{median / reference:10.2f}×" if reference else " " * 11
+        print(
+            f"| {label:<{width}} | {tool:<30} | {median * 1000:9.1f} | "
+            f"{percentile(timing.wall, 99) * 1000:6.1f} | "
+            f"{statistics.median(timing.cpu) * 1000:13.1f} | {ratio} |"
+        )
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (with few runs, p99 is the slowest run)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
 
 
 if __name__ == "__main__":

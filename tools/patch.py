@@ -23,7 +23,9 @@ from __future__ import annotations
 import bisect
 import codecs
 import difflib
+import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -337,19 +339,31 @@ def _parse_update_body(lines: list[str], i: int, end: int, path: str) -> tuple[i
 
 
 def _parse_unified(lines: list[str]) -> Patch:
-    text = "\n".join(lines) + "\n"
     needs_recount = any(line.startswith("@@") and not _UNIFIED_HUNK.match(line) for line in lines)
+    source = _recount_hunks(lines) if needs_recount else "\n".join(lines) + "\n"
+    # unidiff checks the structure and reads the headers; keeping every line as an object is
+    # most of its cost, so it only reads metadata and `_hunk_bodies` takes the lines.
     try:
-        patch_set = PatchSet(_recount_hunks(lines) if needs_recount else text)
+        patch_set = PatchSet(source, metadata_only=True)
     except UnidiffParseError:
         # Models often miscount the lengths in `@@ -a,b +c,d @@`: the body decides.
         try:
-            patch_set = PatchSet(_recount_hunks(lines))
+            source = _recount_hunks(lines)
+            patch_set = PatchSet(source, metadata_only=True)
         except UnidiffParseError as exc:
             raise PatchParseError(f"The unified diff could not be parsed: {exc}.") from None
+    bodies = _hunk_bodies(source.split("\n"))
+    if len(bodies) != sum(len(patched) for patched in patch_set):
+        raise RuntimeError("apply_patch found other hunks in the unified diff than unidiff did")
     ops: list[FileOp] = []
+    taken = 0
     for patched in patch_set:
-        op = _unified_op(patched)
+        hunks = [
+            _unified_hunk(number, meta, bodies[taken + number - 1])
+            for number, meta in enumerate(patched, 1)
+        ]
+        taken += len(hunks)
+        op = _unified_op(patched, hunks)
         if op is not None:
             ops.append(op)
     if not ops:
@@ -405,7 +419,7 @@ def _recount_hunks(lines: list[str]) -> str:
 _GIT_PREFIX = re.compile(r"^[abciow12]/")
 
 
-def _unified_op(patched: PatchedFile) -> FileOp | None:
+def _unified_op(patched: PatchedFile, hunks: list[Hunk]) -> FileOp | None:
     info = [str(line).rstrip("\n") for line in (patched.patch_info or [])]
     git = any(line.startswith("diff --git ") for line in info)
     source = _unquote(patched.source_file or "")
@@ -423,7 +437,6 @@ def _unified_op(patched: PatchedFile) -> FileOp | None:
     renamed_to = _info_value(info, "rename to ")
     if renamed_from and renamed_to:
         source, target = renamed_from, renamed_to
-    hunks = [_unified_hunk(n, h) for n, h in enumerate(patched, 1)]
     if source == DEV_NULL or (not git and patched.is_added_file and not patched.is_removed_file):
         lines = [text for hunk in hunks for text in hunk.new]
         path = target if source == DEV_NULL or git else (target or source)
@@ -470,7 +483,55 @@ def _unquote(path: str) -> str:
     return path
 
 
-def _unified_hunk(number: int, hunk: UnidiffHunk) -> Hunk:
+@dataclass
+class _HunkBody:
+    lines: list[tuple[str, str]]
+    old_no_newline: bool = False
+    new_no_newline: bool = False
+
+
+_NO_NEWLINE = "\\ No newline at end of file"
+
+
+def _hunk_bodies(lines: list[str]) -> list[_HunkBody]:
+    """The lines of every hunk of a unified diff that unidiff has validated, in order, cut
+    where unidiff cuts them: after each header, as many lines as its lengths count (`\\`
+    markers aside), then the markers and blank lines that follow."""
+    bodies: list[_HunkBody] = []
+    i, total = 0, len(lines)
+    while i < total:
+        header = _UNIFIED_HUNK.match(lines[i]) if lines[i].startswith("@@ -") else None
+        i += 1
+        if header is None:
+            continue
+        old_left = int(header.group(2) or 1)
+        new_left = int(header.group(4) or 1)
+        body = _HunkBody([])
+        previous = None
+        while i < total and (old_left > 0 or new_left > 0):
+            line = lines[i]
+            kind = line[:1] or " "  # an empty line is an empty context line
+            i += 1
+            if kind == "\\":
+                body.old_no_newline |= previous in (" ", "-")
+                body.new_no_newline |= previous in (" ", "+")
+                continue
+            body.lines.append((kind, line[1:]))
+            previous = kind
+            if kind != "+":
+                old_left -= 1
+            if kind != "-":
+                new_left -= 1
+        while i < total and (not lines[i] or lines[i].startswith(_NO_NEWLINE)):
+            if lines[i]:
+                body.old_no_newline |= previous in (" ", "-")
+                body.new_no_newline |= previous in (" ", "+")
+            i += 1
+        bodies.append(body)
+    return bodies
+
+
+def _unified_hunk(number: int, hunk: UnidiffHunk, body: _HunkBody) -> Hunk:
     header = (
         f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start},{hunk.target_length} @@"
     )
@@ -480,20 +541,14 @@ def _unified_hunk(number: int, hunk: UnidiffHunk) -> Hunk:
         hint = hunk.source_start  # an insertion goes after line `source_start`
     else:
         hint = hunk.source_start - 1
-    result = Hunk(number=number, header=header, hint=hint)
-    previous = None
-    for line in hunk:
-        kind = line.line_type
-        if kind == "\\":
-            result.old_no_newline |= previous in (" ", "-")
-            result.new_no_newline |= previous in (" ", "+")
-            continue
-        if kind not in (" ", "-", "+"):
-            continue
-        value = line.value[:-1] if line.value.endswith("\n") else line.value
-        result.body.append((kind, value))
-        previous = kind
-    return result
+    return Hunk(
+        number=number,
+        header=header,
+        body=body.lines,
+        hint=hint,
+        old_no_newline=body.old_no_newline,
+        new_no_newline=body.new_no_newline,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1052,6 +1107,8 @@ def plan_changes(patch: Patch, workspace: Workspace) -> list[FileChange]:
 
 
 def _existing_spelling(op: UpdateFile, workspace: Workspace) -> str:
+    if not op.alternatives:
+        return op.path
     for candidate in (op.path, *op.alternatives):
         try:
             if workspace.resolve(candidate).is_file():
@@ -1062,21 +1119,26 @@ def _existing_spelling(op: UpdateFile, workspace: Workspace) -> str:
 
 
 def _read(path: Path, rel: str) -> TextFile:
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise HunkMismatch(
-            f"the file is {size} bytes; apply_patch edits files up to {MAX_FILE_BYTES}"
-        )
-    return decode_text(path.read_bytes(), rel)
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise HunkMismatch(
+                f"the file is {size} bytes; apply_patch edits files up to {MAX_FILE_BYTES}"
+            )
+        data = handle.read()
+    return decode_text(data, rel)
 
 
-def _require_file(workspace: Workspace, path: str, hint: str = "") -> Path:
+def _require_file(workspace: Workspace, path: str, hint: str = "") -> tuple[Path, int]:
+    """The file's real path and permission bits."""
     real = workspace.resolve(path)
-    if not real.exists():
-        raise HunkMismatch(f"the file does not exist{hint}")
-    if real.is_dir():
+    try:
+        info = os.stat(real)
+    except (FileNotFoundError, NotADirectoryError):
+        raise HunkMismatch(f"the file does not exist{hint}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise IsADirectoryError(path)
-    return real
+    return real, stat.S_IMODE(info.st_mode)
 
 
 def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], None]) -> FileChange:
@@ -1133,7 +1195,7 @@ def _plan_delete(
         return FileChange(
             action="delete", path=entry, rel=workspace.relative(entry), old_text="", new_text=None
         )
-    real = _require_file(workspace, op.path)
+    real, _ = _require_file(workspace, op.path)
     claim(real, op.path)
     rel = workspace.relative(real)
     current = _read(real, rel)
@@ -1165,13 +1227,15 @@ def _plan_update(
     claim: Callable[[Path, str], None],
     nearest_hint: bool,
 ) -> FileChange:
-    real = _require_file(workspace, path, " (check the path; '*** Add File' creates a file)")
+    real, old_mode = _require_file(
+        workspace, path, " (check the path; '*** Add File' creates a file)"
+    )
     claim(real, path)
     rel = workspace.relative(real)
     current = _read(real, rel)
     applied = apply_hunks(current.text, op.hunks, nearest_hint=nearest_hint)
-    old_mode = mode = file_mode(real)
-    if op.executable is not None and mode is not None:
+    mode = old_mode
+    if op.executable is not None:
         mode = (mode | (new_file_mode(True) & 0o111)) if op.executable else mode & ~0o111
     change = FileChange(
         action="modify",
