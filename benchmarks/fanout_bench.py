@@ -15,19 +15,31 @@ Every scenario emits `--events` `tool_output` events (80-character chunks) on on
 Scenarios: events kept in memory only / appended to a real SQLite store (as in the daemon),
 each as a burst (emit as fast as possible) and paced at `--rate` events/s (what a busy run
 looks like; deltas are coalesced to ~20 events/s per stream in practice).
+
+`over HTTP`: the same log (SQLite-backed) served as SSE by the daemon's `EventStream` from an
+aiohttp server on 127.0.0.1, to `--subscribers` HTTP clients in a separate process (raw
+sockets, one per client, reading frames as they come). Latency runs from the start of
+`emit()` to the client reading the frame's last byte (both clocks are this machine's). The
+clients share the 2 cores with the server, so the figures are lower bounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+from aiohttp import web
 
+from runtime.api.sse import EventStream, FrameCache
 from runtime.events import EventLog, SubscriberDropped
 from runtime.store import Store
 
@@ -112,6 +124,142 @@ async def scenario(
     )
 
 
+async def http_scenario(
+    name: str, store: Store, *, subscribers: int, events: int, rate: float | None, queue_size: int
+) -> Result:
+    """`EventStream` over real HTTP to clients in another process (see the module doc)."""
+    log = EventLog(
+        f"run_bench_http_{int(time.time() * 1000)}", "thr_bench", store, queue_size=queue_size
+    )
+    frames = FrameCache()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        stream = EventStream(request, retry_ms=1000, ping_interval=15.0, frames=frames)
+        return await stream.run(lambda last: log.subscribe(last), 0)
+
+    app = web.Application()
+    app.router.add_get("/events", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    clients = await anyio.open_process(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.fanout_bench",
+            "--clients-of",
+            str(port),
+            "--subscribers",
+            str(subscribers),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,
+    )
+    assert clients.stdout is not None and clients.stdin is not None
+    try:
+        # the child says "connected" once every client has its response headers
+        line = b""
+        while not line.endswith(b"\n"):
+            line += await clients.stdout.receive(1)
+        while log.subscriber_count < subscribers:
+            await anyio.sleep(0.01)
+        sent: list[float] = [0.0] * (events + 1)
+        interval = 1 / rate if rate else 0.0
+        start = time.time()
+        for i in range(1, events + 1):
+            if interval:
+                delay = start + i * interval - time.time()
+                if delay > 0:
+                    await anyio.sleep(delay)
+            sent[i] = time.time()
+            await log.emit("tool_output", callId="c1", chunk=CHUNK)
+        emit_done = time.time()
+        await log.emit("complete", status="completed")
+        await log.close()
+        await clients.stdin.send(json.dumps(sent).encode() + b"\n")
+        output = b""
+        async for chunk in clients.stdout:
+            output += chunk
+        await clients.wait()
+    finally:
+        if clients.returncode is None:
+            clients.kill()
+            await clients.wait()
+        await runner.cleanup()
+    report = json.loads(output)
+    return Result(
+        name=name,
+        subscribers=subscribers,
+        events=events,
+        emit_per_s=events / (emit_done - start),
+        delivered_per_s=report["delivered"] / (report["last"] - start),
+        p50_ms=report["p50"],
+        p99_ms=report["p99"],
+        max_ms=report["max"],
+        dropped=subscribers - report["complete"],
+    )
+
+
+async def http_clients(port: int, count: int) -> None:
+    """The client process: `count` SSE clients on 127.0.0.1:port; after the run, reads the
+    emit times from stdin and prints delivery figures as JSON."""
+    arrivals: list[list[tuple[int, float]]] = [[] for _ in range(count)]
+    complete = 0
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # HTTP/1.0: the body is the raw stream until the server closes it (no chunking)
+        writer.write(b"GET /events HTTP/1.0\r\nHost: bench\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        return reader, writer
+
+    async def follow(k: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal complete
+        buffer = b""
+        mine = arrivals[k]
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            now = time.time()
+            buffer += data
+            *frames, buffer = buffer.split(b"\n\n")
+            for frame in frames:
+                if frame.startswith(b"id: "):
+                    event_id = int(frame[4 : frame.index(b"\n")])
+                    mine.append((event_id, now))
+                    if b"event: complete" in frame:
+                        complete += 1
+        writer.close()
+
+    connections = [await connect() for _ in range(count)]
+    print("connected", flush=True)
+    await asyncio.gather(*(follow(k, r, w) for k, (r, w) in enumerate(connections)))
+    sent = json.loads(sys.stdin.readline())
+    latencies = sorted(
+        (at - sent[event_id]) * 1000
+        for mine in arrivals
+        for event_id, at in mine
+        if event_id < len(sent) and sent[event_id]
+    )
+    last = max((mine[-1][1] for mine in arrivals if mine), default=0.0)
+    print(
+        json.dumps(
+            {
+                "delivered": len(latencies),
+                "last": last,
+                "complete": complete,
+                "p50": statistics.median(latencies) if latencies else float("nan"),
+                "p99": latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
+                "max": latencies[-1] if latencies else float("nan"),
+            }
+        )
+    )
+
+
 def print_table(results: list[Result]) -> None:
     header = (
         f"{'scenario':<24} {'subs':>5} {'events':>7} {'emit/s':>9} {'delivered/s':>12} "
@@ -146,6 +294,19 @@ async def main(args: argparse.Namespace) -> None:
                             queue_size=args.queue_size,
                         )
                     )
+            for rate in (None, args.http_rate):
+                name = f"over HTTP, {'burst' if rate is None else f'{rate:g}/s'}"
+                events = args.events if rate is None else min(args.events, int(rate * 3))
+                results.append(
+                    await http_scenario(
+                        name,
+                        store,
+                        subscribers=args.subscribers,
+                        events=events,
+                        rate=rate,
+                        queue_size=args.queue_size,
+                    )
+                )
         finally:
             await store.close()
     print_table(results)
@@ -157,4 +318,12 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s when paced")
     parser.add_argument("--queue-size", type=int, default=1000)
-    anyio.run(main, parser.parse_args())
+    parser.add_argument(
+        "--http-rate", type=float, default=200.0, help="events/s when paced over HTTP"
+    )
+    parser.add_argument("--clients-of", type=int, help=argparse.SUPPRESS)  # the client process
+    arguments = parser.parse_args()
+    if arguments.clients_of:
+        asyncio.run(http_clients(arguments.clients_of, arguments.subscribers))
+    else:
+        anyio.run(main, arguments)

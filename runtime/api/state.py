@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
@@ -10,6 +10,7 @@ from aiohttp import web
 from runtime.api.errors import ApiError
 from runtime.api.metrics import ApiMetrics
 from runtime.api.routing import RouteTable
+from runtime.api.sse import FrameCache
 from runtime.config import Settings
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ class ApiState:
     owns_manager: bool = False
     # Built on the first GET /openapi.json (pydantic's schema machinery is slow to load).
     openapi: dict[str, Any] | None = None
+    # Every SSE client of a run writes the same frames: encoded once, shared.
+    frames: FrameCache = field(default_factory=FrameCache)
 
     def require_manager(self) -> RunManager:
         if self.manager is None:

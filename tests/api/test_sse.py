@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from runtime.api.sse import EventStream
+from runtime.api.sse import EventStream, FrameCache, format_event
 from runtime.events import Event, SubscriberDropped
 from tests.api.conftest import Daemon, DaemonFactory, collect_events, read_frames
 from tests.fakes.model_server import Gate, Turn, text
@@ -103,6 +103,27 @@ async def test_two_clients_on_one_live_run_see_the_same_events(daemon: Daemon) -
         seen["starter"] = [(f.id, f.event, f.data) for f in await collect_events(starter)]
     assert seen["a"] == seen["b"] == seen["starter"]
     assert seen["a"][-1][1] == "complete" and seen["a"][-1][2]["output"] == "live and shared"
+
+
+def test_frame_cache_encodes_each_event_once_per_run_and_keeps_the_recent_ones() -> None:
+    def event(run_id: str, number: int) -> Event:
+        return Event(
+            id=number,
+            run_id=run_id,
+            type="text",
+            ts="2026-01-01T00:00:00.000Z",
+            payload={"content": f"chunk {number}"},
+        )
+
+    cache = FrameCache(size=2)
+    first = cache.frame(event("run_a", 1))
+    assert first == format_event(event("run_a", 1))
+    assert cache.frame(event("run_a", 1)) is first  # the second client reuses the bytes
+    other = cache.frame(event("run_b", 1))  # same id, another run: its own frame
+    assert other != first and b"run_b" in other
+    cache.frame(event("run_a", 2))  # the oldest (run_a 1) goes
+    again = cache.frame(event("run_a", 1))
+    assert again == first and again is not first
 
 
 async def test_quiet_streams_get_ping_comments(make_daemon: DaemonFactory) -> None:

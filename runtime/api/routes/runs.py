@@ -60,6 +60,7 @@ async def stream_run(
         ping_interval=state.settings.sse_ping_interval,
         headers=headers,
         on_frame=on_frame,
+        frames=state.frames,
     )
     metrics.sse_clients += 1
     try:
