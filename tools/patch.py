@@ -510,12 +510,15 @@ def _hunk_bodies(lines: list[str]) -> list[_HunkBody]:
         previous = None
         while i < total and (old_left > 0 or new_left > 0):
             line = lines[i]
-            kind = line[:1] or " "  # an empty line is an empty context line
+            kind = line[:1]
             i += 1
             if kind == "\\":
                 body.old_no_newline |= previous in (" ", "-")
                 body.new_no_newline |= previous in (" ", "+")
                 continue
+            if kind in ("", "\r"):
+                # an empty line (or a stray CR) is a context line, as unidiff reads it
+                kind, line = " ", " " + line
             body.lines.append((kind, line[1:]))
             previous = kind
             if kind != "+":
