@@ -85,8 +85,10 @@ else
     debian_base
     say "building $TAG with buildah (no Docker engine here)"
     # --format docker keeps HEALTHCHECK (the OCI format has no field for it); --layers keeps
-    # each step's layer, so a rebuild after a code change reuses the dependency layer.
-    buildah build --isolation chroot --format docker --layers --pull=never "${cache_flags[@]}" \
+    # each step's layer, so a rebuild after a code change reuses the dependency layer; --jobs 2
+    # builds the two stages side by side until the runtime stage needs the build's results.
+    buildah build --isolation chroot --format docker --layers --jobs 2 --pull=never \
+        "${cache_flags[@]}" \
         --file sandbox_image/Dockerfile --tag "$TAG" \
         --build-arg "BASE_IMAGE=$BASE_NAME" "${build_args[@]}" .
     say "$TAG: $(buildah images --format '{{.Size}}' "$TAG") (uncompressed)"
