@@ -35,7 +35,14 @@ pytestmark = pytest.mark.skipif(
 
 
 def run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    """`argv`'s outcome; past `timeout`, it and everything it started are killed."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(process)
+        raise
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
 def checked(argv: list[str], timeout: float = 60) -> str:
@@ -44,27 +51,40 @@ def checked(argv: list[str], timeout: float = 60) -> str:
     return result.stdout.strip()
 
 
-def descendant(pid: int, name: str) -> int:
-    """The first process named `name` under `pid` (breadth first)."""
-
-    def children(parent: int) -> list[int]:
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
-                found.append(int(stat.parent.name))
-        return found
-
-    queue = [pid]
+def descendants(pid: int) -> list[int]:
+    """The processes under `pid`, parents before their children."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found: list[int] = []
+    queue = list(parents.get(pid, []))
     while queue:
         current = queue.pop(0)
-        if (Path("/proc") / str(current) / "comm").read_text().strip() == name and current != pid:
-            return current
-        queue.extend(children(current))
-    raise AssertionError(f"no {name} process under {pid}")
+        found.append(current)
+        queue.extend(parents.get(current, []))
+    return found
+
+
+def process_name(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def kill_tree(process: subprocess.Popen[str]) -> None:
+    """SIGKILL a `buildah run` and everything under it: killed alone, it leaves its command
+    running, reparented to init."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.communicate()
 
 
 class Container:
@@ -118,13 +138,14 @@ class Container:
         chroot isolation the container's processes are this machine's: tini is signalled.)"""
         if ENGINE == "buildah":
             assert self.daemon is not None
-            os.kill(descendant(self.daemon.pid, self.config["Entrypoint"][0]), signal.SIGTERM)
+            first = self.config["Entrypoint"][0]
+            (tini, *_) = [p for p in descendants(self.daemon.pid) if process_name(p) == first]
+            os.kill(tini, signal.SIGTERM)
             try:
                 self.daemon.communicate(timeout=30)
             finally:
                 if self.daemon.poll() is None:
-                    self.daemon.kill()
-                    self.daemon.communicate()
+                    kill_tree(self.daemon)
             return self.daemon.returncode
         checked(["docker", "stop", "--time", "30", self.name], timeout=60)
         return int(checked(["docker", "inspect", "--format", "{{.State.ExitCode}}", self.name]))
@@ -144,8 +165,7 @@ class Container:
     def remove(self) -> None:
         if ENGINE == "buildah":
             if self.daemon is not None and self.daemon.poll() is None:
-                self.daemon.kill()
-                self.daemon.communicate()
+                kill_tree(self.daemon)
             run(["buildah", "rm", self.name])
         else:
             run(["docker", "rm", "--force", self.name])
@@ -253,6 +273,18 @@ def test_the_tools_an_agent_reaches_for(daemon: Daemon) -> None:
     ).split()
     assert lts != "undefined" and int(node.split(".")[0]) >= 20, (lts, node)
     assert int(daemon.shell("npm --version").split(".")[0]) >= 10
+    # a native addon builds against the image's Node headers (node-gyp downloads nothing)
+    addon = daemon.shell(
+        "mkdir -p /tmp/addon && cd /tmp/addon"
+        """ && echo '{"targets": [{"target_name": "a", "sources": ["a.c"]}]}' > binding.gyp"""
+        " && printf '#include <node_api.h>\\nstatic napi_value init(napi_env e, napi_value x)"
+        " { return x; }\\nNAPI_MODULE(NODE_GYP_MODULE_NAME, init)\\n' > a.c"
+        " && node /usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js"
+        " rebuild >/dev/null 2>&1"
+        ' && node -e \'require("./build/Release/a.node"); console.log("loaded")\''
+        " ; rm -rf /tmp/addon"
+    )
+    assert addon == "loaded", addon
     # a fresh repository commits with the image's default identity
     author = daemon.shell(
         "git init -q /tmp/repo && cd /tmp/repo && git commit -q --allow-empty -m first"
