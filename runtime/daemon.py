@@ -14,6 +14,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
@@ -38,7 +39,15 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs rid=%{X-Request-ID}o'
 # Client libraries whose DEBUG output holds whole requests: model requests (every tool
 # argument the model wrote, which may echo a secret) and their headers. They never log below
 # INFO, whatever --log-level says.
-CHATTY_LOGGERS = ("anthropic", "openai", "httpx", "httpcore", "hpack", "aiohttp.client")
+CHATTY_LOGGERS = (
+    "anthropic",
+    "openai",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "hpack",
+    "aiohttp.client",
+)
 # Credentials in URLs (`?access_token=` on event streams, `?key=` on some model APIs) and in
 # headers echoed into messages.
 _URL_CREDENTIAL = re.compile(
@@ -161,10 +170,11 @@ async def serve(
 
     try:
         async with anyio.create_task_group() as companions:
+            companions.start_soon(_preload_adapters)
             if companion is not None:
                 companions.start_soon(accompany, companion)
             await stop.wait()
-            companions.cancel_scope.cancel()
+            companions.cancel_scope.cancel()  # a preload still running is abandoned
         log.info("shutting down: new runs refused, %.1fs grace", settings.shutdown_grace)
         await drain(app, settings.shutdown_grace)
     finally:
@@ -173,6 +183,20 @@ async def serve(
         await runner.cleanup()  # closes connections, then the store
     log.info("agentd stopped")
     return status
+
+
+async def _preload_adapters() -> None:
+    """The model SDKs load in a worker thread right after the daemon listens, not on the
+    event loop at the first run (where importing them stalled every stream for seconds)."""
+    from runtime.providers.registry import preload_adapters
+
+    started = time.perf_counter()
+    failed = await anyio.to_thread.run_sync(preload_adapters, abandon_on_cancel=True)
+    log.info(
+        "model adapters preloaded in %.2fs%s",
+        time.perf_counter() - started,
+        f" (not installed: {', '.join(failed)})" if failed else "",
+    )
 
 
 def _on_signal(signum: int, stop: asyncio.Event) -> None:

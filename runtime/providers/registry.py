@@ -32,6 +32,7 @@ variable, which the loop reports like any model error. Tuning: `AGENTD_MODEL_TIM
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -128,6 +129,29 @@ def default_context_window(model: str | Mapping[str, Any] | Any) -> int | None:
     if route.kind == "replay":
         return None
     return context_window(route.model_id)
+
+
+# The adapters import their SDK when they build a client; preloading imports both.
+PRELOADED_MODULES = (
+    "anthropic",
+    "openai",
+    "runtime.providers.anthropic",
+    "runtime.providers.openai_responses",
+    "runtime.providers.openai_chat",
+)
+
+
+def preload_adapters() -> list[str]:
+    """Import the model adapters and their SDKs now rather than at the first run (seconds
+    of CPU in a cold process). Blocking: the daemon calls it in a worker thread once it
+    listens, so no run imports an SDK on the event loop. Returns the modules that failed."""
+    failed = []
+    for name in PRELOADED_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            failed.append(name)
+    return failed
 
 
 def create_provider(

@@ -26,7 +26,7 @@ from runtime.messages import Message
 from runtime.providers.base import ModelError, ModelSettings, Provider, Usage
 from runtime.providers.registry import default_context_window, unsupported_settings
 from runtime.runs.metrics import RunMetrics
-from runtime.runs.provider_factory import ProviderFactory, create_provider, model_reference
+from runtime.runs.provider_factory import ProviderFactory, model_reference, open_provider
 from runtime.runs.run import Run
 from runtime.runs.threads import RunThreads
 from runtime.runs.tool_specs import ToolSpecCache
@@ -97,7 +97,7 @@ class RunLifecycle:
         started_at = utc_now()
         env = {**self.env, **spec.env}
         try:
-            provider, model_id = create_provider(spec, env, self.provider_factory)
+            provider, model_id = await open_provider(spec, env, self.provider_factory)
         except (ValueError, ModelError) as exc:
             await run.update(self.store, status="running", started_at=started_at)
             await self._announce(run, run.record.model, [])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import anyio
+
 from runtime.agents import AgentSpec
 from runtime.providers.base import Provider
 
@@ -34,3 +36,16 @@ def create_provider(
     from runtime.providers.registry import create_provider as registry_factory
 
     return registry_factory(model, env=env)
+
+
+async def open_provider(
+    spec: AgentSpec, env: Mapping[str, str], factory: ProviderFactory | None = None
+) -> tuple[Provider, str]:
+    """`create_provider` for async callers: the registry's path runs in a worker thread, since
+    it may still have to import a model SDK (seconds of CPU on a cold daemon, which on the
+    event loop stalled every stream; the daemon preloads them in a thread after it listens,
+    and a run arriving earlier waits for that import off the loop). An injected `factory`
+    is called here, on the loop."""
+    if factory is not None:
+        return create_provider(spec, env, factory)
+    return await anyio.to_thread.run_sync(create_provider, spec, env)

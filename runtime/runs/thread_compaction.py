@@ -25,7 +25,7 @@ from runtime.providers.base import ModelError, ModelSettings
 from runtime.providers.capabilities import DEFAULT_CONTEXT_WINDOW
 from runtime.providers.registry import default_context_window
 from runtime.runs.errors import InvalidRequest, RunError
-from runtime.runs.provider_factory import ProviderFactory, create_provider, model_reference
+from runtime.runs.provider_factory import ProviderFactory, model_reference, open_provider
 from runtime.runs.threads import RunThreads
 from runtime.store import Store
 
@@ -46,7 +46,7 @@ async def compact_thread(
     """Summarise the thread's older turns with its agent's model; the record is stored."""
     spec = agent.spec
     try:
-        provider, model_id = create_provider(spec, {**env, **spec.env}, factory)
+        provider, model_id = await open_provider(spec, {**env, **spec.env}, factory)
     except (ValueError, ModelError) as exc:
         raise RunError("model_error", f"cannot use the agent's model: {exc}", MODEL_FAILED) from exc
     model = model_reference(spec)

@@ -81,6 +81,18 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
             async with http.post(url + "/v1/tools/list_dir", json={"path": "."}) as resp:
                 assert resp.status == 200
                 assert "hello.txt" in (await resp.json())["data"]["output"]
+        # Once it listens, the model SDKs load in a worker thread, before any run needs them.
+        after_start: list[str] = []
+        with anyio.fail_after(60):
+            async for chunk in process.stderr:
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                lines = [raw.decode(errors="replace") for raw in complete]
+                after_start += [m.group(1) for line in lines if (m := IMPORTED.match(line))]
+                if any("model adapters preloaded" in line for line in lines):
+                    break
+        loaded_after = {m.split(".")[0] for m in after_start} | set(after_start)
+        assert {"anthropic", "openai", "runtime.providers.openai_chat"} <= loaded_after
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
