@@ -14,6 +14,7 @@ import errno
 import gc
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -1082,5 +1083,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def entry() -> None:
+    """The `agentd` command: `main()`, then exit without the interpreter's teardown.
+
+    Once a command has returned, everything that matters is done (the daemon has closed its
+    store, killed its processes and logged "agentd stopped"; run and tool have printed
+    their result). Tearing down the interpreter (every module, the daemon's heap) then still
+    took 0.5-0.8 s on a loaded machine, after --shutdown-grace. Streams and log handlers are
+    flushed first; SystemExit (argparse's --help and usage errors) exits as usual."""
+    status = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
