@@ -96,7 +96,8 @@ async def sigterm_once(grace: float, held: int, busy: int) -> tuple[float, list[
                 for _ in range(busy + held):
                     resp = await http.post(url + "/v1/run", json={"agent": "a", "prompt": "go"})
                     runs.append(resp)
-                    await model.wait_for_requests(len(runs))
+                    # The first run waits for the SDK import (seconds on a loaded machine).
+                    await model.wait_for_requests(len(runs), timeout=60)
                 await anyio.sleep(1.0)  # the commands are running, the held streams open
                 started = time.perf_counter()
                 process.send_signal(signal.SIGTERM)
