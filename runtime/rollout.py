@@ -208,7 +208,9 @@ class RolloutFile:
     def _open_sync(self) -> int:
         if self._fd is not None:
             return self._fd
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _ignore_in_git(self.path.parent.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             self._cut_torn_tail(fd)
@@ -262,6 +264,14 @@ class RolloutFile:
             return True
 
         return await self._run(remove)
+
+
+def _ignore_in_git(directory: Path) -> None:
+    """Keep the daemon's files out of a workspace that is a git repository (`git status`
+    stays the user's): a `.gitignore` of `*` in the directory, unless it has one."""
+    ignore = directory / ".gitignore"
+    if directory.name == ROLLOUT_DIR.parent.name and not ignore.exists():
+        ignore.write_text("# agentd's own files (thread rollouts); not part of the project\n*\n")
 
 
 def _fsync(fd: int) -> None:

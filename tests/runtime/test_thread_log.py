@@ -365,3 +365,25 @@ async def test_a_failed_store_write_takes_the_rollout_lines_back(
     stored = await store.thread_events_after(THREAD)
     assert [e.sequence for e in stored] == [1, 2]
     assert lines(rollout_path(workspace, THREAD)) == [e.to_dict() for e in stored]
+
+
+async def test_the_rollout_directory_stays_out_of_a_git_workspace(
+    store: Store, workspace: Path
+) -> None:
+    import subprocess
+
+    from tests.needs import need_program
+
+    git = need_program("git")
+    subprocess.run([git, "init", "-q", str(workspace)], check=True)
+    log = await ThreadEventHub(store, workspace).log(THREAD)
+    await log.append("run_1", "rol_1", [("user_message", Message.user("a").model_dump())])
+    await log.sync()
+    assert rollout_path(workspace, THREAD).is_file()
+    status = subprocess.run(
+        [git, "-C", str(workspace), "status", "--porcelain", "--untracked-files=all"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert status.stdout == ""
