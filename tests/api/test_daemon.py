@@ -191,7 +191,8 @@ async def test_serve_sigterm_finishes_the_run_in_flight_then_exits_0(
                 assert resp.status == 201
             stream = await http.post(proc.url + "/v1/run", json={"agent": "a", "prompt": "go"})
             run_id = stream.headers["X-Run-ID"]
-            with anyio.fail_after(10):
+            # The first model call waits for the SDK import (seconds on a loaded machine).
+            with anyio.fail_after(60):
                 await gate.reached.wait()
 
             proc.process.send_signal(signal.SIGTERM)
@@ -236,7 +237,8 @@ async def test_runs_past_the_grace_period_are_interrupted_and_stay_readable(
                 assert resp.status == 201
             stream = await http.post(proc.url + "/v1/run", json={"agent": "a", "prompt": "go"})
             run_id = stream.headers["X-Run-ID"]
-            with anyio.fail_after(10):
+            # The first model call waits for the SDK import (seconds on a loaded machine).
+            with anyio.fail_after(60):
                 await gate.reached.wait()
             proc.process.send_signal(signal.SIGTERM)
             frames = await collect_events(stream)
