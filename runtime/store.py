@@ -31,8 +31,8 @@ from runtime.agents import AgentRecord, AgentSpec
 from runtime.events.model import Event
 from runtime.ids import new_id, utc_now
 from runtime.messages import Message
-from runtime.providers.base import Usage
 from runtime.thread_events import PersistedThreadEvent
+from runtime.usage import Usage
 
 DB_NAME = "agentd.db"
 LOCK_NAME = "agentd.lock"

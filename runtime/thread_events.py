@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runtime.messages import CompactionPart, Message, Part, ToolResultPart
-from runtime.providers.base import Usage
+from runtime.usage import Usage
 
 PersistedType = Literal[
     "run_started",

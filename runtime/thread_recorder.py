@@ -26,9 +26,9 @@ from typing import Any
 
 from runtime.ids import new_id
 from runtime.messages import Message
-from runtime.providers.base import Usage
 from runtime.thread_events import PersistedThreadEvent, RunCompletedStatus, message_events
 from runtime.thread_log import ThreadEventLog
+from runtime.usage import Usage
 
 _LIVE_FROM_RUN_EVENT = {
     "text": "assistant_message_delta",

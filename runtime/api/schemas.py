@@ -16,6 +16,7 @@ from runtime.messages import Message, Part
 from runtime.runs import RunConfig
 from runtime.store import ThreadRecord
 from runtime.thread_events import PersistedThreadEvent
+from runtime.usage import Usage
 
 T = TypeVar("T")
 
@@ -149,11 +150,9 @@ class RunRequest(WireModel):
         return self
 
 
-class UsageOut(WireModel):
-    input_tokens: int = Field(0, alias="inputTokens")
-    output_tokens: int = Field(0, alias="outputTokens")
-    cached_input_tokens: int = Field(0, alias="cachedInputTokens")
-    reasoning_tokens: int = Field(0, alias="reasoningTokens")
+class UsageOut(Usage, WireModel):
+    # The one usage model (runtime.usage) with the wire config: unknown fields are refused.
+    model_config = WireModel.model_config
 
 
 class RunErrorOut(WireModel):

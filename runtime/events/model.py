@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.usage import Usage
+
 ENVELOPE_KEYS = ("id", "runId", "threadId", "type", "ts")
 
 
@@ -78,11 +80,9 @@ class InputPayload(_Payload):
     text: str
 
 
-class UsagePayload(_Payload):
-    input_tokens: int = Field(0, alias="inputTokens")
-    output_tokens: int = Field(0, alias="outputTokens")
-    cached_input_tokens: int = Field(0, alias="cachedInputTokens")
-    reasoning_tokens: int = Field(0, alias="reasoningTokens")
+class UsagePayload(Usage, _Payload):
+    # The one usage model (runtime.usage) with the payloads' config: extra fields are kept.
+    model_config = _Payload.model_config
 
 
 class ErrorPayload(_Payload):

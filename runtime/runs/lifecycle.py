@@ -23,7 +23,7 @@ from runtime.events import EventLog
 from runtime.ids import utc_now
 from runtime.loop import AgentLoop, LoopOutcome, LoopStatus
 from runtime.messages import Message
-from runtime.providers.base import ModelError, ModelSettings, Provider, Usage
+from runtime.providers.base import ModelError, ModelSettings, Provider
 from runtime.providers.registry import default_context_window, unsupported_settings
 from runtime.runs.metrics import RunMetrics
 from runtime.runs.provider_factory import ProviderFactory, model_reference, open_provider
@@ -33,6 +33,7 @@ from runtime.runs.tool_specs import ToolSpecCache
 from runtime.runs.toolbox_pool import ToolboxPool, toolbox_key
 from runtime.runs.transcript import redact_message
 from runtime.store import Store
+from runtime.usage import Usage
 from tools.base import Tool
 
 log = logging.getLogger("agentd.runs")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from runtime.providers.base import Usage
+from runtime.usage import Usage
 
 
 @dataclass

@@ -25,7 +25,6 @@ import anyio
 
 from runtime.ids import new_id
 from runtime.messages import CompactionPart
-from runtime.providers.base import Usage
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.thread_events import (
     PersistedThreadEvent,
@@ -34,6 +33,7 @@ from runtime.thread_events import (
 )
 from runtime.thread_log import ThreadEventHub
 from runtime.thread_recorder import ThreadRecorder
+from runtime.usage import Usage
 
 log = logging.getLogger("agentd.threads")
 
