@@ -1,9 +1,10 @@
 """Run webhooks: `run.completed` / `run.failed` POSTed to an agent's `webhookUrl`.
 
 Deliveries happen in the sender's own task group, never in a run's: a slow or dead receiver
-cannot delay a run or its response. Each delivery is retried with exponential backoff (with
-jitter, honouring `Retry-After`) on connection errors, timeouts, 408, 429 and 5xx; any other
-4xx is final.
+cannot delay a run or its response. Each delivery is retried under the one retry policy
+(`runtime.retry`: exponential backoff with jitter, honouring `Retry-After` in seconds or as
+an HTTP date) on connection errors, timeouts and the policy's retryable statuses (408, 409,
+425, 429, 5xx); any other 4xx is final.
 
 Every request carries:
 
@@ -25,7 +26,6 @@ import hmac
 import json
 import logging
 import os
-import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ import aiohttp
 import anyio
 
 from runtime.ids import utc_now
+from runtime.retry import RetryPolicy, parse_retry_after, retryable_status
 from runtime.task_host import HostedTaskGroup
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ SIGNATURE_HEADER = "X-Agentd-Signature"
 TIMESTAMP_HEADER = "X-Agentd-Timestamp"
 EVENT_HEADER = "X-Agentd-Event"
 DELIVERY_HEADER = "X-Agentd-Delivery"
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -108,12 +108,20 @@ class WebhookSender:
         timeout: float = 10.0,
         max_pending: int = 1000,
         metrics: ApiMetrics | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        """`max_attempts`, `backoff` (the first retry's delay, doubled each time) and
+        `max_backoff` (also the cap on a receiver's `Retry-After`) make the retry policy,
+        unless `retry` gives one."""
         self.secret = secret
         self.sandbox_id = sandbox_id
-        self.max_attempts = max_attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.retry = retry or RetryPolicy(
+            max_attempts=max_attempts,
+            base_delay=backoff,
+            max_delay=max_backoff,
+            max_retry_after=max_backoff,
+            jitter=0.5,
+        )
         self.timeout = timeout
         self.max_pending = max_pending
         self.metrics = metrics
@@ -187,12 +195,12 @@ class WebhookSender:
             run_payload(event, record, sandbox_id=self.sandbox_id, delivery_id=delivery_id),
             separators=(",", ":"),
         ).encode()
-        for attempt in range(1, self.max_attempts + 1):
+        for attempt in range(1, self.retry.max_attempts + 1):
             delay, outcome = await self._attempt(url, event, delivery_id, body)
             if outcome == "delivered":
                 self._count(event, "delivered")
                 return True
-            if outcome == "rejected" or attempt == self.max_attempts:
+            if outcome == "rejected" or attempt == self.retry.max_attempts:
                 self._count(event, "failed")
                 log.warning(
                     "webhook %s for run %s to %s gave up after %d attempt(s)",
@@ -203,13 +211,8 @@ class WebhookSender:
                 )
                 return False
             self._count(event, "retried")
-            wait = delay if delay is not None else self._backoff(attempt)
-            await anyio.sleep(wait)
+            await (self.retry.sleep or anyio.sleep)(self.retry.backoff(attempt, delay))
         return False
-
-    def _backoff(self, attempt: int) -> float:
-        base: float = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
-        return base / 2 + random.uniform(0, base / 2)
 
     async def _attempt(
         self, url: str, event: str, delivery_id: str, body: bytes
@@ -237,11 +240,9 @@ class WebhookSender:
                 await response.read()
                 if 200 <= response.status < 300:
                     return None, "delivered"
-                if response.status in RETRY_STATUSES:
+                if retryable_status(response.status):
                     log.info("webhook %s to %s: HTTP %s, retrying", event, url, response.status)
-                    return _retry_after(response.headers.get("Retry-After"), self.max_backoff), (
-                        "retry"
-                    )
+                    return parse_retry_after(response.headers), "retry"
                 log.warning("webhook %s to %s refused: HTTP %s", event, url, response.status)
                 return None, "rejected"
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -251,13 +252,3 @@ class WebhookSender:
     def _count(self, event: str, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.webhook_finished(event, outcome)
-
-
-def _retry_after(value: str | None, cap: float) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return min(max(seconds, 0.0), cap)

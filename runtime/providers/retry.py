@@ -1,9 +1,10 @@
-"""The one retry policy every model adapter uses.
+"""Retrying model calls with the one retry policy (`runtime.retry`).
 
 The SDKs are built with `max_retries=0`; this module owns retrying instead, so there is
 exactly one place that decides what is retried, how long to wait and when to give up:
 
-- 429, 408, 409, 5xx and Anthropic's 529 / `overloaded_error` are retried; so are
+- the policy's retryable statuses (408, 409, 425, 429, every 5xx, so Anthropic's 529) and
+  Anthropic's `overloaded_error` are retried; so are
   connection failures, timeouts and streams that broke off (dropped connection, malformed
   frame, a stream that ended without its terminal event);
 - 400, 401, 403, 404, 413, 422 are not;
@@ -18,21 +19,21 @@ deltas, `StreamRestarted` is yielded first so consumers discard what they showed
 
 from __future__ import annotations
 
-import email.utils
-import os
-import random
-import time
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 
 from runtime.providers.base import AssistantTurn, ModelError, StreamItem, StreamRestarted
-
-# Status codes worth retrying, besides every 5xx (529 = Anthropic overloaded).
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
+from runtime.retry import (
+    RETRYABLE_STATUSES,
+    RetryPolicy,
+    Sleep,
+    parse_retry_after,
+    retryable_status,
+)
 
 _STATUS_CODES = {
     400: "invalid_request",
@@ -67,81 +68,12 @@ _ERROR_TYPES = {
 }
 
 
-Sleep = Callable[[float], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How model calls are retried.
-
-    `max_attempts` counts the first try. The backoff before retry `n` (1-based) is
-    `min(max_delay, base_delay * 2**(n-1))` scaled by a random factor in `[1-jitter, 1]`;
-    a server-sent `retry-after-ms` / `retry-after` replaces it (capped at
-    `max_retry_after`).
-    """
-
-    max_attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    max_retry_after: float = 60.0
-    jitter: float = 0.25
-    # How to wait between attempts (tests inject a recorder); None = `anyio.sleep`.
-    sleep: Sleep | None = field(default=None, compare=False)
-
-    def backoff(self, retry_number: int, retry_after: float | None = None) -> float:
-        if retry_after is not None and retry_after >= 0:
-            return min(retry_after, self.max_retry_after)
-        delay = min(self.max_delay, self.base_delay * 2.0 ** max(0, retry_number - 1))
-        return float(delay * (1 - self.jitter * random.random()))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicy:
-        """`AGENTD_MODEL_MAX_ATTEMPTS` and `AGENTD_MODEL_RETRY_BASE_MS` tune the defaults
-        (invalid values are ignored)."""
-        env = os.environ if env is None else env
-        policy = cls()
-        try:
-            if attempts := env.get("AGENTD_MODEL_MAX_ATTEMPTS"):
-                policy = replace(policy, max_attempts=max(1, int(attempts)))
-        except ValueError:
-            pass
-        try:
-            if base_ms := env.get("AGENTD_MODEL_RETRY_BASE_MS"):
-                policy = replace(policy, base_delay=max(0.0, float(base_ms) / 1000))
-        except ValueError:
-            pass
-        return policy
-
-
 @dataclass
 class Failure:
     """A classified failure: the error to raise if we give up, and the server's wait hint."""
 
     error: ModelError
     retry_after: float | None = None
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or HTTP date)."""
-    if not headers:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    parsed = email.utils.parsedate_tz(raw)
-    if parsed is None:
-        return None
-    return max(0.0, float(email.utils.mktime_tz(parsed) - time.time()))
 
 
 def classify_status(
@@ -158,7 +90,7 @@ def classify_status(
     """
     if status >= 400:
         code = _STATUS_CODES.get(status) or ("server_error" if status >= 500 else "invalid_request")
-        retryable = status in RETRYABLE_STATUSES or status >= 500
+        retryable = retryable_status(status)
         if error_type in ("insufficient_quota", "billing_error"):
             code, retryable = "billing", False  # a 429 that waiting will not fix
         elif error_type == "overloaded_error":
@@ -261,3 +193,18 @@ async def stream_with_retries(
         await (sleep or policy.sleep or anyio.sleep)(
             policy.backoff(attempt_no, failure.retry_after)
         )
+
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "Classifier",
+    "Failure",
+    "RetryPolicy",
+    "Sleep",
+    "StreamBroken",
+    "classify_status",
+    "parse_retry_after",
+    "read_stream",
+    "stream_with_retries",
+    "transient",
+]

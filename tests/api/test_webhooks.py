@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from email.utils import formatdate
 
 import anyio
 import pytest
@@ -155,3 +157,44 @@ def test_signature_rejects_stale_or_garbled_timestamps() -> None:
     assert not verify_signature(SECRET, body, "1000", signature, now=5000)
     assert not verify_signature(SECRET, body, "soon", signature, now=1000)
     assert not verify_signature(SECRET, body + b" ", "1000", signature, now=1000)
+
+
+async def test_a_receivers_retry_after_is_honoured_also_as_an_http_date() -> None:
+    """The one retry policy (runtime.retry) decides: a 503 with `Retry-After` as an HTTP date
+    waits until that date, a 409 is retried like any status the policy calls transient."""
+    from runtime.retry import RetryPolicy
+    from runtime.store import RunRecord
+
+    answers = [
+        web.Response(
+            status=503, headers={"Retry-After": formatdate(time.time() + 30, usegmt=True)}
+        ),
+        web.Response(status=409),
+        web.Response(status=204),
+    ]
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return answers.pop(0)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    policy = RetryPolicy(max_attempts=3, base_delay=0.001, max_retry_after=60, sleep=record)
+    sender = WebhookSender(secret=SECRET, retry=policy)
+    await sender.start()
+    try:
+        record_ = RunRecord(run_id="run_x", agent="a", status="completed", result="ok")
+        assert await sender.deliver(str(server.make_url("/hook")), "run.completed", record_)
+        assert answers == [] and len(waits) == 2
+        assert 25 <= waits[0] <= 31  # until the date, not the 1 ms backoff
+        assert waits[1] <= 0.002  # the second retry: base_delay doubled, less jitter
+    finally:
+        await sender.aclose(grace=0)
+        await server.close()
