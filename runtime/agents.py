@@ -83,7 +83,8 @@ MAX_CONTEXT_WINDOW = 10_000_000
 
 
 class AgentSpec(_WireModel):
-    """An agent definition (the body of `POST /v1/agents`). See DESIGN §2."""
+    """An agent definition (the body of `POST /v1/agents`). See docs/design.md, "Agents, runs,
+    threads"."""
 
     slug: str = Field(pattern=SLUG_PATTERN)
     name: str = ""

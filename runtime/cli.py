@@ -100,8 +100,8 @@ def add_serve_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the HTTP API daemon",
-        description="Serve the agentd HTTP API (DESIGN §3) until SIGTERM/SIGINT. Without a "
-        "token it listens only on loopback.",
+        description="Serve the agentd HTTP API (docs/design.md, HTTP API) until SIGTERM/SIGINT. "
+        "Without a token it listens only on loopback.",
     )
     add_settings_flags(parser, SERVE_FIELDS)
     parser.set_defaults(func=cmd_serve)

@@ -1,8 +1,8 @@
 """Render a run's event stream for a person at a terminal (`agentd run`, `agentd demo`).
 
-Events are the flat wire dicts of DESIGN §4. Colours are ANSI escapes and only used when the
-caller says so (the CLI turns them on for a TTY); without them the output is plain text, which
-is what the golden-file test pins down.
+Events are the flat wire dicts of docs/design.md, Events. Colours are ANSI escapes and only
+used when the caller says so (the CLI turns them on for a TTY); without them the output is
+plain text, which is what the golden-file test pins down.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def _event_schemas(refs: dict[Any, Any]) -> dict[str, Any]:
     event = {
         "title": "Event",
         "description": "One run event: `{id, runId, threadId, type, ts}` plus the payload of "
-        "its type (DESIGN §4). `id` is per run, strictly increasing from 1.",
+        "its type (docs/design.md, Events). `id` is per run, strictly increasing from 1.",
         "type": "object",
         "properties": {
             "id": {"type": "integer", "minimum": 1},

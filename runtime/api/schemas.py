@@ -2,7 +2,7 @@
 
 Handlers validate every body and query string with these models, and `/openapi.json` is
 generated from the same classes, so the documentation cannot drift from what is enforced.
-Wire names are camelCase (DESIGN §3); Python attributes snake_case.
+Wire names are camelCase (docs/design.md, HTTP API); Python attributes snake_case.
 """
 
 from __future__ import annotations

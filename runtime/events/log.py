@@ -361,7 +361,8 @@ class EventLog:
         if self._closed:
             raise EventLogClosed(f"the event log of run {self.run_id} is closed")
         if type == "run_started":
-            # The payload repeats the thread id (DESIGN §4); it must match the envelope's.
+            # The payload repeats the thread id (docs/design.md, Events); it must match the
+            # envelope's.
             payload = {"threadId": self.thread_id, **payload}
             if payload["threadId"] != self.thread_id:
                 raise EventPayloadError(

@@ -31,7 +31,7 @@ async def test_every_registered_route_is_documented(daemon: Daemon) -> None:
         registered.add((path, route.method))
     assert registered, "no routes registered?"
     assert registered == documented
-    # Every row of DESIGN §3.
+    # Every row of docs/design.md, HTTP API.
     for path, method in [
         ("/v1/agents", "POST"),
         ("/v1/agents", "GET"),
