@@ -53,9 +53,9 @@ from runtime.providers.retry import (
     StreamBroken,
     classify_status,
     read_stream,
-    stream_with_retries,
     transient,
 )
+from runtime.providers.sdk_adapter import SdkAdapter
 from runtime.providers.tool_calls import parse_tool_call
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is made (start-up time)
@@ -81,7 +81,7 @@ class StreamTruncated(Exception):
     """The stream ended without its terminal event (the connection dropped quietly)."""
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
     """`stream()` one model turn from the Messages API.
 
     `api_key` (sent by the SDK as `Authorization: Bearer`; `auth_token` is the alternative
@@ -104,29 +104,23 @@ class AnthropicProvider:
         max_pause_continuations: int = 8,
         label: str = "Anthropic",
     ) -> None:
-        self.retry = retry or RetryPolicy()
-        self.prompt_caching = prompt_caching
-        self.max_pause_continuations = max_pause_continuations
-        self.key_env_var = key_env_var
-        self.label = label
-        self._client: AsyncAnthropic | None = None
+        client: AsyncAnthropic | None = None
         if api_key or auth_token:
             from anthropic import AsyncAnthropic
 
             if base_url:
                 base_url = base_url.rstrip("/")
                 base_url = base_url.removesuffix("/v1/messages").removesuffix("/v1")
-            self._client = AsyncAnthropic(
+            client = AsyncAnthropic(
                 api_key=api_key or None,
                 auth_token=None if api_key else auth_token,
                 base_url=base_url or None,
                 max_retries=0,
                 timeout=timeout or DEFAULT_TIMEOUT,
             )
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        super().__init__(client, retry=retry, key_env_var=key_env_var, label=label)
+        self.prompt_caching = prompt_caching
+        self.max_pause_continuations = max_pause_continuations
 
     # -- the request ------------------------------------------------------------------------
 
@@ -175,17 +169,11 @@ class AnthropicProvider:
 
     # -- streaming ---------------------------------------------------------------------------
 
-    async def stream(
-        self,
-        system: str | None,
-        messages: list[Message],
-        tools: list[dict[str, Any]],
-        settings: ModelSettings,
+    async def _turn(
+        self, body: dict[str, Any], extra: dict[str, Any] | None
     ) -> AsyncGenerator[StreamItem, None]:
-        if self._client is None:
-            raise ModelError.missing_api_key(self.key_env_var, self.label)
-        body = self.build_request(system, messages, tools, settings)
-        extra = dict(settings.extra) or None
+        """The turn's requests: a `pause_turn` stop (a server tool paused a long turn) is
+        continued with what was streamed so far, at most `max_pause_continuations` times."""
         base_messages = body["messages"]
         paused_blocks: list[dict[str, Any]] = []
         content: list[Part] = []
@@ -211,8 +199,7 @@ class AnthropicProvider:
                 raw_blocks.append(blocks)
                 return self._attempt(request, extra, blocks, tool_offset)
 
-            retried = stream_with_retries(attempt, self._classify, self.retry)
-            async with aclosing(retried):
+            async with aclosing(self._retried(attempt)) as retried:
                 async for item in retried:
                     if isinstance(item, AssistantTurn):
                         turn = item
@@ -239,8 +226,7 @@ class AnthropicProvider:
     ) -> AsyncGenerator[StreamItem, None]:
         import anthropic
 
-        assert self._client is not None  # stream() checked it
-        stream = await self._client.messages.create(**request, stream=True, extra_body=extra)
+        stream = await self.client().messages.create(**request, stream=True, extra_body=extra)
         by_index: dict[int, dict[str, Any]] = {}
         json_text: dict[int, str] = {}
         tool_ordinal: dict[int, int] = {}

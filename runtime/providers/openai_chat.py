@@ -23,9 +23,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from runtime.messages import (
     ImagePart,
@@ -55,9 +54,9 @@ from runtime.providers.retry import (
     StreamBroken,
     classify_status,
     read_stream,
-    stream_with_retries,
     transient,
 )
+from runtime.providers.sdk_adapter import SingleRequestAdapter
 from runtime.providers.tool_calls import arguments_json, parse_tool_call
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is made (start-up time)
@@ -106,7 +105,17 @@ class _Call:
     ordinal: int | None = None
 
 
-class OpenAIChatProvider:
+class OpenAIAdapter(SingleRequestAdapter["AsyncOpenAI"]):
+    """An adapter over the `openai` SDK (Chat Completions or Responses); `truncated` is the
+    adapter's exception for a stream that ended without its terminal event."""
+
+    truncated: ClassVar[type[Exception]] = StreamTruncated
+
+    def _classify(self, exc: BaseException) -> Failure | None:
+        return classify_openai_error(exc, self.label, self.truncated)
+
+
+class OpenAIChatProvider(OpenAIAdapter):
     """`stream()` one model turn from a Chat Completions endpoint.
 
     `base_url` includes `/v1` (as `OPENAI_BASE_URL` does). `max_tokens_field` is the request
@@ -127,18 +136,10 @@ class OpenAIChatProvider:
         name: str = "openai-chat",
         label: str = "OpenAI",
     ) -> None:
+        client = openai_client(api_key, base_url, "/chat/completions", timeout) if api_key else None
+        super().__init__(client, retry=retry, key_env_var=key_env_var, label=label)
         self.name = name
-        self.label = label
-        self.retry = retry or RetryPolicy()
-        self.key_env_var = key_env_var
         self.max_tokens_field = max_tokens_field
-        self._client: AsyncOpenAI | None = None
-        if api_key:
-            self._client = openai_client(api_key, base_url, "/chat/completions", timeout)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
 
     def build_request(
         self,
@@ -172,33 +173,12 @@ class OpenAIChatProvider:
             body["reasoning_effort"] = reasoning_effort(settings.thinking_budget)
         return body
 
-    async def stream(
-        self,
-        system: str | None,
-        messages: list[Message],
-        tools: list[dict[str, Any]],
-        settings: ModelSettings,
-    ) -> AsyncGenerator[StreamItem, None]:
-        if self._client is None:
-            raise ModelError.missing_api_key(self.key_env_var, self.label)
-        body = self.build_request(system, messages, tools, settings)
-        extra = dict(settings.extra) or None
-
-        def attempt() -> AsyncGenerator[StreamItem, None]:
-            return self._attempt(body, extra)
-
-        retried = stream_with_retries(attempt, self._classify, self.retry)
-        async with aclosing(retried):
-            async for item in retried:
-                yield item
-
     async def _attempt(
         self, body: dict[str, Any], extra: dict[str, Any] | None
     ) -> AsyncGenerator[StreamItem, None]:
         import openai
 
-        assert self._client is not None  # stream() checked it
-        stream = await self._client.chat.completions.create(**body, stream=True, extra_body=extra)
+        stream = await self.client().chat.completions.create(**body, stream=True, extra_body=extra)
         thinking: list[str] = []
         texts: list[str] = []
         calls: dict[int, _Call] = {}
@@ -284,9 +264,6 @@ class OpenAIChatProvider:
         call.id = call.id or _call_id()
         started.append(call)
         return ToolCallStart(index=call.ordinal, id=call.id, name=call.name)
-
-    def _classify(self, exc: BaseException) -> Failure | None:
-        return classify_openai_error(exc, self.label, StreamTruncated)
 
 
 def classify_openai_error(

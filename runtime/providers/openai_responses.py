@@ -16,8 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runtime.messages import (
     ImagePart,
@@ -30,7 +29,6 @@ from runtime.messages import (
 )
 from runtime.providers.base import (
     AssistantTurn,
-    ModelError,
     ModelSettings,
     StopReason,
     StreamItem,
@@ -42,18 +40,13 @@ from runtime.providers.base import (
     Usage,
 )
 from runtime.providers.capabilities import is_reasoning_model
-from runtime.providers.openai_chat import classify_openai_error, openai_client, reasoning_effort
+from runtime.providers.openai_chat import OpenAIAdapter, openai_client, reasoning_effort
 from runtime.providers.retry import (
-    Failure,
     RetryPolicy,
     classify_status,
     read_stream,
-    stream_with_retries,
 )
 from runtime.providers.tool_calls import arguments_json, parse_tool_call
-
-if TYPE_CHECKING:  # the SDK itself is imported when a client is made (start-up time)
-    from openai import AsyncOpenAI
 
 PROVIDER = "openai-responses"
 _SUMMARY_SEPARATOR = "\n\n"
@@ -63,7 +56,7 @@ class StreamTruncated(Exception):
     """The stream ended without `response.completed` / `incomplete` / `failed`."""
 
 
-class OpenAIResponsesProvider:
+class OpenAIResponsesProvider(OpenAIAdapter):
     """`stream()` one model turn from the Responses API (`POST {base_url}/responses`).
 
     `base_url` includes `/v1`. `reasoning` forces reasoning parameters on or off (default:
@@ -71,6 +64,7 @@ class OpenAIResponsesProvider:
     """
 
     name = PROVIDER
+    truncated = StreamTruncated
 
     def __init__(
         self,
@@ -83,17 +77,9 @@ class OpenAIResponsesProvider:
         reasoning: bool | None = None,
         label: str = "OpenAI",
     ) -> None:
-        self.retry = retry or RetryPolicy()
-        self.key_env_var = key_env_var
+        client = openai_client(api_key, base_url, "/responses", timeout) if api_key else None
+        super().__init__(client, retry=retry, key_env_var=key_env_var, label=label)
         self.reasoning = reasoning
-        self.label = label
-        self._client: AsyncOpenAI | None = None
-        if api_key:
-            self._client = openai_client(api_key, base_url, "/responses", timeout)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
 
     def build_request(
         self,
@@ -133,33 +119,12 @@ class OpenAIResponsesProvider:
             body["temperature"] = settings.temperature
         return body
 
-    async def stream(
-        self,
-        system: str | None,
-        messages: list[Message],
-        tools: list[dict[str, Any]],
-        settings: ModelSettings,
-    ) -> AsyncGenerator[StreamItem, None]:
-        if self._client is None:
-            raise ModelError.missing_api_key(self.key_env_var, self.label)
-        body = self.build_request(system, messages, tools, settings)
-        extra = dict(settings.extra) or None
-
-        def attempt() -> AsyncGenerator[StreamItem, None]:
-            return self._attempt(body, extra)
-
-        retried = stream_with_retries(attempt, self._classify, self.retry)
-        async with aclosing(retried):
-            async for item in retried:
-                yield item
-
     async def _attempt(
         self, body: dict[str, Any], extra: dict[str, Any] | None
     ) -> AsyncGenerator[StreamItem, None]:
         import openai
 
-        assert self._client is not None  # stream() checked it
-        stream = await self._client.responses.create(**body, stream=True, extra_body=extra)
+        stream = await self.client().responses.create(**body, stream=True, extra_body=extra)
         parts: dict[int, Part] = {}
         summaries: dict[int, dict[int, str]] = {}  # output_index → summary_index → text
         call_ordinal: dict[int, int] = {}
@@ -226,9 +191,6 @@ class OpenAIResponsesProvider:
             usage=_usage(final.usage),
             model=final.model,
         )
-
-    def _classify(self, exc: BaseException) -> Failure | None:
-        return classify_openai_error(exc, self.label, StreamTruncated)
 
 
 def _item_to_part(item: Any, streamed_summaries: dict[int, str]) -> Part | None:
