@@ -1,8 +1,10 @@
 """Every tool the model can call.
 
-The core tool modules register themselves on import (see tools.base.register_tool) and are
-imported on first need, by `load_core_tools()` — which `core_tool_names()`,
-`default_tool_names()` and every `Toolbox` call — not by importing this package. So the
+Each core tool module lists its tools in `TOOLS`; `load_core_tools()` imports the modules of
+`CORE_TOOL_MODULES` and registers those tools, in that order (the order models see them).
+Importing a tool module registers nothing. The modules are imported on first need — by
+`core_tool_names()`, `default_tool_names()` and every `Toolbox` — not by importing this
+package. So the
 daemon answers `/readyz` without loading them (start-up time), and code that needs only
 `tools.base` or `tools.workspace` never pays for pexpect, unidiff and the tools' models.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import importlib
 
 from tools.base import (
-    TOOL_REGISTRY,
     Tool,
     ToolArgs,
     Toolbox,
@@ -20,6 +21,7 @@ from tools.base import (
     ToolError,
     ToolResult,
     ToolSettings,
+    register_tool,
 )
 
 __all__ = [
@@ -47,18 +49,12 @@ _loaded = False
 
 
 def load_core_tools() -> None:
-    """Import (and so register) every core tool module. Cheap after the first call."""
+    """Import every core tool module and register its tools. Cheap after the first call."""
     global _loaded
     if _loaded:
         return
-    modules = [importlib.import_module(name) for name in CORE_TOOL_MODULES]
-    # A tool module imported on its own before this (`import tools.files` in a test or a
-    # benchmark) registered its tools early: restore the documented order, which is the order
-    # of the tool specs a model is sent. Tools registered from elsewhere follow the core ones.
-    rank = {module.__name__: i for i, module in enumerate(modules)}
-    ordered = sorted(
-        TOOL_REGISTRY.items(), key=lambda item: rank.get(item[1].__module__, len(rank))
-    )
-    TOOL_REGISTRY.clear()
-    TOOL_REGISTRY.update(ordered)
+    for name in CORE_TOOL_MODULES:
+        module = importlib.import_module(name)
+        for tool in module.TOOLS:
+            register_tool(tool)
     _loaded = True

@@ -1,8 +1,9 @@
 """The tool framework: the Tool protocol, the per-call ToolContext, the registry and Toolbox.
 
-Every tool the model can call is a `Tool` subclass registered with `@register_tool`. A
-`Toolbox` instantiates the enabled tools for one workspace, validates arguments with the
-tool's pydantic `Args` model, runs it, and turns every failure into a `ToolResult` with
+Every tool the model can call is a `Tool` subclass, listed in its module's `TOOLS` and
+registered by `tools.load_core_tools` (`register_tool` adds any other). A `Toolbox`
+instantiates the enabled tools for one workspace, validates arguments with the tool's
+pydantic `Args` model, runs it, and turns every failure into a `ToolResult` with
 `is_error=True` so the agent loop never sees an exception from a bad tool call.
 """
 
@@ -96,6 +97,8 @@ class ToolSettings:
     # Who owns the processes tools start: the prefix of the tag they carry (tools/processes.py).
     # A daemon sets it from its state dir, so the next daemon on that state finds leftovers.
     process_owner: str = "agentd"
+    # grep uses ripgrep when it is installed; False: always its Python engine (same output).
+    use_ripgrep: bool = True
 
 
 # The daemon's own credentials: the agent's commands must not be able to read them (a prompt
@@ -205,6 +208,8 @@ ToolT = TypeVar("ToolT", bound=type[Tool])
 
 
 def register_tool(cls: ToolT) -> ToolT:
+    """Add a tool class to the registry under its `name` (the core tools are registered by
+    `tools.load_core_tools`, from each core module's `TOOLS`, in the order models see them)."""
     if cls.name in TOOL_REGISTRY and TOOL_REGISTRY[cls.name] is not cls:
         raise RuntimeError(f"two tools are named {cls.name!r}")
     TOOL_REGISTRY[cls.name] = cls

@@ -29,7 +29,7 @@ import aiohttp
 import anyio
 from pydantic import Field
 
-from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult, register_tool
+from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult
 from tools.processes import read_proc
 
 MAX_WAIT_MS = 300_000
@@ -366,7 +366,6 @@ async def probe_http(
     return None, error
 
 
-@register_tool
 class GetDevUrl(Tool):
     name = "get_dev_url"
     description = (
@@ -461,3 +460,8 @@ class GetDevUrl(Tool):
                 )
             await anyio.sleep(min(delay, remaining))
             delay = min(delay * 1.5, 0.5)
+
+
+# The tools this module provides, in the order models see them (tools.load_core_tools
+# registers them).
+TOOLS: tuple[type[Tool], ...] = (GetDevUrl,)

@@ -47,7 +47,6 @@ from tools.base import (
     ToolError,
     ToolResult,
     daemon_environ,
-    register_tool,
     truncate_middle,
 )
 from tools.processes import (
@@ -877,7 +876,6 @@ class ExecCommandArgs(ToolArgs):
     )
 
 
-@register_tool
 class ExecCommand(Tool):
     name = "exec_command"
     description = (
@@ -936,7 +934,6 @@ class WriteStdinArgs(ToolArgs):
     )
 
 
-@register_tool
 class WriteStdin(Tool):
     name = "write_stdin"
     description = (
@@ -975,7 +972,6 @@ class BashArgs(ToolArgs):
     )
 
 
-@register_tool
 class Bash(Tool):
     name = "bash"
     # An alias for agents written against the older docs: offered only when an agent lists
@@ -1014,3 +1010,12 @@ class Bash(Tool):
             result.is_error = True
             result.data.update(timed_out=True, code="timeout")
         return result
+
+
+# The tools this module provides, in the order models see them (tools.load_core_tools
+# registers them).
+TOOLS: tuple[type[Tool], ...] = (
+    ExecCommand,
+    WriteStdin,
+    Bash,
+)

@@ -27,7 +27,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from pydantic import Field
 from wcmatch import glob as wcglob
 
-from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult, register_tool
+from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult
 from tools.diffs import diff_texts
 from tools.patch import LEVELS, LineIndex
 from tools.textfile import (
@@ -51,9 +51,6 @@ MAX_LIST_ENTRIES = 1000
 MAX_GLOB_RESULTS = 1000
 MAX_GREP_LINE_CHARS = 500
 VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj"})
-
-# grep uses ripgrep when it is on PATH; tests switch this off to exercise the fallback.
-USE_RIPGREP = True
 
 
 def _path_key(rel: str) -> tuple[str, ...]:
@@ -161,7 +158,6 @@ def _read_page(path: Path, rel: str, offset: int, limit: int) -> _Page:
     return _Page(shown, offset, last, total, stopped, cut, crlf)
 
 
-@register_tool
 class ReadFile(Tool):
     name = "read_file"
     description = (
@@ -275,7 +271,6 @@ class WriteFileArgs(ToolArgs):
     content: str = Field(description="The complete new content of the file.")
 
 
-@register_tool
 class WriteFile(Tool):
     name = "write_file"
     description = (
@@ -398,7 +393,6 @@ def _not_found(text: str, old: str, rel: str) -> str:
     return message + " Read the file and copy old_string exactly, including whitespace."
 
 
-@register_tool
 class EditFile(Tool):
     name = "edit_file"
     description = (
@@ -471,7 +465,6 @@ def _list(real: Path, depth: int) -> tuple[list[str], int]:
     return lines, hidden
 
 
-@register_tool
 class ListDir(Tool):
     name = "list_dir"
     description = (
@@ -576,7 +569,6 @@ def _glob(base: Path, pattern: str) -> tuple[list[str], int]:
     return found[:MAX_GLOB_RESULTS], max(len(found) - MAX_GLOB_RESULTS, 0)
 
 
-@register_tool
 class Glob(Tool):
     name = "glob"
     description = (
@@ -802,7 +794,6 @@ def _rg_text(value: dict[str, str]) -> str:
     return _rg_bytes(value).decode("utf-8", errors="surrogateescape")
 
 
-@register_tool
 class Grep(Tool):
     name = "grep"
     description = (
@@ -827,7 +818,7 @@ class Grep(Tool):
         else:
             base, single = target.parent, target.name
             prefix = workspace.relative(target.parent)
-        rg = shutil.which("rg") if USE_RIPGREP else None
+        rg = shutil.which("rg") if ctx.settings.use_ripgrep else None
         outcome: GrepOutcome | None = None
         targets: list[str] | None = [single or "."]
         if rg is not None and args.glob and single is None:
@@ -858,3 +849,15 @@ class Grep(Tool):
             output=output,
             data={"matches": len(lines), "truncated": outcome.more, "engine": outcome.engine},
         )
+
+
+# The tools this module provides, in the order models see them (tools.load_core_tools
+# registers them).
+TOOLS: tuple[type[Tool], ...] = (
+    ReadFile,
+    WriteFile,
+    EditFile,
+    ListDir,
+    Glob,
+    Grep,
+)

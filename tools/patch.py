@@ -37,7 +37,7 @@ from unidiff.errors import UnidiffParseError
 from unidiff.patch import Hunk as UnidiffHunk
 from unidiff.patch import PatchedFile, PatchSet
 
-from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult, register_tool
+from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult
 from tools.diffs import TextLines, diff_regions, diff_texts
 from tools.textfile import (
     BinaryFileError,
@@ -1338,7 +1338,6 @@ A unified diff (git diff / diff -u output) is accepted too. Paths are relative t
 workspace. Copy context and removed lines exactly from the file."""
 
 
-@register_tool
 class ApplyPatch(Tool):
     name = "apply_patch"
     description = _DESCRIPTION
@@ -1373,3 +1372,8 @@ class ApplyPatch(Tool):
             output="\n".join(lines),
             data={"format": patch.format, "files": [change.describe() for change in changes]},
         )
+
+
+# The tools this module provides, in the order models see them (tools.load_core_tools
+# registers them).
+TOOLS: tuple[type[Tool], ...] = (ApplyPatch,)

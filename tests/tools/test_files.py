@@ -374,10 +374,10 @@ async def test_glob(harness: Harness, pattern: str, path: str | None, expected: 
 
 
 @pytest.fixture(params=["python", "ripgrep"])
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def engine(request: pytest.FixtureRequest, harness: Harness) -> str:
     if request.param == "ripgrep":
         need_program("rg")
-    monkeypatch.setattr(tools.files, "USE_RIPGREP", request.param == "ripgrep")
+    harness.box.settings.use_ripgrep = request.param == "ripgrep"
     return str(request.param)
 
 
@@ -417,14 +417,12 @@ GREP_QUERIES: list[dict[str, Any]] = [
 
 
 @pytest.mark.parametrize("query", GREP_QUERIES, ids=lambda q: " ".join(map(str, q.values())))
-async def test_grep_engines_agree(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch, query: dict[str, Any]
-) -> None:
+async def test_grep_engines_agree(harness: Harness, query: dict[str, Any]) -> None:
     need_program("rg")  # else there is nothing to compare the fallback with
     make_project(harness.root)
-    monkeypatch.setattr(tools.files, "USE_RIPGREP", True)
+    harness.box.settings.use_ripgrep = True
     with_rg = await harness.box.call("grep", query)
-    monkeypatch.setattr(tools.files, "USE_RIPGREP", False)
+    harness.box.settings.use_ripgrep = False
     fallback = await harness.box.call("grep", query)
     assert fallback.data["engine"] == "python"
     assert not with_rg.is_error and not fallback.is_error
