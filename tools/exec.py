@@ -212,6 +212,9 @@ class Session:
         self.exited = False  # the leader was reaped
         self.eof = False  # the output reached end of file
         self.finished = False  # exited, and every byte of output read (or given up on)
+        # asyncio's Event (and Lock) on purpose, like the reader below: they are set from
+        # event-loop callbacks, and `changed` is cleared and reused on every wakeup of a
+        # follow (docs/design.md, Concurrency).
         self.changed = asyncio.Event()
         self.exited_event = asyncio.Event()
         self._loop = loop
@@ -224,6 +227,9 @@ class Session:
         self._live_dropped = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._write_ready: asyncio.Future[None] | None = None
+        # asyncio on purpose (docs/design.md, Concurrency): output is drained by an event-loop
+        # callback on readiness, a burst per wakeup; a task parked in anyio.wait_readable
+        # would cost a task switch per chunk of a flood.
         loop.add_reader(proc.read_fd, self._on_readable)
         self._reading = True
         self._watch_exit()

@@ -295,6 +295,10 @@ class EventLog:
             if now - self._last_delta_flush >= self.coalesce_window:
                 await self._flush_pending(release_held=False)
             elif self._timer is None:
+                # A bare asyncio task rather than one in a task group (docs/design.md,
+                # Concurrency): a log has no task group of its own (plain coroutines make and
+                # use it), the task lives at most `coalesce_window`, and close() cancels and
+                # awaits it, so it never outlives the log.
                 delay = self._last_delta_flush + self.coalesce_window - now
                 self._timer = asyncio.get_running_loop().create_task(self._flush_later(delay))
 
@@ -325,7 +329,7 @@ class EventLog:
                 await asyncio.wait([timer])
 
     async def _flush_later(self, delay: float) -> None:
-        await asyncio.sleep(max(0.0, delay))
+        await anyio.sleep(max(0.0, delay))
         async with self._lock:
             if self._timer is asyncio.current_task():
                 self._timer = None
