@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from runtime.messages import (
@@ -159,9 +159,38 @@ def _stub_result(part: ToolResultPart) -> ToolResultPart:
 # -- sizes -------------------------------------------------------------------------------------
 
 
-def request_chars(system: str | None, tools: list[dict[str, Any]], messages: list[Message]) -> int:
+class MessageSizes:
+    """The JSON size of each message of the last request measured, kept so that the next
+    request (the same messages and a few new ones) serialises only what is new: measuring
+    every turn stays linear in what the turn added, not in the conversation."""
+
+    def __init__(self) -> None:
+        # id → (the message itself, so the id cannot be reused while it is here; its size)
+        self._known: dict[int, tuple[Message, int]] = {}
+
+    def total(self, messages: list[Message]) -> int:
+        known, self._known = self._known, {}
+        size = 0
+        for message in messages:
+            hit = known.get(id(message))
+            length = hit[1] if hit is not None and hit[0] is message else None
+            if length is None:
+                length = len(message.model_dump_json())
+            self._known[id(message)] = (message, length)
+            size += length
+        return size
+
+
+def request_chars(
+    system: str | None,
+    tools: list[dict[str, Any]],
+    messages: list[Message],
+    sizes: MessageSizes | None = None,
+) -> int:
     """The size of a request in characters of JSON, as the estimate counts it."""
     size = len(system or "") + (len(json.dumps(tools)) if tools else 0)
+    if sizes is not None:
+        return size + sizes.total(messages)
     return size + sum(len(m.model_dump_json()) for m in messages)
 
 
@@ -200,14 +229,18 @@ class Compactor:
     settings: ModelSettings
     context_window: int
     compact_at: float = DEFAULT_COMPACT_AT
+    sizes: MessageSizes = field(default_factory=MessageSizes, init=False, repr=False)
 
     @property
     def threshold(self) -> int:
         """Input tokens above which a request is compacted first."""
         return int(self.context_window * self.compact_at)
 
+    def request_chars(self, messages: list[Message]) -> int:
+        return request_chars(self.system, self.tools, messages, self.sizes)
+
     def tokens(self, meter: ContextMeter, messages: list[Message]) -> int:
-        return meter.estimate(request_chars(self.system, self.tools, messages))
+        return meter.estimate(self.request_chars(messages))
 
     def needs_compaction(self, meter: ContextMeter, log: list[Message]) -> bool:
         return self.tokens(meter, model_view(log)) > self.threshold

@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from runtime.compaction import CompactionFailed, Compactor, ContextMeter, model_view, request_chars
+from runtime.compaction import CompactionFailed, Compactor, ContextMeter, model_view
 from runtime.messages import Message, Part, ToolCallPart, ToolResultPart
 from runtime.providers.base import (
     AssistantTurn,
@@ -420,7 +420,9 @@ class AgentLoop:
     async def _model_turn(self) -> AssistantTurn:
         started = time.perf_counter()
         conversation = model_view(self.messages)
-        chars = request_chars(self.system, self.tool_specs, conversation)
+        # Only a compacting loop measures its requests (O(what is new) per turn, see
+        # MessageSizes); the size feeds the meter with the provider's reported usage.
+        chars = 0 if self.compactor is None else self.compactor.request_chars(conversation)
         stream = self.provider.stream(self.system, conversation, self.tool_specs, self.settings)
         streamed = {"text": False, "thinking": False}
         try:
