@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
+from tools.proctable import ProcessTable, default_table
 from tools.workspace import InvalidPath, PathOutsideWorkspace, Workspace
 
 log = logging.getLogger("agentd.tools")
@@ -99,6 +100,9 @@ class ToolSettings:
     process_owner: str = "agentd"
     # grep uses ripgrep when it is installed; False: always its Python engine (same output).
     use_ripgrep: bool = True
+    # Where process trees, tags and listening ports are read (tools/proctable.py): /proc on
+    # Linux, psutil elsewhere; tests pass PsutilTable() to run the portable path on Linux.
+    process_table: ProcessTable = field(default_factory=default_table)
 
 
 # The daemon's own credentials: the agent's commands must not be able to read them (a prompt

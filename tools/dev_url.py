@@ -1,25 +1,22 @@
 """get_dev_url: find the dev server the agent started and give the user a URL for it.
 
-Listening TCP sockets come from `/proc/net/tcp` and `/proc/net/tcp6` on Linux (state 0A is
-LISTEN; each socket's inode is matched against `/proc/<pid>/fd` to find its process) and from
-`lsof -nP -iTCP -sTCP:LISTEN` on macOS, where only `lsof` and `ps` are used. The daemon's own
+Listening TCP sockets and their processes come from the settings' process table
+(tools/proctable.py): `/proc/net/tcp{,6}` matched against `/proc/<pid>/fd` on Linux, psutil
+elsewhere (macOS), where only the daemon's own user's processes can be seen. The daemon's own
 ports (`ToolSettings.reserved_ports`, and anything the daemon process itself listens on) are
 never offered.
 
 Without a `port`, the tool prefers ports whose process the agent started (a process of one of
 its exec sessions, or a descendant of one) and among those the most recently opened one.
-"Most recently opened" is approximated by the owning process's start time (field 22 of
-`/proc/<pid>/stat`; `ps -o etime` on macOS): a server restarted by the agent is newer than
-one it started before. Ports of the same process cannot be ordered that way, so the model is
-asked to choose, as it is when several unrelated ports listen and none is the agent's.
+"Most recently opened" is approximated by the owning process's start time (as the process
+table gives it): a server restarted by the agent is newer than one it started before. Ports of
+the same process cannot be ordered that way, so the model is asked to choose, as it is when
+several unrelated ports listen and none is the agent's.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,22 +27,13 @@ import anyio
 from pydantic import Field
 
 from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult
-from tools.processes import read_proc
+from tools.proctable import ListeningSocket, ProcessTable
 
 MAX_WAIT_MS = 300_000
-# Which discovery to use; tests set "darwin" to run the lsof path against stand-in commands.
-PLATFORM = sys.platform
 PROBE_TIMEOUT_S = 2.0
 
 
-@dataclass(frozen=True)
-class Socket:
-    """One listening socket: its address, port and (if known) the process that owns it."""
-
-    address: str
-    port: int
-    pid: int | None = None
-    inode: int | None = None
+Socket = ListeningSocket
 
 
 @dataclass
@@ -53,7 +41,7 @@ class Process:
     pid: int
     ppid: int | None
     command: str
-    started: float  # larger is newer (clock ticks after boot, or minus seconds running)
+    started: float  # larger is newer (the process table's start time)
 
 
 @dataclass
@@ -82,134 +70,6 @@ class Port:
 
 
 # ---------------------------------------------------------------------------------------------
-# Linux
-
-
-def parse_proc_net_tcp(text: str, *, ipv6: bool) -> list[Socket]:
-    """The LISTEN sockets of a /proc/net/tcp{,6} table."""
-    sockets = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10 or fields[3] != "0A":
-            continue
-        address_hex, port_hex = fields[1].split(":")
-        sockets.append(
-            Socket(
-                address=_decode_address(address_hex, ipv6),
-                port=int(port_hex, 16),
-                inode=int(fields[9]),
-            )
-        )
-    return sockets
-
-
-def _decode_address(hex_address: str, ipv6: bool) -> str:
-    raw = bytes.fromhex(hex_address)
-    # the kernel prints each 32-bit word in host (little-endian) order
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return socket.inet_ntop(socket.AF_INET6 if ipv6 else socket.AF_INET, words)
-
-
-def _linux_sockets() -> list[Socket]:
-    sockets: list[Socket] = []
-    for name, ipv6 in (("tcp", False), ("tcp6", True)):
-        try:
-            with open(f"/proc/net/{name}") as table:
-                sockets += parse_proc_net_tcp(table.read(), ipv6=ipv6)
-        except OSError:
-            continue
-    wanted = {s.inode for s in sockets if s.inode}
-    owners: dict[int, int] = {}
-    if wanted:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            fd_dir = f"/proc/{entry}/fd"
-            try:
-                fds = os.listdir(fd_dir)
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    target = os.readlink(f"{fd_dir}/{fd}")
-                except OSError:
-                    continue
-                if target.startswith("socket:["):
-                    inode = int(target[8:-1])
-                    if inode in wanted:
-                        owners.setdefault(inode, int(entry))
-            if len(owners) == len(wanted):
-                break
-    return [Socket(s.address, s.port, owners.get(s.inode or -1), s.inode) for s in sockets]
-
-
-def _linux_process(pid: int) -> Process | None:
-    info = read_proc(pid)
-    if info is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/comm") as comm:
-            command = comm.read().strip()
-    except OSError:
-        command = "?"
-    return Process(pid, info.ppid, command, float(info.start))
-
-
-# ---------------------------------------------------------------------------------------------
-# macOS
-
-
-def parse_lsof(text: str) -> list[Socket]:
-    """Sockets from `lsof -nP -iTCP -sTCP:LISTEN -F pn` (p<pid> then n<address:port> lines)."""
-    sockets = []
-    pid: int | None = None
-    for line in text.splitlines():
-        if line.startswith("p"):
-            pid = int(line[1:])
-        elif line.startswith("n") and ":" in line:
-            address, _, port = line[1:].rpartition(":")
-            if not port.isdigit():
-                continue
-            address = address.strip("[]")
-            sockets.append(Socket("0.0.0.0" if address == "*" else address, int(port), pid))
-    return sockets
-
-
-def parse_etime(etime: str) -> float:
-    """Seconds from `ps -o etime` ("[[dd-]hh:]mm:ss")."""
-    days = 0
-    if "-" in etime:
-        day_part, etime = etime.split("-", 1)
-        days = int(day_part)
-    seconds = 0
-    for part in etime.split(":"):
-        seconds = seconds * 60 + int(part)
-    return days * 86400 + seconds
-
-
-def parse_ps(text: str) -> dict[int, Process]:
-    """Processes from `ps -A -o pid=,ppid=,etime=,comm=`."""
-    processes = {}
-    for line in text.splitlines():
-        fields = line.split(None, 3)
-        if len(fields) < 4 or not fields[0].isdigit():
-            continue
-        pid = int(fields[0])
-        processes[pid] = Process(
-            pid, int(fields[1]), os.path.basename(fields[3]), -parse_etime(fields[2])
-        )
-    return processes
-
-
-def _run(argv: list[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ToolError(f"could not list listening ports: {argv[0]} failed ({exc})") from None
-    return done.stdout
-
-
-# ---------------------------------------------------------------------------------------------
 # Discovery
 
 
@@ -219,13 +79,16 @@ class Snapshot:
     lookup: Callable[[int], Process | None]
 
 
-def take_snapshot() -> Snapshot:
+def take_snapshot(procs: ProcessTable) -> Snapshot:
     """Blocking: the listening sockets now, and a way to look up their processes."""
-    if PLATFORM == "darwin":
-        sockets = parse_lsof(_run(["lsof", "-nP", "-iTCP", "-sTCP:LISTEN", "-F", "pn"]))
-        table = parse_ps(_run(["ps", "-A", "-o", "pid=,ppid=,etime=,comm="]))
-        return Snapshot(sockets, table.get)
-    return Snapshot(_linux_sockets(), _linux_process)
+
+    def lookup(pid: int) -> Process | None:
+        info = procs.info(pid)
+        if info is None:
+            return None
+        return Process(pid, info.ppid, procs.command(pid) or "?", float(info.start))
+
+    return Snapshot(procs.listening(), lookup)
 
 
 def summarise(
@@ -387,7 +250,7 @@ class GetDevUrl(Tool):
         own_pid = os.getpid()
         delay = 0.05
         while True:
-            snapshot = await anyio.to_thread.run_sync(take_snapshot)
+            snapshot = await anyio.to_thread.run_sync(take_snapshot, settings.process_table)
             mine = await agent_pids(ctx)
             ports = summarise(snapshot, mine, settings.reserved_ports, own_pid)
             waiting = time.monotonic() < deadline

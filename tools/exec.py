@@ -60,6 +60,7 @@ from tools.processes import (
     spawn_pipes,
     spawn_pty,
 )
+from tools.proctable import ProcessTable
 
 __all__ = [
     "Bash",
@@ -533,8 +534,10 @@ class SessionManager:
     async def pids(self) -> set[int]:
         """Every live process the sessions started: their process groups, sessions and
         descendants, plus leftovers of exited sessions (e.g. `nohup server &`). Read from
-        /proc (in a worker thread); an empty set where there is none."""
-        table = await anyio.to_thread.run_sync(functools.partial(scan_processes, tags=True))
+        the settings' process table (in a worker thread); an empty set when it cannot be read."""
+        table = await anyio.to_thread.run_sync(
+            functools.partial(scan_processes, tags=True, procs=self._settings.process_table)
+        )
         if table is None:
             return set()
         found: set[int] = set()
@@ -708,7 +711,7 @@ class SessionManager:
         loop = asyncio.get_running_loop()
 
         async def survey() -> tuple[Mapping[int, ProcInfo] | None, dict[int, set[int]]]:
-            return await anyio.to_thread.run_sync(_survey, groups)
+            return await anyio.to_thread.run_sync(_survey, groups, self._settings.process_table)
 
         def send(signums: tuple[int, ...], table: Mapping[int, ProcInfo] | None) -> None:
             for group in groups:
@@ -745,11 +748,11 @@ class SessionManager:
 
 
 def _survey(
-    groups: list[ProcessGroup],
+    groups: list[ProcessGroup], procs: ProcessTable
 ) -> tuple[Mapping[int, ProcInfo] | None, dict[int, set[int]]]:
     """Blocking (a worker thread): the process table, each group's live members, and orphans
     of theirs that died as the daemon's children reaped."""
-    table = scan_processes(tags=True)
+    table = scan_processes(tags=True, procs=procs)
     if table is None:
         return None, {id(g): set() for g in groups}
     reap_orphans(groups, table)

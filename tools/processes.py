@@ -12,11 +12,12 @@ Python. It calls `setsid()` and then opens the terminal by name, which makes it 
 session's controlling terminal, so Ctrl-C written to the PTY interrupts the foreground job.
 Elsewhere, or when the C library lacks what that needs, `ptyprocess` does the fork.
 
-`scan_processes` reads the process table from /proc, and `ProcessGroup.members` finds a
+`scan_processes` reads the process table (from /proc on Linux, through psutil elsewhere: see
+tools/proctable.py), and `ProcessGroup.members` finds a
 session's processes in it: everything in its session or process group, their descendants,
 processes seen earlier that left the group with `setsid`/`setpgid`, and every process that
 carries the group's tag. The tag is an environment variable (`AGENTD_PROCESS_TAG`) set on
-every spawned command and inherited by whatever it starts, readable in /proc/PID/environ: a
+every spawned command and inherited by whatever it starts, readable in its environment: a
 double-forked `setsid` daemon whose parent died before any scan saw it is still found by it,
 and so are the leftovers of a daemon that was killed, by the next daemon on the same state
 (`kill_tagged`). A process can escape the tag only by clearing its environment on purpose.
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import errno
 import os
 import signal
@@ -42,6 +42,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.proctable import (
+    PROCESS_TAG_VAR,
+    ProcessTable,
+    ProcInfo,
+    default_table,
+    read_proc,
+    read_tag,
+)
+
 __all__ = [
     "PROCESS_TAG_VAR",
     "ProcInfo",
@@ -49,17 +58,14 @@ __all__ = [
     "Spawned",
     "become_subreaper",
     "kill_tagged",
+    "read_proc",
+    "read_tag",
     "reap_orphans",
     "scan_processes",
     "signal_processes",
     "spawn_pipes",
     "spawn_pty",
 ]
-
-PROCESS_TAG_VAR = "AGENTD_PROCESS_TAG"
-"""The environment variable every spawned command carries: `<owner>/<toolbox>` (see
-`ProcessGroup.tag`); its descendants inherit it."""
-_TAG_NEEDLE = PROCESS_TAG_VAR.encode() + b"="
 
 
 @dataclass
@@ -305,81 +311,18 @@ def _child_signal_defaults() -> None:
             signal.signal(signum, signal.SIG_DFL)
 
 
-# -- the process table -------------------------------------------------------------------
+# -- the process table (tools/proctable.py) -----------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProcInfo:
-    pid: int
-    ppid: int
-    pgrp: int
-    sid: int
-    state: str
-    start: int  # clock ticks after boot: with the pid, identifies one process
-    tag: str | None = None  # PROCESS_TAG_VAR from its environment, when read and present
-
-
-def scan_processes(*, tags: bool = False) -> dict[int, ProcInfo] | None:
-    """Every process from /proc, or None where there is no /proc (macOS). With `tags`, each
-    process's PROCESS_TAG_VAR is read from its environment too (zombies have none).
+def scan_processes(
+    *, tags: bool = False, procs: ProcessTable | None = None
+) -> dict[int, ProcInfo] | None:
+    """Every process, from `procs` (default: /proc on Linux, psutil elsewhere), or None when
+    the table cannot be read. With `tags`, each process's PROCESS_TAG_VAR from its
+    environment too (zombies have none).
 
     Blocking (a few ms with a hundred processes): call it from a worker thread."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    table: dict[int, ProcInfo] = {}
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        info = read_proc(int(entry))
-        if info is None:
-            continue
-        if tags and info.state not in ("Z", "X"):
-            tag = read_tag(info.pid)
-            if tag is not None:
-                info = dataclasses.replace(info, tag=tag)
-        table[info.pid] = info
-    return table
-
-
-def read_tag(pid: int) -> str | None:
-    """The process's PROCESS_TAG_VAR, or None (no such variable, gone, or not readable)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read()
-    except OSError:
-        return None
-    if environ.startswith(_TAG_NEEDLE):
-        start = len(_TAG_NEEDLE)
-    else:
-        found = environ.find(b"\0" + _TAG_NEEDLE)
-        if found == -1:
-            return None
-        start = found + 1 + len(_TAG_NEEDLE)
-    end = environ.find(b"\0", start)
-    return environ[start : end if end != -1 else len(environ)].decode(errors="replace")
-
-
-def read_proc(pid: int) -> ProcInfo | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        return ProcInfo(
-            pid=pid,
-            ppid=int(fields[1]),
-            pgrp=int(fields[2]),
-            sid=int(fields[3]),
-            state=fields[0].decode(),
-            start=int(fields[19]),
-        )
-    except (IndexError, ValueError):
-        return None
+    return (procs or default_table()).scan(tags=tags)
 
 
 @dataclass
@@ -486,13 +429,16 @@ def reap_orphans(groups: Iterable[ProcessGroup], table: Mapping[int, ProcInfo]) 
     return reaped
 
 
-def kill_tagged(owns: Callable[[str], bool], *, timeout: float = 2.0) -> dict[int, str]:
+def kill_tagged(
+    owns: Callable[[str], bool], *, timeout: float = 2.0, procs: ProcessTable | None = None
+) -> dict[int, str]:
     """SIGKILL every process whose tag `owns` accepts, with its descendants, and wait (up
     to `timeout` seconds) until they are gone. For a daemon starting on the state a killed
     one left: what that one's commands left running. Returns {pid: tag} of those killed.
 
     Blocking: call it from a worker thread."""
-    table = scan_processes(tags=True)
+    procs = procs or default_table()
+    table = procs.scan(tags=True)
     if table is None:
         return {}
     me = os.getpid()
@@ -515,7 +461,7 @@ def kill_tagged(owns: Callable[[str], bool], *, timeout: float = 2.0) -> dict[in
     deadline = time.monotonic() + timeout
     delay = 0.001
     while time.monotonic() < deadline:
-        remaining = [p for p in victims if _alive(p, starts[p])]
+        remaining = [p for p in victims if _alive(procs, p, starts[p])]
         if not remaining:
             break
         for pid in remaining:  # our own children (we are their subreaper): reap them
@@ -526,6 +472,6 @@ def kill_tagged(owns: Callable[[str], bool], *, timeout: float = 2.0) -> dict[in
     return victims
 
 
-def _alive(pid: int, start: int) -> bool:
-    info = read_proc(pid)
+def _alive(procs: ProcessTable, pid: int, start: int) -> bool:
+    info = procs.info(pid)
     return info is not None and info.start == start and info.state not in ("Z", "X")

@@ -76,7 +76,9 @@ class ToolboxPool:
         killed before it could); returns how many. Call before any run starts."""
         prefix = self.settings.process_owner + "/"
         killed = await anyio.to_thread.run_sync(
-            lambda: kill_tagged(lambda tag: tag.startswith(prefix))
+            lambda: kill_tagged(
+                lambda tag: tag.startswith(prefix), procs=self.settings.process_table
+            )
         )
         if killed:
             log.warning(

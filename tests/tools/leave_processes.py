@@ -1,7 +1,8 @@
 """A toolbox in its own process that starts commands which try to outlive it, for the
 process-escape tests in tests/tools/test_processes.py.
 
-`python -m tests.tools.leave_processes MODE WORKSPACE OWNER`: with process owner OWNER,
+`python -m tests.tools.leave_processes MODE WORKSPACE OWNER [TABLE]`: with process owner OWNER
+and the process table TABLE (`proc`, the default, or `psutil`: tools/proctable.py),
 starts every command of `ESCAPES` (each writes its escapee's pid to `<name>.pid` in
 WORKSPACE), waits until every pid file is written and prints `{"pids": {name: pid},
 "parents": {name: ppid}, "me": pid}` on one line. Then, by MODE:
@@ -23,6 +24,7 @@ import anyio
 
 from tools.base import Toolbox, ToolSettings
 from tools.processes import become_subreaper, read_proc, read_tag, scan_processes
+from tools.proctable import ProcTable, PsutilTable
 
 # Each leaves a process behind that is no longer in the command's process tree once the
 # command has exited; the stubborn ones also ignore SIGTERM, SIGHUP and SIGINT. Each command
@@ -46,10 +48,13 @@ ESCAPES = {
 }
 
 
-async def main(mode: str, workspace: Path, owner: str) -> None:
+TABLES = {"proc": ProcTable, "psutil": PsutilTable}
+
+
+async def main(mode: str, workspace: Path, owner: str, table: str = "proc") -> None:
     if mode.startswith("subreaper") and not become_subreaper():
         raise SystemExit("PR_SET_CHILD_SUBREAPER is not available")
-    settings = ToolSettings(process_owner=owner)
+    settings = ToolSettings(process_owner=owner, process_table=TABLES[table]())
     async with Toolbox(workspace, settings=settings, run_id="run_escapes") as box:
         for cmd in ESCAPES.values():
             result = await box.call(
@@ -93,4 +98,4 @@ def _tagged_by(owner: str, pid: int | None) -> bool:
 
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1], Path(sys.argv[2]), sys.argv[3])
+    anyio.run(main, sys.argv[1], Path(sys.argv[2]), *sys.argv[3:5])

@@ -14,26 +14,17 @@ import pytest
 import tools.dev_url
 from tests.tools.harness import Harness, open_harness
 from tools.base import ToolSettings
-from tools.dev_url import (
-    Port,
-    Process,
-    Snapshot,
-    Socket,
-    choose,
-    parse_etime,
-    parse_lsof,
-    parse_proc_net_tcp,
-    parse_ps,
-    summarise,
-)
+from tools.dev_url import Port, Process, Snapshot, Socket, choose, summarise
+from tools.proctable import ProcessTable, parse_proc_net_tcp
 
-LINUX = sys.platform.startswith("linux")
 WAIT_MS = 20_000  # generous: the machine is shared; the tool returns as soon as it can
 
 
 @pytest.fixture
-async def harness(workspace: Path) -> AsyncIterator[Harness]:
-    async with open_harness(workspace) as h:
+async def harness(workspace: Path, process_table: ProcessTable) -> AsyncIterator[Harness]:
+    """A toolbox reading processes through each process table (`psutil`: the portable path
+    macOS takes, forced on Linux)."""
+    async with open_harness(workspace, settings=ToolSettings(process_table=process_table)) as h:
         yield h
 
 
@@ -100,19 +91,6 @@ def test_parse_proc_net_tcp() -> None:
     ]
 
 
-def test_parse_lsof_and_ps() -> None:
-    lsof = "p501\nn*:3000\nn[::1]:3000\np777\nn127.0.0.1:8000\nnlocalhost:http\n"
-    assert parse_lsof(lsof) == [
-        Socket("0.0.0.0", 3000, 501),
-        Socket("::1", 3000, 501),
-        Socket("127.0.0.1", 8000, 777),
-    ]
-    assert [parse_etime(e) for e in ("00:05", "01:02:03", "2-00:00:01")] == [5, 3723, 172801]
-    table = parse_ps("  501     1   01:00 /usr/local/bin/node\n  777   501 00:10 python3.12\n")
-    assert table[777] == Process(777, 501, "python3.12", -10)
-    assert table[501].command == "node" and table[501].started == -60
-
-
 def snapshot(sockets: list[Socket], processes: dict[int, Process]) -> Snapshot:
     return Snapshot(sockets, processes.get)
 
@@ -173,7 +151,6 @@ def test_choose_asks_when_unclear() -> None:
 # Real servers
 
 
-@pytest.mark.skipif(not LINUX, reason="/proc discovery is Linux-only")
 async def test_get_dev_url_for_a_port_waits_for_http(harness: Harness, server: Server) -> None:
     result = await harness.call("get_dev_url", port=server.port, wait_ms=WAIT_MS)
     assert not result.is_error, result.output
@@ -185,7 +162,6 @@ async def test_get_dev_url_for_a_port_waits_for_http(harness: Harness, server: S
     assert harness.events == [{"type": "dev_url", "url": url, "port": server.port}]
 
 
-@pytest.mark.skipif(not LINUX, reason="/proc discovery is Linux-only")
 async def test_wait_covers_a_server_that_starts_later(harness: Harness, tmp_path: Path) -> None:
     port = free_port()
     outcome: dict[str, object] = {}
@@ -213,7 +189,6 @@ async def test_wait_covers_a_server_that_starts_later(harness: Harness, tmp_path
     assert outcome["httpStatus"] == 200 and outcome["port"] == port
 
 
-@pytest.mark.skipif(not LINUX, reason="/proc discovery is Linux-only")
 async def test_template_and_path(workspace: Path, server: Server) -> None:
     settings = ToolSettings(
         dev_url_template="https://{port}-{sandboxId}.sandboxes.example/{host}",
@@ -227,7 +202,6 @@ async def test_template_and_path(workspace: Path, server: Server) -> None:
     assert h.events[0]["url"] == result.data["url"]
 
 
-@pytest.mark.skipif(not LINUX, reason="/proc discovery is Linux-only")
 async def test_no_port_picks_the_agents_server(
     harness: Harness, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,7 +214,6 @@ async def test_no_port_picks_the_agents_server(
     assert result.data["port"] == server.port
 
 
-@pytest.mark.skipif(not LINUX, reason="/proc discovery is Linux-only")
 async def test_reserved_port_is_refused_and_not_offered(workspace: Path, server: Server) -> None:
     settings = ToolSettings(reserved_ports=frozenset({server.port}))
     async with open_harness(workspace, settings=settings) as h:
@@ -252,7 +225,6 @@ async def test_reserved_port_is_refused_and_not_offered(workspace: Path, server:
             assert f"port {server.port}:" not in found.output.split("Listening now:")[0]
 
 
-@pytest.mark.skipif(not LINUX, reason="/proc discovery is Linux-only")
 async def test_nothing_listening_on_the_port(harness: Harness, server: Server) -> None:
     up = await harness.call("get_dev_url", port=server.port, wait_ms=WAIT_MS)
     assert not up.is_error, up.output
@@ -266,7 +238,6 @@ async def test_nothing_listening_on_the_port(harness: Harness, server: Server) -
     assert harness.events == []
 
 
-@pytest.mark.skipif(not LINUX, reason="/proc discovery is Linux-only")
 async def test_listener_that_never_answers_http(harness: Harness) -> None:
     port = free_port()
     silent = subprocess.Popen(
@@ -293,41 +264,6 @@ async def test_listener_that_never_answers_http(harness: Harness) -> None:
     )
 
 
-async def test_macos_path_uses_lsof_and_ps(
-    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "lsof").write_text(
-        "#!/bin/sh\n"
-        '[ "$*" = "-nP -iTCP -sTCP:LISTEN -F pn" ] || exit 3\n'
-        "printf 'p4242\\nn*:3000\\nn[::1]:3000\\np5151\\nn127.0.0.1:5432\\n'\n"
-    )
-    (bin_dir / "ps").write_text(
-        "#!/bin/sh\n"
-        "printf '  4000     1 05:00 -zsh\\n  4242  4000 00:07 /opt/homebrew/bin/node\\n"
-        "  5151     1 3-01:00:00 postgres\\n'\n"
-    )
-    for script in bin_dir.iterdir():
-        script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    monkeypatch.setattr(tools.dev_url, "PLATFORM", "darwin")
-
-    async def pid_4000(ctx: object) -> set[int]:
-        return {4000}
-
-    monkeypatch.setattr(tools.dev_url, "agent_pids", pid_4000)
-    result = await harness.call("get_dev_url")
-    assert not result.is_error, result.output
-    assert result.data["url"] == "http://localhost:3000/"
-    assert (result.data["port"], result.data["pids"]) == (3000, [4242])
-    assert "Port 3000 (node pid 4242)." in result.output
-    refused = await harness.call("get_dev_url", port=8080)
-    assert "port 3000: node pid 4242, on 0.0.0.0, ::1 (started by you)" in refused.output
-    assert "port 5432: postgres pid 5151, on 127.0.0.1" in refused.output
-
-
-@pytest.mark.skipif(not LINUX, reason="/proc discovery is Linux-only")
 async def test_dev_server_started_with_exec_command(harness: Harness, tmp_path: Path) -> None:
     """The whole story: the agent starts a server with exec_command, get_dev_url finds it
     among whatever else listens on this machine, because the agent's session owns it."""

@@ -27,6 +27,7 @@ from tools.exec import (
     clip_output,
     live_session_count,
 )
+from tools.proctable import ProcessTable
 
 PY = shlex.quote(sys.executable)
 HAS_PROC = os.path.isdir("/proc/self")
@@ -404,9 +405,9 @@ async def test_every_chunk_is_streamed_as_a_tool_output_event(workspace: Path) -
 
 
 async def test_closing_the_toolbox_kills_children_and_grandchildren(
-    workspace: Path, spawner: str
+    workspace: Path, spawner: str, process_table: ProcessTable
 ) -> None:
-    async with Toolbox(workspace) as box:
+    async with Toolbox(workspace, settings=ToolSettings(process_table=process_table)) as box:
         started = await run(
             box,
             "sleep 1000 & echo bg=$!; bash -c 'sleep 1000 & echo gc=$!; wait'",
@@ -417,16 +418,17 @@ async def test_closing_the_toolbox_kills_children_and_grandchildren(
         assert not is_gone(child) and not is_gone(grandchild)
         manager = box.peek_service(SessionManager)
         assert manager is not None
-        if HAS_PROC:
-            assert {leader, child, grandchild} <= await manager.pids()
+        assert {leader, child, grandchild} <= await manager.pids()
     assert_reaped(leader)
     await wait_gone(child)
     await wait_gone(grandchild)
 
 
 @linux_only
-async def test_leftovers_of_exited_commands_and_escapees_are_killed(workspace: Path) -> None:
-    async with Toolbox(workspace) as box:
+async def test_leftovers_of_exited_commands_and_escapees_are_killed(
+    workspace: Path, process_table: ProcessTable
+) -> None:
+    async with Toolbox(workspace, settings=ToolSettings(process_table=process_table)) as box:
         # With job control the job gets a process group of its own, so the hangup when the
         # shell exits does not reach it: it outlives its command, in the same session.
         left = await run(box, "set -m; sleep 1000 </dev/null >/dev/null 2>&1 & echo bg=$!")

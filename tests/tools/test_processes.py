@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.tools.leave_processes import ESCAPES
+from tests.tools.leave_processes import ESCAPES, TABLES
 from tools.base import Toolbox, ToolSettings
 from tools.processes import PROCESS_TAG_VAR, kill_tagged, read_proc, read_tag
 
@@ -38,9 +38,10 @@ async def wait_dead(pids: list[int], timeout: float = 5) -> None:
 class Helper:
     """`python -m tests.tools.leave_processes` and its JSON lines."""
 
-    def __init__(self, mode: str, workspace: Path, owner: str) -> None:
+    def __init__(self, mode: str, workspace: Path, owner: str, table: str = "proc") -> None:
+        module = "tests.tools.leave_processes"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.tools.leave_processes", mode, str(workspace), owner],
+            [sys.executable, "-m", module, mode, str(workspace), owner, table],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -92,11 +93,13 @@ async def test_every_command_carries_its_tag(workspace: Path, owner: str, cleanu
         assert read_tag(int(result.data["output"].split()[0])) == f"{owner}/run_1/1"
 
 
+@pytest.mark.parametrize("table", ["proc", "psutil"])
 @pytest.mark.parametrize("mode", ["close", "subreaper-close"])
 async def test_escapees_die_when_the_toolbox_closes(
-    workspace: Path, owner: str, cleanup: None, mode: str
+    workspace: Path, owner: str, cleanup: None, mode: str, table: str
 ) -> None:
-    helper = Helper(mode, workspace, owner)
+    """With `psutil`, the portable process table (macOS's) forced on Linux."""
+    helper = Helper(mode, workspace, owner, table)
     try:
         started = await helper.line()
         pids = started["pids"]
@@ -110,19 +113,21 @@ async def test_escapees_die_when_the_toolbox_closes(
         helper.close()
 
 
+@pytest.mark.parametrize("table", ["proc", "psutil"])
 async def test_a_restarted_owner_kills_what_a_killed_one_left(
-    workspace: Path, owner: str, cleanup: None
+    workspace: Path, owner: str, cleanup: None, table: str
 ) -> None:
-    helper = Helper("crash", workspace, owner)
+    procs = TABLES[table]()
+    helper = Helper("crash", workspace, owner, table)
     try:
         pids = list((await helper.line())["pids"].values())
         os.kill(helper.proc.pid, signal.SIGKILL)
         helper.proc.wait()
         assert all(alive(pid) for pid in pids)  # kill -9 left them running
-        other = kill_tagged(lambda tag: tag.startswith("other-owner/"))
+        other = kill_tagged(lambda tag: tag.startswith("other-owner/"), procs=procs)
         assert not set(other) & set(pids) and all(alive(pid) for pid in pids)
         killed = await anyio.to_thread.run_sync(
-            lambda: kill_tagged(lambda tag: tag.startswith(owner + "/"))
+            lambda: kill_tagged(lambda tag: tag.startswith(owner + "/"), procs=procs)
         )
         assert set(pids) <= set(killed)
         await wait_dead(pids, timeout=2.5)  # kill_tagged itself waited for them
