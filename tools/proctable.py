@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import psutil
-
 __all__ = [
     "PROCESS_TAG_VAR",
     "ListeningSocket",
@@ -278,9 +276,6 @@ class ProcTable:
 
 # -- elsewhere: psutil ----------------------------------------------------------------------
 
-_GONE = (psutil.NoSuchProcess, psutil.AccessDenied)
-_STATES = {psutil.STATUS_ZOMBIE: "Z", psutil.STATUS_DEAD: "X"}
-
 
 class PsutilTable:
     """psutil's view of the processes: the portable path (macOS), also usable on Linux."""
@@ -289,7 +284,9 @@ class PsutilTable:
 
     def scan(self, *, tags: bool = False) -> dict[int, ProcInfo] | None:
         table: dict[int, ProcInfo] = {}
-        for pid in psutil.pids():
+        import psutil as ps  # on first use: neither start-up nor Linux loads it
+
+        for pid in ps.pids():
             info = self.info(pid)
             if info is None:
                 continue
@@ -302,44 +299,54 @@ class PsutilTable:
         return table
 
     def info(self, pid: int) -> ProcInfo | None:
+        import psutil as ps  # on first use: neither start-up nor Linux loads it
+
         try:
-            proc = psutil.Process(pid)
+            proc = ps.Process(pid)
             with proc.oneshot():
                 ppid, status, created = proc.ppid(), proc.status(), proc.create_time()
-        except _GONE:
+        except (ps.NoSuchProcess, ps.AccessDenied):
             return None
+        states = {ps.STATUS_ZOMBIE: "Z", ps.STATUS_DEAD: "X"}
         return ProcInfo(
             pid=pid,
             ppid=ppid,
             pgrp=_os_id(os.getpgid, pid),
             sid=_os_id(os.getsid, pid),
-            state=_STATES.get(status, "R"),
+            state=states.get(status, "R"),
             start=round(created * 1000),
         )
 
     def environ(self, pid: int) -> dict[str, str] | None:
+        import psutil as ps  # on first use: neither start-up nor Linux loads it
+
         try:
-            return dict(psutil.Process(pid).environ())
-        except (*_GONE, OSError):  # OSError: a zombie's environment on macOS
+            return dict(ps.Process(pid).environ())
+        # OSError: a zombie's environment on macOS
+        except (ps.NoSuchProcess, ps.AccessDenied, OSError):
             return None
 
     def command(self, pid: int) -> str | None:
+        import psutil as ps  # on first use: neither start-up nor Linux loads it
+
         try:
-            return psutil.Process(pid).name()
-        except _GONE:
+            return ps.Process(pid).name()
+        except (ps.NoSuchProcess, ps.AccessDenied):
             return None
 
     def listening(self, pids: Iterable[int] | None = None) -> list[ListeningSocket]:
         # Per process: psutil.net_connections() needs root on macOS; a process's own
         # sockets do not (for the daemon's own user's processes).
+        import psutil as ps  # on first use: neither start-up nor Linux loads it
+
         sockets: list[ListeningSocket] = []
-        for pid in psutil.pids() if pids is None else pids:
+        for pid in ps.pids() if pids is None else pids:
             try:
-                connections = psutil.Process(pid).net_connections(kind="tcp")
-            except (*_GONE, OSError):
+                connections = ps.Process(pid).net_connections(kind="tcp")
+            except (ps.NoSuchProcess, ps.AccessDenied, OSError):
                 continue
             for conn in connections:
-                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                if conn.status == ps.CONN_LISTEN and conn.laddr:
                     address = conn.laddr.ip or ("::" if conn.family == socket.AF_INET6 else "")
                     sockets.append(ListeningSocket(address or "0.0.0.0", conn.laddr.port, pid))
         return sockets

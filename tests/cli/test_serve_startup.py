@@ -39,6 +39,7 @@ DEFERRED = (
     "tools.dev_url",
     "pexpect",
     "unidiff",
+    "psutil",  # the portable process table's, imported by PsutilTable on first use
 )
 
 
