@@ -114,7 +114,10 @@ async def test_start_stream_typed_events_then_detail_and_files(daemon: Daemon) -
 async def test_wait_reports_each_status_change_and_times_out(daemon: Daemon) -> None:
     await daemon.upsert()
     gate = Gate()
-    daemon.model.script(Turn([text("slow ", "answer")], hold=gate, hold_after=2))
+    # A tool call, so that the run reaches a safe point (before the call) where the pause
+    # holds it: a last answer without one would let the run finish before the resume.
+    call = tool_call("no_such_tool", {}, id="c1")
+    daemon.model.script(Turn([text("slow ", "answer"), call], hold=gate, hold_after=2))
     seen: list[str] = []
     async with AsyncClient(daemon.url) as agentd:
         run_id = (await agentd.runs.start("helper", "x"))["runId"]
