@@ -142,7 +142,10 @@ class EventRenderer:
             self._block(f"✓ {tool}{took}", "green")
         else:
             state, failed = process
-            self._block(f"✓ {tool}{took} · {state}", "yellow" if failed else "green")
+            waiting = bool(event.get("waitingForInput"))
+            if waiting:
+                state += " · waiting for input"
+            self._block(f"✓ {tool}{took} · {state}", "yellow" if failed or waiting else "green")
         if call_id not in self._calls_with_output and output.strip():
             for line in _first_lines(output, RESULT_PREVIEW_LINES).splitlines():
                 self._block(f"  {line}", "dim")

@@ -49,6 +49,7 @@ from tools.base import (
     daemon_environ,
     truncate_middle,
 )
+from tools.input_wait import waiting_for_input
 from tools.processes import (
     PROCESS_TAG_VAR,
     ProcessGroup,
@@ -72,6 +73,13 @@ __all__ = [
 ]
 
 MIN_YIELD_MS = 250
+# Checking whether the foreground job waits for terminal input: first after this many
+# seconds (most commands are over by then), then at growing intervals up to the last; a
+# verdict counts once two checks in a row agree (typed input may still be on its way to the
+# reader when the first one looks).
+INPUT_CHECK_FIRST_S = 0.05
+INPUT_CHECK_MAX_S = 0.25
+INPUT_WAIT_HEADER = "Process is waiting for input"
 MAX_YIELD_MS = 30_000
 DEFAULT_EXEC_YIELD_MS = 10_000
 DEFAULT_WRITE_YIELD_MS = 250
@@ -411,12 +419,18 @@ class Session:
 
     # A call's view ----------------------------------------------------------------------
 
-    async def follow(self, ctx: ToolContext, deadline: float) -> None:
+    async def follow(
+        self, ctx: ToolContext, deadline: float, *, detect_input: bool = False
+    ) -> bool:
         """Wait until the session finishes or `deadline` (loop time), streaming its output
-        live through `ctx` (the output itself stays in the window for `window.take()`)."""
+        live through `ctx` (the output itself stays in the window for `window.take()`).
+
+        With `detect_input` (terminal sessions), also return as soon as the foreground job
+        is found blocked reading the terminal; returns True then."""
         self._live = bytearray()
         self._live_sent = self._live_dropped = 0
         expired = False
+        wants_input = anyio.Event()
 
         def expire() -> None:
             nonlocal expired
@@ -427,14 +441,20 @@ class Session:
         # reading the chunk that caused it.
         timer = self._loop.call_at(deadline, expire)
         try:
-            while True:
-                await self._emit_live(ctx)
-                if self.finished or expired:
-                    break
-                self.changed.clear()
-                if self._live:
-                    continue
-                await self.changed.wait()
+            async with anyio.create_task_group() as detectors:
+                if detect_input and self.proc.tty:
+                    detectors.start_soon(self._watch_for_input, wants_input)
+                while True:
+                    await self._emit_live(ctx)
+                    if self.finished or expired or wants_input.is_set():
+                        break
+                    self.changed.clear()
+                    if self._live:
+                        continue
+                    await self.changed.wait()
+                detectors.cancel_scope.cancel()
+            if wants_input.is_set() and self._reading:
+                self._read_available(READS_PER_WAKEUP)  # the prompt, if not read yet
             await self._emit_live(ctx, final=self.finished)
         finally:
             timer.cancel()
@@ -445,6 +465,24 @@ class Session:
                 "tool_output",
                 chunk=f"\r\n[agentd: {dropped} more bytes were not streamed live]\r\n",
             )
+        return wants_input.is_set() and not self.finished
+
+    async def _watch_for_input(self, found: anyio.Event) -> None:
+        """Set `found` (and wake `follow`) once the foreground job is seen blocked reading
+        the terminal by two checks in a row. The /proc reads run in a worker thread."""
+        delay = INPUT_CHECK_FIRST_S
+        agreed = 0
+        while not self.exited:
+            await anyio.sleep(delay)
+            verdict = await anyio.to_thread.run_sync(waiting_for_input, self.proc.read_fd)
+            if verdict is None:  # no way to tell on this platform
+                return
+            agreed = agreed + 1 if verdict else 0
+            if agreed >= 2:
+                found.set()
+                self.changed.set()
+                return
+            delay = INPUT_CHECK_FIRST_S if verdict else min(delay * 2, INPUT_CHECK_MAX_S)
 
     def finish_now(self) -> None:
         """Read what is left and stop (after the process group was killed)."""
@@ -496,6 +534,7 @@ class Outcome:
     pid: int
     notes: list[str] = field(default_factory=list)
     timed_out: bool = False
+    waiting_for_input: bool = False  # returned early: the foreground job reads the terminal
 
 
 class SessionManager:
@@ -648,7 +687,8 @@ class SessionManager:
                     if problem:
                         sent = len(chars.encode()) if session.proc.tty else len(chars)
                         notes.append(f"Only {written} of {sent} bytes were sent: {problem}.")
-            await session.follow(ctx, deadline)
+            # A one-shot command (`bash`) runs to its end: only sessions return at a prompt.
+            waiting = await session.follow(ctx, deadline, detect_input=kill_on_timeout is None)
             timed_out = False
             if kill_on_timeout is not None and not session.finished:
                 timed_out = True
@@ -665,6 +705,7 @@ class SessionManager:
                 pid=session.pid,
                 notes=notes,
                 timed_out=timed_out,
+                waiting_for_input=waiting and not finished,
             )
             if finished:
                 how = f"exited with code {session.exit_code}"
@@ -820,6 +861,8 @@ def _render(outcome: Outcome, wall_s: float, max_tokens: int, notes: list[str]) 
         lines.append(f"Process exited with code {outcome.exit_code}")
     else:
         lines.append(f"Process running with session ID {outcome.session_id}")
+        if outcome.waiting_for_input:
+            lines.append(INPUT_WAIT_HEADER)
     if cut:
         original_tokens = -(-outcome.output.total // BYTES_PER_TOKEN)
         lines.append(f"Original token count: {original_tokens}")
@@ -835,6 +878,8 @@ def _render(outcome: Outcome, wall_s: float, max_tokens: int, notes: list[str]) 
         "truncated": cut > 0,
         "pid": outcome.pid,
     }
+    if outcome.waiting_for_input:
+        data["waiting_for_input"] = True
     if outcome.signal is not None:
         data["signal"] = signal.Signals(outcome.signal).name
     if all_notes:

@@ -35,6 +35,7 @@ linux_only = pytest.mark.skipif(not HAS_PROC, reason="needs /proc")
 HEADER = re.compile(
     r"^Wall time: \d+\.\d{4} seconds\n"
     r"(Process exited with code (?P<code>-?\d+)|Process running with session ID (?P<sid>\d+))\n"
+    r"(?P<waiting>Process is waiting for input\n)?"
     r"(Original token count: (?P<tokens>\d+)\n)?"
     r"(Note: .*\n)*"
     r"Output:\n"
