@@ -54,6 +54,7 @@ SERVE_FIELDS = (
     "record",
     "custom_tool_url_prefixes",
     "custom_tool_timeout",
+    "workspace_skip_dirs",
 )
 
 

@@ -86,6 +86,11 @@ class Settings(BaseModel):
     device_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9._~-]{1,128}$", description="agentd connect: this device's id"
     )
+    workspace_skip_dirs: str = Field(
+        "",
+        description="directory names whose file changes runs do not report (comma-separated; "
+        "empty: .git, node_modules, caches and the like; off: no scan for command changes)",
+    )
 
     @field_validator("workspace", "state_dir", mode="after")
     @classmethod
@@ -136,6 +141,18 @@ class Settings(BaseModel):
         from tools.http_tool import UrlAllowList
 
         return UrlAllowList.parse(self.custom_tool_url_prefixes)
+
+    @property
+    def skip_dirs(self) -> frozenset[str] | None:
+        """`ToolSettings.workspace_skip_dirs`: None turns the change scan off."""
+        value = self.workspace_skip_dirs.strip()
+        if value.lower() == "off":
+            return None
+        if not value:
+            from tools.base import DEFAULT_SKIP_DIRS
+
+            return DEFAULT_SKIP_DIRS
+        return frozenset(name.strip() for name in value.split(",") if name.strip())
 
     @property
     def signing_key(self) -> str | None:

@@ -38,6 +38,7 @@ from runtime.providers.base import (
     ThinkingDelta,
     Usage,
 )
+from runtime.workspace_watch import PORT_POLL_S, WorkspaceWatch
 from tools.base import Toolbox, ToolResult
 
 log = logging.getLogger("agentd.loop")
@@ -231,6 +232,7 @@ class AgentLoop:
         tool_specs: list[dict[str, Any]] | None = None,
         context_window: int | None = None,
         compact_at: float | None = None,
+        port_poll_s: float | None = PORT_POLL_S,
     ) -> None:
         self.provider = provider
         self.toolbox = toolbox
@@ -257,6 +259,9 @@ class AgentLoop:
         self.iterations = 0
         self.result = ""
         self.artifacts = ToolArtifacts()
+        # Files commands change and ports the run's processes open (None: ports not watched).
+        self.port_poll_s = port_poll_s
+        self._watch: WorkspaceWatch | None = None
         self._committed = 0
         # The turn whose tool calls are executing: (calls, results by position).
         self._inflight: tuple[list[ToolCallPart], list[ToolResultPart | None]] | None = None
@@ -282,15 +287,23 @@ class AgentLoop:
         with self.controls.cancel_scope() as cancel_scope:
             deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
             with anyio.CancelScope(deadline=deadline) as timeout_scope:
-                try:
-                    stop = await self._turns()
-                except _Stop as raised:  # from deep inside a turn (a failed compaction)
-                    stop = raised
-                except ModelError as exc:
-                    stop = _Stop("failed", "model_error", _describe_model_error(exc))
-                except Exception as exc:
-                    log.exception("agent loop failed unexpectedly")
-                    stop = _Stop("failed", "internal", f"internal error: {type(exc).__name__}")
+                async with anyio.create_task_group() as watching:
+                    watch = self._watch = WorkspaceWatch(
+                        self.toolbox, self.events, self.artifacts, port_poll_s=self.port_poll_s
+                    )
+                    watching.start_soon(watch.run)
+                    try:
+                        stop = await self._turns()
+                        await watch.finish()
+                    except _Stop as raised:  # from deep inside a turn (a failed compaction)
+                        stop = raised
+                    except ModelError as exc:
+                        stop = _Stop("failed", "model_error", _describe_model_error(exc))
+                    except Exception as exc:
+                        log.exception("agent loop failed unexpectedly")
+                        stop = _Stop("failed", "internal", f"internal error: {type(exc).__name__}")
+                    finally:
+                        watching.cancel_scope.cancel()
             timed_out = timeout_scope.cancelled_caught
         cancelled = cancel_scope.cancel_called and stop is None
 
@@ -463,6 +476,8 @@ class AgentLoop:
     async def _run_tools(self, calls: list[ToolCallPart]) -> None:
         results: list[ToolResultPart | None] = [None] * len(calls)
         self._inflight = (calls, results)
+        if self._watch is not None:
+            await self._watch.ready()  # changes are found against the state before the calls
         for batch in self._batches(calls):
             await self.controls.checkpoint()
             for index in batch:
@@ -474,11 +489,15 @@ class AgentLoop:
                     "tool_call", callId=call.id, tool=call.name, input=tool_input
                 )
             if len(batch) == 1:
-                await self._call_tool(calls[batch[0]], batch[0], results)
+                await self._call_tool(calls[batch[0]], batch[0], results, alone=True)
             else:
                 async with anyio.create_task_group() as tg:
                     for index in batch:
                         tg.start_soon(self._call_tool, calls[index], index, results)
+                if self._watch is not None:
+                    # Concurrent calls are read-only: what changed meanwhile (a background
+                    # process) is no one call's doing.
+                    await self._watch.report_files(None)
         self._inflight = None
         content: list[Part] = [r for r in results if r is not None]
         self.messages.append(Message(role="tool", content=content))
@@ -497,8 +516,15 @@ class AgentLoop:
         return batches
 
     async def _call_tool(
-        self, call: ToolCallPart, index: int, results: list[ToolResultPart | None]
+        self,
+        call: ToolCallPart,
+        index: int,
+        results: list[ToolResultPart | None],
+        *,
+        alone: bool = False,
     ) -> None:
+        """Run one call and emit its result; a call running `alone` first reports the file
+        changes made while it ran, as its own (`callId`), before its result."""
         started = time.perf_counter()
         if call.raw_arguments is not None:
             result = ToolResult.error(_malformed_arguments(call), code="invalid_json")
@@ -512,12 +538,17 @@ class AgentLoop:
                 with anyio.CancelScope(shield=True):
                     await forward.flush()
         seconds = time.perf_counter() - started
+        if alone and self._watch is not None:
+            await self._watch.report_files(call.id)
         output = self.redactor.redact(result.output) if self.redactor else result.output
         results[index] = ToolResultPart(
             call_id=call.id, output=output, is_error=result.is_error, name=call.name
         )
         if self.metrics is not None:
             self.metrics.tool_call_finished(call.name, seconds, result.is_error)
+        # A command that stopped at a prompt says so (exec_command, write_stdin), so a
+        # client can show that it waits for an answer; the field is absent otherwise.
+        waiting = {"waitingForInput": True} if result.data.get("waiting_for_input") else {}
         await self.events.emit(
             "tool_result",
             callId=call.id,
@@ -525,6 +556,7 @@ class AgentLoop:
             output=output,
             isError=result.is_error,
             durationMs=round(seconds * 1000, 3),
+            **waiting,
         )
 
     def _close_inflight(self, reason: str) -> None:
@@ -552,26 +584,48 @@ class AgentLoop:
 
 class ToolArtifacts:
     """What a run's tools left that its `complete` event reports: the files they changed (in
-    order of first change; a deleted or moved-away file is dropped) and the last dev URL."""
+    order of first change; a deleted or moved-away file is dropped) and the dev URL.
+
+    Files come from the tools' own `file_edit` events and from the workspace watch (files
+    commands changed); the dev URL is get_dev_url's last answer (with the path the model
+    chose), or else the last port the watch saw open, until it closes."""
 
     def __init__(self) -> None:
         self.files: dict[str, None] = {}
         self.dev_url: str | None = None
+        self._dev_url_watched = False
+        self._reported: set[str] = set()  # paths tools reported since the watch last looked
 
     def note(self, event_type: str, payload: dict[str, Any]) -> None:
         """Take in one tool event (`file_edit` and `dev_url` matter; others are ignored)."""
         if event_type == "file_edit":
             path = payload.get("path")
             moved_from = payload.get("movedFrom")
-            if isinstance(moved_from, str):
-                self.files.pop(moved_from, None)
+            moved_from = moved_from if isinstance(moved_from, str) else None
             if isinstance(path, str):
-                if payload.get("action") == "delete":
-                    self.files.pop(path, None)
-                else:
-                    self.files[path] = None
+                self._reported.update(p for p in (path, moved_from) if p is not None)
+                self.note_file(path, str(payload.get("action")), moved_from)
         elif event_type == "dev_url" and isinstance(payload.get("url"), str):
-            self.dev_url = payload["url"]
+            self.dev_url, self._dev_url_watched = payload["url"], False
+
+    def note_file(self, path: str, action: str, moved_from: str | None) -> None:
+        if moved_from is not None:
+            self.files.pop(moved_from, None)
+        if action == "delete":
+            self.files.pop(path, None)
+        else:
+            self.files[path] = None
+
+    def note_port(self, opened: bool, url: str) -> None:
+        if opened and (self.dev_url is None or self._dev_url_watched):
+            self.dev_url, self._dev_url_watched = url, True
+        elif not opened and self._dev_url_watched and self.dev_url == url:
+            self.dev_url = None
+
+    def take_reported(self) -> set[str]:
+        """The paths tools reported themselves since the last call (not to report again)."""
+        reported, self._reported = self._reported, set()
+        return reported
 
 
 class _ToolEventForwarder:

@@ -85,6 +85,31 @@ def lone_surrogate(value: Any) -> str | None:
     return None
 
 
+# Directories the run's file-change scan never enters (tools/workspace_changes.py): VCS
+# data, dependencies, build and tool caches. Virtualenvs are found by their pyvenv.cfg.
+DEFAULT_SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "__pycache__",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".tox",
+        ".nox",
+        ".cache",
+        ".parcel-cache",
+        ".turbo",
+        ".gradle",
+        ".next",
+        ".nuxt",
+        ".svelte-kit",
+    }
+)
+
+
 @dataclass
 class ToolSettings:
     """Deployment settings tools need but the model never chooses."""
@@ -103,6 +128,8 @@ class ToolSettings:
     # Where process trees, tags and listening ports are read (tools/proctable.py): /proc on
     # Linux, psutil elsewhere; tests pass PsutilTable() to run the portable path on Linux.
     process_table: ProcessTable = field(default_factory=default_table)
+    # Directory names the file-change scan skips; None: no scan (tool-reported edits only).
+    workspace_skip_dirs: frozenset[str] | None = DEFAULT_SKIP_DIRS
 
 
 # The daemon's own credentials: the agent's commands must not be able to read them (a prompt

@@ -118,6 +118,7 @@ async def _open_runtime(state: ApiState) -> None:
                 dev_url_template=settings.dev_url_template,
                 sandbox_id=settings.sandbox_id,
                 reserved_ports=frozenset({settings.port}),
+                workspace_skip_dirs=settings.skip_dirs,
             ),
             max_concurrent=settings.max_concurrent_runs,
             max_queue=settings.max_queue,

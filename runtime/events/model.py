@@ -74,6 +74,17 @@ class FileEditPayload(_Payload):
 class DevUrlPayload(_Payload):
     url: str
     port: int
+    # Also, when the run saw the port open by itself (not through get_dev_url): `pid` and
+    # `command` of the process listening on it.
+
+
+class PortClosedPayload(_Payload):
+    """A port a process of the run listened on (announced by `dev_url`) closed."""
+
+    url: str
+    port: int
+    pid: int | None = None
+    command: str | None = None
 
 
 class InputPayload(_Payload):
@@ -125,6 +136,7 @@ PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
     "tool_result": ToolResultPayload,
     "file_edit": FileEditPayload,
     "dev_url": DevUrlPayload,
+    "port_closed": PortClosedPayload,
     "input": InputPayload,
     "usage": UsagePayload,
     "error": ErrorPayload,

@@ -83,7 +83,9 @@ def test_completed_run_renders_for_a_person(
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Running it.\n▶ exec_command $ echo made-by-run > made.txt && echo wrote it\n" in out
-    assert "wrote it\n✓ exec_command (" in out
+    # The file the command wrote is shown as an edit of the call, before its result.
+    assert "wrote it\n✎ create /made.txt\n" in out
+    assert "+made-by-run\n✓ exec_command (" in out
     assert "All done.\n■ status completed · 2 iterations · 200 in / 20 out tokens" in out
     assert "\x1b[" not in out  # not a terminal: no colours
     assert "Ctrl-C cancels" not in out  # nor a spinner

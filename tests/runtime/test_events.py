@@ -58,6 +58,7 @@ def test_every_documented_type_has_a_payload_model() -> None:
         "tool_result",
         "file_edit",
         "dev_url",
+        "port_closed",
         "input",
         "usage",
         "error",
