@@ -85,10 +85,12 @@ def lone_surrogate(value: Any) -> str | None:
     return None
 
 
-# Directories the run's file-change scan never enters (tools/workspace_changes.py): VCS
-# data, dependencies, build and tool caches. Virtualenvs are found by their pyvenv.cfg.
+# Directories the run's file-change scan never enters (tools/workspace_changes.py): agentd's
+# own files (.agentd: thread rollouts), VCS data, dependencies, build and tool caches.
+# Virtualenvs are found by their pyvenv.cfg.
 DEFAULT_SKIP_DIRS = frozenset(
     {
+        ".agentd",
         ".git",
         ".hg",
         ".svn",

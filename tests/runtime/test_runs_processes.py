@@ -64,7 +64,9 @@ async def test_a_run_stopped_during_a_long_command_leaves_no_processes(
 ) -> None:
     agent = await shell_agent(store)
     cmd = STUBBORN_COMMAND if how == "cancel-stubborn" else LONG_COMMAND
-    factory.add(tool_turn(call("c1", "exec_command", {"cmd": cmd, "yield_time_ms": 30000})))
+    # No login shell: its profile alone can take most of the 1 s timeout on a loaded machine.
+    args = {"cmd": cmd, "login": False, "yield_time_ms": 30000}
+    factory.add(tool_turn(call("c1", "exec_command", args)))
     config = RunConfig(timeout=1.0) if how == "timeout" else None
     run = await manager.start(agent, prompt="run it", config=config)
     match = await output_until(manager, run.run_id, r"pid=(\d+)\s+child=(\d+)")
