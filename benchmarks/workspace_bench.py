@@ -15,7 +15,8 @@ Rows (every figure from this run; Linux):
   exec_command returning with `Process is waiting for input` (median, p99), beside the
   yield_time_ms the call would otherwise wait out.
 - `port opened`: from a server's `listen()` (it prints the time just after) to the port
-  watcher's report, polled at the loop's PORT_POLL_S (median, p99).
+  watcher's report, polled at the loop's PORT_POLL_S (median, p99), and the daemon CPU one
+  look costs while the run has a session (a /proc process table with environments).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.loop import PORT_POLL_S
+from runtime.workspace_watch import PORT_POLL_S
 from tools.base import Toolbox
 from tools.port_watch import PortWatcher
 from tools.workspace_changes import WorkspaceScanner
@@ -228,9 +229,23 @@ async def port_latency(runs: int) -> None:
                     output += polled.data["output"]
                 latencies.append(found - float(output.split()[0]))
                 await box.call("write_stdin", {"session_id": session, "chars": "\x03"})
+        # What one look costs while the run has a session (the loop looks every PORT_POLL_S).
+        async with Toolbox(tmp) as box:
+            await box.call(
+                "exec_command", {"cmd": "sleep 30", "login": False, "yield_time_ms": 250}
+            )
+            watcher = PortWatcher(box)
+            looks, cpu = 20, time.process_time()
+            for _ in range(looks):
+                await watcher.poll()
+            per_look = (time.process_time() - cpu) / looks
     print(
         f"port opened detected              median {ms(statistics.median(latencies))}  "
         f"p99 {ms(percentile(latencies, 99))}  (polled every {PORT_POLL_S * 1000:.0f} ms)"
+    )
+    print(
+        f"  one look: daemon CPU {ms(per_look).strip()} "
+        f"({per_look / PORT_POLL_S:.1%} of a core at one look per {PORT_POLL_S * 1000:.0f} ms)"
     )
 
 
