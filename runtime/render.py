@@ -154,6 +154,8 @@ class EventRenderer:
         moved = f" (from {event['movedFrom']})" if event.get("movedFrom") else ""
         self._block(f"✎ {event.get('action')} {event.get('path')}{moved}", "magenta")
         lines = str(event.get("diff", "")).splitlines()
+        if not lines and event.get("note"):  # binary, large, or a group of files
+            self._block(f"  {event['note']}", "dim")
         for line in lines[:DIFF_PREVIEW_LINES]:
             if line.startswith(("+++", "---")):
                 self._block(f"  {line}", "bold")
@@ -169,9 +171,17 @@ class EventRenderer:
             self._block(f"  … ({len(lines) - DIFF_PREVIEW_LINES} more diff lines)", "dim")
 
     def _on_dev_url(self, event: dict[str, Any]) -> None:
+        url = str(event.get("url"))
+        if url in self._dev_urls_shown:  # seen opening, then asked for: shown once
+            return
         self._end_stream()
-        self._dev_urls_shown.add(str(event.get("url")))
-        self._write("🌐 dev server: " + self._style(str(event.get("url")), "url") + "\n")
+        self._dev_urls_shown.add(url)
+        self._write("🌐 dev server: " + self._style(url, "url") + "\n")
+
+    def _on_port_closed(self, event: dict[str, Any]) -> None:
+        self._dev_urls_shown.discard(str(event.get("url")))
+        command = f" ({event['command']})" if event.get("command") else ""
+        self._block(f"🌐 port {event.get('port')} closed{command}", "dim")
 
     def _on_input(self, event: dict[str, Any]) -> None:
         self._block(f"› user: {event.get('text')}", "cyan")

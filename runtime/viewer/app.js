@@ -8,7 +8,7 @@
 const TOKEN_KEY = "agentd.token";
 const EVENT_TYPES = [
   "run_started", "status", "thinking", "text", "tool_call", "tool_output", "tool_result",
-  "file_edit", "dev_url", "input", "usage", "error", "complete",
+  "file_edit", "dev_url", "port_closed", "input", "usage", "error", "complete",
 ];
 const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
 const RUNS_REFRESH_MS = 5000;
@@ -228,6 +228,7 @@ class RunView {
     this.onStatus = onStatus;
     this.open = null;  // the block streamed text or thinking goes into: {kind, body}
     this.calls = new Map();  // callId -> {card, terminal, writer}
+    this.devUrls = new Map();  // url -> its node: linked once (seen opening, then asked for)
     this.startedTs = null;
     this.tokens = { input: 0, output: 0 };
   }
@@ -306,8 +307,9 @@ class RunView {
       case "tool_result": {
         const call = this.callFor(event);
         const mark = event.isError ? "✗" : "✓";
+        const waiting = event.waitingForInput ? " · waiting for input" : "";
         const result = el("div", `tool-result ${event.isError ? "bad" : "ok"}`,
-          `${mark} ${event.tool} · ${duration(event.durationMs)}`);
+          `${mark} ${event.tool} · ${duration(event.durationMs)}${waiting}`);
         const output = event.output || "";
         if (output) {
           const details = el("details", null, el("summary", null, "result"), el("pre", null, output));
@@ -321,15 +323,33 @@ class RunView {
         const what = event.movedFrom ? `${event.movedFrom} → ${event.path}` : event.path;
         const node = el("div", "event file-edit", el("div", "mono", `✎ ${event.action} ${what}`));
         if (event.diff) node.append(renderDiff(event.diff));
+        else if (event.note) node.append(el("div", "muted", event.note));
         this.block(this.add(node, event));
         break;
       }
       case "dev_url": {
+        if (this.devUrls.has(event.url)) {
+          this.block(this.add(el("div", "event event-status muted", `dev URL ${event.url} answered`), event));
+          break;
+        }
         const link = el("a", null, event.url);
         link.href = event.url;
         link.target = "_blank";
         link.rel = "noopener noreferrer";
-        this.block(this.add(el("div", "event dev-url", "↗ dev URL: ", link), event));
+        const node = el("div", "event dev-url", "↗ dev URL: ", link);
+        this.devUrls.set(event.url, node);
+        this.block(this.add(node, event));
+        break;
+      }
+      case "port_closed": {
+        const opened = this.devUrls.get(event.url);
+        if (opened) {  // no longer a live link
+          opened.className = "event dev-url-closed muted";
+          opened.append(" (closed)");
+          this.devUrls.delete(event.url);
+        }
+        this.block(this.add(el("div", "event event-status",
+          `port ${event.port} closed${event.command ? ` (${event.command})` : ""}`), event));
         break;
       }
       case "input":
