@@ -4,7 +4,8 @@
 the agent's processes (see `SessionManager.pids`) started listening on is `opened` (the
 run emits `dev_url` with `{url, port, pid, command}`), and a port it stopped listening on is
 `closed` (`port_closed`). Each port is reported once while it stays open. Discovery is
-get_dev_url's (tools/dev_url.py, through the toolbox's process table). The daemon's own ports are never reported.
+get_dev_url's (tools/dev_url.py, through the toolbox's process table). The daemon's own
+ports are never reported.
 
 Every /proc read happens in a worker thread (`SessionManager.pids` reads its table in one).
 """
