@@ -55,6 +55,8 @@ SERVE_FIELDS = (
     "custom_tool_url_prefixes",
     "custom_tool_timeout",
     "workspace_skip_dirs",
+    "default_model",
+    "public_url",
 )
 
 

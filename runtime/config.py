@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 ENV_PREFIXES = ("AGENTD_", "RUNTOOLS_")
+# The model of an agent defined without one (`--default-model` overrides it).
+DEFAULT_MODEL = "claude-sonnet-5-5"
 
 
 class ConfigError(ValueError):
@@ -91,16 +94,36 @@ class Settings(BaseModel):
         description="directory names whose file changes runs do not report (comma-separated; "
         "empty: .git, node_modules, caches and the like; off: no scan for command changes)",
     )
+    default_model: str = Field(
+        DEFAULT_MODEL, min_length=1, description="the model of agents defined without one"
+    )
+    public_url: str | None = Field(
+        None,
+        description="this daemon's public base URL (e.g. https://sbx-1.example.dev); makes "
+        "the agents' `endpoint` absolute",
+    )
 
     @field_validator("workspace", "state_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("token", "webhook_secret", mode="after")
+    @field_validator("token", "webhook_secret", "public_url", mode="after")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("public_url", mode="after")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"must be a base URL without a query or fragment, got {value!r}")
+        return value.rstrip("/")
 
     @field_validator("custom_tool_url_prefixes", mode="after")
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.agents import AgentRecord, AgentSpec
+from runtime.agents import STORED, AgentRecord, AgentSpec
 from runtime.events.model import Event
 from runtime.ids import new_id, utc_now
 from runtime.messages import Message
@@ -276,19 +276,33 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"runs:{seq}".encode()).decode().rstrip("=")
+def _encode_cursor(kind: str, *keys: str | int) -> str:
+    """An opaque cursor: the list it belongs to and the sort key of the page's last item."""
+    raw = json.dumps([kind, *keys], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> int:
+def _decode_cursor(cursor: str, kind: str, types: tuple[type, ...]) -> list[Any]:
+    """The sort key in `cursor`; ValueError unless it is a cursor of list `kind`."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, seq = raw.partition(":")
-        if kind != "runs":
-            raise ValueError(kind)
-        return int(seq)
+        value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"invalid cursor {cursor!r}") from exc
+    if (
+        not isinstance(value, list)
+        or len(value) != len(types) + 1
+        or value[0] != kind
+        or not all(type(key) is want for key, want in zip(value[1:], types, strict=True))
+    ):
+        raise ValueError(f"invalid cursor {cursor!r} (not one of this list's cursors)")
+    return value[1:]
+
+
+def _check_limit(limit: int) -> int:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    return min(limit, MAX_PAGE)
 
 
 class Store:
@@ -412,20 +426,30 @@ class Store:
 
         return await self._write(upsert)
 
-    async def get_agent(self, slug: str, version: int | None = None) -> AgentRecord | None:
-        """The current version (or the given one) of a live agent."""
-        return await self._read(lambda conn: _load_agent(conn, slug, version))
+    async def get_agent(self, slug_or_id: str, version: int | None = None) -> AgentRecord | None:
+        """The current version (or the given one) of a live agent, by slug or id (`agt_…`)."""
+        return await self._read(lambda conn: _load_agent(conn, slug_or_id, version))
 
-    async def list_agents(self) -> list[AgentRecord]:
-        def list_all(conn: sqlite3.Connection) -> list[AgentRecord]:
+    async def list_agents(
+        self, limit: int = MAX_PAGE, cursor: str | None = None
+    ) -> tuple[list[AgentRecord], str | None]:
+        """Live agents (current versions) by slug, `limit` at a time, and the next page's
+        cursor (None on the last page). ValueError for a bad limit or cursor."""
+        limit = _check_limit(limit)
+        after = _decode_cursor(cursor, "agents", (str,))[0] if cursor else ""
+
+        def page(conn: sqlite3.Connection) -> tuple[list[AgentRecord], str | None]:
             rows = conn.execute(
                 "SELECT a.*, v.spec, v.created_at AS version_created_at FROM agents a "
                 "JOIN agent_versions v ON v.slug = a.slug AND v.version = a.version "
-                "WHERE a.deleted_at IS NULL ORDER BY a.slug"
+                "WHERE a.deleted_at IS NULL AND a.slug > ? ORDER BY a.slug LIMIT ?",
+                (after, limit + 1),
             ).fetchall()
-            return [_agent_record(row, row) for row in rows]
+            more = len(rows) > limit
+            records = [_agent_record(row, row) for row in rows[:limit]]
+            return records, (_encode_cursor("agents", records[-1].slug) if more else None)
 
-        return await self._read(list_all)
+        return await self._read(page)
 
     async def delete_agent(self, slug: str) -> bool:
         """Delete the agent (its versions stay, so old runs can still be explained, and a new
@@ -441,17 +465,28 @@ class Store:
 
         return await self._write(delete)
 
-    async def list_agent_versions(self, slug: str) -> list[AgentRecord]:
-        def versions(conn: sqlite3.Connection) -> list[AgentRecord]:
+    async def list_agent_versions(
+        self, slug: str, limit: int = MAX_PAGE, cursor: str | None = None
+    ) -> tuple[list[AgentRecord], str | None]:
+        """A live agent's versions, oldest first, `limit` at a time (none if no such agent),
+        and the next page's cursor. ValueError for a bad limit or cursor."""
+        limit = _check_limit(limit)
+        after = _decode_cursor(cursor, "versions", (int,))[0] if cursor else 0
+
+        def versions(conn: sqlite3.Connection) -> tuple[list[AgentRecord], str | None]:
             row = conn.execute(
                 "SELECT * FROM agents WHERE slug = ? AND deleted_at IS NULL", (slug,)
             ).fetchone()
             if row is None:
-                return []
+                return [], None
             rows = conn.execute(
-                "SELECT * FROM agent_versions WHERE slug = ? ORDER BY version", (slug,)
+                "SELECT * FROM agent_versions WHERE slug = ? AND version > ? "
+                "ORDER BY version LIMIT ?",
+                (slug, after, limit + 1),
             ).fetchall()
-            return [_agent_record(row, v) for v in rows]
+            more = len(rows) > limit
+            records = [_agent_record(row, v) for v in rows[:limit]]
+            return records, (_encode_cursor("versions", records[-1].version) if more else None)
 
         return await self._read(versions)
 
@@ -529,22 +564,35 @@ class Store:
 
         return await self._read(get)
 
-    async def list_threads(self, agent: str | None = None) -> list[ThreadRecord]:
-        """Threads, most recently updated first."""
+    async def list_threads(
+        self, agent: str | None = None, limit: int = MAX_PAGE, cursor: str | None = None
+    ) -> tuple[list[ThreadRecord], str | None]:
+        """Threads, most recently updated first, `limit` at a time, and the next page's
+        cursor. ValueError for a bad limit or cursor."""
+        limit = _check_limit(limit)
+        clauses: list[str] = []
+        params: list[str | int] = []
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        if cursor:
+            updated, last_id = _decode_cursor(cursor, "threads", (str, str))
+            clauses.append("(updated_at < ? OR (updated_at = ? AND id < ?))")
+            params += [updated, updated, last_id]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT * FROM threads {where} ORDER BY updated_at DESC, id DESC LIMIT ?"
 
-        def list_all(conn: sqlite3.Connection) -> list[ThreadRecord]:
-            if agent is None:
-                rows = conn.execute(
-                    "SELECT * FROM threads ORDER BY updated_at DESC, id DESC"
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT * FROM threads WHERE agent = ? ORDER BY updated_at DESC, id DESC",
-                    (agent,),
-                ).fetchall()
-            return [_thread_record(row) for row in rows]
+        def page(conn: sqlite3.Connection) -> tuple[list[ThreadRecord], str | None]:
+            rows = conn.execute(query, (*params, limit + 1)).fetchall()
+            more = len(rows) > limit
+            records = [_thread_record(row) for row in rows[:limit]]
+            last = records[-1] if records else None
+            next_cursor = (
+                _encode_cursor("threads", last.updated_at, last.id) if more and last else None
+            )
+            return records, next_cursor
 
-        return await self._read(list_all)
+        return await self._read(page)
 
     async def delete_thread(self, thread_id: str) -> bool:
         """Delete a thread and its messages (runs that used it are kept). False if none."""
@@ -762,10 +810,8 @@ class Store:
     ) -> tuple[list[RunRecord], str | None]:
         """Runs newest first, `limit` at a time. Returns the page and the cursor of the next
         page (None on the last). ValueError for a bad limit or cursor."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        limit = min(limit, MAX_PAGE)
-        before = _decode_cursor(cursor) if cursor else None
+        limit = _check_limit(limit)
+        before = _decode_cursor(cursor, "runs", (int,))[0] if cursor else None
         clauses: list[str] = []
         params: list[str | int] = []
         for column, value in (("agent", agent), ("status", status), ("thread_id", thread_id)):
@@ -783,7 +829,7 @@ class Store:
             more = len(rows) > limit
             rows = rows[:limit]
             records = [RunRecord.model_validate_json(row["data"]) for row in rows]
-            return records, (_encode_cursor(rows[-1]["seq"]) if more else None)
+            return records, (_encode_cursor("runs", rows[-1]["seq"]) if more else None)
 
         return await self._read(page)
 
@@ -910,19 +956,23 @@ def _agent_record(agent_row: sqlite3.Row, version_row: sqlite3.Row) -> AgentReco
         version=version_row["version"],
         created_at=agent_row["created_at"],
         updated_at=updated or version_row["created_at"],
-        spec=AgentSpec.model_validate_json(version_row["spec"]),
+        spec=AgentSpec.model_validate_json(version_row["spec"], context=STORED),
     )
 
 
-def _load_agent(conn: sqlite3.Connection, slug: str, version: int | None) -> AgentRecord | None:
+def _load_agent(
+    conn: sqlite3.Connection, slug_or_id: str, version: int | None
+) -> AgentRecord | None:
     row = conn.execute(
-        "SELECT * FROM agents WHERE slug = ? AND deleted_at IS NULL", (slug,)
+        "SELECT * FROM agents WHERE (slug = ? OR id = ?) AND deleted_at IS NULL "
+        "ORDER BY slug = ? DESC LIMIT 1",
+        (slug_or_id, slug_or_id, slug_or_id),
     ).fetchone()
     if row is None:
         return None
     wanted = row["version"] if version is None else version
     version_row = conn.execute(
-        "SELECT * FROM agent_versions WHERE slug = ? AND version = ?", (slug, wanted)
+        "SELECT * FROM agent_versions WHERE slug = ? AND version = ?", (row["slug"], wanted)
     ).fetchone()
     return None if version_row is None else _agent_record(row, version_row)
 

@@ -215,6 +215,8 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {str(op.status): ok}
     if op.status == 201:  # upserts answer 200 when nothing new was created
         responses["200"] = {**ok, "description": "OK"}
+    if op.no_content is not None:
+        responses["204"] = {"description": op.no_content, "headers": headers}
     responses.update(_error_responses(op, refs, headers))
     return responses
 
@@ -232,8 +234,7 @@ def _error_responses(
         codes.add(401)
     if op.body is not None or op.body_schema is not None:
         codes |= {400, 413}
-    if op.query is not None:
-        codes.add(400)
+    codes.add(400)  # unknown query parameters, on every route
     if op.path.startswith("/v1/"):
         codes.add(503)
     for code in sorted(codes):

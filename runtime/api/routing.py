@@ -14,6 +14,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from runtime.api.validation import refuse_query
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -38,7 +40,21 @@ class Operation:
     websocket: bool = False  # upgrades to a WebSocket (101); 426 without the upgrade headers
     public: bool = False  # no authentication
     errors: tuple[int, ...] = ()
+    no_content: str | None = None  # when the operation answers 204 No Content
     headers: dict[str, str] = field(default_factory=dict)  # response headers documented
+
+
+def _without_query(handler: Handler) -> Handler:
+    """`handler` behind a check that the request has no query string: an operation without a
+    query model takes no parameters, so any given is refused (400) rather than ignored."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        refuse_query(request)
+        return await handler(request)
+
+    checked.__name__ = getattr(handler, "__name__", "handler")
+    checked.__doc__ = handler.__doc__
+    return checked
 
 
 class RouteTable:
@@ -55,7 +71,8 @@ class RouteTable:
 
     def install(self, app: web.Application) -> None:
         for op in self.operations:
-            app.router.add_route(op.method, op.path, op.handler, name=op.operation_id)
+            handler = op.handler if op.query is not None else _without_query(op.handler)
+            app.router.add_route(op.method, op.path, handler, name=op.operation_id)
 
     def public_paths(self) -> frozenset[str]:
         return frozenset(op.path for op in self.operations if op.public)

@@ -77,24 +77,42 @@ class AgentOut(AgentSpec):
 
 
 class UpsertResult(WireModel):
+    """What `POST /v1/agents` and `PATCH /v1/agents/{slugOrId}` answer (the documented
+    shape). An upsert that changes nothing answers `updated` with the current version."""
+
     id: str
     slug: str
-    action: Literal["created", "updated", "unchanged"]
+    action: Literal["created", "updated"]
     version: int
-    endpoint: str = Field(description="the path that runs this agent (legacy shape)")
+    sandbox_id: str | None = Field(
+        alias="sandboxId", description="this daemon's --sandbox-id for in_sandbox agents"
+    )
+    target_device_id: str | None = Field(alias="targetDeviceId")
+    endpoint: str = Field(
+        description="the agent's run URL, …/v1/agents/{slug}/run (absolute with --public-url)"
+    )
 
 
 class RollbackRequest(WireModel):
     version: int = Field(ge=1, le=MAX_INT, description="the version to make current again")
 
 
-class AgentVersionsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", defer_build=True)
+class PageQuery(WireModel):
+    """How every list is paged: `limit` items, after `cursor` (`meta.nextCursor`)."""
+
+    limit: int = Field(50, ge=1, le=500, description="items per page")
+    cursor: str | None = Field(None, description="`meta.nextCursor` of the previous page")
+
+
+class AgentsQuery(PageQuery):
+    pass
+
+
+class AgentVersionsQuery(PageQuery):
+    pass
 
 
 class AgentGetQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
-
     version: int | None = Field(
         None, ge=1, le=MAX_INT, description="a past version (default: current)"
     )
@@ -126,7 +144,7 @@ class RunRequest(WireModel):
     """`POST /v1/run`: start a run of `agent` on `prompt`, continuing `threadId`'s
     conversation or the caller's own `messages`."""
 
-    agent: str = Field(min_length=1, description="the agent's slug")
+    agent: str = Field(min_length=1, description="the agent's slug or id")
     prompt: str | None = Field(None, description="the user's message")
     messages: list[InputMessage] | None = Field(
         None, description="a conversation to continue instead of a thread"
@@ -245,18 +263,23 @@ class RunDetail(RunOut):
     tool_calls: list[ToolCallOut] = Field(alias="toolCalls")
 
 
-class RunsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
-
-    agent: str | None = Field(None, description="only this agent's runs")
+class RunsQuery(PageQuery):
+    agent: str | None = Field(None, description="only this agent's runs (slug or id)")
+    deployment: str | None = Field(None, description="the platform SDK's name for `agent`")
     status: RunStatus | None = None
-    limit: int = Field(50, ge=1, le=500)
-    cursor: str | None = Field(None, description="`meta.nextCursor` of the previous page")
+
+    @model_validator(mode="after")
+    def _one_agent(self) -> RunsQuery:
+        if self.deployment is not None:
+            if self.agent is not None and self.agent != self.deployment:
+                raise ValueError(
+                    "`deployment` is another name for `agent`; give one of them, or the same"
+                )
+            self.agent = self.deployment
+        return self
 
 
 class EventsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
-
     after: int | None = Field(
         None, ge=0, le=MAX_INT, description="replay events with id > after (Last-Event-ID wins)"
     )
@@ -291,14 +314,10 @@ class EmptyBody(WireModel):
 
 
 class FilesQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
-
     path: str = Field("/", description="a directory, relative to the workspace root")
 
 
 class FileContentQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
-
     path: str = Field(min_length=1, description="a file, relative to the workspace root")
     offset: int = Field(0, ge=0, le=MAX_INT, description="first byte to return")
     limit: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024, description="bytes to return")
@@ -329,10 +348,14 @@ class FileContent(WireModel):
 # --- threads --------------------------------------------------------------------------------
 
 
-class ThreadsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
+class ThreadsQuery(PageQuery):
+    agent: str | None = Field(None, description="only this agent's threads (slug or id)")
 
-    agent: str | None = None
+
+class ThreadQuery(WireModel):
+    agent: str | None = Field(
+        None, description="the agent the thread must belong to (another agent's is a 404)"
+    )
 
 
 class ThreadOut(ThreadRecord):

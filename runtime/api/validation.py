@@ -101,23 +101,56 @@ def _check_text(text: str, where: str) -> None:
         ) from None
 
 
-async def parse_body(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:
+async def read_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The body as a JSON object (anything else is a 400)."""
     data = await read_json(request, allow_empty=allow_empty)
     if not isinstance(data, dict):
         raise bad_request(
             f"the request body must be a JSON object, got {_json_kind(data)}",
             code="invalid_json",
         )
-    return validate(model, data)
+    return data
+
+
+async def parse_body(
+    request: web.Request,
+    model: type[M],
+    *,
+    allow_empty: bool = False,
+    context: dict[str, Any] | None = None,
+) -> M:
+    return validate(model, await read_object(request, allow_empty=allow_empty), context=context)
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:
+    repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
+    if repeated:
+        raise bad_request(
+            f"invalid query parameters: {', '.join(repeated)} given more than once",
+            code="validation_error",
+        )
     return validate(model, {key: request.query[key] for key in request.query}, where="query")
 
 
-def validate(model: type[M], data: dict[str, Any], *, where: str = "body") -> M:
+def refuse_query(request: web.Request) -> None:
+    """A route that takes no query parameters refuses any (a typo is not silently ignored)."""
+    if request.query:
+        names = ", ".join(sorted(set(request.query)))
+        raise bad_request(
+            f"unknown query parameter(s): {names}; {request.method} {request.path} takes none",
+            code="validation_error",
+        )
+
+
+def validate(
+    model: type[M],
+    data: dict[str, Any],
+    *,
+    where: str = "body",
+    context: dict[str, Any] | None = None,
+) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise validation_error(exc, model, where=where) from exc
 
@@ -130,7 +163,8 @@ def validation_error(exc: ValidationError, model: type[BaseModel], *, where: str
         kind = err["type"]
         message = str(err["msg"]).removeprefix("Value error, ")
         if kind == "extra_forbidden":
-            text = f"unknown field {loc!r}"
+            what = "query parameter" if where == "query" else "field"
+            text = f"unknown {what} {loc!r}"
             if len(err["loc"]) == 1:
                 text += f" (allowed: {', '.join(_field_names(model))})"
         elif kind == "missing":

@@ -147,6 +147,7 @@ async def make_daemon(
         *,
         headers: dict[str, str] | None = None,
         manager_kw: dict[str, Any] | None = None,
+        server_kw: dict[str, Any] | None = None,
         **kw: Any,
     ) -> Daemon:
         kw.setdefault("sse_ping_interval", 15.0)
@@ -164,7 +165,7 @@ async def make_daemon(
         await manager.start_background()
         app = create_app(settings, manager)
         server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
+        await server.start_server(**(server_kw or {}))
         session = aiohttp.ClientSession(headers=headers)
         http = httpx.AsyncClient(headers=headers, timeout=15)
         started.append((server, manager, store, session, http))

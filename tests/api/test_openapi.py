@@ -35,10 +35,11 @@ async def test_every_registered_route_is_documented(daemon: Daemon) -> None:
     for path, method in [
         ("/v1/agents", "POST"),
         ("/v1/agents", "GET"),
-        ("/v1/agents/{slug}", "GET"),
-        ("/v1/agents/{slug}", "DELETE"),
-        ("/v1/agents/{slug}/versions", "GET"),
-        ("/v1/agents/{slug}/rollback", "POST"),
+        ("/v1/agents/{slugOrId}", "GET"),
+        ("/v1/agents/{slugOrId}", "DELETE"),
+        ("/v1/agents/{slugOrId}", "PATCH"),
+        ("/v1/agents/{slugOrId}/versions", "GET"),
+        ("/v1/agents/{slugOrId}/rollback", "POST"),
         ("/v1/run", "POST"),
         ("/v1/agents/{slug}/run", "POST"),
         ("/v1/run/{apiSlug}", "POST"),
@@ -125,7 +126,7 @@ def _fuzz(spec: dict[str, Any], base_url: str, ids: dict[str, str], max_examples
     for result in schema.get_all_operations():
         operation = result.ok()
         path = operation.path
-        # Earlier operations may have deleted it (DELETE /v1/agents/{slug}): recreate.
+        # Earlier operations may have deleted it (DELETE /v1/agents/{slugOrId}): recreate.
         httpx.post(
             base_url + "/v1/agents",
             json={"slug": "helper", "model": "claude-sonnet-4-6", "tools": []},

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from runtime.agents import AgentRecord, AgentSpec, CustomModel, CustomToolSpec
+from runtime.agents import STORED, AgentRecord, AgentSpec, CustomModel, CustomToolSpec
+from runtime.config import DEFAULT_MODEL
 from tools.base import core_tool_names, default_tool_names
 
 
@@ -161,3 +163,19 @@ def test_record_api_form_is_flat_and_hides_secret_values() -> None:
     assert revealed["env"]["API_TOKEN"] == "tok-12345"
     # The record round-trips through its wire form.
     assert AgentRecord.model_validate(record.model_dump(mode="json")) == record
+
+
+def test_stored_definitions_are_read_back_under_the_rules_they_were_written_with() -> None:
+    # An older daemon allowed `_` in slugs and any maxIterations: its stored agents still load
+    # (and keep running), while a request with the same values is refused.
+    old = {"slug": "old_style", "model": "claude-sonnet-4-6", "maxIterations": 500}
+    with pytest.raises(ValidationError, match="slug"):
+        AgentSpec.model_validate(old)
+    loaded = AgentSpec.model_validate_json(json.dumps(old), context=STORED)
+    assert (loaded.slug, loaded.max_iterations) == ("old_style", 500)
+
+
+def test_the_default_model_comes_from_the_context() -> None:
+    assert AgentSpec.model_validate({"slug": "a"}).model == DEFAULT_MODEL
+    given = AgentSpec.model_validate({"slug": "a", "model": None}, context={"default_model": "x"})
+    assert given.model == "x"

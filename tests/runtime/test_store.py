@@ -94,12 +94,13 @@ async def test_agent_upsert_versions_and_rollback(store: Store) -> None:
     assert (await store.get_agent("helper")) == second
     assert (await store.get_agent("helper", 1)) == first
     assert await store.get_agent("helper", 7) is None
-    assert [r.version for r in await store.list_agent_versions("helper")] == [1, 2]
+    assert [r.version for r in (await store.list_agent_versions("helper"))[0]] == [1, 2]
 
     rolled = await store.rollback_agent("helper", 1)
     assert rolled.version == 3 and rolled.spec == first.spec
     assert (await store.get_agent("helper")).spec.model == "m1"  # type: ignore[union-attr]
-    assert [r.spec.model for r in await store.list_agent_versions("helper")] == ["m1", "m2", "m1"]
+    versions, _ = await store.list_agent_versions("helper")
+    assert [r.spec.model for r in versions] == ["m1", "m2", "m1"]
 
     with pytest.raises(KeyError):
         await store.rollback_agent("helper", 9)
@@ -110,14 +111,14 @@ async def test_agent_upsert_versions_and_rollback(store: Store) -> None:
 async def test_agents_list_and_delete(store: Store) -> None:
     await store.upsert_agent(AgentSpec(slug="zeta", model="m"))
     await store.upsert_agent(AgentSpec(slug="alpha", model="m"))
-    assert [a.slug for a in await store.list_agents()] == ["alpha", "zeta"]
+    assert [a.slug for a in (await store.list_agents())[0]] == ["alpha", "zeta"]
 
     original = await store.get_agent("zeta")
     assert await store.delete_agent("zeta") is True
     assert await store.delete_agent("zeta") is False
     assert await store.get_agent("zeta") is None
-    assert await store.list_agent_versions("zeta") == []
-    assert [a.slug for a in await store.list_agents()] == ["alpha"]
+    assert (await store.list_agent_versions("zeta"))[0] == []
+    assert [a.slug for a in (await store.list_agents())[0]] == ["alpha"]
 
     # Re-creating the slug keeps its id and continues the version numbers, so runs of the
     # old versions stay unambiguous.
@@ -145,8 +146,8 @@ async def test_threads_and_their_messages(store: Store) -> None:
     named_now = await store.get_thread(named.id)
     assert named_now is not None
     newest_first = sorted([loaded, named_now], key=lambda t: (t.updated_at, t.id), reverse=True)
-    assert [t.id for t in await store.list_threads()] == [t.id for t in newest_first]
-    assert [t.id for t in await store.list_threads(agent="other")] == [named.id]
+    assert [t.id for t in (await store.list_threads())[0]] == [t.id for t in newest_first]
+    assert [t.id for t in (await store.list_threads(agent="other"))[0]] == [named.id]
 
     with pytest.raises(KeyError):
         await store.append_thread_messages("thr_missing", messages)
@@ -286,7 +287,7 @@ async def test_everything_survives_reopening_the_store(tmp_path: Path) -> None:
 
     reopened = await Store.open(state)
     try:
-        assert [a.version for a in await reopened.list_agent_versions("helper")] == [1, 2]
+        assert [a.version for a in (await reopened.list_agent_versions("helper"))[0]] == [1, 2]
         assert (await reopened.get_agent("helper", 1)) == agent
         assert await reopened.thread_messages(thread.id) == conversation()
         assert await reopened.get_run("run_1") == run
@@ -403,3 +404,11 @@ async def test_one_store_per_state_dir_at_a_time(tmp_path: Path) -> None:
         await first.close()
     second = await Store.open(tmp_path)  # the lock went with the first store
     await second.close()
+
+
+async def test_agents_are_found_by_slug_or_id(store: Store) -> None:
+    record, _ = await store.upsert_agent(AgentSpec(slug="named", model="m"))
+    by_id = await store.get_agent(record.id)
+    assert by_id is not None and by_id.slug == "named"
+    assert (await store.get_agent(record.id, 1)) == by_id
+    assert await store.get_agent("agt_nobody") is None

@@ -44,7 +44,13 @@ def _resolve(workspace: Workspace, raw: str) -> Path:
     try:
         return workspace.resolve(relative)
     except PathOutsideWorkspace as exc:
-        raise ApiError(403, "outside_workspace", str(exc)) from exc
+        # The tool's message names the daemon's host paths; an API client gets none of them.
+        raise ApiError(
+            403,
+            "outside_workspace",
+            f"path {raw!r} is outside the workspace; paths are relative to the workspace root, "
+            "e.g. /src/App.tsx",
+        ) from exc
 
 
 def _display(workspace: Workspace, real: Path) -> str:

@@ -8,7 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
+from runtime.api.errors import bad_request
 from runtime.api.responses import json_data, json_list
+from runtime.api.routes.agents import agent_slug
 from runtime.api.routing import RouteTable
 from runtime.api.schemas import (
     EmptyBody,
@@ -30,7 +32,7 @@ from runtime.api.sse import EventStream, resume_point
 from runtime.api.state import ApiState, get_state
 from runtime.api.validation import parse_body, parse_query
 from runtime.runs import Run
-from runtime.store import RunRecord
+from runtime.store import RunRecord, Store
 
 RUN_HEADERS = {"X-Run-ID": "the run's id", "X-Thread-ID": "the thread the run appends to"}
 
@@ -154,14 +156,13 @@ async def legacy_run(request: web.Request) -> web.StreamResponse:
 async def list_runs(request: web.Request) -> web.Response:
     query = parse_query(request, RunsQuery)
     manager = get_state(request).require_manager()
+    agent = None if query.agent is None else await agent_slug(request, query.agent)
     try:
         records, cursor = await manager.list_runs(
-            agent=query.agent, status=query.status, limit=query.limit, cursor=query.cursor
+            agent=agent, status=query.status, limit=query.limit, cursor=query.cursor
         )
     except ValueError as exc:
-        from runtime.api.errors import bad_request
-
-        raise bad_request(f"invalid cursor: {exc}", code="invalid_cursor") from exc
+        raise bad_request(str(exc), code="invalid_cursor") from exc
     return json_list(
         [r.model_dump(mode="json", by_alias=True) for r in records],
         has_more=cursor is not None,
@@ -180,10 +181,23 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     manager = get_state(request).require_manager()
     record = await manager.get(run_id)  # 404 before the stream starts
     after = resume_point(request, query.after)
+    if after > 0 and record.finished and await _ended_by(manager.store, run_id, after):
+        # The client has every event: 204 is how the EventSource standard stops a browser
+        # from reconnecting (it would otherwise reopen the ended stream every `retry` ms).
+        return web.Response(status=204, headers={"X-Run-ID": run_id})
     headers = {"X-Run-ID": record.run_id}
     if record.thread_id:
         headers["X-Thread-ID"] = record.thread_id
     return await stream_run(request, run_id, after=after, headers=headers)
+
+
+async def _ended_by(store: Store, run_id: str, after: int) -> bool:
+    """Whether the run's stream has ended at or before event `after` (its `complete`)."""
+    last = await store.last_event_id(run_id)
+    if after < last:
+        return False
+    final = await store.events_after(run_id, last - 1, limit=1)
+    return bool(final) and final[0].type == "complete"
 
 
 async def pause_run(request: web.Request) -> web.Response:
@@ -280,7 +294,7 @@ def add_routes(table: RouteTable) -> None:
         tag=tag,
         query=RunsQuery,
         response=ListEnvelope[RunOut],
-        errors=(400,),
+        errors=(400, 404),
     )
     table.add(
         "GET",
@@ -297,7 +311,10 @@ def add_routes(table: RouteTable) -> None:
         run_events,
         summary="The run's event stream (SSE)",
         description="Replays the events after `Last-Event-ID` (or `?after=`), then follows "
-        "the run live; ends after the terminal `complete` event.",
+        "the run live; ends after the terminal `complete` event. A browser's `EventSource` "
+        "cannot send headers: it authenticates with `?access_token=` (never logged).",
+        no_content="the run has finished and the client already has its last event "
+        "(`Last-Event-ID` or `?after=` at or past it): nothing to reconnect for",
         tag=tag,
         query=EventsQuery,
         sse=True,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runtime.api.errors import ApiError, not_found
+from runtime.api.errors import ApiError, bad_request, not_found
 from runtime.api.responses import json_data, json_list
+from runtime.api.routes.agents import agent_slug
 from runtime.api.routing import RouteTable
 from runtime.api.schemas import (
     CompactionOut,
@@ -16,6 +17,7 @@ from runtime.api.schemas import (
     ThreadEventOut,
     ThreadEventsQuery,
     ThreadOut,
+    ThreadQuery,
     ThreadsQuery,
     ThreadStreamQuery,
 )
@@ -27,16 +29,39 @@ from runtime.store import ThreadRecord
 
 async def list_threads(request: web.Request) -> web.Response:
     query = parse_query(request, ThreadsQuery)
-    threads = await get_state(request).store.list_threads(agent=query.agent)
-    return json_list([t.model_dump(mode="json", by_alias=True) for t in threads])
+    agent = None if query.agent is None else await agent_slug(request, query.agent)
+    try:
+        threads, cursor = await get_state(request).store.list_threads(
+            agent=agent, limit=query.limit, cursor=query.cursor
+        )
+    except ValueError as exc:
+        raise bad_request(str(exc), code="invalid_cursor") from exc
+    return json_list(
+        [t.model_dump(mode="json", by_alias=True) for t in threads],
+        has_more=cursor is not None,
+        next_cursor=cursor,
+    )
+
+
+async def _thread(request: web.Request) -> ThreadRecord:
+    """The thread of the path, scoped to `?agent=` when given: another agent's thread is a
+    404, as if it did not exist."""
+    query = parse_query(request, ThreadQuery)
+    thread_id = request.match_info["thread_id"]
+    thread = await get_state(request).store.get_thread(thread_id)
+    if thread is not None and query.agent is not None:
+        if thread.agent != await agent_slug(request, query.agent):
+            thread = None
+    if thread is None:
+        whose = "" if query.agent is None else f" for agent {query.agent!r}"
+        raise not_found(f"thread {thread_id!r} does not exist{whose}")
+    return thread
 
 
 async def get_thread(request: web.Request) -> web.Response:
     store = get_state(request).store
-    thread_id = request.match_info["thread_id"]
-    thread = await store.get_thread(thread_id)
-    if thread is None:
-        raise not_found(f"thread {thread_id!r} does not exist")
+    thread = await _thread(request)
+    thread_id = thread.id
     data = thread.model_dump(mode="json", by_alias=True)
     data["messages"] = [m.model_dump(mode="json") for m in await store.thread_messages(thread_id)]
     return json_data(data)
@@ -45,9 +70,7 @@ async def get_thread(request: web.Request) -> web.Response:
 async def delete_thread(request: web.Request) -> web.Response:
     state = get_state(request)
     manager = state.require_manager()
-    thread_id = request.match_info["thread_id"]
-    if await manager.store.get_thread(thread_id) is None:
-        raise not_found(f"thread {thread_id!r} does not exist")
+    thread_id = (await _thread(request)).id
     active = [run.run_id for run in manager.active_runs() if run.thread_id == thread_id]
     if active:
         raise ApiError(
@@ -135,6 +158,7 @@ def add_routes(table: RouteTable) -> None:
         tag=tag,
         query=ThreadsQuery,
         response=ListEnvelope[ThreadOut],
+        errors=(400, 404),
     )
     table.add(
         "GET",
@@ -142,8 +166,9 @@ def add_routes(table: RouteTable) -> None:
         get_thread,
         summary="A thread with its messages",
         tag=tag,
+        query=ThreadQuery,
         response=Envelope[ThreadDetail],
-        errors=(404,),
+        errors=(400, 404),
     )
     table.add(
         "DELETE",
@@ -151,8 +176,9 @@ def add_routes(table: RouteTable) -> None:
         delete_thread,
         summary="Delete a thread (and stop what its last run left running)",
         tag=tag,
+        query=ThreadQuery,
         response=Envelope[Deleted],
-        errors=(404, 409),
+        errors=(400, 404, 409),
     )
     table.add(
         "GET",
