@@ -52,7 +52,7 @@ async def test_every_documented_field_is_stored_and_returned(daemon: Daemon) -> 
         "slug": "full",
         "name": "Full Agent",
         "description": "uses every documented field",
-        "model": MODEL,
+        "model": "gpt-4.1",  # a route that takes temperature
         "systemPrompt": "Be exact.",
         "tools": ["read_file", "apply_patch"],
         "sandbox": "build-runner",
