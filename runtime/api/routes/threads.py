@@ -43,7 +43,7 @@ async def list_threads(request: web.Request) -> web.Response:
     )
 
 
-async def _thread(request: web.Request) -> ThreadRecord:
+async def _scoped_thread(request: web.Request) -> ThreadRecord:
     """The thread of the path, scoped to `?agent=` when given: another agent's thread is a
     404, as if it did not exist."""
     query = parse_query(request, ThreadQuery)
@@ -60,7 +60,7 @@ async def _thread(request: web.Request) -> ThreadRecord:
 
 async def get_thread(request: web.Request) -> web.Response:
     store = get_state(request).store
-    thread = await _thread(request)
+    thread = await _scoped_thread(request)
     thread_id = thread.id
     data = thread.model_dump(mode="json", by_alias=True)
     data["messages"] = [m.model_dump(mode="json") for m in await store.thread_messages(thread_id)]
@@ -70,7 +70,7 @@ async def get_thread(request: web.Request) -> web.Response:
 async def delete_thread(request: web.Request) -> web.Response:
     state = get_state(request)
     manager = state.require_manager()
-    thread_id = (await _thread(request)).id
+    thread_id = (await _scoped_thread(request)).id
     active = [run.run_id for run in manager.active_runs() if run.thread_id == thread_id]
     if active:
         raise ApiError(
