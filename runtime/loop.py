@@ -30,6 +30,8 @@ from runtime.compaction import CompactionFailed, Compactor, ContextMeter, model_
 from runtime.messages import Message, Part, ToolCallPart, ToolResultPart
 from runtime.providers.base import (
     AssistantTurn,
+    HostedToolCall,
+    HostedToolResult,
     ModelError,
     ModelSettings,
     Provider,
@@ -438,6 +440,7 @@ class AgentLoop:
         chars = 0 if self.compactor is None else self.compactor.request_chars(conversation)
         stream = self.provider.stream(self.system, conversation, self.tool_specs, self.settings)
         streamed = {"text": False, "thinking": False}
+        hosted_started: dict[str, float] = {}
         try:
             async for item in stream:
                 if isinstance(item, TextDelta):
@@ -448,6 +451,14 @@ class AgentLoop:
                     if item.text:
                         streamed["thinking"] = True
                         await self.events.emit_delta("thinking", item.text)
+                elif isinstance(item, HostedToolCall):
+                    # The provider runs it (web search): reported like any tool call.
+                    hosted_started[item.id] = time.perf_counter()
+                    await self.events.emit(
+                        "tool_call", callId=item.id, tool=item.name, input=item.input
+                    )
+                elif isinstance(item, HostedToolResult):
+                    await self._hosted_result(item, hosted_started.pop(item.id, started))
                 elif isinstance(item, StreamRestarted):
                     # Nothing partial is kept: the turn is taken from the final AssistantTurn.
                     # Observers already saw the partial deltas; tell them they restart.
@@ -472,6 +483,20 @@ class AgentLoop:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await _aclose(stream)
         raise ModelError("bad_response", "the model stream ended without a complete turn")
+
+    async def _hosted_result(self, result: HostedToolResult, started: float) -> None:
+        seconds = time.perf_counter() - started
+        output = self.redactor.redact(result.output) if self.redactor else result.output
+        if self.metrics is not None:
+            self.metrics.tool_call_finished(result.name, seconds, result.is_error)
+        await self.events.emit(
+            "tool_result",
+            callId=result.id,
+            tool=result.name,
+            output=output,
+            isError=result.is_error,
+            durationMs=round(seconds * 1000, 3),
+        )
 
     async def _run_tools(self, calls: list[ToolCallPart]) -> None:
         results: list[ToolResultPart | None] = [None] * len(calls)

@@ -57,6 +57,28 @@ class ToolResultPart(_Part):
     name: str | None = None
 
 
+class HostedToolPart(_Part):
+    """A tool the model provider ran itself (its hosted web search): the call and its result
+    in one part of the assistant message. `blocks` are the provider's own items, sent back
+    unchanged to the same provider (another provider reads `output` as text)."""
+
+    type: Literal["hosted_tool"] = "hosted_tool"
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    output: str = ""
+    is_error: bool = False
+    provider: str
+    blocks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def hosted_tool_text(part: HostedToolPart) -> str:
+    """A hosted tool's call and result as text, for a provider that cannot take its items."""
+    query = part.input.get("query") if isinstance(part.input.get("query"), str) else None
+    what = f"{part.name} for {query!r}" if query else part.name
+    return f"[{what}]\n{part.output}"
+
+
 class ImagePart(_Part):
     type: Literal["image"] = "image"
     media_type: str
@@ -85,7 +107,13 @@ class CompactionPart(_Part):
 
 
 Part = Annotated[
-    TextPart | ThinkingPart | ToolCallPart | ToolResultPart | ImagePart | CompactionPart,
+    TextPart
+    | ThinkingPart
+    | ToolCallPart
+    | ToolResultPart
+    | HostedToolPart
+    | ImagePart
+    | CompactionPart,
     Field(discriminator="type"),
 ]
 

@@ -15,6 +15,10 @@
   `cachedInputTokens = cache_read_input_tokens`, `reasoningTokens` from
   `output_tokens_details.thinking_tokens` when the API reports it.
 - `ToolCallStart.index` etc. count tool calls within the turn (0, 1, …).
+- The hosted `web_search` tool is the server tool `web_search_20250305`: its
+  `server_tool_use` block is reported as a hosted tool call when it ends, and the
+  `web_search_tool_result` block that answers it as the result; both become one
+  `HostedToolPart` whose blocks are sent back unchanged on later turns.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from runtime.messages import (
+    HostedToolPart,
     ImagePart,
     Message,
     Part,
@@ -32,9 +37,12 @@ from runtime.messages import (
     ThinkingPart,
     ToolCallPart,
     ToolResultPart,
+    hosted_tool_text,
 )
 from runtime.providers.base import (
     AssistantTurn,
+    HostedToolCall,
+    HostedToolResult,
     ModelError,
     ModelSettings,
     StopReason,
@@ -45,6 +53,7 @@ from runtime.providers.base import (
     ToolCallEnd,
     ToolCallStart,
     Usage,
+    split_hosted,
 )
 from runtime.providers.capabilities import prefers_adaptive_thinking
 from runtime.providers.retry import (
@@ -143,15 +152,17 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
             if self.prompt_caching:
                 block["cache_control"] = dict(_EPHEMERAL)
             body["system"] = [block]
-        if tools:
+        functions, hosted = split_hosted(tools)
+        if functions or hosted:
             specs = [
                 {
                     "name": t["name"],
                     "description": t.get("description", ""),
                     "input_schema": t.get("input_schema") or {"type": "object", "properties": {}},
                 }
-                for t in tools
+                for t in functions
             ]
+            specs += [_hosted_tool(name) for name in hosted]
             if self.prompt_caching:
                 specs[-1]["cache_control"] = dict(_EPHEMERAL)
             body["tools"] = specs
@@ -230,6 +241,7 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
         by_index: dict[int, dict[str, Any]] = {}
         json_text: dict[int, str] = {}
         tool_ordinal: dict[int, int] = {}
+        server_calls: dict[str, dict[str, Any]] = {}  # server_tool_use id → its block
         parts: dict[int, Part] = {}
         raw_usage: dict[str, Any] = {}
         stop_reason: str | None = None
@@ -280,6 +292,18 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
                 elif kind == "content_block_stop":
                     raw = by_index[event.index]
                     part = _block_to_part(raw, json_text.get(event.index))
+                    if raw.get("type") == "server_tool_use":
+                        server_calls[str(raw.get("id"))] = raw
+                        yield HostedToolCall(
+                            id=str(raw.get("id")),
+                            name=str(raw.get("name")),
+                            input=dict(raw.get("input") or {}),
+                        )
+                    elif raw.get("type") == "web_search_tool_result":
+                        part = _web_search_part(raw, server_calls)
+                        yield HostedToolResult(
+                            id=part.id, name=part.name, output=part.output, is_error=part.is_error
+                        )
                     if part is not None:
                         parts[event.index] = part
                     if isinstance(part, ToolCallPart):
@@ -358,7 +382,13 @@ def to_anthropic(messages: list[Message]) -> list[dict[str, Any]]:
 
     for message in messages:
         if message.role == "assistant":
-            add("assistant", [b for p in message.content if (b := _assistant_block(p))])
+            blocks: list[dict[str, Any]] = []
+            for part in message.content:
+                if isinstance(part, HostedToolPart):
+                    blocks.extend(_hosted_blocks(part))
+                elif assistant := _assistant_block(part):
+                    blocks.append(assistant)
+            add("assistant", blocks)
         else:
             results: list[dict[str, Any]] = []
             others: list[dict[str, Any]] = []
@@ -396,6 +426,50 @@ def _assistant_block(part: Part) -> dict[str, Any] | None:
     return None
 
 
+def _hosted_tool(name: str) -> dict[str, Any]:
+    if name == "web_search":
+        return {"type": "web_search_20250305", "name": "web_search"}
+    raise ModelError("invalid_request", f"the Anthropic API has no hosted tool {name!r}")
+
+
+def _hosted_blocks(part: HostedToolPart) -> list[dict[str, Any]]:
+    """A hosted tool's blocks go back unchanged (the results' encrypted content is what the
+    model cites); another provider's search reaches Claude as text."""
+    if part.provider == PROVIDER and part.blocks:
+        return [dict(block) for block in part.blocks]
+    return [{"type": "text", "text": hosted_tool_text(part)}]
+
+
+def _web_search_part(
+    raw: dict[str, Any], server_calls: dict[str, dict[str, Any]]
+) -> HostedToolPart:
+    """A `web_search_tool_result` block (with the `server_tool_use` block it answers) as one
+    neutral part: `output` lists the results (title, URL, age) or names the error."""
+    call_id = str(raw.get("tool_use_id", ""))
+    call = server_calls.get(
+        call_id, {"type": "server_tool_use", "id": call_id, "name": "web_search", "input": {}}
+    )
+    content = raw.get("content")
+    if isinstance(content, list):
+        lines = []
+        for result in content:
+            age = f" ({result['page_age']})" if result.get("page_age") else ""
+            lines.append(f"{result.get('title', '')} — {result.get('url', '')}{age}")
+        output, is_error = "\n".join(lines) or "no results", False
+    else:
+        code = (content or {}).get("error_code", "unknown")
+        output, is_error = f"web search failed: {code}", True
+    return HostedToolPart(
+        id=call_id,
+        name=str(call.get("name", "web_search")),
+        input=dict(call.get("input") or {}),
+        output=output,
+        is_error=is_error,
+        provider=PROVIDER,
+        blocks=[call, raw],
+    )
+
+
 def _image(part: ImagePart) -> dict[str, Any]:
     return {
         "type": "image",
@@ -419,8 +493,8 @@ def _block_to_part(raw: dict[str, Any], json_text: str | None) -> Part | None:
         )
     if btype == "redacted_thinking":
         return ThinkingPart(redacted=True, data=raw.get("data"), provider=PROVIDER)
-    # Server-tool blocks (web search, code execution) have no neutral form; they are kept in
-    # the raw blocks a pause_turn continuation sends back.
+    # Server-tool blocks become one HostedToolPart when their result block ends (the stream
+    # loop does that); they are also kept in the raw blocks a pause_turn continuation sends.
     return None
 
 

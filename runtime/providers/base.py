@@ -56,6 +56,25 @@ class ToolCallEnd(BaseModel):
     call: ToolCallPart
 
 
+class HostedToolCall(BaseModel):
+    """The provider started running one of its hosted tools (`web_search`)."""
+
+    type: Literal["hosted_tool_call"] = "hosted_tool_call"
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class HostedToolResult(BaseModel):
+    """The provider's hosted tool finished; `output` is what it found, as text."""
+
+    type: Literal["hosted_tool_result"] = "hosted_tool_result"
+    id: str
+    name: str
+    output: str
+    is_error: bool = False
+
+
 class StreamRestarted(BaseModel):
     """The connection dropped mid-turn and the adapter is retrying the turn from the start:
     consumers must discard the partial deltas they received for this turn."""
@@ -98,9 +117,28 @@ Delta = (
     | ToolCallStart
     | ToolCallArgumentsDelta
     | ToolCallEnd
+    | HostedToolCall
+    | HostedToolResult
     | StreamRestarted
 )
 StreamItem = Delta | AssistantTurn
+
+
+HOSTED_TOOL_KEY = "hosted"
+
+
+def hosted_tool_spec(name: str) -> dict[str, Any]:
+    """The tool spec that asks a provider for its own hosted tool `name` (`web_search`)."""
+    return {"name": name, HOSTED_TOOL_KEY: True}
+
+
+def is_hosted(spec: dict[str, Any]) -> bool:
+    return bool(spec.get(HOSTED_TOOL_KEY))
+
+
+def split_hosted(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Function tool specs, and the names of the hosted tools asked for."""
+    return [t for t in tools if not is_hosted(t)], [t["name"] for t in tools if is_hosted(t)]
 
 
 class ModelError(Exception):

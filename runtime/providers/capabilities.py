@@ -13,6 +13,14 @@ the build when a release moved them. This module is the one place that answers, 
   budget: never; reasoning models refuse sampling settings.
 - OpenAI Responses with other models, OpenAI Chat, Gemini, custom `openai` endpoints: sent.
 - replay: irrelevant (nothing is sent).
+
+`web_search` (a hosted tool: the provider runs it) by route:
+- Anthropic Messages: the server tool `web_search_20250305` (`server_tool_use` and
+  `web_search_tool_result` blocks).
+- OpenAI Responses: the `web_search` tool (`web_search_call` items).
+- OpenAI Chat, Gemini's OpenAI-compatible endpoint, custom endpoints, replay: none. Gemini's
+  search grounding exists only in its native API; the OpenAI-compatible endpoint documents
+  function tools alone and returns no search results in its stream.
 """
 
 from __future__ import annotations
@@ -114,3 +122,24 @@ def context_window(model_id: str) -> int:
         if model_id.startswith(prefix):
             return window
     return DEFAULT_CONTEXT_WINDOW
+
+
+HOSTED_TOOL_ROUTES: dict[str, frozenset[str]] = {
+    "web_search": frozenset({"anthropic", "openai-responses"}),
+}
+HOSTED_TOOL_MODELS = {
+    "web_search": "Anthropic models (claude-*, anthropic:<id>) and OpenAI Responses models "
+    "(gpt-*, o1…o9*, codex-*, openai:<id>)",
+}
+
+
+def hosted_tool_problem(kind: str, model_id: str, tools: list[str]) -> str | None:
+    """Why route `kind` cannot give `model_id` the hosted tools `tools` (None if it can)."""
+    for tool in tools:
+        if kind not in HOSTED_TOOL_ROUTES.get(tool, frozenset()):
+            return (
+                f"{tool} is run by the model provider, and {model_id} ({kind} route) has no "
+                f"hosted {tool}; it is supported by {HOSTED_TOOL_MODELS[tool]}. Pick one of "
+                f"those models or remove {tool} from the tools"
+            )
+    return None

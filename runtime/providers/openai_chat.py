@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runtime.messages import (
+    HostedToolPart,
     ImagePart,
     Message,
     Part,
@@ -34,6 +35,7 @@ from runtime.messages import (
     ThinkingPart,
     ToolCallPart,
     ToolResultPart,
+    hosted_tool_text,
 )
 from runtime.providers.base import (
     AssistantTurn,
@@ -47,6 +49,7 @@ from runtime.providers.base import (
     ToolCallEnd,
     ToolCallStart,
     Usage,
+    split_hosted,
 )
 from runtime.providers.retry import (
     Failure,
@@ -155,7 +158,14 @@ class OpenAIChatProvider(OpenAIAdapter):
             "stream_options": {"include_usage": True},
             self.max_tokens_field: settings.max_tokens,
         }
-        if tools:
+        functions, hosted = split_hosted(tools)
+        if hosted:
+            raise ModelError(
+                "invalid_request",
+                f"{', '.join(hosted)}: the Chat Completions API has no hosted tools; use an "
+                "Anthropic or OpenAI Responses model for them",
+            )
+        if functions:
             body["tools"] = [
                 {
                     "type": "function",
@@ -165,7 +175,7 @@ class OpenAIChatProvider(OpenAIAdapter):
                         "parameters": t.get("input_schema") or {"type": "object", "properties": {}},
                     },
                 }
-                for t in tools
+                for t in functions
             ]
         if settings.temperature is not None:
             body["temperature"] = settings.temperature
@@ -338,7 +348,11 @@ def to_chat(system: str | None, messages: list[Message]) -> list[dict[str, Any]]
         out.append({"role": "system", "content": system})
     for message in messages:
         if message.role == "assistant":
-            text = "".join(p.text for p in message.content if isinstance(p, TextPart))
+            text = "".join(
+                p.text if isinstance(p, TextPart) else f"{hosted_tool_text(p)}\n"
+                for p in message.content
+                if isinstance(p, TextPart | HostedToolPart)
+            )
             calls = [
                 {
                     "id": p.id,

@@ -8,6 +8,9 @@
   `encrypted_content` and the summary parts, and the item is sent back unchanged.
 - `function_call` items become `ToolCallPart`s (`id` = the `call_id`; `meta["item_id"]` =
   the item id); tool results go back as `function_call_output` items.
+- The hosted `web_search` tool (`{"type": "web_search"}`, with its sources included) gives
+  `web_search_call` items: each becomes a `HostedToolPart` (the item kept to send back) and
+  is reported as a hosted tool call and result when the item is done.
 - Usage comes from `response.completed` (`input_tokens` includes `cached_tokens`).
 - `response.incomplete` maps to `max_tokens` (or `refusal` for a content filter);
   `response.failed` and `error` events become `ModelError`s (server errors are retried).
@@ -19,6 +22,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from runtime.messages import (
+    HostedToolPart,
     ImagePart,
     Message,
     Part,
@@ -26,9 +30,12 @@ from runtime.messages import (
     ThinkingPart,
     ToolCallPart,
     ToolResultPart,
+    hosted_tool_text,
 )
 from runtime.providers.base import (
     AssistantTurn,
+    HostedToolCall,
+    HostedToolResult,
     ModelSettings,
     StopReason,
     StreamItem,
@@ -38,6 +45,7 @@ from runtime.providers.base import (
     ToolCallEnd,
     ToolCallStart,
     Usage,
+    split_hosted,
 )
 from runtime.providers.capabilities import is_reasoning_model
 from runtime.providers.openai_chat import OpenAIAdapter, openai_client, reasoning_effort
@@ -97,7 +105,9 @@ class OpenAIResponsesProvider(OpenAIAdapter):
         }
         if system:
             body["instructions"] = system
-        if tools:
+        functions, hosted = split_hosted(tools)
+        include: list[str] = []
+        if functions or hosted:
             body["tools"] = [
                 {
                     "type": "function",
@@ -106,17 +116,26 @@ class OpenAIResponsesProvider(OpenAIAdapter):
                     "parameters": t.get("input_schema") or {"type": "object", "properties": {}},
                     "strict": False,
                 }
-                for t in tools
+                for t in functions
             ]
+            for name in hosted:
+                if name != "web_search":
+                    raise ModelError(
+                        "invalid_request", f"the Responses API has no hosted tool {name!r}"
+                    )
+                body["tools"].append({"type": "web_search"})
+                include.append("web_search_call.action.sources")
         reasoning = self.reasoning
         if reasoning is None:
             reasoning = bool(settings.thinking_budget) or is_reasoning_model(settings.model)
         if reasoning:
             effort = reasoning_effort(settings.thinking_budget or 8192)
             body["reasoning"] = {"effort": effort, "summary": "auto"}
-            body["include"] = ["reasoning.encrypted_content"]
+            include.insert(0, "reasoning.encrypted_content")
         elif settings.temperature is not None:
             body["temperature"] = settings.temperature
+        if include:
+            body["include"] = include
         return body
 
     async def _attempt(
@@ -166,6 +185,13 @@ class OpenAIResponsesProvider(OpenAIAdapter):
                         parts[event.output_index] = part
                     if isinstance(part, ToolCallPart):
                         yield ToolCallEnd(index=call_ordinal[event.output_index], call=part)
+                    elif isinstance(part, HostedToolPart):
+                        # The Responses stream says only "searching" until the item is done,
+                        # so the call and its result are both reported here.
+                        yield HostedToolCall(id=part.id, name=part.name, input=part.input)
+                        yield HostedToolResult(
+                            id=part.id, name=part.name, output=part.output, is_error=part.is_error
+                        )
                 elif kind in ("response.completed", "response.incomplete"):
                     final = event.response
                 elif kind == "response.failed":
@@ -193,7 +219,43 @@ class OpenAIResponsesProvider(OpenAIAdapter):
         )
 
 
+def _web_search_part(item: Any) -> HostedToolPart:
+    """A `web_search_call` item: `input` is what the model searched (or opened), `output` the
+    sources it was given (`include: web_search_call.action.sources`)."""
+    raw: dict[str, Any] = item.to_dict()
+    action: dict[str, Any] = raw.get("action") or {}
+    kind = action.get("type")
+    if kind == "search":
+        queries = action.get("queries") or []
+        query = action.get("query") or (queries[0] if queries else "")
+        tool_input: dict[str, Any] = {"query": query}
+        if len(queries) > 1:
+            tool_input["queries"] = queries
+        sources = [s.get("url", "") for s in action.get("sources") or []]
+        output = "\n".join(sources) or f"searched for {query!r}"
+    elif kind == "open_page":
+        tool_input = {"url": action.get("url")}
+        output = f"opened {action.get('url')}"
+    elif kind == "find_in_page":
+        tool_input = {"url": action.get("url"), "pattern": action.get("pattern")}
+        output = f"searched {action.get('url')} for {action.get('pattern')!r}"
+    else:
+        tool_input, output = dict(action), "searched"
+    failed = raw.get("status") == "failed"
+    return HostedToolPart(
+        id=str(raw.get("id", "")),
+        name="web_search",
+        input=tool_input,
+        output="web search failed" if failed else output,
+        is_error=failed,
+        provider=PROVIDER,
+        blocks=[raw],
+    )
+
+
 def _item_to_part(item: Any, streamed_summaries: dict[int, str]) -> Part | None:
+    if item.type == "web_search_call":
+        return _web_search_part(item)
     if item.type == "function_call":
         call_meta = {"item_id": item.id} if item.id else None
         return parse_tool_call(item.call_id, item.name, item.arguments or "", meta=call_meta)
@@ -266,6 +328,11 @@ def to_responses_input(messages: list[Message]) -> list[dict[str, Any]]:
                         items.append(reasoning)
                 elif isinstance(part, TextPart) and part.text:
                     items.append({"role": "assistant", "content": part.text})
+                elif isinstance(part, HostedToolPart):
+                    if part.provider == PROVIDER and part.blocks:
+                        items.extend(dict(block) for block in part.blocks)
+                    else:  # another provider's search reaches this model as text
+                        items.append({"role": "assistant", "content": hosted_tool_text(part)})
                 elif isinstance(part, ToolCallPart):
                     call: dict[str, Any] = {
                         "type": "function_call",

@@ -43,6 +43,7 @@ from urllib.parse import urlparse
 
 from runtime.providers.base import Provider
 from runtime.providers.capabilities import UnsupportedSetting, context_window
+from runtime.providers.capabilities import hosted_tool_problem as _route_hosted_problem
 from runtime.providers.capabilities import unsupported_settings as _route_unsupported
 from runtime.providers.retry import RetryPolicy
 
@@ -152,6 +153,13 @@ def preload_adapters() -> list[str]:
         except ImportError:
             failed.append(name)
     return failed
+
+
+def hosted_tool_problem(model: str | Mapping[str, Any] | Any, tools: list[str]) -> str | None:
+    """Why `model`'s route cannot run the hosted tools `tools` (see `capabilities`); None
+    when it can. ValueError for a model id that routes nowhere."""
+    route = resolve_model(model)
+    return _route_hosted_problem(route.kind, route.model_id, tools)
 
 
 def create_provider(

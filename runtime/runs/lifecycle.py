@@ -23,7 +23,7 @@ from runtime.events import EventLog
 from runtime.ids import utc_now
 from runtime.loop import AgentLoop, LoopOutcome, LoopStatus
 from runtime.messages import Message
-from runtime.providers.base import ModelError, ModelSettings, Provider
+from runtime.providers.base import ModelError, ModelSettings, Provider, hosted_tool_spec
 from runtime.providers.registry import default_context_window, unsupported_settings
 from runtime.runs.metrics import RunMetrics
 from runtime.runs.provider_factory import ProviderFactory, model_reference, open_provider
@@ -291,7 +291,10 @@ class RunLifecycle:
             provider,
             run.toolbox,
             run.events,
-            tool_specs=self.tool_specs.specs(run.toolbox),
+            tool_specs=[
+                *self.tool_specs.specs(run.toolbox),
+                *(hosted_tool_spec(name) for name in spec.hosted_tools()),
+            ],
             system=spec.system_prompt or None,
             settings=ModelSettings(
                 model=model_id,

@@ -39,7 +39,7 @@ from runtime.runs.transcript import redact_message, tool_calls
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.task_host import HostedTaskGroup
 from runtime.thread_log import ThreadEventHub
-from tools.base import Toolbox, ToolResult, ToolSettings, core_tool_names
+from tools.base import Toolbox, ToolResult, ToolSettings
 
 log = logging.getLogger("agentd.runs")
 
@@ -167,7 +167,7 @@ class RunManager:
         record_agent = await self._resolve_agent(agent)
         spec = record_agent.spec
         config = config or RunConfig()
-        unknown = sorted(set(spec.core_tool_names()) - set(core_tool_names()))
+        unknown = spec.unknown_tools()
         if unknown:
             raise InvalidRequest(f"agent {spec.slug!r} names unknown tools: {', '.join(unknown)}")
         if prompt is None and not messages:

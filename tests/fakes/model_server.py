@@ -102,7 +102,21 @@ class ToolCall:
         return [raw[cuts[i] : cuts[i + 1]] for i in range(n)]
 
 
-Block = Text | Thinking | ToolCall
+@dataclass
+class WebSearch:
+    """The provider's hosted web search, as its API streams it. Anthropic: a `server_tool_use`
+    block (input streamed as JSON deltas) and the `web_search_tool_result` block answering it
+    (the results, or `{type: web_search_tool_result_error, error_code}` when `error` is set);
+    Responses: a `web_search_call` item through its in_progress/searching/completed events,
+    with `action.sources` when the request includes them. Chat has no form for it."""
+
+    query: str
+    results: list[tuple[str, str, str | None]] = field(default_factory=list)  # title, url, age
+    error: str | None = None
+    id: str | None = None
+
+
+Block = Text | Thinking | ToolCall | WebSearch
 
 
 def text(*chunks: str) -> Text:
@@ -116,6 +130,15 @@ def thinking(*chunks: str, signature: str = "sig-fake") -> Thinking:
 
 def redacted_thinking(data: str) -> Thinking:
     return Thinking([], signature="", redacted_data=data)
+
+
+def web_search(
+    query: str,
+    *results: tuple[str, str, str | None],
+    error: str | None = None,
+    id: str | None = None,
+) -> WebSearch:
+    return WebSearch(query, list(results), error=error, id=id)
 
 
 def tool_call(
@@ -561,20 +584,26 @@ def _anthropic(turn: Turn, body: dict[str, Any], model: str, n: int) -> Iterator
     )
     yield _sse({"type": "ping"}, "ping")
     tool_no = 0
-    for index, block in enumerate(turn.blocks):
+    searches = 0
+    index = -1
 
-        def start(content_block: dict[str, Any], index: int = index) -> bytes:
-            return _sse(
-                {"type": "content_block_start", "index": index, "content_block": content_block},
-                "content_block_start",
-            )
+    def start(content_block: dict[str, Any]) -> bytes:
+        return _sse(
+            {"type": "content_block_start", "index": index, "content_block": content_block},
+            "content_block_start",
+        )
 
-        def delta(d: dict[str, Any], index: int = index) -> bytes:
-            return _sse(
-                {"type": "content_block_delta", "index": index, "delta": d},
-                "content_block_delta",
-            )
+    def delta(d: dict[str, Any]) -> bytes:
+        return _sse(
+            {"type": "content_block_delta", "index": index, "delta": d},
+            "content_block_delta",
+        )
 
+    def stop_block() -> bytes:
+        return _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+
+    for block in turn.blocks:
+        index += 1
         if isinstance(block, Text):
             yield start({"type": "text", "text": ""})
             for chunk in block.chunks:
@@ -586,6 +615,34 @@ def _anthropic(turn: Turn, body: dict[str, Any], model: str, n: int) -> Iterator
             for chunk in block.chunks:
                 yield delta({"type": "thinking_delta", "thinking": chunk})
             yield delta({"type": "signature_delta", "signature": block.signature})
+        elif isinstance(block, WebSearch):
+            searches += 1
+            call_id = block.id or f"srvtoolu_fake_{n}_{searches}"
+            yield start(
+                {"type": "server_tool_use", "id": call_id, "name": "web_search", "input": {}}
+            )
+            query = json.dumps({"query": block.query})
+            yield delta({"type": "input_json_delta", "partial_json": query[: len(query) // 2]})
+            yield delta({"type": "input_json_delta", "partial_json": query[len(query) // 2 :]})
+            yield stop_block()
+            index += 1
+            content: Any
+            if block.error is not None:
+                content = {"type": "web_search_tool_result_error", "error_code": block.error}
+            else:
+                content = [
+                    {
+                        "type": "web_search_result",
+                        "title": title,
+                        "url": url,
+                        "encrypted_content": f"enc-{n}-{i}",
+                        "page_age": age,
+                    }
+                    for i, (title, url, age) in enumerate(block.results)
+                ]
+            yield start(
+                {"type": "web_search_tool_result", "tool_use_id": call_id, "content": content}
+            )
         else:
             tool_no += 1
             call_id = block.id or f"toolu_fake_{n}_{tool_no}"
@@ -593,10 +650,12 @@ def _anthropic(turn: Turn, body: dict[str, Any], model: str, n: int) -> Iterator
             yield delta({"type": "input_json_delta", "partial_json": ""})
             for chunk in block.argument_chunks():
                 yield delta({"type": "input_json_delta", "partial_json": chunk})
-        yield _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+        yield stop_block()
     usage: dict[str, Any] = {"output_tokens": u.output_tokens}
     if u.reasoning_tokens:
         usage["output_tokens_details"] = {"thinking_tokens": u.reasoning_tokens}
+    if searches:
+        usage["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
     yield _sse(
         {
             "type": "message_delta",
@@ -649,6 +708,8 @@ def _chat(turn: Turn, body: dict[str, Any], model: str, n: int) -> Iterator[byte
         elif isinstance(block, Thinking):
             for piece in block.chunks:
                 yield chunk(choice({"reasoning_content": piece}))
+        elif isinstance(block, WebSearch):
+            raise ValueError("Chat Completions has no hosted web search to fake")
         else:
             tool_index += 1
             call_id = block.id or f"call_fake_{n}_{tool_index + 1}"
@@ -772,6 +833,21 @@ def _responses(turn: Turn, body: dict[str, Any], model: str, n: int) -> Iterator
             part = {"type": "output_text", "annotations": [], "text": block.text}
             yield ev("response.content_part.done", part=part, **where)
             item = {**base, "status": "completed", "content": [part]}
+        elif isinstance(block, WebSearch):
+            item_id = block.id or f"ws_fake_{n}_{out_index}"
+            action: dict[str, Any] = {"type": "search", "query": block.query}
+            base = {"id": item_id, "type": "web_search_call"}
+            yield ev(
+                "response.output_item.added",
+                item={**base, "status": "in_progress", "action": {"type": "search"}},
+                **loc,
+            )
+            for phase in ("in_progress", "searching", "completed"):
+                yield ev(f"response.web_search_call.{phase}", item_id=item_id, **loc)
+            if "web_search_call.action.sources" in include:
+                action["sources"] = [{"type": "url", "url": url} for _, url, _ in block.results]
+            status = "failed" if block.error is not None else "completed"
+            item = {**base, "status": status, "action": action}
         else:
             tool_no += 1
             item_id = f"fc_fake_{n}_{out_index}"

@@ -42,15 +42,21 @@ def check_spec(spec: AgentSpec) -> None:
             "objects {name, description, inputSchema, invokeUrl}",
             code="unknown_tools",
         )
-    from runtime.providers.registry import unsupported_settings  # no SDK imports
+    from runtime.providers.registry import (  # no SDK imports
+        hosted_tool_problem,
+        unsupported_settings,
+    )
 
     model: Any = spec.model if isinstance(spec.model, str) else spec.model.model_dump()
     try:
         unsupported = unsupported_settings(
             model, temperature=spec.temperature, thinking_budget=spec.thinking_budget
         )
+        hosted = hosted_tool_problem(model, spec.hosted_tools())
     except ValueError as exc:
         raise bad_request(str(exc), code="unknown_model") from exc
+    if hosted is not None:
+        raise bad_request(hosted, code="unsupported_tool")
     if unsupported:
         raise bad_request(
             "; ".join(problem.message() for problem in unsupported),
