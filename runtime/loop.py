@@ -94,6 +94,9 @@ class RunControls:
         self._inputs: list[str] = []
         self._scopes: set[anyio.CancelScope] = set()
         self.cancel_requested = False
+        # Awaited once per pause, when the loop has actually stopped at a safe point (the
+        # run manager announces `paused` there).
+        self.on_parked: Callable[[], Awaitable[None]] | None = None
 
     @property
     def paused(self) -> bool:
@@ -155,6 +158,9 @@ class RunControls:
     async def checkpoint(self) -> None:
         """A safe point: returns at once unless the run is paused, then when it is resumed."""
         while self._paused:
+            if self.on_parked is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.on_parked()
             self._set_parked(True)
             try:
                 await self._resumed.wait()

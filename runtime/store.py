@@ -40,9 +40,9 @@ SCHEMA_VERSION = 2
 MAX_PAGE = 1000
 
 RunStatus = Literal[
-    "queued", "running", "paused", "completed", "failed", "cancelled", "interrupted"
+    "queued", "running", "pausing", "paused", "completed", "failed", "cancelled", "interrupted"
 ]
-UNFINISHED_STATUSES: tuple[str, ...] = ("queued", "running", "paused")
+UNFINISHED_STATUSES: tuple[str, ...] = ("queued", "running", "pausing", "paused")
 FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "cancelled", "interrupted")
 
 T = TypeVar("T")

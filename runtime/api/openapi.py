@@ -42,6 +42,7 @@ def build_openapi(table: RouteTable, *, version: str) -> dict[str, Any]:
             keyed.append((op.body, "validation"))
         if op.response is not None:
             keyed.append((op.response, "serialization"))
+        keyed.extend((model, "serialization") for _, model in op.also.values())
     keyed.append((ErrorEnvelope, "serialization"))
     keyed.extend((model, "serialization") for model in _event_models())
     keyed = list(dict.fromkeys(keyed))
@@ -217,6 +218,12 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         responses["200"] = {**ok, "description": "OK"}
     if op.no_content is not None:
         responses["204"] = {"description": op.no_content, "headers": headers}
+    for code, (when, model) in op.also.items():
+        responses[str(code)] = {
+            "description": when,
+            "content": {"application/json": {"schema": _ref(refs, model, "serialization")}},
+            "headers": headers,
+        }
     responses.update(_error_responses(op, refs, headers))
     return responses
 

@@ -41,6 +41,8 @@ class Operation:
     public: bool = False  # no authentication
     errors: tuple[int, ...] = ()
     no_content: str | None = None  # when the operation answers 204 No Content
+    # Other success answers: status → (when, body model), e.g. 202 for a run not waited for.
+    also: dict[int, tuple[str, type[BaseModel]]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)  # response headers documented
 
 

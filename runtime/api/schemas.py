@@ -7,6 +7,7 @@ Wire names are camelCase (docs/design.md, HTTP API); Python attributes snake_cas
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -19,6 +20,8 @@ from runtime.thread_events import PersistedThreadEvent
 from runtime.usage import Usage
 
 T = TypeVar("T")
+
+THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 # Integers from clients are bounded where they reach SQLite or the OS (64-bit there); 2**53-1
 # is also the largest integer a JavaScript client can hold exactly.
@@ -149,8 +152,19 @@ class RunRequest(WireModel):
     messages: list[InputMessage] | None = Field(
         None, description="a conversation to continue instead of a thread"
     )
-    thread_id: str | None = Field(None, alias="threadId", description="continue this thread")
+    thread_id: str | None = Field(
+        None,
+        alias="threadId",
+        description="persist the run into this server-managed thread (created if new); reuse "
+        "the id to continue it. 1–128 letters, digits, `_` or `-`",
+        json_schema_extra={"pattern": THREAD_ID_PATTERN},
+    )
     stream: bool = Field(True, description="answer with the SSE event stream (default)")
+    wait: bool = Field(
+        True,
+        description="with `stream: false`: answer when the run has finished (default); "
+        "false: answer 202 `{runId, status: registered, threadId}` at once",
+    )
     config: RunConfig | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -165,7 +179,25 @@ class RunRequest(WireModel):
                 "give either `threadId` (continue the stored thread) or `messages` "
                 "(your own history), not both"
             )
+        if self.thread_id is not None and not re.fullmatch(THREAD_ID_PATTERN, self.thread_id):
+            raise ValueError(
+                f"threadId must be 1–128 letters, digits, '_' or '-' (got {self.thread_id!r})"
+            )
+        if self.stream and not self.wait:
+            raise ValueError(
+                "`wait: false` starts the run without waiting and without a stream; give it "
+                "with `stream: false`"
+            )
         return self
+
+
+class RunRegistered(WireModel):
+    """`POST /v1/run` with `stream: false, wait: false`: the run is registered (queued or
+    started); follow it with `GET /v1/runs/{runId}` or its events."""
+
+    run_id: str = Field(alias="runId")
+    status: Literal["registered"] = "registered"
+    thread_id: str | None = Field(alias="threadId")
 
 
 class UsageOut(Usage, WireModel):
@@ -179,7 +211,7 @@ class RunErrorOut(WireModel):
 
 
 RunStatus = Literal[
-    "queued", "running", "paused", "completed", "failed", "cancelled", "interrupted"
+    "queued", "running", "pausing", "paused", "completed", "failed", "cancelled", "interrupted"
 ]
 
 
@@ -199,7 +231,8 @@ class RunResult(WireModel):
 
 class LegacyRunRequest(WireModel):
     """The older run shape of `POST /v1/agents/{slug}/run` and `POST /v1/run/{apiSlug}`.
-    `context` is given to the model after the message; `mounts` and `params` are kept in the
+    `context.history` is the conversation to continue, `context.files` workspace files the
+    agent starts from (see runtime/api/legacy_runs.py); `mounts` and `params` are kept in the
     run's metadata (mounting is the control plane's job before it relays the request)."""
 
     message: str = Field(min_length=1)
@@ -217,6 +250,9 @@ class LegacyRunResult(WireModel):
     files: list[Any]
     usage: UsageOut
     error: RunErrorOut | None = None
+    warnings: list[str] = Field(
+        default_factory=list, description="what of the request this daemon did not do"
+    )
 
 
 class RunOut(WireModel):

@@ -34,7 +34,7 @@ class RunStartedPayload(_Payload):
 
 
 class StatusPayload(_Payload):
-    status: Literal["queued", "running", "paused", "resumed"]
+    status: Literal["queued", "running", "pausing", "paused", "resumed"]
 
 
 class ThinkingPayload(_Payload):

@@ -36,6 +36,7 @@ from runtime.providers.base import (
     AssistantTurn,
     HostedToolCall,
     HostedToolResult,
+    ModelError,
     ModelSettings,
     StopReason,
     StreamItem,

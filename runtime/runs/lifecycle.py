@@ -132,7 +132,7 @@ class RunLifecycle:
             extra = await self._custom_tools(run)
             # What the thread's previous run left running (its dev server) carries on in this
             # run, which owns it from here: its outcome decides whether it lives on.
-            run.toolbox = await self.toolboxes.checkout(run.thread_id, spec, extra)
+            run.toolbox = await self.toolboxes.checkout(run.pool_key, spec, extra)
             # A handed-over box serves this run now: tools that tell the outside which run a
             # call belongs to (custom tools) must name this one, not the previous run.
             run.toolbox.run_id = run.run_id
@@ -156,7 +156,7 @@ class RunLifecycle:
         toolbox, run.toolbox = run.toolbox, None
         if toolbox is not None:
             if status == "completed":
-                await self.toolboxes.keep(run.thread_id, toolbox, toolbox_key(run.agent.spec))
+                await self.toolboxes.keep(run.pool_key, toolbox, toolbox_key(run.agent.spec))
             else:
                 await self.toolboxes.discard(toolbox)
         await run.update(
@@ -236,9 +236,9 @@ class RunLifecycle:
     async def persist_messages(
         self, run: Run, new: list[Message], conversation: list[Message]
     ) -> None:
-        """Append `new` to the run's thread and store the run's whole conversation, both
-        redacted."""
-        if new:
+        """Append `new` to the run's thread (if it has one) and store the run's whole
+        conversation, both redacted."""
+        if new and run.thread_id is not None:
             redacted = [redact_message(m, run.redactor) for m in new]
             if run.thread_recorder is not None:
                 # The thread's persisted events first: its rollout must never lack a message
@@ -261,6 +261,8 @@ class RunLifecycle:
             model=model,
             **({"warnings": warnings} if warnings else {}),
         )
+        if run.thread_id is None:
+            return  # the caller keeps the history (`messages`): no thread to feed
         recorder = await self.threads.record(run.run_id, run.thread_id)
         await recorder.run_started(agent=spec.slug, version=run.agent.version, model=model)
         run.thread_recorder = recorder

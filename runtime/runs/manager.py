@@ -159,9 +159,14 @@ class RunManager:
         metadata: dict[str, Any] | None = None,
         parent_run_id: str | None = None,
         fork_step: int | None = None,
+        new_thread: bool = False,
     ) -> Run:
         """Start a run (queued if no slot is free). Raises NotFound, Conflict, QueueFull or
-        InvalidRequest; every later failure is an outcome of the run, not an exception."""
+        InvalidRequest; every later failure is an outcome of the run, not an exception.
+
+        The run continues `thread_id` (created if the daemon has not seen it); without one,
+        it starts a new thread, unless it was given `messages` (the caller's own history,
+        kept by the caller: no thread) and not `new_thread`."""
         if not self._accepting or not self._tasks.running:
             raise Conflict("the run manager is not accepting runs", code="shutting_down")
         record_agent = await self._resolve_agent(agent)
@@ -180,10 +185,8 @@ class RunManager:
         # Checks and claims happen under one lock so concurrent starts cannot both take the
         # last queue place or the same thread. Capacity only grows while it is held.
         async with self._start_lock:
-            if thread_id is not None:
-                thread = await self.threads.ensure_thread(thread_id)
-                if thread is None:
-                    raise NotFound(f"thread {thread_id!r} does not exist")
+            thread = None if thread_id is None else await self.threads.ensure_thread(thread_id)
+            if thread is not None:
                 if thread.agent != spec.slug:
                     raise InvalidRequest(
                         f"thread {thread_id!r} belongs to agent {thread.agent!r}, not {spec.slug!r}"
@@ -198,13 +201,16 @@ class RunManager:
                     f"{self.scheduler.running} runs are active and the queue is full "
                     f"({self.scheduler.max_queue} waiting); try again later"
                 )
-            if thread_id is not None:
-                history = await self.store.thread_messages(thread_id)
+            if thread is not None:
+                history = await self.store.thread_messages(thread.id)
                 seed: list[Message] = []
             else:
                 history = list(messages or [])
                 seed = list(history)
-                thread_id = (await self.store.create_thread(spec.slug)).id
+                if thread_id is not None or not messages or new_thread:
+                    # A caller-chosen id the daemon has not seen starts that thread; a run
+                    # given its own `messages` (caller-managed history) gets no thread.
+                    thread_id = (await self.store.create_thread(spec.slug, thread_id)).id
             run = await self._register(
                 record_agent,
                 thread_id,
@@ -222,7 +228,7 @@ class RunManager:
     async def _register(
         self,
         agent: AgentRecord,
-        thread_id: str,
+        thread_id: str | None,
         config: RunConfig,
         *,
         prompt: str,
@@ -266,8 +272,10 @@ class RunManager:
             thread_seed=thread_seed,
             slot=Slot(spec.slug, spec.max_concurrent),
         )
+        run.controls.on_parked = lambda: self._parked(run)
         self._runs[run_id] = run
-        self._thread_runs[thread_id] = run_id
+        if thread_id is not None:
+            self._thread_runs[thread_id] = run_id
         self.metrics.runs_started += 1
         if admit_now:
             self.scheduler.admit(run.slot)
@@ -289,6 +297,7 @@ class RunManager:
             metadata=plan.metadata,
             parent_run_id=run_id,
             fork_step=step,
+            new_thread=True,
         )
 
     async def _drive(self, run: Run) -> None:
@@ -299,7 +308,7 @@ class RunManager:
             self._count_slots()
             if self._runs.pop(run.run_id, None) is not None:
                 self.metrics.events_emitted += run.events.last_id
-            if self._thread_runs.get(run.thread_id) == run.run_id:
+            if run.thread_id is not None and self._thread_runs.get(run.thread_id) == run.run_id:
                 del self._thread_runs[run.thread_id]
             run.done.set()
 
@@ -312,7 +321,7 @@ class RunManager:
     async def get(self, run_id: str) -> RunRecord:
         run = self._runs.get(run_id)
         if run is not None:
-            return run.record
+            return _live(run)
         record = await self.store.get_run(run_id)
         if record is None:
             raise NotFound(f"run {run_id!r} does not exist")
@@ -325,8 +334,13 @@ class RunManager:
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[RunRecord], str | None]:
-        """A page of runs, newest first, and the cursor of the next page (None at the end)."""
-        return await self.store.list_runs(agent=agent, status=status, limit=limit, cursor=cursor)
+        """A page of runs, newest first, and the cursor of the next page (None at the end);
+        active runs as they are now."""
+        records, cursor = await self.store.list_runs(
+            agent=agent, status=status, limit=limit, cursor=cursor
+        )
+        live = [_live(self._runs[r.run_id]) if r.run_id in self._runs else r for r in records]
+        return live, cursor
 
     async def detail(self, run_id: str) -> dict[str, Any]:
         """The record (wire shape) plus the conversation and its tool calls with results."""
@@ -405,9 +419,25 @@ class RunManager:
         run = self._active(run_id, "pause")
         async with run.control_lock:
             if run.controls.pause():
-                await run.events.emit("status", status="paused")
-                await run.update(self.store, status="paused")
+                if run.loop is None or run.controls.parked:
+                    await self._announce_paused(run)  # nothing under way: paused now
+                else:
+                    # A model turn or a tool is under way: the run stops when it is done.
+                    await run.events.emit("status", status="pausing")
+                    await run.update(self.store, status="pausing")
         return run.record
+
+    async def _parked(self, run: Run) -> None:
+        async with run.control_lock:
+            await self._announce_paused(run)
+
+    async def _announce_paused(self, run: Run) -> None:
+        """Say once per pause that the run has stopped (the loop parked, or never started)."""
+        if run.pause_announced or not run.controls.paused:
+            return
+        run.pause_announced = True
+        await run.events.emit("status", status="paused")
+        await run.update(self.store, status="paused")
 
     async def resume(self, run_id: str) -> RunRecord:
         """Let a paused run continue. Idempotent for a run that is not paused."""
@@ -416,6 +446,7 @@ class RunManager:
         async with run.control_lock:
             if run.controls.paused:
                 # Announced before the loop may continue, so `resumed` precedes its events.
+                run.pause_announced = False
                 await run.events.emit("status", status="resumed")
                 await run.update(self.store, status="running" if run.has_slot else "queued")
                 run.controls.resume()
@@ -512,3 +543,11 @@ class RunManager:
         if record is None:
             raise NotFound(f"agent {agent!r} does not exist")
         return record
+
+
+def _live(run: Run) -> RunRecord:
+    """An active run's record with the loop's live iteration count (the stored record is
+    updated when the run ends)."""
+    if run.loop is None or run.loop.iterations == run.record.iterations:
+        return run.record
+    return run.record.model_copy(update={"iterations": run.loop.iterations})

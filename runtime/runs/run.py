@@ -8,7 +8,14 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.agents import MAX_CONTEXT_WINDOW, MIN_CONTEXT_WINDOW, AgentRecord
+from runtime.agents import (
+    MAX_CONTEXT_WINDOW,
+    MAX_ITERATIONS,
+    MAX_TIMEOUT_SECONDS,
+    MAX_TOKENS,
+    MIN_CONTEXT_WINDOW,
+    AgentRecord,
+)
 from runtime.events import EventLog, Redactor
 from runtime.loop import AgentLoop, RunControls
 from runtime.messages import Message
@@ -25,10 +32,10 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
-    max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
-    max_turns: int | None = Field(None, alias="maxTurns", ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    timeout: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, alias="maxTokens", ge=1, le=MAX_TOKENS)
+    max_turns: int | None = Field(None, alias="maxTurns", ge=1, le=MAX_ITERATIONS)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False)
     context_window: int | None = Field(
         None, alias="contextWindow", ge=MIN_CONTEXT_WINDOW, le=MAX_CONTEXT_WINDOW
     )
@@ -40,7 +47,7 @@ class Run:
     """A run the manager is driving (queued, running or paused)."""
 
     run_id: str
-    thread_id: str
+    thread_id: str | None  # None: the caller manages the history (`messages`)
     agent: AgentRecord
     record: RunRecord
     events: EventLog
@@ -57,10 +64,17 @@ class Run:
     loop: AgentLoop | None = None
     interrupted: str | None = None  # why the manager itself stopped the run
     thread_recorder: ThreadRecorder | None = None  # from `run_started` on
+    pause_announced: bool = False  # `paused` emitted for the current pause
 
     @property
     def status(self) -> str:
         return self.record.status
+
+    @property
+    def pool_key(self) -> str:
+        """What the toolbox pool keeps this run's toolbox under: its thread, whose next run
+        takes it over, or the run itself when it has no thread."""
+        return self.thread_id or f"run:{self.run_id}"
 
     @property
     def has_slot(self) -> bool:

@@ -127,10 +127,11 @@ async def test_threads_list_get_delete(daemon: Daemon) -> None:
     assert_error(status, body, 404, "not_found")
     status, body = await daemon.request("DELETE", f"/v1/run/threads/{first['threadId']}")
     assert_error(status, body, 404, "not_found")
-    status, body = await daemon.post(
-        "/v1/run", {"agent": "one", "prompt": "x", "threadId": first["threadId"]}
-    )
-    assert_error(status, body, 404, "not_found")
+    # Reusing the id starts that thread again, empty.
+    again = await daemon.run("one", prompt="x", threadId=first["threadId"])
+    assert again["threadId"] == first["threadId"]
+    status, body = await daemon.get(f"/v1/run/threads/{first['threadId']}")
+    assert status == 200 and body["data"]["messageCount"] == 2
 
 
 async def test_a_thread_with_an_active_run_cannot_be_deleted(daemon: Daemon) -> None:

@@ -26,11 +26,13 @@ async def test_pause_input_resume(daemon: Daemon) -> None:
     await daemon.upsert()
     run_id, gate, resp = await held_run(daemon, "first")
     daemon.model.script(Turn([text("got your note")]))
+    # A model turn is under way: `pausing` until the run stops at its safe point.
     status, body = await daemon.post(f"/v1/runs/{run_id}/pause")
-    assert status == 200 and body["data"]["status"] == "paused"
+    assert status == 200 and body["data"]["status"] == "pausing"
     status, body = await daemon.post(f"/v1/runs/{run_id}/input", {"text": "also: be nice"})
     assert status == 200
     gate.open()  # the model turn under way finishes; the run stays paused after it
+    await daemon.wait_status(run_id, "paused")
     status, body = await daemon.post(f"/v1/runs/{run_id}/resume", {})
     assert status == 200 and body["data"]["status"] in ("running", "queued")
     frames = await collect_events(resp)
@@ -38,7 +40,7 @@ async def test_pause_input_resume(daemon: Daemon) -> None:
     kinds = [f.event for f in frames]
     assert "input" in kinds and frames[-1].data["status"] == "completed"
     statuses = [f.data["status"] for f in frames if f.event == "status"]
-    assert statuses[:2] == ["paused", "resumed"]
+    assert statuses[:3] == ["pausing", "paused", "resumed"]
     sent = daemon.model.requests[-1].body["messages"]
     assert "also: be nice" in str(sent[-1])
 

@@ -157,16 +157,33 @@ async def test_threads_continue_across_runs(
     assert len(await store.thread_messages(run.thread_id)) == 4
 
 
-async def test_messages_give_the_callers_history_on_a_new_thread(
+async def test_messages_are_the_callers_history_and_make_no_thread(
     manager: RunManager, store: Store, factory: ScriptedFactory
 ) -> None:
     agent = await make_agent(store)
     provider = factory.add(text_turn("c"))
     history = [Message.user("a"), Message.assistant("b")]
     run = await manager.start(agent, messages=history, prompt="and?")
-    await manager.wait(run.run_id)
+    record = await manager.wait(run.run_id)
     assert provider.calls[0].messages == [*history, Message.user("and?")]
-    assert len(await store.thread_messages(run.thread_id)) == 4
+    assert run.thread_id is None and record.thread_id is None
+    assert (await store.list_threads())[0] == []
+    assert len(await store.run_messages(run.run_id)) == 4
+
+
+async def test_a_caller_chosen_thread_id_starts_that_thread(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    agent = await make_agent(store)
+    factory.add(text_turn("one"))
+    factory.add(text_turn("two"))
+    first = await manager.start(agent, prompt="x", thread_id="thr_mine1")
+    await manager.wait(first.run_id)
+    thread = await store.get_thread("thr_mine1")
+    assert thread is not None and thread.agent == agent.slug and thread.message_count == 2
+    second = await manager.start(agent, prompt="y", thread_id="thr_mine1")
+    await manager.wait(second.run_id)
+    assert len(await store.thread_messages("thr_mine1")) == 4
 
 
 async def test_start_refuses_bad_requests(
@@ -176,8 +193,6 @@ async def test_start_refuses_bad_requests(
     other = await make_agent(store, slug="other")
     with pytest.raises(NotFound):
         await manager.start("nobody", prompt="x")
-    with pytest.raises(NotFound):
-        await manager.start(agent, prompt="x", thread_id="thread_missing")
     with pytest.raises(InvalidRequest):
         await manager.start(agent)
     gate = Gate()
@@ -301,7 +316,8 @@ async def test_pause_and_input_during_a_model_stream(
     )
     run = await manager.start(agent, prompt="go")
     await gate.wait_reached()
-    assert (await manager.pause(run.run_id)).status == "paused"
+    # The model turn is under way: the run is pausing until it stops at its safe point.
+    assert (await manager.pause(run.run_id)).status == "pausing"
     await manager.send_input(run.run_id, "use the other tool")
     gate.open()
     with anyio.fail_after(10):
@@ -320,6 +336,7 @@ async def test_pause_and_input_during_a_model_stream(
         "input",
         "usage",
         "status",
+        "status",
         "tool_call",
         "tool_result",
         "text",
@@ -327,7 +344,7 @@ async def test_pause_and_input_during_a_model_stream(
         "complete",
     ]
     statuses = [e.payload["status"] for e in events if e.type == "status"]
-    assert statuses == ["paused", "resumed"]
+    assert statuses == ["pausing", "paused", "resumed"]
     assert [e.payload for e in events if e.type == "input"] == [{"text": "use the other tool"}]
     # The input reached the model as a user message after the tool results.
     assert [m.role for m in provider.calls[1].messages] == ["user", "assistant", "tool", "user"]

@@ -3,12 +3,12 @@ controls, fork."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from runtime.api.errors import bad_request
+from runtime.api.legacy_runs import legacy_inputs
 from runtime.api.responses import json_data, json_list
 from runtime.api.routes.agents import agent_slug
 from runtime.api.routing import RouteTable
@@ -24,6 +24,7 @@ from runtime.api.schemas import (
     ListEnvelope,
     RunDetail,
     RunOut,
+    RunRegistered,
     RunRequest,
     RunResult,
     RunsQuery,
@@ -72,7 +73,10 @@ async def stream_run(
 
 
 def _run_headers(run: Run) -> dict[str, str]:
-    return {"X-Run-ID": run.run_id, "X-Thread-ID": run.thread_id}
+    headers = {"X-Run-ID": run.run_id}
+    if run.thread_id is not None:
+        headers["X-Thread-ID"] = run.thread_id
+    return headers
 
 
 async def start_run(request: web.Request) -> web.StreamResponse:
@@ -91,6 +95,9 @@ async def start_run(request: web.Request) -> web.StreamResponse:
     _watch_webhooks(state, run)
     if body.stream:
         return await stream_run(request, run.run_id, headers=_run_headers(run))
+    if not body.wait:
+        registered = RunRegistered(run_id=run.run_id, thread_id=run.thread_id)
+        return json_data(registered, status=202, headers=_run_headers(run))
     record = await manager.wait(run.run_id)
     return json_data(_run_result(state, record), headers=_run_headers(run))
 
@@ -111,25 +118,23 @@ def _run_result(state: ApiState, record: RunRecord) -> RunResult:
     )
 
 
-def _legacy_prompt(body: LegacyRunRequest) -> str:
-    if body.context is None or body.context in ("", {}, []):
-        return body.message
-    context = body.context if isinstance(body.context, str) else json.dumps(body.context, indent=2)
-    return f"{body.message}\n\n<context>\n{context}\n</context>"
-
-
 async def legacy_run(request: web.Request) -> web.StreamResponse:
     state = get_state(request)
     slug = request.match_info.get("slug") or request.match_info["apiSlug"]
     body = await parse_body(request, LegacyRunRequest)
     state.check_accepting()
     manager = state.require_manager()
+    inputs = await legacy_inputs(body, manager.workspace)
     metadata: dict[str, Any] = {"legacy": True}
     if body.mounts:
         metadata["mounts"] = body.mounts
     if body.params:
         metadata["params"] = body.params
-    run = await manager.start(slug, prompt=_legacy_prompt(body), metadata=metadata)
+    if inputs.warnings:
+        metadata["warnings"] = inputs.warnings
+    run = await manager.start(
+        slug, prompt=inputs.prompt, messages=inputs.history, metadata=metadata
+    )
     _watch_webhooks(state, run)
     if body.stream:
         return await stream_run(request, run.run_id, headers=_run_headers(run))
@@ -148,6 +153,7 @@ async def legacy_run(request: web.Request) -> web.StreamResponse:
             "files": complete.get("files") or [],
             "usage": record.usage.model_dump(by_alias=True),
             "error": record.error,
+            "warnings": inputs.warnings,
         }
     )
     return json_data(result, headers=_run_headers(run))
@@ -259,10 +265,15 @@ def add_routes(table: RouteTable) -> None:
         summary="Start a run",
         description="Streams the run's events as SSE (`stream: true`, the default) with the "
         "X-Run-ID and X-Thread-ID headers; with `stream: false` answers once the run has "
-        "finished. A client that disconnects does not stop the run.",
+        "finished, and with `stream: false, wait: false` answers 202 `{runId, status: "
+        "registered, threadId}` at once. A client that disconnects does not stop the run. "
+        "A run given `messages` (caller-managed history) has no thread: `threadId` is null.",
         tag=tag,
         body=RunRequest,
         response=Envelope[RunResult],
+        also={
+            202: ("`stream: false, wait: false`: the run is registered", Envelope[RunRegistered])
+        },
         sse=True,
         errors=(400, 404, 409, 429, 503),
         headers=RUN_HEADERS,
@@ -278,7 +289,12 @@ def add_routes(table: RouteTable) -> None:
             operation_id=op_id,
             summary="Start a run (legacy request shape)",
             description="`{message, stream, mounts, context, params}` → "
-            "`{id, status, output, devUrl, files, usage}` (or SSE with `stream: true`).",
+            "`{id, status, output, devUrl, files, usage, warnings}` (or SSE with `stream: "
+            "true`). `context.history` (the previous run's messages) is the conversation to "
+            "continue (the run then has no thread); `context.files` names workspace files "
+            "whose contents (bounded) the agent starts from; other context keys follow the "
+            "message. `mounts` are recorded in the run's metadata, not mounted: `warnings` "
+            "says so.",
             tag=tag,
             body=LegacyRunRequest,
             response=Envelope[LegacyRunResult],
