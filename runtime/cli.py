@@ -57,6 +57,7 @@ SERVE_FIELDS = (
     "workspace_skip_dirs",
     "default_model",
     "public_url",
+    "tool_hub_url",
 )
 
 

@@ -102,18 +102,23 @@ class Settings(BaseModel):
         description="this daemon's public base URL (e.g. https://sbx-1.example.dev); makes "
         "the agents' `endpoint` absolute",
     )
+    tool_hub_url: str | None = Field(
+        None,
+        description="the Tool Hub's base URL: an agent's tool name that is not a core tool is "
+        "looked up at GET {hub}/tools/{slug} and called at POST {hub}/tools/{slug}/invoke",
+    )
 
     @field_validator("workspace", "state_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("token", "webhook_secret", "public_url", mode="after")
+    @field_validator("token", "webhook_secret", "public_url", "tool_hub_url", mode="after")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("public_url", mode="after")
+    @field_validator("public_url", "tool_hub_url", mode="after")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:

@@ -28,6 +28,7 @@ from runtime.config import Settings
 
 if TYPE_CHECKING:
     from runtime.runs import RunManager
+    from runtime.tool_hub import ToolHub
 
 log = logging.getLogger("agentd.api")
 
@@ -124,12 +125,22 @@ async def _open_runtime(state: ApiState) -> None:
             max_queue=settings.max_queue,
             provider_factory=_recording_factory(settings.record) if settings.record else None,
             custom_tool_factory=custom_tool_factory(settings),
+            tool_hub=tool_hub(settings),
         )
         await manager.start_background()
     except BaseException:
         await store.close()
         raise
     state.manager = manager
+
+
+def tool_hub(settings: Settings) -> ToolHub | None:
+    """The daemon's Tool Hub (`--tool-hub-url`), with the custom tools' timeout."""
+    if settings.tool_hub_url is None:
+        return None
+    from runtime.tool_hub import ToolHub
+
+    return ToolHub(settings.tool_hub_url, timeout=settings.custom_tool_timeout)
 
 
 def _recording_factory(cassette: Path) -> Callable[..., Any]:

@@ -25,6 +25,7 @@ ERROR_DESCRIPTIONS = {
     426: "Upgrade required: the route is a WebSocket",
     424: "The model the request needed failed (e.g. the summary request of a compaction)",
     429: "Too many runs: the queue is full",
+    502: "An upstream the daemon depends on (the Tool Hub) could not be asked",
     503: "Starting or shutting down",
 }
 

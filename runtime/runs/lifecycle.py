@@ -33,6 +33,7 @@ from runtime.runs.tool_specs import ToolSpecCache
 from runtime.runs.toolbox_pool import ToolboxPool, toolbox_key
 from runtime.runs.transcript import redact_message
 from runtime.store import Store
+from runtime.tool_hub import ToolHub, ToolHubError
 from runtime.usage import Usage
 from tools.base import Tool
 
@@ -54,6 +55,7 @@ class RunLifecycle:
         env: Mapping[str, str],
         provider_factory: ProviderFactory | None = None,
         custom_tool_factory: CustomToolFactory | None = None,
+        tool_hub: ToolHub | None = None,
         cancel_grace: float = 2.0,
         threads: RunThreads,
     ) -> None:
@@ -64,6 +66,7 @@ class RunLifecycle:
         self.env = env
         self.provider_factory = provider_factory
         self.custom_tool_factory = custom_tool_factory
+        self.tool_hub = tool_hub
         self.cancel_grace = cancel_grace
         self.tool_specs = ToolSpecCache()
 
@@ -272,9 +275,10 @@ class RunLifecycle:
         """The agent's custom tools, or none (said in an `error` event) when this daemon
         cannot make them."""
         custom = run.agent.spec.custom_tools()
+        tools: list[Tool] = []
         if custom and self.custom_tool_factory is not None:
-            return [self.custom_tool_factory(tool) for tool in custom]
-        if custom:
+            tools = [self.custom_tool_factory(tool) for tool in custom]
+        elif custom:
             names = ", ".join(tool.name for tool in custom)
             await run.events.emit(
                 "error",
@@ -282,7 +286,31 @@ class RunLifecycle:
                 "the run continues without them",
                 code="custom_tools_unavailable",
             )
-        return []
+        return tools + await self._hub_tools(run)
+
+    async def _hub_tools(self, run: Run) -> list[Tool]:
+        """The agent's Tool Hub tools, described by the hub as the run starts; one the hub no
+        longer has (or cannot describe now) is left out, said in an `error` event."""
+        slugs = run.agent.spec.unknown_tools()
+        if not slugs or self.tool_hub is None:
+            return []
+        tools: list[Tool] = []
+        for slug in slugs:
+            try:
+                described = await self.tool_hub.describe(slug)
+            except ToolHubError as exc:
+                problem = str(exc)
+            else:
+                if described is not None:
+                    tools.append(self.tool_hub.tool(slug, described))
+                    continue
+                problem = f"the Tool Hub has no tool {slug!r} any more"
+            await run.events.emit(
+                "error",
+                message=f"{problem}; the run continues without {slug}",
+                code="tool_hub_unavailable",
+            )
+        return tools
 
     def _agent_loop(
         self, run: Run, provider: Provider, model_id: str, temperature: float | None

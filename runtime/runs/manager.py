@@ -39,6 +39,7 @@ from runtime.runs.transcript import redact_message, tool_calls
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.task_host import HostedTaskGroup
 from runtime.thread_log import ThreadEventHub
+from runtime.tool_hub import ToolHub
 from tools.base import Toolbox, ToolResult, ToolSettings
 
 log = logging.getLogger("agentd.runs")
@@ -64,8 +65,11 @@ class RunManager:
         cancel_grace: float = 2.0,
         custom_tool_factory: CustomToolFactory | None = None,
         thread_rollouts: bool = True,
+        tool_hub: ToolHub | None = None,
     ) -> None:
         self.store = store
+        # Where agents' tool names that are not core tools are found (None: nowhere).
+        self.tool_hub = tool_hub
         self.workspace = Path(workspace)
         # The processes of this state dir's runs carry its owner tag (see ToolboxPool).
         self.tool_settings = dataclasses.replace(
@@ -91,6 +95,7 @@ class RunManager:
             env=self.env,
             provider_factory=provider_factory,
             custom_tool_factory=custom_tool_factory,
+            tool_hub=tool_hub,
             cancel_grace=cancel_grace,
             threads=self.threads,
         )
@@ -173,7 +178,7 @@ class RunManager:
         spec = record_agent.spec
         config = config or RunConfig()
         unknown = spec.unknown_tools()
-        if unknown:
+        if unknown and self.tool_hub is None:
             raise InvalidRequest(f"agent {spec.slug!r} names unknown tools: {', '.join(unknown)}")
         if prompt is None and not messages:
             raise InvalidRequest("give a prompt or messages")

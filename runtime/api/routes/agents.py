@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -24,6 +24,9 @@ from runtime.api.schemas import (
 from runtime.api.state import get_state
 from runtime.api.validation import parse_body, parse_query, read_object, validate
 from runtime.config import Settings
+
+if TYPE_CHECKING:
+    from runtime.tool_hub import ToolHub
 from tools.base import core_tool_names
 
 
@@ -32,16 +35,33 @@ def agent_endpoint(settings: Settings, slug: str) -> str:
     return f"{settings.public_url or ''}/v1/agents/{slug}/run"
 
 
-def check_spec(spec: AgentSpec) -> None:
-    """What pydantic cannot know: tool names exist, the model id routes somewhere."""
+async def check_tool_names(spec: AgentSpec, hub: ToolHub | None) -> None:
+    """Every name in `tools` is a core tool, `web_search`, or (with a Tool Hub) a tool the
+    hub has; a 400 names the others (a 502 when the hub cannot be asked)."""
     unknown = spec.unknown_tools()
+    if unknown and hub is not None:
+        from runtime.tool_hub import ToolHubError
+
+        missing = []
+        for slug in unknown:
+            try:
+                if await hub.describe(slug) is None:
+                    missing.append(slug)
+            except ToolHubError as exc:
+                raise ApiError(502, "tool_hub_unavailable", str(exc)) from exc
+        unknown = missing
     if unknown:
+        where = "core tools or Tool Hub tools" if hub is not None else "core tools"
         raise bad_request(
-            f"unknown tool(s): {', '.join(unknown)}; core tools are: "
-            f"{', '.join(core_tool_names()) or '(none installed)'}. Custom tools are "
-            "objects {name, description, inputSchema, invokeUrl}",
+            f"unknown tool(s): {', '.join(unknown)} (not {where}); core tools are: "
+            f"{', '.join(core_tool_names()) or '(none installed)'}, and web_search. Custom "
+            "tools are objects {name, description, inputSchema, invokeUrl}",
             code="unknown_tools",
         )
+
+
+def check_spec(spec: AgentSpec) -> None:
+    """What pydantic cannot know: the model id routes somewhere and takes the settings."""
     from runtime.providers.registry import (  # no SDK imports
         hosted_tool_problem,
         unsupported_settings,
@@ -103,9 +123,11 @@ def _spec_context(settings: Settings) -> dict[str, Any]:
 
 
 async def _store_spec(request: web.Request, spec: AgentSpec, *, patch: bool) -> web.Response:
-    settings = get_state(request).settings
+    state = get_state(request)
+    settings = state.settings
     check_spec(spec)
     check_custom_tools(spec, settings)
+    await check_tool_names(spec, state.require_manager().tool_hub)
     record, action = await get_state(request).store.upsert_agent(spec)
     result = UpsertResult(
         id=record.id,
@@ -219,7 +241,7 @@ def add_routes(table: RouteTable) -> None:
         body=AgentSpec,
         response=Envelope[UpsertResult],
         status=201,
-        errors=(400,),
+        errors=(400, 502),
     )
     table.add(
         "PATCH",
@@ -231,7 +253,7 @@ def add_routes(table: RouteTable) -> None:
         tag=tag,
         body_schema=_patch_schema,
         response=Envelope[UpsertResult],
-        errors=(400, 404),
+        errors=(400, 404, 502),
     )
     table.add(
         "GET",
