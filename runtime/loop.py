@@ -684,6 +684,12 @@ class _ToolEventForwarder:
                 payload["chunk"] = self._stream.feed(str(payload.get("chunk", "")))
                 if not payload["chunk"]:
                     return
+        elif event_type == "file_edit":
+            # Paths are reported in the documented form: `/src/App.tsx`, from the workspace
+            # root (the file APIs take and give the same form).
+            for key in ("path", "movedFrom"):
+                if isinstance(payload.get(key), str):
+                    payload[key] = "/" + payload[key].lstrip("/")
         self._artifacts.note(event_type, payload)
         await self._events.emit(event_type, **payload)
 

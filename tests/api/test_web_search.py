@@ -48,7 +48,7 @@ async def test_the_documented_agent_searches_with_anthropics_server_tool(daemon:
         Turn([text("Still true.")]),
     )
     run, frames = await _run_events(daemon, "code-assistant", prompt="how do streams resume?")
-    assert run["status"] == "completed" and run["result"] == "It resumes from Last-Event-ID"
+    assert run["status"] == "completed" and run["result"] == "It resumes from Last-Event-ID."
 
     request = daemon.model.requests[-1]
     assert request.api == "anthropic"

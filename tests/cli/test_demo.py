@@ -100,7 +100,7 @@ def test_the_run_completed_with_a_dev_url_that_answered(demo: DemoRun) -> None:
     assert complete["type"] == "complete"
     assert complete["status"] == "completed"
     assert complete["devUrl"] == dev_url["url"]
-    assert sorted(complete["files"]) == sorted(APP_FILES)
+    assert sorted(complete["files"]) == sorted("/" + name for name in APP_FILES)
 
 
 def test_the_apps_files_are_in_the_workspace(demo: DemoRun) -> None:

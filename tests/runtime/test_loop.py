@@ -233,8 +233,9 @@ async def test_read_only_calls_run_concurrently_and_writes_in_order(workspace: P
         "end one.txt",
     ]
     assert (workspace / "one.txt").read_text() == "3"
-    assert [p["path"] for p in events.of("file_edit")] == ["one.txt", "two.txt", "one.txt"]
-    assert outcome.files == ["one.txt", "two.txt"]
+    # Reported in the documented form, from the workspace root.
+    assert [p["path"] for p in events.of("file_edit")] == ["/one.txt", "/two.txt", "/one.txt"]
+    assert outcome.files == ["/one.txt", "/two.txt"]
     # Results are in call order in the conversation, whatever order they finished in.
     results = outcome.messages[2].tool_results
     assert [r.call_id for r in results] == ["r1", "r2", "w1", "w2", "w3"]
