@@ -147,7 +147,8 @@ async def test_controls_over_the_stream(daemon: Daemon) -> None:
             "runId": run.run_id,
             "ok": True,
         }
-        assert (await daemon.get(f"/v1/runs/{run.run_id}"))[1]["data"]["status"] == "paused"
+        # The model turn is under way (held): the run is pausing until it stops.
+        assert (await daemon.get(f"/v1/runs/{run.run_id}"))[1]["data"]["status"] == "pausing"
         await ws.send_json({"type": "input", "text": "also this", "runId": run.run_id})
         assert (await recv(ws))["control"] == "input"
         await ws.send_json({"type": "resume"})
