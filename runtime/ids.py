@@ -8,10 +8,19 @@ RFC 3339 in UTC with milliseconds: `2025-01-31T12:00:00.123Z`.
 from __future__ import annotations
 
 import os
+import re
 import time
 from datetime import UTC, datetime
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# A thread id a caller may choose (`threadId`): it also names the thread's rollout file, so
+# nothing that could be a path.
+THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+THREAD_ID_RULE = "1–128 letters, digits, '_' or '-'"
+
+
+def is_thread_id(value: str) -> bool:
+    return re.fullmatch(THREAD_ID_PATTERN, value) is not None
 
 
 def ulid(now_ms: int | None = None) -> str:

@@ -7,12 +7,12 @@ Wire names are camelCase (docs/design.md, HTTP API); Python attributes snake_cas
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtime.agents import AgentSpec
+from runtime.ids import THREAD_ID_PATTERN, THREAD_ID_RULE, is_thread_id
 from runtime.messages import Message, Part
 from runtime.runs import RunConfig
 from runtime.store import ThreadRecord
@@ -20,8 +20,6 @@ from runtime.thread_events import PersistedThreadEvent
 from runtime.usage import Usage
 
 T = TypeVar("T")
-
-THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 # Integers from clients are bounded where they reach SQLite or the OS (64-bit there); 2**53-1
 # is also the largest integer a JavaScript client can hold exactly.
@@ -179,10 +177,8 @@ class RunRequest(WireModel):
                 "give either `threadId` (continue the stored thread) or `messages` "
                 "(your own history), not both"
             )
-        if self.thread_id is not None and not re.fullmatch(THREAD_ID_PATTERN, self.thread_id):
-            raise ValueError(
-                f"threadId must be 1–128 letters, digits, '_' or '-' (got {self.thread_id!r})"
-            )
+        if self.thread_id is not None and not is_thread_id(self.thread_id):
+            raise ValueError(f"threadId must be {THREAD_ID_RULE} (got {self.thread_id!r})")
         if self.stream and not self.wait:
             raise ValueError(
                 "`wait: false` starts the run without waiting and without a stream; give it "

@@ -21,7 +21,7 @@ import anyio
 
 from runtime.agents import AgentRecord
 from runtime.events import Event, EventLog
-from runtime.ids import new_id, utc_now
+from runtime.ids import THREAD_ID_RULE, is_thread_id, new_id, utc_now
 from runtime.loop import RunControls
 from runtime.messages import CompactionPart, Message
 from runtime.runs.credentials import run_redactor
@@ -186,6 +186,8 @@ class RunManager:
             raise InvalidRequest(
                 "give either threadId (continue the thread) or messages (your own history)"
             )
+        if thread_id is not None and not is_thread_id(thread_id):
+            raise InvalidRequest(f"threadId must be {THREAD_ID_RULE} (got {thread_id!r})")
         new = [Message.user(prompt)] if prompt is not None else []
         # Checks and claims happen under one lock so concurrent starts cannot both take the
         # last queue place or the same thread. Capacity only grows while it is held.

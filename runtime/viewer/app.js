@@ -494,8 +494,8 @@ function setStatus(status) {
   node.className = `badge status-${status}`;
   node.textContent = status;
   const ended = TERMINAL.has(status);
-  $("pause").disabled = ended || status === "paused";
-  $("resume").disabled = status !== "paused";
+  $("pause").disabled = ended || status === "paused" || status === "pausing";
+  $("resume").disabled = status !== "paused" && status !== "pausing";
   $("cancel").disabled = ended;
   $("input-text").disabled = ended;
   $("input-form").querySelector("button").disabled = ended;

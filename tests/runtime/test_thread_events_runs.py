@@ -211,25 +211,30 @@ async def test_a_second_daemon_with_only_the_workspace_continues_the_thread(
     assert rollout_lines(other_workspace, thread_id) == [e.to_dict() for e in second_events]
 
 
-async def test_an_unknown_thread_without_a_rollout_is_still_not_found(
+async def test_an_unknown_thread_id_starts_that_thread_and_is_never_a_path(
     store: Store, workspace: Path, factory: ScriptedFactory
 ) -> None:
-    from runtime.runs import NotFound
+    from runtime.runs import InvalidRequest
 
     agent, _ = await store.upsert_agent(AgentSpec(slug="a", model="scripted-1", tools=[]))
+    factory.add(text_turn("hi"))
     async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
-        for thread_id in ("thr_nope", "../../etc/passwd", ".agentd"):
-            with pytest.raises(NotFound):
+        # A caller-chosen id starts that thread (issue 12); one that could be a path is
+        # refused before any file is looked at.
+        for thread_id in ("../../etc/passwd", ".agentd", "a/b"):
+            with pytest.raises(InvalidRequest):
                 await manager.start(agent, prompt="x", thread_id=thread_id)
+        run = await manager.start(agent, prompt="x", thread_id="thr_nope")
+        await manager.wait(run.run_id)
+        assert run.thread_id == "thr_nope" and len(await store.thread_messages("thr_nope")) == 2
 
 
 async def test_a_deleted_thread_does_not_come_back_from_its_rollout(
     store: Store, workspace: Path, factory: ScriptedFactory
 ) -> None:
-    from runtime.runs import NotFound
-
     agent, _ = await store.upsert_agent(AgentSpec(slug="a", model="scripted-1", tools=[]))
     factory.add(text_turn("hi"))
+    factory.add(text_turn("again"))
     async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
         run = await manager.start(agent, prompt="x")
         await manager.wait(run.run_id)
@@ -238,8 +243,10 @@ async def test_a_deleted_thread_does_not_come_back_from_its_rollout(
         await store.delete_thread(run.thread_id)
         assert not rollout_path(workspace, run.thread_id).exists()
         assert await store.thread_events_after(run.thread_id) == []
-        with pytest.raises(NotFound):
-            await manager.start(agent, prompt="x", thread_id=run.thread_id)
+        # Reusing the id starts a new, empty thread: the old history does not come back.
+        again = await manager.start(agent, prompt="y", thread_id=run.thread_id)
+        await manager.wait(again.run_id)
+        assert [m.text for m in await store.thread_messages(run.thread_id)] == ["y", "again"]
 
 
 async def _crash_mid_run(state: Path, workspace: Path) -> dict[str, str]:

@@ -87,9 +87,10 @@ async def test_pause_input_resume_and_cancel_from_the_page(daemon: Daemon, page:
         await page.goto(f"{daemon.url}/#run={run_id}")
         await expect(page.locator("#run-status")).to_have_text("running")
 
+        # The model turn is held: the run is pausing until it stops at its safe point.
         await page.click("#pause")
-        await expect(page.locator("#run-status")).to_have_text("paused")
-        assert (await agentd.runs.get(run_id))["status"] == "paused"
+        await expect(page.locator("#run-status")).to_have_text("pausing")
+        assert (await agentd.runs.get(run_id))["status"] == "pausing"
         await expect(page.locator("#resume")).to_be_enabled()
 
         await page.fill("#input-text", "use port 3000")
