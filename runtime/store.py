@@ -594,6 +594,14 @@ class Store:
 
         return await self._read(page)
 
+    async def all_threads(self) -> list[ThreadRecord]:
+        """Every thread, most recently updated first (every page of `list_threads`)."""
+        threads, cursor = await self.list_threads()
+        while cursor is not None:
+            more, cursor = await self.list_threads(cursor=cursor)
+            threads.extend(more)
+        return threads
+
     async def delete_thread(self, thread_id: str) -> bool:
         """Delete a thread and its messages (runs that used it are kept). False if none."""
 

@@ -99,7 +99,7 @@ class ThreadEventOutbox:
     async def push_pending(self) -> bool:
         """Push what is pending on every thread; True if anything was sent."""
         sent = False
-        for thread in await self.store.list_threads():
+        for thread in await self.store.all_threads():
             if thread.id in self.state.parked:
                 continue
             while True:
