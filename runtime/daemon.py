@@ -16,12 +16,10 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
 
 import anyio
 from aiohttp import web
 
-from runtime.api.access_log import AccessLog
 from runtime.api.app import create_app, drain
 from runtime.api.middleware import RequestIdFilter
 from runtime.config import Settings
@@ -35,8 +33,7 @@ log = logging.getLogger("agentd")
 Companion = Callable[[web.Application, str], Awaitable[int]]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-# What `agentd serve` gives aiohttp's runner: access lines without query-string credentials.
-RUNNER_OPTIONS: dict[str, Any] = {"access_log_class": AccessLog}
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs rid=%{X-Request-ID}o'
 
 
 # Client libraries whose DEBUG output holds whole requests: model requests (every tool
@@ -133,8 +130,8 @@ async def serve(
     runner = web.AppRunner(
         app,
         handle_signals=False,
+        access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=3.0,
-        **RUNNER_OPTIONS,
     )
     await runner.setup()  # opens the store and starts the run manager
     try:
