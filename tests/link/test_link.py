@@ -167,7 +167,7 @@ async def test_controls_and_http_cancel_over_the_link(
                 answer, _ = await streaming
             assert answer["result"]["cancelled"] is True
             answer, _ = await cp.call("GET", f"/v1/runs/{run_id}")
-            assert answer["result"]["body"]["data"]["status"] in ("running", "paused")
+            assert answer["result"]["body"]["data"]["status"] in ("pausing", "paused")
             gate.open()
             answer, _ = await cp.call("POST", f"/v1/runs/{run_id}/resume")
             assert answer["result"]["status"] == 200
