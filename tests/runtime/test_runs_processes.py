@@ -469,7 +469,7 @@ async def test_a_run_with_real_tools_emits_the_exact_sequence_and_its_dev_url_ke
         "complete",
     ]
     complete = events[-1].payload
-    assert complete["files"] == ["index.html"] and complete["iterations"] == 4
+    assert complete["files"] == ["/index.html"] and complete["iterations"] == 4
     assert complete["output"] == "Your page is up."
     assert complete["devUrl"] == next(e.payload["url"] for e in events if e.type == "dev_url")
     assert complete["devUrl"].endswith("/index.html")
