@@ -29,6 +29,7 @@ from runtime.config import ConfigError, Settings, env_names
 
 if TYPE_CHECKING:
     from runtime.client import AsyncClient
+    from runtime.daemon import Companion
 
 # Settings that `agentd serve` takes as flags (all of them), in --help order.
 SERVE_FIELDS = (
@@ -119,6 +120,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"agentd serve: {exc}", file=sys.stderr)
         return 2
+    return run_daemon("serve", settings)
+
+
+def run_daemon(command: str, settings: Settings, companion: Companion | None = None) -> int:
+    """`agentd serve` / `agentd connect`: serve until stopped; a locked state dir or a port
+    that cannot be listened on is said on stderr (exit status 2 and 1)."""
     gc.disable()  # for the start-up only: see resume_gc_after_start
     from runtime.daemon import configure_logging, daemon_secrets, serve
     from runtime.store import StoreLocked
@@ -129,16 +136,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # to init while it lives: they stay in its process tree and are reaped by it.
     become_subreaper()
     try:
-        return asyncio.run(serve(settings, on_ready=resume_gc_after_start))
+        return asyncio.run(serve(settings, on_ready=resume_gc_after_start, companion=companion))
     except StoreLocked as exc:
-        print(f"agentd serve: {exc}", file=sys.stderr)
+        print(f"agentd {command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken
         hint = ""
         if exc.errno == errno.EADDRINUSE:
             hint = "; another process listens there: choose another --port (--port 0: any free one)"
         print(
-            f"agentd serve: cannot listen on {settings.host}:{settings.port}: "
+            f"agentd {command}: cannot listen on {settings.host}:{settings.port}: "
             f"{exc.strerror or exc}{hint}",
             file=sys.stderr,
         )
@@ -180,27 +187,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"agentd connect: {exc}", file=sys.stderr)
         return 2
-    from runtime.daemon import configure_logging, daemon_secrets, serve
     from runtime.link.connect import LinkTarget, link_companion
-    from runtime.store import StoreLocked
-    from tools.processes import become_subreaper
 
     assert settings.control_plane and settings.device_id and settings.token
     target = LinkTarget(settings.control_plane, settings.device_id, settings.token)
-    configure_logging(settings.log_level, daemon_secrets(settings, os.environ))
-    become_subreaper()
-    try:
-        return asyncio.run(serve(settings, companion=link_companion(settings, target)))
-    except StoreLocked as exc:
-        print(f"agentd connect: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(
-            f"agentd connect: cannot listen on 127.0.0.1:{settings.port}: {exc} "
-            "(--port 0 picks a free port)",
-            file=sys.stderr,
-        )
-        return 1
+    return run_daemon("connect", settings, link_companion(settings, target))
 
 
 def resume_gc_after_start(url: str) -> None:
