@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -36,7 +36,7 @@ from runtime.usage import Usage
 
 DB_NAME = "agentd.db"
 LOCK_NAME = "agentd.lock"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_PAGE = 1000
 
 RunStatus = Literal[
@@ -210,8 +210,23 @@ CREATE TABLE thread_events (
 CREATE INDEX thread_events_by_run ON thread_events (run_id, sequence);
 """
 
+# Version 3: a run's conversation is the first `length` messages of one message log, its
+# thread's (so a thread's messages are stored once, however many runs continue it) or its own
+# (scope 'run', owner = run id). Runs stored before keep their own copies.
+_SCHEMA_RUN_CONVERSATIONS = """
+CREATE TABLE run_conversations (
+    run_id TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    length INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX run_conversations_by_log ON run_conversations (scope, owner);
+INSERT INTO run_conversations (run_id, scope, owner, length)
+    SELECT owner, 'run', owner, COUNT(*) FROM messages WHERE scope = 'run' GROUP BY owner;
+"""
+
 # The statements that bring a database from version n-1 to n, by n.
-_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_THREAD_EVENTS}
+_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_THREAD_EVENTS, 3: _SCHEMA_RUN_CONVERSATIONS}
 
 
 def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
@@ -603,14 +618,31 @@ class Store:
         return threads
 
     async def delete_thread(self, thread_id: str) -> bool:
-        """Delete a thread and its messages (runs that used it are kept). False if none."""
+        """Delete a thread and its messages (runs that used it are kept, with their
+        conversations). False if none."""
+        # The runs' conversations are prefixes of the thread's messages: those stay, moved to
+        # a log no thread names, so a new thread with the same id starts empty.
+        detached = new_id("log")
 
         def delete(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
                 gone = conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount
+                kept = conn.execute(
+                    "SELECT MAX(length) AS kept FROM run_conversations "
+                    "WHERE scope = 'thread' AND owner = ?",
+                    (thread_id,),
+                ).fetchone()["kept"]
                 conn.execute(
-                    "DELETE FROM messages WHERE scope = 'thread' AND owner = ?", (thread_id,)
+                    "DELETE FROM messages WHERE scope = 'thread' AND owner = ? AND seq >= ?",
+                    (thread_id, kept or 0),
                 )
+                if kept:
+                    for table in ("messages", "run_conversations"):
+                        conn.execute(
+                            f"UPDATE {table} SET scope = 'detached', owner = ? "
+                            "WHERE scope = 'thread' AND owner = ?",
+                            (detached, thread_id),
+                        )
                 conn.execute("DELETE FROM thread_events WHERE thread_id = ?", (thread_id,))
                 return gone > 0
 
@@ -625,21 +657,7 @@ class Store:
 
         def append(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                row = conn.execute(
-                    "SELECT message_count FROM threads WHERE id = ?", (thread_id,)
-                ).fetchone()
-                if row is None:
-                    raise KeyError(f"thread {thread_id!r} does not exist")
-                start = row["message_count"]
-                conn.executemany(
-                    "INSERT INTO messages (scope, owner, seq, role, data) "
-                    "VALUES ('thread', ?, ?, ?, ?)",
-                    [(thread_id, start + i, role, data) for i, (role, data) in enumerate(encoded)],
-                )
-                conn.execute(
-                    "UPDATE threads SET message_count = ?, updated_at = ? WHERE id = ?",
-                    (start + len(encoded), utc_now(), thread_id),
-                )
+                _append_to_thread(conn, thread_id, encoded)
 
         await self._write(append)
 
@@ -854,8 +872,60 @@ class Store:
 
         return await self._read(unfinished)
 
+    async def append_run_messages(
+        self, run_id: str, messages: list[Message], *, thread_id: str | None, length: int
+    ) -> bool:
+        """Append `messages` to a run's stored conversation, which is `length` messages long
+        with them, in one transaction; only the new messages are written.
+
+        With `thread_id` they are appended to that thread, and the run's conversation is the
+        thread's first `length` messages (stored once for the thread and all its runs);
+        without, to the run's own log. False when the run's log does not hold the `length -
+        len(messages)` messages before them (the thread got messages from elsewhere
+        meanwhile, or nothing was stored yet of a conversation that did not start empty): the
+        thread still gets the messages, the run's conversation is left as it was, and the
+        caller stores it whole with `set_run_messages`. KeyError if the thread does not exist.
+        """
+        encoded = [(m.role, m.model_dump_json()) for m in messages]
+
+        def append(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                if thread_id is not None:
+                    end = _append_to_thread(conn, thread_id, encoded)
+                current = conn.execute(
+                    "SELECT scope, owner, length FROM run_conversations WHERE run_id = ?",
+                    (run_id,),
+                ).fetchone()
+                if thread_id is not None and (
+                    current is None or (current["scope"], current["owner"]) == ("thread", thread_id)
+                ):
+                    log: tuple[str, str] = ("thread", thread_id)
+                    if end != length:
+                        return False
+                else:
+                    # The run's own log (a run without a thread, or one stored whole before).
+                    log = ("run", run_id)
+                    if current is not None and (current["scope"], current["owner"]) != log:
+                        return False
+                    start = 0 if current is None else current["length"]
+                    if start + len(encoded) != length:
+                        return False
+                    conn.executemany(
+                        "INSERT INTO messages (scope, owner, seq, role, data) "
+                        "VALUES ('run', ?, ?, ?, ?)",
+                        [(run_id, start + i, role, data) for i, (role, data) in enumerate(encoded)],
+                    )
+                conn.execute(
+                    "INSERT OR REPLACE INTO run_conversations (run_id, scope, owner, length) "
+                    "VALUES (?, ?, ?, ?)",
+                    (run_id, *log, length),
+                )
+                return True
+
+        return await self._write(append)
+
     async def set_run_messages(self, run_id: str, messages: list[Message]) -> None:
-        """Replace the stored conversation of a run."""
+        """Store the whole conversation of a run as its own copy (replacing what it had)."""
         encoded = [(m.role, m.model_dump_json()) for m in messages]
 
         def replace(conn: sqlite3.Connection) -> None:
@@ -866,11 +936,28 @@ class Store:
                     "VALUES ('run', ?, ?, ?, ?)",
                     [(run_id, i, role, data) for i, (role, data) in enumerate(encoded)],
                 )
+                conn.execute(
+                    "INSERT OR REPLACE INTO run_conversations (run_id, scope, owner, length) "
+                    "VALUES (?, 'run', ?, ?)",
+                    (run_id, run_id, len(encoded)),
+                )
 
         await self._write(replace)
 
     async def run_messages(self, run_id: str) -> list[Message]:
-        return await self._read(lambda conn: _load_messages(conn, "run", run_id))
+        """A run's stored conversation (empty if nothing was stored for it)."""
+
+        def read(conn: sqlite3.Connection) -> list[Message]:
+            # One statement: one snapshot of the pointer and the log it points into.
+            rows = conn.execute(
+                "SELECT m.data FROM run_conversations AS c JOIN messages AS m "
+                "ON m.scope = c.scope AND m.owner = c.owner AND m.seq < c.length "
+                "WHERE c.run_id = ? ORDER BY m.seq",
+                (run_id,),
+            ).fetchall()
+            return [Message.model_validate_json(row["data"]) for row in rows]
+
+        return await self._read(read)
 
     # -- events ------------------------------------------------------------------------
 
@@ -1018,6 +1105,28 @@ def _thread_record(row: sqlite3.Row) -> ThreadRecord:
         metadata=json.loads(row["metadata"]),
         message_count=row["message_count"],
     )
+
+
+def _append_to_thread(
+    conn: sqlite3.Connection, thread_id: str, encoded: Sequence[tuple[str, str]]
+) -> int:
+    """Append encoded (role, JSON) messages to a thread; its message count after them.
+    KeyError if the thread does not exist. Call inside a transaction."""
+    row = conn.execute("SELECT message_count FROM threads WHERE id = ?", (thread_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"thread {thread_id!r} does not exist")
+    start: int = row["message_count"]
+    if not encoded:
+        return start
+    conn.executemany(
+        "INSERT INTO messages (scope, owner, seq, role, data) VALUES ('thread', ?, ?, ?, ?)",
+        [(thread_id, start + i, role, data) for i, (role, data) in enumerate(encoded)],
+    )
+    conn.execute(
+        "UPDATE threads SET message_count = ?, updated_at = ? WHERE id = ?",
+        (start + len(encoded), utc_now(), thread_id),
+    )
+    return start + len(encoded)
 
 
 def _load_messages(conn: sqlite3.Connection, scope: str, owner: str) -> list[Message]:

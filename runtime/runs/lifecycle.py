@@ -239,15 +239,26 @@ class RunLifecycle:
     async def persist_messages(
         self, run: Run, new: list[Message], conversation: list[Message]
     ) -> None:
-        """Append `new` to the run's thread (if it has one) and store the run's whole
-        conversation, both redacted."""
-        if new and run.thread_id is not None:
-            redacted = [redact_message(m, run.redactor) for m in new]
-            if run.thread_recorder is not None:
-                # The thread's persisted events first: its rollout must never lack a message
-                # the store has (a crash in between leaves at most the events ahead).
-                await run.thread_recorder.messages_appended(redacted)
-            await self.store.append_thread_messages(run.thread_id, redacted)
+        """Append `new`, redacted, to the run's stored conversation (`conversation` is all of
+        it, `new` its last messages): to its thread, if it has one, whose first messages the
+        run's conversation then is. Only the new messages are written, so a turn costs what
+        it adds, not what the thread holds."""
+        redacted = [redact_message(m, run.redactor) for m in new]
+        if redacted and run.thread_recorder is not None:
+            # The thread's persisted events first: its rollout must never lack a message
+            # the store has (a crash in between leaves at most the events ahead).
+            await run.thread_recorder.messages_appended(redacted)
+        if await self.store.append_run_messages(
+            run.run_id, redacted, thread_id=run.thread_id, length=len(conversation)
+        ):
+            return
+        # The stored log and the conversation went apart (the thread got messages from
+        # elsewhere during the run): the run keeps a whole copy of its own from here on.
+        log.warning(
+            "run %s: its thread's stored messages are not its conversation; "
+            "storing the run's conversation whole",
+            run.run_id,
+        )
         await self.store.set_run_messages(
             run.run_id, [redact_message(m, run.redactor) for m in conversation]
         )
