@@ -85,6 +85,12 @@ class WorkspaceWatch:
         except Exception:  # the run goes on; only commands' edits go unreported
             log.exception("could not take the workspace's state; file changes go unreported")
             self._scanner = None
+        try:
+            # The first look, before any tool call: in a fresh toolbox it only notes the
+            # listeners that are not the agent's, so later looks are cheap until one changes.
+            await self.report_ports()
+        except Exception:
+            log.exception("looking for the run's listening ports failed")
         finally:
             self._ready.set()
         if self._ports is None or self._port_poll_s is None:

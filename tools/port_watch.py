@@ -7,12 +7,17 @@ run emits `dev_url` with `{url, port, pid, command}`), and a port it stopped lis
 get_dev_url's (tools/dev_url.py, through the toolbox's process table). The daemon's own
 ports are never reported.
 
+A look is cheap while nothing started or stopped listening anywhere (the process table's
+`listeners_key`, on Linux two small reads of /proc/net): only then does it read the agent's
+processes and their sockets.
+
 Every /proc read happens in a worker thread (`SessionManager.pids` reads its table in one).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +55,7 @@ class PortWatcher:
     def __init__(self, box: Toolbox) -> None:
         self._box = box
         self._open: dict[int, Port] = {}
+        self._key: Hashable | None = None  # the listeners' key at the last full look
 
     @property
     def open_ports(self) -> list[int]:
@@ -57,12 +63,20 @@ class PortWatcher:
 
     async def poll(self) -> list[PortChange]:
         manager = self._box.peek_service(SessionManager)
+        # The cheap look first: while no socket started or stopped listening since the last
+        # full look, none of the agent's can have (a full look reads every process).
+        key = await anyio.to_thread.run_sync(self._box.settings.process_table.listeners_key)
         if manager is None and not self._open:
-            return []  # no command ever ran in this toolbox: nothing to look for
-        pids = await manager.pids() if manager is not None else set()
-        if not pids and not self._open:
+            # No command ever ran in this toolbox: none of these listeners is the agent's.
+            self._key = key
             return []
-        ports = await anyio.to_thread.run_sync(self._agent_ports, pids)
+        if key is not None and key == self._key:
+            return []
+        pids = await manager.pids() if manager is not None else set()
+        ports = await anyio.to_thread.run_sync(self._agent_ports, pids) if pids else {}
+        # Taken before the full look: a socket that opened during it makes the next key
+        # differ, so it is looked for again.
+        self._key = key
         return self._changes(ports)
 
     def _agent_ports(self, pids: set[int]) -> dict[int, Port]:

@@ -25,9 +25,11 @@ import dataclasses
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+from tools.sock_diag import listening_tcp
 
 __all__ = [
     "PROCESS_TAG_VAR",
@@ -95,6 +97,12 @@ class ProcessTable(Protocol):
 
     def listening(self, pids: Iterable[int] | None = None) -> list[ListeningSocket]:
         """Listening TCP sockets: of `pids`, or every one this table can see."""
+        ...
+
+    def listeners_key(self) -> Hashable | None:
+        """A cheap look at the listening TCP sockets, without their owners: a value that
+        changes whenever a socket starts or stops listening; None where there is no cheap
+        look (callers then look in full every time)."""
         ...
 
 
@@ -234,7 +242,14 @@ class ProcTable:
         except OSError:
             return None
 
-    def listening(self, pids: Iterable[int] | None = None) -> list[ListeningSocket]:
+    def listeners_key(self) -> Hashable | None:
+        return frozenset((s.address, s.port, s.inode) for s in self._listening_sockets())
+
+    @staticmethod
+    def _listening_sockets() -> list[ListeningSocket]:
+        diagnosed = listening_tcp()  # the kernel's listeners only: far cheaper when it works
+        if diagnosed is not None:
+            return [ListeningSocket(a, port, inode=inode) for a, port, inode in diagnosed]
         sockets: list[ListeningSocket] = []
         for name, ipv6 in (("tcp", False), ("tcp6", True)):
             try:
@@ -242,6 +257,10 @@ class ProcTable:
                     sockets += parse_proc_net_tcp(table.read(), ipv6=ipv6)
             except OSError:
                 continue
+        return sockets
+
+    def listening(self, pids: Iterable[int] | None = None) -> list[ListeningSocket]:
+        sockets = self._listening_sockets()
         wanted = {s.inode for s in sockets if s.inode}
         owners: dict[int, int] = {}
         if pids is None:
@@ -350,6 +369,9 @@ class PsutilTable:
                     address = conn.laddr.ip or ("::" if conn.family == socket.AF_INET6 else "")
                     sockets.append(ListeningSocket(address or "0.0.0.0", conn.laddr.port, pid))
         return sockets
+
+    def listeners_key(self) -> Hashable | None:
+        return None  # psutil sees sockets only process by process: no cheap look
 
 
 def _os_id(call: Callable[[int], int], pid: int) -> int:

@@ -97,6 +97,18 @@ async def test_a_busy_command_is_not_waiting_for_input(box: Toolbox) -> None:
     await box.call("write_stdin", {"session_id": result.data["session_id"], "chars": "\x03"})
 
 
+async def test_a_command_printing_all_along_is_not_stopped_while_it_polls_input(
+    box: Toolbox,
+) -> None:
+    # It reads the terminal most of the time, but prints between reads: output since the
+    # last look means nobody is waiting for the user, and no look is taken at all.
+    cmd = "for i in $(seq 40); do echo line $i; read -t 0.05 x; done; echo finished"
+    result, _ = await exec_command(box, cmd)
+    assert "waiting_for_input" not in result.data
+    assert result.data["exit_code"] == 0
+    assert "finished" in result.data["output"]
+
+
 async def test_a_pipeline_reading_a_pipe_is_not_waiting_for_input(box: Toolbox) -> None:
     # `cat` reads the pipe from `sleep`, not the terminal.
     result, took = await exec_command(box, "sleep 5 | cat", yield_time_ms=1500)

@@ -13,7 +13,15 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from tools.proctable import PROCESS_TAG_VAR, ProcessTable, descendants, listening_ports
+from tools.proctable import (
+    PROCESS_TAG_VAR,
+    ProcessTable,
+    ProcTable,
+    descendants,
+    listening_ports,
+    parse_proc_net_tcp,
+)
+from tools.sock_diag import listening_tcp
 
 
 @pytest.fixture
@@ -98,3 +106,34 @@ def _gone_pid() -> int:
     done = subprocess.Popen(["true"])
     done.wait()
     return done.pid
+
+
+def _proc_net_listeners() -> set[tuple[str, int, int | None]]:
+    found = set()
+    for name, ipv6 in (("tcp", False), ("tcp6", True)):
+        with open(f"/proc/net/{name}") as table:
+            found |= {
+                (s.address, s.port, s.inode) for s in parse_proc_net_tcp(table.read(), ipv6=ipv6)
+            }
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sock_diag is Linux's")
+def test_sock_diag_sees_the_listeners_proc_net_tcp_lists() -> None:
+    """The netlink answer (tools/sock_diag.py) is the same table /proc/net/tcp{,6} spells as
+    text: every listener with its address, port and inode, IPv4 and IPv6."""
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6, socket.socket() as idle:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::1", 0))
+        v6.listen()
+        idle.bind(("127.0.0.1", 0))  # bound, not listening: not a listener
+        diagnosed = listening_tcp()
+        assert diagnosed is not None
+        assert set(diagnosed) == _proc_net_listeners()
+        ports = {(address, port) for address, port, _ in diagnosed}
+        assert ("127.0.0.1", v4.getsockname()[1]) in ports
+        assert ("::1", v6.getsockname()[1]) in ports
+        assert ("127.0.0.1", idle.getsockname()[1]) not in ports
+        before = ProcTable().listeners_key()
+    assert ProcTable().listeners_key() != before  # closing a listener changes the key
