@@ -220,6 +220,7 @@ class Session:
         self.signal: int | None = None
         self.exited = False  # the leader was reaped
         self.eof = False  # the output reached end of file
+        self.bytes_read = 0  # every byte of output read so far (the window forgets)
         self.finished = False  # exited, and every byte of output read (or given up on)
         # asyncio's Event (and Lock) on purpose, like the reader below: they are set from
         # event-loop callbacks, and `changed` is cleared and reused on every wakeup of a
@@ -260,6 +261,7 @@ class Session:
             if not data:
                 self._on_eof()
                 break
+            self.bytes_read += len(data)
             self.window.append(data)
             live = self._live
             if live is not None:
@@ -469,11 +471,20 @@ class Session:
 
     async def _watch_for_input(self, found: anyio.Event) -> None:
         """Set `found` (and wake `follow`) once the foreground job is seen blocked reading
-        the terminal by two checks in a row. The /proc reads run in a worker thread."""
+        the terminal by two checks in a row. The /proc reads run in a worker thread.
+
+        A job that printed something since the last look is not waiting for the user (a
+        prompt is followed by silence), so a look happens only after a quiet spell: a
+        session streaming output costs no /proc reads at all."""
         delay = INPUT_CHECK_FIRST_S
         agreed = 0
+        seen = self.bytes_read
         while not self.exited:
             await anyio.sleep(delay)
+            if self.bytes_read != seen:
+                seen = self.bytes_read
+                agreed = 0
+                continue
             verdict = await anyio.to_thread.run_sync(waiting_for_input, self.proc.read_fd)
             if verdict is None:  # no way to tell on this platform
                 return

@@ -20,11 +20,12 @@ answers from the kernel's view of the session, on Linux:
    `wait_woken`) and whose stdin is the terminal counts as waiting.
 
 A job that reads its terminal but also something else (a dev server that listens for
-keyboard shortcuts while it serves) is reported as waiting too: it is, and the model gets
-its session ID either way. On macOS (and wherever there is no /proc) the answer is None:
-the platform offers no documented way to see what another process is blocked on, so
-detection is unsupported there and calls wait as before. Everything here blocks on /proc:
-call it from a worker thread.
+keyboard shortcuts while it serves) is reported as waiting too once it has gone quiet: it
+is, and the model gets its session ID either way. (exec asks only after a spell without
+output, tools/exec.py `_watch_for_input`: output means nobody is waiting for the user.)
+On macOS (and wherever there is no /proc) the answer is None: the platform offers no
+documented way to see what another process is blocked on, so detection is unsupported
+there and calls wait as before. Everything here blocks on /proc: call it from a worker thread.
 """
 
 from __future__ import annotations
