@@ -2,9 +2,9 @@
 
 The database is `<state_dir>/agentd.db` in WAL mode. SQLite calls never run on the event
 loop thread: writes go through one connection used by one worker thread at a time (a
-capacity limiter of 1 keeps them in order), reads through a second connection, which WAL
-lets run while a write is in progress. Every public method is a coroutine that returns
-pydantic records.
+capacity limiter of 1 keeps them in order; events are group-committed, see `append_event`),
+reads through a second connection, which WAL lets run while a write is in progress. Every
+public method is a coroutine that returns pydantic records.
 
 One daemon at a time: `Store.open` takes an exclusive lock (`flock`) on
 `<state_dir>/agentd.lock`, which holds the owner's pid, and raises `StoreLocked` naming that
@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -320,6 +321,35 @@ def _check_limit(limit: int) -> int:
     return min(limit, MAX_PAGE)
 
 
+class _EventBatch:
+    """Events that go to the database in one transaction (see `Store.append_event`)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.written = anyio.Event()
+        self.duplicates: set[int] = set()  # rows refused: their (run, id) was taken
+        self.error: Exception | None = None  # the whole write failed
+
+
+def _insert_events(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> set[int]:
+    """Insert `rows`; the indexes of rows whose event id was already taken (the others
+    are stored: a refused INSERT undoes only itself, not the transaction)."""
+    duplicates: set[int] = set()
+    if len(rows) == 1:  # autocommit: one statement is its own transaction
+        try:
+            conn.execute(_INSERT_EVENT, rows[0])
+        except sqlite3.IntegrityError:
+            duplicates.add(0)
+        return duplicates
+    with _transaction(conn):
+        for index, row in enumerate(rows):
+            try:
+                conn.execute(_INSERT_EVENT, row)
+            except sqlite3.IntegrityError:
+                duplicates.add(index)
+    return duplicates
+
+
 class Store:
     """The daemon's SQLite state. Open with `await Store.open(state_dir)`."""
 
@@ -337,6 +367,8 @@ class Store:
         self._reader = reader
         self._write_limiter = anyio.CapacityLimiter(1)
         self._read_limiter = anyio.CapacityLimiter(1)
+        self._event_batch: _EventBatch | None = None  # events waiting for the next write
+        self._event_writes = anyio.Lock()  # one batch written at a time, in order
         self._closed = False
 
     @classmethod
@@ -962,19 +994,37 @@ class Store:
     # -- events ------------------------------------------------------------------------
 
     async def append_event(self, event: Event) -> None:
-        """Store one event. ValueError if the run already has an event with its id."""
+        """Store one event. ValueError if the run already has an event with its id.
+
+        Group commit: the events of every run that arrive while a write is in flight go
+        together in the next one (one transaction, one hop to the writer thread), so many
+        concurrent runs cost a write per batch rather than per event. Each caller still
+        returns only once its own event is stored."""
         row = (event.run_id, event.id, event.type, event.ts, event.thread_id)
-        payload = _dumps(event.payload)
-
-        def append(conn: sqlite3.Connection) -> None:
-            try:
-                # One statement in autocommit mode is its own transaction: the hot path of
-                # every event needs no BEGIN/COMMIT round trips.
-                conn.execute(_INSERT_EVENT, (*row, payload))
-            except sqlite3.IntegrityError as exc:
-                raise ValueError(f"duplicate event id {event.id} for {event.run_id}") from exc
-
-        await self._write(append)
+        batch = self._event_batch
+        if batch is None:
+            batch = self._event_batch = _EventBatch()
+        index = len(batch.rows)
+        batch.rows.append((*row, _dumps(event.payload)))
+        async with self._event_writes:
+            if not batch.written.is_set():
+                if self._event_batch is batch:
+                    self._event_batch = None  # later events start the next batch
+                try:
+                    # Shielded: the writer thread cannot be stopped midway anyway, and the
+                    # batch's other callers need its outcome.
+                    with anyio.CancelScope(shield=True):
+                        batch.duplicates = await self._write(
+                            functools.partial(_insert_events, batch.rows)
+                        )
+                except Exception as exc:
+                    batch.error = exc
+                finally:
+                    batch.written.set()
+        if batch.error is not None:
+            raise batch.error
+        if index in batch.duplicates:
+            raise ValueError(f"duplicate event id {event.id} for {event.run_id}")
 
     async def append_events(self, events: Iterable[Event]) -> None:
         """Store several events in one transaction (all or none)."""

@@ -298,6 +298,57 @@ async def test_everything_survives_reopening_the_store(tmp_path: Path) -> None:
         await reopened.close()
 
 
+async def test_concurrent_events_are_committed_together_and_each_outcome_is_its_own(
+    store: Store,
+) -> None:
+    """Events of many runs arriving at once share writes (group commit): every one is
+    stored, in each run's order, and a duplicate id fails only its own append."""
+    await store.append_event(event("run_7", 3))
+    outcomes: dict[tuple[str, int], str] = {}
+
+    async def run(n: int) -> None:
+        for i in range(1, 11):
+            try:
+                await store.append_event(event(f"run_{n}", i))
+                outcomes[(f"run_{n}", i)] = "stored"
+            except ValueError as exc:
+                outcomes[(f"run_{n}", i)] = str(exc)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(40):
+            tg.start_soon(run, n)
+    refused = {key: why for key, why in outcomes.items() if why != "stored"}
+    assert refused == {("run_7", 3): "duplicate event id 3 for run_7"}
+    for n in range(40):
+        assert ids_of(await store.events_after(f"run_{n}")) == list(range(1, 11))
+
+
+async def test_a_failed_group_write_fails_every_event_in_it_and_stores_none(
+    store: Store,
+) -> None:
+    def fill(conn: sqlite3.Connection) -> None:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    await store._write(fill)
+    errors: list[BaseException] = []
+
+    async def append(n: int) -> None:
+        try:
+            await store.append_event(event(f"run_{n}", 1, content="z" * 20_000))
+        except sqlite3.OperationalError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(append, n)
+    assert len(errors) == 20 and all("full" in str(e) for e in errors)
+    assert [await store.last_event_id(f"run_{n}") for n in range(20)] == [0] * 20
+    await store._write(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    await store.append_event(event("run_0", 1))
+    assert ids_of(await store.events_after("run_0")) == [1]
+
+
 async def test_concurrent_writers_are_serialised_without_loss(store: Store) -> None:
     thread = await store.create_thread("helper")
 
