@@ -162,6 +162,16 @@ def hosted_tool_problem(model: str | Mapping[str, Any] | Any, tools: list[str]) 
     return _route_hosted_problem(route.kind, route.model_id, tools)
 
 
+def shareable(model: str | Mapping[str, Any] | Any) -> bool:
+    """Whether one provider for `model` may serve many runs at once: an SDK client may (it
+    pools its connections); a replayed cassette is read in order by one run. False for a
+    model that routes nowhere (creating it fails anyway)."""
+    try:
+        return resolve_model(model).kind != "replay"
+    except ValueError:
+        return False
+
+
 def create_provider(
     model: str | Mapping[str, Any] | Any,
     *,

@@ -13,12 +13,13 @@ step in progress.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Container, Mapping
 
 import anyio
 
-from runtime.agents import CustomToolSpec
+from runtime.agents import AgentSpec, CustomToolSpec
 from runtime.events import EventLog
 from runtime.ids import utc_now
 from runtime.loop import AgentLoop, LoopOutcome, LoopStatus
@@ -26,7 +27,7 @@ from runtime.messages import Message
 from runtime.providers.base import ModelError, ModelSettings, Provider, hosted_tool_spec
 from runtime.providers.registry import default_context_window, unsupported_settings
 from runtime.runs.metrics import RunMetrics
-from runtime.runs.provider_factory import ProviderFactory, model_reference, open_provider
+from runtime.runs.provider_factory import ProviderPool, model_reference
 from runtime.runs.run import Run
 from runtime.runs.threads import RunThreads
 from runtime.runs.tool_specs import ToolSpecCache
@@ -53,7 +54,7 @@ class RunLifecycle:
         metrics: RunMetrics,
         *,
         env: Mapping[str, str],
-        provider_factory: ProviderFactory | None = None,
+        providers: ProviderPool,
         custom_tool_factory: CustomToolFactory | None = None,
         tool_hub: ToolHub | None = None,
         cancel_grace: float = 2.0,
@@ -64,7 +65,7 @@ class RunLifecycle:
         self.toolboxes = toolboxes
         self.metrics = metrics
         self.env = env
-        self.provider_factory = provider_factory
+        self.providers = providers
         self.custom_tool_factory = custom_tool_factory
         self.tool_hub = tool_hub
         self.cancel_grace = cancel_grace
@@ -100,51 +101,55 @@ class RunLifecycle:
         spec = run.agent.spec
         started_at = utc_now()
         env = {**self.env, **spec.env}
-        try:
-            provider, model_id = await open_provider(spec, env, self.provider_factory)
-        except (ValueError, ModelError) as exc:
-            await run.update(self.store, status="running", started_at=started_at)
-            await self._announce(run, run.record.model, [])
-            message = f"cannot use model {run.record.model!r}: {exc}"
-            await run.events.emit("error", message=message, code="model_error")
-            return outcome_so_far(run, "failed", "model_error", message)
-        try:
-            await run.update(
-                self.store,
-                status="paused" if run.controls.paused else "running",
-                started_at=started_at,
-                model=model_id,
-            )
-            temperature = (
-                run.config.temperature if run.config.temperature is not None else spec.temperature
-            )
-            # A setting the model's route never takes is left out, and the run says so once
-            # (an agent-level one is refused at upsert; a run's `config` can still bring one).
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                unsupported = unsupported_settings(
-                    model_reference(spec),
-                    temperature=temperature,
-                    thinking_budget=spec.thinking_budget,
+                provider, model_id = await stack.enter_async_context(
+                    self.providers.provider(spec, env)
                 )
-            except ValueError:  # a model only the injected provider factory knows
-                unsupported = []
-            warnings = [problem.message() for problem in unsupported]
-            for warning in warnings:
-                log.warning("run %s: %s", run.run_id, warning)
-            await self._announce(run, model_id, warnings)
-            extra = await self._custom_tools(run)
-            # What the thread's previous run left running (its dev server) carries on in this
-            # run, which owns it from here: its outcome decides whether it lives on.
-            run.toolbox = await self.toolboxes.checkout(run.pool_key, spec, extra)
-            # A handed-over box serves this run now: tools that tell the outside which run a
-            # call belongs to (custom tools) must name this one, not the previous run.
-            run.toolbox.run_id = run.run_id
-            await self.persist_messages(run, run.thread_seed, run.initial)
-            run.loop = self._agent_loop(run, provider, model_id, temperature)
-            return await run.loop.run(run.initial)
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.cancel_grace):
-                await provider.aclose()
+            except (ValueError, ModelError) as exc:
+                await run.update(self.store, status="running", started_at=started_at)
+                await self._announce(run, run.record.model, [])
+                message = f"cannot use model {run.record.model!r}: {exc}"
+                await run.events.emit("error", message=message, code="model_error")
+                return outcome_so_far(run, "failed", "model_error", message)
+            return await self._execute_with(run, spec, provider, model_id, started_at)
+
+    async def _execute_with(
+        self, run: Run, spec: AgentSpec, provider: Provider, model_id: str, started_at: str
+    ) -> LoopOutcome:
+        await run.update(
+            self.store,
+            status="paused" if run.controls.paused else "running",
+            started_at=started_at,
+            model=model_id,
+        )
+        temperature = (
+            run.config.temperature if run.config.temperature is not None else spec.temperature
+        )
+        # A setting the model's route never takes is left out, and the run says so once
+        # (an agent-level one is refused at upsert; a run's `config` can still bring one).
+        try:
+            unsupported = unsupported_settings(
+                model_reference(spec),
+                temperature=temperature,
+                thinking_budget=spec.thinking_budget,
+            )
+        except ValueError:  # a model only the injected provider factory knows
+            unsupported = []
+        warnings = [problem.message() for problem in unsupported]
+        for warning in warnings:
+            log.warning("run %s: %s", run.run_id, warning)
+        await self._announce(run, model_id, warnings)
+        extra = await self._custom_tools(run)
+        # What the thread's previous run left running (its dev server) carries on in this
+        # run, which owns it from here: its outcome decides whether it lives on.
+        run.toolbox = await self.toolboxes.checkout(run.pool_key, spec, extra)
+        # A handed-over box serves this run now: tools that tell the outside which run a
+        # call belongs to (custom tools) must name this one, not the previous run.
+        run.toolbox.run_id = run.run_id
+        await self.persist_messages(run, run.thread_seed, run.initial)
+        run.loop = self._agent_loop(run, provider, model_id, temperature)
+        return await run.loop.run(run.initial)
 
     async def finish(self, run: Run, outcome: LoopOutcome | None) -> None:
         """End the run: processes, record, the terminal `complete` event, the log."""

@@ -29,7 +29,7 @@ from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from runtime.runs.forking import plan_fork
 from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
 from runtime.runs.metrics import RunMetrics
-from runtime.runs.provider_factory import ProviderFactory, model_label
+from runtime.runs.provider_factory import ProviderFactory, ProviderPool, model_label
 from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
 from runtime.runs.scheduler import Scheduler, Slot
 from runtime.runs.thread_compaction import compact_thread
@@ -88,12 +88,14 @@ class RunManager:
         )
         # Threads' persisted/live events and their rollout files in the workspace.
         self.threads = RunThreads(store, self.workspace, rollouts=thread_rollouts)
+        # Runs with the same model and environment share one provider (and SDK client).
+        self.providers = ProviderPool(provider_factory, close_grace=cancel_grace)
         self.lifecycle = RunLifecycle(
             store,
             self.toolbox_pool,
             self.metrics,
             env=self.env,
-            provider_factory=provider_factory,
+            providers=self.providers,
             custom_tool_factory=custom_tool_factory,
             tool_hub=tool_hub,
             cancel_grace=cancel_grace,
@@ -145,6 +147,7 @@ class RunManager:
                 await run.done.wait()
         await self.toolbox_pool.aclose()
         await self._tasks.stop()
+        await self.providers.aclose()
         await self.threads.close()
 
     async def recover_interrupted(self) -> list[str]:
@@ -522,8 +525,7 @@ class RunManager:
                 agent,
                 thread_id,
                 env=self.env,
-                factory=self.lifecycle.provider_factory,
-                close_grace=self.cancel_grace,
+                providers=self.providers,
             )
         finally:
             async with self._start_lock:

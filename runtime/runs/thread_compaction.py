@@ -8,11 +8,10 @@ holds the thread meanwhile, so no run starts on it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
-import anyio
-
-from runtime.agents import AgentRecord
+from runtime.agents import AgentRecord, AgentSpec
 from runtime.compaction import (
     DEFAULT_COMPACT_AT,
     CompactionFailed,
@@ -20,12 +19,12 @@ from runtime.compaction import (
     ContextMeter,
     NothingToCompact,
 )
-from runtime.messages import CompactionPart
-from runtime.providers.base import ModelError, ModelSettings
+from runtime.messages import CompactionPart, Message
+from runtime.providers.base import ModelError, ModelSettings, Provider
 from runtime.providers.capabilities import DEFAULT_CONTEXT_WINDOW
 from runtime.providers.registry import default_context_window
 from runtime.runs.errors import InvalidRequest, RunError
-from runtime.runs.provider_factory import ProviderFactory, model_reference, open_provider
+from runtime.runs.provider_factory import ProviderPool, model_reference
 from runtime.runs.threads import RunThreads
 from runtime.store import Store
 
@@ -40,15 +39,31 @@ async def compact_thread(
     thread_id: str,
     *,
     env: Mapping[str, str],
-    factory: ProviderFactory | None,
-    close_grace: float,
+    providers: ProviderPool,
 ) -> CompactionPart:
     """Summarise the thread's older turns with its agent's model; the record is stored."""
     spec = agent.spec
-    try:
-        provider, model_id = await open_provider(spec, {**env, **spec.env}, factory)
-    except (ValueError, ModelError) as exc:
-        raise RunError("model_error", f"cannot use the agent's model: {exc}", MODEL_FAILED) from exc
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            provider, model_id = await stack.enter_async_context(
+                providers.provider(spec, {**env, **spec.env})
+            )
+        except (ValueError, ModelError) as exc:
+            raise RunError(
+                "model_error", f"cannot use the agent's model: {exc}", MODEL_FAILED
+            ) from exc
+        record = await _summarise(store, provider, model_id, spec, thread_id)
+    part = record.compaction
+    assert part is not None
+    # The thread's events (and rollout) first, as runs do: never behind the store.
+    await threads.record_compaction(thread_id, part)
+    await store.append_thread_messages(thread_id, [record])
+    return part
+
+
+async def _summarise(
+    store: Store, provider: Provider, model_id: str, spec: AgentSpec, thread_id: str
+) -> Message:
     model = model_reference(spec)
     compactor = Compactor(
         provider,
@@ -60,7 +75,7 @@ async def compact_thread(
     )
     try:
         conversation = await store.thread_messages(thread_id)
-        record = await compactor.compact(
+        return await compactor.compact(
             ContextMeter(), conversation, summarize=True, reason="manual"
         )
     except NothingToCompact as exc:
@@ -71,12 +86,3 @@ async def compact_thread(
         raise RunError(
             "model_error", f"the summary request failed: {exc.code}: {exc.message}", MODEL_FAILED
         ) from exc
-    finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(close_grace):
-            await provider.aclose()
-    part = record.compaction
-    assert part is not None
-    # The thread's events (and rollout) first, as runs do: never behind the store.
-    await threads.record_compaction(thread_id, part)
-    await store.append_thread_messages(thread_id, [record])
-    return part
