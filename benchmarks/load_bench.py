@@ -96,10 +96,16 @@ async def poll_health(
 
 
 async def one_run(
-    http: aiohttp.ClientSession, url: str, gaps: list[float], outcomes: list[str]
+    http: aiohttp.ClientSession,
+    url: str,
+    gaps: list[float],
+    gap_starts: list[float],
+    outcomes: list[str],
+    t0: float,
 ) -> None:
     last: float | None = None
     biggest = 0.0
+    biggest_at = 0.0
     status = "no complete event"
     async with http.post(url + "/v1/run", json={"agent": "load", "prompt": "print"}) as resp:
         assert resp.status == 200, await resp.text()
@@ -110,12 +116,13 @@ async def one_run(
                 event = line[6:].strip()
             elif line.startswith("data:") and event == "tool_output":
                 now = time.perf_counter()
-                if last is not None:
-                    biggest = max(biggest, now - last)
+                if last is not None and now - last > biggest:
+                    biggest, biggest_at = now - last, last - t0
                 last = now
             elif line.startswith("data:") and event == "complete":
                 status = json.loads(line[5:])["status"]
     gaps.append(biggest)
+    gap_starts.append(biggest_at)
     outcomes.append(status)
 
 
@@ -143,6 +150,7 @@ async def main(runs: int, lines: int, interval: float) -> None:
             print(f"daemon listening after {time.perf_counter() - cold:.2f} s (cold start)")
             health: list[float] = []
             gaps: list[float] = []
+            gap_starts: list[float] = []  # when each run's largest gap began (s after start)
             outcomes: list[str] = []
             try:
                 async with (
@@ -161,7 +169,9 @@ async def main(runs: int, lines: int, interval: float) -> None:
                     started = time.perf_counter()
                     async with anyio.create_task_group() as runs_group:
                         for _ in range(runs):
-                            runs_group.start_soon(one_run, http, url, gaps, outcomes)
+                            runs_group.start_soon(
+                                one_run, http, url, gaps, gap_starts, outcomes, started
+                            )
                     took = time.perf_counter() - started
                     loaded = list(health)
                     # The idle floor: the same daemon, warm, with nothing running.
@@ -193,6 +203,11 @@ async def main(runs: int, lines: int, interval: float) -> None:
         f"\nlargest tool_output gap per run (s): max {max(gaps):.3f}, "
         f"p99 {percentile(gaps, 0.99):.3f}, median {statistics.median(gaps):.3f} "
         f"(command interval {interval:.3f})"
+    )
+    starts = sorted(gap_starts)
+    print(
+        f"the largest gaps began {starts[0]:.1f}-{starts[-1]:.1f} s after the runs started "
+        f"(median {statistics.median(starts):.1f} s)"
     )
     done = outcomes.count("completed")
     print(f"runs completed: {done}/{runs} in {took:.1f} s (ideal {lines * interval:.1f} s)")
