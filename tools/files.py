@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -529,31 +528,31 @@ def compile_file_filter(pattern: str) -> tuple[GlobMatcher, bool]:
     return compile_glob(pattern, match_base="/" not in pattern.rstrip("/")), exclude
 
 
-def walk_files(base: Path) -> Iterator[tuple[str, Path]]:
+def walk_files(base: Path) -> Iterator[tuple[str, str]]:
     """(path relative to base, path) of every regular file under base, in path order.
 
     Symlinks are neither followed nor returned (what they point to may be outside the
     workspace); VCS directories are skipped.
     """
 
-    def visit(directory: Path, prefix: str) -> Iterator[tuple[str, Path]]:
+    def visit(directory: str, prefix: str) -> Iterator[tuple[str, str]]:
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError:
             return
         for entry in entries:
-            rel = f"{prefix}{entry.name}"
+            # The kind comes from the directory listing (d_type) where the file system gives
+            # it: no stat per file, which was half the cost of a walk over a large tree.
             try:
-                mode = entry.stat(follow_symlinks=False).st_mode
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in VCS_DIRS:
+                        yield from visit(entry.path, f"{prefix}{entry.name}/")
+                elif entry.is_file(follow_symlinks=False):
+                    yield f"{prefix}{entry.name}", entry.path
             except OSError:
                 continue
-            if stat.S_ISDIR(mode):
-                if entry.name not in VCS_DIRS:
-                    yield from visit(Path(entry.path), rel + "/")
-            elif stat.S_ISREG(mode):
-                yield rel, Path(entry.path)
 
-    yield from visit(base, "")
+    yield from visit(os.fspath(base), "")
 
 
 class GlobArgs(ToolArgs):
@@ -649,7 +648,7 @@ def grep_python(
     NUL and reports the file as binary; its matches are dropped on that path too).
     """
     if single_file is not None:
-        files: Iterator[tuple[str, Path]] = iter([(single_file, base / single_file)])
+        files: Iterator[tuple[str, str]] = iter([(single_file, os.fspath(base / single_file))])
     else:
         files = walk_files(base)
         if glob:

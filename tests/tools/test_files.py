@@ -530,6 +530,24 @@ async def test_root_listing_does_not_follow_symlinks_out(harness: Harness, tmp_p
     assert os.path.islink(harness.root / "link")
 
 
+async def test_glob_returns_regular_files_only_in_path_order(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """The walk takes each entry's kind from the directory listing: links (to files or
+    directories, inside the workspace or out), FIFOs and VCS directories are never returned."""
+    for rel in ["b/z.txt", "b/a.txt", "a.txt", "c/d/e.txt", ".git/HEAD", "B.txt"]:
+        (harness.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (harness.root / rel).write_text("x\n")
+    (harness.root / "link.txt").symlink_to(harness.root / "a.txt")
+    (harness.root / "linkdir").symlink_to(harness.root / "c")
+    (harness.root / "dangling.txt").symlink_to(tmp_path / "missing")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(harness.root / "pipe.txt")
+    globbed = await harness.call("glob", pattern="**")
+    assert globbed.data["paths"] == ["B.txt", "a.txt", "b/a.txt", "b/z.txt", "c/d/e.txt"]
+    assert (await harness.call("glob", pattern="*.txt")).data["paths"] == ["B.txt", "a.txt"]
+
+
 @pytest.mark.parametrize(
     ("pattern", "files", "expected"),
     [
