@@ -9,15 +9,18 @@ size ratio, so linear growth reads as the same number twice):
   and an assistant message each, appended to the store as runs leave them), then 100k more
   events stored for other runs: a real 1-turn run's start → `complete` latency on that
   thread (through the `RunManager`, a real SQLite store, a provider that answers at once)
-  and the thread read `GET /v1/run/threads/{id}` does (`get_thread` + `thread_messages`);
+  and the thread read `GET /v1/run/threads/{id}` does (`get_thread` + `thread_messages`),
+  and how many message rows each run adds to the store;
 - workspace size: 1k, 10k and 100k files (100 per directory, 4 lines each): the tools
   `list_dir` (depth 2), `grep` (a word in one file in ten) with ripgrep and with the Python
   fallback, `glob` (`**/*.py`), and the files API (`GET /v1/runs/{id}/files` of one
-  directory, over HTTP);
+  directory, over HTTP); beside them two floors: ripgrep alone over the whole tree, and a
+  bare `os.walk`;
 - concurrent runs: 1, 10 and 50 runs at once, each 20 turns calling `list_dir`: the delay
   from an event's timestamp to a subscriber receiving it (p50, p99) and the process RSS;
 - command output: `exec_command` printing 1 MB, 100 MB and 1 GB (no TTY), each in a fresh
-  process: wall time, MB/s and the process's peak RSS.
+  process: wall time, MB/s and the process's peak RSS, beside the same command alone (its
+  output to /dev/null) as the floor.
 
 Every figure is a median of `--repeat` measurements (p99 where stated). Everything runs in
 this process but the output axis; the whole benchmark takes a few minutes (`--quick`: the
@@ -27,11 +30,13 @@ smaller sizes only).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import os
-import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -46,7 +51,6 @@ import aiohttp
 import anyio
 from aiohttp import web
 
-import tools.files
 from runtime.agents import AgentSpec
 from runtime.api.app import create_app
 from runtime.config import Settings
@@ -63,7 +67,7 @@ from runtime.providers.base import (
 )
 from runtime.runs import RunManager
 from runtime.store import Store
-from tools.base import Toolbox
+from tools.base import Toolbox, ToolSettings
 
 Row = tuple[str, ...]
 
@@ -130,6 +134,15 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def print_table(title: str, header: Row, rows: list[Row]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{title}\n")
@@ -163,6 +176,7 @@ async def thread_axis(tmp: Path, sizes: list[int], repeat: int, extra_events: in
             first = await manager.start("growth", prompt="go")
             await manager.wait(first.run_id)
             thread_id = first.thread_id
+            assert thread_id is not None
             runs = 1
 
             async def one_run() -> None:
@@ -181,7 +195,7 @@ async def thread_axis(tmp: Path, sizes: list[int], repeat: int, extra_events: in
             for label, target, events in checkpoints:
                 if runs < target:
                     # the history `target - runs` more 1-turn runs leave on the thread (running
-                    # them all would take minutes: see the quadratic persist noted in the doc)
+                    # them all would take a while: every run reads the whole history)
                     await store.append_thread_messages(
                         thread_id,
                         [
@@ -193,7 +207,9 @@ async def thread_axis(tmp: Path, sizes: list[int], repeat: int, extra_events: in
                     runs = target
                 if events:
                     await fill_events(store, events)
+                rows_before = stored_message_rows(store)
                 start_times = await timed(one_run, repeat)
+                written = (stored_message_rows(store) - rows_before) / repeat
                 runs += repeat
                 read_times = await timed(read_thread, repeat)
                 start, read = statistics.median(start_times), statistics.median(read_times)
@@ -205,17 +221,36 @@ async def thread_axis(tmp: Path, sizes: list[int], repeat: int, extra_events: in
                         ms(pct(start_times, 99)),
                         growth(start, base[0]),
                         ms(read),
+                        ms(pct(read_times, 99)),
                         growth(read, base[1]),
+                        f"{written:,.0f}",
                         f"{target / sizes[0]:.0f}×",
                     )
                 )
     finally:
         await store.close()
     print_table(
-        "Thread length (one thread, 1-turn runs; start → complete, and the thread read)",
-        ("thread", "run ms", "run p99 ms", "run ×", "read ms", "read ×", "size ×"),
+        "Thread length (one thread, 1-turn runs; start → complete, the thread read, and the "
+        "message rows each run stores)",
+        (
+            "thread",
+            "run ms",
+            "run p99 ms",
+            "run ×",
+            "read ms",
+            "read p99 ms",
+            "read ×",
+            "rows/run",
+            "size ×",
+        ),
         rows,
     )
+
+
+def stored_message_rows(store: Store) -> int:
+    """Message rows in the store's database, counted beside it (a second connection)."""
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
 
 async def fill_events(store: Store, count: int) -> None:
@@ -259,30 +294,43 @@ async def workspace_axis(tmp: Path, sizes: list[int], repeat: int) -> None:
         root = tmp / f"ws_{size}"
         make_workspace(root, size)
         figures: list[float] = []
-        async with Toolbox(root, enabled=["list_dir", "grep", "glob"]) as box:
+        calls: list[tuple[str, dict[str, Any], bool]] = [
+            ("list_dir", {"path": ".", "depth": 2}, True),
+            ("grep", {"pattern": "needle", "max_results": 5000}, True),
+            ("grep", {"pattern": "needle", "max_results": 5000}, False),
+            ("glob", {"pattern": "**/*.py"}, True),
+        ]
+        for name, args, use_rg in calls:
+            if name == "grep" and use_rg and not rg:
+                figures.append(float("nan"))
+                continue
+            settings = ToolSettings(use_ripgrep=use_rg)
+            async with Toolbox(root, enabled=[name], settings=settings) as box:
+                engine = "ripgrep" if use_rg else "python"
 
-            async def call(name: str, args: dict[str, Any]) -> None:
-                result = await box.call(name, args)
-                if result.is_error:
-                    raise SystemExit(f"{name} failed: {result.output}")
+                async def call(
+                    box: Toolbox = box, name: str = name, args: Any = args, engine: str = engine
+                ) -> None:
+                    result = await box.call(name, args)
+                    if result.is_error:
+                        raise SystemExit(f"{name} failed: {result.output}")
+                    if name == "grep" and result.data["engine"] != engine:
+                        raise SystemExit(f"grep used {result.data['engine']}, not {engine}")
 
-            calls: list[tuple[str, dict[str, Any], bool]] = [
-                ("list_dir", {"path": ".", "depth": 2}, True),
-                ("grep", {"pattern": "needle", "max_results": 5000}, True),
-                ("grep", {"pattern": "needle", "max_results": 5000}, False),
-                ("glob", {"pattern": "**/*.py"}, True),
-            ]
-            for name, args, use_rg in calls:
-                if name == "grep" and use_rg and not rg:
-                    figures.append(float("nan"))
-                    continue
-                tools.files.USE_RIPGREP = use_rg
-                try:
-                    times = await timed(lambda n=name, a=args: call(n, a), repeat)  # type: ignore[misc]
-                finally:
-                    tools.files.USE_RIPGREP = True
-                figures.append(statistics.median(times))
+                figures.append(statistics.median(await timed(call, repeat)))
         figures.append(statistics.median(await files_api_times(tmp, root, repeat)))
+        # floors: ripgrep alone over the whole tree (the tool stops it after max_results),
+        # and a bare os.walk visiting every entry
+        rg_path = shutil.which("rg")
+        if rg_path is None:
+            figures.append(float("nan"))
+        else:
+            command = [rg_path, "--json", "--no-config", "--hidden", "--no-ignore", "--no-mmap"]
+            command += ["--sort", "path", "--regexp", "needle", "--", "."]
+            rg_alone = functools.partial(anyio.run_process, command, cwd=root, check=False)
+            figures.append(statistics.median(await timed(rg_alone, repeat)))
+        walk = functools.partial(anyio.to_thread.run_sync, walk_everything, root)
+        figures.append(statistics.median(await timed(walk, repeat)))
         base = base or figures
         cells = [
             f"{ms(v)} ({growth(v, b)})" if not math.isnan(v) else "n/a (no rg)"
@@ -298,10 +346,16 @@ async def workspace_axis(tmp: Path, sizes: list[int], repeat: int) -> None:
             "grep (Python)",
             "glob **/*.py",
             "files API (1 dir)",
+            "floor: rg alone",
+            "floor: os.walk",
             "size ×",
         ),
         rows,
     )
+
+
+def walk_everything(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
 
 
 async def files_api_times(tmp: Path, workspace: Path, repeat: int) -> list[float]:
@@ -419,8 +473,14 @@ def output_child(size: int) -> None:
                 elapsed = time.perf_counter() - started
                 if result.is_error or result.data.get("exit_code") != 0:
                     raise SystemExit(result.output)
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                return {"seconds": elapsed, "peak_mb": peak, "returned": returned}
+                # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child
+                # of a large benchmark process would report its parent's peak
+                peak = peak_rss_mb()
+                # the floor: the same command with its output read by the kernel's /dev/null
+                started = time.perf_counter()
+                subprocess.run(["sh", "-c", cmd], stdout=subprocess.DEVNULL, check=True)
+                alone = time.perf_counter() - started
+                return {"seconds": elapsed, "peak_mb": peak, "returned": returned, "alone": alone}
 
     print(json.dumps(anyio.run(run)))
 
@@ -442,6 +502,8 @@ def output_axis(sizes: list[int]) -> None:
             (
                 f"{size / 1e6:,.0f} MB",
                 f"{figures['seconds'] * 1000:,.0f}",
+                f"{figures['alone'] * 1000:,.0f}",
+                f"{figures['seconds'] / figures['alone']:.2f}",
                 f"{size / 1e6 / figures['seconds']:,.0f}",
                 f"{figures['peak_mb']:.0f}",
                 f"{figures['returned']:,}",
@@ -452,7 +514,17 @@ def output_axis(sizes: list[int]) -> None:
     print_table(
         "Command output (exec_command, no TTY; the model gets a head + tail within its token "
         "budget)",
-        ("output", "wall ms", "MB/s", "peak RSS MB", "chars returned", "time ×", "size ×"),
+        (
+            "output",
+            "wall ms",
+            "command alone ms",
+            "÷ alone",
+            "MB/s",
+            "peak RSS MB",
+            "chars returned",
+            "time ×",
+            "size ×",
+        ),
         rows,
     )
 
