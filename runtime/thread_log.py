@@ -302,10 +302,15 @@ class ThreadEventLog:
                         subscriber.deliver(event)
             return made
 
-    def publish(self, run_id: str, type: str, payload: Mapping[str, Any]) -> LiveThreadEvent:
-        """Offer a live-only event to the subscribers now (nothing is stored)."""
+    def publish(self, run_id: str, type: str, payload: Mapping[str, Any]) -> LiveThreadEvent | None:
+        """Offer a live-only event to the subscribers now (nothing is stored); None when no
+        subscriber takes live events (a run's every output chunk passes here: nobody
+        watching the thread costs nothing)."""
         if type not in LIVE_TYPES:
             raise ThreadEventError(f"{type!r} is not a live thread event type")
+        listeners = [s for s in self._subscribers if s.live]
+        if not listeners:
+            return None
         event = LiveThreadEvent(
             type=type,
             thread_id=self.thread_id,
@@ -313,7 +318,7 @@ class ThreadEventLog:
             payload=validate_payload(type, payload),
             created_at=utc_now(),
         )
-        for subscriber in list(self._subscribers):
+        for subscriber in listeners:
             subscriber.deliver(event)
         return event
 

@@ -318,9 +318,25 @@ async def test_one_log_per_thread_while_in_use_even_when_opened_concurrently(
 
 async def test_live_events_have_no_sequence(store: Store, workspace: Path) -> None:
     log = await ThreadEventHub(store, workspace).log(THREAD)
+    subscription = log.subscribe()
     event = log.publish("run_1", "tool_call_completed", {"callId": "c", "tool": "t"})
     assert isinstance(event, LiveThreadEvent)
     assert set(json.loads(event.json_text)) == {"type", "threadId", "runId", "payload", "createdAt"}
+    log.unsubscribe(subscription)
+
+
+async def test_live_events_are_made_only_for_subscribers_that_take_them(
+    store: Store, workspace: Path
+) -> None:
+    log = await ThreadEventHub(store, workspace).log(THREAD)
+    assert log.publish("run_1", "tool_output_delta", {"callId": "c", "chunk": "x"}) is None
+    persisted_only = log.subscribe(live=False)
+    assert log.publish("run_1", "tool_output_delta", {"callId": "c", "chunk": "x"}) is None
+    watching = log.subscribe()
+    assert log.publish("run_1", "tool_output_delta", {"callId": "c", "chunk": "y"}) is not None
+    assert watching.queued == 1 and persisted_only.queued == 0
+    with pytest.raises(ThreadEventError):  # a wrong type is refused, listener or not
+        log.publish("run_1", "user_message", {})
 
 
 class FailingOnce:
