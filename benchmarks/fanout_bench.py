@@ -10,7 +10,13 @@ Every scenario emits `--events` `tool_output` events (80-character chunks) on on
   the last event;
 - delivery latency p50/p99/max: from the start of `emit()` (before the store write) to a
   subscriber receiving the event, over every (event, subscriber) pair;
-- `dropped`: subscribers cut off because they fell `queue_size` events behind.
+- `dropped`: subscribers cut off because they fell `queue_size` events behind;
+- `cpu µs/dlv`: CPU time (user + system, every thread) of the serving process per delivered
+  event, from the first emit until the last delivery (emitting and storing included); over
+  HTTP also the client process's. CPU per delivery is steadier than rates on a shared
+  machine: compare it between builds;
+- `frames/write` (over HTTP): frames per write to a client; above 1 when clients fell behind
+  and caught up a batch at a time.
 
 Scenarios: events kept in memory only / appended to a real SQLite store (as in the daemon),
 each as a burst (emit as fast as possible) and paced at `--rate` events/s (what a busy run
@@ -20,7 +26,9 @@ looks like; deltas are coalesced to ~20 events/s per stream in practice).
 aiohttp server on 127.0.0.1, to `--subscribers` HTTP clients in a separate process (raw
 sockets, one per client, reading frames as they come). Latency runs from the start of
 `emit()` to the client reading the frame's last byte (both clocks are this machine's). The
-clients share the 2 cores with the server, so the figures are lower bounds.
+clients share the 2 cores with the server, so the figures are lower bounds. `catch-up`: the
+run's events are all there before the clients connect (what a client reconnecting after a
+while or to a finished run reads); latency is from the clients' start.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -57,6 +66,14 @@ class Result:
     p99_ms: float
     max_ms: float
     dropped: int
+    server_cpu_us: float
+    client_cpu_us: float = float("nan")
+    frames_per_write: float = 1.0
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 async def scenario(
@@ -92,6 +109,7 @@ async def scenario(
             tg.start_soon(subscriber, ready)
             await ready.wait()
         interval = 1 / rate if rate else 0.0
+        cpu_start = cpu_seconds()
         start = time.perf_counter()
         for i in range(1, events + 1):
             if interval:
@@ -102,6 +120,7 @@ async def scenario(
             await log.emit("tool_output", callId="c1", chunk=CHUNK)
         emit_done = time.perf_counter()
         await log.close()
+    cpu = cpu_seconds() - cpu_start
     elapsed_emit = emit_done - start
     elapsed_all = max(finished_at, emit_done) - start
     latencies.sort()
@@ -121,21 +140,50 @@ async def scenario(
         p99_ms=pct(0.99),
         max_ms=latencies[-1] * 1000 if latencies else float("nan"),
         dropped=dropped,
+        server_cpu_us=cpu / max(1, len(latencies)) * 1e6,
     )
 
 
 async def http_scenario(
-    name: str, store: Store, *, subscribers: int, events: int, rate: float | None, queue_size: int
+    name: str,
+    store: Store,
+    *,
+    subscribers: int,
+    events: int,
+    rate: float | None,
+    queue_size: int,
+    catch_up: bool = False,
 ) -> Result:
-    """`EventStream` over real HTTP to clients in another process (see the module doc)."""
+    """`EventStream` over real HTTP to clients in another process (see the module doc).
+    `catch_up`: the events are all emitted before the clients connect."""
     log = EventLog(
         f"run_bench_http_{int(time.time() * 1000)}", "thr_bench", store, queue_size=queue_size
     )
+    sent: list[float] = [0.0] * (events + 1)
+
+    async def emit_all() -> None:
+        interval = 1 / rate if rate else 0.0
+        start = time.time()
+        for i in range(1, events + 1):
+            if interval:
+                delay = start + i * interval - time.time()
+                if delay > 0:
+                    await anyio.sleep(delay)
+            sent[i] = time.time()
+            await log.emit("tool_output", callId="c1", chunk=CHUNK)
+        await log.emit("complete", status="completed")
+        await log.close()
+
+    if catch_up:
+        await emit_all()
     frames = FrameCache()
+    writes: list[int] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        stream = EventStream(request, retry_ms=1000, ping_interval=15.0, frames=frames)
-        return await stream.run(lambda last: log.subscribe(last), 0)
+        stream = EventStream(
+            request, retry_ms=1000, ping_interval=15.0, frames=frames, on_frames=writes.append
+        )
+        return await stream.run(lambda last: log.subscribe(last).batches(), 0)
 
     app = web.Application()
     app.router.add_get("/events", handler)
@@ -144,6 +192,8 @@ async def http_scenario(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
+    cpu_start = cpu_seconds()
+    start = time.time()
     clients = await anyio.open_process(
         [
             sys.executable,
@@ -164,25 +214,22 @@ async def http_scenario(
         line = b""
         while not line.endswith(b"\n"):
             line += await clients.stdout.receive(1)
-        while log.subscriber_count < subscribers:
-            await anyio.sleep(0.01)
-        sent: list[float] = [0.0] * (events + 1)
-        interval = 1 / rate if rate else 0.0
-        start = time.time()
-        for i in range(1, events + 1):
-            if interval:
-                delay = start + i * interval - time.time()
-                if delay > 0:
-                    await anyio.sleep(delay)
-            sent[i] = time.time()
-            await log.emit("tool_output", callId="c1", chunk=CHUNK)
-        emit_done = time.time()
-        await log.emit("complete", status="completed")
-        await log.close()
+        if catch_up:
+            # latency: from the clients' start to reading each event
+            sent = [start] * (events + 1)
+            emit_done = start
+        else:
+            while log.subscriber_count < subscribers:
+                await anyio.sleep(0.01)
+            cpu_start = cpu_seconds()
+            start = time.time()
+            await emit_all()
+            emit_done = time.time()
         await clients.stdin.send(json.dumps(sent).encode() + b"\n")
         output = b""
         async for chunk in clients.stdout:
             output += chunk
+        cpu = cpu_seconds() - cpu_start
         await clients.wait()
     finally:
         if clients.returncode is None:
@@ -194,12 +241,15 @@ async def http_scenario(
         name=name,
         subscribers=subscribers,
         events=events,
-        emit_per_s=events / (emit_done - start),
+        emit_per_s=float("nan") if catch_up else events / (emit_done - start),
         delivered_per_s=report["delivered"] / (report["last"] - start),
         p50_ms=report["p50"],
         p99_ms=report["p99"],
         max_ms=report["max"],
         dropped=subscribers - report["complete"],
+        server_cpu_us=cpu / max(1, report["delivered"]) * 1e6,
+        client_cpu_us=report["cpu"] / max(1, report["delivered"]) * 1e6,
+        frames_per_write=sum(writes) / max(1, len(writes)),
     )
 
 
@@ -237,7 +287,9 @@ async def http_clients(port: int, count: int) -> None:
 
     connections = [await connect() for _ in range(count)]
     print("connected", flush=True)
+    cpu_start = cpu_seconds()
     await asyncio.gather(*(follow(k, r, w) for k, (r, w) in enumerate(connections)))
+    cpu = cpu_seconds() - cpu_start
     sent = json.loads(sys.stdin.readline())
     latencies = sorted(
         (at - sent[event_id]) * 1000
@@ -255,6 +307,7 @@ async def http_clients(port: int, count: int) -> None:
                 "p50": statistics.median(latencies) if latencies else float("nan"),
                 "p99": latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
                 "max": latencies[-1] if latencies else float("nan"),
+                "cpu": cpu,
             }
         )
     )
@@ -263,7 +316,8 @@ async def http_clients(port: int, count: int) -> None:
 def print_table(results: list[Result]) -> None:
     header = (
         f"{'scenario':<24} {'subs':>5} {'events':>7} {'emit/s':>9} {'delivered/s':>12} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'dropped':>8}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'dropped':>8} {'cpu µs/dlv':>11} "
+        f"{'client':>7} {'frames/write':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -271,7 +325,8 @@ def print_table(results: list[Result]) -> None:
         print(
             f"{r.name:<24} {r.subscribers:>5} {r.events:>7} {r.emit_per_s:>9,.0f} "
             f"{r.delivered_per_s:>12,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.2f} "
-            f"{r.dropped:>8}"
+            f"{r.dropped:>8} {r.server_cpu_us:>11.1f} {r.client_cpu_us:>7.1f} "
+            f"{r.frames_per_write:>12.2f}"
         )
 
 
@@ -280,7 +335,7 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = await Store.open(Path(tmp))
         try:
-            for backing in ("memory", "sqlite"):
+            for backing in ("memory", "sqlite") if not args.http_only else ():
                 for rate in (None, args.rate):
                     name = f"{backing}, {'burst' if rate is None else f'{rate:g}/s'}"
                     events = args.events if rate is None else min(args.events, int(rate * 3))
@@ -307,6 +362,17 @@ async def main(args: argparse.Namespace) -> None:
                         queue_size=args.queue_size,
                     )
                 )
+            results.append(
+                await http_scenario(
+                    "over HTTP, catch-up",
+                    store,
+                    subscribers=args.subscribers,
+                    events=args.events,
+                    rate=None,
+                    queue_size=args.queue_size,
+                    catch_up=True,
+                )
+            )
         finally:
             await store.close()
     print_table(results)
@@ -321,6 +387,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--http-rate", type=float, default=200.0, help="events/s when paced over HTTP"
     )
+    parser.add_argument("--http-only", action="store_true", help="only the over-HTTP scenarios")
     parser.add_argument("--clients-of", type=int, help=argparse.SUPPRESS)  # the client process
     arguments = parser.parse_args()
     if arguments.clients_of:

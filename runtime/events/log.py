@@ -19,7 +19,7 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -136,6 +136,46 @@ class Subscription:
             if event.id > self.last_id:
                 self.last_id = event.id
                 return event
+
+    async def next_batch(self, limit: int) -> list[Event]:
+        """The next events in order, at most `limit` of them: waits for the first, then takes
+        those already waiting behind it without waiting again, so a reader that fell behind
+        catches up in one step (the SSE stream writes such a batch at once). `[]` once the log
+        is closed and everything is read; raises `SubscriberDropped` as iteration does."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        batch: list[Event] = []
+        while not batch:
+            event = await self._next_candidate()
+            if event is None:
+                self.aclose_now()
+                return batch
+            while event is not None:
+                if event.id > self.last_id:
+                    self.last_id = event.id
+                    batch.append(event)
+                    if len(batch) == limit:
+                        break
+                event = self._take_ready()
+        return batch
+
+    async def batches(self, limit: int = 256) -> AsyncGenerator[list[Event], None]:
+        """`next_batch` until the log is closed and read; the subscription is closed when
+        this iterator is."""
+        try:
+            while batch := await self.next_batch(limit):
+                yield batch
+        finally:
+            self.aclose_now()
+
+    def _take_ready(self) -> Event | None:
+        """The next event if one is waiting (never the store gap: `_next_candidate` has
+        read it before returning the first event)."""
+        if self._backlog:
+            return self._backlog.popleft()
+        if self._queue:
+            return self._queue.popleft()
+        return None
 
     async def _next_candidate(self) -> Event | None:
         if self._store_gap is not None:

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -400,15 +401,27 @@ class RunManager:
     async def subscribe(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events after `after`: from the live log (then live ones until the run ends), or
         replayed from the store for a finished run. Raises NotFound on first iteration."""
+        async for batch in self.subscribe_batches(run_id, after):
+            for event in batch:
+                yield event
+
+    async def subscribe_batches(
+        self, run_id: str, after: int = 0, limit: int = 256
+    ) -> AsyncIterator[list[Event]]:
+        """`subscribe`, a batch at a time: each batch is the events that were ready at once
+        (at most `limit`; `Subscription.next_batch`), so a reader that fell behind catches
+        up in one step. Raises NotFound on first iteration."""
         run = self._runs.get(run_id)
         if run is not None:
-            async for event in run.events.subscribe(after=after):
-                yield event
+            async with aclosing(run.events.subscribe(after=after).batches(limit)) as batches:
+                async for batch in batches:
+                    yield batch
             return
         if await self.store.get_run(run_id) is None:
             raise NotFound(f"run {run_id!r} does not exist")
-        for event in await EventLog.replay(self.store, run_id, after=after):
-            yield event
+        stored = await EventLog.replay(self.store, run_id, after=after)
+        for start in range(0, len(stored), limit):
+            yield stored[start : start + limit]
 
     # -- controls ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from runtime.api.sse import EventStream, FrameCache, format_event
-from runtime.events import Event, SubscriberDropped
+from runtime.events import Event, EventLog, SubscriberDropped
 from tests.api.conftest import Daemon, DaemonFactory, collect_events, read_frames
 from tests.fakes.model_server import Gate, Turn, text
 
@@ -170,11 +170,11 @@ async def test_a_dropped_subscriber_resumes_from_its_last_event_without_gaps(
     events.append(Event(id=7, run_id="r", type="complete", ts="t", payload={}))
     calls: list[int] = []
 
-    async def subscribe(after: int) -> AsyncIterator[Event]:
+    async def subscribe(after: int) -> AsyncIterator[list[Event]]:
         calls.append(after)
         for event in events:
             if event.id > after:
-                yield event
+                yield [event]
                 if len(calls) == 1 and event.id == 3:
                     raise SubscriberDropped("r", 3)
 
@@ -186,6 +186,32 @@ async def test_a_dropped_subscriber_resumes_from_its_last_event_without_gaps(
             frames = await collect_events(resp)
     assert [f.id for f in frames] == [2, 3, 4, 5, 6, 7]
     assert calls == [1, 3]
+
+
+async def test_a_client_that_is_behind_gets_its_waiting_frames_in_one_write(
+    daemon: Daemon,
+) -> None:
+    """Events that are waiting when the stream reads go out as one write (at most a batch's
+    limit of 256), byte for byte the frames one at a time would have been."""
+    log = EventLog("run_batched", None, None)
+    for i in range(300):
+        await log.emit("tool_output", callId="c1", chunk=f"line {i}\n")
+    await log.emit("complete", status="completed")
+    writes: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        stream = EventStream(
+            request, retry_ms=10, ping_interval=5, on_frames=writes.append, frames=FrameCache()
+        )
+        return await stream.run(lambda last: log.subscribe(last).batches(), 0)
+
+    async with serve_handler(handler) as url:
+        async with daemon.session.get(url) as resp:
+            with anyio.fail_after(15):
+                raw = await resp.read()
+    assert raw == b"retry: 10\n\n" + b"".join(format_event(e) for e in log.events)
+    assert writes == [256, 45]
+    assert log.subscriber_count == 0
 
 
 async def test_an_sse_client_leaving_ends_only_its_stream(daemon: Daemon) -> None:

@@ -325,6 +325,57 @@ async def test_a_subscriber_that_falls_behind_is_dropped_and_can_resume(store: S
     assert ids(await read_all(log.subscribe(after=info.value.last_id))) == list(range(2, 31))
 
 
+async def test_a_batch_is_everything_ready_at_once_in_order_up_to_its_limit(
+    store: Store,
+) -> None:
+    """A reader that fell behind gets the waiting events in one batch: those the store alone
+    has, those in memory, then the live queue, at most `limit` at a time, each once."""
+    log = EventLog(RUN, THREAD, store, memory_limit=4)
+    for i in range(10):  # memory keeps the last few; ids 1.. are in the store only
+        await log.emit("tool_output", callId="c", chunk=str(i))
+    subscription = log.subscribe(after=2)
+    for i in range(10, 13):  # queued live while the reader is away
+        await log.emit("tool_output", callId="c", chunk=str(i))
+    with anyio.fail_after(10):
+        assert ids(await subscription.next_batch(8)) == list(range(3, 11))
+        assert ids(await subscription.next_batch(100)) == [11, 12, 13]
+        assert subscription.last_id == 13
+
+        async def emit_later() -> None:
+            await log.emit("tool_output", callId="c", chunk="late")
+            await log.close()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit_later)
+            assert ids(await subscription.next_batch(100)) == [14]  # waits for the next one
+        assert await subscription.next_batch(100) == []  # closed and read
+    assert log.subscriber_count == 0
+    with pytest.raises(ValueError):
+        await log.subscribe().next_batch(0)
+
+
+async def test_batches_end_with_a_drop_after_what_was_read_and_close_the_subscription(
+    store: Store,
+) -> None:
+    log = EventLog(RUN, THREAD, store, queue_size=3)
+    laggard = log.subscribe()
+    batches = laggard.batches(limit=2)
+    await log.emit("tool_output", callId="c", chunk="0")
+    await log.emit("tool_output", callId="c", chunk="1")
+    with anyio.fail_after(10):
+        assert ids(await anext(batches)) == [1, 2]
+        for i in range(2, 9):  # overflows the laggard's queue of 3
+            await log.emit("tool_output", callId="c", chunk=str(i))
+        with pytest.raises(SubscriberDropped) as info:
+            await anext(batches)
+    assert info.value.last_id == 2 and log.subscriber_count == 0
+    reader = log.subscribe(after=2).batches()
+    with anyio.fail_after(10):
+        assert ids(await anext(reader)) == list(range(3, 10))
+        await reader.aclose()  # closing the iterator unsubscribes
+    assert log.subscriber_count == 0
+
+
 async def test_two_hundred_subscribers_never_hold_up_emission(store: Store) -> None:
     """Emitting never waits for subscribers: all events go out while no subscriber has read
     anything; the readers then get everything and one that never reads is dropped."""

@@ -54,20 +54,20 @@ async def stream_run(
     manager = state.require_manager()
     metrics = state.metrics
 
-    def on_frame() -> None:
-        metrics.sse_events_sent += 1
+    def on_frames(count: int) -> None:
+        metrics.sse_events_sent += count
 
     stream = EventStream(
         request,
         retry_ms=state.settings.sse_retry_ms,
         ping_interval=state.settings.sse_ping_interval,
         headers=headers,
-        on_frame=on_frame,
+        on_frames=on_frames,
         frames=state.frames,
     )
     metrics.sse_clients += 1
     try:
-        return await stream.run(lambda last: manager.subscribe(run_id, after=last), after)
+        return await stream.run(lambda last: manager.subscribe_batches(run_id, after=last), after)
     finally:
         metrics.sse_clients -= 1
 
