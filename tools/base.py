@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
+from tools.cgroups import CgroupTree
 from tools.proctable import ProcessTable, default_table
 from tools.workspace import InvalidPath, PathOutsideWorkspace, Workspace
 
@@ -132,6 +133,9 @@ class ToolSettings:
     process_table: ProcessTable = field(default_factory=default_table)
     # Directory names the file-change scan skips; None: no scan (tool-reported edits only).
     workspace_skip_dirs: frozenset[str] | None = DEFAULT_SKIP_DIRS
+    # A cgroup v2 per toolbox (tools/cgroups.py) when the daemon may make them; None: the
+    # tools rely on process groups, tags and the child subreaper alone.
+    cgroups: CgroupTree | None = None
 
 
 # The daemon's own credentials: the agent's commands must not be able to read them (a prompt

@@ -49,6 +49,7 @@ from tools.base import (
     daemon_environ,
     truncate_middle,
 )
+from tools.cgroups import CgroupTree
 from tools.input_wait import waiting_for_input
 from tools.processes import (
     PROCESS_TAG_VAR,
@@ -570,6 +571,7 @@ class SessionManager:
         self._ended: OrderedDict[int, str] = OrderedDict()
         self._next_id = 1
         self._closed = False
+        self._cgroup: Path | None = None  # made with the first session, where cgroups are ours
 
     # Introspection (sync: metrics and get_dev_url call these) ----------------------------
 
@@ -591,6 +593,8 @@ class SessionManager:
         if table is None:
             return set()
         found: set[int] = set()
+        if self._cgroup is not None:  # also what dropped its tag (`env -i`)
+            found |= {p for p in CgroupTree.members(self._cgroup) if p in table}
         for session in list(self._sessions.values()):
             found |= session.group.members(table)
         still_there = []
@@ -635,6 +639,11 @@ class SessionManager:
         loop = asyncio.get_running_loop()
         tag = f"{self.tag}/{self._next_id}"
         env = {**env, PROCESS_TAG_VAR: tag}  # last: neither the agent nor the call may set it
+        cgroups = self._settings.cgroups
+        if cgroups is not None and self._cgroup is None:
+            self._cgroup = cgroups.create(self.tag.rpartition("/")[2])
+        if cgroups is not None and self._cgroup is not None:
+            argv = cgroups.entering(self._cgroup, argv)
         if tty:
             proc = spawn_pty(argv, cwd=str(cwd), env=env, rows=TERMINAL_ROWS, cols=TERMINAL_COLS)
         else:
@@ -753,6 +762,11 @@ class SessionManager:
             for session in sessions:
                 self._end(session, "closed with the toolbox")
             self._retired.clear()
+            cgroups, cgroup = self._settings.cgroups, self._cgroup
+            if cgroups is not None and cgroup is not None:
+                # What the process groups and tags did not catch (a command that dropped its
+                # environment and left its session) is still in the cgroup.
+                await anyio.to_thread.run_sync(cgroups.kill, cgroup)
 
     async def _terminate(self, sessions: list[Session], retired: list[ProcessGroup]) -> None:
         """SIGHUP + SIGTERM to each group and member, SIGKILL after the grace period, then

@@ -42,6 +42,7 @@ from runtime.task_host import HostedTaskGroup
 from runtime.thread_log import ThreadEventHub
 from runtime.tool_hub import ToolHub
 from tools.base import Toolbox, ToolResult, ToolSettings
+from tools.cgroups import CgroupTree
 
 log = logging.getLogger("agentd.runs")
 
@@ -67,14 +68,20 @@ class RunManager:
         custom_tool_factory: CustomToolFactory | None = None,
         thread_rollouts: bool = True,
         tool_hub: ToolHub | None = None,
+        use_cgroups: bool = True,
     ) -> None:
         self.store = store
         # Where agents' tool names that are not core tools are found (None: nowhere).
         self.tool_hub = tool_hub
         self.workspace = Path(workspace)
-        # The processes of this state dir's runs carry its owner tag (see ToolboxPool).
+        # The processes of this state dir's runs carry its owner tag (see ToolboxPool), and
+        # each toolbox's live in a cgroup of the owner's where the daemon may make them.
+        owner = process_owner_for(store.state_dir)
+        settings = tool_settings or ToolSettings()
         self.tool_settings = dataclasses.replace(
-            tool_settings or ToolSettings(), process_owner=process_owner_for(store.state_dir)
+            settings,
+            process_owner=owner,
+            cgroups=settings.cgroups or (CgroupTree.open(owner) if use_cgroups else None),
         )
         self.env: dict[str, str] = dict(os.environ if env is None else env)
         self.cancel_grace = cancel_grace

@@ -86,7 +86,16 @@ class ToolboxPool:
                 len(killed),
                 ", ".join(f"{pid} ({tag})" for pid, tag in sorted(killed.items())),
             )
-        return len(killed)
+        cgroups = self.settings.cgroups
+        swept = await anyio.to_thread.run_sync(cgroups.sweep) if cgroups is not None else {}
+        for name, pids in swept.items():
+            log.warning(
+                "killed %d process(es) left in the cgroup of %s by a previous daemon: %s",
+                len(pids),
+                name,
+                ", ".join(str(pid) for pid in pids),
+            )
+        return len(killed) + sum(len(pids) for pids in swept.values())
 
     async def checkout(
         self, thread_id: str, spec: AgentSpec, extra_tools: Sequence[Tool] = ()
@@ -164,6 +173,8 @@ class ToolboxPool:
         if self._daemon is not None:
             await self._daemon.aclose()
             self._daemon = None
+        if self.settings.cgroups is not None:
+            await anyio.to_thread.run_sync(self.settings.cgroups.close)
 
     async def _close(self, toolbox: Toolbox) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_grace):

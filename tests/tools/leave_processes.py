@@ -10,7 +10,9 @@ WORKSPACE), waits until every pid file is written and prints `{"pids": {name: pi
 - `crash`: waits to be SIGKILLed (the leftovers are the next daemon's to find);
 - `close` / `subreaper-close` (the latter first becomes the child subreaper): closes the
   toolbox, then prints `{"alive": [...], "zombies": [...]}`: escapees still running, and
-  zombie children of this process left unreaped.
+  zombie children of this process left unreaped;
+- `cgroup-close` / `cgroup-crash`: the same with a cgroup per toolbox (tools/cgroups.py) and
+  one more escapee, which also drops its environment (`CGROUP_ESCAPES`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import anyio
 
 from tools.base import Toolbox, ToolSettings
+from tools.cgroups import CgroupTree
 from tools.processes import become_subreaper, read_proc, read_tag, scan_processes
 from tools.proctable import ProcTable, PsutilTable
 
@@ -42,10 +45,25 @@ _STARTS = {
         ">/dev/null 2>&1 &)"
     ),
 }
-ESCAPES = {
-    name: f"{start}\nuntil [ -s {name}.pid ]; do sleep 0.01; done"
-    for name, start in _STARTS.items()
+# Only a cgroup catches this one: it leaves the session and drops its environment (and so
+# its tag) too.
+_CGROUP_ONLY = {
+    "env-cleared-stubborn": (
+        '(setsid env -i bash -c \'trap "" TERM HUP INT; echo $$ > env-cleared-stubborn.pid; '
+        "exec sleep 3107' </dev/null >/dev/null 2>&1 &)"
+    ),
 }
+
+
+def _escapes(starts: dict[str, str]) -> dict[str, str]:
+    return {
+        name: f"{start}\nuntil [ -s {name}.pid ]; do sleep 0.01; done"
+        for name, start in starts.items()
+    }
+
+
+ESCAPES = _escapes(_STARTS)
+CGROUP_ESCAPES = _escapes({**_STARTS, **_CGROUP_ONLY})
 
 
 TABLES = {"proc": ProcTable, "psutil": PsutilTable}
@@ -54,17 +72,21 @@ TABLES = {"proc": ProcTable, "psutil": PsutilTable}
 async def main(mode: str, workspace: Path, owner: str, table: str = "proc") -> None:
     if mode.startswith("subreaper") and not become_subreaper():
         raise SystemExit("PR_SET_CHILD_SUBREAPER is not available")
-    settings = ToolSettings(process_owner=owner, process_table=TABLES[table]())
+    cgroups = CgroupTree.open(owner) if mode.startswith("cgroup") else None
+    if mode.startswith("cgroup") and cgroups is None:
+        raise SystemExit("no cgroup v2 hierarchy this process may write")
+    escapes = CGROUP_ESCAPES if cgroups is not None else ESCAPES
+    settings = ToolSettings(process_owner=owner, process_table=TABLES[table](), cgroups=cgroups)
     async with Toolbox(workspace, settings=settings, run_id="run_escapes") as box:
-        for cmd in ESCAPES.values():
+        for cmd in escapes.values():
             result = await box.call(
                 "exec_command", {"cmd": cmd, "login": False, "yield_time_ms": 5000}
             )
             assert result.data["exit_code"] == 0, result.output
         pids: dict[str, int] = {}
         with anyio.fail_after(10):
-            while len(pids) < len(ESCAPES):
-                for name in ESCAPES:
+            while len(pids) < len(escapes):
+                for name in escapes:
                     pid_file = workspace / f"{name}.pid"
                     text = pid_file.read_text() if pid_file.exists() else ""
                     if text.strip():
@@ -79,7 +101,7 @@ async def main(mode: str, workspace: Path, owner: str, table: str = "proc") -> N
                     break
                 await anyio.sleep(0.01)
         print(json.dumps({"pids": pids, "parents": parents, "me": os.getpid()}), flush=True)
-        if mode == "crash":
+        if mode.endswith("crash"):
             await anyio.sleep_forever()
     table = scan_processes() or {}
     alive = [pid for pid in pids.values() if pid in table and table[pid].state not in "ZX"]

@@ -16,8 +16,9 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.tools.leave_processes import ESCAPES, TABLES
+from tests.tools.leave_processes import CGROUP_ESCAPES, ESCAPES, TABLES
 from tools.base import Toolbox, ToolSettings
+from tools.cgroups import CgroupTree
 from tools.processes import PROCESS_TAG_VAR, kill_tagged, read_proc, read_tag
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
@@ -133,3 +134,72 @@ async def test_a_restarted_owner_kills_what_a_killed_one_left(
         await wait_dead(pids, timeout=2.5)  # kill_tagged itself waited for them
     finally:
         helper.close()
+
+
+def _cgroups_here() -> bool:
+    probe = CgroupTree.open("probe-" + os.urandom(4).hex())
+    if probe is not None:
+        probe.close()
+    return probe is not None
+
+
+needs_cgroups = pytest.mark.skipif(
+    not _cgroups_here(), reason="no cgroup v2 hierarchy this process may write (tools/cgroups.py)"
+)
+
+
+@pytest.fixture
+def cgroup_tree(owner: str) -> Any:
+    """The owner's cgroups; whatever a failing test leaves in them is killed."""
+    tree = CgroupTree.open(owner)
+    assert tree is not None
+    yield tree
+    tree.sweep()
+    tree.close()
+
+
+@needs_cgroups
+async def test_a_cgroup_catches_what_left_its_session_and_dropped_its_tag(
+    workspace: Path, owner: str, cleanup: None, cgroup_tree: CgroupTree
+) -> None:
+    helper = Helper("cgroup-close", workspace, owner)
+    try:
+        started = await helper.line()
+        assert set(started["pids"]) == set(CGROUP_ESCAPES)
+        cleared = started["pids"]["env-cleared-stubborn"]
+        assert read_tag(cleared) is None  # no tag: only the cgroup knows it is the agent's
+        ended = await helper.line()
+        assert ended == {"alive": [], "zombies": []}
+        assert helper.proc.wait(timeout=10) == 0
+        assert not any(p.is_dir() for p in cgroup_tree.base.iterdir())  # removed at close
+    finally:
+        helper.close()
+
+
+@needs_cgroups
+async def test_a_restarted_owner_sweeps_its_cgroups(
+    workspace: Path, owner: str, cleanup: None, cgroup_tree: CgroupTree
+) -> None:
+    helper = Helper("cgroup-crash", workspace, owner)
+    try:
+        pids = (await helper.line())["pids"]
+        os.kill(helper.proc.pid, signal.SIGKILL)
+        helper.proc.wait()
+        # The tags find all but the one that dropped its environment...
+        tagged = await anyio.to_thread.run_sync(
+            lambda: kill_tagged(lambda tag: tag.startswith(owner + "/"))
+        )
+        survivor = pids["env-cleared-stubborn"]
+        assert survivor not in tagged and alive(survivor)
+        # ...which the sweep of the owner's cgroups kills.
+        swept = await anyio.to_thread.run_sync(CgroupTree.open(owner).sweep)  # type: ignore[union-attr]
+        assert survivor in [pid for killed in swept.values() for pid in killed]
+        await wait_dead(list(pids.values()), timeout=2.5)
+        assert not any(p.is_dir() for p in cgroup_tree.base.iterdir())
+    finally:
+        helper.close()
+
+
+def test_no_cgroups_where_the_hierarchy_is_not_a_cgroup(tmp_path: Path) -> None:
+    assert CgroupTree.open("owner", root=tmp_path) is None
+    assert list(tmp_path.iterdir()) == []  # the directory it tried is gone again
