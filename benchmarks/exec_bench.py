@@ -7,7 +7,8 @@ affects both alike):
 
 - `exec_command <cmd>`: a full `Toolbox.call("exec_command", {cmd, login: false})` round
   trip, next to the floor: `os.openpty()` + `subprocess.Popen(["bash", "-c", cmd])` read to
-  EOF. Target: within 1.5x of the floor.
+  EOF. Target: within 1.5x of the floor. `, cgroup`: the same where the toolbox has a
+  cgroup v2 of its own (tools/cgroups.py), when this process may make one.
 - `write_stdin echo hi`: typing `echo hi\\n` into a running interactive bash session until
   `hi` comes back (seen in the live `tool_output` events), next to the same exchange on a
   raw PTY. The call itself returns at its yield_time_ms (250 ms), as in Codex: a running
@@ -31,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.base import Toolbox
+from tools.base import Toolbox, ToolSettings
+from tools.cgroups import CgroupTree
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -209,6 +211,27 @@ async def main() -> None:
                         ms(fl_p99),
                         f"{ours_med / fl_med:.2f}x",
                         f"{ours_p99 / fl_p99:.2f}x",
+                    )
+                )
+
+            # The same in a cgroup per toolbox (what a daemon does where it may make them):
+            # each command first runs as the /bin/sh that moves itself in (tools/cgroups.py).
+            cgroups = CgroupTree.open(f"bench-{os.getpid()}")
+            if cgroups is not None:
+                settings = ToolSettings(cgroups=cgroups)
+                async with Toolbox(Path(tmp), settings=settings, run_id="bench") as boxed:
+                    await exec_round_trips(boxed, "true", 10)
+                    ours, floor = await exec_round_trips(boxed, "true", opts.runs)
+                cgroups.close()
+                rows.append(
+                    (
+                        "exec_command `true`, cgroup",
+                        ms(statistics.median(ours)),
+                        ms(percentile(ours, 99)),
+                        ms(statistics.median(floor)),
+                        ms(percentile(floor, 99)),
+                        f"{statistics.median(ours) / statistics.median(floor):.2f}x",
+                        f"{percentile(ours, 99) / percentile(floor, 99):.2f}x",
                     )
                 )
 
