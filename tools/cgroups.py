@@ -9,10 +9,10 @@ starting on the state a killed one left finds its leftover cgroups by name.
 Layout: `<cgroup2 mount><the daemon's own cgroup>/agentd-<owner>/<toolbox>`, one directory
 per toolbox that ran a command. A session starts as `/bin/sh`, which writes its own pid to
 the cgroup and execs the command (the same process, now in the cgroup before it runs a line
-of its own: one exec of sh more per command, measured by benchmarks/exec_bench.py). Moving the process from the daemon
-after the spawn was too late: a short command had finished, and a shell had forked its
-first child, before the write landed. Controllers are never enabled, so this adds no limits
-and works below a cgroup that holds processes itself.
+of its own; one exec of sh more per command, measured by benchmarks/exec_bench.py). Moving
+the process from the daemon after the spawn was too late: a short command had finished, and
+a shell had forked its first child, before the write landed. Controllers are never enabled,
+so this adds no limits and works below a cgroup that holds processes itself.
 
 `CgroupTree.open(owner)` returns None where there is no writable cgroup2 hierarchy with
 `cgroup.kill` (macOS, most containers without a cgroup namespace of their own, older
