@@ -18,10 +18,11 @@ import base64
 import contextlib
 import fcntl
 import functools
+import gc
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -981,13 +982,14 @@ class Store:
 
         def read(conn: sqlite3.Connection) -> list[Message]:
             # One statement: one snapshot of the pointer and the log it points into.
-            rows = conn.execute(
-                "SELECT m.data FROM run_conversations AS c JOIN messages AS m "
-                "ON m.scope = c.scope AND m.owner = c.owner AND m.seq < c.length "
-                "WHERE c.run_id = ? ORDER BY m.seq",
-                (run_id,),
-            ).fetchall()
-            return [Message.model_validate_json(row["data"]) for row in rows]
+            with _collector_paused():
+                rows = conn.execute(
+                    "SELECT m.data FROM run_conversations AS c JOIN messages AS m "
+                    "ON m.scope = c.scope AND m.owner = c.owner AND m.seq < c.length "
+                    "WHERE c.run_id = ? ORDER BY m.seq",
+                    (run_id,),
+                )
+                return [Message.model_validate_json(row["data"]) for row in rows]
 
         return await self._read(read)
 
@@ -1180,7 +1182,26 @@ def _append_to_thread(
 
 
 def _load_messages(conn: sqlite3.Connection, scope: str, owner: str) -> list[Message]:
-    rows = conn.execute(
-        "SELECT data FROM messages WHERE scope = ? AND owner = ? ORDER BY seq", (scope, owner)
-    ).fetchall()
-    return [Message.model_validate_json(row["data"]) for row in rows]
+    with _collector_paused():
+        rows = conn.execute(
+            "SELECT data FROM messages WHERE scope = ? AND owner = ? ORDER BY seq", (scope, owner)
+        )
+        return [Message.model_validate_json(row["data"]) for row in rows]
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused for a conversation's read (unless something else
+    paused it, like the daemon's start-up). Every object the read creates (about seven per
+    message) outlives it, so collections in between find no garbage and only rescan what was
+    built so far: in a 20k-message read they were two thirds of the time, and their number
+    grows with the read. Reference counting still frees everything else meanwhile, and
+    collection resumes with the next allocation after."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

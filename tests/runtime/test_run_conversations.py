@@ -3,6 +3,7 @@ for the thread and all its runs, and nothing a finished step added is lost to a 
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from pydantic import ValidationError
 
 from runtime.agents import AgentRecord, AgentSpec
 from runtime.messages import Message
@@ -278,3 +280,31 @@ async def test_a_daemon_killed_between_turns_loses_no_finished_step(
             ]
     finally:
         await store.close()
+
+
+async def test_reading_a_conversation_leaves_the_collector_as_it_found_it(store: Store) -> None:
+    """Reads pause the cyclic collector while they decode (every object they build outlives
+    the read); afterwards it runs again, and one paused by someone else stays paused."""
+    thread = await store.create_thread("helper")
+    messages = [Message.user(str(i)) for i in range(50)]
+    assert await store.append_run_messages("run_r", messages, thread_id=thread.id, length=50)
+    assert gc.isenabled()
+    assert await store.thread_messages(thread.id) == messages
+    assert await store.run_messages("run_r") == messages
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert await store.thread_messages(thread.id) == messages
+        assert await store.run_messages("run_r") == messages
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # a read that fails mid-way (a damaged row) resumes the collector too
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            'UPDATE messages SET data = \'{"role": "user"\' WHERE owner = ? AND seq = 25',
+            (thread.id,),
+        )
+    with pytest.raises(ValidationError):
+        await store.thread_messages(thread.id)
+    assert gc.isenabled()
