@@ -10,6 +10,7 @@ pending webhooks, close connections, flush and close the store, exit 0.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import re
 import signal
@@ -185,15 +186,42 @@ async def serve(
     return status
 
 
-async def _preload_adapters() -> None:
-    """The model SDKs load in a worker thread right after the daemon listens, not on the
-    event loop at the first run (where importing them stalled every stream for seconds)."""
-    from runtime.providers.registry import preload_adapters
+# What a first run (or a first custom tool or Tool Hub lookup) would otherwise import on the
+# event loop: the core tools (registered by `load_core_tools`), the run's workspace watch,
+# and custom tools' HTTP client and schema validator.
+WARM_UP_MODULES = (
+    "runtime.custom_tools",
+    "runtime.tool_hub",
+    "runtime.workspace_watch",
+    "tools.port_watch",
+    "tools.workspace_changes",
+)
 
+
+def warm_up() -> list[str]:
+    """Blocking: the model SDKs (`preload_adapters`), the core tools and WARM_UP_MODULES.
+    Returns the modules that failed to import."""
+    from runtime.providers.registry import preload_adapters
+    from tools import load_core_tools
+
+    failed = preload_adapters()
+    load_core_tools()
+    for name in WARM_UP_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            failed.append(name)
+    return failed
+
+
+async def _preload_adapters() -> None:
+    """The model SDKs and what a first run imports load in a worker thread right after the
+    daemon listens, not on the event loop at the first run (where importing them stalled
+    every stream for seconds)."""
     started = time.perf_counter()
-    failed = await anyio.to_thread.run_sync(preload_adapters, abandon_on_cancel=True)
+    failed = await anyio.to_thread.run_sync(warm_up, abandon_on_cancel=True)
     log.info(
-        "model adapters preloaded in %.2fs%s",
+        "model adapters and tools preloaded in %.2fs%s",
         time.perf_counter() - started,
         f" (not installed: {', '.join(failed)})" if failed else "",
     )

@@ -9,6 +9,7 @@ exactly what start-up loaded.
 from __future__ import annotations
 
 import gc
+import json
 import re
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from runtime.cli import resume_gc_after_start
 from tests.cli.support import clean_env
 
 LISTENING = re.compile(r"listening on (http://\S+)")
+ROOT = Path(__file__).resolve().parents[2]
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$")
 TOKEN = "startup-token"
 
@@ -82,7 +84,8 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
             async with http.post(url + "/v1/tools/list_dir", json={"path": "."}) as resp:
                 assert resp.status == 200
                 assert "hello.txt" in (await resp.json())["data"]["output"]
-        # Once it listens, the model SDKs load in a worker thread, before any run needs them.
+        # Once it listens, the model SDKs and what a first run imports load in a worker
+        # thread, before any run needs them.
         after_start: list[str] = []
         with anyio.fail_after(60):
             async for chunk in process.stderr:
@@ -90,7 +93,7 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
                 *complete, buffer = buffer.split(b"\n")
                 lines = [raw.decode(errors="replace") for raw in complete]
                 after_start += [m.group(1) for line in lines if (m := IMPORTED.match(line))]
-                if any("model adapters preloaded" in line for line in lines):
+                if any("model adapters and tools preloaded" in line for line in lines):
                     break
         loaded_after = {m.split(".")[0] for m in after_start} | set(after_start)
         assert {"anthropic", "openai", "runtime.providers.openai_chat"} <= loaded_after
@@ -117,3 +120,25 @@ def test_the_collector_resumes_once_the_daemon_listens() -> None:
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_the_warm_up_imports_what_a_first_run_would_import() -> None:
+    """What `agentd serve` loads in a worker thread once it listens (runtime/daemon.py
+    `warm_up`): in a fresh interpreter, none of it is loaded before, all of it after."""
+    wanted = ["anthropic", "openai", "tools.exec", "tools.patch", "tools.files"]
+    script = (
+        "import json, sys\n"
+        "from runtime.daemon import WARM_UP_MODULES, warm_up\n"
+        f"wanted = {wanted!r} + list(WARM_UP_MODULES)\n"
+        "before = [m for m in wanted if m in sys.modules]\n"
+        "failed = warm_up()\n"
+        "after = [m for m in wanted if m not in sys.modules]\n"
+        "print(json.dumps({'before': before, 'failed': failed, 'missing': after}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["failed"] == [] and report["missing"] == []
+    assert "tools.exec" not in report["before"] and "anthropic" not in report["before"]
