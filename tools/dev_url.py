@@ -79,8 +79,9 @@ class Snapshot:
     lookup: Callable[[int], Process | None]
 
 
-def take_snapshot(procs: ProcessTable) -> Snapshot:
-    """Blocking: the listening sockets now, and a way to look up their processes."""
+def take_snapshot(procs: ProcessTable, owners: set[int] | None = None) -> Snapshot:
+    """Blocking: the listening sockets now (of `owners` only, when given), and a way to
+    look up their processes."""
 
     def lookup(pid: int) -> Process | None:
         info = procs.info(pid)
@@ -88,7 +89,7 @@ def take_snapshot(procs: ProcessTable) -> Snapshot:
             return None
         return Process(pid, info.ppid, procs.command(pid) or "?", float(info.start))
 
-    return Snapshot(procs.listening(), lookup)
+    return Snapshot(procs.listening(owners), lookup)
 
 
 def summarise(

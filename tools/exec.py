@@ -586,15 +586,17 @@ class SessionManager:
     async def pids(self) -> set[int]:
         """Every live process the sessions started: their process groups, sessions and
         descendants, plus leftovers of exited sessions (e.g. `nohup server &`). Read from
-        the settings' process table (in a worker thread); an empty set when it cannot be read."""
+        the settings' process table (in a worker thread); an empty set when it cannot be read.
+        Where the toolbox has a cgroup, it holds exactly those (and what dropped its tag):
+        one read of it, instead of the whole table."""
+        if self._cgroup is not None:
+            return set(await anyio.to_thread.run_sync(CgroupTree.members, self._cgroup))
         table = await anyio.to_thread.run_sync(
             functools.partial(scan_processes, tags=True, procs=self._settings.process_table)
         )
         if table is None:
             return set()
         found: set[int] = set()
-        if self._cgroup is not None:  # also what dropped its tag (`env -i`)
-            found |= {p for p in CgroupTree.members(self._cgroup) if p in table}
         for session in list(self._sessions.values()):
             found |= session.group.members(table)
         still_there = []

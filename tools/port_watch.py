@@ -81,7 +81,9 @@ class PortWatcher:
 
     def _agent_ports(self, pids: set[int]) -> dict[int, Port]:
         settings = self._box.settings
-        snapshot = take_snapshot(settings.process_table)
+        # Owners are looked for among the agent's processes only (their descriptors, not
+        # every process's): a socket of anyone else's is not reported anyway.
+        snapshot = take_snapshot(settings.process_table, pids)
         ports = summarise(snapshot, pids, settings.reserved_ports, os.getpid())
         return {p.port: p for p in ports if p.by_agent and not p.daemon}
 
