@@ -7,7 +7,8 @@ whatever they do; `cgroup.kill` (Linux 5.14+) SIGKILLs all of them at once, and 
 starting on the state a killed one left finds its leftover cgroups by name.
 
 Layout: `<cgroup2 mount><the daemon's own cgroup>/agentd-<owner>/<toolbox>`, one directory
-per toolbox that ran a command. A session starts as `/bin/sh`, which writes its own pid to
+per toolbox that ran a command; each is removed when its toolbox closes, and the owner's
+directory with the last one. A session starts as `/bin/sh`, which writes its own pid to
 the cgroup and execs the command (the same process, now in the cgroup before it runs a line
 of its own; one exec of sh more per command, measured by benchmarks/exec_bench.py). Moving
 the process from the daemon after the spawn was too late: a short command had finished, and
@@ -52,22 +53,25 @@ class CgroupTree:
         if parent is None:
             return None
         base = parent / f"agentd-{_SAFE_NAME.sub('_', owner)}"
+        existed = base.is_dir()  # a killed daemon's, with its leftovers: kept for `sweep`
         try:
             base.mkdir(exist_ok=True)
         except OSError:  # read-only (most containers), or not delegated to us
             return None
         # cgroup.kill (Linux 5.14+) is in every cgroup but the root: look in the one made.
-        if not (base / "cgroup.kill").exists() or not os.access(base / "cgroup.procs", os.W_OK):
+        usable = (base / "cgroup.kill").exists() and os.access(base / "cgroup.procs", os.W_OK)
+        if not existed or not usable:
+            # Made again with the first toolbox's cgroup: nothing is left behind by a daemon
+            # (or a test) that never closes its tree.
             with contextlib.suppress(OSError):
                 base.rmdir()
-            return None
-        return cls(base)
+        return cls(base) if usable else None
 
     def create(self, name: str) -> Path | None:
         """A cgroup for one toolbox (None if it cannot be made: the caller goes on without)."""
         path = self.base / _SAFE_NAME.sub("_", name)
         try:
-            path.mkdir(exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError:
             return None
         return path
@@ -109,6 +113,7 @@ class CgroupTree:
                     os.waitpid(pid, os.WNOHANG)
         with contextlib.suppress(OSError):
             cgroup.rmdir()
+        self.close()  # the owner's directory too, once its last toolbox is gone
         return victims
 
     def sweep(self) -> dict[str, list[int]]:
