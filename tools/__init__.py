@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 
+import anyio
+
 from tools.base import (
     Tool,
     ToolArgs,
@@ -33,6 +35,7 @@ __all__ = [
     "ToolResult",
     "ToolSettings",
     "Toolbox",
+    "core_tools_ready",
     "load_core_tools",
 ]
 
@@ -46,6 +49,13 @@ CORE_TOOL_MODULES = (
 )
 
 _loaded = False
+
+
+async def core_tools_ready() -> None:
+    """`load_core_tools` for async callers: the first load imports every tool module (a
+    few hundred ms of CPU), so it runs in a worker thread; later calls return at once."""
+    if not _loaded:
+        await anyio.to_thread.run_sync(load_core_tools)
 
 
 def load_core_tools() -> None:

@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from runtime.api.errors import STATUS_CODES, ApiError, error_response
 from runtime.runs import RunError
+from tools import core_tools_ready
 
 if TYPE_CHECKING:
     from runtime.api.state import ApiState
@@ -183,6 +184,10 @@ def make_middlewares(state: ApiState) -> list[Middleware]:
                 "the daemon is still starting; retry when GET /readyz answers 200",
                 headers={"Retry-After": "1"},
             )
+        if request.path.startswith("/v1/"):
+            # Agents, runs and tool calls read the tool registry, whose first use imports
+            # every tool module: that happens in a worker thread, never on the event loop.
+            await core_tools_ready()
         return await handler(request)
 
     return [errors, cors, auth, readiness]

@@ -23,6 +23,7 @@ from runtime.link.client import Link, platform_name
 from runtime.link.dispatch import HttpDispatcher
 from runtime.link.outbox import LinkRefused, ThreadEventOutbox
 from runtime.link.protocol import PROTOCOL_VERSION
+from tools import core_tools_ready
 from tools.base import core_tool_names
 
 log = logging.getLogger("agentd.link")
@@ -48,6 +49,7 @@ def link_companion(settings: Settings, target: LinkTarget) -> Companion:
         manager = state.require_manager()
 
         async def hello() -> dict[str, object]:
+            await core_tools_ready()
             return {
                 "deviceId": target.device_id,
                 "agentdVersion": daemon_version(),

@@ -333,3 +333,20 @@ async def test_no_secret_or_token_reaches_the_log_at_debug_level(
     assert any("DEBUG" in line for line in proc.log)
     for secret in secrets:
         assert secret not in log
+
+
+def test_the_first_request_loads_the_tools_off_the_event_loop(tmp_path: Path) -> None:
+    """An agent upserted right after start-up needs the tool registry: its first load
+    (importing every tool module) runs in a worker thread, not on the event loop."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.api.first_request", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == 201 and report["loaded"]
+    assert report["loads_on_loop"] and not any(report["loads_on_loop"])
