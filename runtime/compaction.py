@@ -282,12 +282,12 @@ class Compactor:
         # Summarise everything between the first message and the recent turns.
         first = 1 if view and view[0][0] == 0 else 0
         middle = [m for _, m in stubbed_view[first:recent]]
-        if (not middle or recent >= len(view)) and summarize:
-            raise NothingToCompact(
-                "the conversation has no older turns to summarise: only its first message and "
-                "its most recent turns, which are kept verbatim"
-            )
         if not middle or recent >= len(view):
+            if summarize:
+                raise NothingToCompact(
+                    "the conversation has no older turns to summarise: only its first message "
+                    "and its most recent turns, which are kept verbatim"
+                )
             raise CompactionFailed(
                 f"the conversation ({before:,} tokens) does not fit the context window "
                 f"({self.context_window:,} tokens, compacting above {self.threshold:,}) and its "
