@@ -62,7 +62,17 @@ class TextLines(Sequence[str]):
 
     def __getitem__(self, index: int | slice) -> str | list[str]:
         if isinstance(index, slice):
-            return [self._line(i) for i in range(*index.indices(self._len))]
+            start, stop, step = index.indices(self._len)
+            if step != 1:
+                return [self._line(i) for i in range(start, stop, step)]
+            if stop <= start:
+                return []
+            # every line but the file's last has its "\n"
+            complete = min(stop, self._complete)
+            lines = [part + "\n" for part in self._parts[start:complete]]
+            if stop > complete:
+                lines.append(self._parts[complete])
+            return lines
         if index < 0:
             index += self._len
         if not 0 <= index < self._len:
@@ -168,6 +178,10 @@ def _raw_opcodes(
         x1, x2, y1, y2 = i1 + head, i2 - tail, j1 + head, j2 - tail
         if x1 == x2 or y1 == y2:
             yield ("delete" if y1 == y2 else "insert", x1, x2, y1, y2)
+        elif set(old[head : len(old) - tail]).isdisjoint(new[head : len(new) - tail]):
+            # no line in common (the usual edit): difflib's answer is one replace, without
+            # the cost of setting up a SequenceMatcher per region
+            yield ("replace", x1, x2, y1, y2)
         else:
             matcher = difflib.SequenceMatcher(
                 None, old[head : len(old) - tail], new[head : len(new) - tail], autojunk=False

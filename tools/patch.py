@@ -810,6 +810,12 @@ def _locate(
     index: LineIndex, old: list[str], at_eof: bool, cursor: int, expected: int | None
 ) -> tuple[int, int, list[int]] | None:
     """(start, level, other matching starts) for `old`, or None."""
+    if expected is not None and not at_eof and cursor <= expected:
+        # A unified hunk whose lines are exactly at its stated line (shifted as much as the
+        # previous hunk was): its line number settles where it goes, as in `git apply` and
+        # `patch`, without counting the file's lines or searching for other occurrences.
+        if index.lines[expected : expected + len(old)] == old:
+            return expected, 0, []
     if not at_eof:
         only = index.only_exact(old, cursor, expected)
         if only is not None:
@@ -930,7 +936,14 @@ def _assemble(
         put_old(previous, start)
         first_new = out_count
         at = start
+        context_from = start  # a run of context lines [context_from, at) not copied yet
         for kind, text in placement.body:
+            if kind == " ":
+                at += 1
+                continue
+            # keep the file's own lines for the context (they may differ from the patch in
+            # whitespace), a run at a time
+            put_old(context_from, at)
             if kind == "+":
                 if not last_ending:
                     pieces.append(newline)
@@ -938,11 +951,10 @@ def _assemble(
                 pieces.append(newline)
                 out_count += 1
                 last_empty, last_ending = not text, newline
-                continue
-            if kind == " ":
-                # keep the file's own line (it may differ from the patch in whitespace)
-                put_old(at, at + 1)
-            at += 1
+            else:
+                at += 1
+            context_from = at
+        put_old(context_from, at)
         previous = start + placement.length
         regions.append((start, previous, first_new, out_count))
         hunk = placement.hunk

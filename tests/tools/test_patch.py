@@ -418,6 +418,22 @@ async def test_patch_cases(harness: Harness, case: Case) -> None:
         assert {"path", "action", "status", "added", "removed"} <= set(info)
 
 
+async def test_unified_hunk_at_its_stated_line_needs_no_search(harness: Harness) -> None:
+    # The hunk's lines also occur at line 1, but they are exactly where its header says
+    # (line 22): the line number settles it, as in git apply, so no ambiguity note.
+    harness.write({"r.txt": "val = 0\n" + "filler\n" * 20 + "val = 0\nend\n"})
+    patch = "--- a/r.txt\n+++ b/r.txt\n@@ -22,1 +22,1 @@\n-val = 0\n+val = 1\n"
+    result = await harness.call("apply_patch", input=patch)
+    assert not result.is_error, result.output
+    assert harness.tree() == {"r.txt": ("val = 0\n" + "filler\n" * 20 + "val = 1\nend\n").encode()}
+    assert "Notes:" not in result.output
+    # one line off its header (and still ambiguous): found by the search, and said so
+    harness.write({"r.txt": "val = 0\n" + "filler\n" * 20 + "val = 0\nend\n"})
+    result = await harness.call("apply_patch", input=patch.replace("-22,1 +22,1", "-21,1 +21,1"))
+    assert not result.is_error, result.output
+    assert "was ambiguous: its lines occur at lines 1, 22; used line 22" in result.output
+
+
 async def test_file_edit_events_carry_applicable_diffs(harness: Harness, tmp_path: Path) -> None:
     harness.write({"app.py": APP, "old.py": "x = 1\n", "gone.txt": "bye\n", "crlf.txt": b"a\r\nb"})
     patch = envelope(
