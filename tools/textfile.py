@@ -4,7 +4,8 @@
 UTF-8 BOM, CRLF line endings) and refuses binary data. `commit_writes` writes and deletes a
 set of files so that either every change lands or none does: new contents go to temporary
 files beside their targets first, then each target is swapped in with `os.replace`, keeping
-a hard-linked backup of what it replaces so a failure half-way rolls everything back.
+what it displaces aside while a later step can still fail, so a failure half-way rolls
+everything back.
 
 Everything here blocks; async callers run it through `anyio.to_thread.run_sync`.
 """
@@ -16,7 +17,6 @@ import os
 import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,25 +127,49 @@ class FileWrite:
 
 
 def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> None:
-    """Apply every write and delete, or none of them (the exception is re-raised)."""
+    """Apply every write and delete, or none of them (the exception is re-raised).
+
+    Each new content goes to a temporary file beside its target (same directory, so the
+    rename cannot cross a filesystem), then every target is swapped in with `os.replace`:
+    a crash at any point leaves each file with its old or its new content, never a mix or
+    a partial write. What a replace or delete displaces is kept aside (a hard link, or the
+    renamed file) only while a later step can still fail, so a failure rolls back
+    everything done so far; the last replace of a commit without deletes needs none.
+
+    Per file that is: create, write and close the temporary file, and rename it over the
+    target (plus link and unlink of the backup for all but the last). No fsync: the rename
+    is atomic against a crashing daemon, and the data is in the page cache; durability
+    across power loss is the filesystem's business, as for every other write of a tool.
+    """
+    tag = secrets.token_hex(6)  # one random part per commit; files add their own number
     created_dirs: list[Path] = []
-    temps: list[Path] = []
+    existing_dirs: set[Path] = set()
+    temps: list[str] = []
     # (target, backup of what it replaced or None); `pending` is a target whose replace has
     # not happened yet (so its original is still in place and only the backup must go)
-    done: list[tuple[Path, Path | None]] = []
-    pending: tuple[Path, Path | None] | None = None
+    done: list[tuple[str, str | None]] = []
+    pending: tuple[str, str | None] | None = None
+    last = len(writes) - 1 if not deletes else -1
     try:
-        for write in writes:
-            created_dirs.extend(_make_parents(write.path.parent))
-            temps.append(_write_temp(write))
-        for write, temp in zip(writes, temps, strict=True):
-            pending = (write.path, _backup(write.path, link=True))
-            os.replace(temp, write.path)
+        for number, write in enumerate(writes):
+            parent = write.path.parent
+            if parent not in existing_dirs:
+                created_dirs.extend(_make_parents(parent))
+                existing_dirs.add(parent)
+            temps.append(_write_temp(write, f"{tag}{number}"))
+        for number, (write, temp) in enumerate(zip(writes, temps, strict=True)):
+            target = os.fspath(write.path)
+            if number == last:
+                # nothing after this can fail, and if this fails the target is untouched
+                os.replace(temp, target)
+                break
+            pending = (target, _backup(target, f"{tag}{number}", link=True))
+            os.replace(temp, target)
             done.append(pending)
             pending = None
-        for path in deletes:
-            backup = _backup(path, link=False)
-            done.append((path, backup))
+        for number, path in enumerate(deletes):
+            target = os.fspath(path)
+            done.append((target, _backup(target, f"{tag}d{number}", link=False)))
     except BaseException:
         if pending is not None and pending[1] is not None:
             with contextlib.suppress(OSError):
@@ -179,52 +203,67 @@ def _make_parents(directory: Path) -> list[Path]:
     return list(reversed(missing))
 
 
-def _write_temp(write: FileWrite) -> Path:
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_temp(write: FileWrite, tag: str) -> str:
+    """A new file beside `write.path` holding `write.data` with the target's mode."""
     mode = write.mode
     if mode is None:
         mode = file_mode(write.path)
     if mode is None:
         mode = new_file_mode()
-    # No fsync: os.replace is atomic against a crashing daemon (the data is in the page
-    # cache); durability across power loss is the filesystem's business.
-    fd, name = tempfile.mkstemp(dir=write.path.parent, prefix=f".{write.path.name}.", suffix=".tmp")
+    directory, name = os.path.split(os.fspath(write.path))
+    while True:
+        temp = os.path.join(directory, f".{name}.{tag}.tmp")
+        try:
+            # created with its final mode where the umask allows it (one chmod less)
+            fd = os.open(temp, _CREATE, mode)
+            break
+        except FileExistsError:
+            tag = secrets.token_hex(6)  # a leftover of an earlier crash: take another name
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(write.data)
-        os.chmod(name, mode)
+        try:
+            if mode & _UMASK:
+                os.fchmod(fd, mode)
+            view = memoryview(write.data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(name)
+            os.unlink(temp)
         raise
-    return Path(name)
+    return temp
 
 
-def _backup(path: Path, *, link: bool) -> Path | None:
+def _backup(path: str, tag: str, *, link: bool) -> str | None:
     """Keep the current `path` aside under a temporary name so it can be restored.
 
     `link=True` (before a replace) hard-links it, falling back to a copy where links are not
-    supported, so `path` never disappears; `link=False` (a delete) renames it away.
+    supported, so `path` never disappears; it is None when there is nothing at `path`.
+    `link=False` (a delete) renames it away.
     """
-    if not link:
-        backup = _temp_name(path)
-        os.replace(path, backup)
-        return backup
-    if not os.path.lexists(path):
-        return None
-    backup = _temp_name(path)
-    try:
-        os.link(path, backup, follow_symlinks=False)
-    except FileExistsError:
-        return _backup(path, link=True)  # lost a race for the name: pick another
-    except OSError:
-        shutil.copy2(path, backup, follow_symlinks=False)
-    return backup
-
-
-def _temp_name(path: Path) -> Path:
-    """An unused name beside `path` (not created: creating and removing a file per backup
-    doubled the cost of a 200-file patch)."""
+    directory, name = os.path.split(path)
     while True:
-        candidate = path.with_name(f".{path.name}.{secrets.token_hex(8)}.bak")
-        if not os.path.lexists(candidate):
-            return candidate
+        backup = os.path.join(directory, f".{name}.{tag}.bak")
+        try:
+            if not link:
+                if os.path.lexists(backup):
+                    raise FileExistsError(backup)
+                os.replace(path, backup)
+            else:
+                os.link(path, backup, follow_symlinks=False)
+            return backup
+        except FileExistsError:
+            tag = secrets.token_hex(6)  # a leftover of an earlier crash: take another name
+        except FileNotFoundError:
+            if link and not os.path.lexists(path):
+                return None  # a new file: nothing to keep
+            raise
+        except OSError:
+            if not link:
+                raise
+            shutil.copy2(path, backup, follow_symlinks=False)
+            return backup

@@ -1,0 +1,82 @@
+"""Kills `tools.textfile.commit_writes` at each of its steps, for the crash test.
+
+`python -m tests.tools.commit_crasher DIR` runs, for k = 0, 1, 2, …, a commit (two files
+replaced, one created in a new directory, one deleted) in a fresh copy DIR/k of the old
+files, in a forked child that SIGKILLs itself just before its k-th call that changes the
+filesystem (create, write, chmod, mkdir, link, rename, unlink). It prints one JSON line per
+k: whether the child was killed and every file found afterwards (name → content), and stops
+after the first k at which the commit finished. The parent never runs a commit itself, and
+has no threads, so forking it is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tools.textfile import FileWrite, commit_writes
+
+OLD = {"a.txt": "old a\n", "b.txt": "old b\n", "c.txt": "old c\n"}
+NEW = {"a.txt": "new a\n", "b.txt": "new b\n", "d/new.txt": "new d\n"}
+DELETED = ["c.txt"]
+MUTATING = ("open", "write", "fchmod", "chmod", "mkdir", "link", "replace", "rename", "unlink")
+
+
+def crash_before(k: int) -> None:
+    """From now on, SIGKILL this process just before its k-th filesystem change."""
+    calls = 0
+
+    def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            changes = name != "open" or bool(args[1] & (os.O_CREAT | os.O_TRUNC))
+            if changes:
+                if calls == k:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                calls += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in MUTATING:
+        setattr(os, name, wrap(name, getattr(os, name)))
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): path.read_text()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def main(directory: Path) -> None:
+    k = 0
+    while True:
+        root = directory / str(k)
+        root.mkdir(parents=True)
+        for name, text in OLD.items():
+            (root / name).write_text(text)
+        child = os.fork()
+        if child == 0:
+            crash_before(k)
+            writes = [FileWrite(root / name, text.encode()) for name, text in NEW.items()]
+            commit_writes(writes, [root / name for name in DELETED])
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        if not killed and os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"the commit failed at k={k} (status {status})")
+        print(json.dumps({"k": k, "killed": killed, "files": tree(root)}), flush=True)
+        if not killed:
+            return
+        k += 1
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
