@@ -1144,16 +1144,35 @@ def _read(path: Path, rel: str) -> TextFile:
     return decode_text(data, rel)
 
 
-def _require_file(workspace: Workspace, path: str, hint: str = "") -> tuple[Path, int]:
-    """The file's real path and permission bits."""
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_existing(
+    workspace: Workspace, path: str, hint: str = ""
+) -> tuple[Path, str, int, TextFile]:
+    """The file's real path, workspace-relative name, permission bits and text: one open,
+    one fstat and the reads (no separate stat, no buffered file object)."""
     real = workspace.resolve(path)
     try:
-        info = os.stat(real)
+        fd = os.open(real, _READ_FLAGS)
     except (FileNotFoundError, NotADirectoryError):
         raise HunkMismatch(f"the file does not exist{hint}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(path)
-    return real, stat.S_IMODE(info.st_mode)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if info.st_size > MAX_FILE_BYTES:
+            raise HunkMismatch(
+                f"the file is {info.st_size} bytes; apply_patch edits files up to {MAX_FILE_BYTES}"
+            )
+        chunks = [os.read(fd, info.st_size + 1)]
+        while chunks[-1]:  # until end of file, should it have grown since the fstat
+            chunks.append(os.read(fd, 1 << 20))
+    finally:
+        os.close(fd)
+    rel = workspace.relative(real)
+    data = chunks[0] if len(chunks) == 2 else b"".join(chunks)
+    return real, rel, stat.S_IMODE(info.st_mode), decode_text(data, rel)
 
 
 def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], None]) -> FileChange:
@@ -1210,10 +1229,8 @@ def _plan_delete(
         return FileChange(
             action="delete", path=entry, rel=workspace.relative(entry), old_text="", new_text=None
         )
-    real, _ = _require_file(workspace, op.path)
+    real, rel, _, current = _read_existing(workspace, op.path)
     claim(real, op.path)
-    rel = workspace.relative(real)
-    current = _read(real, rel)
     if op.hunks:
         try:
             remaining = apply_hunks(current.text, op.hunks, nearest_hint=nearest_hint).text
@@ -1242,12 +1259,10 @@ def _plan_update(
     claim: Callable[[Path, str], None],
     nearest_hint: bool,
 ) -> FileChange:
-    real, old_mode = _require_file(
+    real, rel, old_mode, current = _read_existing(
         workspace, path, " (check the path; '*** Add File' creates a file)"
     )
     claim(real, path)
-    rel = workspace.relative(real)
-    current = _read(real, rel)
     applied = apply_hunks(current.text, op.hunks, nearest_hint=nearest_hint)
     mode = old_mode
     if op.executable is not None:

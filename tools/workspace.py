@@ -23,6 +23,10 @@ class Workspace:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(os.path.realpath(root))
+        # string forms for the checks made on every path (pathlib objects cost more than
+        # the realpath itself on a many-file patch)
+        self._root = os.fspath(self.root)
+        self._prefix = self._root if self._root.endswith(os.sep) else self._root + os.sep
 
     def resolve(self, path: str | os.PathLike[str] | None, *, must_exist: bool = False) -> Path:
         raw = os.fspath(path) if path not in (None, "") else "."
@@ -31,26 +35,32 @@ class Workspace:
                 f"path {raw!r} contains a NUL byte (\\u0000), which no file name can hold; "
                 "remove it"
             )
-        candidate = Path(raw).expanduser()
-        if not candidate.is_absolute():
-            candidate = self.root / candidate
+        expanded = os.fspath(Path(raw).expanduser()) if raw.startswith("~") else raw
         # realpath follows every symlink that exists, including in the parent chain of a
         # path that does not exist yet, so a new file under a symlinked dir is checked too.
-        real = Path(os.path.realpath(candidate))
-        if not self.contains(real):
+        # (os.path.join keeps `expanded` as it is when it is absolute.)
+        real = os.path.realpath(os.path.join(self._root, expanded))
+        if not self._inside(real):
             raise PathOutsideWorkspace(
                 f"path {raw!r} resolves to {real}, which is outside the workspace {self.root}; "
                 "use a path relative to the workspace root"
             )
-        if must_exist and not real.exists():
-            raise FileNotFoundError(f"{self.relative(real)} does not exist in the workspace")
-        return real
+        resolved = Path(real)
+        if must_exist and not os.path.exists(real):
+            raise FileNotFoundError(f"{self.relative(resolved)} does not exist in the workspace")
+        return resolved
 
     def contains(self, real: Path) -> bool:
-        return real == self.root or self.root in real.parents
+        return self._inside(os.fspath(real))
+
+    def _inside(self, real: str) -> bool:
+        return real == self._root or real.startswith(self._prefix)
 
     def relative(self, real: Path) -> str:
         """The workspace-relative spelling of a resolved path, as shown to models and users."""
-        if real == self.root:
+        text = os.fspath(real)
+        if text == self._root:
             return "."
-        return real.relative_to(self.root).as_posix()
+        if not text.startswith(self._prefix):
+            raise ValueError(f"{text!r} is not inside the workspace {self._root!r}")
+        return text[len(self._prefix) :].replace(os.sep, "/")
