@@ -149,13 +149,15 @@ class PatchFailed(ToolError):
 _HEREDOC_START = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _UNIFIED_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
+# a line starting with "@@" that _UNIFIED_HUNK does not match (one search of the whole diff)
+_UNNUMBERED_HUNK = re.compile(r"^@@(?! -\d+(?:,\d+)? \+\d+(?:,\d+)? @@)", re.MULTILINE)
 _FILE_HEADERS = ("*** Add File:", "*** Delete File:", "*** Update File:", "*** End Patch")
 
 
 def parse_patch(text: str) -> Patch:
     """Parse an envelope or unified diff (wrappers removed) into a `Patch`."""
     lines = unwrap(text)
-    if any(line.strip() == "*** Begin Patch" for line in lines):
+    if "*** Begin Patch" in text and any(line.strip() == "*** Begin Patch" for line in lines):
         return _parse_envelope(lines)
     if _looks_unified(lines):
         return _parse_unified(lines)
@@ -339,8 +341,9 @@ def _parse_update_body(lines: list[str], i: int, end: int, path: str) -> tuple[i
 
 
 def _parse_unified(lines: list[str]) -> Patch:
-    needs_recount = any(line.startswith("@@") and not _UNIFIED_HUNK.match(line) for line in lines)
-    source = _recount_hunks(lines) if needs_recount else "\n".join(lines) + "\n"
+    source = "\n".join(lines) + "\n"
+    if _UNNUMBERED_HUNK.search(source):
+        source = _recount_hunks(lines)
     # unidiff checks the structure and reads the headers; keeping every line as an object is
     # most of its cost, so it only reads metadata and `_hunk_bodies` takes the lines.
     try:
