@@ -228,9 +228,8 @@ def _range(start: int, stop: int) -> str:
     return f"{beginning},{length}"
 
 
-def _prefixed(prefix: str, lines: Sequence[str]) -> Iterator[str]:
-    for line in lines:
-        if line.endswith("\n"):
-            yield prefix + line
-        else:
-            yield prefix + line + "\n" + NO_NEWLINE_MARKER
+def _prefixed(prefix: str, lines: Sequence[str]) -> list[str]:
+    return [
+        prefix + line if line.endswith("\n") else prefix + line + "\n" + NO_NEWLINE_MARKER
+        for line in lines
+    ]
