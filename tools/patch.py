@@ -1032,6 +1032,8 @@ class FileChange:
     old_mode: int | None = None
     moved_from: Path | None = None
     moved_from_rel: str | None = None
+    # the file's bytes as read, to put back if the commit fails after replacing it
+    old_data: bytes | None = None
     regions: list[tuple[int, int, int, int]] | None = None
     old_lines: TextLines | None = None
     notes: list[str] = field(default_factory=list)
@@ -1152,9 +1154,9 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 def _read_existing(
     workspace: Workspace, path: str, hint: str = ""
-) -> tuple[Path, str, int, TextFile]:
-    """The file's real path, workspace-relative name, permission bits and text: one open,
-    one fstat and the reads (no separate stat, no buffered file object)."""
+) -> tuple[Path, str, int, bytes, TextFile]:
+    """The file's real path, workspace-relative name, permission bits, bytes and text: one
+    open, one fstat and the reads (no separate stat, no buffered file object)."""
     real = workspace.resolve(path)
     try:
         fd = os.open(real, _READ_FLAGS)
@@ -1175,7 +1177,7 @@ def _read_existing(
         os.close(fd)
     rel = workspace.relative(real)
     data = chunks[0] if len(chunks) == 2 else b"".join(chunks)
-    return real, rel, stat.S_IMODE(info.st_mode), decode_text(data, rel)
+    return real, rel, stat.S_IMODE(info.st_mode), data, decode_text(data, rel)
 
 
 def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], None]) -> FileChange:
@@ -1232,7 +1234,7 @@ def _plan_delete(
         return FileChange(
             action="delete", path=entry, rel=workspace.relative(entry), old_text="", new_text=None
         )
-    real, rel, _, current = _read_existing(workspace, op.path)
+    real, rel, _, _, current = _read_existing(workspace, op.path)
     claim(real, op.path)
     if op.hunks:
         try:
@@ -1262,7 +1264,7 @@ def _plan_update(
     claim: Callable[[Path, str], None],
     nearest_hint: bool,
 ) -> FileChange:
-    real, rel, old_mode, current = _read_existing(
+    real, rel, old_mode, old_data, current = _read_existing(
         workspace, path, " (check the path; '*** Add File' creates a file)"
     )
     claim(real, path)
@@ -1279,6 +1281,7 @@ def _plan_update(
         data=current.encode(applied.text),
         mode=mode,
         old_mode=old_mode,
+        old_data=old_data,
         regions=applied.regions,
         old_lines=applied.old_lines,
         notes=applied.notes,
@@ -1324,7 +1327,14 @@ def _compute_diff(change: FileChange) -> None:
 def commit_changes(changes: Sequence[FileChange]) -> None:
     """Write every change or none (blocking)."""
     writes = [
-        FileWrite(change.path, change.data, change.mode)
+        FileWrite(
+            change.path,
+            change.data,
+            change.mode,
+            # a moved file's old bytes belong to the source, which is deleted, not replaced
+            previous=change.old_data if change.action == "modify" else None,
+            previous_mode=change.old_mode,
+        )
         for change in changes
         if change.data is not None and not change.unchanged
     ]

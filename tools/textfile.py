@@ -119,11 +119,18 @@ def new_file_mode(executable: bool = False) -> int:
 @dataclass(frozen=True)
 class FileWrite:
     """Replace (or create) `path` with `data`; `mode` None keeps the current mode or, for a
-    new file, uses the default one."""
+    new file, uses the default one.
+
+    `previous` (with `previous_mode`): what `path` holds now, when the caller has read it.
+    Rolling back then writes it back (atomically, like any write), so the commit needs no
+    backup link of the file; without it the current file is hard-linked aside.
+    """
 
     path: Path
     data: bytes
     mode: int | None = None
+    previous: bytes | None = None
+    previous_mode: int | None = None
 
 
 def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> None:
@@ -132,23 +139,26 @@ def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> 
     Each new content goes to a temporary file beside its target (same directory, so the
     rename cannot cross a filesystem), then every target is swapped in with `os.replace`:
     a crash at any point leaves each file with its old or its new content, never a mix or
-    a partial write. What a replace or delete displaces is kept aside (a hard link, or the
-    renamed file) only while a later step can still fail, so a failure rolls back
-    everything done so far; the last replace of a commit without deletes needs none.
+    a partial write. If a step fails, every swap already made is undone: a file whose
+    previous content the caller passed (`FileWrite.previous`) gets it back through another
+    temporary file and rename; any other replaced file was hard-linked aside before its swap
+    and is renamed back; a deleted file was renamed aside and is renamed back. Nothing is
+    kept aside for the last replace of a commit without deletes (nothing after it can fail).
 
-    Per file that is: create, write and close the temporary file, and rename it over the
-    target (plus link and unlink of the backup for all but the last). No fsync: the rename
-    is atomic against a crashing daemon, and the data is in the page cache; durability
-    across power loss is the filesystem's business, as for every other write of a tool.
+    So per file the common case is: create, write and close the temporary file, rename it
+    over the target. No fsync: the rename is atomic against a crashing daemon, and the data
+    is in the page cache; durability across power loss is the filesystem's business, as for
+    every other write of a tool.
     """
     tag = secrets.token_hex(6)  # one random part per commit; files add their own number
     created_dirs: list[Path] = []
     existing_dirs: set[Path] = set()
     temps: list[str] = []
-    # (target, backup of what it replaced or None); `pending` is a target whose replace has
-    # not happened yet (so its original is still in place and only the backup must go)
-    done: list[tuple[str, str | None]] = []
-    pending: tuple[str, str | None] | None = None
+    # what to undo, in order: (target, backup name or None, the write whose `previous` is put
+    # back or None); backup and write both None: the target was created, so it is removed
+    done: list[tuple[str, str | None, FileWrite | None]] = []
+    # a backup made for a replace that has not happened yet: only the backup must go
+    pending_backup: str | None = None
     last = len(writes) - 1 if not deletes else -1
     try:
         for number, write in enumerate(writes):
@@ -163,31 +173,38 @@ def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> 
                 # nothing after this can fail, and if this fails the target is untouched
                 os.replace(temp, target)
                 break
-            pending = (target, _backup(target, f"{tag}{number}", link=True))
+            if write.previous is not None:
+                os.replace(temp, target)
+                done.append((target, None, write))
+                continue
+            pending_backup = _backup(target, f"{tag}{number}", link=True)
             os.replace(temp, target)
-            done.append(pending)
-            pending = None
+            done.append((target, pending_backup, None))
+            pending_backup = None
         for number, path in enumerate(deletes):
             target = os.fspath(path)
-            done.append((target, _backup(target, f"{tag}d{number}", link=False)))
+            done.append((target, _backup(target, f"{tag}d{number}", link=False), None))
     except BaseException:
-        if pending is not None and pending[1] is not None:
+        if pending_backup is not None:
             with contextlib.suppress(OSError):
-                os.unlink(pending[1])
-        for target, backup in reversed(done):
-            with contextlib.suppress(OSError):
-                if backup is not None:
-                    os.replace(backup, target)
-                else:
-                    os.unlink(target)
+                os.unlink(pending_backup)
         for temp in temps:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+        for number, (target, backup, undo) in reversed(list(enumerate(done))):
+            with contextlib.suppress(OSError):
+                if undo is not None and undo.previous is not None:
+                    restore = FileWrite(undo.path, undo.previous, undo.previous_mode)
+                    os.replace(_write_temp(restore, f"{tag}r{number}"), target)
+                elif backup is not None:
+                    os.replace(backup, target)
+                else:
+                    os.unlink(target)
         for directory in reversed(created_dirs):
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
-    for _target, backup in done:
+    for _target, backup, _write in done:
         if backup is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(backup)

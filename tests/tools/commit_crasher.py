@@ -1,7 +1,8 @@
 """Kills `tools.textfile.commit_writes` at each of its steps, for the crash test.
 
 `python -m tests.tools.commit_crasher DIR` runs, for k = 0, 1, 2, …, a commit (two files
-replaced, one created in a new directory, one deleted) in a fresh copy DIR/k of the old
+replaced, one of them with its previous content given, one created in a new directory,
+one deleted) in a fresh copy DIR/k of the old
 files, in a forked child that SIGKILLs itself just before its k-th call that changes the
 filesystem (create, write, chmod, mkdir, link, rename, unlink). It prints one JSON line per
 k: whether the child was killed and every file found afterwards (name → content), and stops
@@ -65,7 +66,17 @@ def main(directory: Path) -> None:
         child = os.fork()
         if child == 0:
             crash_before(k)
-            writes = [FileWrite(root / name, text.encode()) for name, text in NEW.items()]
+            # a.txt's old content is passed (rolled back by rewriting it), b.txt's is not
+            # (kept aside as a hard link): both ways are killed at every step
+            writes = [
+                FileWrite(
+                    root / name,
+                    text.encode(),
+                    previous=OLD[name].encode() if name == "a.txt" else None,
+                    previous_mode=0o644,
+                )
+                for name, text in NEW.items()
+            ]
             commit_writes(writes, [root / name for name in DELETED])
             os._exit(0)
         _, status = os.waitpid(child, 0)
