@@ -63,16 +63,26 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         assert process.stderr is not None
         url = ""
         buffer = b""
+        # Lines after the "listening" one (in the same chunk, or later) belong to what the
+        # daemon did once it listened, not to its start-up.
+        after_start: list[str] = []
+        warmed_up = False
+
+        def take(lines: list[str]) -> None:
+            nonlocal url, warmed_up
+            for line in lines:
+                if match := IMPORTED.match(line):
+                    (after_start if url else at_start).append(match.group(1))
+                elif not url and (match := LISTENING.search(line)):
+                    url = match.group(1)
+                elif url and "model adapters and tools preloaded" in line:
+                    warmed_up = True
+
         with anyio.fail_after(30):
             async for chunk in process.stderr:
                 buffer += chunk
                 *complete, buffer = buffer.split(b"\n")
-                for raw in complete:
-                    line = raw.decode(errors="replace")
-                    if match := IMPORTED.match(line):
-                        at_start.append(match.group(1))
-                    elif match := LISTENING.search(line):
-                        url = match.group(1)
+                take([raw.decode(errors="replace") for raw in complete])
                 if url:
                     break
         assert url, "the daemon did not start"
@@ -86,15 +96,13 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
                 assert "hello.txt" in (await resp.json())["data"]["output"]
         # Once it listens, the model SDKs and what a first run imports load in a worker
         # thread, before any run needs them.
-        after_start: list[str] = []
         with anyio.fail_after(60):
-            async for chunk in process.stderr:
+            while not warmed_up:
+                chunk = await process.stderr.receive()
                 buffer += chunk
                 *complete, buffer = buffer.split(b"\n")
-                lines = [raw.decode(errors="replace") for raw in complete]
-                after_start += [m.group(1) for line in lines if (m := IMPORTED.match(line))]
-                if any("model adapters and tools preloaded" in line for line in lines):
-                    break
+                take([raw.decode(errors="replace") for raw in complete])
+        assert warmed_up
         loaded_after = {m.split(".")[0] for m in after_start} | set(after_start)
         assert {"anthropic", "openai", "runtime.providers.openai_chat"} <= loaded_after
     finally:
