@@ -24,7 +24,7 @@ from aiohttp import web
 from runtime.api.app import create_app, drain
 from runtime.api.middleware import RequestIdFilter
 from runtime.config import Settings
-from runtime.events import Redactor
+from runtime.events import LOG_SECRETS, SecretRegistry
 from tools.base import daemon_environ
 
 log = logging.getLogger("agentd")
@@ -46,6 +46,7 @@ CHATTY_LOGGERS = (
     "httpx",
     "httpx2",
     "httpcore",
+    "httpcore2",
     "hpack",
     "aiohttp.client",
 )
@@ -62,16 +63,20 @@ _AUTH_HEADER = re.compile(
 class SecretFilter(logging.Filter):
     """Rewrites every record it sees so that no known secret, URL credential or
     Authorization/X-API-Key value reaches the log: the message is rendered, redacted and
-    frozen (`args` cleared), and so is the traceback text."""
+    frozen (`args` cleared), and so is the traceback text.
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    The known secrets are those in `registry` when the record is logged: the daemon's own
+    (registered by `configure_logging`) and every run's credentials (registered by the run
+    manager before the run uses them)."""
+
+    def __init__(self, registry: SecretRegistry = LOG_SECRETS) -> None:
         super().__init__()
-        self.redactor = Redactor(secrets)
+        self.registry = registry
 
     def redact(self, text: str) -> str:
         text = _URL_CREDENTIAL.sub(r"\1[REDACTED]", text)
         text = _AUTH_HEADER.sub(r"\1[REDACTED]", text)
-        return self.redactor.redact(text)
+        return self.registry.redactor().redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -95,10 +100,13 @@ def daemon_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
 
 
 def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
+    """Log to stderr at `level`, every record redacted (`SecretFilter`); `secrets` are the
+    daemon's own, added to the process's registry."""
+    LOG_SECRETS.add(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RequestIdFilter())
-    handler.addFilter(SecretFilter(secrets))
+    handler.addFilter(SecretFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

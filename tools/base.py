@@ -415,7 +415,19 @@ class Toolbox:
             result = ToolResult.error(
                 f"{name} failed unexpectedly: {type(exc).__name__}: {exc}", code="internal"
             )
-        result.data.setdefault("duration_ms", round((time.perf_counter() - started) * 1000, 3))
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        result.data.setdefault("duration_ms", duration_ms)
+        if result.is_error:
+            # For an operator reading --log-level debug: why a call failed, as the model saw it
+            # (the daemon's log filter hides any secret the text holds).
+            log.debug(
+                "tool %s call %s failed (%s, %.0f ms): %s",
+                name,
+                call_id,
+                result.data.get("code", "error"),
+                duration_ms,
+                result.output,
+            )
         return result
 
 

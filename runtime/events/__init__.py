@@ -25,12 +25,20 @@ from runtime.events.model import (
     EventPayloadError,
     validate_payload,
 )
-from runtime.events.redaction import MIN_SECRET_LENGTH, REDACTED, Redactor, StreamRedactor
+from runtime.events.redaction import (
+    LOG_SECRETS,
+    MIN_SECRET_LENGTH,
+    REDACTED,
+    Redactor,
+    SecretRegistry,
+    StreamRedactor,
+)
 
 __all__ = [
     "COALESCE_WINDOW",
     "ENVELOPE_KEYS",
     "EVENT_TYPES",
+    "LOG_SECRETS",
     "MIN_SECRET_LENGTH",
     "PAYLOAD_MODELS",
     "REDACTED",
@@ -41,6 +49,7 @@ __all__ = [
     "EventPayloadError",
     "EventStore",
     "Redactor",
+    "SecretRegistry",
     "StreamRedactor",
     "SubscriberDropped",
     "Subscription",

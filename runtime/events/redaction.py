@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -114,3 +115,35 @@ class StreamRedactor:
     def flush(self) -> str:
         buf, self._buf = self._buf, ""
         return self._redactor.redact(buf)
+
+
+class SecretRegistry:
+    """Every secret value this process has used, for redacting its log.
+
+    Logging is process-wide (one handler on the root logger, records from any thread), so
+    what it must hide is too: the daemon registers its own secrets at start-up and the run
+    side adds each run's credentials (an agent's `secrets`, API keys, a custom model's key)
+    before the run uses them. The log filter only reads it (`redactor()`); nothing is ever
+    removed, since a value once in use can still turn up in a late log line (a dying process's
+    error, a retried request). Safe to call from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self._redactor = Redactor(())
+
+    def add(self, secrets: Iterable[str]) -> None:
+        fresh = {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH}
+        with self._lock:
+            if fresh <= self._values:
+                return
+            self._values |= fresh
+            self._redactor = Redactor(self._values)
+
+    def redactor(self) -> Redactor:
+        """A redactor of every value registered so far (replaced, never mutated, on `add`)."""
+        return self._redactor
+
+
+# The process's registry: what `runtime.daemon`'s log filter hides.
+LOG_SECRETS = SecretRegistry()

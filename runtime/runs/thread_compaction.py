@@ -19,10 +19,12 @@ from runtime.compaction import (
     ContextMeter,
     NothingToCompact,
 )
+from runtime.events import LOG_SECRETS
 from runtime.messages import CompactionPart, Message
 from runtime.providers.base import ModelError, ModelSettings, Provider
 from runtime.providers.capabilities import DEFAULT_CONTEXT_WINDOW
 from runtime.providers.registry import default_context_window
+from runtime.runs.credentials import credential_values
 from runtime.runs.errors import InvalidRequest, RunError
 from runtime.runs.provider_factory import ProviderPool, model_reference
 from runtime.runs.threads import RunThreads
@@ -43,6 +45,7 @@ async def compact_thread(
 ) -> CompactionPart:
     """Summarise the thread's older turns with its agent's model; the record is stored."""
     spec = agent.spec
+    LOG_SECRETS.add(credential_values(spec, env))  # the summary's model call may log them
     async with contextlib.AsyncExitStack() as stack:
         try:
             provider, model_id = await stack.enter_async_context(

@@ -5,27 +5,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import anyio
 import pytest
-from anyio.abc import Process
 
 from runtime.cli import build_parser, main
 from runtime.config import ConfigError, Settings
 from tests.api.conftest import MODEL, collect_events
+from tests.api.daemon_process import agentd
 from tests.fakes.model_server import FakeModelServer, Gate, Turn, text, tool_call
 
 ROOT = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 # -- settings and the command line ---------------------------------------------------------
@@ -112,64 +107,6 @@ def test_starting_does_not_import_the_model_sdks() -> None:
 
 
 # -- the real process ----------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    process: Process
-    url: str
-    log: list[str] = field(default_factory=list)
-
-
-@asynccontextmanager
-async def agentd(
-    tmp_path: Path, workspace: Path, env: dict[str, str], *args: str
-) -> AsyncIterator[Proc]:
-    full_env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "AGENTD_STATE_DIR": str(tmp_path / "state"),
-        **env,
-    }
-    full_env.pop("AGENTD_TOKEN", None)
-    process = await anyio.open_process(
-        [sys.executable, "-m", "runtime.cli", "serve", "--port", "0", *args],
-        cwd=workspace,
-        env=full_env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-    )
-    lines: list[str] = []
-    found = anyio.Event()
-    url = ""
-
-    async def read_log() -> None:
-        nonlocal url
-        assert process.stderr is not None
-        buffer = b""
-        async for chunk in process.stderr:
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace")
-                lines.append(line)
-                match = LISTENING.search(line)
-                if match and not found.is_set():
-                    url = match.group(1)
-                    found.set()
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read_log)
-            with anyio.fail_after(20):
-                await found.wait()
-            yield Proc(process, url, lines)
-            tg.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with anyio.CancelScope(shield=True):
-            await process.wait()
 
 
 async def test_serve_sigterm_finishes_the_run_in_flight_then_exits_0(
@@ -286,41 +223,70 @@ async def test_a_token_protects_a_daemon_on_all_interfaces(tmp_path: Path, works
 async def test_no_secret_or_token_reaches_the_log_at_debug_level(
     tmp_path: Path, workspace: Path
 ) -> None:
-    """The model echoes three secrets into a tool call (an agent secret, the API key, a
-    credential in the daemon's environment); the events stream is read with ?access_token=.
-    Not one of them may appear in the daemon's stderr at --log-level debug."""
+    """The model echoes secrets into tool calls: the API key, a credential in the daemon's
+    environment, and the per-agent ones the daemon only learns from the agents (a `secrets`
+    env value, an `*_API_KEY` env value, a custom model's apiKey), also into the paths of
+    failed calls, whose error text is logged at debug level. The events stream is read with
+    ?access_token=. Not one of them may appear in the daemon's stderr at --log-level debug."""
     api_key = "sk-ant-" + os.urandom(12).hex()
     agent_secret = "agent-secret-" + os.urandom(8).hex()
+    agent_key = "agent-key-" + os.urandom(8).hex()
+    custom_key = "custom-key-" + os.urandom(8).hex()
     env_secret = "ghp_" + os.urandom(12).hex()
     token = "tok-" + os.urandom(12).hex()
-    secrets = [api_key, agent_secret, env_secret, token]
-    async with FakeModelServer(api_key=api_key) as model:
+    secrets = [api_key, agent_secret, agent_key, custom_key, env_secret, token]
+    async with (
+        FakeModelServer(api_key=api_key) as model,
+        FakeModelServer(api_key=custom_key) as custom,
+    ):
         echo = f"echo {agent_secret} {api_key} {env_secret}"
         model.script(
-            Turn([tool_call("exec_command", {"cmd": echo, "login": False})]),
+            Turn(
+                [
+                    tool_call("exec_command", {"cmd": echo, "login": False}),
+                    tool_call("read_file", {"path": f"missing-{agent_secret}-{agent_key}.txt"}),
+                ]
+            ),
             Turn([text(f"done: {agent_secret} {api_key} {env_secret}")]),
+        )
+        custom.script(
+            Turn([tool_call("read_file", {"path": f"missing-{custom_key}.txt"})]),
+            Turn([text(f"done: {custom_key}")]),
         )
         env = {**model.env(), "GITHUB_AUTH_TOKEN": env_secret}
         async with (
             agentd(tmp_path, workspace, env, "--log-level", "debug", "--token", token) as proc,
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
         ):
-            agent = {
-                "slug": "a",
-                "model": MODEL,
-                "tools": ["exec_command"],
-                "env": {"DEPLOY_TOKEN": agent_secret},
-                "secrets": ["DEPLOY_TOKEN"],
-            }
-            async with http.post(proc.url + "/v1/agents", json=agent) as resp:
-                assert resp.status == 201, await resp.text()
-            async with http.post(
-                proc.url + "/v1/run", json={"agent": "a", "prompt": "go", "stream": False}
-            ) as resp:
-                run = (await resp.json())["data"]
-            assert run["status"] == "completed", run
+            agents = [
+                {
+                    "slug": "a",
+                    "model": MODEL,
+                    "tools": ["exec_command", "read_file"],
+                    "env": {"DEPLOY_TOKEN": agent_secret, "SERVICE_API_KEY": agent_key},
+                    "secrets": ["DEPLOY_TOKEN"],
+                },
+                {
+                    "slug": "c",
+                    "model": {
+                        "provider": "custom",
+                        "endpoint": custom.url,
+                        "format": "anthropic",
+                        "apiKey": custom_key,
+                    },
+                    "tools": ["read_file"],
+                },
+            ]
+            runs = []
+            for agent in agents:
+                async with http.post(proc.url + "/v1/agents", json=agent) as resp:
+                    assert resp.status == 201, await resp.text()
+                body = {"agent": agent["slug"], "prompt": "go", "stream": False}
+                async with http.post(proc.url + "/v1/run", json=body) as resp:
+                    runs.append((await resp.json())["data"])
+                assert runs[-1]["status"] == "completed", runs[-1]
             async with aiohttp.ClientSession() as browser:  # an EventSource: no headers
-                events_url = f"{proc.url}/v1/runs/{run['runId']}/events?access_token={token}"
+                events_url = f"{proc.url}/v1/runs/{runs[0]['runId']}/events?access_token={token}"
                 async with browser.get(events_url + "&after=0") as resp:
                     assert resp.status == 200
                     frames = await collect_events(resp)
@@ -330,6 +296,8 @@ async def test_no_secret_or_token_reaches_the_log_at_debug_level(
                 assert await proc.process.wait() == 0
     log = "\n".join(proc.log)
     assert "access_token=[REDACTED]" in log  # the access log line is there, without it
+    failed_calls = [line for line in proc.log if "read_file call" in line]
+    assert len(failed_calls) == 2 and all("[REDACTED]" in line for line in failed_calls), log
     assert any("DEBUG" in line for line in proc.log)
     for secret in secrets:
         assert secret not in log
