@@ -1,6 +1,6 @@
 """Faults that need time to measure: SIGTERM with runs in flight, and process escapes.
 
-    python -m benchmarks.faults_bench [--repeat 3]
+    python -m benchmarks.faults_bench [--repeat 3] [--kill-seeds 20] [--first-seed 1]
 
 1. SIGTERM with runs in flight: `agentd serve --shutdown-grace G` with 4 runs whose model
    stream is held open and 4 runs inside a long `exec_command`, SIGTERMed; prints the time
@@ -12,6 +12,11 @@
    (cancel), with and without the helper as child subreaper, and (b) after SIGKILL of the
    helper, from the start of `kill_tagged` (what a restarted daemon does before it takes
    runs). Goal: 0 survivors within 2 s.
+3. SIGKILL at random points: `--kill-seeds N` seeded kills of a daemon mid-run (text and
+   exec_command/write_file/apply_patch calls), each followed by a restart on the same state
+   dir and every check of tests/api/kill_points.py (events, thread, rollout, workspace, a
+   continuation); prints each kill point and how it ended, and the restart times. A failing
+   seed is rerun alone with `AGENTD_KILL_SEEDS=<seed> pytest tests/api/test_sigkill.py`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 
+from tests.api.kill_points import kill_at_random_point
 from tests.fakes.model_server import FakeModelServer, Gate, Turn, text, tool_call
 from tools.processes import kill_tagged, read_proc
 
@@ -150,7 +156,34 @@ def escapes_once(mode: str) -> tuple[float, int]:
             kill_tagged(lambda tag: tag.startswith(owner + "/"))
 
 
-async def main(repeat: int) -> None:
+async def random_kills(seeds: range) -> None:
+    print(f"\n3. SIGKILL at random points ({len(seeds)} seeds from {seeds.start})")
+    restarts: list[float] = []
+    statuses: list[str] = []
+    failures = 0
+    for seed in seeds:
+        with tempfile.TemporaryDirectory(prefix="agentd-kill-") as tmp:
+            try:
+                report = await kill_at_random_point(seed, Path(tmp))
+            except AssertionError as exc:
+                failures += 1
+                print(f"seed {seed}: FAILED: {str(exc)[:300]}")
+                continue
+        print(report.line())
+        restarts.append(report.restart_s)
+        statuses.append(report.status)
+    if restarts:
+        ordered = sorted(restarts)
+        p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+        print(
+            f"kills {len(seeds)}: failed checks {failures}, "
+            + ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses)))
+            + f"; SIGKILL → restarted and recovered: median {statistics.median(restarts):.2f} s,"
+            f" p99 {p99:.2f} s, max {ordered[-1]:.2f} s"
+        )
+
+
+async def main(repeat: int, kill_seeds: int, first_seed: int) -> None:
     print("1. SIGTERM with runs in flight (4 held model streams, 4 long commands)")
     print(f"{'grace (s)':>10} {'exit after SIGTERM (s)':>24} {'over grace (s)':>15}  statuses")
     for grace in (0.5, 2.0):
@@ -168,9 +201,14 @@ async def main(repeat: int) -> None:
             f"{mode:<22} {min(n for _, n in results):>15} {statistics.median(times):>14.3f} "
             f"{max(times):>11.3f}"
         )
+    if kill_seeds:
+        await random_kills(range(first_seed, first_seed + kill_seeds))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
-    anyio.run(main, parser.parse_args().repeat)
+    parser.add_argument("--kill-seeds", type=int, default=20, help="random SIGKILLs (0: none)")
+    parser.add_argument("--first-seed", type=int, default=1)
+    args = parser.parse_args()
+    anyio.run(main, args.repeat, args.kill_seeds, args.first_seed)
