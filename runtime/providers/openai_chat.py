@@ -284,9 +284,10 @@ def classify_openai_error(
 
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        body = exc.body if isinstance(exc.body, dict) else {}
+        body = _error_object(exc.body)
         detail = body.get("message") or exc.message
         kind = exc.code if exc.code in ("insufficient_quota",) else (exc.type or exc.code)
+        kind = kind or (body.get("status") if isinstance(body.get("status"), str) else None)
         return classify_status(
             status,
             f"{label} API error (HTTP {status}{', ' + kind if kind else ''}): {detail}",
@@ -311,6 +312,15 @@ def classify_openai_error(
             0, f"{label} API error in the stream: {exc.message}", error_type=exc.code or exc.type
         )
     return None
+
+
+def _error_object(body: object) -> dict[str, Any]:
+    """The error object of an error response's body: OpenAI's `{"error": {…}}` (the SDK has
+    unwrapped it already), or Google's `[{"error": {code, message, status}}]`, the array
+    Gemini's OpenAI-compatible endpoint answers with."""
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0].get("error", body[0])
+    return body if isinstance(body, dict) else {}
 
 
 def _call_id() -> str:

@@ -190,7 +190,8 @@ class Turn:
     Gemini does). Stream faults count SSE frames: `cut_after=n` drops the connection after n
     frames; `malformed_after=n` sends a frame of broken JSON after n frames; `error_after=n`
     sends the API's in-stream error event (Anthropic `overloaded_error`, OpenAI
-    `server_error`) after n frames; `first_byte_delay` waits before the response headers;
+    `server_error`, or the error type / code `stream_error` names, e.g.
+    `invalid_request_error`) after n frames; `first_byte_delay` waits before the response headers;
     `hold` stops after `hold_after` frames until the gate is opened.
     """
 
@@ -202,6 +203,7 @@ class Turn:
     cut_after: int | None = None
     malformed_after: int | None = None
     error_after: int | None = None
+    stream_error: str | None = None
     first_byte_delay: float = 0.0
     hold: Gate | None = None
     hold_after: int = 0
@@ -216,7 +218,8 @@ class Turn:
 @dataclass
 class HttpError:
     """An error response in the API's own format. `error_type` defaults per status
-    (Anthropic: `rate_limit_error`, `overloaded_error`, `api_error`, …)."""
+    (Anthropic: `rate_limit_error`, `overloaded_error`, `api_error`, …; Gemini's endpoint:
+    Google's `RESOURCE_EXHAUSTED`, `UNAVAILABLE`, …, in the array Gemini wraps errors in)."""
 
     status: int
     message: str | None = None
@@ -360,6 +363,7 @@ class FakeModelServer:
                 api = "responses"
         if api is None:
             return web.json_response({"error": f"no route for {request.method} {path}"}, status=404)
+        gemini = "/v1beta/openai/" in path  # Google's error format on its compatible endpoint
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else None
@@ -379,12 +383,13 @@ class FakeModelServer:
         number = len(self.requests)
 
         if self.api_key is not None and recorded.api_key != self.api_key:
-            return _error_response(api, HttpError(401, "invalid x-api-key"))
+            return _error_response(api, gemini, HttpError(401, "invalid x-api-key"))
         if not isinstance(body, dict):
-            return _error_response(api, HttpError(400, "request body is not a JSON object"))
+            return _error_response(api, gemini, HttpError(400, "request body is not a JSON object"))
         if self.context_limit is not None and recorded.tokens > self.context_limit:
             return _error_response(
                 api,
+                gemini,
                 HttpError(
                     400,
                     f"prompt is too long: {recorded.tokens} tokens > {self.context_limit} maximum",
@@ -399,12 +404,15 @@ class FakeModelServer:
         else:
             return _error_response(
                 api,
+                gemini,
                 HttpError(400, f"fake model server: nothing scripted for request #{number}"),
             )
         if isinstance(item, HttpError):
-            return _error_response(api, item)
+            return _error_response(api, gemini, item)
         if not body.get("stream"):
-            return _error_response(api, HttpError(400, "the fake model server only streams"))
+            return _error_response(
+                api, gemini, HttpError(400, "the fake model server only streams")
+            )
         if self.usage_from_request:
             item = replace(item, usage=replace(item.usage, input_tokens=recorded.tokens))
         return await self._stream(request, api, body, item, number)
@@ -437,7 +445,7 @@ class FakeModelServer:
                 if turn.malformed_after is not None and sent == turn.malformed_after:
                     await resp.write(_malformed_frame(api))
                 if turn.error_after is not None and sent == turn.error_after:
-                    await resp.write(_stream_error_frame(api, sent))
+                    await resp.write(_stream_error_frame(api, sent, turn.stream_error))
                     await resp.write_eof()
                     return resp
                 await resp.write(frame)
@@ -471,16 +479,22 @@ def _malformed_frame(api: Api) -> bytes:
     return b'data: {"id":"chatcmpl-broken","choices":[{"index":0,"delta":{"cont\n\n'
 
 
-def _stream_error_frame(api: Api, sequence: int) -> bytes:
+def _stream_error_frame(api: Api, sequence: int, kind: str | None = None) -> bytes:
     if api == "anthropic":
-        err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        message = "Overloaded" if kind is None else f"fake in-stream {kind}"
+        err = {"type": "error", "error": {"type": kind or "overloaded_error", "message": message}}
         return _sse(err, "error")
+    message = (
+        "The server had an error while processing your request."
+        if kind is None
+        else f"fake in-stream {kind}"
+    )
     if api == "responses":
         return _sse(
             {
                 "type": "error",
-                "code": "server_error",
-                "message": "The server had an error while processing your request.",
+                "code": kind or "server_error",
+                "message": message,
                 "param": None,
                 "sequence_number": sequence,
             },
@@ -489,10 +503,10 @@ def _stream_error_frame(api: Api, sequence: int) -> bytes:
     return _sse(
         {
             "error": {
-                "message": "The server had an error while processing your request.",
-                "type": "server_error",
+                "message": message,
+                "type": kind or "server_error",
                 "param": None,
-                "code": "server_error",
+                "code": "server_error" if kind is None else None,
             }
         }
     )
@@ -521,13 +535,34 @@ _OPENAI_ERROR_TYPES = {
 }
 
 
-def _error_response(api: Api, err: HttpError) -> web.Response:
+# Google's canonical statuses, as Gemini's error objects name them.
+_GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _error_response(api: Api, gemini: bool, err: HttpError) -> web.Response:
     headers = dict(err.headers)
     if err.retry_after_ms is not None:
         headers["retry-after-ms"] = str(err.retry_after_ms)
     if err.retry_after is not None:
         headers["retry-after"] = err.retry_after
     message = err.message or f"fake error {err.status}"
+    if gemini:
+        # Gemini's OpenAI-compatible endpoint answers errors in Google's own format, wrapped
+        # in a JSON array: [{"error": {"code": 429, "message": …, "status": "RESOURCE_EXHAUSTED"}}]
+        status = err.error_type or _GOOGLE_STATUSES.get(
+            err.status, "INTERNAL" if err.status >= 500 else "INVALID_ARGUMENT"
+        )
+        google = [{"error": {"code": err.status, "message": message, "status": status}}]
+        return web.json_response(google, status=err.status, headers=headers)
     if api == "anthropic":
         etype = err.error_type or _ANTHROPIC_ERROR_TYPES.get(
             err.status, "api_error" if err.status >= 500 else "invalid_request_error"
