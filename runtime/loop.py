@@ -40,6 +40,7 @@ from runtime.providers.base import (
     ThinkingDelta,
     Usage,
 )
+from runtime.store import StoreFull
 from runtime.workspace_watch import PORT_POLL_S, WorkspaceWatch
 from tools.base import Toolbox, ToolResult
 
@@ -307,6 +308,9 @@ class AgentLoop:
                         stop = raised
                     except ModelError as exc:
                         stop = _Stop("failed", "model_error", _describe_model_error(exc))
+                    except StoreFull as exc:  # the run's state cannot be written
+                        log.error("run stopped: %s", exc)
+                        stop = _Stop("failed", StoreFull.code, str(exc))
                     except Exception as exc:
                         log.exception("agent loop failed unexpectedly")
                         stop = _Stop("failed", "internal", f"internal error: {type(exc).__name__}")

@@ -17,6 +17,7 @@ time per file, so appends keep their order.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -197,12 +198,18 @@ class RolloutFile:
         fd = self._open_sync()
         start = os.fstat(fd).st_size  # one writer per file: nothing else appends meanwhile
         view = memoryview(data)
-        while view:
-            try:
-                written = os.write(fd, view)
-            except InterruptedError:
-                continue
-            view = view[written:]
+        try:
+            while view:
+                try:
+                    written = os.write(fd, view)
+                except InterruptedError:
+                    continue
+                view = view[written:]
+        except OSError:
+            # A write cut short (a full disk) leaves no torn line behind.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
         return start
 
     def _open_sync(self) -> int:

@@ -21,7 +21,9 @@ import functools
 import gc
 import json
 import os
+import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -35,9 +37,13 @@ from runtime.ids import new_id, utc_now
 from runtime.messages import Message
 from runtime.thread_events import PersistedThreadEvent
 from runtime.usage import Usage
+from tools.base import NO_SPACE_ERRNOS
 
 DB_NAME = "agentd.db"
 LOCK_NAME = "agentd.lock"
+RESERVE_NAME = "agentd.reserve"
+RESERVE_BYTES = 512 * 1024
+LOW_SPACE_BYTES = 64 * 1024 * 1024
 SCHEMA_VERSION = 3
 MAX_PAGE = 1000
 
@@ -91,6 +97,64 @@ def _lock_state_dir(state_dir: Path) -> int:
 
 class StoreClosed(RuntimeError):
     """The store was used after `close()`."""
+
+
+class StoreFull(RuntimeError):
+    """A write failed because the state directory's disk is full (SQLITE_FULL, ENOSPC)."""
+
+    code = "storage_full"
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
+
+
+class _Reserve:
+    """Room kept in the state dir for recording failures when the disk is full.
+
+    Once the disk's free space is below `LOW_SPACE_BYTES` (looked at, at most once a second,
+    before a write), a file of `RESERVE_BYTES` is allocated there. A write that finds the
+    disk full releases it, so the daemon can still record that runs failed (their status,
+    error and complete events). It is allocated again once the disk has twice its size free.
+    Used only from the store's writer thread."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / RESERVE_NAME
+        self.held = self.path.is_file()  # a previous daemon's
+        self.released = False  # by a write that found the disk full, and not made again yet
+        self._next_look = 0.0
+
+    def keep(self, *, look_now: bool = False) -> None:
+        if self.held or (time.monotonic() < self._next_look and not look_now):
+            return
+        self._next_look = time.monotonic() + 1.0
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+            if free >= LOW_SPACE_BYTES:
+                self.released = False  # room enough without one
+                return
+            if free < 2 * RESERVE_BYTES:
+                return
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+            self.held, self.released = True, False
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    def release(self) -> bool:
+        """Delete the file; whether there was one."""
+        held, self.held = self.held, False
+        self.released = True
+        self._next_look = 0.0
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        return held
 
 
 class ThreadRecord(BaseModel):
@@ -371,6 +435,7 @@ class Store:
         self._event_batch: _EventBatch | None = None  # events waiting for the next write
         self._event_writes = anyio.Lock()  # one batch written at a time, in order
         self._closed = False
+        self._reserve = _Reserve(self.state_dir)
 
     @classmethod
     async def open(cls, state_dir: Path | str) -> Store:
@@ -416,10 +481,31 @@ class Store:
         await self.close()
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the writer connection in the writer thread. A write that finds the
+        disk full releases the reserve (so the failure can still be recorded) and raises
+        `StoreFull`; while the reserve is released, each write first tries to make it again."""
         if self._closed:
             raise StoreClosed("the store is closed")
 
-        return await anyio.to_thread.run_sync(fn, self._writer, limiter=self._write_limiter)
+        def write(conn: sqlite3.Connection) -> T:
+            self._reserve.keep()
+            try:
+                return fn(conn)
+            except (sqlite3.OperationalError, OSError) as exc:
+                if not _is_full(exc):
+                    raise
+                released = self._reserve.release()
+                raise StoreFull(
+                    f"the daemon's state directory is out of disk space ({exc}); "
+                    + (
+                        "its reserve was released to record this failure"
+                        if released
+                        else "there is no reserve left"
+                    )
+                    + ". Free space there."
+                ) from exc
+
+        return await anyio.to_thread.run_sync(write, self._writer, limiter=self._write_limiter)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -795,9 +881,17 @@ class Store:
     # -- runs --------------------------------------------------------------------------
 
     async def insert_run(self, record: RunRecord) -> None:
-        """Store a new run. ValueError if its id is taken."""
+        """Store a new run. ValueError if its id is taken; `StoreFull` while the disk is too
+        full to keep the reserve (what is left is for recording the end of runs under way)."""
 
         def insert(conn: sqlite3.Connection) -> None:
+            if self._reserve.released:
+                self._reserve.keep(look_now=True)
+            if self._reserve.released:
+                raise StoreFull(
+                    "the daemon's state directory is out of disk space; new runs are refused "
+                    "until there is room again. Free space there."
+                )
             try:
                 with _transaction(conn):
                     conn.execute(

@@ -21,6 +21,7 @@ store has never seen from its rollout.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from collections import deque
@@ -41,6 +42,7 @@ from runtime.thread_events import (
     ThreadEventError,
     validate_payload,
 )
+from tools.base import NO_SPACE_ERRNOS
 
 log = logging.getLogger("agentd.threads")
 
@@ -240,6 +242,8 @@ class ThreadEventLog:
         self._store = store
         self._last_sequence = last_sequence
         self._lock = anyio.Lock()
+        # The last sequence the rollout holds while it is behind the store (a full disk).
+        self._rollout_behind: int | None = None
         self._subscribers: set[ThreadSubscription] = set()
         self._closed = False
 
@@ -289,7 +293,7 @@ class ThreadEventLog:
             # Shielded: once the rollout has the lines, the store and the subscribers must
             # get them too, or the lines are taken back (the sequences are handed out again).
             with anyio.CancelScope(shield=True):
-                start = None if self.rollout is None else await self.rollout.append(made)
+                start = await self._write_rollout(made)
                 try:
                     await self._store.append_thread_events(made)
                 except BaseException:
@@ -301,6 +305,45 @@ class ThreadEventLog:
                     for event in made:
                         subscriber.deliver(event)
             return made
+
+    async def _write_rollout(self, made: list[PersistedThreadEvent]) -> int | None:
+        """Append `made` to the rollout; its size before, or None if it was not written.
+
+        On a full disk the events go on to the store alone (the rollout is a copy of it) and
+        the rollout falls behind; each later append (and `sync`) first tries to fill it in
+        from the store, so it never holds a gap."""
+        if self.rollout is None:
+            return None
+        try:
+            if self._rollout_behind is not None:
+                await self._fill_rollout(self.rollout)
+            return await self.rollout.append(made)
+        except OSError as exc:
+            if exc.errno not in NO_SPACE_ERRNOS:
+                raise
+            if self._rollout_behind is None:
+                self._rollout_behind = made[0].sequence - 1
+                log.warning(
+                    "thread %s: its rollout %s cannot be written (%s); the events are stored "
+                    "and the rollout is filled in from the store once there is space",
+                    self.thread_id,
+                    self.rollout.path,
+                    exc.strerror,
+                )
+            return None
+
+    async def _fill_rollout(self, rollout: RolloutFile) -> None:
+        assert self._rollout_behind is not None
+        while self._rollout_behind < self._last_sequence:
+            page = await self._store.thread_events_after(
+                self.thread_id, self._rollout_behind, limit=_PAGE
+            )
+            if not page:
+                break
+            await rollout.append(page)
+            self._rollout_behind = page[-1].sequence
+        log.info("thread %s: its rollout caught up from the store", self.thread_id)
+        self._rollout_behind = None
 
     def publish(self, run_id: str, type: str, payload: Mapping[str, Any]) -> LiveThreadEvent | None:
         """Offer a live-only event to the subscribers now (nothing is stored); None when no
@@ -328,6 +371,9 @@ class ThreadEventLog:
         async with self._lock:
             if self.rollout is not None:
                 with anyio.CancelScope(shield=True):
+                    if self._rollout_behind is not None:
+                        with contextlib.suppress(OSError):  # still no space: next time
+                            await self._fill_rollout(self.rollout)
                     await self.rollout.close()
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ pydantic `Args` model, runs it, and turns every failure into a `ToolResult` with
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
@@ -45,7 +46,27 @@ class ToolResult:
 
 
 class ToolError(Exception):
-    """Raised inside a tool to return `message` to the model as an error result."""
+    """Raised inside a tool to return `message` to the model as an error result, with the
+    result's `code` when one is given."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# A write that failed for want of space: no space left, a disk quota met, a file-size limit.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+DISK_FULL_ADVICE = (
+    "the disk is full. write_file, edit_file and apply_patch write all or nothing, so a "
+    "failed one changed no file. Free space (remove build outputs, caches or large files you "
+    "made) or write less, then retry."
+)
+
+
+def disk_full_error(what: str, exc: OSError) -> ToolError:
+    """The tool error for a write of `what` that failed for want of space (`exc`'s errno is
+    in NO_SPACE_ERRNOS): code `disk_full`, with what the model can do about it."""
+    return ToolError(f"{what}: {exc.strerror or exc}: {DISK_FULL_ADVICE}", code="disk_full")
 
 
 class ToolArgs(BaseModel):
@@ -403,13 +424,22 @@ class Toolbox:
         try:
             result = await tool.run(parsed, ctx)
         except ToolError as exc:
-            result = ToolResult.error(str(exc))
+            result = ToolResult.error(str(exc), **({"code": exc.code} if exc.code else {}))
         except PathOutsideWorkspace as exc:
             result = ToolResult.error(str(exc), code="outside_workspace")
         except InvalidPath as exc:
             result = ToolResult.error(str(exc), code="invalid_path")
         except FileNotFoundError as exc:
             result = ToolResult.error(str(exc), code="not_found")
+        except OSError as exc:
+            if exc.errno in NO_SPACE_ERRNOS:
+                error = disk_full_error(f"{name} failed", exc)
+                result = ToolResult.error(str(error), code="disk_full")
+            else:
+                log.exception("tool %s failed unexpectedly (call %s)", name, call_id)
+                result = ToolResult.error(
+                    f"{name} failed unexpectedly: {type(exc).__name__}: {exc}", code="internal"
+                )
         except Exception as exc:
             log.exception("tool %s failed unexpectedly (call %s)", name, call_id)
             result = ToolResult.error(

@@ -26,7 +26,15 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from pydantic import Field
 from wcmatch import glob as wcglob
 
-from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult
+from tools.base import (
+    NO_SPACE_ERRNOS,
+    Tool,
+    ToolArgs,
+    ToolContext,
+    ToolError,
+    ToolResult,
+    disk_full_error,
+)
 from tools.diffs import diff_texts
 from tools.patch import LEVELS, LineIndex
 from tools.textfile import (
@@ -66,6 +74,8 @@ async def _emit_edit(ctx: ToolContext, rel: str, action: str, diff: str) -> None
 
 
 def _os_error(rel: str, exc: OSError) -> ToolError:
+    if exc.errno in NO_SPACE_ERRNOS:
+        return disk_full_error(rel, exc)
     return ToolError(f"{rel}: {exc.strerror or exc}")
 
 

@@ -37,7 +37,15 @@ from unidiff.errors import UnidiffParseError
 from unidiff.patch import Hunk as UnidiffHunk
 from unidiff.patch import PatchedFile, PatchSet
 
-from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult
+from tools.base import (
+    NO_SPACE_ERRNOS,
+    Tool,
+    ToolArgs,
+    ToolContext,
+    ToolError,
+    ToolResult,
+    disk_full_error,
+)
 from tools.diffs import TextLines, diff_regions, diff_texts
 from tools.textfile import (
     BinaryFileError,
@@ -1394,6 +1402,11 @@ class ApplyPatch(Tool):
             return ToolResult.error(str(exc), code="invalid_patch")
         except OSError as exc:
             # only the commit step lets OSError out, after rolling every file back
+            if exc.errno in NO_SPACE_ERRNOS:
+                return ToolResult.error(
+                    str(disk_full_error("apply_patch could not write the files", exc)),
+                    code="disk_full",
+                )
             return ToolResult.error(
                 f"apply_patch could not write the files ({exc}); the writes were rolled back "
                 "and no file was changed.",

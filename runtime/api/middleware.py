@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from runtime.api.errors import STATUS_CODES, ApiError, error_response
 from runtime.runs import RunError
+from runtime.store import StoreFull
 from tools import core_tools_ready
 
 if TYPE_CHECKING:
@@ -97,6 +98,10 @@ def make_middlewares(state: ApiState) -> list[Middleware]:
             status = exc.status
             headers = {"Retry-After": "1"} if exc.status == 429 else None
             return error_response(exc.status, exc.code, exc.message, rid, headers=headers)
+        except StoreFull as exc:
+            status = 507  # Insufficient Storage: the state dir's disk is full
+            log.error("%s %s → 507: %s", request.method, request.path, exc)
+            return error_response(507, StoreFull.code, str(exc), rid)
         except web.HTTPException as exc:
             status = exc.status
             if exc.status < 400:  # redirects and the like pass through

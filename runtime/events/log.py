@@ -250,6 +250,7 @@ class EventLog:
         self._streams: dict[str, StreamRedactor] = {}
         self._last_delta_flush = float("-inf")
         self._timer: asyncio.Task[None] | None = None
+        self._background_error: Exception | None = None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -306,9 +307,17 @@ class EventLog:
 
     # -- writing -----------------------------------------------------------------------
 
+    def _raise_background_error(self) -> None:
+        """Raise (once) what failed a background write since the last emit."""
+        error, self._background_error = self._background_error, None
+        if error is not None:
+            raise error
+
     async def emit(self, type: str, **payload: Any) -> Event:
-        """Append one event: next id, redact, store (awaited), then fan out."""
+        """Append one event: next id, redact, store (awaited), then fan out. Raises, once,
+        what failed writing coalesced deltas in the background since the last emit."""
         async with self._lock:
+            self._raise_background_error()
             await self._flush_pending(release_held=type in _BLOCK_BOUNDARIES)
             return await self._append(type, payload)
 
@@ -321,6 +330,7 @@ class EventLog:
         async with self._lock:
             if self._closed:
                 raise EventLogClosed(f"the event log of run {self.run_id} is closed")
+            self._raise_background_error()
             if self._pending_type is not None and self._pending_type != type:
                 await self._flush_pending(release_held=True)
             if self._redactor is not None:
@@ -377,9 +387,11 @@ class EventLog:
                 return
             try:
                 await self._flush_pending(release_held=False)
-            except Exception:
-                # The text stays pending; the next emit or close writes it (or raises).
+            except Exception as exc:
+                # The text stays pending; the next emit or close writes it. The run hears of
+                # the failure at its next emit (a state write that failed fails the run).
                 log.exception("run %s: writing coalesced deltas failed", self.run_id)
+                self._background_error = exc
 
     async def _flush_pending(self, *, release_held: bool) -> None:
         """Write the pending delta text as one event. Caller holds the lock."""

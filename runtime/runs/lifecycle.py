@@ -33,7 +33,7 @@ from runtime.runs.threads import RunThreads
 from runtime.runs.tool_specs import ToolSpecCache
 from runtime.runs.toolbox_pool import ToolboxPool, toolbox_key
 from runtime.runs.transcript import redact_message
-from runtime.store import Store
+from runtime.store import Store, StoreFull
 from runtime.tool_hub import ToolHub, ToolHubError
 from runtime.usage import Usage
 from tools.base import Tool
@@ -82,8 +82,12 @@ class RunLifecycle:
             if run.slot.admitted.is_set() and not run.controls.cancel_requested:
                 outcome = await self.execute(run)
         except Exception as exc:
-            log.exception("run %s failed unexpectedly", run.run_id)
-            outcome = outcome_so_far(run, "failed", "internal", f"internal error: {exc!r}")
+            if isinstance(exc, StoreFull):
+                log.error("run %s failed: %s", run.run_id, exc)
+                outcome = outcome_so_far(run, "failed", StoreFull.code, str(exc))
+            else:
+                log.exception("run %s failed unexpectedly", run.run_id)
+                outcome = outcome_so_far(run, "failed", "internal", f"internal error: {exc!r}")
             with anyio.CancelScope(shield=True):
                 try:
                     await run.events.emit("error", **(outcome.error or {}))

@@ -25,7 +25,7 @@ from runtime.events import (
     Redactor,
     SubscriberDropped,
 )
-from runtime.store import Store
+from runtime.store import Store, StoreFull
 
 RUN = "run_test"
 THREAD = "thr_test"
@@ -568,7 +568,7 @@ async def test_a_failed_store_write_costs_no_id_and_no_text(store: Store) -> Non
 
     await store._write(disk_full)
     await log.emit_delta("text", "and " + "y" * 20_000)  # pending: no write yet
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreFull):
         await log.emit("input", text="z" * 20_000)  # flushing the text fails first
     assert log.last_id == 2 and ids(log.events) == [1, 2]
 

@@ -16,7 +16,7 @@ from runtime.agents import AgentSpec
 from runtime.events import Event
 from runtime.messages import Message, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 from runtime.providers.base import Usage
-from runtime.store import RunRecord, Store, StoreClosed, StoreLocked
+from runtime.store import RunRecord, Store, StoreClosed, StoreFull, StoreLocked
 
 
 def conversation() -> list[Message]:
@@ -336,7 +336,7 @@ async def test_a_failed_group_write_fails_every_event_in_it_and_stores_none(
     async def append(n: int) -> None:
         try:
             await store.append_event(event(f"run_{n}", 1, content="z" * 20_000))
-        except sqlite3.OperationalError as exc:
+        except StoreFull as exc:
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:
@@ -426,9 +426,9 @@ async def test_a_full_disk_fails_the_write_and_changes_nothing(store: Store) -> 
 
     await store._write(fill)
     big = "y" * 50_000  # needs new pages
-    with pytest.raises(sqlite3.OperationalError, match="full"):
+    with pytest.raises(StoreFull, match="out of disk space"):
         await store.append_events([event("run_a", 2, content=big), event("run_a", 3)])
-    with pytest.raises(sqlite3.OperationalError, match="full"):
+    with pytest.raises(StoreFull, match="out of disk space"):
         await store.append_thread_messages(thread.id, [Message.user(big)])
     assert ids_of(await store.events_after("run_a")) == [1]
     assert (await store.get_thread(thread.id)).message_count == 0  # type: ignore[union-attr]

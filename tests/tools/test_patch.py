@@ -693,7 +693,8 @@ async def test_failure_while_writing_rolls_everything_back(
         "+new",
     )
     result = await harness.call("apply_patch", input=patch)
-    assert result.is_error and result.data["code"] == "write_failed"
+    assert result.is_error and result.data["code"] == "disk_full"
+    assert "no file" in result.output and "Free space" in result.output
     assert "No space left on device" in result.output
     assert "a.txt" in replaced  # the first write really happened before the fault
     assert harness.tree() == before
