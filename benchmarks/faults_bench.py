@@ -165,9 +165,9 @@ async def random_kills(seeds: range) -> None:
         with tempfile.TemporaryDirectory(prefix="agentd-kill-") as tmp:
             try:
                 report = await kill_at_random_point(seed, Path(tmp))
-            except AssertionError as exc:
+            except (AssertionError, ExceptionGroup) as exc:  # the daemon helper's task group
                 failures += 1
-                print(f"seed {seed}: FAILED: {str(exc)[:300]}")
+                print(f"seed {seed}: FAILED: {exc!r}"[:400])
                 continue
         print(report.line())
         restarts.append(report.restart_s)

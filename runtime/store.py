@@ -999,6 +999,23 @@ class Store:
 
         return await self._read(unfinished)
 
+    async def runs_missing_complete(self) -> list[RunRecord]:
+        """Finished runs whose last event is not `complete`: a daemon died while it was
+        finishing them (after the record's status, before the event), oldest first. One
+        primary-key probe per finished run."""
+        marks = ", ".join("?" for _ in FINISHED_STATUSES)
+
+        def missing(conn: sqlite3.Connection) -> list[RunRecord]:
+            rows = conn.execute(
+                f"SELECT data FROM runs r WHERE status IN ({marks}) AND COALESCE(("
+                "SELECT type FROM events e WHERE e.run_id = r.run_id ORDER BY id DESC LIMIT 1"
+                "), '') != 'complete' ORDER BY seq",
+                FINISHED_STATUSES,
+            ).fetchall()
+            return [RunRecord.model_validate_json(row["data"]) for row in rows]
+
+        return await self._read(missing)
+
     async def append_run_messages(
         self, run_id: str, messages: list[Message], *, thread_id: str | None, length: int
     ) -> bool:

@@ -243,6 +243,28 @@ class RunLifecycle:
             recovered.append(record.run_id)
         if recovered:
             log.warning("marked %d unfinished run(s) interrupted: %s", len(recovered), recovered)
+        # Killed while finishing: the record has its end, the events (thread, run) not yet.
+        for record in await self.store.runs_missing_complete():
+            if record.run_id in active:
+                continue
+            await self.threads.ended(record, record.status, record.error)  # type: ignore[arg-type]
+            events = EventLog(
+                record.run_id,
+                record.thread_id,
+                self.store,
+                start_id=await self.store.last_event_id(record.run_id),
+            )
+            await events.emit(
+                "complete",
+                output=record.result or "",
+                files=[],
+                devUrl=None,
+                usage=record.usage.model_dump(by_alias=True),
+                iterations=record.iterations,
+                status=record.status,
+            )
+            await events.close()
+            log.warning("run %s: wrote the complete event its daemon did not", record.run_id)
         return recovered
 
     async def persist_messages(

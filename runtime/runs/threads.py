@@ -28,6 +28,7 @@ from runtime.messages import CompactionPart
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.thread_events import (
     PersistedThreadEvent,
+    RunCompletedStatus,
     compaction_events,
     conversation_from_events,
 )
@@ -97,10 +98,11 @@ class RunThreads:
         completed = {e.run_id for e in events if e.type == "run_completed"}
         unfinished = [e for e in started if e.run_id not in completed]
         for event in unfinished:
-            await self._complete_interrupted(
+            await self._complete(
                 thread_id,
                 event.run_id,
                 event.rollout_id,
+                status="interrupted",
                 usage=Usage(),
                 iterations=0,
                 result=None,
@@ -113,36 +115,45 @@ class RunThreads:
 
     async def interrupted(self, record: RunRecord, error: Mapping[str, Any]) -> None:
         """End the thread events of a run a previous daemon left unfinished."""
+        await self.ended(record, "interrupted", error)
+
+    async def ended(
+        self, record: RunRecord, status: RunCompletedStatus, error: Mapping[str, Any] | None
+    ) -> None:
+        """End the thread events of a run a previous daemon did not finish recording, with
+        `status` (unless they already end)."""
         if record.thread_id is None:
             return
         thread_log = await self.hub.log(record.thread_id)  # reconciles rollout and store
         events = await self.store.run_thread_events(record.run_id)
         if not events or any(e.type == "run_completed" for e in events):
             return  # it never started (no thread events), or it did end
-        await self._complete_interrupted(
+        await self._complete(
             thread_log.thread_id,
             record.run_id,
             events[0].rollout_id,
+            status=status,
             usage=record.usage,
             iterations=record.iterations,
             result=record.result,
             error=error,
         )
 
-    async def _complete_interrupted(
+    async def _complete(
         self,
         thread_id: str,
         run_id: str,
         rollout_id: str,
         *,
+        status: RunCompletedStatus,
         usage: Usage,
         iterations: int,
         result: str | None,
-        error: Mapping[str, Any],
+        error: Mapping[str, Any] | None,
     ) -> None:
         recorder = ThreadRecorder(await self.hub.log(thread_id), run_id, rollout_id=rollout_id)
         await recorder.run_completed(
-            status="interrupted", usage=usage, iterations=iterations, result=result, error=error
+            status=status, usage=usage, iterations=iterations, result=result, error=error
         )
 
     async def delete(self, thread_id: str) -> None:

@@ -263,7 +263,8 @@ async def kill_at_random_point(seed: int, tmp_path: Path) -> KillReport:
                 assert status == "interrupted", run
                 assert stored[-2].event == "error", stored[-2]
                 assert stored[-2].data["code"] == "interrupted", stored[-2]
-            assert stored[-1].event == "complete" and stored[-1].data["status"] == status
+            assert stored[-1].event == "complete", stored[-1]
+            assert stored[-1].data["status"] == status, (stored[-1], run)
             rollout = workspace / ".agentd" / "threads" / f"{thread_id}.jsonl"
             events = await _thread_events(http, proc.url, thread_id)
             check_thread(events, rollout, status)

@@ -25,6 +25,7 @@ from runtime.runs import (
     RunManager,
 )
 from runtime.store import RunRecord, Store
+from runtime.thread_events import PersistedThreadEvent
 from tests.fakes.scripted_provider import (
     Gate,
     ScriptedFactory,
@@ -515,6 +516,55 @@ async def test_unfinished_runs_are_interrupted_when_the_manager_starts(
         ]
         assert events[2].payload["status"] == "interrupted"
         assert await collect(manager, "run_left_running", after=2) == events[2:]
+
+
+async def test_a_run_killed_while_finishing_gets_its_complete_and_run_completed(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    """The window SIGKILL found: the record says completed, the events do not end yet."""
+    agent = await make_agent(store)
+    thread = await store.create_thread("helper")
+    await store.insert_run(
+        RunRecord(
+            run_id="run_finishing",
+            agent="helper",
+            agent_version=agent.version,
+            thread_id=thread.id,
+            status="completed",
+            prompt="hello",
+            result="all done",
+            iterations=1,
+        )
+    )
+    log = EventLog("run_finishing", thread.id, store)
+    await log.emit("run_started", agent="helper", version=1, threadId=thread.id, model="m")
+    await log.emit("text", content="all done")
+    await log.close()
+    started = PersistedThreadEvent(
+        sequence=1,
+        rollout_id="rol_1",
+        thread_id=thread.id,
+        run_id="run_finishing",
+        type="run_started",
+        payload={"agent": "helper", "version": 1, "model": "m"},
+        created_at="2026-01-01T00:00:00.000Z",
+    )
+    await store.append_thread_events([started])
+    async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
+        record = await manager.get("run_finishing")
+        assert record.status == "completed" and record.error is None
+        events = await collect(manager, "run_finishing")
+        assert [(e.id, e.type) for e in events] == [
+            (1, "run_started"),
+            (2, "text"),
+            (3, "complete"),
+        ]
+        assert events[2].payload["status"] == "completed"
+        assert events[2].payload["output"] == "all done"
+    thread_events = await store.thread_events_after(thread.id)
+    assert [e.type for e in thread_events] == ["run_started", "run_completed"]
+    assert thread_events[1].payload["status"] == "completed"
+    assert await store.runs_missing_complete() == []
 
 
 async def test_shutdown_interrupts_active_runs(
