@@ -73,7 +73,9 @@ def check_limit(name: str, value: float | None, low: float, high: float) -> None
 
 
 class _WireModel(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, extra="forbid")
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, extra="forbid", defer_build=True
+    )
 
 
 class CustomModel(_WireModel):
@@ -289,7 +291,7 @@ class AgentRecord(BaseModel):
     """One stored version of an agent. `created_at` is when the slug was first created,
     `updated_at` when this version was written."""
 
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, defer_build=True)
 
     id: str
     version: int = Field(ge=1)

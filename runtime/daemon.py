@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
 from aiohttp import web
+from pydantic import BaseModel
 
 from runtime.api.app import create_app, drain
 from runtime.api.middleware import RequestIdFilter
@@ -179,7 +180,7 @@ async def serve(
 
     try:
         async with anyio.create_task_group() as companions:
-            companions.start_soon(_preload_adapters)
+            companions.start_soon(_warm_up)
             if companion is not None:
                 companions.start_soon(accompany, companion)
             await stop.wait()
@@ -222,10 +223,14 @@ def warm_up() -> list[str]:
     return failed
 
 
-async def _preload_adapters() -> None:
-    """The model SDKs and what a first run imports load in a worker thread right after the
-    daemon listens, not on the event loop at the first run (where importing them stalled
-    every stream for seconds)."""
+async def _warm_up() -> None:
+    """Right after the daemon listens, a worker thread builds the validators of agentd's own
+    models (deferred at import: `build_deferred_models`), then loads the model SDKs and what
+    a first run imports (`warm_up`), rather than the event loop at the first request or run
+    (where importing the SDKs stalled every stream for seconds)."""
+    started = time.perf_counter()
+    built = await anyio.to_thread.run_sync(build_deferred_models, abandon_on_cancel=True)
+    log.info("%d models built in %.3fs", len(built), time.perf_counter() - started)
     started = time.perf_counter()
     failed = await anyio.to_thread.run_sync(warm_up, abandon_on_cancel=True)
     log.info(
@@ -233,6 +238,34 @@ async def _preload_adapters() -> None:
         time.perf_counter() - started,
         f" (not installed: {', '.join(failed)})" if failed else "",
     )
+
+
+def build_deferred_models(packages: Iterable[str] = ("runtime", "tools")) -> list[str]:
+    """Build now the validators and serializers of the pydantic models defined in `packages`
+    whose building was deferred (`defer_build=True`, which keeps it out of start-up: pydantic
+    would otherwise build them at first use). Blocking: the daemon calls it in a worker thread
+    once it listens. Returns the qualified names of the models built."""
+    roots = frozenset(packages)
+    built: list[str] = []
+    seen: set[type[BaseModel]] = set()
+    pending = list(BaseModel.__subclasses__())
+    while pending:
+        model = pending.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        pending.extend(model.__subclasses__())
+        if model.__pydantic_complete__ or model.__module__.split(".")[0] not in roots:
+            continue
+        name = f"{model.__module__}.{model.__qualname__}"
+        try:
+            model.model_rebuild()
+        except Exception:
+            # Its first use builds it (and raises) again; start-up goes on.
+            log.exception("building the model %s failed", name)
+            continue
+        built.append(name)
+    return built
 
 
 def _on_signal(signum: int, stop: asyncio.Event) -> None:

@@ -57,7 +57,9 @@ class ThreadEventError(ValueError):
 
 class _Payload(BaseModel):
     # Extra fields are kept: a payload may carry more than the documented minimum.
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, extra="allow")
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, extra="allow", defer_build=True
+    )
 
 
 class RunStartedPayload(_Payload):
@@ -169,7 +171,9 @@ class PersistedThreadEvent(BaseModel):
     """One stored event of a thread: `{sequence, rolloutId, threadId, runId, type, payload,
     createdAt}` on the wire, in the rollout file and in the store."""
 
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, frozen=True)
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, frozen=True, defer_build=True
+    )
 
     sequence: int = Field(ge=1)
     rollout_id: str = Field(alias="rolloutId")
@@ -203,7 +207,9 @@ class PersistedThreadEvent(BaseModel):
 class LiveThreadEvent(BaseModel):
     """One live-only event: `{type, threadId, runId, payload, createdAt}`, never stored."""
 
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, frozen=True)
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, frozen=True, defer_build=True
+    )
 
     type: LiveType
     thread_id: str = Field(alias="threadId")

@@ -29,7 +29,7 @@ class ToolHubError(Exception):
 class HubTool(BaseModel):
     """What `GET {hub}/tools/{slug}` answers."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", defer_build=True)
 
     name: str = ""
     description: str = ""

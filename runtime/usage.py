@@ -10,7 +10,7 @@ class Usage(BaseModel):
     """Token usage. `input_tokens` counts every input token, cached ones included;
     `cached_input_tokens` is the part of it served from a prompt cache."""
 
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, defer_build=True)
 
     input_tokens: int = Field(0, alias="inputTokens")
     output_tokens: int = Field(0, alias="outputTokens")

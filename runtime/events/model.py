@@ -19,7 +19,9 @@ ENVELOPE_KEYS = ("id", "runId", "threadId", "type", "ts")
 
 class _Payload(BaseModel):
     # Extra fields are kept: a payload may carry more than the documented minimum.
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, extra="allow")
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, extra="allow", defer_build=True
+    )
 
 
 class RunStartedPayload(_Payload):
@@ -175,7 +177,9 @@ def validate_payload(type: str, payload: dict[str, Any]) -> dict[str, Any]:
 class Event(BaseModel):
     """One event of one run. On the wire it is flat: `{id, runId, threadId, type, ts, …}`."""
 
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, frozen=True)
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, frozen=True, defer_build=True
+    )
 
     id: int
     run_id: str = Field(alias="runId")

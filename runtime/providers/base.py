@@ -10,13 +10,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.messages import Message, Part, TextPart, ThinkingPart, ToolCallPart
 from runtime.usage import Usage as Usage  # the one usage model; re-exported for adapters
 
 
-class ModelSettings(BaseModel):
+class _ProviderModel(BaseModel):
+    # Validators are built after the daemon listens (runtime.daemon.build_deferred_models).
+    model_config = ConfigDict(defer_build=True)
+
+
+class ModelSettings(_ProviderModel):
     """Per-call settings. `model` is the id the API expects (routing prefixes removed)."""
 
     model: str
@@ -27,36 +32,36 @@ class ModelSettings(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
-class TextDelta(BaseModel):
+class TextDelta(_ProviderModel):
     type: Literal["text"] = "text"
     text: str
 
 
-class ThinkingDelta(BaseModel):
+class ThinkingDelta(_ProviderModel):
     type: Literal["thinking"] = "thinking"
     text: str
 
 
-class ToolCallStart(BaseModel):
+class ToolCallStart(_ProviderModel):
     type: Literal["tool_call_start"] = "tool_call_start"
     index: int
     id: str
     name: str
 
 
-class ToolCallArgumentsDelta(BaseModel):
+class ToolCallArgumentsDelta(_ProviderModel):
     type: Literal["tool_call_delta"] = "tool_call_delta"
     index: int
     arguments: str
 
 
-class ToolCallEnd(BaseModel):
+class ToolCallEnd(_ProviderModel):
     type: Literal["tool_call_end"] = "tool_call_end"
     index: int
     call: ToolCallPart
 
 
-class HostedToolCall(BaseModel):
+class HostedToolCall(_ProviderModel):
     """The provider started running one of its hosted tools (`web_search`)."""
 
     type: Literal["hosted_tool_call"] = "hosted_tool_call"
@@ -65,7 +70,7 @@ class HostedToolCall(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-class HostedToolResult(BaseModel):
+class HostedToolResult(_ProviderModel):
     """The provider's hosted tool finished; `output` is what it found, as text."""
 
     type: Literal["hosted_tool_result"] = "hosted_tool_result"
@@ -75,7 +80,7 @@ class HostedToolResult(BaseModel):
     is_error: bool = False
 
 
-class StreamRestarted(BaseModel):
+class StreamRestarted(_ProviderModel):
     """The connection dropped mid-turn and the adapter is retrying the turn from the start:
     consumers must discard the partial deltas they received for this turn."""
 
@@ -89,7 +94,7 @@ StopReason = Literal[
 ]
 
 
-class AssistantTurn(BaseModel):
+class AssistantTurn(_ProviderModel):
     """The complete assistant message of one model call."""
 
     type: Literal["turn"] = "turn"

@@ -30,7 +30,9 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"
 class RunConfig(BaseModel):
     """Per-run overrides of the agent's settings (the `config` of `POST /v1/run`)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, serialize_by_alias=True, defer_build=True
+    )
 
     max_tokens: int | None = Field(None, alias="maxTokens", ge=1, le=MAX_TOKENS)
     max_turns: int | None = Field(None, alias="maxTurns", ge=1, le=MAX_ITERATIONS)

@@ -18,14 +18,17 @@ from pathlib import Path
 
 import aiohttp
 import anyio
+from pydantic import BaseModel, ConfigDict
 
 from runtime.cli import resume_gc_after_start
+from runtime.daemon import build_deferred_models
 from tests.cli.support import clean_env
 
 LISTENING = re.compile(r"listening on (http://\S+)")
 ROOT = Path(__file__).resolve().parents[2]
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$")
 TOKEN = "startup-token"
+MODELS_BUILT = re.compile(r"(\d+) models built in")
 
 # Loaded on first use, never by start-up.
 DEFERRED = (
@@ -66,6 +69,7 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         # Lines after the "listening" one (in the same chunk, or later) belong to what the
         # daemon did once it listened, not to its start-up.
         after_start: list[str] = []
+        models_built: list[int] = []
         warmed_up = False
 
         def take(lines: list[str]) -> None:
@@ -75,6 +79,8 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
                     (after_start if url else at_start).append(match.group(1))
                 elif not url and (match := LISTENING.search(line)):
                     url = match.group(1)
+                elif url and (match := MODELS_BUILT.search(line)):
+                    models_built.append(int(match.group(1)))
                 elif url and "model adapters and tools preloaded" in line:
                     warmed_up = True
 
@@ -105,6 +111,8 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         assert warmed_up
         loaded_after = {m.split(".")[0] for m in after_start} | set(after_start)
         assert {"anthropic", "openai", "runtime.providers.openai_chat"} <= loaded_after
+        # ... and so are the validators of agentd's own models, deferred at import.
+        assert models_built and models_built[0] > 0
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -150,3 +158,54 @@ def test_the_warm_up_imports_what_a_first_run_would_import() -> None:
     report = json.loads(out.stdout)
     assert report["failed"] == [] and report["missing"] == []
     assert "tools.exec" not in report["before"] and "anthropic" not in report["before"]
+
+
+def test_agentds_models_are_built_after_start_up_not_at_import() -> None:
+    """Importing the daemon leaves the validators of agentd's models unbuilt (pydantic's
+    defer_build); `build_deferred_models`, which the daemon runs in a worker thread once it
+    listens, builds them, so neither start-up nor the event loop at a first request does."""
+    script = (
+        "from runtime.api.schemas import AgentOut, Envelope\n"
+        "from runtime.events import Event\n"
+        "from runtime.messages import Message\n"
+        "from runtime.providers.base import AssistantTurn, TextDelta\n"
+        "from runtime.thread_events import PersistedThreadEvent\n"
+        "import runtime.daemon, runtime.api.app\n"
+        "models = [AgentOut, Envelope, Event, Message, AssistantTurn, TextDelta, "
+        "PersistedThreadEvent]\n"
+        "print([m.__name__ for m in models if m.__pydantic_complete__])\n"
+        "built = runtime.daemon.build_deferred_models()\n"
+        "print([m.__name__ for m in models if not m.__pydantic_complete__])\n"
+        "print(len(built), 'runtime.events.model.Event' in built)\n"
+        "print(runtime.daemon.build_deferred_models())\n"
+        "print(Event(id=1, runId='r', type='text', ts='t', payload={}).run_id)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0] == "[]"  # none built at import
+    assert out[1] == "[]"  # all built by build_deferred_models
+    count, has_event = out[2].split()
+    assert int(count) > 50 and has_event == "True"
+    assert out[3] == "[]"  # nothing left to build
+    assert out[4] == "r"
+
+
+class Deferred(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+    value: int
+
+
+def test_build_deferred_models_builds_only_the_named_packages_unbuilt_models() -> None:
+    assert not Deferred.__pydantic_complete__
+    name = f"{__name__}.Deferred"
+    assert name not in build_deferred_models(("runtime",))
+    assert not Deferred.__pydantic_complete__
+    assert name in build_deferred_models(("tests",))
+    assert Deferred.__pydantic_complete__ and Deferred(value=3).value == 3
+    assert name not in build_deferred_models(("tests",))
