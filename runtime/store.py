@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import functools
 import gc
@@ -37,8 +38,10 @@ from runtime.ids import new_id, utc_now
 from runtime.messages import Message
 from runtime.thread_events import PersistedThreadEvent
 from runtime.usage import Usage
-from tools.base import NO_SPACE_ERRNOS
 
+# A write that failed for want of space (as tools.base counts them; the store sits below
+# the tools and does not import them).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 DB_NAME = "agentd.db"
 LOCK_NAME = "agentd.lock"
 RESERVE_NAME = "agentd.reserve"

@@ -22,6 +22,7 @@ store has never seen from its rollout.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import weakref
 from collections import deque
@@ -42,11 +43,13 @@ from runtime.thread_events import (
     ThreadEventError,
     validate_payload,
 )
-from tools.base import NO_SPACE_ERRNOS
 
 log = logging.getLogger("agentd.threads")
 
 QUEUE_SIZE = 1000
+# A rollout write that failed for want of space (as tools.base counts them; the thread log
+# sits below the tools and does not import them).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
 _PAGE = 500
 
