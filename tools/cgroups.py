@@ -45,8 +45,10 @@ class CgroupTree:
 
     @classmethod
     def open(cls, owner: str, *, root: Path | None = None) -> CgroupTree | None:
-        """The owner's cgroup directory, made if missing; None where cgroups are not ours to
-        make. `root` is the cgroup to make it under (default: the daemon's own)."""
+        """The owner's cgroups; None where they are not ours to make. Probed by making the
+        owner's directory, which is removed again at once unless a killed daemon's leftovers
+        are in it (toolbox cgroups make it again). `root` is the cgroup to make it under
+        (default: the daemon's own)."""
         if not sys.platform.startswith("linux"):
             return None
         parent = root if root is not None else _own_cgroup()
