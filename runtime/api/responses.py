@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import anyio
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -29,6 +30,17 @@ def json_data(
         content_type="application/json",
         headers=headers,
     )
+
+
+async def json_data_off_loop(
+    build: Callable[[], Any], *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """`json_data(build())` for bodies that grow with the work (a thread's or a run's whole
+    conversation): `build` and the encoding run in a worker thread, since pydantic's dump and
+    `json.dumps` would hold the event loop, and every stream with it, for as long as the body
+    is big. `build` must only read what no other task changes meanwhile."""
+    text = await anyio.to_thread.run_sync(lambda: _dumps({"data": to_wire(build())}))
+    return web.Response(status=status, text=text, content_type="application/json", headers=headers)
 
 
 def json_list(

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from runtime.api.errors import bad_request
 from runtime.api.legacy_runs import legacy_inputs
-from runtime.api.responses import json_data, json_list
+from runtime.api.responses import json_data, json_data_off_loop, json_list
 from runtime.api.routes.agents import agent_slug
 from runtime.api.routing import RouteTable
 from runtime.api.schemas import (
@@ -178,7 +178,8 @@ async def list_runs(request: web.Request) -> web.Response:
 
 async def run_detail(request: web.Request) -> web.Response:
     manager = get_state(request).require_manager()
-    return json_data(await manager.detail(request.match_info["run_id"]))
+    detail = await manager.detail(request.match_info["run_id"])
+    return await json_data_off_loop(lambda: detail)  # it holds the whole conversation
 
 
 async def run_events(request: web.Request) -> web.StreamResponse:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from runtime.api.errors import ApiError, bad_request, not_found
-from runtime.api.responses import json_data, json_list
+from runtime.api.responses import json_data, json_data_off_loop, json_list
 from runtime.api.routes.agents import agent_slug
 from runtime.api.routing import RouteTable
 from runtime.api.schemas import (
@@ -61,10 +63,14 @@ async def _scoped_thread(request: web.Request) -> ThreadRecord:
 async def get_thread(request: web.Request) -> web.Response:
     store = get_state(request).store
     thread = await _scoped_thread(request)
-    thread_id = thread.id
-    data = thread.model_dump(mode="json", by_alias=True)
-    data["messages"] = [m.model_dump(mode="json") for m in await store.thread_messages(thread_id)]
-    return json_data(data)
+    messages = await store.thread_messages(thread.id)
+
+    def body() -> dict[str, Any]:
+        data = thread.model_dump(mode="json", by_alias=True)
+        data["messages"] = [m.model_dump(mode="json") for m in messages]
+        return data
+
+    return await json_data_off_loop(body)
 
 
 async def delete_thread(request: web.Request) -> web.Response:
