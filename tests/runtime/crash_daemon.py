@@ -11,13 +11,17 @@ SIGTERM/SIGHUP) and the printed line adds their `pids` (read from the pid files 
 With `turns`, the thread first gets a whole run (`first` answered `one`), and the run that
 blocks continues it after `TOOL_TURNS` turns that each call a tool the agent does not have
 (so each leaves an assistant and a tool message); the printed line adds `firstRunId`.
+
+Tests drive it with `crash_mid_run`: start it, read that line, SIGKILL it.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -29,6 +33,32 @@ from tests.tools.leave_processes import ESCAPES
 
 PARTIAL = "partial answer"
 TOOL_TURNS = 3
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def crash_mid_run(
+    state: Path, workspace: Path, mode: str | None = None, *, timeout: float = 30
+) -> dict[str, Any]:
+    """Run this module in a process of its own on `state`, wait (up to `timeout` seconds)
+    for the line it prints once its run is under way, SIGKILL it (no cleanup runs) and
+    return that line's fields."""
+    argv = [sys.executable, "-m", "tests.runtime.crash_daemon", str(state), str(workspace)]
+    process = await anyio.open_process([*argv, *([mode] if mode else [])], cwd=ROOT)
+    try:
+        assert process.stdout is not None
+        line = b""
+        with anyio.fail_after(timeout):
+            async for chunk in process.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        started: dict[str, Any] = json.loads(line)
+    finally:
+        process.kill()  # SIGKILL: no cleanup runs in the daemon
+        with anyio.fail_after(10):
+            await process.wait()
+    assert process.returncode == -signal.SIGKILL
+    return started
 
 
 async def main(state_dir: Path, workspace: Path, mode: str | None) -> None:

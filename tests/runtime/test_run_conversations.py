@@ -4,10 +4,7 @@ for the thread and all its runs, and nothing a finished step added is lost to a 
 from __future__ import annotations
 
 import gc
-import json
-import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import anyio
@@ -228,28 +225,10 @@ async def test_a_daemon_killed_between_turns_loses_no_finished_step(
 ) -> None:
     """SIGKILL while the model streams the run's fourth turn: the thread and the run's
     conversation hold every message of the three finished turns, and the thread goes on."""
-    from tests.runtime.crash_daemon import TOOL_TURNS
+    from tests.runtime.crash_daemon import TOOL_TURNS, crash_mid_run
 
     state = tmp_path / "crash-state"
-    root = Path(__file__).resolve().parents[2]
-    process = await anyio.open_process(
-        [sys.executable, "-m", "tests.runtime.crash_daemon", str(state), str(workspace), "turns"],
-        cwd=root,
-    )
-    try:
-        assert process.stdout is not None
-        line = b""
-        with anyio.fail_after(60):
-            async for chunk in process.stdout:
-                line += chunk
-                if b"\n" in line:
-                    break
-        started = json.loads(line)
-    finally:
-        process.kill()  # SIGKILL: no cleanup runs in the daemon
-        with anyio.fail_after(10):
-            await process.wait()
-    assert process.returncode == -signal.SIGKILL
+    started = await crash_mid_run(state, workspace, "turns", timeout=60)
 
     store = await Store.open(state)
     try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -614,28 +612,10 @@ async def test_subscribers_see_a_live_run_and_can_resume_from_an_id(
 async def test_killed_daemon_leaves_an_interrupted_run_whose_thread_continues(
     tmp_path: Path, workspace: Path, factory: ScriptedFactory
 ) -> None:
-    from tests.runtime.crash_daemon import PARTIAL
+    from tests.runtime.crash_daemon import PARTIAL, crash_mid_run
 
     state = tmp_path / "crash-state"
-    root = Path(__file__).resolve().parents[2]
-    process = await anyio.open_process(
-        [sys.executable, "-m", "tests.runtime.crash_daemon", str(state), str(workspace)],
-        cwd=root,
-    )
-    try:
-        assert process.stdout is not None
-        line = b""
-        with anyio.fail_after(30):
-            async for chunk in process.stdout:
-                line += chunk
-                if b"\n" in line:
-                    break
-        started = json.loads(line)
-    finally:
-        process.kill()  # SIGKILL: no cleanup runs in the daemon
-        with anyio.fail_after(10):
-            await process.wait()
-    assert process.returncode == -signal.SIGKILL
+    started = await crash_mid_run(state, workspace)
 
     store = await Store.open(state)
     try:

@@ -3,11 +3,9 @@ a timeout and a run's end do to them."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
-import sys
 from pathlib import Path
 
 import anyio
@@ -27,6 +25,7 @@ from tests.fakes.scripted_provider import (
     text_turn,
     tool_turn,
 )
+from tests.runtime.crash_daemon import crash_mid_run
 from tests.runtime.processes import alive, wait_dead
 from tests.tools.leave_processes import ESCAPES
 from tools.base import Tool, ToolArgs, ToolContext, ToolResult
@@ -512,22 +511,7 @@ async def test_a_restarted_manager_kills_what_a_killed_one_left_and_the_thread_k
     their commands (nohup, setsid, double forks ignoring SIGTERM/SIGHUP): the next manager on
     the state dir kills them before it takes runs, and the thread keeps the completed turn."""
     state = tmp_path / "crash-state"
-    root = Path(__file__).resolve().parents[2]
-    command = [sys.executable, "-m", "tests.runtime.crash_daemon", str(state), str(workspace)]
-    process = await anyio.open_process([*command, "escapes"], cwd=root)
-    try:
-        assert process.stdout is not None
-        line = b""
-        with anyio.fail_after(60):
-            async for chunk in process.stdout:
-                line += chunk
-                if b"\n" in line:
-                    break
-        started = json.loads(line)
-    finally:
-        process.kill()  # SIGKILL: no cleanup runs in the daemon
-        with anyio.fail_after(10):
-            await process.wait()
+    started = await crash_mid_run(state, workspace, "escapes", timeout=60)
     pids = list(started["pids"].values())
     try:
         assert len(pids) == len(ESCAPES) and all(alive(pid) for pid in pids)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from runtime.store import Store
 from runtime.thread_events import LiveThreadEvent, PersistedThreadEvent
 from tests.fakes import model_server as fake
 from tests.fakes.scripted_provider import ScriptedFactory, text_turn
+from tests.runtime.crash_daemon import crash_mid_run
 
 MODELS = ["claude-sonnet-4-6", "gpt-5", "openai-chat:gpt-4o"]
 SECRET = "sk-live-0123456789abcdef"
@@ -249,34 +248,11 @@ async def test_a_deleted_thread_does_not_come_back_from_its_rollout(
         assert [m.text for m in await store.thread_messages(run.thread_id)] == ["y", "again"]
 
 
-async def _crash_mid_run(state: Path, workspace: Path) -> dict[str, str]:
-    root = Path(__file__).resolve().parents[2]
-    process = await anyio.open_process(
-        [sys.executable, "-m", "tests.runtime.crash_daemon", str(state), str(workspace)],
-        cwd=root,
-    )
-    try:
-        assert process.stdout is not None
-        line = b""
-        with anyio.fail_after(30):
-            async for chunk in process.stdout:
-                line += chunk
-                if b"\n" in line:
-                    break
-        started: dict[str, str] = json.loads(line)
-    finally:
-        process.kill()  # SIGKILL: no cleanup runs in the daemon
-        with anyio.fail_after(10):
-            await process.wait()
-    assert process.returncode == -signal.SIGKILL
-    return started
-
-
 async def test_sigkill_mid_run_then_restart_continues_the_sequence(
     tmp_path: Path, workspace: Path, factory: ScriptedFactory
 ) -> None:
     state = tmp_path / "crash-state"
-    started = await _crash_mid_run(state, workspace)
+    started = await crash_mid_run(state, workspace)
     thread_id = started["threadId"]
     before = rollout_lines(workspace, thread_id)
     assert [e["type"] for e in before] == ["run_started", "user_message"]
@@ -313,7 +289,7 @@ async def test_sigkill_mid_run_then_restart_continues_the_sequence(
 async def test_sigkill_mid_run_then_a_fresh_daemon_on_the_workspace(
     tmp_path: Path, workspace: Path, factory: ScriptedFactory
 ) -> None:
-    started = await _crash_mid_run(tmp_path / "crash-state", workspace)
+    started = await crash_mid_run(tmp_path / "crash-state", workspace)
     thread_id = started["threadId"]
     store = await Store.open(tmp_path / "fresh-state")
     try:
