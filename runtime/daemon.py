@@ -195,16 +195,10 @@ async def serve(
     return status
 
 
-# What a first run (or a first custom tool or Tool Hub lookup) would otherwise import on the
-# event loop: the core tools (registered by `load_core_tools`), the run's workspace watch,
-# and custom tools' HTTP client and schema validator.
-WARM_UP_MODULES = (
-    "runtime.custom_tools",
-    "runtime.tool_hub",
-    "runtime.workspace_watch",
-    "tools.port_watch",
-    "tools.workspace_changes",
-)
+# What a first run's workspace watch would otherwise import on the event loop, besides the
+# core tools (registered by `load_core_tools`); the rest of the run machinery is imported
+# before the daemon listens.
+WARM_UP_MODULES = ("tools.port_watch", "tools.workspace_changes")
 
 
 def warm_up() -> list[str]:
