@@ -96,7 +96,7 @@ class ProviderPool:
     ) -> AsyncIterator[tuple[Provider, str]]:
         """`(provider, api model id)` for a run, or a compaction, while the block runs;
         raises ValueError or ModelError like `create_provider`."""
-        if self.factory is not None or not _shareable(spec):
+        if self.factory is not None or not shareable(model_reference(spec)):
             provider, model_id = await open_provider(spec, env, self.factory)
             try:
                 yield provider, model_id
@@ -137,7 +137,3 @@ class ProviderPool:
     async def _close(self, provider: Provider) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_grace):
             await provider.aclose()
-
-
-def _shareable(spec: AgentSpec) -> bool:
-    return shareable(model_reference(spec))
