@@ -26,6 +26,7 @@ from runtime.api.app import create_app, drain
 from runtime.api.middleware import RequestIdFilter
 from runtime.config import Settings
 from runtime.events import LOG_SECRETS, SecretRegistry
+from runtime.runs.machinery import MachineryUnavailable, load_run_machinery
 from tools.base import daemon_environ
 
 log = logging.getLogger("agentd")
@@ -196,8 +197,7 @@ async def serve(
 
 
 # What a first run's workspace watch would otherwise import on the event loop, besides the
-# core tools (registered by `load_core_tools`); the rest of the run machinery is imported
-# before the daemon listens.
+# core tools (registered by `load_core_tools`) and the run machinery (`load_run_machinery`).
 WARM_UP_MODULES = ("tools.port_watch", "tools.workspace_changes")
 
 
@@ -218,10 +218,17 @@ def warm_up() -> list[str]:
 
 
 async def _warm_up() -> None:
-    """Right after the daemon listens, a worker thread builds the validators of agentd's own
+    """Right after the daemon listens, a worker thread loads the run machinery (which
+    start-up leaves out: `runtime.runs.machinery`), builds the validators of agentd's own
     models (deferred at import: `build_deferred_models`), then loads the model SDKs and what
     a first run imports (`warm_up`), rather than the event loop at the first request or run
     (where importing the SDKs stalled every stream for seconds)."""
+    started = time.perf_counter()
+    try:
+        await anyio.to_thread.run_sync(load_run_machinery, abandon_on_cancel=True)
+    except MachineryUnavailable:
+        return  # logged; every request that needs it answers 503 with the reason
+    log.info("run machinery loaded in %.3fs", time.perf_counter() - started)
     started = time.perf_counter()
     built = await anyio.to_thread.run_sync(build_deferred_models, abandon_on_cancel=True)
     log.info("%d models built in %.3fs", len(built), time.perf_counter() - started)

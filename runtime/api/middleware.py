@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from runtime.api.errors import STATUS_CODES, ApiError, error_response
 from runtime.runs import RunError
+from runtime.runs.machinery import run_machinery
 from runtime.store import StoreFull
 from tools import core_tools_ready
 
@@ -96,7 +97,7 @@ def make_middlewares(state: ApiState) -> list[Middleware]:
             )
         except RunError as exc:
             status = exc.status
-            headers = {"Retry-After": "1"} if exc.status == 429 else None
+            headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
             return error_response(exc.status, exc.code, exc.message, rid, headers=headers)
         except StoreFull as exc:
             status = 507  # Insufficient Storage: the state dir's disk is full
@@ -191,8 +192,11 @@ def make_middlewares(state: ApiState) -> list[Middleware]:
             )
         if request.path.startswith("/v1/"):
             # Agents, runs and tool calls read the tool registry, whose first use imports
-            # every tool module: that happens in a worker thread, never on the event loop.
+            # every tool module, and runs (and the checks of agents' models) need the run
+            # machinery, which start-up does not load: both load in a worker thread, never
+            # on the event loop (at once if the daemon's warm-up has loaded them).
             await core_tools_ready()
+            await run_machinery()
         return await handler(request)
 
     return [errors, cors, auth, readiness]

@@ -13,6 +13,8 @@ One job per module:
 - `provider_factory`, `credentials`, `tool_specs`, `transcript`, `metrics`: what a run is
   built from and how its conversation is stored and shown.
 - `run`, `errors`: the `Run` being driven, its `RunConfig`, and the refusals.
+- `machinery`: the run machinery (lifecycle, loop, providers), loaded after start-up and
+  never on the event loop; `recovery`: ending the runs a previous daemon left unfinished.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull, RunError
 from runtime.runs.manager import RunManager
 from runtime.runs.metrics import RunMetrics
-from runtime.runs.provider_factory import ProviderFactory
 from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "Conflict",
     "InvalidRequest",
     "NotFound",
-    "ProviderFactory",
     "QueueFull",
     "Run",
     "RunConfig",

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 
 from runtime.agents import AgentSpec, CustomToolSpec
-from runtime.events import EventLog
 from runtime.ids import utc_now
 from runtime.loop import AgentLoop, LoopOutcome, LoopStatus
 from runtime.messages import Message
@@ -205,67 +204,6 @@ class RunLifecycle:
         )
         await run.events.close()
         self.metrics.runs_finished[status] += 1
-
-    async def recover_interrupted(self, active: Container[str]) -> list[str]:
-        """Runs the store says are unfinished (and are not in `active`) died with a previous
-        daemon: end them `interrupted`. Returns their ids."""
-        recovered = []
-        for record in await self.store.unfinished_runs():
-            if record.run_id in active:
-                continue
-            events = EventLog(
-                record.run_id,
-                record.thread_id,
-                self.store,
-                start_id=await self.store.last_event_id(record.run_id),
-            )
-            error = {
-                "code": "interrupted",
-                "message": "the daemon stopped while this run was "
-                f"{record.status}; it was not finished",
-            }
-            await events.emit("error", **error)
-            await self.store.update_run(
-                record.run_id, status="interrupted", error=error, finished_at=utc_now()
-            )
-            await self.threads.interrupted(record, error)
-            await events.emit(
-                "complete",
-                output=record.result or "",
-                files=[],
-                devUrl=None,
-                usage=record.usage.model_dump(by_alias=True),
-                iterations=record.iterations,
-                status="interrupted",
-            )
-            await events.close()
-            self.metrics.runs_finished["interrupted"] += 1
-            recovered.append(record.run_id)
-        if recovered:
-            log.warning("marked %d unfinished run(s) interrupted: %s", len(recovered), recovered)
-        # Killed while finishing: the record has its end, the events (thread, run) not yet.
-        for record in await self.store.runs_missing_complete():
-            if record.run_id in active:
-                continue
-            await self.threads.ended(record, record.status, record.error)  # type: ignore[arg-type]
-            events = EventLog(
-                record.run_id,
-                record.thread_id,
-                self.store,
-                start_id=await self.store.last_event_id(record.run_id),
-            )
-            await events.emit(
-                "complete",
-                output=record.result or "",
-                files=[],
-                devUrl=None,
-                usage=record.usage.model_dump(by_alias=True),
-                iterations=record.iterations,
-                status=record.status,
-            )
-            await events.close()
-            log.warning("run %s: wrote the complete event its daemon did not", record.run_id)
-        return recovered
 
     async def persist_messages(
         self, run: Run, new: list[Message], conversation: list[Message]

@@ -6,6 +6,11 @@ with `QueueFull` beyond it), then `RunLifecycle` drives it with its own `Toolbox
 `ToolboxPool`, which keeps what a thread's completed run left running for its next run),
 `EventLog` and `RunControls`. The manager itself keeps the registry of active runs and which
 thread each one holds, and answers queries and controls (pause, resume, cancel, input).
+
+The lifecycle, the agent loop and the providers are the run machinery: the manager reaches
+them through `runtime.runs.machinery`, which loads them after the daemon's start-up (and off
+the event loop), so a manager answers queries and controls before they are loaded, and its
+first run or compaction awaits them.
 """
 
 from __future__ import annotations
@@ -16,33 +21,36 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from runtime.agents import AgentRecord
 from runtime.events import Event, EventLog
 from runtime.ids import THREAD_ID_RULE, is_thread_id, new_id, utc_now
-from runtime.loop import RunControls
 from runtime.messages import CompactionPart, Message
 from runtime.runs.credentials import run_redactor
 from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from runtime.runs.forking import plan_fork
-from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
+from runtime.runs.machinery import RunMachinery, run_machinery
 from runtime.runs.metrics import RunMetrics
-from runtime.runs.provider_factory import ProviderFactory, ProviderPool, model_label
+from runtime.runs.recovery import recover_interrupted
 from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
 from runtime.runs.scheduler import Scheduler, Slot
-from runtime.runs.thread_compaction import compact_thread
 from runtime.runs.threads import RunThreads
 from runtime.runs.toolbox_pool import ToolboxPool, process_owner_for
 from runtime.runs.transcript import redact_message, tool_calls
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.task_host import HostedTaskGroup
 from runtime.thread_log import ThreadEventHub
-from runtime.tool_hub import ToolHub
 from tools.base import Toolbox, ToolResult, ToolSettings
 from tools.cgroups import CgroupTree
+
+if TYPE_CHECKING:
+    # The run machinery (runtime.runs.machinery): loaded after start-up, reached through it.
+    from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
+    from runtime.runs.provider_factory import ProviderFactory
+    from runtime.tool_hub import ToolHub
 
 log = logging.getLogger("agentd.runs")
 
@@ -96,19 +104,10 @@ class RunManager:
         )
         # Threads' persisted/live events and their rollout files in the workspace.
         self.threads = RunThreads(store, self.workspace, rollouts=thread_rollouts)
-        # Runs with the same model and environment share one provider (and SDK client).
-        self.providers = ProviderPool(provider_factory, close_grace=cancel_grace)
-        self.lifecycle = RunLifecycle(
-            store,
-            self.toolbox_pool,
-            self.metrics,
-            env=self.env,
-            providers=self.providers,
-            custom_tool_factory=custom_tool_factory,
-            tool_hub=tool_hub,
-            cancel_grace=cancel_grace,
-            threads=self.threads,
-        )
+        self.provider_factory = provider_factory
+        self.custom_tool_factory = custom_tool_factory
+        # Made with the run machinery, when the first run or compaction needs it (`_driver`).
+        self._lifecycle: RunLifecycle | None = None
         self._runs: dict[str, Run] = {}
         self._thread_runs: dict[str, str] = {}
         self._start_lock = anyio.Lock()
@@ -155,12 +154,34 @@ class RunManager:
                 await run.done.wait()
         await self.toolbox_pool.aclose()
         await self._tasks.stop()
-        await self.providers.aclose()
+        if self._lifecycle is not None:
+            await self._lifecycle.providers.aclose()
         await self.threads.close()
 
     async def recover_interrupted(self) -> list[str]:
         """Runs the store says are unfinished died with a previous daemon: end them."""
-        return await self.lifecycle.recover_interrupted(self._runs)
+        return await recover_interrupted(self.store, self.threads, self.metrics, self._runs)
+
+    def _driver(self, machinery: RunMachinery) -> RunLifecycle:
+        """What drives runs, made from the run machinery when the first run or compaction
+        needs it (the machinery loads after start-up: `runtime.runs.machinery`)."""
+        if self._lifecycle is None:
+            self._lifecycle = machinery.lifecycle(
+                self.store,
+                self.toolbox_pool,
+                self.metrics,
+                env=self.env,
+                # Runs with the same model and environment share one provider (and SDK
+                # client).
+                providers=machinery.provider_pool(
+                    self.provider_factory, close_grace=self.cancel_grace
+                ),
+                custom_tool_factory=self.custom_tool_factory,
+                tool_hub=self.tool_hub,
+                cancel_grace=self.cancel_grace,
+                threads=self.threads,
+            )
+        return self._lifecycle
 
     # -- starting runs -----------------------------------------------------------------
 
@@ -185,6 +206,7 @@ class RunManager:
         kept by the caller: no thread) and not `new_thread`."""
         if not self._accepting or not self._tasks.running:
             raise Conflict("the run manager is not accepting runs", code="shutting_down")
+        machinery = await run_machinery()
         record_agent = await self._resolve_agent(agent)
         spec = record_agent.spec
         config = config or RunConfig()
@@ -230,6 +252,7 @@ class RunManager:
                     # given its own `messages` (caller-managed history) gets no thread.
                     thread_id = (await self.store.create_thread(spec.slug, thread_id)).id
             run = await self._register(
+                machinery,
                 record_agent,
                 thread_id,
                 config,
@@ -240,11 +263,12 @@ class RunManager:
                 initial=[*history, *new],
                 thread_seed=[*seed, *new],
             )
-        self._tasks.start_soon(self._drive, run)
+        self._tasks.start_soon(self._drive, self._driver(machinery), run)
         return run
 
     async def _register(
         self,
+        machinery: RunMachinery,
         agent: AgentRecord,
         thread_id: str | None,
         config: RunConfig,
@@ -274,7 +298,7 @@ class RunManager:
             parent_run_id=parent_run_id,
             fork_step=fork_step,
             execution_mode=spec.execution_mode,
-            model=model_label(spec),
+            model=machinery.model_label(spec),
         )
         await self.store.insert_run(record)
         run = Run(
@@ -283,7 +307,7 @@ class RunManager:
             agent=agent,
             record=record,
             events=EventLog(run_id, thread_id, self.store, redactor=redactor),
-            controls=RunControls(),
+            controls=machinery.controls(),
             redactor=redactor,
             config=config,
             initial=initial,
@@ -318,9 +342,9 @@ class RunManager:
             new_thread=True,
         )
 
-    async def _drive(self, run: Run) -> None:
+    async def _drive(self, lifecycle: RunLifecycle, run: Run) -> None:
         try:
-            await self.lifecycle.drive(run)
+            await lifecycle.drive(run)
         finally:
             self.scheduler.release(run.slot)
             self._count_slots()
@@ -525,6 +549,7 @@ class RunManager:
 
     async def compact_thread(self, thread_id: str) -> CompactionPart:
         """Compact a thread between runs (see `runtime.runs.thread_compaction`)."""
+        machinery = await run_machinery()
         thread = await self.threads.ensure_thread(thread_id)
         if thread is None:
             raise NotFound(f"thread {thread_id!r} does not exist")
@@ -539,13 +564,13 @@ class RunManager:
                 )
             self._thread_runs[thread_id] = COMPACTING  # no run starts on it meanwhile
         try:
-            part = await compact_thread(
+            part = await machinery.compact_thread(
                 self.store,
                 self.threads,
                 agent,
                 thread_id,
                 env=self.env,
-                providers=self.providers,
+                providers=self._driver(machinery).providers,
             )
         finally:
             async with self._start_lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,12 +17,15 @@ from runtime.agents import (
     AgentRecord,
 )
 from runtime.events import EventLog, Redactor
-from runtime.loop import AgentLoop, RunControls
 from runtime.messages import Message
 from runtime.runs.scheduler import Slot
 from runtime.store import RunRecord, Store
 from runtime.thread_recorder import ThreadRecorder
 from tools.base import Toolbox
+
+if TYPE_CHECKING:
+    # The run machinery (runtime.runs.machinery), loaded after start-up.
+    from runtime.loop import AgentLoop, RunControls
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
 

@@ -1,54 +1,122 @@
-"""A daemon's first /v1/ requests in a fresh interpreter, for test_daemon.py: prints, as one
-JSON line, on which thread the tool modules were imported (True: the event loop's)."""
+"""A daemon's first requests in a fresh interpreter, for test_daemon.py.
+
+The app owns its runtime as under `agentd serve` (it opens the store and starts the run
+manager), but nothing warms it up: the first `/v1/` requests, an agent upsert and a run
+that goes through the agent loop, are what load the modules start-up defers (the tool
+modules and the run machinery). Prints, as one JSON line, the requests' statuses, which of
+those modules were imported before the first request, which on the event loop's thread,
+and whether all of them were loaded by the end.
+
+With `broken`, the run machinery names a module that does not exist: prints the answers to
+an agent upsert, a second /v1/ request, /readyz and /healthz.
+"""
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import json
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import aiohttp
 import anyio
 from aiohttp.test_utils import TestServer
 
-import tools
 from runtime.api.app import create_app
 from runtime.config import Settings
-from runtime.runs import RunManager
-from runtime.store import Store
+from runtime.runs import machinery
+from runtime.runs.machinery import MODULES as RUN_MACHINERY
+from tools import CORE_TOOL_MODULES
 
-loads_on_loop: list[bool] = []
-real_load = tools.load_core_tools
+DEFERRED = frozenset({*CORE_TOOL_MODULES, *RUN_MACHINERY})
 
 
-def spying_load() -> None:
-    if "tools.exec" not in sys.modules:  # this call imports them (later ones return at once)
-        loads_on_loop.append(threading.current_thread() is threading.main_thread())
-    real_load()
+class ImportSpy(importlib.abc.MetaPathFinder):
+    """Notes on which thread each deferred module is first imported (a module's first import
+    is the only one that consults the finders); finds nothing itself."""
+
+    def __init__(self) -> None:
+        self.on_loop: list[str] = []
+        self.off_loop: list[str] = []
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname in DEFERRED:
+            main = threading.current_thread() is threading.main_thread()
+            (self.on_loop if main else self.off_loop).append(fullname)
+        return None
 
 
 async def main(workspace: Path) -> None:
-    tools.load_core_tools = spying_load  # what core_tools_ready and tools.base call
-    settings = Settings(workspace=workspace, state_dir=workspace / ".state")
-    store = await Store.open(settings.state_dir)
-    manager = RunManager(store, workspace, env={}, use_cgroups=False)
-    await manager.start_background()
-    server = TestServer(create_app(settings, manager), host="127.0.0.1")
+    spy = ImportSpy()
+    sys.meta_path.insert(0, spy)
+    cassette = workspace.parent / "first-run.jsonl"
+    turn = {
+        "turn": 1,
+        "model": "replayed",
+        "stop_reason": "end_turn",
+        "content": [{"type": "text", "text": "hello from the cassette"}],
+    }
+    cassette.write_text(json.dumps(turn) + "\n")
+    settings = Settings(workspace=workspace, state_dir=workspace.parent / "state")
+    server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
+    loaded_at_start = sorted(DEFERRED.intersection(sys.modules))
+    statuses: list[int] = []
+    result: object = None
     try:
         async with aiohttp.ClientSession() as http:
-            url = str(server.make_url("/v1/agents"))
-            agent = {"slug": "first", "model": "claude-sonnet-4-6", "tools": ["exec_command"]}
-            async with http.post(url, json=agent) as resp:
-                status = resp.status
+            agent = {
+                "slug": "first",
+                "model": f"replay:{cassette}",
+                "tools": ["exec_command"],
+            }
+            async with http.post(server.make_url("/v1/agents"), json=agent) as resp:
+                statuses.append(resp.status)
+            run = {"agent": "first", "prompt": "hi", "stream": False}
+            async with http.post(server.make_url("/v1/run"), json=run) as resp:
+                statuses.append(resp.status)
+                result = (await resp.json())["data"]["result"]
     finally:
         await server.close()
-        await manager.shutdown(grace=0)
-        await store.close()
-    loaded = "tools.exec" in sys.modules
-    print(json.dumps({"status": status, "loads_on_loop": loads_on_loop, "loaded": loaded}))
+    report = {
+        "statuses": statuses,
+        "result": result,
+        "loaded_at_start": loaded_at_start,
+        "on_loop": spy.on_loop,
+        "missing": sorted(DEFERRED.difference(sys.modules)),
+    }
+    print(json.dumps(report))
+
+
+async def broken(workspace: Path) -> None:
+    machinery.MODULES = (*RUN_MACHINERY, "runtime.no_such_module")
+    settings = Settings(workspace=workspace, state_dir=workspace.parent / "state")
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    answers: list[tuple[int, object]] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            agent = {"slug": "first", "model": "claude-sonnet-4-6"}
+            async with http.post(server.make_url("/v1/agents"), json=agent) as resp:
+                answers.append((resp.status, await resp.json()))
+            async with http.get(server.make_url("/v1/runs")) as resp:
+                answers.append((resp.status, await resp.json()))
+            for path in ("/readyz", "/healthz"):
+                async with http.get(server.make_url(path)) as resp:
+                    answers.append((resp.status, await resp.json()))
+    finally:
+        await server.close()
+    print(json.dumps(answers))
 
 
 if __name__ == "__main__":
-    anyio.run(main, Path(sys.argv[1]))
+    anyio.run(broken if sys.argv[2:] == ["broken"] else main, Path(sys.argv[1]))

@@ -303,12 +303,17 @@ async def test_no_secret_or_token_reaches_the_log_at_debug_level(
         assert secret not in log
 
 
-def test_the_first_request_loads_the_tools_off_the_event_loop(tmp_path: Path) -> None:
-    """An agent upserted right after start-up needs the tool registry: its first load
-    (importing every tool module) runs in a worker thread, not on the event loop."""
+def test_the_first_requests_load_the_tools_and_the_run_machinery_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """An agent upserted and run right after start-up, before any warm-up: the tool modules
+    and the run machinery (loop, lifecycle, providers...), which start-up does not import,
+    are imported by worker threads, never on the event loop."""
     root = Path(__file__).resolve().parents[2]
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "tests.api.first_request", str(tmp_path)],
+        [sys.executable, "-m", "tests.api.first_request", str(workspace)],
         cwd=root,
         capture_output=True,
         text=True,
@@ -316,5 +321,32 @@ def test_the_first_request_loads_the_tools_off_the_event_loop(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["status"] == 201 and report["loaded"]
-    assert report["loads_on_loop"] and not any(report["loads_on_loop"])
+    assert report["statuses"] == [201, 200], done.stderr
+    assert report["result"] == "hello from the cassette"
+    assert report["loaded_at_start"] == []
+    assert report["missing"] == []
+    assert report["on_loop"] == []
+
+
+def test_run_machinery_that_cannot_load_is_a_clear_503_not_a_hang(tmp_path: Path) -> None:
+    """A module of the run machinery that fails to import: every /v1/ request answers 503
+    naming it (the error envelope, never a 500 or a wait), /readyz says so, /healthz is up."""
+    root = Path(__file__).resolve().parents[2]
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.api.first_request", str(workspace), "broken"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    upsert, listing, readyz, healthz = json.loads(done.stdout.strip().splitlines()[-1])
+    for status, body in (upsert, listing, readyz):
+        assert status == 503, body
+        assert body["error"]["code"] == "unavailable"
+        assert "importing runtime.no_such_module failed" in body["error"]["message"]
+        assert "ModuleNotFoundError" in body["error"]["message"]
+    assert healthz[0] == 200
+    assert "Traceback" in done.stderr  # the daemon log has the details

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from runtime.cli import resume_gc_after_start
 from runtime.daemon import build_deferred_models
+from runtime.runs.machinery import MODULES as RUN_MACHINERY
 from tests.cli.support import clean_env
 
 LISTENING = re.compile(r"listening on (http://\S+)")
@@ -45,6 +46,7 @@ DEFERRED = (
     "pexpect",
     "unidiff",
     "psutil",  # the portable process table's, imported by PsutilTable on first use
+    *RUN_MACHINERY,  # the agent loop, compaction, providers, lifecycle: see runtime.runs.machinery
 )
 
 
@@ -70,15 +72,17 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         # daemon did once it listened, not to its start-up.
         after_start: list[str] = []
         models_built: list[int] = []
-        warmed_up = False
+        machinery_loaded = warmed_up = False
 
         def take(lines: list[str]) -> None:
-            nonlocal url, warmed_up
+            nonlocal url, machinery_loaded, warmed_up
             for line in lines:
                 if match := IMPORTED.match(line):
                     (after_start if url else at_start).append(match.group(1))
                 elif not url and (match := LISTENING.search(line)):
                     url = match.group(1)
+                elif url and "run machinery loaded in" in line:
+                    machinery_loaded = True
                 elif url and (match := MODELS_BUILT.search(line)):
                     models_built.append(int(match.group(1)))
                 elif url and "model adapters and tools preloaded" in line:
@@ -111,6 +115,9 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         assert warmed_up
         loaded_after = {m.split(".")[0] for m in after_start} | set(after_start)
         assert {"anthropic", "openai", "runtime.providers.openai_chat"} <= loaded_after
+        # ... the run machinery first (importlib.import_module, which -X importtime does not
+        # report: the daemon's log line says it) ...
+        assert machinery_loaded
         # ... and so are the validators of agentd's own models, deferred at import.
         assert models_built and models_built[0] > 0
     finally:

@@ -10,6 +10,7 @@ from runtime.api.responses import json_data
 from runtime.api.routing import RouteTable
 from runtime.api.schemas import Envelope, Health
 from runtime.api.state import ApiState, get_state
+from runtime.runs.machinery import load_failure
 
 
 def _health(state: ApiState, status: str) -> Health:
@@ -25,8 +26,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 once the store is open and runs are accepted; 503 while starting or stopping."""
+    """200 once the store is open and runs are accepted; 503 while starting or stopping, or
+    when runs cannot be driven (the run machinery failed to load)."""
     state = get_state(request)
+    failure = load_failure()
+    if failure is not None:
+        raise ApiError(503, failure.code, failure.message, headers={"Retry-After": "1"})
     if state.manager is None or state.phase != "ready":
         raise ApiError(
             503,

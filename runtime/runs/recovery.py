@@ -1,0 +1,86 @@
+"""Start-up recovery: ending the runs a previous daemon left unfinished.
+
+A daemon that died (or was killed) mid-run leaves runs the store calls `queued`, `running`
+or `paused`: they become `interrupted`, with an `error` and a `complete` event, and their
+threads record the end. A run it killed while finishing (its record's terminal status
+written, its `complete` not yet) gets the thread's `run_completed` and its `complete` with
+the record's own status. Only the store, the event log and the threads are needed: none of
+the run machinery, so the daemon does this before it listens without loading the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Container
+
+from runtime.events import EventLog
+from runtime.ids import utc_now
+from runtime.runs.metrics import RunMetrics
+from runtime.runs.threads import RunThreads
+from runtime.store import Store
+
+log = logging.getLogger("agentd.runs")
+
+
+async def recover_interrupted(
+    store: Store, threads: RunThreads, metrics: RunMetrics, active: Container[str]
+) -> list[str]:
+    """Runs the store says are unfinished (and are not in `active`) died with a previous
+    daemon: end them `interrupted`. Returns their ids."""
+    recovered = []
+    for record in await store.unfinished_runs():
+        if record.run_id in active:
+            continue
+        events = EventLog(
+            record.run_id,
+            record.thread_id,
+            store,
+            start_id=await store.last_event_id(record.run_id),
+        )
+        error = {
+            "code": "interrupted",
+            "message": "the daemon stopped while this run was "
+            f"{record.status}; it was not finished",
+        }
+        await events.emit("error", **error)
+        await store.update_run(
+            record.run_id, status="interrupted", error=error, finished_at=utc_now()
+        )
+        await threads.interrupted(record, error)
+        await events.emit(
+            "complete",
+            output=record.result or "",
+            files=[],
+            devUrl=None,
+            usage=record.usage.model_dump(by_alias=True),
+            iterations=record.iterations,
+            status="interrupted",
+        )
+        await events.close()
+        metrics.runs_finished["interrupted"] += 1
+        recovered.append(record.run_id)
+    if recovered:
+        log.warning("marked %d unfinished run(s) interrupted: %s", len(recovered), recovered)
+    # Killed while finishing: the record has its end, the events (thread, run) not yet.
+    for record in await store.runs_missing_complete():
+        if record.run_id in active:
+            continue
+        await threads.ended(record, record.status, record.error)  # type: ignore[arg-type]
+        events = EventLog(
+            record.run_id,
+            record.thread_id,
+            store,
+            start_id=await store.last_event_id(record.run_id),
+        )
+        await events.emit(
+            "complete",
+            output=record.result or "",
+            files=[],
+            devUrl=None,
+            usage=record.usage.model_dump(by_alias=True),
+            iterations=record.iterations,
+            status=record.status,
+        )
+        await events.close()
+        log.warning("run %s: wrote the complete event its daemon did not", record.run_id)
+    return recovered
