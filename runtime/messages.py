@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Part(BaseModel):
@@ -153,15 +153,3 @@ class Message(BaseModel):
         if self.role != "compaction":
             return None
         return next((p for p in self.content if isinstance(p, CompactionPart)), None)
-
-
-Conversation = list[Message]
-conversation_adapter: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
-
-
-def dump_conversation(messages: list[Message]) -> str:
-    return conversation_adapter.dump_json(messages).decode()
-
-
-def load_conversation(raw: str | bytes) -> list[Message]:
-    return conversation_adapter.validate_json(raw)

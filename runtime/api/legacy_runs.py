@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from runtime.api.errors import bad_request
-from runtime.api.schemas import InputMessage, LegacyRunRequest
+from runtime.api.schemas import InputHistory, LegacyRunRequest
 from runtime.messages import Message
 from tools.workspace import PathOutsideWorkspace, Workspace
 
@@ -29,7 +29,6 @@ MOUNTS_WARNING = (
     "mounts are recorded in the run's metadata but not mounted: this daemon cannot mount "
     "storage; the control plane mounts it into the sandbox before relaying the run"
 )
-_HISTORY: TypeAdapter[list[InputMessage]] = TypeAdapter(list[InputMessage])
 
 
 @dataclass
@@ -65,7 +64,7 @@ def _history(raw: Any) -> list[Message] | None:
     if raw is None:
         return None
     try:
-        messages = _HISTORY.validate_python(raw)
+        messages = InputHistory.model_validate(raw).root
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
