@@ -1,6 +1,7 @@
 """Event fan-out: one run's `EventLog` feeding many subscribers.
 
     python -m benchmarks.fanout_bench [--subscribers 100] [--events 5000] [--rate 1000]
+        [--http-only] [--no-live] [--catch-up 3000,10000,50000] [--frame-cache-bytes N]
 
 Every scenario emits `--events` `tool_output` events (80-character chunks) on one log while
 `--subscribers` tasks read it, and prints:
@@ -16,7 +17,9 @@ Every scenario emits `--events` `tool_output` events (80-character chunks) on on
   HTTP also the client process's. CPU per delivery is steadier than rates on a shared
   machine: compare it between builds;
 - `frames/write` (over HTTP): frames per write to a client; above 1 when clients fell behind
-  and caught up a batch at a time.
+  and caught up a batch at a time;
+- `encoded` (over HTTP): frames the shared `FrameCache` encoded; the events once each when
+  the cache serves every client, up to events × clients when it thrashes.
 
 Scenarios: events kept in memory only / appended to a real SQLite store (as in the daemon),
 each as a burst (emit as fast as possible) and paced at `--rate` events/s (what a busy run
@@ -28,7 +31,9 @@ sockets, one per client, reading frames as they come). Latency runs from the sta
 `emit()` to the client reading the frame's last byte (both clocks are this machine's). The
 clients share the 2 cores with the server, so the figures are lower bounds. `catch-up`: the
 run's events are all there before the clients connect (what a client reconnecting after a
-while or to a finished run reads); latency is from the clients' start.
+while or to a finished run reads); latency is from the clients' start. One catch-up row per
+`--catch-up` size: runs longer than the log keeps in memory (10,000 events) are partly read
+from the store, and runs longer than the `FrameCache` holds show whether it thrashes.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class Result:
     server_cpu_us: float
     client_cpu_us: float = float("nan")
     frames_per_write: float = 1.0
+    encoded: int = 0  # over HTTP: frames the FrameCache encoded (misses)
 
 
 def cpu_seconds() -> float:
@@ -153,6 +159,7 @@ async def http_scenario(
     rate: float | None,
     queue_size: int,
     catch_up: bool = False,
+    frame_cache_bytes: int | None = None,
 ) -> Result:
     """`EventStream` over real HTTP to clients in another process (see the module doc).
     `catch_up`: the events are all emitted before the clients connect."""
@@ -176,7 +183,7 @@ async def http_scenario(
 
     if catch_up:
         await emit_all()
-    frames = FrameCache()
+    frames = FrameCache() if frame_cache_bytes is None else FrameCache(frame_cache_bytes)
     writes: list[int] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -250,6 +257,7 @@ async def http_scenario(
         server_cpu_us=cpu / max(1, report["delivered"]) * 1e6,
         client_cpu_us=report["cpu"] / max(1, report["delivered"]) * 1e6,
         frames_per_write=sum(writes) / max(1, len(writes)),
+        encoded=frames.encoded,
     )
 
 
@@ -317,7 +325,7 @@ def print_table(results: list[Result]) -> None:
     header = (
         f"{'scenario':<24} {'subs':>5} {'events':>7} {'emit/s':>9} {'delivered/s':>12} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'dropped':>8} {'cpu µs/dlv':>11} "
-        f"{'client':>7} {'frames/write':>12}"
+        f"{'client':>7} {'frames/write':>12} {'encoded':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -326,7 +334,7 @@ def print_table(results: list[Result]) -> None:
             f"{r.name:<24} {r.subscribers:>5} {r.events:>7} {r.emit_per_s:>9,.0f} "
             f"{r.delivered_per_s:>12,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.2f} "
             f"{r.dropped:>8} {r.server_cpu_us:>11.1f} {r.client_cpu_us:>7.1f} "
-            f"{r.frames_per_write:>12.2f}"
+            f"{r.frames_per_write:>12.2f} {r.encoded:>8}"
         )
 
 
@@ -349,7 +357,7 @@ async def main(args: argparse.Namespace) -> None:
                             queue_size=args.queue_size,
                         )
                     )
-            for rate in (None, args.http_rate):
+            for rate in (None, args.http_rate) if not args.no_live else ():
                 name = f"over HTTP, {'burst' if rate is None else f'{rate:g}/s'}"
                 events = args.events if rate is None else min(args.events, int(rate * 3))
                 results.append(
@@ -362,17 +370,19 @@ async def main(args: argparse.Namespace) -> None:
                         queue_size=args.queue_size,
                     )
                 )
-            results.append(
-                await http_scenario(
-                    "over HTTP, catch-up",
-                    store,
-                    subscribers=args.subscribers,
-                    events=args.events,
-                    rate=None,
-                    queue_size=args.queue_size,
-                    catch_up=True,
+            for events in args.catch_up:
+                results.append(
+                    await http_scenario(
+                        "over HTTP, catch-up",
+                        store,
+                        subscribers=args.subscribers,
+                        events=events,
+                        rate=None,
+                        queue_size=args.queue_size,
+                        catch_up=True,
+                        frame_cache_bytes=args.frame_cache_bytes,
+                    )
                 )
-            )
         finally:
             await store.close()
     print_table(results)
@@ -388,6 +398,16 @@ if __name__ == "__main__":
         "--http-rate", type=float, default=200.0, help="events/s when paced over HTTP"
     )
     parser.add_argument("--http-only", action="store_true", help="only the over-HTTP scenarios")
+    parser.add_argument(
+        "--catch-up",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[3000, 10000, 50000],
+        help="stored events the catch-up clients read, one row each (comma-separated)",
+    )
+    parser.add_argument(
+        "--frame-cache-bytes", type=int, help="the FrameCache's budget (default: the daemon's)"
+    )
+    parser.add_argument("--no-live", action="store_true", help="over HTTP: only the catch-up rows")
     parser.add_argument("--clients-of", type=int, help=argparse.SUPPRESS)  # the client process
     arguments = parser.parse_args()
     if arguments.clients_of:

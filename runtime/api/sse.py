@@ -49,25 +49,76 @@ def format_event(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
+# What a cached frame costs beyond its bytes: the bytes object's header, the (run id, event
+# id) key tuple and its int, and the dict's slot (measured with sys.getsizeof: ~170).
+FRAME_OVERHEAD = 180
+
+
 class FrameCache:
     """The SSE frames of recent events, encoded once for all the clients that stream them.
 
     Every client following a run writes the same events: the first to write one encodes it,
-    the others reuse its bytes. Keyed by (run id, event id); holds the `size` most recent.
+    the others reuse its bytes. Keyed by (run id, event id), bounded by `max_bytes` (each
+    frame's length plus `FRAME_OVERHEAD`); a frame larger than that is never kept.
+
+    A frame at the head of its run (newer than every kept frame of the run: a live event,
+    or the leading reader of a catch-up) is kept, evicting the oldest frames. A frame behind
+    the head that is missing (a trailing reader needs what was evicted) is encoded but only
+    kept if there is room: readers that catch up on a run longer than the cache each scan it
+    in order, and evicting for them would throw out the frames the readers behind them are
+    about to need (every reader would then miss every frame, as a plain FIFO or LRU does);
+    this way the frames nearer the head stay and every reader hits them.
     """
 
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self.max_bytes = max_bytes
         self._frames: dict[tuple[str, int], bytes] = {}
+        self._bytes = 0
+        # Per run with kept frames: the highest event id kept, and how many frames are kept.
+        self._head: dict[str, int] = {}
+        self._count: dict[str, int] = {}
+        self.encoded = 0  # frames encoded (cache misses), for benchmarks and tests
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
     def frame(self, event: Event) -> bytes:
         key = (event.run_id, event.id)
         data = self._frames.get(key)
-        if data is None:
-            data = self._frames[key] = format_event(event)
-            if len(self._frames) > self.size:
-                del self._frames[next(iter(self._frames))]  # the oldest (dicts keep order)
+        if data is not None:
+            return data
+        data = format_event(event)
+        self.encoded += 1
+        cost = len(data) + FRAME_OVERHEAD
+        if cost > self.max_bytes:
+            return data
+        run_id = event.run_id
+        head = self._head.get(run_id, 0)
+        if event.id < head and self._bytes + cost > self.max_bytes:
+            return data  # a trailing reader's frame: not worth the frames nearer the head
+        while self._bytes + cost > self.max_bytes:
+            self._evict_oldest()
+        self._frames[key] = data
+        self._bytes += cost
+        self._count[run_id] = self._count.get(run_id, 0) + 1
+        if event.id > head:
+            self._head[run_id] = event.id
         return data
+
+    def _evict_oldest(self) -> None:
+        key = next(iter(self._frames))  # the oldest kept (dicts keep insertion order)
+        data = self._frames.pop(key)
+        self._bytes -= len(data) + FRAME_OVERHEAD
+        run_id = key[0]
+        left = self._count[run_id] - 1
+        if left:
+            self._count[run_id] = left
+        else:
+            del self._count[run_id], self._head[run_id]
 
 
 def resume_point(request: web.Request, after: int | None) -> int:

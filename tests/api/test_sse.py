@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from runtime.api.sse import EventStream, FrameCache, format_event
+from runtime.api.sse import FRAME_OVERHEAD, EventStream, FrameCache, format_event
 from runtime.events import Event, EventLog, SubscriberDropped
 from tests.api.conftest import Daemon, DaemonFactory, collect_events, read_frames
 from tests.fakes.model_server import Gate, Turn, text
@@ -105,25 +105,83 @@ async def test_two_clients_on_one_live_run_see_the_same_events(daemon: Daemon) -
     assert seen["a"][-1][1] == "complete" and seen["a"][-1][2]["output"] == "live and shared"
 
 
-def test_frame_cache_encodes_each_event_once_per_run_and_keeps_the_recent_ones() -> None:
-    def event(run_id: str, number: int) -> Event:
-        return Event(
-            id=number,
-            run_id=run_id,
-            type="text",
-            ts="2026-01-01T00:00:00.000Z",
-            payload={"content": f"chunk {number}"},
-        )
+def frame_event(run_id: str, number: int) -> Event:
+    """Event `number` (< 1000) of a run; every such event's frame has the same length."""
+    return Event(
+        id=1000 + number,
+        run_id=run_id,
+        type="text",
+        ts="2026-01-01T00:00:00.000Z",
+        payload={"content": f"chunk {number:05}"},
+    )
 
-    cache = FrameCache(size=2)
-    first = cache.frame(event("run_a", 1))
-    assert first == format_event(event("run_a", 1))
-    assert cache.frame(event("run_a", 1)) is first  # the second client reuses the bytes
-    other = cache.frame(event("run_b", 1))  # same id, another run: its own frame
+
+def frame_cost(run_id: str = "run_a") -> int:
+    """What one of `frame_event`'s frames costs the cache (all are the same length)."""
+    return len(format_event(frame_event(run_id, 1))) + FRAME_OVERHEAD
+
+
+def test_frame_cache_encodes_each_event_once_per_run_and_keeps_the_recent_ones() -> None:
+    cache = FrameCache(max_bytes=2 * frame_cost())
+    first = cache.frame(frame_event("run_a", 1))
+    assert first == format_event(frame_event("run_a", 1))
+    assert cache.frame(frame_event("run_a", 1)) is first  # the second client reuses the bytes
+    other = cache.frame(frame_event("run_b", 1))  # same id, another run: its own frame
     assert other != first and b"run_b" in other
-    cache.frame(event("run_a", 2))  # the oldest (run_a 1) goes
-    again = cache.frame(event("run_a", 1))
+    cache.frame(frame_event("run_a", 2))  # the head of run_a: the oldest (run_a 1) goes
+    assert len(cache) == 2 and cache.bytes_used == 2 * frame_cost()
+    again = cache.frame(frame_event("run_a", 1))
     assert again == first and again is not first
+    assert cache.encoded == 4
+
+
+def test_frame_cache_stays_within_its_byte_budget() -> None:
+    budget = 10 * frame_cost() + frame_cost() // 2
+    cache = FrameCache(max_bytes=budget)
+    for number in range(1, 101):  # live events of two runs, interleaved
+        for run_id in ("run_a", "run_b"):
+            cache.frame(frame_event(run_id, number))
+            assert cache.bytes_used <= budget
+    assert len(cache) == 10
+    # the 10 newest stayed: 96..100 of both runs
+    encoded = cache.encoded
+    for number in range(96, 101):
+        cache.frame(frame_event("run_a", number))
+        cache.frame(frame_event("run_b", number))
+    assert cache.encoded == encoded
+    # a frame larger than the whole budget is encoded, returned, and not kept
+    huge = Event(id=101, run_id="run_a", type="text", ts="t", payload={"content": "x" * budget})
+    assert cache.frame(huge) == format_event(huge)
+    assert len(cache) == 10 and cache.bytes_used <= budget
+
+
+def test_frame_cache_readers_catching_up_on_a_longer_run_share_the_newer_frames() -> None:
+    """Readers that each scan a run longer than the cache, in order, one after another (what
+    catch-up clients do): a FIFO or LRU cache would have every reader miss every frame; this
+    one keeps the frames nearer the head, so every reader after the first hits those."""
+    events, kept, readers = 100, 40, 5
+    cache = FrameCache(max_bytes=kept * frame_cost())
+    for _ in range(readers):
+        for number in range(1, events + 1):
+            assert cache.frame(frame_event("run_a", number)) == format_event(
+                frame_event("run_a", number)
+            )
+    assert cache.encoded == events + (readers - 1) * (events - kept)
+    # a live event of another run still gets in (the oldest frames go)
+    live = cache.frame(frame_event("run_b", 1))
+    assert cache.frame(frame_event("run_b", 1)) is live
+    assert cache.bytes_used <= kept * frame_cost()
+
+
+def test_frame_cache_forgets_a_run_whose_frames_are_all_gone() -> None:
+    cache = FrameCache(max_bytes=5 * frame_cost())
+    for number in range(100, 105):
+        cache.frame(frame_event("run_a", number))
+    for number in range(1, 6):  # run_b's live events push out every frame of run_a
+        cache.frame(frame_event("run_b", number))
+    # run_a has nothing kept: its event 1 is not behind a kept head, so it is kept again
+    first = cache.frame(frame_event("run_a", 1))
+    assert cache.frame(frame_event("run_a", 1)) is first
 
 
 async def test_quiet_streams_get_ping_comments(make_daemon: DaemonFactory) -> None:
