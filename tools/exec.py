@@ -561,13 +561,21 @@ class SessionManager:
     EXIT_DRAIN_S = 0.1
     # How many ended session ids are remembered for a helpful "already ended" error.
     ENDED_MEMORY = 1024
+    # Ended sessions' process groups are surveyed (one process table scan, in a worker
+    # thread) when a session starts and there are this many, or twice as many as the last
+    # survey kept, whichever is more; the groups with no process left are forgotten.
+    RETIRED_SURVEY_MIN = 32
 
     def __init__(self, box: Toolbox) -> None:
         self._settings = box.settings
         # `<owner>/<run or toolbox>`: the prefix of the tag each session's processes carry.
         self.tag = f"{box.settings.process_owner}/{box.run_id or 'box-' + os.urandom(6).hex()}"
         self._sessions: dict[int, Session] = {}
+        # The process groups of ended sessions: what they left running (nohup, disowned jobs)
+        # is killed with the toolbox. Forgotten once a survey finds nothing of theirs left.
         self._retired: list[ProcessGroup] = []
+        self._survey_retired_at = self.RETIRED_SURVEY_MIN
+        self._surveying_retired = False
         self._ended: OrderedDict[int, str] = OrderedDict()
         self._next_id = 1
         self._closed = False
@@ -582,6 +590,11 @@ class SessionManager:
     def live_count(self) -> int:
         """Sessions whose process is still running."""
         return sum(1 for s in list(self._sessions.values()) if not s.exited)
+
+    def retired_count(self) -> int:
+        """Ended sessions whose process groups are still watched for leftovers (bounded:
+        see `RETIRED_SURVEY_MIN`)."""
+        return len(self._retired)
 
     async def pids(self) -> set[int]:
         """Every live process the sessions started: their process groups, sessions and
@@ -599,14 +612,29 @@ class SessionManager:
         found: set[int] = set()
         for session in list(self._sessions.values()):
             found |= session.group.members(table)
-        still_there = []
         for group in list(self._retired):
-            members = group.members(table)
-            if members:
-                found |= members
-                still_there.append(group)
-        self._retired = still_there
+            found |= group.members(table)
         return found
+
+    async def _survey_retired(self) -> None:
+        """Forget the retired groups that have no process left (reaping their orphans), so
+        the list, and the survey at close, stay proportional to what is really left. Only
+        groups retired before the scan started are judged: one retired during it may have
+        processes the scan did not see."""
+        if self._surveying_retired or self._closed:
+            return
+        self._surveying_retired = True
+        try:
+            groups = list(self._retired)
+            table, found = await anyio.to_thread.run_sync(
+                _survey, groups, self._settings.process_table
+            )
+            if table is not None:
+                gone = {id(g) for g in groups if not found[id(g)]}
+                self._retired = [g for g in self._retired if id(g) not in gone]
+        finally:
+            self._surveying_retired = False
+            self._survey_retired_at = max(self.RETIRED_SURVEY_MIN, 2 * len(self._retired))
 
     # Sessions -----------------------------------------------------------------------------
 
@@ -636,6 +664,8 @@ class SessionManager:
     ) -> tuple[Session, list[str]]:
         """Start a session, first making room under the session cap; returns notes."""
         notes = await self._make_room()
+        if len(self._retired) >= self._survey_retired_at:
+            await self._survey_retired()
         if self._closed:
             raise ToolError("the toolbox is closed")
         loop = asyncio.get_running_loop()

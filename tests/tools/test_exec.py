@@ -448,6 +448,37 @@ async def test_leftovers_of_exited_commands_and_escapees_are_killed(
     assert_reaped(escaped.data["pid"])
 
 
+@linux_only
+async def test_ended_sessions_are_forgotten_once_nothing_of_theirs_is_left(
+    workspace: Path, process_table: ProcessTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many short commands in one toolbox: the ended sessions' groups kept for their
+    leftovers stay bounded (a survey forgets those with nothing left), and the toolbox still
+    kills, when it closes, what two of them left running."""
+    monkeypatch.setattr(SessionManager, "RETIRED_SURVEY_MIN", 8)
+    async with Toolbox(workspace, settings=ToolSettings(process_table=process_table)) as box:
+        job = await run(box, "set -m; sleep 1000 </dev/null >/dev/null 2>&1 & echo bg=$!")
+        # setsid forks when it leads its process group: the sleeper says its own pid.
+        escaped = await run(
+            box,
+            "setsid sh -c 'echo $$ > escapee; exec sleep 1000' </dev/null >/dev/null 2>&1 & "
+            "until [ -s escapee ]; do sleep 0.01; done; echo bg=$(cat escapee)",
+        )
+        leftovers = [pid_from(job.data["output"]), pid_from(escaped.data["output"])]
+        manager = box.peek_service(SessionManager)
+        assert manager is not None
+        most = 0
+        for _ in range(40):
+            done = await run(box, "true")
+            assert done.data["exit_code"] == 0 and done.data["session_id"] is None
+            most = max(most, manager.retired_count())
+        assert most <= 8  # without the survey: 42
+        assert manager.session_ids() == []
+        assert not any(is_gone(pid) for pid in leftovers)
+    for pid in leftovers:
+        await wait_gone(pid)
+
+
 async def test_processes_ignoring_sigterm_are_killed(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
