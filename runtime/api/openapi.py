@@ -4,13 +4,13 @@ validate with (OpenAPI 3.1, whose schemas are JSON Schema: pydantic's output as 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from runtime.api.routing import Operation, RouteTable
-from runtime.api.schemas import ErrorEnvelope
+from runtime.api.routing import Enveloped, Operation, Response, RouteTable
+from runtime.api.schemas import Envelope, ErrorEnvelope, ListEnvelope
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
@@ -36,14 +36,22 @@ SSE_DESCRIPTION = (
 )
 
 
+def documented(response: Response) -> type[BaseModel]:
+    """The model a response body is documented with (an `Enveloped` one's envelope)."""
+    if isinstance(response, Enveloped):
+        generic = ListEnvelope if response.page else Envelope
+        return cast("type[BaseModel]", generic[response.model])
+    return response
+
+
 def build_openapi(table: RouteTable, *, version: str) -> dict[str, Any]:
     keyed: list[tuple[Any, Any]] = []
     for op in table.operations:
         if op.body is not None:
             keyed.append((op.body, "validation"))
         if op.response is not None:
-            keyed.append((op.response, "serialization"))
-        keyed.extend((model, "serialization") for _, model in op.also.values())
+            keyed.append((documented(op.response), "serialization"))
+        keyed.extend((documented(model), "serialization") for _, model in op.also.values())
     keyed.append((ErrorEnvelope, "serialization"))
     keyed.extend((model, "serialization") for model in _event_models())
     keyed = list(dict.fromkeys(keyed))
@@ -204,7 +212,9 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         }
     content: dict[str, Any] = {}
     if op.response is not None:
-        content["application/json"] = {"schema": _ref(refs, op.response, "serialization")}
+        content["application/json"] = {
+            "schema": _ref(refs, documented(op.response), "serialization")
+        }
     elif not op.sse:
         plain = {"type": "object"} if op.content_type == "application/json" else {"type": "string"}
         content[op.content_type] = {"schema": plain}
@@ -222,7 +232,9 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     for code, (when, model) in op.also.items():
         responses[str(code)] = {
             "description": when,
-            "content": {"application/json": {"schema": _ref(refs, model, "serialization")}},
+            "content": {
+                "application/json": {"schema": _ref(refs, documented(model), "serialization")}
+            },
             "headers": headers,
         }
     responses.update(_error_responses(op, refs, headers))

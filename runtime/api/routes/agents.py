@@ -9,15 +9,13 @@ from aiohttp import web
 from runtime.agents import AgentRecord, AgentSpec
 from runtime.api.errors import ApiError, bad_request, not_found
 from runtime.api.responses import json_data, json_list
-from runtime.api.routing import RouteTable
+from runtime.api.routing import Enveloped, RouteTable
 from runtime.api.schemas import (
     AgentGetQuery,
     AgentOut,
     AgentsQuery,
     AgentVersionsQuery,
     Deleted,
-    Envelope,
-    ListEnvelope,
     RollbackRequest,
     UpsertResult,
 )
@@ -239,7 +237,7 @@ def add_routes(table: RouteTable) -> None:
         "inputSchema is not a valid JSON Schema.",
         tag=tag,
         body=AgentSpec,
-        response=Envelope[UpsertResult],
+        response=Enveloped(UpsertResult),
         status=201,
         errors=(400, 502),
     )
@@ -252,7 +250,7 @@ def add_routes(table: RouteTable) -> None:
         "current values. The result is checked like a POST /v1/agents body.",
         tag=tag,
         body_schema=_patch_schema,
-        response=Envelope[UpsertResult],
+        response=Enveloped(UpsertResult),
         errors=(400, 404, 502),
     )
     table.add(
@@ -262,7 +260,7 @@ def add_routes(table: RouteTable) -> None:
         summary="List agents (current versions)",
         tag=tag,
         query=AgentsQuery,
-        response=ListEnvelope[AgentOut],
+        response=Enveloped(AgentOut, page=True),
         errors=(400,),
     )
     table.add(
@@ -272,7 +270,7 @@ def add_routes(table: RouteTable) -> None:
         summary="Get an agent (or one of its past versions with ?version=)",
         tag=tag,
         query=AgentGetQuery,
-        response=Envelope[AgentOut],
+        response=Enveloped(AgentOut),
         errors=(400, 404),
     )
     table.add(
@@ -281,7 +279,7 @@ def add_routes(table: RouteTable) -> None:
         delete_agent,
         summary="Delete an agent and its versions (its runs stay in history)",
         tag=tag,
-        response=Envelope[Deleted],
+        response=Enveloped(Deleted),
         errors=(400, 404),
     )
     table.add(
@@ -291,7 +289,7 @@ def add_routes(table: RouteTable) -> None:
         summary="Every version of an agent, oldest first",
         tag=tag,
         query=AgentVersionsQuery,
-        response=ListEnvelope[AgentOut],
+        response=Enveloped(AgentOut, page=True),
         errors=(400, 404),
     )
     table.add(
@@ -301,6 +299,6 @@ def add_routes(table: RouteTable) -> None:
         summary="Make a past version current again (as a new version equal to it)",
         tag=tag,
         body=RollbackRequest,
-        response=Envelope[AgentOut],
+        response=Enveloped(AgentOut),
         errors=(400, 404),
     )

@@ -20,9 +20,8 @@ from aiohttp import web
 
 from runtime.api.errors import ApiError, bad_request, not_found
 from runtime.api.responses import json_data
-from runtime.api.routing import RouteTable
+from runtime.api.routing import Enveloped, RouteTable
 from runtime.api.schemas import (
-    Envelope,
     FileContent,
     FileContentQuery,
     FileEntry,
@@ -202,7 +201,7 @@ def add_routes(table: RouteTable) -> None:
         summary="List a workspace directory (confined to the workspace)",
         tag="files",
         query=FilesQuery,
-        response=Envelope[FileListing],
+        response=Enveloped(FileListing),
         errors=(400, 403, 404),
     )
     table.add(
@@ -212,6 +211,6 @@ def add_routes(table: RouteTable) -> None:
         summary="Read a workspace file (UTF-8 text, or base64 for binary), in byte ranges",
         tag="files",
         query=FileContentQuery,
-        response=Envelope[FileContent],
+        response=Enveloped(FileContent),
         errors=(400, 403, 404),
     )

@@ -11,17 +11,15 @@ from runtime.api.errors import bad_request
 from runtime.api.legacy_runs import legacy_inputs
 from runtime.api.responses import json_data, json_data_off_loop, json_list
 from runtime.api.routes.agents import agent_slug
-from runtime.api.routing import RouteTable
+from runtime.api.routing import Enveloped, RouteTable
 from runtime.api.schemas import (
     EmptyBody,
-    Envelope,
     EventsQuery,
     ForkRequest,
     ForkResult,
     InputRequest,
     LegacyRunRequest,
     LegacyRunResult,
-    ListEnvelope,
     RunDetail,
     RunOut,
     RunRegistered,
@@ -271,9 +269,9 @@ def add_routes(table: RouteTable) -> None:
         "A run given `messages` (caller-managed history) has no thread: `threadId` is null.",
         tag=tag,
         body=RunRequest,
-        response=Envelope[RunResult],
+        response=Enveloped(RunResult),
         also={
-            202: ("`stream: false, wait: false`: the run is registered", Envelope[RunRegistered])
+            202: ("`stream: false, wait: false`: the run is registered", Enveloped(RunRegistered))
         },
         sse=True,
         errors=(400, 404, 409, 429, 503),
@@ -298,7 +296,7 @@ def add_routes(table: RouteTable) -> None:
             "says so.",
             tag=tag,
             body=LegacyRunRequest,
-            response=Envelope[LegacyRunResult],
+            response=Enveloped(LegacyRunResult),
             sse=True,
             errors=(400, 404, 409, 429, 503),
             headers=RUN_HEADERS,
@@ -310,7 +308,7 @@ def add_routes(table: RouteTable) -> None:
         summary="Run history, newest first",
         tag=tag,
         query=RunsQuery,
-        response=ListEnvelope[RunOut],
+        response=Enveloped(RunOut, page=True),
         errors=(400, 404),
     )
     table.add(
@@ -319,7 +317,7 @@ def add_routes(table: RouteTable) -> None:
         run_detail,
         summary="A run with its conversation, tool calls, output, usage and timings",
         tag=tag,
-        response=Envelope[RunDetail],
+        response=Enveloped(RunDetail),
         errors=(404,),
     )
     table.add(
@@ -351,7 +349,7 @@ def add_routes(table: RouteTable) -> None:
             tag=tag,
             body=EmptyBody,
             body_required=False,
-            response=Envelope[RunOut],
+            response=Enveloped(RunOut),
             errors=(400, 404, 409),
         )
     table.add(
@@ -361,7 +359,7 @@ def add_routes(table: RouteTable) -> None:
         summary="Send user input to a running run (reaches the model at its next turn)",
         tag=tag,
         body=InputRequest,
-        response=Envelope[RunOut],
+        response=Enveloped(RunOut),
         errors=(400, 404, 409),
     )
     table.add(
@@ -371,7 +369,7 @@ def add_routes(table: RouteTable) -> None:
         summary="Start a new run from this run's conversation cut at `step` messages",
         tag=tag,
         body=ForkRequest,
-        response=Envelope[ForkResult],
+        response=Enveloped(ForkResult),
         status=201,
         sse=True,
         errors=(400, 404, 409, 429, 503),

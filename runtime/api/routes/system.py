@@ -7,8 +7,8 @@ from aiohttp import web
 from runtime.api import metrics
 from runtime.api.errors import ApiError
 from runtime.api.responses import json_data
-from runtime.api.routing import RouteTable
-from runtime.api.schemas import Envelope, Health
+from runtime.api.routing import Enveloped, RouteTable
+from runtime.api.schemas import Health
 from runtime.api.state import ApiState, get_state
 from runtime.runs.machinery import load_failure
 
@@ -72,7 +72,7 @@ def add_routes(table: RouteTable) -> None:
         summary="Liveness (no authentication)",
         tag=tag,
         public=True,
-        response=Envelope[Health],
+        response=Enveloped(Health),
     )
     table.add(
         "GET",
@@ -81,7 +81,7 @@ def add_routes(table: RouteTable) -> None:
         summary="Readiness: 200 once the store is open (no authentication)",
         tag=tag,
         public=True,
-        response=Envelope[Health],
+        response=Enveloped(Health),
         errors=(503,),
     )
     table.add(

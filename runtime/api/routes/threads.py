@@ -9,12 +9,10 @@ from aiohttp import web
 from runtime.api.errors import ApiError, bad_request, not_found
 from runtime.api.responses import json_data, json_data_off_loop, json_list
 from runtime.api.routes.agents import agent_slug
-from runtime.api.routing import RouteTable
+from runtime.api.routing import Enveloped, RouteTable
 from runtime.api.schemas import (
     CompactionOut,
     Deleted,
-    Envelope,
-    ListEnvelope,
     ThreadDetail,
     ThreadEventOut,
     ThreadEventsQuery,
@@ -163,7 +161,7 @@ def add_routes(table: RouteTable) -> None:
         summary="List threads (optionally of one agent)",
         tag=tag,
         query=ThreadsQuery,
-        response=ListEnvelope[ThreadOut],
+        response=Enveloped(ThreadOut, page=True),
         errors=(400, 404),
     )
     table.add(
@@ -173,7 +171,7 @@ def add_routes(table: RouteTable) -> None:
         summary="A thread with its messages",
         tag=tag,
         query=ThreadQuery,
-        response=Envelope[ThreadDetail],
+        response=Enveloped(ThreadDetail),
         errors=(400, 404),
     )
     table.add(
@@ -183,7 +181,7 @@ def add_routes(table: RouteTable) -> None:
         summary="Delete a thread (and stop what its last run left running)",
         tag=tag,
         query=ThreadQuery,
-        response=Envelope[Deleted],
+        response=Enveloped(Deleted),
         errors=(400, 404, 409),
     )
     table.add(
@@ -197,7 +195,7 @@ def add_routes(table: RouteTable) -> None:
         "file knows is loaded from it.",
         tag=tag,
         query=ThreadEventsQuery,
-        response=ListEnvelope[ThreadEventOut],
+        response=Enveloped(ThreadEventOut, page=True),
         errors=(400, 404),
     )
     table.add(
@@ -223,6 +221,6 @@ def add_routes(table: RouteTable) -> None:
         compact_thread,
         summary="Compact a thread between runs: summarise its older turns with its agent's model",
         tag=tag,
-        response=Envelope[CompactionOut],
+        response=Enveloped(CompactionOut),
         errors=(400, 404, 409, 424),
     )

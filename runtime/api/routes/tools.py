@@ -10,8 +10,8 @@ from aiohttp import web
 
 from runtime.api.errors import bad_request, not_found
 from runtime.api.responses import json_data
-from runtime.api.routing import RouteTable
-from runtime.api.schemas import Envelope, ToolInvocation
+from runtime.api.routing import Enveloped, RouteTable
+from runtime.api.schemas import ToolInvocation
 from runtime.api.state import get_state
 from runtime.api.validation import read_json
 from tools.base import TOOL_REGISTRY, core_tool_names
@@ -75,6 +75,6 @@ def add_routes(table: RouteTable) -> None:
         tag="tools",
         body_schema=tool_arguments_schema,
         body_required=False,
-        response=Envelope[ToolInvocation],
+        response=Enveloped(ToolInvocation),
         errors=(400, 404),
     )
