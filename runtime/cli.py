@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import runtime
 from runtime.config import ConfigError, Settings, env_names
 
 if TYPE_CHECKING:
@@ -1038,20 +1039,13 @@ def _age(timestamp: str | None) -> str:
 # -- entry point -----------------------------------------------------------------------------
 
 
-def agentd_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("runtools-agentd")
-    except PackageNotFoundError:  # run from a checkout that is not installed
-        return "(not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentd", description="agentd: the in-sandbox agent runtime daemon"
     )
-    parser.add_argument("--version", action="version", version=f"agentd {agentd_version()}")
+    # The package's own version (the distribution's: tests/test_dependencies.py), not read
+    # from the installed metadata, whose parsing cost every command a few ms.
+    parser.add_argument("--version", action="version", version=f"agentd {runtime.__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(subparsers)
     add_connect_parser(subparsers)

@@ -122,3 +122,12 @@ def test_pip_check_is_clean() -> None:
         [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_daemon_reports_the_version_it_is_distributed_as() -> None:
+    """`daemon_version()` (healthz, the link's hello) reads `runtime.__version__`, which must
+    be pyproject.toml's version, which the installed distribution carries."""
+    from runtime.api.app import daemon_version
+
+    assert daemon_version() == PYPROJECT["version"]
+    assert daemon_version() == importlib.metadata.version("runtools-agentd")
