@@ -733,8 +733,9 @@ class AppliedHunks:
     # the changed line ranges (i1, i2, j1, j2), old lines i1:i2 became new lines j1:j2
     regions: list[tuple[int, int, int, int]]
     notes: list[str]
-    # the old text's lines, split once while applying and reused for the diff
+    # the old and new text's lines, each split once while applying and reused for the diff
     old_lines: TextLines
+    new_lines: TextLines
 
 
 def apply_hunks(text: str, hunks: Sequence[Hunk], *, nearest_hint: bool) -> AppliedHunks:
@@ -788,8 +789,14 @@ def apply_hunks(text: str, hunks: Sequence[Hunk], *, nearest_hint: bool) -> Appl
             drift = start - hunk.hint
         placements.append(_Placement(start, len(old), hunk, body))
         cursor = start + len(old)
-    new_text, regions = _assemble(raw, lines, newline, placements)
-    return AppliedHunks(new_text, regions, notes, TextLines(text, parts=raw))
+    new_text, new_parts, regions = _assemble(raw, lines, newline, placements)
+    return AppliedHunks(
+        new_text,
+        regions,
+        notes,
+        TextLines(text, parts=raw),
+        TextLines(new_text, parts=new_parts),
+    )
 
 
 def _find_anchors(index: LineIndex, hunk: Hunk, cursor: int) -> int:
@@ -911,12 +918,15 @@ def _assemble(
     lines: list[str],
     newline: str,
     placements: list[_Placement],
-) -> tuple[str, list[tuple[int, int, int, int]]]:
-    """The new text: unchanged stretches are copied as whole slices of the old text, and only
-    the hunks' own lines are handled one by one."""
+) -> tuple[str, list[str], list[tuple[int, int, int, int]]]:
+    """The new text, its `split("\\n")` and the changed regions. The new text is built as
+    that split: unchanged stretches are the old text's own parts (no copy of their lines), and
+    only the hunks' own lines are handled one by one; one join makes the text."""
     total = len(lines)
     complete = len(raw) - 1  # lines 0 .. complete-1 end with "\n"; a line `complete` has none
-    pieces: list[str] = []
+    # what a line ending in `newline` keeps in its part ("\r" of a CRLF; the "\n" is the split)
+    cr = newline[:-1]
+    parts: list[str] = []
     regions: list[tuple[int, int, int, int]] = []
     out_count = 0
     # the last line written so far: is its text empty, and its ending ("" = none yet)
@@ -934,10 +944,8 @@ def _assemble(
         if first >= stop:
             return
         if not last_ending:
-            pieces.append(newline)  # the old last line is no longer last: it gets a newline
-        pieces.append("\n".join(raw[first:stop]))
-        if stop <= complete:
-            pieces.append("\n")
+            parts[-1] += cr  # the old last line is no longer last: it gets a newline
+        parts.extend(raw[first:stop])
         out_count += stop - first
         last_empty, last_ending = not lines[stop - 1], old_ending(stop - 1)
 
@@ -945,44 +953,54 @@ def _assemble(
     for placement in placements:
         start = placement.start
         put_old(previous, start)
-        first_new = out_count
         at = start
         context_from = start  # a run of context lines [context_from, at) not copied yet
+        # the hunk's changed lines, a run of -/+ lines between context lines at a time, are
+        # its regions: the context copied from the file is equal on both sides
+        block: tuple[int, int] | None = None
         for kind, text in placement.body:
             if kind == " ":
+                if block is not None:
+                    regions.append((block[0], at, block[1], out_count))
+                    block = None
                 at += 1
                 continue
             # keep the file's own lines for the context (they may differ from the patch in
             # whitespace), a run at a time
             put_old(context_from, at)
+            if block is None:
+                block = (at, out_count)
             if kind == "+":
                 if not last_ending:
-                    pieces.append(newline)
-                pieces.append(text)
-                pieces.append(newline)
+                    parts[-1] += cr
+                parts.append(text + cr)
                 out_count += 1
                 last_empty, last_ending = not text, newline
             else:
                 at += 1
             context_from = at
+        if block is not None:
+            regions.append((block[0], at, block[1], out_count))
         put_old(context_from, at)
         previous = start + placement.length
-        regions.append((start, previous, first_new, out_count))
         hunk = placement.hunk
         if hunk.has_newline_markers and previous == total:
             final_newline = not hunk.new_no_newline
     put_old(previous, total)
-    new_text = "".join(pieces)
     # an empty last line only exists with its newline
     keep = final_newline or last_empty
-    if out_count and keep and not last_ending:
-        new_text += newline
-    elif out_count and not keep and last_ending:
-        new_text = new_text[: -len(last_ending)]
+    if not out_count:
+        parts.append("")
+    elif keep:
+        if not last_ending:
+            parts[-1] += cr
+        parts.append("")  # the last line's newline
+    elif last_ending == "\r\n":
+        parts[-1] = parts[-1][:-1]
     if total and out_count:
         ending = old_ending(total - 1)
         regions = _cover_old_last_line(regions, total, ending, out_count, keep, newline)
-    return new_text, regions
+    return "\n".join(parts), parts, regions
 
 
 def _cover_old_last_line(
@@ -1044,6 +1062,7 @@ class FileChange:
     old_data: bytes | None = None
     regions: list[tuple[int, int, int, int]] | None = None
     old_lines: TextLines | None = None
+    new_lines: TextLines | None = None
     notes: list[str] = field(default_factory=list)
     diff: str = ""
     added: int = 0
@@ -1292,6 +1311,7 @@ def _plan_update(
         old_data=old_data,
         regions=applied.regions,
         old_lines=applied.old_lines,
+        new_lines=applied.new_lines,
         notes=applied.notes,
     )
     if op.move_to is not None:
@@ -1313,7 +1333,7 @@ def _compute_diff(change: FileChange) -> None:
     if change.regions is not None and change.old_text is not None and change.new_text is not None:
         diff = diff_regions(
             change.old_lines or TextLines(change.old_text),
-            TextLines(change.new_text),
+            change.new_lines or TextLines(change.new_text),
             change.regions,
             change.rel,
             old_path=change.moved_from_rel,
