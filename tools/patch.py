@@ -1183,10 +1183,10 @@ def _read_existing(
     workspace: Workspace, path: str, hint: str = ""
 ) -> tuple[Path, str, int, bytes, TextFile]:
     """The file's real path, workspace-relative name, permission bits, bytes and text: one
-    open, one fstat and the reads (no separate stat, no buffered file object)."""
-    real = workspace.resolve(path)
+    open, one readlink (the confinement check), one fstat and one read (no stat or lstat per
+    path component, no buffered file object)."""
     try:
-        fd = os.open(real, _READ_FLAGS)
+        fd, real = workspace.open(path, _READ_FLAGS)
     except (FileNotFoundError, NotADirectoryError):
         raise HunkMismatch(f"the file does not exist{hint}") from None
     try:
@@ -1198,12 +1198,14 @@ def _read_existing(
                 f"the file is {info.st_size} bytes; apply_patch edits files up to {MAX_FILE_BYTES}"
             )
         chunks = [os.read(fd, info.st_size + 1)]
-        while chunks[-1]:  # until end of file, should it have grown since the fstat
-            chunks.append(os.read(fd, 1 << 20))
+        if len(chunks[0]) != info.st_size:
+            # not the size fstat gave: read on until the end of the file
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 20))
     finally:
         os.close(fd)
     rel = workspace.relative(real)
-    data = chunks[0] if len(chunks) == 2 else b"".join(chunks)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return real, rel, stat.S_IMODE(info.st_mode), data, decode_text(data, rel)
 
 

@@ -29,6 +29,49 @@ class Workspace:
         self._prefix = self._root if self._root.endswith(os.sep) else self._root + os.sep
 
     def resolve(self, path: str | os.PathLike[str] | None, *, must_exist: bool = False) -> Path:
+        raw, joined = self._joined(path)
+        # realpath follows every symlink that exists, including in the parent chain of a
+        # path that does not exist yet, so a new file under a symlinked dir is checked too.
+        real = os.path.realpath(joined)
+        if not self._inside(real):
+            raise self._outside(raw, real)
+        resolved = Path(real)
+        if must_exist and not os.path.exists(real):
+            raise FileNotFoundError(f"{self.relative(resolved)} does not exist in the workspace")
+        return resolved
+
+    def open(self, path: str | os.PathLike[str] | None, flags: int) -> tuple[int, Path]:
+        """`os.open` of the file `resolve(path)` names: the descriptor and its real path.
+
+        The path is checked on the file the kernel opened (its name read back from
+        /proc/self/fd), which costs one readlink where `realpath` costs an lstat per path
+        component, and leaves no moment between the check and the open. A file outside the
+        workspace is closed and refused; a failed open raises after `resolve` has had its
+        say, so a path outside the workspace is refused as such even when it does not exist.
+        Without /proc this is `resolve` and then `os.open`.
+        """
+        raw, joined = self._joined(path)
+        try:
+            fd = os.open(joined, flags)
+        except OSError:
+            self.resolve(path)
+            raise
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            real = None
+        if real is None or not real.startswith("/") or real.endswith(" (deleted)"):
+            # no /proc, not a path (a pipe), or the file went away meanwhile: the slow way
+            os.close(fd)
+            resolved = self.resolve(path)
+            return os.open(resolved, flags), resolved
+        if not self._inside(real):
+            os.close(fd)
+            raise self._outside(raw, real)
+        return fd, Path(real)
+
+    def _joined(self, path: str | os.PathLike[str] | None) -> tuple[str, str]:
+        """The path as given (for messages) and joined to the root, `~` expanded."""
         raw = os.fspath(path) if path not in (None, "") else "."
         if "\0" in raw:
             raise InvalidPath(
@@ -36,19 +79,14 @@ class Workspace:
                 "remove it"
             )
         expanded = os.fspath(Path(raw).expanduser()) if raw.startswith("~") else raw
-        # realpath follows every symlink that exists, including in the parent chain of a
-        # path that does not exist yet, so a new file under a symlinked dir is checked too.
-        # (os.path.join keeps `expanded` as it is when it is absolute.)
-        real = os.path.realpath(os.path.join(self._root, expanded))
-        if not self._inside(real):
-            raise PathOutsideWorkspace(
-                f"path {raw!r} resolves to {real}, which is outside the workspace {self.root}; "
-                "use a path relative to the workspace root"
-            )
-        resolved = Path(real)
-        if must_exist and not os.path.exists(real):
-            raise FileNotFoundError(f"{self.relative(resolved)} does not exist in the workspace")
-        return resolved
+        # (os.path.join keeps `expanded` as it is when it is absolute)
+        return raw, os.path.join(self._root, expanded)
+
+    def _outside(self, raw: str, real: str) -> PathOutsideWorkspace:
+        return PathOutsideWorkspace(
+            f"path {raw!r} resolves to {real}, which is outside the workspace {self.root}; "
+            "use a path relative to the workspace root"
+        )
 
     def contains(self, real: Path) -> bool:
         return self._inside(os.fspath(real))

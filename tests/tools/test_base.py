@@ -70,3 +70,38 @@ def test_workspace_confinement(tmp_path: Path, workspace: Path) -> None:
     for bad in ("../outside", "/etc/passwd", "link/file.txt", "a/../../outside"):
         with pytest.raises(PathOutsideWorkspace):
             ws.resolve(bad)
+
+
+def test_workspace_open_checks_the_file_it_opened(tmp_path: Path, workspace: Path) -> None:
+    """`Workspace.open` gives the descriptor and the real path `resolve` would give, and
+    refuses (without leaking the descriptor) what `resolve` refuses."""
+    ws = Workspace(workspace)
+    (workspace / "a").mkdir()
+    (workspace / "a" / "f.txt").write_text("inside\n")
+    (workspace / "alias").symlink_to(workspace / "a")
+    (workspace / "f-link.txt").symlink_to(workspace / "a" / "f.txt")
+    for spelling in (
+        "a/f.txt",
+        "alias/f.txt",
+        "f-link.txt",
+        "a/../a/f.txt",
+        str(workspace / "a/f.txt"),
+    ):
+        fd, real = ws.open(spelling, os.O_RDONLY)
+        try:
+            assert real == ws.resolve(spelling) == Path(os.path.realpath(workspace / "a/f.txt"))
+            assert os.read(fd, 100) == b"inside\n"
+        finally:
+            os.close(fd)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret\n")
+    (workspace / "link").symlink_to(outside)
+    (workspace / "secret-link.txt").symlink_to(outside / "secret.txt")
+    open_fds = set(os.listdir("/proc/self/fd"))
+    for bad in ("link/secret.txt", "secret-link.txt", "../outside/secret.txt", "../missing.txt"):
+        with pytest.raises(PathOutsideWorkspace, match="outside the workspace"):
+            ws.open(bad, os.O_RDONLY)
+    assert set(os.listdir("/proc/self/fd")) == open_fds
+    with pytest.raises(FileNotFoundError):
+        ws.open("a/missing.txt", os.O_RDONLY)
