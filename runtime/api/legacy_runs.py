@@ -64,10 +64,10 @@ def _history(raw: Any) -> list[Message] | None:
     if raw is None:
         return None
     try:
-        messages = InputHistory.model_validate(raw).root
+        messages = InputHistory.model_validate({"history": raw}).history
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = ".".join(str(p) for p in first["loc"][1:])  # after "history"
         raise bad_request(
             f"context.history must be the previous run's messages ([{{role, content}}]): "
             f"at {where or 'history'}: {first['msg']}",

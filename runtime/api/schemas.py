@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtime.agents import AgentSpec
 from runtime.ids import THREAD_ID_PATTERN, THREAD_ID_RULE, is_thread_id
@@ -141,13 +141,12 @@ class InputMessage(WireModel):
         return Message(role=self.role, content=self.content)
 
 
-class InputHistory(RootModel):  # type: ignore[type-arg]  # `root` says the type
-    """`context.history` of a legacy run request: the previous run's messages.
+class InputHistory(WireModel):
+    """`context.history` of a legacy run request (the previous run's messages), validated
+    as `{"history": ...}`: a root model would import and build pydantic's RootModel at
+    start-up."""
 
-    (Not `RootModel[list[InputMessage]]`: the parametrised class would be built at import.)"""
-
-    model_config = ConfigDict(defer_build=True)
-    root: list[InputMessage]
+    history: list[InputMessage]
 
 
 class RunRequest(WireModel):
