@@ -27,7 +27,7 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -275,7 +275,8 @@ def _header_path(stripped: str, prefix: str, where: str) -> str:
 
 
 def _is_file_header(line: str) -> bool:
-    return line.strip().startswith(_FILE_HEADERS)
+    # the substring test (in C) spares stripping every hunk line of a large patch
+    return "***" in line and line.strip().startswith(_FILE_HEADERS)
 
 
 def _parse_add_body(lines: list[str], i: int, end: int, path: str) -> tuple[int, list[str]]:
@@ -309,7 +310,7 @@ def _parse_update_body(lines: list[str], i: int, end: int, path: str) -> tuple[i
 
     while i < end and not _is_file_header(lines[i]):
         line = lines[i]
-        if line.strip() == "*** End of File":
+        if "***" in line and line.strip() == "*** End of File":
             if current is None or not current.body:
                 raise PatchParseError(
                     f"patch line {i + 1}: '*** End of File' must follow a hunk's lines."
@@ -597,11 +598,16 @@ LOOSEST = len(LEVELS) - 1
 class LineIndex:
     """The lines of one file, with per-level lookup tables built on first use."""
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], searched: Iterable[str] | None = None) -> None:
+        """`searched`: every line `only_exact` will be asked about, if known (read on its
+        first call); then only those are counted, where counting a file's lines, mostly
+        distinct, means a dict entry per line. A line left out counts as absent: its
+        pattern goes through the level-by-level search."""
         self.lines = lines
         self._normalised: dict[int, list[str]] = {0: lines}
         self._positions: dict[int, dict[str, list[int]]] = {}
         self._counts: Counter[str] | None = None
+        self._searched = searched
 
     def normalised(self, level: int) -> list[str]:
         if level not in self._normalised:
@@ -629,10 +635,15 @@ class LineIndex:
         if not pattern:
             return None
         if self._counts is None:
-            self._counts = Counter(self.lines)
+            if self._searched is None:
+                self._counts = Counter(self.lines)
+            else:
+                wanted = set(self._searched)
+                self._counts = Counter(filter(wanted.__contains__, self.lines))
         counts = self._counts
-        offset = min(range(len(pattern)), key=lambda k: counts[pattern[k]])
-        if counts[pattern[offset]] != 1:
+        frequencies = list(map(counts.__getitem__, pattern))
+        offset = frequencies.index(min(frequencies))  # the first of the rarest lines
+        if frequencies[offset] != 1:
             return None
         size = len(pattern)
         if expected is not None and start <= expected:
@@ -747,7 +758,8 @@ def apply_hunks(text: str, hunks: Sequence[Hunk], *, nearest_hint: bool) -> Appl
     """
     raw, lines = _file_lines(text)
     newline = detect_newline(text)
-    index = LineIndex(lines)
+    # the hunks' old lines: all that `only_exact` counts
+    index = LineIndex(lines, (line for hunk in hunks for kind, line in hunk.body if kind != "+"))
     placements: list[_Placement] = []
     notes: list[str] = []
     cursor = 0
