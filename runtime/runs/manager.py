@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -541,11 +542,13 @@ class RunManager:
 
     def active_sessions(self) -> int:
         """Live processes (PTY sessions) across every toolbox, for metrics."""
-        try:
-            from tools.exec import live_session_count
-        except ImportError:  # exec_command not installed in this build
+        exec_tools = sys.modules.get("tools.exec")
+        if exec_tools is None:
+            # No command has run in this process, so there is no session; and /metrics, on
+            # the event loop, must not import the tools (nor fail where exec is not built).
             return 0
-        return sum(live_session_count(box) for box in self.toolboxes())
+        count: Callable[[Toolbox], int] = exec_tools.live_session_count
+        return sum(count(box) for box in self.toolboxes())
 
     async def compact_thread(self, thread_id: str) -> CompactionPart:
         """Compact a thread between runs (see `runtime.runs.thread_compaction`)."""

@@ -1,8 +1,8 @@
 """A daemon's first requests in a fresh interpreter, for test_daemon.py.
 
 The app owns its runtime as under `agentd serve` (it opens the store and starts the run
-manager), but nothing warms it up: the first `/v1/` requests, an agent upsert and a run
-that goes through the agent loop, are what load the modules start-up defers (the tool
+manager), but nothing warms it up: the first requests (metrics, an agent upsert and a run
+that goes through the agent loop) are what load the modules start-up defers (the tool
 modules and the run machinery). Prints, as one JSON line, the requests' statuses, which of
 those modules were imported before the first request, which on the event loop's thread,
 and whether all of them were loaded by the end.
@@ -74,6 +74,9 @@ async def main(workspace: Path) -> None:
     result: object = None
     try:
         async with aiohttp.ClientSession() as http:
+            # Metrics count the tools' sessions: none yet, and nothing imported to say so.
+            async with http.get(server.make_url("/metrics")) as resp:
+                statuses.append(resp.status)
             agent = {
                 "slug": "first",
                 "model": f"replay:{cassette}",
