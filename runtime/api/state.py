@@ -31,7 +31,8 @@ class ApiState:
     webhooks: WebhookSender | None = None
     phase: Phase = "starting"
     owns_manager: bool = False
-    # Built on the first GET /openapi.json (pydantic's schema machinery is slow to load).
+    # Built on the first GET /openapi.json, by a worker thread (~0.1 s of pydantic's JSON
+    # Schema generation, which also loads the tools for their argument schemas).
     openapi: dict[str, Any] | None = None
     # Every SSE client of a run writes the same frames: encoded once, shared.
     frames: FrameCache = field(default_factory=FrameCache)

@@ -1,11 +1,12 @@
 """A daemon's first requests in a fresh interpreter, for test_daemon.py.
 
 The app owns its runtime as under `agentd serve` (it opens the store and starts the run
-manager), but nothing warms it up: the first requests (metrics, an agent upsert and a run
-that goes through the agent loop) are what load the modules start-up defers (the tool
-modules and the run machinery). Prints, as one JSON line, the requests' statuses, which of
-those modules were imported before the first request, which on the event loop's thread,
-and whether all of them were loaded by the end.
+manager), but nothing warms it up: the first requests (metrics, the OpenAPI document, an
+agent upsert and a run that goes through the agent loop) are what load the modules start-up
+defers (the tool modules and the run machinery) and build the document. Prints, as one JSON
+line, the requests' statuses, which of those modules were imported before the first request,
+which on the event loop's thread, whether all of them were loaded by the end, and on which
+thread the document was built.
 
 With `broken`, the run machinery names a module that does not exist: prints the answers to
 an agent upsert, a second /v1/ request, /readyz and /healthz.
@@ -21,11 +22,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import aiohttp
 import anyio
 from aiohttp.test_utils import TestServer
 
+from runtime.api import openapi
 from runtime.api.app import create_app
 from runtime.config import Settings
 from runtime.runs import machinery
@@ -55,9 +58,19 @@ class ImportSpy(importlib.abc.MetaPathFinder):
         return None
 
 
+openapi_on_loop: list[bool] = []
+real_build_openapi = openapi.build_openapi
+
+
+def spying_build_openapi(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    openapi_on_loop.append(threading.current_thread() is threading.main_thread())
+    return real_build_openapi(*args, **kwargs)
+
+
 async def main(workspace: Path) -> None:
     spy = ImportSpy()
     sys.meta_path.insert(0, spy)
+    openapi.build_openapi = spying_build_openapi
     cassette = workspace.parent / "first-run.jsonl"
     turn = {
         "turn": 1,
@@ -77,6 +90,9 @@ async def main(workspace: Path) -> None:
             # Metrics count the tools' sessions: none yet, and nothing imported to say so.
             async with http.get(server.make_url("/metrics")) as resp:
                 statuses.append(resp.status)
+            # The OpenAPI document's first build (~0.1 s): off the event loop too.
+            async with http.get(server.make_url("/openapi.json")) as resp:
+                statuses.append(resp.status)
             agent = {
                 "slug": "first",
                 "model": f"replay:{cassette}",
@@ -95,6 +111,7 @@ async def main(workspace: Path) -> None:
         "result": result,
         "loaded_at_start": loaded_at_start,
         "on_loop": spy.on_loop,
+        "openapi_on_loop": openapi_on_loop,
         "missing": sorted(DEFERRED.difference(sys.modules)),
     }
     print(json.dumps(report))

@@ -306,9 +306,10 @@ async def test_no_secret_or_token_reaches_the_log_at_debug_level(
 def test_the_first_requests_load_the_tools_and_the_run_machinery_off_the_event_loop(
     tmp_path: Path,
 ) -> None:
-    """An agent upserted and run right after start-up, before any warm-up: the tool modules
-    and the run machinery (loop, lifecycle, providers...), which start-up does not import,
-    are imported by worker threads, never on the event loop."""
+    """Metrics, the OpenAPI document, an agent upserted and run right after start-up, before
+    any warm-up: the tool modules and the run machinery (loop, lifecycle, providers...),
+    which start-up does not import, are imported by worker threads, never on the event loop,
+    and so is the document built."""
     root = Path(__file__).resolve().parents[2]
     workspace = tmp_path / "workspace"
     workspace.mkdir()
@@ -321,11 +322,12 @@ def test_the_first_requests_load_the_tools_and_the_run_machinery_off_the_event_l
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["statuses"] == [200, 201, 200], done.stderr
+    assert report["statuses"] == [200, 200, 201, 200], done.stderr
     assert report["result"] == "hello from the cassette"
     assert report["loaded_at_start"] == []
     assert report["missing"] == []
     assert report["on_loop"] == []
+    assert report["openapi_on_loop"] == [False]  # built once, by a worker thread
 
 
 def test_run_machinery_that_cannot_load_is_a_clear_503_not_a_hang(tmp_path: Path) -> None:
