@@ -232,7 +232,7 @@ def _write_temp(write: FileWrite, tag: str) -> str:
         mode = new_file_mode()
     directory, name = os.path.split(os.fspath(write.path))
     while True:
-        temp = os.path.join(directory, f".{name}.{tag}.tmp")
+        temp = os.path.join(directory, _aside_name(name, tag, "tmp"))
         try:
             # created with its final mode where the umask allows it (one chmod less)
             fd = os.open(temp, _CREATE, mode)
@@ -255,6 +255,21 @@ def _write_temp(write: FileWrite, tag: str) -> str:
     return temp
 
 
+# The longest file name most filesystems take (ext4, APFS, tmpfs: NAME_MAX bytes).
+NAME_MAX = 255
+
+
+def _aside_name(name: str, tag: str, suffix: str) -> str:
+    """`.{name}.{tag}.{suffix}`: a hidden name beside `name` that says whose it is, with
+    `name` shortened (whole characters) where the whole would pass NAME_MAX, so a file whose
+    own name is near the limit can still be written."""
+    aside = f".{name}.{tag}.{suffix}"
+    while len(os.fsencode(aside)) > NAME_MAX and name:
+        name = name[:-1]
+        aside = f".{name}.{tag}.{suffix}"
+    return aside
+
+
 def _backup(path: str, tag: str, *, link: bool) -> str | None:
     """Keep the current `path` aside under a temporary name so it can be restored.
 
@@ -264,7 +279,7 @@ def _backup(path: str, tag: str, *, link: bool) -> str | None:
     """
     directory, name = os.path.split(path)
     while True:
-        backup = os.path.join(directory, f".{name}.{tag}.bak")
+        backup = os.path.join(directory, _aside_name(name, tag, "bak"))
         try:
             if not link:
                 if os.path.lexists(backup):

@@ -703,6 +703,49 @@ async def test_failure_while_writing_rolls_everything_back(
     assert harness.events == []
 
 
+@pytest.mark.parametrize("fails", [False, True])
+async def test_files_named_at_the_length_limit_are_patched(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """The temporary and backup files beside a target are named after it: for a name at
+    NAME_MAX (255 bytes) that name is shortened, not refused by the filesystem; a failed
+    commit still puts everything back through them."""
+    long_ascii = "a" * 251 + ".txt"  # 255 bytes
+    long_utf8 = "é" * 125 + ".txt"  # 254 bytes, two per character
+    doomed = "d" * 251 + ".txt"
+    harness.write({long_ascii: "one\n", long_utf8: "two\n", doomed: "three\n"})
+    before = harness.tree()
+    if fails:
+        real_replace = os.replace
+
+        def failing_replace(src: str | Path, dst: str | Path) -> None:
+            # the last step, moving the deleted file aside, fails: both updates are undone
+            if Path(dst).name.endswith(".bak"):
+                raise OSError(5, "Input/output error")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(tools.textfile.os, "replace", failing_replace)
+    patch = envelope(
+        f"*** Update File: {long_ascii}",
+        "@@",
+        "-one",
+        "+1",
+        f"*** Update File: {long_utf8}",
+        "@@",
+        "-two",
+        "+2",
+        f"*** Delete File: {doomed}",
+    )
+    result = await harness.call("apply_patch", input=patch)
+    if fails:
+        assert result.is_error, result.output
+        assert harness.tree() == before
+    else:
+        assert not result.is_error, result.output
+        assert harness.tree() == {long_ascii: b"1\n", long_utf8: b"2\n"}
+    assert not [p for p in harness.root.iterdir() if p.name.startswith(".")]
+
+
 async def test_real_git_diff_applies(harness: Harness, tmp_path: Path) -> None:
     git = need_program("git")
     before = {
