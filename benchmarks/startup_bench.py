@@ -1,6 +1,6 @@
 """How long `agentd serve` takes to answer, beside swerex-remote, and what the time goes to.
 
-    python -m benchmarks.startup_bench [--starts N] [--top N]
+    python -m benchmarks.startup_bench [--starts N] [--top N] [--instructions]
 
 (from the repository root; swerex-remote's row needs `pip install swe-rex`). Rows:
 
@@ -14,7 +14,11 @@
   timed from spawn to that point (process CPU time; the collector paused, as agentd's is).
   All of these run in turn, round after round, `--starts` rounds after an untimed one;
 - then one start of agentd under `python -X importtime`: the modules imported before it
-  listened, self time summed by top-level package, and the `--top` slowest modules.
+  listened, self time summed by top-level package, and the `--top` slowest modules;
+- with `--instructions` (needs valgrind): the instructions agentd serve executes until it
+  listens, beside the floors', counted by valgrind's cachegrind. Unlike CPU time, the count
+  does not move with the machine's load (two runs agree within 0.1 %), so it shows a change of
+  a few ms on a shared machine; it leaves out the /readyz request itself.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,6 +65,19 @@ REPORT = (
     "print((time.monotonic() - float(os.environ['SPAWNED'])) * 1000, time.process_time() * 1000)\n"
 )
 IMPORTED = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \|(\s*)(\S+)$")
+# `agentd serve` as the command line runs it, ended by os._exit the moment it listens (its
+# on_ready callback): what start-up executed, without shutdown or the warm-up thread.
+UNTIL_LISTENING = (
+    "import os, sys\n"
+    "from runtime import cli, daemon\n"
+    "serve = daemon.serve\n"
+    "async def until_listening(settings, **kwargs):\n"
+    "    kwargs['on_ready'] = lambda url: os._exit(0)\n"
+    "    return await serve(settings, **kwargs)\n"
+    "daemon.serve = until_listening\n"
+    "sys.exit(cli.main(sys.argv[1:]))\n"
+)
+VALGRIND_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 def main_thread_cpu_ms(server: Server) -> float | None:
@@ -151,6 +169,41 @@ async def import_profile(tmp: Path) -> list[tuple[int, int, str]]:
     return imports
 
 
+def instructions(code: str, args: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Instructions a fresh interpreter executes running `code` (valgrind's cachegrind)."""
+    argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    out = subprocess.run(
+        [*argv, sys.executable, "-c", code, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    match = VALGRIND_REFS.search(out.stderr)
+    if match is None:
+        raise RuntimeError(f"no instruction count from valgrind: {out.stderr[-2000:]}")
+    return int(match.group(1).replace(",", ""))
+
+
+def instruction_rows(tmp: Path) -> list[tuple[str, str, str]]:
+    """agentd serve until it listens, and the two floors: instructions, and over the floor."""
+    env = {**python_env(tmp), "PYTHONPATH": str(ROOT)}
+    workspace = tmp / "workspace"
+    workspace.mkdir(exist_ok=True)
+    state = Path(tempfile.mkdtemp(dir=tmp, prefix="state"))
+    serve_args = agentd_argv(free_port(), state, workspace)[3:]  # after `python -m runtime.cli`
+    agentd = instructions(UNTIL_LISTENING, serve_args, env, workspace)
+    floor = instructions("import gc\ngc.disable()\n" + UNAVOIDABLE, [], env, workspace)
+    bare = instructions("", [], env, workspace)
+    over = f"{(agentd - floor) / 1e6:+.0f} M ({agentd / floor:.2f}×)"
+    return [
+        ("agentd serve → listening", f"{agentd / 1e6:.0f} M", over),
+        ("python, no imports", f"{bare / 1e6:.0f} M", ""),
+        ("agentd's unavoidable imports", f"{floor / 1e6:.0f} M", "(the floor)"),
+    ]
+
+
 def print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
@@ -164,7 +217,11 @@ async def main_async(args: argparse.Namespace) -> None:
         tmp = Path(tmp_name)
         rows = await start_up_rows(tmp, args.starts)
         imports = await import_profile(tmp)
+        counted = instruction_rows(tmp) if args.instructions else []
     print_table((f"start-up, median of {args.starts} (quartiles)", "wall", "CPU"), rows)
+    if counted:
+        print()
+        print_table(("instructions (valgrind)", "count", "over the floor"), counted)
 
     by_package: Counter[str] = Counter()
     for micros, _, module in imports:
@@ -189,7 +246,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=15, help="timed starts per daemon")
     parser.add_argument("--top", type=int, default=12, help="rows of the import profile")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count start-up's instructions under valgrind (steady on a loaded machine)",
+    )
+    args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind on PATH")
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
