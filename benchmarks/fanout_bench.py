@@ -1,7 +1,8 @@
 """Event fan-out: one run's `EventLog` feeding many subscribers.
 
     python -m benchmarks.fanout_bench [--subscribers 100] [--events 5000] [--rate 1000]
-        [--http-only] [--no-live] [--catch-up 3000,10000,50000] [--frame-cache-bytes N]
+        [--http-only] [--no-live] [--http-rate 200,250,400] [--catch-up 3000,10000,50000]
+        [--frame-cache-bytes N]
 
 Every scenario emits `--events` `tool_output` events (80-character chunks) on one log while
 `--subscribers` tasks read it, and prints:
@@ -25,9 +26,10 @@ Scenarios: events kept in memory only / appended to a real SQLite store (as in t
 each as a burst (emit as fast as possible) and paced at `--rate` events/s (what a busy run
 looks like; deltas are coalesced to ~20 events/s per stream in practice).
 
-`over HTTP`: the same log (SQLite-backed) served as SSE by the daemon's `EventStream` from an
-aiohttp server on 127.0.0.1, to `--subscribers` HTTP clients in a separate process (raw
-sockets, one per client, reading frames as they come). Latency runs from the start of
+`over HTTP`: the same log (SQLite-backed) served as SSE by the daemon's `EventStream` (with a
+`FrameCache` and `LiveFeeds`, as the daemon serves it) from an aiohttp server on 127.0.0.1, to
+`--subscribers` HTTP clients in a separate process (raw sockets, one per client, reading
+frames as they come); paced at each `--http-rate`. Latency runs from the start of
 `emit()` to the client reading the frame's last byte (both clocks are this machine's). The
 clients share the 2 cores with the server, so the figures are lower bounds. `catch-up`: the
 run's events are all there before the clients connect (what a client reconnecting after a
@@ -53,7 +55,7 @@ from pathlib import Path
 import anyio
 from aiohttp import web
 
-from runtime.api.sse import EventStream, FrameCache
+from runtime.api.sse import EventStream, FrameCache, LiveFeeds
 from runtime.events import EventLog, SubscriberDropped
 from runtime.store import Store
 
@@ -184,11 +186,18 @@ async def http_scenario(
     if catch_up:
         await emit_all()
     frames = FrameCache() if frame_cache_bytes is None else FrameCache(frame_cache_bytes)
+    feeds = LiveFeeds()
     writes: list[int] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
         stream = EventStream(
-            request, retry_ms=1000, ping_interval=15.0, frames=frames, on_frames=writes.append
+            request,
+            retry_ms=1000,
+            ping_interval=15.0,
+            frames=frames,
+            on_frames=writes.append,
+            feeds=feeds,
+            feed_key=log.run_id,
         )
         return await stream.run(lambda last: log.subscribe(last).batches(), 0)
 
@@ -221,12 +230,17 @@ async def http_scenario(
         line = b""
         while not line.endswith(b"\n"):
             line += await clients.stdout.receive(1)
+
+        def subscribed() -> int:  # clients reading alone, and those following the feed
+            members = feeds.member_count(log.run_id)
+            return log.subscriber_count - (1 if members else 0) + members
+
         if catch_up:
             # latency: from the clients' start to reading each event
             sent = [start] * (events + 1)
             emit_done = start
         else:
-            while log.subscriber_count < subscribers:
+            while subscribed() < subscribers:
                 await anyio.sleep(0.01)
             cpu_start = cpu_seconds()
             start = time.time()
@@ -357,7 +371,7 @@ async def main(args: argparse.Namespace) -> None:
                             queue_size=args.queue_size,
                         )
                     )
-            for rate in (None, args.http_rate) if not args.no_live else ():
+            for rate in (None, *args.http_rate) if not args.no_live else ():
                 name = f"over HTTP, {'burst' if rate is None else f'{rate:g}/s'}"
                 events = args.events if rate is None else min(args.events, int(rate * 3))
                 results.append(
@@ -395,7 +409,10 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s when paced")
     parser.add_argument("--queue-size", type=int, default=1000)
     parser.add_argument(
-        "--http-rate", type=float, default=200.0, help="events/s when paced over HTTP"
+        "--http-rate",
+        type=lambda text: [float(n) for n in text.split(",") if n],
+        default=[200.0, 250.0, 400.0],
+        help="events/s when paced over HTTP, one row each (comma-separated)",
     )
     parser.add_argument("--http-only", action="store_true", help="only the over-HTTP scenarios")
     parser.add_argument(

@@ -14,7 +14,9 @@ the run goes on.
 
 The stream reads its events a batch at a time (what was ready at once) and writes a batch's
 frames in one write, so a client that is behind catches up with one send rather than one
-per event; each frame is encoded once for every client of the run (`FrameCache`).
+per event; each frame is encoded once for every client of the run (`FrameCache`). Clients
+that have caught up with a live run follow its `LiveFeed`: one of their streams reads the run
+and writes each batch to all of them, so an event wakes one task rather than one per client.
 """
 
 from __future__ import annotations
@@ -137,9 +139,88 @@ def resume_point(request: web.Request, after: int | None) -> int:
     return after or 0
 
 
+# A stream joins its run's feed after a batch of fewer events than this: the batch was all
+# that was waiting, so it has caught up. (Batches of a catch-up are 256 events, the limit of
+# `RunManager.subscribe_batches`: those readers stay alone, each at its own pace.)
+JOIN_BELOW = 64
+
+
+class LiveFeed:
+    """The streams of one run that are caught up with it, and the one of them that reads the
+    run for all (the driver).
+
+    A live event used to wake every client's task to write one frame; now the driver's task
+    wakes once and writes the frame to every member, whose tasks sleep until they are
+    released: the run ended, their client left, or they fell behind (their transport's
+    buffer would pass its high-water mark, so a write could wait) and go back to reading on
+    their own, from their last id, until they are caught up again. `LiveFeeds` holds them."""
+
+    def __init__(self, key: str, last_id: int) -> None:
+        self.key = key
+        # Every event up to here has been handed to the members (each has it, or was released
+        # before it); a stream may join once it has written this far.
+        self.last_id = last_id
+        self.members: list[EventStream] = []
+        self.driver: EventStream | None = None
+
+
+class LiveFeeds:
+    """The `LiveFeed` of each run that has caught-up streams (on the API state)."""
+
+    def __init__(self) -> None:
+        self._feeds: dict[str, LiveFeed] = {}
+
+    def get(self, key: str) -> LiveFeed | None:
+        """The run's feed, while it has members."""
+        return self._feeds.get(key)
+
+    def member_count(self, key: str) -> int:
+        """How many streams of the run are following its feed."""
+        feed = self._feeds.get(key)
+        return len(feed.members) if feed is not None else 0
+
+    def join(self, key: str, stream: EventStream) -> LiveFeed | None:
+        """Add `stream` to the run's feed if it has written every event the feed has handed
+        out (making the feed, with `stream` its driver, if there is none); None otherwise."""
+        feed = self._feeds.get(key)
+        if feed is None:
+            feed = self._feeds[key] = LiveFeed(key, stream.last_id)
+        elif stream.last_id < feed.last_id:
+            return None
+        feed.members.append(stream)
+        if feed.driver is None:
+            feed.driver = stream
+        return feed
+
+    def leave(self, feed: LiveFeed, stream: EventStream) -> None:
+        """Take `stream` out of the feed; a driver hands its part to the oldest member left."""
+        if stream in feed.members:
+            feed.members.remove(stream)
+        if feed.driver is stream:
+            feed.driver = None
+            if feed.members:
+                feed.driver = feed.members[0]
+                feed.members[0].released("drive")
+        if not feed.members and self._feeds.get(feed.key) is feed:
+            del self._feeds[feed.key]
+
+    def end(self, feed: LiveFeed, reason: str) -> None:
+        """The run's events are over: release every member (`complete` or `ended`)."""
+        members, feed.members = feed.members, []
+        feed.driver = None
+        if self._feeds.get(feed.key) is feed:
+            del self._feeds[feed.key]
+        for member in members:
+            member.released(reason)
+
+
 class EventStream:
     """One SSE response. `await stream.run(subscribe, after)` writes until the run's
-    `complete` event (or the client leaves)."""
+    `complete` event (or the client leaves).
+
+    With `feeds` and `feed_key` (the run id), a stream that has caught up with the run joins
+    its `LiveFeed`: from then on one stream's task reads the run and writes each batch to every
+    caught-up client, instead of every client's task waking for every event."""
 
     def __init__(
         self,
@@ -150,6 +231,8 @@ class EventStream:
         headers: dict[str, str] | None = None,
         on_frames: Callable[[int], Any] | None = None,
         frames: FrameCache | None = None,
+        feeds: LiveFeeds | None = None,
+        feed_key: str | None = None,
     ) -> None:
         self.request = request
         self.retry_ms = retry_ms
@@ -163,7 +246,13 @@ class EventStream:
         # client, the fan-out's hot path.
         self._writing = anyio.Semaphore(1, max_value=1)
         self._frames = frames
+        self._encode = frames.frame if frames is not None else format_event
         self._on_frames = on_frames
+        self._feeds = feeds if feed_key is not None else None
+        self._feed_key = feed_key or ""
+        # Set when this stream, a member of a feed, is released (why: `_release_reason`).
+        self._released = anyio.Event()
+        self._release_reason: str | None = None
         self._scope: anyio.CancelScope | None = None
         self.client_gone = False
 
@@ -209,37 +298,159 @@ class EventStream:
         return self.response
 
     async def _pump(self, subscribe: Subscribe) -> None:
-        encode = self._frames.frame if self._frames is not None else format_event
+        while True:
+            feed = await self._read_alone(subscribe)
+            if feed is None or not await self._follow(feed, subscribe):
+                return
+
+    async def _read_alone(self, subscribe: Subscribe) -> LiveFeed | None:
+        """Read the run with a subscription of its own (catching up, or without feeds) until
+        the end (None: `complete` written, client gone, or no more events) or until it has
+        caught up with the run's feed and joined it."""
         while True:
             try:
                 async with aclosing(subscribe(self.last_id)) as batches:  # type: ignore[type-var]
                     async for batch in batches:
-                        frames: list[bytes] = []
-                        last_id = self.last_id
-                        complete = False
-                        for event in batch:
-                            if event.id <= last_id:
-                                continue  # never twice, whatever the source
-                            frames.append(encode(event))
-                            last_id = event.id
-                            if event.type == "complete":
-                                complete = True
-                                break
-                        if not frames:
-                            continue
-                        await self._write(frames[0] if len(frames) == 1 else b"".join(frames))
-                        if self.client_gone:
-                            return
-                        self.last_id = last_id
-                        self.events_sent += len(frames)
-                        if self._on_frames is not None:
-                            self._on_frames(len(frames))
-                        if complete:
-                            return
-                return
+                        if not await self._write_batch(batch):
+                            return None
+                        if self._feeds is not None and len(batch) < JOIN_BELOW:
+                            feed = self._feeds.join(self._feed_key, self)
+                            if feed is not None:
+                                return feed
+                return None
             except SubscriberDropped:
                 # Too slow for the live queue: replay from the store where we stopped.
                 log.info("SSE subscriber dropped at event %s; resubscribing", self.last_id)
+
+    async def _write_batch(self, batch: Sequence[Event]) -> bool:
+        """Write the batch's events after `last_id`; False once `complete` is written or the
+        client is gone."""
+        frames: list[bytes] = []
+        last_id = self.last_id
+        complete = False
+        for event in batch:
+            if event.id <= last_id:
+                continue  # never twice, whatever the source
+            frames.append(self._encode(event))
+            last_id = event.id
+            if event.type == "complete":
+                complete = True
+                break
+        if not frames:
+            return True
+        await self._write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if self.client_gone:
+            return False
+        self.last_id = last_id
+        self.events_sent += len(frames)
+        if self._on_frames is not None:
+            self._on_frames(len(frames))
+        return not complete
+
+    # -- following a run's feed ----------------------------------------------------------
+
+    def released(self, reason: str) -> None:
+        """Wake this member of a feed: `drive` (read the run for the feed now), `behind`
+        (read alone again), `gone` (its client left), `complete` or `ended` (the run's
+        events are over). A later reason replaces one not yet acted on."""
+        self._release_reason = reason
+        self._released.set()
+
+    async def _follow(self, feed: LiveFeed, subscribe: Subscribe) -> bool:
+        """Follow the feed (driving it when it is this stream's turn) until released; True:
+        it fell behind and reads alone again."""
+        assert self._feeds is not None
+        try:
+            while True:
+                if feed.driver is self:
+                    await self._drive(feed, subscribe)
+                await self._released.wait()
+                reason = self._release_reason
+                self._released = anyio.Event()
+                self._release_reason = None
+                if reason != "drive":
+                    return reason == "behind"
+        finally:
+            self._feeds.leave(feed, self)
+
+    async def _drive(self, feed: LiveFeed, subscribe: Subscribe) -> None:
+        """Read the run and hand each batch to the feed's members, until this stream is no
+        longer the driver (released, or the run's events are over)."""
+        assert self._feeds is not None
+        while feed.driver is self:
+            after = min((m.last_id for m in feed.members), default=self.last_id)
+            try:
+                async with aclosing(subscribe(after)) as batches:  # type: ignore[type-var]
+                    async for batch in batches:
+                        await self._hand_out(feed, batch)
+                        if feed.driver is not self:
+                            return
+                self._feeds.end(feed, "ended")  # no more events, and no `complete`
+            except SubscriberDropped:
+                log.info("SSE feed of %s dropped at event %s; resubscribing", feed.key, after)
+
+    async def _hand_out(self, feed: LiveFeed, batch: Sequence[Event]) -> None:
+        """Write the batch to every member (each from its own last id: members normally
+        share one buffer), releasing those that fell behind or left."""
+        assert self._feeds is not None
+        events: list[Event] = []
+        complete = False
+        for event in batch:
+            events.append(event)
+            if event.type == "complete":
+                complete = True
+                break
+        if not events:
+            return
+        last = events[-1].id
+        feed.last_id = max(feed.last_id, last)
+        shared: dict[int, tuple[bytes, int]] = {}
+        for member in list(feed.members):
+            if member.last_id >= last:
+                continue
+            entry = shared.get(member.last_id)
+            if entry is None:
+                frames = [self._encode(e) for e in events if e.id > member.last_id]
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                entry = shared[member.last_id] = (data, len(frames))
+            reason = await member.take_frames(entry[0], entry[1], last)
+            if reason is not None:
+                self._feeds.leave(feed, member)
+                member.released(reason)
+        if complete:
+            self._feeds.end(feed, "complete")
+
+    async def take_frames(self, data: bytes, count: int, last_id: int) -> str | None:
+        """(From the feed's driver.) Write frames up to `last_id` to this client now, or say
+        why not: `behind` when its transport's buffer would pass the high-water mark (the
+        write could wait, holding up every other member), `gone` when the client left."""
+        if self.client_gone:
+            return "gone"
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            self.client_gone = True
+            return "gone"
+        if transport.get_write_buffer_size() + len(data) > transport.get_write_buffer_limits()[1]:
+            return "behind"
+        try:
+            self._writing.acquire_nowait()
+        except anyio.WouldBlock:
+            return "behind"  # a ping is being written
+        # Before the write: should it wait after all, a driver taking over meanwhile must
+        # not write these frames again.
+        self.last_id = last_id
+        try:
+            await self.response.write(data)
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("SSE client left after event %s: %s", last_id, exc)
+            self.client_gone = True
+            return "gone"
+        finally:
+            self._writing.release()
+        self.events_sent += count
+        if self._on_frames is not None:
+            self._on_frames(count)
+        return None
 
     async def _heartbeat(self) -> None:
         while True:

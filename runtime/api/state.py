@@ -10,7 +10,7 @@ from aiohttp import web
 from runtime.api.errors import ApiError
 from runtime.api.metrics import ApiMetrics
 from runtime.api.routing import RouteTable
-from runtime.api.sse import FrameCache
+from runtime.api.sse import FrameCache, LiveFeeds
 from runtime.config import Settings
 
 if TYPE_CHECKING:
@@ -36,6 +36,8 @@ class ApiState:
     openapi: dict[str, Any] | None = None
     # Every SSE client of a run writes the same frames: encoded once, shared.
     frames: FrameCache = field(default_factory=FrameCache)
+    # The SSE clients of a run that are caught up: one task writes each event to all of them.
+    feeds: LiveFeeds = field(default_factory=LiveFeeds)
 
     def require_manager(self) -> RunManager:
         if self.manager is None:

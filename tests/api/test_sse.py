@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.abc
 import httpx_sse
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from runtime.api.sse import FRAME_OVERHEAD, EventStream, FrameCache, format_event
+from runtime.api.sse import FRAME_OVERHEAD, EventStream, FrameCache, LiveFeeds, format_event
+from runtime.api.state import STATE_KEY
 from runtime.events import Event, EventLog, SubscriberDropped
 from tests.api.conftest import Daemon, DaemonFactory, collect_events, read_frames
 from tests.fakes.model_server import Gate, Turn, text
@@ -94,11 +98,15 @@ async def test_two_clients_on_one_live_run_see_the_same_events(daemon: Daemon) -
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch, "a")
             tg.start_soon(watch, "b")
+            feeds = daemon.app[STATE_KEY].feeds
             with anyio.fail_after(10):
                 await gate.reached.wait()
                 (run,) = daemon.manager.active_runs()
-                while run.events.subscriber_count < 3:  # the starter, a and b
+                # the starter, a and b have caught up and follow the run's feed, which reads
+                # the run once for the three
+                while feeds.member_count(run_id) < 3:
                     await anyio.sleep(0.01)
+                assert run.events.subscriber_count == 1
             gate.open()
         seen["starter"] = [(f.id, f.event, f.data) for f in await collect_events(starter)]
     assert seen["a"] == seen["b"] == seen["starter"]
@@ -270,6 +278,179 @@ async def test_a_client_that_is_behind_gets_its_waiting_frames_in_one_write(
     assert raw == b"retry: 10\n\n" + b"".join(format_event(e) for e in log.events)
     assert writes == [256, 45]
     assert log.subscriber_count == 0
+
+
+class RawClient:
+    """An SSE client on a raw socket (HTTP/1.0: the body is the stream, unchunked) that
+    reads only when told to."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.frames: list[bytes] = []
+        self.eof = False
+
+    @classmethod
+    async def open(
+        cls, url: str, *, receive_buffer: int | None = None, host: str = "test"
+    ) -> RawClient:
+        address = url.split("//", 1)[1].split("/", 1)[0]
+        address_host, port = address.rsplit(":", 1)
+        stream = await anyio.connect_tcp(address_host, int(port))
+        client = cls(stream)
+        if receive_buffer is not None:
+            client.set_receive_buffer(receive_buffer)
+        await stream.send(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        while b"\r\n\r\n" not in client.buffer:
+            client.buffer += await stream.receive()
+        client.buffer = client.buffer.split(b"\r\n\r\n", 1)[1]
+        return client
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(f[4 : f.index(b"\n")]) for f in self.frames if f.startswith(b"id: ")]
+
+    async def read_until(self, event_id: int) -> None:
+        """Read until the frame of `event_id` (or the end of the stream)."""
+        while True:
+            *frames, self.buffer = self.buffer.split(b"\n\n")
+            self.frames += [frame + b"\n\n" for frame in frames]
+            if self.eof or event_id in self.ids:
+                return
+            try:
+                self.buffer += await self.stream.receive()
+            except anyio.EndOfStream:
+                self.eof = True
+
+    def set_receive_buffer(self, size: int) -> None:
+        raw = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+    async def reset(self) -> None:
+        """Leave abruptly (a reset, as when a client's machine drops the connection)."""
+        raw = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await self.stream.aclose()
+
+
+@asynccontextmanager
+async def closed_at_exit(log: EventLog) -> AsyncIterator[None]:
+    """Streams of the log end when the block does, even when it fails (the server then
+    closes at once instead of waiting for them)."""
+    try:
+        yield
+    finally:
+        await log.close()
+
+
+async def wait_members(feeds: LiveFeeds, key: str, count: int) -> None:
+    with anyio.fail_after(10):
+        while feeds.member_count(key) != count:
+            await anyio.sleep(0.01)
+
+
+async def test_caught_up_clients_follow_one_reader_which_hands_over_when_its_client_leaves(
+    daemon: Daemon,
+) -> None:
+    """Clients that have caught up with a live run follow its feed: one of their streams
+    reads the run and writes each event to all (the log has one subscriber for the three).
+    When that stream's client leaves, another stream takes over without a gap."""
+    log = EventLog("run_feed", None, None)
+    feeds = LiveFeeds()
+    streams: list[EventStream] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        stream = EventStream(
+            request,
+            retry_ms=10,
+            ping_interval=30,
+            frames=FrameCache(),
+            feeds=feeds,
+            feed_key="run_feed",
+        )
+        streams.append(stream)
+        return await stream.run(lambda last: log.subscribe(last).batches(), 0)
+
+    await log.emit("text", content="1")
+    await log.emit("text", content="2")
+    async with serve_handler(handler) as url, closed_at_exit(log):
+        clients = []
+        with anyio.fail_after(20):
+            for count in (1, 2, 3):
+                client = await RawClient.open(url)
+                await client.read_until(2)
+                await wait_members(feeds, "run_feed", count)
+                clients.append(client)
+            feed = feeds.get("run_feed")
+            assert feed is not None and feed.driver is streams[0]
+            assert log.subscriber_count == 1  # one reader for the three
+            await clients[0].reset()
+            await log.emit("text", content="3")
+            for client in clients[1:]:
+                await client.read_until(3)
+            # the first to write to the gone client noticed, and the next member drives
+            await wait_members(feeds, "run_feed", 2)
+            assert feed.driver is streams[1] and log.subscriber_count == 1
+            for number in range(4, 11):
+                await log.emit("text", content=str(number))
+            await log.emit("complete", status="completed")
+            for client in clients[1:]:
+                await client.read_until(12)
+                await client.read_until(-1)  # then the stream ends
+                assert client.eof
+    expected = [format_event(event) for event in log.events]
+    assert [event.id for event in log.events] == list(range(1, 12))
+    for client in clients[1:]:
+        assert client.frames[0] == b"retry: 10\n\n" and client.frames[1:] == expected
+    assert feeds.member_count("run_feed") == 0 and log.subscriber_count == 0
+
+
+async def test_a_client_too_slow_for_the_feed_reads_alone_and_holds_up_no_one(
+    daemon: Daemon,
+) -> None:
+    """A member whose transport is full is released from the feed (a write to it could
+    wait, and would hold up every other client): it reads alone from its last event, and
+    gets every event once, in order, when it reads again; the others are not held up."""
+    log = EventLog("run_slow", None, None)
+    feeds = LiveFeeds()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        assert transport is not None
+        if request.headers.get("Host") == "slow":
+            transport.set_write_buffer_limits(high=4096)
+            raw = transport.get_extra_info("socket")
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        stream = EventStream(
+            request,
+            retry_ms=10,
+            ping_interval=30,
+            frames=FrameCache(),
+            feeds=feeds,
+            feed_key="run_slow",
+        )
+        return await stream.run(lambda last: log.subscribe(last).batches(), 0)
+
+    await log.emit("text", content="first")
+    async with serve_handler(handler) as url, closed_at_exit(log):
+        with anyio.fail_after(30):
+            fast = await RawClient.open(url)
+            await fast.read_until(1)
+            slow = await RawClient.open(url, receive_buffer=4096, host="slow")
+            await slow.read_until(1)
+            await wait_members(feeds, "run_slow", 2)
+            chunk = "x" * 1000
+            for _ in range(100):  # 100 kB: far more than the slow client's buffers hold
+                await log.emit("tool_output", callId="c1", chunk=chunk)
+                await fast.read_until(log.last_id)
+            await log.emit("complete", status="completed")
+            await fast.read_until(-1)
+            assert fast.eof  # all of it while the slow client read nothing
+            await wait_members(feeds, "run_slow", 0)
+            slow.set_receive_buffer(1 << 20)
+            await slow.read_until(-1)
+    expected = [format_event(event) for event in log.events]
+    assert fast.frames[1:] == expected and slow.frames[1:] == expected
 
 
 async def test_an_sse_client_leaving_ends_only_its_stream(daemon: Daemon) -> None:

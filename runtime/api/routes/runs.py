@@ -62,6 +62,8 @@ async def stream_run(
         headers=headers,
         on_frames=on_frames,
         frames=state.frames,
+        feeds=state.feeds,
+        feed_key=run_id,
     )
     metrics.sse_clients += 1
     try:
