@@ -244,8 +244,9 @@ async def _warm_up() -> None:
 def build_deferred_models(packages: Iterable[str] = ("runtime", "tools")) -> list[str]:
     """Build now the validators and serializers of the pydantic models defined in `packages`
     whose building was deferred (`defer_build=True`, which keeps it out of start-up: pydantic
-    would otherwise build them at first use). Blocking: the daemon calls it in a worker thread
-    once it listens. Returns the qualified names of the models built."""
+    would otherwise build them at first use); models built where they are defined are left
+    alone. Blocking: the daemon calls it in a worker thread once it listens. Returns the
+    qualified names of the models built."""
     roots = frozenset(packages)
     built: list[str] = []
     seen: set[type[BaseModel]] = set()
@@ -257,6 +258,12 @@ def build_deferred_models(packages: Iterable[str] = ("runtime", "tools")) -> lis
         seen.add(model)
         pending.extend(model.__subclasses__())
         if model.__pydantic_complete__ or model.__module__.split(".")[0] not in roots:
+            continue
+        if not model.model_config.get("defer_build"):
+            # Built where it is defined, maybe by another thread right now (a tool module a
+            # request is importing): model_rebuild here would race that build (pydantic's
+            # rebuild lock does not cover class creation), and could leave it a validator made
+            # before its fields were set.
             continue
         name = f"{model.__module__}.{model.__qualname__}"
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import anyio
+import pytest
 from pydantic import BaseModel, ConfigDict
 
 from runtime.cli import resume_gc_after_start
@@ -216,3 +218,25 @@ def test_build_deferred_models_builds_only_the_named_packages_unbuilt_models() -
     assert name in build_deferred_models(("tests",))
     assert Deferred.__pydantic_complete__ and Deferred(value=3).value == 3
     assert name not in build_deferred_models(("tests",))
+
+
+class BuiltWhereDefined(BaseModel):
+    """Not deferred, and not complete (its annotation names a class defined later): what a
+    model built at its definition looks like while another thread is still defining it."""
+
+    value: Later  # defined below, after the class
+
+
+def test_build_deferred_models_leaves_models_that_are_not_deferred_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert not BuiltWhereDefined.__pydantic_complete__
+    with caplog.at_level(logging.ERROR, logger="agentd"):
+        built = build_deferred_models(("tests",))
+    assert f"{__name__}.BuiltWhereDefined" not in built
+    assert not BuiltWhereDefined.__pydantic_complete__  # not touched: no rebuild attempted
+    assert "BuiltWhereDefined" not in caplog.text
+
+
+class Later(BaseModel):
+    number: int
