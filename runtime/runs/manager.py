@@ -478,8 +478,8 @@ class RunManager:
                     await self._announce_paused(run)  # nothing under way: paused now
                 else:
                     # A model turn or a tool is under way: the run stops when it is done.
-                    await run.events.emit("status", status="pausing")
                     await run.update(self.store, status="pausing")
+                    await run.events.emit("status", status="pausing")
         return run.record
 
     async def _parked(self, run: Run) -> None:
@@ -487,12 +487,15 @@ class RunManager:
             await self._announce_paused(run)
 
     async def _announce_paused(self, run: Run) -> None:
-        """Say once per pause that the run has stopped (the loop parked, or never started)."""
+        """Say once per pause that the run has stopped (the loop parked, or never started).
+
+        Here and for every status, the record changes before the event says so: a client
+        that reads the run when the event reaches it finds what the event says."""
         if run.pause_announced or not run.controls.paused:
             return
         run.pause_announced = True
-        await run.events.emit("status", status="paused")
         await run.update(self.store, status="paused")
+        await run.events.emit("status", status="paused")
 
     async def resume(self, run_id: str) -> RunRecord:
         """Let a paused run continue. Idempotent for a run that is not paused."""
@@ -502,8 +505,8 @@ class RunManager:
             if run.controls.paused:
                 # Announced before the loop may continue, so `resumed` precedes its events.
                 run.pause_announced = False
-                await run.events.emit("status", status="resumed")
                 await run.update(self.store, status="running" if run.has_slot else "queued")
+                await run.events.emit("status", status="resumed")
                 run.controls.resume()
         return run.record
 

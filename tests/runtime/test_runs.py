@@ -349,6 +349,46 @@ async def test_pause_and_input_during_a_model_stream(
     assert [m.role for m in provider.calls[1].messages] == ["user", "assistant", "tool", "user"]
 
 
+async def test_a_status_event_reaches_clients_after_the_record_says_so(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    """A client that reads the run as soon as a `status` event reaches it reads the status
+    the event gave (the viewer shows the event; a control plane may read the run next)."""
+    agent = await make_agent(store)
+    gate = Gate()
+    factory.add(tool_turn(call("c1", "nope"), text="held", gate=gate), text_turn("after"))
+    run = await manager.start(agent, prompt="go")
+    await gate.wait_reached()
+    seen: list[tuple[str, str, str]] = []
+    # each control waits until the watcher has read the run for the event before it
+    reached = {status: anyio.Event() for status in ("pausing", "paused", "resumed")}
+
+    async def watch() -> None:
+        async for event in manager.subscribe(run.run_id):
+            if event.type == "status":
+                live = (await manager.get(run.run_id)).status
+                stored = await store.get_run(run.run_id)
+                assert stored is not None
+                seen.append((event.payload["status"], live, stored.status))
+                reached[event.payload["status"]].set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            await manager.pause(run.run_id)
+            await reached["pausing"].wait()
+            gate.open()
+            await reached["paused"].wait()
+            await manager.resume(run.run_id)
+            await reached["resumed"].wait()
+            await manager.wait(run.run_id)
+    assert seen == [
+        ("pausing", "pausing", "pausing"),
+        ("paused", "paused", "paused"),
+        ("resumed", "running", "running"),
+    ]
+
+
 async def test_cancel_during_a_model_stream(
     manager: RunManager, store: Store, factory: ScriptedFactory
 ) -> None:
