@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import anyio
+import psutil
 import pytest
 
 from tools.proctable import (
@@ -52,6 +53,11 @@ async def test_descendants_of_a_shell_and_their_tags(
     with anyio.fail_after(20):
         # the order of the lines is not fixed: `sh -c` echoes its own $! when it runs
         pids = {int(await anyio.to_thread.run_sync(shell.stdout.readline)) for _ in range(3)}
+        # `$!` is echoed as soon as the child is forked: until it has exec'd and waits
+        # (`sleep`, or the inner `sh` in `wait`) its environment can read as empty. Nothing
+        # to await: look until every one sleeps.
+        while not all(psutil.Process(pid).status() == psutil.STATUS_SLEEPING for pid in pids):
+            await anyio.sleep(0.01)
     table = process_table.scan(tags=True)
     assert table is not None
     assert pids <= descendants(table, shell.pid)
