@@ -31,6 +31,10 @@ from runtime.ids import utc_now
 log = logging.getLogger("agentd.events")
 
 COALESCE_WINDOW = 0.05
+# How many stored events a reader takes from the store per query: a client replaying a long
+# run (a finished one, or the part a live one no longer keeps in memory) holds a page of
+# decoded events at a time, not the whole run (100 clients on a 50k-event run: ~5M).
+STORE_PAGE = 1024
 
 
 class EventStore(Protocol):
@@ -94,6 +98,8 @@ class Subscription:
         self._dropped = False
         self._ended = ended
         self._backlog: deque[Event] = deque(backlog)
+        # The part of the store gap read so far and not yet returned (a page at a time).
+        self._stored: deque[Event] = deque()
         self._store_gap = store_gap
         self._store = store
         self._on_close = on_close
@@ -169,8 +175,12 @@ class Subscription:
             self.aclose_now()
 
     def _take_ready(self) -> Event | None:
-        """The next event if one is waiting (never the store gap: `_next_candidate` has
-        read it before returning the first event)."""
+        """The next event if one is waiting without a read: none while the store gap has
+        pages left to read (`_next_candidate` reads them, in order, before anything else)."""
+        if self._stored:
+            return self._stored.popleft()
+        if self._store_gap is not None:
+            return None
         if self._backlog:
             return self._backlog.popleft()
         if self._queue:
@@ -178,12 +188,10 @@ class Subscription:
         return None
 
     async def _next_candidate(self) -> Event | None:
-        if self._store_gap is not None:
-            after, upto = self._store_gap
-            self._store_gap = None
-            if self._store is not None:
-                stored = await self._store.events_after(self.run_id, after, limit=upto - after)
-                self._backlog.extendleft(reversed(stored))
+        if not self._stored and self._store_gap is not None:
+            await self._read_store_page()
+        if self._stored:
+            return self._stored.popleft()
         if self._backlog:
             return self._backlog.popleft()
         while True:
@@ -197,6 +205,20 @@ class Subscription:
             # A bare future rather than an anyio.Event: this is the hot path of fan-out.
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
+
+    async def _read_store_page(self) -> None:
+        """Read the next page (at most STORE_PAGE) of the ids `(after, upto]` only the store
+        has; the gap shrinks only once the page is read (a cancelled read loses nothing)."""
+        assert self._store_gap is not None
+        after, upto = self._store_gap
+        if self._store is None:
+            self._store_gap = None
+            return
+        want = min(STORE_PAGE, upto - after)
+        page = await self._store.events_after(self.run_id, after, limit=want)
+        self._stored.extend(page)
+        # Ids are consecutive: a short page means the store has no more of the gap.
+        self._store_gap = (page[-1].id, upto) if len(page) == want and page[-1].id < upto else None
 
     def aclose_now(self) -> None:
         self._on_close(self)
@@ -300,6 +322,20 @@ class EventLog:
     async def replay(store: EventStore, run_id: str, after: int = 0) -> list[Event]:
         """The stored events of a run with id > `after` (for runs no longer in memory)."""
         return await store.events_after(run_id, after)
+
+    @staticmethod
+    async def replay_pages(
+        store: EventStore, run_id: str, after: int = 0, page: int = STORE_PAGE
+    ) -> AsyncGenerator[list[Event], None]:
+        """`replay` a page (at most `page` events) at a time, so a reader of a long run
+        holds one page rather than the whole run."""
+        while True:
+            events = await store.events_after(run_id, after, limit=page)
+            if events:
+                yield events
+            if len(events) < page:
+                return
+            after = events[-1].id
 
     def _memory_after(self, after: int) -> list[Event]:
         start = max(0, after - self._memory_floor)

@@ -451,9 +451,10 @@ class RunManager:
             return
         if await self.store.get_run(run_id) is None:
             raise NotFound(f"run {run_id!r} does not exist")
-        stored = await EventLog.replay(self.store, run_id, after=after)
-        for start in range(0, len(stored), limit):
-            yield stored[start : start + limit]
+        async with aclosing(EventLog.replay_pages(self.store, run_id, after)) as pages:
+            async for page in pages:
+                for start in range(0, len(page), limit):
+                    yield page[start : start + limit]
 
     # -- controls ----------------------------------------------------------------------
 

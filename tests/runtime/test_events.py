@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import runtime.events.log
 from runtime.events import (
     EVENT_TYPES,
     PAYLOAD_MODELS,
@@ -298,6 +299,47 @@ async def test_memory_keeps_a_bounded_tail_and_the_store_fills_in(store: Store) 
     await log.close()
     assert ids(await read_all(late)) == list(range(6, 61))
     assert ids(await read_all(early)) == list(range(1, 61))
+
+
+async def test_the_store_gap_is_read_a_page_at_a_time_in_order(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscriber from far behind the memory tail reads the store a page at a time (never
+    the whole gap at once), and still gets every event once, in order, before memory's and
+    the live ones."""
+    monkeypatch.setattr(runtime.events.log, "STORE_PAGE", 7)
+    limits: list[int | None] = []
+    read = store.events_after
+
+    async def recording(run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        limits.append(limit)
+        return await read(run_id, after, limit)
+
+    monkeypatch.setattr(store, "events_after", recording)
+    log = EventLog(RUN, THREAD, store, memory_limit=10)
+    for i in range(60):
+        await log.emit("tool_output", callId="c", chunk=str(i))
+    behind = log.subscribe(after=3)
+    with anyio.fail_after(10):
+        first = await behind.next_batch(100)
+        assert ids(first) == list(range(4, 11))  # one page: the rest is not read yet
+        await log.emit("tool_output", callId="c", chunk="live")
+        await log.close()
+        assert ids(first + await read_all(behind)) == list(range(4, 62))
+    assert limits and all(limit is not None and limit <= 7 for limit in limits)
+
+
+async def test_replay_pages_yields_a_run_a_page_at_a_time(store: Store) -> None:
+    log = EventLog(RUN, THREAD, store)
+    for i in range(21):
+        await log.emit("tool_output", callId="c", chunk=str(i))
+    await log.close()
+    pages = [ids(page) async for page in EventLog.replay_pages(store, RUN, after=0, page=7)]
+    assert pages == [list(range(1, 8)), list(range(8, 15)), list(range(15, 22))]
+    pages = [ids(page) async for page in EventLog.replay_pages(store, RUN, after=5, page=7)]
+    assert [len(page) for page in pages] == [7, 7, 2]
+    assert [i for page in pages for i in page] == list(range(6, 22))
+    assert [page async for page in EventLog.replay_pages(store, RUN, after=21)] == []
 
 
 async def test_a_subscriber_that_falls_behind_is_dropped_and_can_resume(store: Store) -> None:

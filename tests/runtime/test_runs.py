@@ -12,6 +12,7 @@ from pydantic import ConfigDict
 
 from runtime.agents import AgentRecord, AgentSpec, CustomToolSpec
 from runtime.events import Event, EventLog
+from runtime.events.log import STORE_PAGE
 from runtime.messages import Message, TextPart, ThinkingPart
 from runtime.providers.base import ModelError, TextDelta
 from runtime.runs import (
@@ -387,6 +388,29 @@ async def test_a_status_event_reaches_clients_after_the_record_says_so(
         ("paused", "paused", "paused"),
         ("resumed", "running", "running"),
     ]
+
+
+async def test_a_finished_runs_events_are_replayed_a_store_page_at_a_time(
+    manager: RunManager, store: Store, factory: ScriptedFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = await make_agent(store)
+    factory.add(tool_turn(call("c1", "nope"), text="trying"), text_turn("done"))
+    run = await manager.start(agent, prompt="go")
+    await manager.wait(run.run_id)
+    live = await collect(manager, run.run_id)
+    limits: list[int | None] = []
+    read = store.events_after
+
+    async def recording(run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        limits.append(limit)
+        return await read(run_id, after, limit)
+
+    monkeypatch.setattr(store, "events_after", recording)
+    with anyio.fail_after(10):
+        batches = [b async for b in manager.subscribe_batches(run.run_id, after=1, limit=2)]
+    assert [e.id for b in batches for e in b] == [e.id for e in live[1:]]
+    assert all(len(b) <= 2 for b in batches)
+    assert limits == [STORE_PAGE]  # one page held all of it; never an unbounded read
 
 
 async def test_cancel_during_a_model_stream(
