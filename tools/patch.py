@@ -1205,6 +1205,10 @@ def _read_existing(
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise HunkMismatch(
+                "it is not a regular file (a FIFO, socket or device): apply_patch edits files"
+            )
         if info.st_size > MAX_FILE_BYTES:
             raise HunkMismatch(
                 f"the file is {info.st_size} bytes; apply_patch edits files up to {MAX_FILE_BYTES}"

@@ -14,6 +14,9 @@ class InvalidPath(ValueError):
     """A path argument no file can have (a NUL byte in it)."""
 
 
+_OPEN_SAFELY = os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+
+
 class Workspace:
     """The directory tree the agent may read and write.
 
@@ -45,14 +48,18 @@ class Workspace:
 
         The path is checked on the file the kernel opened (its name read back from
         /proc/self/fd), which costs one readlink where `realpath` costs an lstat per path
-        component, and leaves no moment between the check and the open. A file outside the
+        component, and leaves no moment between the check and the open (which is made with
+        O_NONBLOCK and O_NOCTTY: it must not wait on a FIFO). A file outside the
         workspace is closed and refused; a failed open raises after `resolve` has had its
         say, so a path outside the workspace is refused as such even when it does not exist.
         Without /proc this is `resolve` and then `os.open`.
         """
         raw, joined = self._joined(path)
         try:
-            fd = os.open(joined, flags)
+            # Opened before it is checked, so opening must not wait or take over anything:
+            # a FIFO's open would wait for a writer, a terminal's make itself the controlling
+            # terminal. (Reads and writes of regular files ignore O_NONBLOCK.)
+            fd = os.open(joined, flags | _OPEN_SAFELY)
         except OSError:
             self.resolve(path)
             raise
@@ -64,7 +71,7 @@ class Workspace:
             # no /proc, not a path (a pipe), or the file went away meanwhile: the slow way
             os.close(fd)
             resolved = self.resolve(path)
-            return os.open(resolved, flags), resolved
+            return os.open(resolved, flags | _OPEN_SAFELY), resolved
         if not self._inside(real):
             os.close(fd)
             raise self._outside(raw, real)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import shutil
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -834,6 +836,41 @@ async def test_confinement(harness: Harness, tmp_path: Path, patch: str) -> None
     assert harness.tree() == before_inside
     assert read_tree(tmp_path) == before_outside
     assert not Path("/tmp/agentd-escape-test.txt").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("where", ["outside, absolute", "outside, through a link", "inside"])
+async def test_a_fifo_is_refused_at_once_not_waited_on(
+    harness: Harness, tmp_path: Path, where: str
+) -> None:
+    """Opening a FIFO to read waits for a writer: apply_patch must neither hang on one nor
+    touch one outside the workspace (the confinement check comes after the open)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.mkfifo(outside / "pipe.txt")
+    os.mkfifo(harness.root / "pipe.txt")
+    (harness.root / "link").symlink_to(outside)
+    name = {
+        "outside, absolute": str(outside / "pipe.txt"),
+        "outside, through a link": "link/pipe.txt",
+        "inside": "pipe.txt",
+    }[where]
+    patch = envelope(f"*** Update File: {name}", "@@", "-a", "+b")
+    try:
+        with anyio.fail_after(20):
+            result = await harness.call("apply_patch", input=patch)
+    finally:
+        # a reader stuck in open() gets a writer, and then the end of the pipe
+        for fifo in (outside / "pipe.txt", harness.root / "pipe.txt"):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert result.is_error
+    if where == "inside":
+        assert "not a regular file" in result.output
+    else:
+        assert "outside the workspace" in result.output
+    assert stat.S_ISFIFO((harness.root / "pipe.txt").lstat().st_mode)
+    assert stat.S_ISFIFO((outside / "pipe.txt").lstat().st_mode)
 
 
 # ---------------------------------------------------------------------------------------------
