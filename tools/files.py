@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -182,6 +183,7 @@ class ReadFile(Tool):
         rel = ctx.workspace.relative(real)
         if real.is_dir():
             raise ToolError(f"{rel} is a directory; use list_dir to see what it contains")
+        _refuse_special(real, rel)
         offset = args.offset or 1
         limit = args.limit or DEFAULT_READ_LIMIT
         try:
@@ -234,8 +236,23 @@ class _Edit:
     snippet: str = ""
 
 
+def _refuse_special(real: Path, rel: str) -> None:
+    """Only regular files (or none yet) are read or written: opening a FIFO to read waits for
+    a writer, so the call would hang, and a device or socket is no file to edit."""
+    try:
+        mode = real.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ToolError(
+            f"{rel} is not a regular file (a FIFO, socket or device); the file tools read "
+            "and write regular files only"
+        )
+
+
 def _current(real: Path, rel: str) -> TextFile | None:
     """The file decoded (None if missing); BinaryFileError for binary content."""
+    _refuse_special(real, rel)
     try:
         size = real.stat().st_size
     except FileNotFoundError:
@@ -248,6 +265,7 @@ def _current(real: Path, rel: str) -> TextFile | None:
 def _write(real: Path, rel: str, content: str) -> _Edit | None:
     if real.is_dir():
         raise ToolError(f"{rel} is a directory")
+    _refuse_special(real, rel)
     data = content.encode("utf-8")
     try:
         before = real.read_bytes() if real.stat().st_size <= MAX_EDIT_BYTES else None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import tools.files
@@ -528,6 +530,33 @@ async def test_root_listing_does_not_follow_symlinks_out(harness: Harness, tmp_p
     listed = await harness.call("list_dir", depth=5)
     assert "secret.txt" not in listed.output
     assert os.path.islink(harness.root / "link")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("read_file", {}),
+        ("write_file", {"content": "x\n"}),
+        ("edit_file", {"old_string": "a", "new_string": "b"}),
+    ],
+)
+async def test_a_fifo_is_refused_at_once_not_waited_on(
+    harness: Harness, tool: str, args: dict[str, Any]
+) -> None:
+    """Reading a FIFO waits for a writer: the file tools refuse one rather than hang."""
+    fifo = harness.root / "pipe.txt"
+    os.mkfifo(fifo)
+    try:
+        with anyio.fail_after(20):
+            result = await harness.call(tool, path="pipe.txt", **args)
+    finally:
+        # a reader stuck in open() gets a writer, and then the end of the pipe
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert result.is_error
+    assert "pipe.txt is not a regular file" in result.output
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
 async def test_glob_returns_regular_files_only_in_path_order(
