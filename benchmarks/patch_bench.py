@@ -191,51 +191,42 @@ def read_and_write_floor(after: Files) -> Callable[[Path], None]:
     """What any crash-safe tool must do, with the new contents already known: read every
     file, write its new content to a temporary file beside it and rename that over it."""
     new = {rel: text.encode() for rel, text in after.items()}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
     def action(root: Path) -> None:
         for rel, data in new.items():
             path = os.path.join(root, rel)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                while os.read(fd, 1 << 20):
-                    pass
-            finally:
-                os.close(fd)
-            temp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-            fd = os.open(temp, flags, 0o644)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
+            os.replace(_read_then_write_temp(path, data), path)
 
     return action
+
+
+def _read_then_write_temp(path: str, data: bytes) -> str:
+    """Read `path` to its end, write `data` to a new temporary file beside it: its name."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while os.read(fd, 1 << 20):
+            pass
+    finally:
+        os.close(fd)
+    temp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return temp
 
 
 def all_temps_first_floor(after: Files) -> Callable[[Path], None]:
     """The floor's system calls in apply_patch's order: read every file and write every
     temporary file, then rename them all."""
     new = {rel: text.encode() for rel, text in after.items()}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
     def action(root: Path) -> None:
         temps: list[tuple[str, str]] = []
         for rel, data in new.items():
             path = os.path.join(root, rel)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                while os.read(fd, 1 << 20):
-                    pass
-            finally:
-                os.close(fd)
-            temp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-            fd = os.open(temp, flags, 0o644)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            temps.append((temp, path))
+            temps.append((_read_then_write_temp(path, data), path))
         for temp, path in temps:
             os.replace(temp, path)
 

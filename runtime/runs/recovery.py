@@ -17,7 +17,7 @@ from runtime.events import EventLog
 from runtime.ids import utc_now
 from runtime.runs.metrics import RunMetrics
 from runtime.runs.threads import RunThreads
-from runtime.store import Store
+from runtime.store import RunRecord, Store
 
 log = logging.getLogger("agentd.runs")
 
@@ -47,16 +47,7 @@ async def recover_interrupted(
             record.run_id, status="interrupted", error=error, finished_at=utc_now()
         )
         await threads.interrupted(record, error)
-        await events.emit(
-            "complete",
-            output=record.result or "",
-            files=[],
-            devUrl=None,
-            usage=record.usage.model_dump(by_alias=True),
-            iterations=record.iterations,
-            status="interrupted",
-        )
-        await events.close()
+        await _complete(events, record, "interrupted")
         metrics.runs_finished["interrupted"] += 1
         recovered.append(record.run_id)
     if recovered:
@@ -72,15 +63,20 @@ async def recover_interrupted(
             store,
             start_id=await store.last_event_id(record.run_id),
         )
-        await events.emit(
-            "complete",
-            output=record.result or "",
-            files=[],
-            devUrl=None,
-            usage=record.usage.model_dump(by_alias=True),
-            iterations=record.iterations,
-            status=record.status,
-        )
-        await events.close()
+        await _complete(events, record, record.status)
         log.warning("run %s: wrote the complete event its daemon did not", record.run_id)
     return recovered
+
+
+async def _complete(events: EventLog, record: RunRecord, status: str) -> None:
+    """The run's last event, from what its record holds, and the end of its log."""
+    await events.emit(
+        "complete",
+        output=record.result or "",
+        files=[],
+        devUrl=None,
+        usage=record.usage.model_dump(by_alias=True),
+        iterations=record.iterations,
+        status=status,
+    )
+    await events.close()
