@@ -546,12 +546,14 @@ class RunManager:
 
     def active_sessions(self) -> int:
         """Live processes (PTY sessions) across every toolbox, for metrics."""
-        exec_tools = sys.modules.get("tools.exec")
-        if exec_tools is None:
-            # No command has run in this process, so there is no session; and /metrics, on
-            # the event loop, must not import the tools (nor fail where exec is not built).
+        # No command has run in this process while tools.exec is not imported (or is being
+        # imported, by another thread: its function not defined yet), so there is no session;
+        # and /metrics, on the event loop, must not import the tools.
+        count: Callable[[Toolbox], int] | None = getattr(
+            sys.modules.get("tools.exec"), "live_session_count", None
+        )
+        if count is None:
             return 0
-        count: Callable[[Toolbox], int] = exec_tools.live_session_count
         return sum(count(box) for box in self.toolboxes())
 
     async def compact_thread(self, thread_id: str) -> CompactionPart:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
@@ -411,6 +413,16 @@ async def test_a_finished_runs_events_are_replayed_a_store_page_at_a_time(
     assert [e.id for b in batches for e in b] == [e.id for e in live[1:]]
     assert all(len(b) <= 2 for b in batches)
     assert limits == [STORE_PAGE]  # one page held all of it; never an unbounded read
+
+
+def test_session_count_while_tools_exec_is_still_being_imported(
+    manager: RunManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/metrics counts sessions without importing the tools; while another thread is still
+    importing tools.exec (in sys.modules, its functions not defined yet) the count is 0, not
+    an AttributeError (a 500 from /metrics)."""
+    monkeypatch.setitem(sys.modules, "tools.exec", ModuleType("tools.exec"))
+    assert manager.active_sessions() == 0
 
 
 async def test_cancel_during_a_model_stream(
