@@ -319,16 +319,12 @@ class EventLog:
         return subscription
 
     @staticmethod
-    async def replay(store: EventStore, run_id: str, after: int = 0) -> list[Event]:
-        """The stored events of a run with id > `after` (for runs no longer in memory)."""
-        return await store.events_after(run_id, after)
-
-    @staticmethod
     async def replay_pages(
         store: EventStore, run_id: str, after: int = 0, page: int = STORE_PAGE
     ) -> AsyncGenerator[list[Event], None]:
-        """`replay` a page (at most `page` events) at a time, so a reader of a long run
-        holds one page rather than the whole run."""
+        """The stored events of a run with id > `after` (for runs no longer in memory), a page
+        (at most `page` events) at a time, so a reader of a long run holds one page rather
+        than the whole run."""
         while True:
             events = await store.events_after(run_id, after, limit=page)
             if events:

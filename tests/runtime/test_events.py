@@ -133,8 +133,8 @@ async def test_ids_count_from_one_and_continue_from_start_id(store: Store) -> No
     assert log.last_id == 3 and ids(log.events) == [1, 2, 3]
     later = EventLog(RUN, THREAD, store, start_id=await store.last_event_id(RUN))
     assert (await later.emit("error", message="gone", code="interrupted")).id == 4
-    assert ids(await EventLog.replay(store, RUN)) == [1, 2, 3, 4]
-    assert ids(await EventLog.replay(store, RUN, after=2)) == [3, 4]
+    assert ids(await store.events_after(RUN)) == [1, 2, 3, 4]
+    assert ids(await store.events_after(RUN, after=2)) == [3, 4]
 
 
 async def test_an_event_is_stored_before_any_subscriber_sees_it(store: Store) -> None:

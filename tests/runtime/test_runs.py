@@ -654,7 +654,7 @@ async def test_shutdown_interrupts_active_runs(
     await manager.shutdown(grace=0)
     record = await store.get_run(run.run_id)
     assert record is not None and record.status == "interrupted"
-    events = await EventLog.replay(store, run.run_id)
+    events = await store.events_after(run.run_id)
     assert [e.type for e in events][-2:] == ["error", "complete"]
     assert events[-1].payload["status"] == "interrupted"
     with pytest.raises(Conflict):
@@ -923,7 +923,7 @@ async def test_input_sent_while_queued_reaches_the_first_model_call(
 
 
 async def collect_stored(store: Store, run_id: str) -> list[Event]:
-    return await EventLog.replay(store, run_id)
+    return await store.events_after(run_id)
 
 
 async def test_call_tool_runs_a_core_tool_without_a_model(

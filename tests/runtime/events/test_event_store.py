@@ -35,4 +35,5 @@ async def test_events_trimmed_from_memory_are_read_back_from_the_store() -> None
     seen = [event async for event in log.subscribe(after=2)]
     assert [e.id for e in seen] == list(range(3, 11))
     assert store.reads == [(2, log.events[0].id - 1 - 2)]  # only the gap came from the store
-    assert await EventLog.replay(store, "run_1", after=8) == store.events[8:]
+    pages = [page async for page in EventLog.replay_pages(store, "run_1", after=8)]
+    assert pages == [store.events[8:]]
