@@ -302,20 +302,12 @@ async def test_memory_keeps_a_bounded_tail_and_the_store_fills_in(store: Store) 
 
 
 async def test_the_store_gap_is_read_a_page_at_a_time_in_order(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, event_read_limits: list[int | None]
 ) -> None:
     """A subscriber from far behind the memory tail reads the store a page at a time (never
     the whole gap at once), and still gets every event once, in order, before memory's and
     the live ones."""
     monkeypatch.setattr(runtime.events.log, "STORE_PAGE", 7)
-    limits: list[int | None] = []
-    read = store.events_after
-
-    async def recording(run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
-        limits.append(limit)
-        return await read(run_id, after, limit)
-
-    monkeypatch.setattr(store, "events_after", recording)
     log = EventLog(RUN, THREAD, store, memory_limit=10)
     for i in range(60):
         await log.emit("tool_output", callId="c", chunk=str(i))
@@ -326,7 +318,8 @@ async def test_the_store_gap_is_read_a_page_at_a_time_in_order(
         await log.emit("tool_output", callId="c", chunk="live")
         await log.close()
         assert ids(first + await read_all(behind)) == list(range(4, 62))
-    assert limits and all(limit is not None and limit <= 7 for limit in limits)
+    assert event_read_limits
+    assert all(limit is not None and limit <= 7 for limit in event_read_limits)
 
 
 async def test_replay_pages_yields_a_run_a_page_at_a_time(store: Store) -> None:

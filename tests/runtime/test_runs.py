@@ -25,7 +25,7 @@ from runtime.runs import (
     RunConfig,
     RunManager,
 )
-from runtime.store import RunRecord, Store
+from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.thread_events import PersistedThreadEvent
 from tests.fakes.scripted_provider import (
     Gate,
@@ -393,26 +393,22 @@ async def test_a_status_event_reaches_clients_after_the_record_says_so(
 
 
 async def test_a_finished_runs_events_are_replayed_a_store_page_at_a_time(
-    manager: RunManager, store: Store, factory: ScriptedFactory, monkeypatch: pytest.MonkeyPatch
+    manager: RunManager,
+    store: Store,
+    factory: ScriptedFactory,
+    event_read_limits: list[int | None],
 ) -> None:
     agent = await make_agent(store)
     factory.add(tool_turn(call("c1", "nope"), text="trying"), text_turn("done"))
     run = await manager.start(agent, prompt="go")
     await manager.wait(run.run_id)
     live = await collect(manager, run.run_id)
-    limits: list[int | None] = []
-    read = store.events_after
-
-    async def recording(run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
-        limits.append(limit)
-        return await read(run_id, after, limit)
-
-    monkeypatch.setattr(store, "events_after", recording)
+    event_read_limits.clear()  # the reads of the replay below only
     with anyio.fail_after(10):
         batches = [b async for b in manager.subscribe_batches(run.run_id, after=1, limit=2)]
     assert [e.id for b in batches for e in b] == [e.id for e in live[1:]]
     assert all(len(b) <= 2 for b in batches)
-    assert limits == [STORE_PAGE]  # one page held all of it; never an unbounded read
+    assert event_read_limits == [STORE_PAGE]  # one page held it all; never an unbounded read
 
 
 def test_session_count_while_tools_exec_is_still_being_imported(
@@ -561,23 +557,33 @@ async def test_fork_starts_from_a_cut_of_another_runs_conversation(
     assert what_if.calls[0].messages == [Message.user("go"), Message.user("ask again")]
 
 
-async def test_unfinished_runs_are_interrupted_when_the_manager_starts(
-    store: Store, workspace: Path, factory: ScriptedFactory
-) -> None:
+async def left_by_a_dead_daemon(
+    store: Store, run_id: str, *, status: str, **fields: Any
+) -> tuple[ThreadRecord, EventLog]:
+    """A run of `helper` on a new thread as a daemon killed mid-run leaves it: its record with
+    `status` (and `fields`), and its `run_started` event; the log, to add more."""
     agent = await make_agent(store)
     thread = await store.create_thread("helper")
     await store.insert_run(
         RunRecord(
-            run_id="run_left_running",
+            run_id=run_id,
             agent="helper",
             agent_version=agent.version,
             thread_id=thread.id,
-            status="running",
+            status=status,
             prompt="hello",
+            **fields,
         )
     )
-    log = EventLog("run_left_running", thread.id, store)
+    log = EventLog(run_id, thread.id, store)
     await log.emit("run_started", agent="helper", version=1, threadId=thread.id, model="m")
+    return thread, log
+
+
+async def test_unfinished_runs_are_interrupted_when_the_manager_starts(
+    store: Store, workspace: Path, factory: ScriptedFactory
+) -> None:
+    await left_by_a_dead_daemon(store, "run_left_running", status="running")
     async with RunManager(store, workspace, provider_factory=factory, env={}) as manager:
         record = await manager.get("run_left_running")
         assert record.status == "interrupted" and record.error is not None
@@ -596,22 +602,9 @@ async def test_a_run_killed_while_finishing_gets_its_complete_and_run_completed(
     store: Store, workspace: Path, factory: ScriptedFactory
 ) -> None:
     """The window SIGKILL found: the record says completed, the events do not end yet."""
-    agent = await make_agent(store)
-    thread = await store.create_thread("helper")
-    await store.insert_run(
-        RunRecord(
-            run_id="run_finishing",
-            agent="helper",
-            agent_version=agent.version,
-            thread_id=thread.id,
-            status="completed",
-            prompt="hello",
-            result="all done",
-            iterations=1,
-        )
+    thread, log = await left_by_a_dead_daemon(
+        store, "run_finishing", status="completed", result="all done", iterations=1
     )
-    log = EventLog("run_finishing", thread.id, store)
-    await log.emit("run_started", agent="helper", version=1, threadId=thread.id, model="m")
     await log.emit("text", content="all done")
     await log.close()
     started = PersistedThreadEvent(
