@@ -10,6 +10,7 @@ pending webhooks, close connections, flush and close the store, exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import re
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from runtime.api.app import create_app, drain
 from runtime.api.middleware import RequestIdFilter
+from runtime.api.v1 import ApiUnavailable, load_v1
 from runtime.config import Settings
 from runtime.events import LOG_SECRETS, SecretRegistry
 from runtime.runs.machinery import MachineryUnavailable, load_run_machinery
@@ -218,11 +220,16 @@ def warm_up() -> list[str]:
 
 
 async def _warm_up() -> None:
-    """Right after the daemon listens, a worker thread loads the run machinery (which
-    start-up leaves out: `runtime.runs.machinery`), builds the validators of agentd's own
-    models (deferred at import: `build_deferred_models`), then loads the model SDKs and what
-    a first run imports (`warm_up`), rather than the event loop at the first request or run
-    (where importing the SDKs stalled every stream for seconds)."""
+    """Right after the daemon listens, a worker thread loads the /v1 API and the run
+    machinery (which start-up leaves out: `runtime.api.v1`, `runtime.runs.machinery`),
+    builds the validators of agentd's own models (deferred at import:
+    `build_deferred_models`), then loads the model SDKs and what a first run imports
+    (`warm_up`), rather than the event loop at the first request or run (where importing the
+    SDKs stalled every stream for seconds)."""
+    started = time.perf_counter()
+    with contextlib.suppress(ApiUnavailable):  # logged; every /v1 request answers 503 with it
+        await anyio.to_thread.run_sync(load_v1, abandon_on_cancel=True)
+        log.info("/v1 API loaded in %.3fs", time.perf_counter() - started)
     started = time.perf_counter()
     try:
         await anyio.to_thread.run_sync(load_run_machinery, abandon_on_cancel=True)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 import runtime
+from runtime.api import v1
 from runtime.api.metrics import ApiMetrics
 from runtime.api.middleware import CORS_KEY, REQUEST_ID_KEY, make_middlewares
-from runtime.api.routes import agents, files, runs, system, threads, tools, viewer
+from runtime.api.routes import system, viewer
 from runtime.api.routing import RouteTable
 from runtime.api.state import STATE_KEY, ApiState
 from runtime.api.webhooks import WebhookSender
@@ -40,8 +41,10 @@ def daemon_version() -> str:
 
 
 def build_routes() -> RouteTable:
+    """The operations outside /v1 (health, metrics, the document, the viewer). The /v1 ones
+    load after the daemon listens (`runtime.api.v1`)."""
     table = RouteTable()
-    for module in (system, agents, runs, files, threads, tools, viewer):
+    for module in (system, viewer):
         module.add_routes(table)
     return table
 
@@ -70,7 +73,8 @@ def create_app(settings: Settings, manager: RunManager | None = None) -> web.App
         client_max_size=settings.max_body_bytes, middlewares=make_middlewares(state)
     )
     app[STATE_KEY] = state
-    table.install(app)
+    table.install(app.router)
+    app.router.add_route("*", v1.PREFIX + "{tail:.*}", v1.dispatch, name=v1.V1_ROUTE_NAME)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(_add_request_id)

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from runtime.api.errors import STATUS_CODES, ApiError, error_response
+from runtime.api.v1 import V1_ROUTE_KEY, V1_ROUTE_NAME
 from runtime.runs import RunError
 from runtime.runs.machinery import run_machinery
 from runtime.store import StoreFull
@@ -224,8 +225,12 @@ def _route_path(request: web.Request) -> str:
 
 
 def _route_name(request: web.Request) -> str:
+    if V1_ROUTE_KEY in request:
+        return request[V1_ROUTE_KEY]  # the /v1 operation `v1.dispatch` resolved it to
     match = request.match_info
     route = getattr(match, "route", None)
+    if getattr(route, "name", None) == V1_ROUTE_NAME:
+        return "unmatched"  # under /v1/ but no /v1 operation's path
     resource = getattr(route, "resource", None)
     canonical = getattr(resource, "canonical", None)
     if canonical is None or getattr(match, "http_exception", None) is not None:

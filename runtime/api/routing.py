@@ -76,7 +76,7 @@ def _without_query(handler: Handler) -> Handler:
 
 
 class RouteTable:
-    """Collects operations; `install(app)` adds them to the router."""
+    """Collects operations; `install(router)` adds them to a router."""
 
     def __init__(self) -> None:
         self.operations: list[Operation] = []
@@ -87,10 +87,16 @@ class RouteTable:
         self.operations.append(op)
         return op
 
-    def install(self, app: web.Application) -> None:
+    def install(self, router: web.UrlDispatcher) -> None:
         for op in self.operations:
             handler = op.handler if op.query is not None else _without_query(op.handler)
-            app.router.add_route(op.method, op.path, handler, name=op.operation_id)
+            router.add_route(op.method, op.path, handler, name=op.operation_id)
+
+    def joined(self, other: RouteTable) -> RouteTable:
+        """A table of this one's operations, then `other`'s."""
+        table = RouteTable()
+        table.operations = [*self.operations, *other.operations]
+        return table
 
     def public_paths(self) -> frozenset[str]:
         return frozenset(op.path for op in self.operations if op.public)

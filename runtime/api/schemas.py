@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from runtime.agents import AgentSpec
+from runtime.api.wire import MAX_INT, WireModel
 from runtime.ids import THREAD_ID_PATTERN, THREAD_ID_RULE, is_thread_id
 from runtime.messages import Message, Part
 from runtime.runs import RunConfig
@@ -20,17 +21,6 @@ from runtime.thread_events import PersistedThreadEvent
 from runtime.usage import Usage
 
 T = TypeVar("T")
-
-# Integers from clients are bounded where they reach SQLite or the OS (64-bit there); 2**53-1
-# is also the largest integer a JavaScript client can hold exactly.
-MAX_INT = 2**53 - 1
-
-
-class WireModel(BaseModel):
-    # defer_build: validators are built on first use, not at import (daemon start-up time).
-    model_config = ConfigDict(
-        populate_by_name=True, serialize_by_alias=True, extra="forbid", defer_build=True
-    )
 
 
 # --- envelopes ----------------------------------------------------------------------------
@@ -488,12 +478,3 @@ class ToolInvocation(WireModel):
     is_error: bool = Field(alias="isError")
     data: dict[str, Any]
     duration_ms: float = Field(alias="durationMs")
-
-
-# --- system ---------------------------------------------------------------------------------
-
-
-class Health(WireModel):
-    status: Literal["ok", "starting", "shutting_down"]
-    version: str
-    sandbox_id: str = Field(alias="sandboxId")

@@ -31,7 +31,7 @@ import anyio
 from aiohttp import web
 
 from runtime.api.errors import bad_request
-from runtime.api.schemas import MAX_INT
+from runtime.api.wire import MAX_INT
 from runtime.events import Event, SubscriberDropped
 
 log = logging.getLogger("agentd.api.sse")

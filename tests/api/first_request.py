@@ -3,13 +3,14 @@
 The app owns its runtime as under `agentd serve` (it opens the store and starts the run
 manager), but nothing warms it up: the first requests (metrics, the OpenAPI document, an
 agent upsert and a run that goes through the agent loop) are what load the modules start-up
-defers (the tool modules and the run machinery) and build the document. Prints, as one JSON
-line, the requests' statuses, which of those modules were imported before the first request,
-which on the event loop's thread, whether all of them were loaded by the end, and on which
-thread the document was built.
+defers (the /v1 handlers, the tool modules and the run machinery) and build the document.
+Prints, as one JSON line, the requests' statuses, which of those modules were imported before
+the first request, which on the event loop's thread, whether all of them were loaded by the
+end, and on which thread the document was built.
 
-With `broken`, the run machinery names a module that does not exist: prints the answers to
-an agent upsert, a second /v1/ request, /readyz and /healthz.
+With `broken machinery` (or `broken v1`), the run machinery (or the /v1 API) names a module
+that does not exist: prints the answers to an agent upsert, a second /v1/ request, /readyz
+and /healthz.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ import aiohttp
 import anyio
 from aiohttp.test_utils import TestServer
 
-from runtime.api import openapi
+from runtime.api import openapi, v1
 from runtime.api.app import create_app
 from runtime.config import Settings
 from runtime.runs import machinery
 from runtime.runs.machinery import MODULES as RUN_MACHINERY
 from tools import CORE_TOOL_MODULES
 
-DEFERRED = frozenset({*CORE_TOOL_MODULES, *RUN_MACHINERY})
+V1_OPERATIONS = v1.MODULES
+DEFERRED = frozenset({*V1_OPERATIONS, *CORE_TOOL_MODULES, *RUN_MACHINERY})
 
 
 class ImportSpy(importlib.abc.MetaPathFinder):
@@ -117,8 +119,11 @@ async def main(workspace: Path) -> None:
     print(json.dumps(report))
 
 
-async def broken(workspace: Path) -> None:
-    machinery.MODULES = (*RUN_MACHINERY, "runtime.no_such_module")
+async def broken(workspace: Path, part: str) -> None:
+    if part == "v1":
+        v1.MODULES = (*V1_OPERATIONS, "runtime.no_such_module")
+    else:
+        machinery.MODULES = (*RUN_MACHINERY, "runtime.no_such_module")
     settings = Settings(workspace=workspace, state_dir=workspace.parent / "state")
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
@@ -139,4 +144,7 @@ async def broken(workspace: Path) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(broken if sys.argv[2:] == ["broken"] else main, Path(sys.argv[1]))
+    if sys.argv[2:3] == ["broken"]:
+        anyio.run(broken, Path(sys.argv[1]), sys.argv[3])
+    else:
+        anyio.run(main, Path(sys.argv[1]))

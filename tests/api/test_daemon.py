@@ -303,13 +303,13 @@ async def test_no_secret_or_token_reaches_the_log_at_debug_level(
         assert secret not in log
 
 
-def test_the_first_requests_load_the_tools_and_the_run_machinery_off_the_event_loop(
+def test_the_first_requests_load_the_api_the_tools_and_the_run_machinery_off_the_event_loop(
     tmp_path: Path,
 ) -> None:
     """Metrics, the OpenAPI document, an agent upserted and run right after start-up, before
-    any warm-up: the tool modules and the run machinery (loop, lifecycle, providers...),
-    which start-up does not import, are imported by worker threads, never on the event loop,
-    and so is the document built."""
+    any warm-up: the /v1 handlers, the tool modules and the run machinery (loop, lifecycle,
+    providers...), which start-up does not import, are imported by worker threads, never on
+    the event loop, and so is the document built."""
     root = Path(__file__).resolve().parents[2]
     workspace = tmp_path / "workspace"
     workspace.mkdir()
@@ -330,14 +330,18 @@ def test_the_first_requests_load_the_tools_and_the_run_machinery_off_the_event_l
     assert report["openapi_on_loop"] == [False]  # built once, by a worker thread
 
 
-def test_run_machinery_that_cannot_load_is_a_clear_503_not_a_hang(tmp_path: Path) -> None:
-    """A module of the run machinery that fails to import: every /v1/ request answers 503
-    naming it (the error envelope, never a 500 or a wait), /readyz says so, /healthz is up."""
+@pytest.mark.parametrize("part", ["machinery", "v1"])
+def test_run_machinery_or_api_that_cannot_load_is_a_clear_503_not_a_hang(
+    tmp_path: Path, part: str
+) -> None:
+    """A module of the run machinery (or of the /v1 API) that fails to import: every /v1/
+    request answers 503 naming it (the error envelope, never a 500 or a wait), /readyz says
+    so, /healthz is up."""
     root = Path(__file__).resolve().parents[2]
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "tests.api.first_request", str(workspace), "broken"],
+        [sys.executable, "-m", "tests.api.first_request", str(workspace), "broken", part],
         cwd=root,
         capture_output=True,
         text=True,

@@ -22,6 +22,7 @@ import anyio
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from runtime.api.v1 import MODULES as V1_OPERATIONS
 from runtime.cli import resume_gc_after_start
 from runtime.daemon import build_deferred_models
 from runtime.runs.machinery import MODULES as RUN_MACHINERY
@@ -49,6 +50,8 @@ DEFERRED = (
     "unidiff",
     "psutil",  # the portable process table's, imported by PsutilTable on first use
     *RUN_MACHINERY,  # the agent loop, compaction, providers, lifecycle: see runtime.runs.machinery
+    *V1_OPERATIONS,  # the /v1 handlers: see runtime.api.v1
+    "runtime.api.schemas",  # ... and the models they validate with
 )
 
 
@@ -74,15 +77,17 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         # daemon did once it listened, not to its start-up.
         after_start: list[str] = []
         models_built: list[int] = []
-        machinery_loaded = warmed_up = False
+        v1_loaded = machinery_loaded = warmed_up = False
 
         def take(lines: list[str]) -> None:
-            nonlocal url, machinery_loaded, warmed_up
+            nonlocal url, v1_loaded, machinery_loaded, warmed_up
             for line in lines:
                 if match := IMPORTED.match(line):
                     (after_start if url else at_start).append(match.group(1))
                 elif not url and (match := LISTENING.search(line)):
                     url = match.group(1)
+                elif url and "/v1 API loaded in" in line:
+                    v1_loaded = True
                 elif url and "run machinery loaded in" in line:
                     machinery_loaded = True
                 elif url and (match := MODELS_BUILT.search(line)):
@@ -117,9 +122,9 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         assert warmed_up
         loaded_after = {m.split(".")[0] for m in after_start} | set(after_start)
         assert {"anthropic", "openai", "runtime.providers.openai_chat"} <= loaded_after
-        # ... the run machinery first (importlib.import_module, which -X importtime does not
-        # report: the daemon's log line says it) ...
-        assert machinery_loaded
+        # ... the /v1 API and the run machinery first (importlib.import_module, which
+        # -X importtime does not report: the daemon's log lines say it) ...
+        assert v1_loaded and machinery_loaded
         # ... and so are the validators of agentd's own models, deferred at import.
         assert models_built and models_built[0] > 0
     finally:

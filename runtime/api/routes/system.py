@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from aiohttp import web
+from pydantic import Field
 
-from runtime.api import metrics
+from runtime.api import metrics, v1
 from runtime.api.errors import ApiError
 from runtime.api.responses import json_data
 from runtime.api.routing import Enveloped, RouteTable
-from runtime.api.schemas import Health
 from runtime.api.state import ApiState, get_state
-from runtime.runs.machinery import load_failure
+from runtime.api.wire import WireModel
+from runtime.runs import machinery
+
+
+class Health(WireModel):
+    status: Literal["ok", "starting", "shutting_down"]
+    version: str
+    sandbox_id: str = Field(alias="sandboxId")
 
 
 def _health(state: ApiState, status: str) -> Health:
@@ -30,9 +37,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """200 once the store is open and runs are accepted; 503 while starting or stopping, or
-    when runs cannot be driven (the run machinery failed to load)."""
+    when runs cannot be driven or the /v1 API served (the run machinery or the /v1
+    operations failed to load)."""
     state = get_state(request)
-    failure = load_failure()
+    failure = machinery.load_failure() or v1.load_failure()
     if failure is not None:
         raise ApiError(503, failure.code, failure.message, headers={"Retry-After": "1"})
     if state.manager is None or state.phase != "ready":
@@ -56,8 +64,9 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 def _openapi_document(state: ApiState) -> dict[str, Any]:
     from runtime.api.openapi import build_openapi
+    from runtime.api.v1 import load_v1
 
-    return build_openapi(state.table, version=state.version)
+    return build_openapi(state.table.joined(load_v1().table), version=state.version)
 
 
 async def prometheus(request: web.Request) -> web.Response:
