@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runtime.agents import AgentSpec, CustomToolSpec
 from runtime.config import Settings
 from tools.base import Tool, core_tool_names
-from tools.http_tool import HttpTool, HttpToolConfig, UrlAllowList, schema_problem
+
+if TYPE_CHECKING:
+    from tools.http_tool import HttpToolConfig, UrlAllowList
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class CustomToolProblem:
 
 
 def http_tool_config(settings: Settings) -> HttpToolConfig:
+    from tools.http_tool import HttpToolConfig
+
     return HttpToolConfig(
         allow_list=settings.custom_tool_allow_list, timeout=settings.custom_tool_timeout
     )
@@ -35,13 +40,20 @@ def http_tool_config(settings: Settings) -> HttpToolConfig:
 def custom_tool_factory(settings: Settings) -> Callable[[CustomToolSpec], Tool]:
     """What `RunManager(custom_tool_factory=...)` takes: one `HttpTool` per custom tool.
 
-    When custom tools are allowed at all, jsonschema (~0.2 s to import) is imported here, at
-    start-up, rather than by the first call or upsert, which would stall the event loop."""
-    config = http_tool_config(settings)
-    if config.allow_list:
+    `tools.http_tool` is part of the run machinery (`runtime.runs.machinery`), loaded off the
+    event loop before a run builds its tools: start-up does not import it. When custom tools
+    are allowed at all, jsonschema (~0.2 s to import) is imported here, at start-up, rather
+    than by the first call or upsert, which would stall the event loop."""
+    if settings.custom_tool_url_prefixes.strip():
         importlib.import_module("jsonschema")
+    config: HttpToolConfig | None = None
 
     def build(spec: CustomToolSpec) -> Tool:
+        from tools.http_tool import HttpTool
+
+        nonlocal config
+        if config is None:
+            config = http_tool_config(settings)
         return HttpTool.create(
             name=spec.name,
             description=spec.description,
@@ -76,6 +88,8 @@ def custom_tool_problem(spec: AgentSpec, allow_list: UrlAllowList) -> CustomTool
             f"{allow_list.describe()}; its operator sets the allowed URL prefixes with "
             "--custom-tool-url-prefixes or AGENTD_CUSTOM_TOOL_URL_PREFIXES",
         )
+    from tools.http_tool import schema_problem
+
     for tool in custom:
         problem = schema_problem(tool.input_schema)
         if problem is not None:

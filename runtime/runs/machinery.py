@@ -1,13 +1,13 @@
 """The run machinery: what drives a run, loaded once and never on the event loop.
 
 Driving a run takes the agent loop, compaction, the providers' interface and registry, the
-provider pool, the Tool Hub client and the run lifecycle that ties them together: a few tens
-of ms of imports (their classes and models) that `agentd serve` does not need to answer, so
-it does not import them before it listens. The daemon's warm-up thread loads them right
-after (`load_run_machinery`, see `runtime.daemon.warm_up`); a request or run that comes
-earlier awaits `run_machinery()`, which loads them in a worker thread. Either way the
-`RunMachinery` it returns is how the run manager reaches them, so no other module of the
-manager's imports them at the top.
+provider pool, the Tool Hub client, the custom tools' HTTP tool and the run lifecycle that
+ties them together: a few tens of ms of imports (their classes and models) that `agentd
+serve` does not need to answer, so it does not import them before it listens. The daemon's
+warm-up thread loads them right after (`load_run_machinery`, see `runtime.daemon.warm_up`);
+a request or run that comes earlier awaits `run_machinery()`, which loads them in a worker
+thread. Either way the `RunMachinery` it returns is how the run manager reaches them, so no
+other module of the manager's imports them at the top.
 
 A module that fails to import fails every later call the same way, as `MachineryUnavailable`
 (a 503 over HTTP) naming the module and the error, rather than a hang or a 500.
@@ -44,6 +44,7 @@ MODULES = (
     "runtime.providers.registry",
     "runtime.runs.provider_factory",
     "runtime.tool_hub",
+    "tools.http_tool",  # an agent's custom tools
     "runtime.loop",
     "runtime.runs.lifecycle",
     "runtime.runs.thread_compaction",
