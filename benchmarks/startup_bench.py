@@ -9,6 +9,10 @@
   polled every 2 ms): median wall time with its quartiles, and the CPU time the daemon's main
   thread had used by then (/proc/PID/schedstat, Linux only: steadier than wall time on a
   shared machine);
+- agentd from spawn to the answer of a `GET /v1/agents` sent the moment /readyz answered:
+  /readyz answers once the store is open, crash recovery is done and runs are accepted, but
+  the /v1 handlers and the run machinery load after the daemon listens (a request that comes
+  before they have waits for them), so this row is when the API itself first answers;
 - reference floors: an interpreter that has started, and one that has also made the imports
   agentd cannot start without (asyncio, aiohttp.web, pydantic with one model, anyio, sqlite3),
   timed from spawn to that point (process CPU time; the collector paused, as agentd's is).
@@ -77,7 +81,20 @@ UNTIL_LISTENING = (
     "daemon.serve = until_listening\n"
     "sys.exit(cli.main(sys.argv[1:]))\n"
 )
+FIRST_V1 = "agentd serve → first GET /v1/agents"
 VALGRIND_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+async def first_v1_ms(session: aiohttp.ClientSession, server: Server) -> float:
+    """How long the first /v1 request takes, sent the moment /readyz answered 200: the /v1
+    API and the run machinery load after the daemon listens, and a request that comes
+    before they have waits for them."""
+    began = time.perf_counter()
+    async with session.get(server.url + "/v1/agents", headers=server.headers) as resp:
+        await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET /v1/agents answered {resp.status}")
+    return (time.perf_counter() - began) * 1000
 
 
 def main_thread_cpu_ms(server: Server) -> float | None:
@@ -113,7 +130,7 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
     """Every subject once per round, in turn, so they share the machine's load alike."""
     peer = swerex_command()
     env = python_env(tmp)
-    subjects = ["agentd serve → /readyz"]
+    subjects = ["agentd serve → /readyz", FIRST_V1]
     if peer:
         subjects.append("swerex-remote → /is_alive")
     floors = {"python, no imports": "", "agentd's unavoidable imports": UNAVOIDABLE}
@@ -125,6 +142,8 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
             for name in subjects:
                 wall: float
                 cpu: float | None
+                if name == FIRST_V1:
+                    continue  # timed with the /readyz row's start
                 if name in floors:
                     wall, cpu = floor_run(floors[name], env)
                 else:
@@ -134,6 +153,11 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
                         assert peer is not None
                         server = await start_swerex(session, peer, tmp)
                     wall, cpu = server.startup_s * 1000, main_thread_cpu_ms(server)
+                    if name.startswith("agentd"):
+                        first = server.startup_s * 1000 + await first_v1_ms(session, server)
+                        if attempt:
+                            walls[FIRST_V1].append(first)
+                            cpus[FIRST_V1].append(main_thread_cpu_ms(server))
                     server.stop()
                 if attempt:
                     walls[name].append(wall)
