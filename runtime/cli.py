@@ -1,8 +1,8 @@
 """The `agentd` command line.
 
 Each subcommand is a `add_<name>_parser(subparsers)` that registers its flags and sets
-`func` to a `cmd_<name>(args) -> int`; `build_parser()` lists them. Add a command by writing
-those two functions and calling the first from `build_parser()`.
+`func` to a `cmd_<name>(args) -> int`; `COMMANDS` lists them. Add a command by writing those
+two functions and adding the first to `COMMANDS`.
 """
 
 from __future__ import annotations
@@ -1039,7 +1039,21 @@ def _age(timestamp: str | None) -> str:
 # -- entry point -----------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Each command's name and the function adding its parser, in the order `--help` lists them.
+COMMANDS: dict[str, Callable[[Any], None]] = {
+    "serve": add_serve_parser,
+    "connect": add_connect_parser,
+    "run": add_run_parser,
+    "demo": add_demo_parser,
+    "tool": add_tool_parser,
+    "runs": add_runs_parser,
+    "threads": add_threads_parser,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: every command's, or only `command`'s (building all of them
+    is ~3 ms of argparse, which every start of the daemon paid before it could listen)."""
     parser = argparse.ArgumentParser(
         prog="agentd", description="agentd: the in-sandbox agent runtime daemon"
     )
@@ -1047,18 +1061,17 @@ def build_parser() -> argparse.ArgumentParser:
     # from the installed metadata, whose parsing cost every command a few ms.
     parser.add_argument("--version", action="version", version=f"agentd {runtime.__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_serve_parser(subparsers)
-    add_connect_parser(subparsers)
-    add_run_parser(subparsers)
-    add_demo_parser(subparsers)
-    add_tool_parser(subparsers)
-    add_runs_parser(subparsers)
-    add_threads_parser(subparsers)
+    for name, add_parser in COMMANDS.items():
+        if command is None or name == command:
+            add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # A known command is parsed by its own parser alone; anything else (no command, --help,
+    # --version, a typo) by the whole one, whose messages list every command.
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed)

@@ -75,3 +75,32 @@ def test_console_script_help() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: agentd")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "0", "--token", "t"],
+        ["connect", "--device-id", "d"],
+        ["run", "hello"],
+        ["demo", "--exit"],
+        ["tool", "list_dir", "{}"],
+        ["runs"],
+        ["threads"],
+    ],
+)
+def test_a_command_parses_alike_with_its_own_parser_alone(argv: list[str]) -> None:
+    """`main` parses a known command with that command's parser alone (building them all
+    cost every start a few ms): the arguments come out as the whole parser gives them."""
+    alone = build_parser(argv[0])
+    assert vars(alone.parse_args(argv)) == vars(build_parser().parse_args(argv))
+
+
+def test_an_unknown_command_is_told_with_every_command_listed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serv"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'serv'" in err
+    for name in commands():
+        assert name in err
