@@ -26,6 +26,10 @@ async def test_aiohttp_own_404_and_405_use_the_envelope(daemon: Daemon) -> None:
         error = assert_error(resp.status, body, 404, "not_found")
         assert resp.headers["X-Request-ID"] == error["requestId"]
         assert "/openapi.json" in error["message"]
+    # /v1/ paths are resolved among the /v1 operations (runtime.api.v1.dispatch), alike
+    async with daemon.session.get(daemon.u("/v1/nope")) as resp:
+        error = assert_error(resp.status, await resp.json(), 404, "not_found")
+        assert "GET /v1/nope" in error["message"] and "/openapi.json" in error["message"]
     async with daemon.session.put(daemon.u("/v1/agents")) as resp:
         error = assert_error(resp.status, await resp.json(), 405, "method_not_allowed")
         assert "GET" in error["message"] and "POST" in error["message"]

@@ -60,6 +60,15 @@ async def test_runs_tokens_events_and_requests_are_counted(daemon: Daemon) -> No
     key = 'agentd_http_requests_total{method="POST",route="/v1/run",status="200"}'
     assert after[key] == 1
     assert after['agentd_http_request_duration_seconds_count{route="/v1/run"}'] == 1
+    # a /v1 operation is labelled with its path template, a /v1/ path that is none "unmatched"
+    await daemon.get("/v1/runs/run_missing")
+    await daemon.get("/v1/nope")
+    later = await scrape(daemon)
+    assert (
+        later['agentd_http_requests_total{method="GET",route="/v1/runs/{run_id}",status="404"}']
+        == 1
+    )
+    assert later['agentd_http_requests_total{method="GET",route="unmatched",status="404"}'] == 1
 
 
 async def test_active_runs_and_sse_clients_are_gauges(daemon: Daemon) -> None:
