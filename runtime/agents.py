@@ -22,6 +22,14 @@ from pydantic import (
 )
 
 from runtime.config import DEFAULT_MODEL
+from runtime.limits import (
+    MAX_CONCURRENT,
+    MAX_CONTEXT_WINDOW,
+    MAX_ITERATIONS,
+    MAX_TIMEOUT_SECONDS,
+    MAX_TOKENS,
+    MIN_CONTEXT_WINDOW,
+)
 from tools.base import core_tool_names as registered_tool_names
 from tools.base import default_tool_names
 
@@ -33,11 +41,6 @@ TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 REDACTED = "[REDACTED]"
 # Tools the model provider runs itself (its hosted web search); no local implementation.
 HOSTED_TOOL_NAMES: tuple[str, ...] = ("web_search",)
-# Documented limits (values past them are refused, not stored).
-MAX_ITERATIONS = 100
-MAX_TOKENS = 128_000
-MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
-MAX_CONCURRENT = 10_000
 # Custom tool targets of the platform's SDK that this runtime cannot call.
 UNSUPPORTED_TOOL_TARGETS = ("lambdaArn", "inlineScript")
 
@@ -117,10 +120,6 @@ class CustomToolSpec(_WireModel):
         if value.get("type", "object") != "object":
             raise ValueError("inputSchema must describe a JSON object (type: object)")
         return value
-
-
-MIN_CONTEXT_WINDOW = 2_048
-MAX_CONTEXT_WINDOW = 10_000_000
 
 
 class AgentSpec(_WireModel):

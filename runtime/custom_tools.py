@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runtime.agents import AgentSpec, CustomToolSpec
 from runtime.config import Settings
 from tools.base import Tool, core_tool_names
 
 if TYPE_CHECKING:
+    # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1)
+    from runtime.agents import AgentSpec, CustomToolSpec
     from tools.http_tool import HttpToolConfig, UrlAllowList
 
 

@@ -27,17 +27,21 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.agents import STORED, AgentRecord, AgentSpec
 from runtime.events.model import Event
 from runtime.ids import new_id, utc_now
 from runtime.messages import Message
 from runtime.thread_events import PersistedThreadEvent
 from runtime.usage import Usage
+
+if TYPE_CHECKING:
+    # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1); the store
+    # reads agents only in its worker threads (`_agent_record`)
+    from runtime.agents import AgentRecord, AgentSpec
 
 # A write that failed for want of space (as tools.base counts them; the store sits below
 # the tools and does not import them).
@@ -1210,6 +1214,8 @@ def _next_version(conn: sqlite3.Connection, slug: str) -> int:
 
 
 def _agent_record(agent_row: sqlite3.Row, version_row: sqlite3.Row) -> AgentRecord:
+    from runtime.agents import STORED, AgentRecord, AgentSpec
+
     keys = version_row.keys()
     updated = version_row["version_created_at"] if "version_created_at" in keys else None
     return AgentRecord(

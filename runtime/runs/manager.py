@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from runtime.agents import AgentRecord
 from runtime.events import Event, EventLog
 from runtime.ids import THREAD_ID_RULE, is_thread_id, new_id, utc_now
 from runtime.messages import CompactionPart, Message
@@ -48,6 +47,9 @@ from tools.base import Toolbox, ToolResult, ToolSettings
 from tools.cgroups import CgroupTree
 
 if TYPE_CHECKING:
+    # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1)
+    from runtime.agents import AgentRecord
+
     # The run machinery (runtime.runs.machinery): loaded after start-up, reached through it.
     from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
     from runtime.runs.provider_factory import ProviderFactory
@@ -600,7 +602,7 @@ class RunManager:
     # -- internals ---------------------------------------------------------------------
 
     async def _resolve_agent(self, agent: AgentRecord | str) -> AgentRecord:
-        if isinstance(agent, AgentRecord):
+        if not isinstance(agent, str):
             return agent
         record = await self.store.get_agent(agent)
         if record is None:

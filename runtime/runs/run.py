@@ -8,15 +8,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.agents import (
+from runtime.events import EventLog, Redactor
+from runtime.limits import (
     MAX_CONTEXT_WINDOW,
     MAX_ITERATIONS,
     MAX_TIMEOUT_SECONDS,
     MAX_TOKENS,
     MIN_CONTEXT_WINDOW,
-    AgentRecord,
 )
-from runtime.events import EventLog, Redactor
 from runtime.messages import Message
 from runtime.runs.scheduler import Slot
 from runtime.store import RunRecord, Store
@@ -24,6 +23,8 @@ from runtime.thread_recorder import ThreadRecorder
 from tools.base import Toolbox
 
 if TYPE_CHECKING:
+    from runtime.agents import AgentRecord
+
     # The run machinery (runtime.runs.machinery), loaded after start-up.
     from runtime.loop import AgentLoop, RunControls
 

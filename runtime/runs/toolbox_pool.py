@@ -24,12 +24,16 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
-from runtime.agents import AgentSpec
 from tools.base import Tool, Toolbox, ToolSettings
 from tools.processes import kill_tagged
+
+if TYPE_CHECKING:
+    # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1)
+    from runtime.agents import AgentSpec
 
 log = logging.getLogger("agentd.runs")
 

@@ -52,6 +52,7 @@ DEFERRED = (
     *RUN_MACHINERY,  # the agent loop, compaction, providers, lifecycle: see runtime.runs.machinery
     *V1_OPERATIONS,  # the /v1 handlers: see runtime.api.v1
     "runtime.api.schemas",  # ... and the models they validate with
+    "runtime.agents",  # ... agent definitions among them
 )
 
 
