@@ -10,23 +10,19 @@ earlier awaits `v1_api()`, which builds it in a worker thread, as runs await the
 machinery (`runtime.runs.machinery`).
 
 A module that fails to import fails every later /v1 request the same way: a 503
-`unavailable` naming the module, rather than a hang or a 500.
+`unavailable` naming the module, rather than a hang or a 500 (see `runtime.deferred`).
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import threading
+from types import ModuleType
 from typing import NamedTuple
 
-import anyio
 from aiohttp import web
 
 from runtime.api.errors import ApiError
 from runtime.api.routing import RouteTable
-
-log = logging.getLogger("agentd.api")
+from runtime.deferred import DeferredLoad
 
 # The modules declaring the /v1 operations (each has `add_routes(table)`), in the order the
 # operations are documented; none is imported before the daemon listens
@@ -40,9 +36,6 @@ MODULES = (
 )
 PREFIX = "/v1/"
 V1_ROUTE_NAME = "v1"  # the app's catch-all route for PREFIX
-# How long a request waits for the first load (it takes a few tens of ms; far longer means a
-# stuck import, which the request reports rather than waiting on).
-LOAD_TIMEOUT = 60.0
 
 # The path template of the /v1 operation a request matched (`/v1/runs/{run_id}`), for the
 # request metrics: the app's own router only knows the catch-all `/v1/{tail}`.
@@ -63,60 +56,35 @@ class ApiUnavailable(ApiError):
         super().__init__(503, "unavailable", message, headers={"Retry-After": "1"})
 
 
-_lock = threading.Lock()
-_loaded: V1Api | None = None
-_failure: ApiUnavailable | None = None
+def _build(modules: list[ModuleType]) -> V1Api:
+    table = RouteTable()
+    for module in modules:
+        module.add_routes(table)
+    router = web.UrlDispatcher()
+    table.install(router)
+    router.freeze()
+    return V1Api(table, router)
+
+
+_api = DeferredLoad("the /v1 API", "serve /v1", lambda: MODULES, _build, ApiUnavailable)
 
 
 def load_v1() -> V1Api:
     """Blocking: import the /v1 operations and build their router (the first call; later
     ones return at once). Raises ApiUnavailable if a module fails to import, on this call
     and every later one."""
-    global _loaded, _failure
-    if _loaded is not None:
-        return _loaded
-    with _lock:
-        if _loaded is not None:
-            return _loaded
-        if _failure is not None:
-            raise _failure
-        table = RouteTable()
-        for name in MODULES:
-            try:
-                module = importlib.import_module(name)
-            except Exception as exc:
-                log.exception("the /v1 API failed to load: importing %s failed", name)
-                _failure = ApiUnavailable(
-                    f"the daemon cannot serve /v1: importing {name} failed "
-                    f"({type(exc).__name__}: {exc}); the daemon log has the traceback"
-                )
-                raise _failure from exc
-            module.add_routes(table)
-        router = web.UrlDispatcher()
-        table.install(router)
-        router.freeze()
-        _loaded = V1Api(table, router)
-        return _loaded
+    return _api.load()
 
 
 def load_failure() -> ApiUnavailable | None:
     """Why the /v1 API could not be loaded, once a load has failed."""
-    return _failure
+    return _api.failure
 
 
 async def v1_api() -> V1Api:
     """`load_v1` for async callers: the first load runs in a worker thread (the event loop
-    goes on serving meanwhile), bounded by LOAD_TIMEOUT; later calls return at once."""
-    if _loaded is not None:
-        return _loaded
-    timeout = LOAD_TIMEOUT
-    try:
-        with anyio.fail_after(timeout):
-            return await anyio.to_thread.run_sync(load_v1, abandon_on_cancel=True)
-    except TimeoutError:
-        raise ApiUnavailable(
-            f"the daemon's /v1 API did not load within {timeout:g}s; retry later"
-        ) from None
+    goes on serving meanwhile), bounded; later calls return at once."""
+    return await _api.get()
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

@@ -10,19 +10,17 @@ thread. Either way the `RunMachinery` it returns is how the run manager reaches 
 other module of the manager's imports them at the top.
 
 A module that fails to import fails every later call the same way, as `MachineryUnavailable`
-(a 503 over HTTP) naming the module and the error, rather than a hang or a 500.
+(a 503 over HTTP) naming the module and the error, rather than a hang or a 500 (see
+`runtime.deferred`).
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import threading
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-import anyio
-
+from runtime.deferred import DeferredLoad
 from runtime.runs.errors import RunError
 
 if TYPE_CHECKING:
@@ -33,8 +31,6 @@ if TYPE_CHECKING:
     from runtime.runs.provider_factory import ProviderPool
     from runtime.runs.threads import RunThreads
     from runtime.store import Store
-
-log = logging.getLogger("agentd.runs")
 
 # What `load_run_machinery` imports, in order; none of it is imported before the daemon
 # listens (tests/cli/test_serve_startup.py), nor on the event loop (tests/api/test_daemon.py).
@@ -49,9 +45,6 @@ MODULES = (
     "runtime.runs.lifecycle",
     "runtime.runs.thread_compaction",
 )
-# How long a caller waits for the first load (it takes ~0.1 s; far longer means a stuck
-# import, which the caller reports rather than waiting on).
-LOAD_TIMEOUT = 60.0
 
 
 class MachineryUnavailable(RunError):
@@ -87,64 +80,39 @@ class RunMachinery(NamedTuple):
     model_label: Callable[[AgentSpec], str]
 
 
-_lock = threading.Lock()
-_loaded: RunMachinery | None = None
-_failure: MachineryUnavailable | None = None
+def _build(_modules: list[ModuleType]) -> RunMachinery:
+    from runtime.loop import RunControls
+    from runtime.runs.lifecycle import RunLifecycle
+    from runtime.runs.provider_factory import ProviderPool, model_label
+    from runtime.runs.thread_compaction import compact_thread
+
+    return RunMachinery(
+        lifecycle=RunLifecycle,
+        controls=RunControls,
+        provider_pool=ProviderPool,
+        compact_thread=compact_thread,
+        model_label=model_label,
+    )
+
+
+_machinery = DeferredLoad(
+    "the run machinery", "drive runs", lambda: MODULES, _build, MachineryUnavailable
+)
 
 
 def load_run_machinery() -> RunMachinery:
     """Blocking: import the run machinery (the first call; later ones return at once).
     Raises MachineryUnavailable if a module fails to import, on this call and every later
     one."""
-    global _loaded, _failure
-    if _loaded is not None:
-        return _loaded
-    with _lock:
-        if _loaded is not None:
-            return _loaded
-        if _failure is not None:
-            raise _failure
-        for name in MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:
-                log.exception("the run machinery failed to load: importing %s failed", name)
-                _failure = MachineryUnavailable(
-                    f"the daemon cannot drive runs: importing {name} failed "
-                    f"({type(exc).__name__}: {exc}); the daemon log has the traceback"
-                )
-                raise _failure from exc
-        from runtime.loop import RunControls
-        from runtime.runs.lifecycle import RunLifecycle
-        from runtime.runs.provider_factory import ProviderPool, model_label
-        from runtime.runs.thread_compaction import compact_thread
-
-        _loaded = RunMachinery(
-            lifecycle=RunLifecycle,
-            controls=RunControls,
-            provider_pool=ProviderPool,
-            compact_thread=compact_thread,
-            model_label=model_label,
-        )
-        return _loaded
+    return _machinery.load()
 
 
 def load_failure() -> MachineryUnavailable | None:
     """Why the run machinery could not be loaded, once a load has failed."""
-    return _failure
+    return _machinery.failure
 
 
 async def run_machinery() -> RunMachinery:
     """`load_run_machinery` for async callers: the first load runs in a worker thread (the
-    event loop goes on serving meanwhile), bounded by LOAD_TIMEOUT; later calls return at
-    once."""
-    if _loaded is not None:
-        return _loaded
-    timeout = LOAD_TIMEOUT
-    try:
-        with anyio.fail_after(timeout):
-            return await anyio.to_thread.run_sync(load_run_machinery, abandon_on_cancel=True)
-    except TimeoutError:
-        raise MachineryUnavailable(
-            f"the daemon's run machinery did not load within {timeout:g}s; retry later"
-        ) from None
+    event loop goes on serving meanwhile), bounded; later calls return at once."""
+    return await _machinery.get()
