@@ -308,15 +308,17 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
+    # NORMAL is durable against a killed process in WAL mode (only power loss can lose the
+    # last transactions), and avoids an fsync per event. Set before the migrations: a schema
+    # a power loss took back is made again at the next start (each migration starts from the
+    # version the database says it has).
+    conn.execute("PRAGMA synchronous = NORMAL")
     if create:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             conn.close()
             raise RuntimeError(f"SQLite refused WAL mode for {path} (got {mode!r})")
         _migrate(conn)
-    # NORMAL is durable against a killed process in WAL mode (only power loss can lose the
-    # last transactions), and avoids an fsync per event.
-    conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
 
