@@ -3,9 +3,10 @@
 `decode_text` turns a file's bytes into text while remembering what an edit must keep (a
 UTF-8 BOM, CRLF line endings) and refuses binary data. `commit_writes` writes and deletes a
 set of files so that either every change lands or none does: new contents go to temporary
-files beside their targets first, then each target is swapped in with `os.replace`, keeping
-what it displaces aside while a later step can still fail, so a failure half-way rolls
-everything back.
+files beside their targets first, then each target is swapped with its temporary file
+(`renameat2(RENAME_EXCHANGE)`, or `os.replace` where there is none), keeping what it
+displaces aside while a later step can still fail, so a failure half-way rolls everything
+back.
 
 Everything here blocks; async callers run it through `anyio.to_thread.run_sync`.
 """
@@ -13,11 +14,14 @@ Everything here blocks; async callers run it through `anyio.to_thread.run_sync`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import secrets
 import shutil
 import stat
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,67 @@ BINARY_SNIFF_BYTES = 8192
 # thread-safe later): new files get 0o666 & ~umask like `open()` would give them.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def _load_exchange(libc: ctypes.CDLL | None) -> Callable[[str, str], None] | None:
+    """`exchange(a, b)`: swap two names atomically (`renameat2(RENAME_EXCHANGE)`, Linux 3.15
+    and glibc 2.28 or later); None where this libc has no renameat2."""
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return None
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+
+    def exchange(a: str, b: str) -> None:
+        if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE):
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), a, None, b)
+
+    return exchange
+
+
+def _load_writeback(libc: ctypes.CDLL | None) -> Callable[[str], None] | None:
+    """`start_writeback(path)`: start writing a file's data out, without waiting for it
+    (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); None where this libc has no such call."""
+    sync_file_range = getattr(libc, "sync_file_range", None)
+    if sync_file_range is None:
+        return None
+    sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    sync_file_range.restype = ctypes.c_int
+
+    def start_writeback(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # the whole file; a failure changes nothing a commit relies on (it only starts
+            # the writing early), so the result is not read
+            sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        finally:
+            os.close(fd)
+
+    return start_writeback
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_SYNC_FILE_RANGE_WRITE = 2
+_LIBC = _libc()
+# `rename_exchange(a, b)` swaps two names atomically; `start_writeback(path)` starts writing
+# a file's data out. Each is None where the system has no such call (not Linux, an old libc).
+rename_exchange = _load_exchange(_LIBC)
+start_writeback = _load_writeback(_LIBC)
+# what renameat2 answers where the system or the filesystem cannot exchange (an old kernel,
+# a filesystem without RENAME_EXCHANGE): the commit replaces instead
+_NO_EXCHANGE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV})
 
 
 class BinaryFileError(ToolError):
@@ -122,8 +187,9 @@ class FileWrite:
     new file, uses the default one.
 
     `previous` (with `previous_mode`): what `path` holds now, when the caller has read it.
-    Rolling back then writes it back (atomically, like any write), so the commit needs no
-    backup link of the file; without it the current file is hard-linked aside.
+    Only used where the file is replaced rather than exchanged (see `commit_writes`): rolling
+    back then writes it back (atomically, like any write), so the commit needs no backup
+    link of the file; without it the current file is hard-linked aside.
     """
 
     path: Path
@@ -136,29 +202,41 @@ class FileWrite:
 def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> None:
     """Apply every write and delete, or none of them (the exception is re-raised).
 
-    Each new content goes to a temporary file beside its target (same directory, so the
-    rename cannot cross a filesystem), then every target is swapped in with `os.replace`:
-    a crash at any point leaves each file with its old or its new content, never a mix or
-    a partial write. If a step fails, every swap already made is undone: a file whose
-    previous content the caller passed (`FileWrite.previous`) gets it back through another
-    temporary file and rename; any other replaced file was hard-linked aside before its swap
-    and is renamed back; a deleted file was renamed aside and is renamed back. Nothing is
-    kept aside for the last replace of a commit without deletes (nothing after it can fail).
+    Every new content goes to a temporary file beside its target first (same directory, so
+    no rename crosses a filesystem): a failure while writing them (a full disk) leaves every
+    file as it was. Then each target is swapped with its temporary file by one atomic
+    `renameat2(RENAME_EXCHANGE)`: the target has the new content and the temporary name the
+    old one, so a crash at any point leaves each file with its old or its new content, never
+    a mix or a partial write, and a failure later puts every swapped file back by renaming
+    its old file over it (no write, so no free space needed; the very inode comes back).
+    The old contents are unlinked once every step has succeeded. A deleted file is renamed
+    aside until then.
 
-    So per file the common case is: create, write and close the temporary file, rename it
-    over the target. No fsync: the rename is atomic against a crashing daemon, and the data
-    is in the page cache; durability across power loss is the filesystem's business, as for
-    every other write of a tool.
+    Where the exchange is not available (not Linux, a filesystem without it) a target is
+    replaced with `os.replace` instead and its old content kept otherwise: a file whose
+    previous content the caller passed (`FileWrite.previous`) gets it back through another
+    temporary file and rename; any other replaced file was hard-linked aside before its
+    swap. Nothing is kept aside for the last replace of a commit without deletes (nothing
+    after it can fail).
+
+    No fsync: the rename is atomic against a crashing daemon, and the data is in the page
+    cache; durability across power loss is the filesystem's business, as for every other
+    write of a tool (each file's writeback is started just before its exchange, as ext4
+    does inside a rename over a file).
     """
     tag = secrets.token_hex(6)  # one random part per commit; files add their own number
     created_dirs: list[Path] = []
     existing_dirs: set[Path] = set()
     temps: list[str] = []
-    # what to undo, in order: (target, backup name or None, the write whose `previous` is put
-    # back or None); backup and write both None: the target was created, so it is removed
+    # what to undo, in order: (target, aside, the write whose `previous` is put back).
+    # aside: the old file, renamed over the target to undo (an exchange's temporary name, a
+    # backup link, a deleted file moved aside); the write: its `previous` is written back;
+    # both None: the target was created, so it is removed
     done: list[tuple[str, str | None, FileWrite | None]] = []
     # a backup made for a replace that has not happened yet: only the backup must go
     pending_backup: str | None = None
+    swapped = 0  # temps[:swapped] are renamed (a temporary name then holds an old file)
+    exchange = rename_exchange
     last = len(writes) - 1 if not deletes else -1
     try:
         for number, write in enumerate(writes):
@@ -169,16 +247,41 @@ def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> 
             temps.append(_write_temp(write, f"{tag}{number}"))
         for number, (write, temp) in enumerate(zip(writes, temps, strict=True)):
             target = os.fspath(write.path)
+            if exchange is not None:
+                if start_writeback is not None:
+                    # what ext4 does inside a rename over a file (`auto_da_alloc`), not inside
+                    # an exchange: the data goes out before the swap is journalled, so a
+                    # power loss does not leave the target empty
+                    start_writeback(temp)
+                try:
+                    exchange(temp, target)
+                except FileNotFoundError:
+                    pass  # nothing at the target to exchange with: a new file, renamed below
+                except OSError as exc:
+                    if exc.errno not in _NO_EXCHANGE:
+                        raise
+                    exchange = None  # this filesystem cannot: replace, as below, from now on
+                else:
+                    if stat.S_ISDIR(os.lstat(temp).st_mode):
+                        # `os.replace` refuses to put a file over a directory; so does this
+                        exchange(temp, target)
+                        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)
+                    swapped += 1
+                    done.append((target, temp, None))
+                    continue
             if number == last:
                 # nothing after this can fail, and if this fails the target is untouched
                 os.replace(temp, target)
+                swapped += 1
                 break
             if write.previous is not None:
                 os.replace(temp, target)
+                swapped += 1
                 done.append((target, None, write))
                 continue
             pending_backup = _backup(target, f"{tag}{number}", link=True)
             os.replace(temp, target)
+            swapped += 1
             done.append((target, pending_backup, None))
             pending_backup = None
         for number, path in enumerate(deletes):
@@ -188,26 +291,26 @@ def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> 
         if pending_backup is not None:
             with contextlib.suppress(OSError):
                 os.unlink(pending_backup)
-        for temp in temps:
+        for temp in temps[swapped:]:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-        for number, (target, backup, undo) in reversed(list(enumerate(done))):
+        for number, (target, aside, undo) in reversed(list(enumerate(done))):
             with contextlib.suppress(OSError):
-                if undo is not None and undo.previous is not None:
+                if aside is not None:
+                    os.replace(aside, target)
+                elif undo is not None and undo.previous is not None:
                     restore = FileWrite(undo.path, undo.previous, undo.previous_mode)
                     os.replace(_write_temp(restore, f"{tag}r{number}"), target)
-                elif backup is not None:
-                    os.replace(backup, target)
                 else:
                     os.unlink(target)
         for directory in reversed(created_dirs):
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
-    for _target, backup, _write in done:
-        if backup is not None:
+    for _target, aside, _write in done:
+        if aside is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(backup)
+                os.unlink(aside)
 
 
 def _make_parents(directory: Path) -> list[Path]:

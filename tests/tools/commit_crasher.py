@@ -1,17 +1,19 @@
 """Kills `tools.textfile.commit_writes` at each of its steps, for the crash test.
 
-`python -m tests.tools.commit_crasher DIR` runs, for k = 0, 1, 2, …, a commit (two files
-replaced, one of them with its previous content given, one created in a new directory,
-one deleted) in a fresh copy DIR/k of the old
+`python -m tests.tools.commit_crasher DIR [exchange|replace]` runs, for k = 0, 1, 2, …, a
+commit (two files replaced, one of them with its previous content given, one created in a
+new directory, one deleted) in a fresh copy DIR/k of the old
 files, in a forked child that SIGKILLs itself just before its k-th call that changes the
-filesystem (create, write, chmod, mkdir, link, rename, unlink). It prints one JSON line per
-k: whether the child was killed and every file found afterwards (name → content), and stops
-after the first k at which the commit finished. The parent never runs a commit itself, and
-has no threads, so forking it is safe.
+filesystem (create, write, chmod, mkdir, link, rename, exchange, unlink). It prints one JSON
+line per k: whether the child was killed and every file found afterwards (name → content),
+and stops after the first k at which the commit finished. The parent never runs a commit
+itself, and has no threads, so forking it is safe. `replace` makes the commit swap files in
+as where `renameat2(RENAME_EXCHANGE)` is missing (its exchange answers EINVAL).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -20,12 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import tools.textfile
 from tools.textfile import FileWrite, commit_writes
 
 OLD = {"a.txt": "old a\n", "b.txt": "old b\n", "c.txt": "old c\n"}
 NEW = {"a.txt": "new a\n", "b.txt": "new b\n", "d/new.txt": "new d\n"}
 DELETED = ["c.txt"]
 MUTATING = ("open", "write", "fchmod", "chmod", "mkdir", "link", "replace", "rename", "unlink")
+
+
+def no_exchange(a: str, b: str) -> None:
+    """renameat2 on a filesystem without RENAME_EXCHANGE."""
+    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), a, None, b)
 
 
 def crash_before(k: int) -> None:
@@ -46,6 +54,8 @@ def crash_before(k: int) -> None:
 
     for name in MUTATING:
         setattr(os, name, wrap(name, getattr(os, name)))
+    if tools.textfile.rename_exchange not in (None, no_exchange):
+        tools.textfile.rename_exchange = wrap("exchange", tools.textfile.rename_exchange)
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -56,7 +66,9 @@ def tree(root: Path) -> dict[str, str]:
     }
 
 
-def main(directory: Path) -> None:
+def main(directory: Path, swap: str) -> None:
+    if swap == "replace":
+        tools.textfile.rename_exchange = no_exchange
     k = 0
     while True:
         root = directory / str(k)
@@ -90,4 +102,4 @@ def main(directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "exchange")

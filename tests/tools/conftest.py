@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+import tools.textfile
+from tests.tools.commit_crasher import no_exchange
 from tools.proctable import ProcessTable, ProcTable, PsutilTable
 
 
@@ -18,3 +20,27 @@ def process_table(request: pytest.FixtureRequest) -> ProcessTable:
             pytest.skip("needs /proc")
         return ProcTable()
     return PsutilTable()
+
+
+@pytest.fixture(params=["exchange", "replace"])
+def swap(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """How `commit_writes` swaps each file in: `exchange` (renameat2 RENAME_EXCHANGE) or
+    `replace` (`os.replace`, as where there is no exchange: macOS, a filesystem without it),
+    forced here by an exchange that answers EINVAL as such a filesystem does."""
+    if request.param == "exchange":
+        if tools.textfile.rename_exchange is None:
+            pytest.skip("no renameat2 on this system")
+        probe = tmp_path_factory.mktemp("exchange")
+        (probe / "a").write_text("a")
+        (probe / "b").write_text("b")
+        try:
+            tools.textfile.rename_exchange(str(probe / "a"), str(probe / "b"))
+        except OSError as exc:
+            pytest.skip(f"the temporary directory's filesystem cannot exchange: {exc}")
+    else:
+        monkeypatch.setattr(tools.textfile, "rename_exchange", no_exchange)
+    return str(request.param)

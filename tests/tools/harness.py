@@ -5,12 +5,16 @@ would collide with other tool modules' fixtures)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import tools.textfile
 from tools.base import Toolbox, ToolResult
 
 
@@ -51,3 +55,30 @@ async def open_harness(workspace: Path, **toolbox_args: Any) -> AsyncIterator[Ha
     events: list[dict[str, Any]] = []
     async with Toolbox(workspace, on_event=events.append, **toolbox_args) as box:
         yield Harness(root=box.workspace.root, box=box, events=events)
+
+
+def fail_swaps(
+    monkeypatch: pytest.MonkeyPatch, error_for: Callable[[str, str], OSError | None]
+) -> list[str]:
+    """Make `commit_writes` fail each swap (source, target) that `error_for` gives an error
+    for, whether it swaps by exchange or by `os.replace` (see the `swap` fixture); the list
+    returned names the target of every swap and rename that succeeded, in order (those of a
+    rollback too)."""
+    swapped: list[str] = []
+
+    def failing(real: Callable[[str, str], None]) -> Callable[[str, str], None]:
+        def swap(source: str, target: str) -> None:
+            error = error_for(os.fspath(source), os.fspath(target))
+            if error is not None:
+                raise error
+            real(source, target)
+            swapped.append(Path(target).name)
+
+        return swap
+
+    monkeypatch.setattr(os, "replace", failing(os.replace))  # what tools.textfile calls
+    if tools.textfile.rename_exchange is not None:
+        monkeypatch.setattr(
+            tools.textfile, "rename_exchange", failing(tools.textfile.rename_exchange)
+        )
+    return swapped

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import tools.patch
 import tools.textfile
 from tests.needs import need_program
-from tests.tools.harness import Harness, open_harness, read_tree, write_tree
+from tests.tools.harness import Harness, fail_swaps, open_harness, read_tree, write_tree
 from tools.diffs import keepends_lines
 from tools.patch import apply_patch_text, parse_patch
 from tools.textfile import split_lines
@@ -666,21 +666,18 @@ async def test_git_mode_change_sets_executable_bit(harness: Harness) -> None:
 
 
 async def test_failure_while_writing_rolls_everything_back(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, swap: str
 ) -> None:
     harness.write({"a.txt": "one\n", "b.txt": "two\n", "c.txt": "three\n"})
     before = harness.tree()
-    real_replace = os.replace
-    replaced: list[str] = []
 
-    def failing_replace(src: str | Path, dst: str | Path) -> None:
+    def error_for(src: str, dst: str) -> OSError | None:
         # let the first file land, then fail the second: the first must be restored
         if Path(dst).name == "b.txt":
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
-        replaced.append(Path(dst).name)
+            return OSError(28, "No space left on device")
+        return None
 
-    monkeypatch.setattr(tools.textfile.os, "replace", failing_replace)
+    replaced = fail_swaps(monkeypatch, error_for)
     patch = envelope(
         "*** Update File: a.txt",
         "@@",
@@ -707,7 +704,7 @@ async def test_failure_while_writing_rolls_everything_back(
 
 @pytest.mark.parametrize("fails", [False, True])
 async def test_files_named_at_the_length_limit_are_patched(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch, fails: bool
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, fails: bool, swap: str
 ) -> None:
     """The temporary and backup files beside a target are named after it: for a name at
     NAME_MAX (255 bytes) that name is shortened, not refused by the filesystem; a failed
@@ -718,15 +715,14 @@ async def test_files_named_at_the_length_limit_are_patched(
     harness.write({long_ascii: "one\n", long_utf8: "two\n", doomed: "three\n"})
     before = harness.tree()
     if fails:
-        real_replace = os.replace
 
-        def failing_replace(src: str | Path, dst: str | Path) -> None:
+        def error_for(src: str, dst: str) -> OSError | None:
             # the last step, moving the deleted file aside, fails: both updates are undone
             if Path(dst).name.endswith(".bak"):
-                raise OSError(5, "Input/output error")
-            real_replace(src, dst)
+                return OSError(5, "Input/output error")
+            return None
 
-        monkeypatch.setattr(tools.textfile.os, "replace", failing_replace)
+        fail_swaps(monkeypatch, error_for)
     patch = envelope(
         f"*** Update File: {long_ascii}",
         "@@",
