@@ -13,22 +13,33 @@ apply_patch is timed through `Toolbox.call` (argument validation, parsing, locat
 checking every hunk, atomic writes, `file_edit` diffs and events); the parse, plan and
 commit steps alone are shown beneath it. Peers are timed as
 the whole command (process start included), each on a fresh copy of the files; the copy is
-not timed. The floor is the part no crash-safe tool can skip, done in this process with the
-new contents known in advance: read each file, write a temporary file beside it, rename it
-over the file, file by file (one file creation each, the dominant cost on a loaded ext4).
-A second floor does the same system calls in apply_patch's order: every temporary file is
-written before any is renamed (so that a failure while writing leaves every file as it
-was). On ext4 without a journal that order costs more kernel time: creating a file scans
-past the inodes deleted in the last minutes, except those freed in the current second,
-and file by file each creation can take the inode the previous rename just freed (as
-`git apply`'s unlink-then-create does); the gap between the two floors is that cost, the
-gap between apply_patch and the second floor is apply_patch's own. (Both floors, like
-apply_patch, rename over an existing file, which on ext4 starts writing the new file out
-(`auto_da_alloc`): about 60 µs per file that `git apply` does not spend.) Every tool runs
+not timed. The floors are the part no crash-safe tool can skip, done in this process with
+the new contents known in advance:
+
+- `floor: read + atomic write`: read each file, write a temporary file beside it, rename it
+  over the file, file by file (one file creation each, the dominant cost on a loaded ext4).
+- `floor, all temp files first`: the same system calls, every temporary file written before
+  any is renamed (so that a failure while writing leaves every file as it was): apply_patch's
+  order, and its system calls where `renameat2(RENAME_EXCHANGE)` is missing.
+- `floor, temps first, exchange`: apply_patch's own system calls on Linux: every temporary
+  file written before any swap, then each one's writeback started and the file swapped with
+  its target by `renameat2(RENAME_EXCHANGE)`, then the old files unlinked. The gap between
+  apply_patch and this row is apply_patch's own cost.
+
+On ext4 without a journal the order costs kernel time: creating a file scans past the
+inodes deleted in the last seconds, except those freed in the current second, and file by
+file each creation can take the inode the previous rename just freed (as `git apply`'s
+unlink-then-create does); the gap between the first two floors is that cost. apply_patch
+keeps every old file until the end (a rollback renames it back, needing no free space), so
+it cannot reuse them. Renaming over an existing file makes ext4 start writing the new file
+out (`auto_da_alloc`); the exchange does not, so apply_patch starts it itself just before
+(`sync_file_range`): neither is spent by `git apply`. Every tool runs
 once untimed first (the first `Toolbox` imports the tools' modules, start-up's cost, which
 made the first timed run the p99). Runs are interleaved (every tool once, then again) so
 that each sees the same load on a shared machine; the table gives the median and p99 wall
-time, the median CPU time and the ratio to `git apply` on the same patch.
+time, the median CPU time and the ratios to `git apply` and to the first floor on the same
+patch. The cost of creating files follows how many files the machine deleted in the last
+seconds (this benchmark's own copies included), so compare rows of one run, not runs.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ import anyio
 from tools.base import Toolbox
 from tools.diffs import diff_regions, keepends_lines
 from tools.patch import commit_changes, parse_patch, plan_changes
+from tools.textfile import rename_exchange, start_writeback
 from tools.workspace import Workspace
 
 Files = dict[str, str]
@@ -233,6 +245,30 @@ def all_temps_first_floor(after: Files) -> Callable[[Path], None]:
     return action
 
 
+def exchange_floor(after: Files) -> Callable[[Path], None] | None:
+    """apply_patch's own system calls on Linux: read every file and write every temporary
+    file, then start each one's writeback and exchange it with its file, then unlink the
+    old files; None where the system cannot exchange."""
+    exchange, writeback = rename_exchange, start_writeback
+    if exchange is None:
+        return None
+    new = {rel: text.encode() for rel, text in after.items()}
+
+    def action(root: Path) -> None:
+        temps: list[tuple[str, str]] = []
+        for rel, data in new.items():
+            path = os.path.join(root, rel)
+            temps.append((_read_then_write_temp(path, data), path))
+        for temp, path in temps:
+            if writeback is not None:
+                writeback(temp)
+            exchange(temp, path)
+        for temp, _ in temps:
+            os.unlink(temp)
+
+    return action
+
+
 def command(argv: list[str], patch: str) -> Callable[[Path], None]:
     def action(root: Path) -> None:
         subprocess.run(argv, input=patch.encode(), cwd=root, check=True)
@@ -265,6 +301,9 @@ def main() -> None:
             tools.append((label, "GNU patch -p1", command([gnu_patch, "-p1", "-s"], diff)))
         tools.append((label, "floor: read + atomic write", read_and_write_floor(after)))
         tools.append((label, "floor, all temp files first", all_temps_first_floor(after)))
+        exchanging = exchange_floor(after)
+        if exchanging is not None:
+            tools.append((label, "floor, temps first, exchange", exchanging))
         tools.append((env_label, "apply_patch via Toolbox.call", via_toolbox(env, events=True)))
         tools.append((env_label, "  parse + plan + commit only", steps(env)))
         # one untimed run of each first: the first Toolbox imports the tools' modules (a
