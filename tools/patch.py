@@ -157,8 +157,10 @@ class PatchFailed(ToolError):
 _HEREDOC_START = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _UNIFIED_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
-# a line starting with "@@" that _UNIFIED_HUNK does not match (one search of the whole diff)
-_UNNUMBERED_HUNK = re.compile(r"^@@(?! -\d+(?:,\d+)? \+\d+(?:,\d+)? @@)", re.MULTILINE)
+# a line starting with "@@" that _UNIFIED_HUNK does not match, searched for in "\n" + the
+# diff: one search of the whole diff that skips from one "\n@@" to the next (a pattern that
+# starts with text, unlike `^` in MULTILINE mode, which is tried at every character)
+_UNNUMBERED_HUNK = re.compile(r"\n@@(?! -\d+(?:,\d+)? \+\d+(?:,\d+)? @@)")
 _FILE_HEADERS = ("*** Add File:", "*** Delete File:", "*** Update File:", "*** End Patch")
 
 
@@ -351,8 +353,10 @@ def _parse_update_body(lines: list[str], i: int, end: int, path: str) -> tuple[i
 
 def _parse_unified(lines: list[str]) -> Patch:
     source = "\n".join(lines) + "\n"
-    if _UNNUMBERED_HUNK.search(source):
+    split = [*lines, ""]  # source.split("\n")
+    if _UNNUMBERED_HUNK.search("\n" + source):
         source = _recount_hunks(lines)
+        split = source.split("\n")
     # unidiff checks the structure and reads the headers; keeping every line as an object is
     # most of its cost, so it only reads metadata and `_hunk_bodies` takes the lines.
     try:
@@ -361,10 +365,11 @@ def _parse_unified(lines: list[str]) -> Patch:
         # Models often miscount the lengths in `@@ -a,b +c,d @@`: the body decides.
         try:
             source = _recount_hunks(lines)
+            split = source.split("\n")
             patch_set = PatchSet(source, metadata_only=True)
         except UnidiffParseError as exc:
             raise PatchParseError(f"The unified diff could not be parsed: {exc}.") from None
-    bodies = _hunk_bodies(source.split("\n"))
+    bodies = _hunk_bodies(split)
     if len(bodies) != sum(len(patched) for patched in patch_set):
         raise RuntimeError("apply_patch found other hunks in the unified diff than unidiff did")
     ops: list[FileOp] = []
