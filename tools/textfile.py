@@ -226,7 +226,7 @@ def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> 
     """
     tag = secrets.token_hex(6)  # one random part per commit; files add their own number
     created_dirs: list[Path] = []
-    existing_dirs: set[Path] = set()
+    existing_dirs: set[str] = set()
     temps: list[str] = []
     # what to undo, in order: (target, aside, the write whose `previous` is put back).
     # aside: the old file, renamed over the target to undo (an exchange's temporary name, a
@@ -240,9 +240,9 @@ def commit_writes(writes: Sequence[FileWrite], deletes: Sequence[Path] = ()) -> 
     last = len(writes) - 1 if not deletes else -1
     try:
         for number, write in enumerate(writes):
-            parent = write.path.parent
+            parent = os.path.dirname(os.fspath(write.path))  # a str: no Path built per file
             if parent not in existing_dirs:
-                created_dirs.extend(_make_parents(parent))
+                created_dirs.extend(_make_parents(write.path.parent))
                 existing_dirs.add(parent)
             temps.append(_write_temp(write, f"{tag}{number}"))
         for number, (write, temp) in enumerate(zip(writes, temps, strict=True)):
