@@ -8,12 +8,12 @@ daemon calls no URL an agent definition names until told which ones it may call.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runtime.config import Settings
+from runtime.runs.machinery import also_load
 from tools.base import Tool, core_tool_names
 
 if TYPE_CHECKING:
@@ -42,11 +42,13 @@ def custom_tool_factory(settings: Settings) -> Callable[[CustomToolSpec], Tool]:
     """What `RunManager(custom_tool_factory=...)` takes: one `HttpTool` per custom tool.
 
     `tools.http_tool` is part of the run machinery (`runtime.runs.machinery`), loaded off the
-    event loop before a run builds its tools: start-up does not import it. When custom tools
-    are allowed at all, jsonschema (~0.2 s to import) is imported here, at start-up, rather
-    than by the first call or upsert, which would stall the event loop."""
+    event loop before a run builds its tools or a /v1 request (an upsert checking an agent's
+    custom tools) is handled: start-up does not import it. When custom tools are allowed at
+    all, jsonschema (~0.2 s to import), which checks their schemas and arguments, joins the
+    machinery: not imported at start-up, nor by the first call or upsert on the event
+    loop."""
     if settings.custom_tool_url_prefixes.strip():
-        importlib.import_module("jsonschema")
+        also_load("jsonschema")
     config: HttpToolConfig | None = None
 
     def build(spec: CustomToolSpec) -> Tool:

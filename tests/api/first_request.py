@@ -37,7 +37,9 @@ from runtime.runs.machinery import MODULES as RUN_MACHINERY
 from tools import CORE_TOOL_MODULES
 
 V1_OPERATIONS = v1.MODULES
-DEFERRED = frozenset({*V1_OPERATIONS, *CORE_TOOL_MODULES, *RUN_MACHINERY})
+# jsonschema: custom tools are allowed here, so the run machinery loads it too
+DEFERRED = frozenset({*V1_OPERATIONS, *CORE_TOOL_MODULES, *RUN_MACHINERY, "jsonschema"})
+CUSTOM_TOOL_URL = "http://127.0.0.1:9/lookup"
 
 
 class ImportSpy(importlib.abc.MetaPathFinder):
@@ -70,6 +72,13 @@ def spying_build_openapi(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 async def main(workspace: Path) -> None:
+    # Settings read before the daemon starts, as `agentd serve` reads them: checking the
+    # custom tools' URL prefixes imports the HTTP tool's allow-list then
+    settings = Settings(
+        workspace=workspace,
+        state_dir=workspace.parent / "state",
+        custom_tool_url_prefixes="http://127.0.0.1:9/",
+    )
     spy = ImportSpy()
     sys.meta_path.insert(0, spy)
     openapi.build_openapi = spying_build_openapi
@@ -81,7 +90,6 @@ async def main(workspace: Path) -> None:
         "content": [{"type": "text", "text": "hello from the cassette"}],
     }
     cassette.write_text(json.dumps(turn) + "\n")
-    settings = Settings(workspace=workspace, state_dir=workspace.parent / "state")
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     loaded_at_start = sorted(DEFERRED.intersection(sys.modules))
@@ -98,7 +106,15 @@ async def main(workspace: Path) -> None:
             agent = {
                 "slug": "first",
                 "model": f"replay:{cassette}",
-                "tools": ["exec_command"],
+                "tools": [
+                    "exec_command",
+                    {
+                        "name": "lookup",
+                        "description": "Looks a word up",
+                        "inputSchema": {"type": "object", "properties": {"q": {"type": "string"}}},
+                        "invokeUrl": CUSTOM_TOOL_URL,
+                    },
+                ],
             }
             async with http.post(server.make_url("/v1/agents"), json=agent) as resp:
                 statuses.append(resp.status)

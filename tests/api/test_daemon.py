@@ -324,7 +324,8 @@ def test_the_first_requests_load_the_api_the_tools_and_the_run_machinery_off_the
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["statuses"] == [200, 200, 201, 200], done.stderr
     assert report["result"] == "hello from the cassette"
-    assert report["loaded_at_start"] == []
+    # (but the HTTP tool, whose allow-list read the Settings' custom tool URL prefixes)
+    assert report["loaded_at_start"] == ["tools.http_tool"]
     assert report["missing"] == []
     assert report["on_loop"] == []
     assert report["openapi_on_loop"] == [False]  # built once, by a worker thread
