@@ -229,17 +229,21 @@ def _read_then_write_temp(path: str, data: bytes) -> str:
     return temp
 
 
+def _every_temp_first(root: Path, new: dict[str, bytes]) -> list[tuple[str, str]]:
+    """Read every file and write every temporary file: (temporary file, file) pairs."""
+    return [
+        (_read_then_write_temp(os.path.join(root, rel), data), os.path.join(root, rel))
+        for rel, data in new.items()
+    ]
+
+
 def all_temps_first_floor(after: Files) -> Callable[[Path], None]:
     """The floor's system calls in apply_patch's order: read every file and write every
     temporary file, then rename them all."""
     new = {rel: text.encode() for rel, text in after.items()}
 
     def action(root: Path) -> None:
-        temps: list[tuple[str, str]] = []
-        for rel, data in new.items():
-            path = os.path.join(root, rel)
-            temps.append((_read_then_write_temp(path, data), path))
-        for temp, path in temps:
+        for temp, path in _every_temp_first(root, new):
             os.replace(temp, path)
 
     return action
@@ -255,10 +259,7 @@ def exchange_floor(after: Files) -> Callable[[Path], None] | None:
     new = {rel: text.encode() for rel, text in after.items()}
 
     def action(root: Path) -> None:
-        temps: list[tuple[str, str]] = []
-        for rel, data in new.items():
-            path = os.path.join(root, rel)
-            temps.append((_read_then_write_temp(path, data), path))
+        temps = _every_temp_first(root, new)
         for temp, path in temps:
             if writeback is not None:
                 writeback(temp)
