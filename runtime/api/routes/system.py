@@ -64,9 +64,8 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 def _openapi_document(state: ApiState) -> dict[str, Any]:
     from runtime.api.openapi import build_openapi
-    from runtime.api.v1 import load_v1
 
-    return build_openapi(state.table.joined(load_v1().table), version=state.version)
+    return build_openapi(state.table.joined(v1.load_v1().table), version=state.version)
 
 
 async def prometheus(request: web.Request) -> web.Response:
