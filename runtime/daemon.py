@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 import re
@@ -225,7 +226,8 @@ async def _warm_up() -> None:
     builds the validators of agentd's own models (deferred at import:
     `build_deferred_models`), then loads the model SDKs and what a first run imports
     (`warm_up`), rather than the event loop at the first request or run (where importing the
-    SDKs stalled every stream for seconds)."""
+    SDKs stalled every stream for seconds). What it loaded is then frozen for the garbage
+    collector, as start-up's objects are when the daemon listens."""
     started = time.perf_counter()
     with contextlib.suppress(ApiUnavailable):  # logged; every /v1 request answers 503 with it
         await anyio.to_thread.run_sync(load_v1, abandon_on_cancel=True)
@@ -241,10 +243,16 @@ async def _warm_up() -> None:
     log.info("%d models built in %.3fs", len(built), time.perf_counter() - started)
     started = time.perf_counter()
     failed = await anyio.to_thread.run_sync(warm_up, abandon_on_cancel=True)
+    frozen = gc.get_freeze_count()
+    # The ~200k objects the warm-up made (modules, classes, validators) live as long as the
+    # daemon: frozen, full collections skip them. Otherwise each full collection scanned them
+    # all, 50-180 ms during which the event loop stood still (benchmarks/gc_bench.py).
+    gc.freeze()
     log.info(
-        "model adapters and tools preloaded in %.2fs%s",
+        "model adapters and tools preloaded in %.2fs%s; %d objects frozen",
         time.perf_counter() - started,
         f" (not installed: {', '.join(failed)})" if failed else "",
+        gc.get_freeze_count() - frozen,
     )
 
 

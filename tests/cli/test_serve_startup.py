@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$")
 TOKEN = "startup-token"
 MODELS_BUILT = re.compile(r"(\d+) models built in")
+FROZEN = re.compile(r"model adapters and tools preloaded in .*; (\d+) objects frozen")
 
 # Loaded on first use, never by start-up.
 DEFERRED = (
@@ -79,6 +80,7 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         after_start: list[str] = []
         models_built: list[int] = []
         v1_loaded = machinery_loaded = warmed_up = False
+        frozen: list[int] = []
 
         def take(lines: list[str]) -> None:
             nonlocal url, v1_loaded, machinery_loaded, warmed_up
@@ -95,6 +97,8 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
                     models_built.append(int(match.group(1)))
                 elif url and "model adapters and tools preloaded" in line:
                     warmed_up = True
+                    if match := FROZEN.search(line):
+                        frozen.append(int(match.group(1)))
 
         with anyio.fail_after(30):
             async for chunk in process.stderr:
@@ -128,6 +132,8 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         assert v1_loaded and machinery_loaded
         # ... and so are the validators of agentd's own models, deferred at import.
         assert models_built and models_built[0] > 0
+        # What the warm-up made is frozen for the garbage collector: full collections skip it.
+        assert frozen and frozen[0] > 10_000
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
