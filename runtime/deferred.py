@@ -35,7 +35,8 @@ class DeferredLoad(Generic[T, E]):
 
     `what` names the part in messages ("the run machinery"), `purpose` what the daemon cannot
     do without it ("drive runs"); `unavailable(message)` is the error a failed or stuck load
-    raises. `modules` is called at the first load, so a test can change the list before."""
+    raises. `modules` is called at the first load, so a test can change the list before;
+    `also_load` adds to it."""
 
     def __init__(
         self,
@@ -50,9 +51,16 @@ class DeferredLoad(Generic[T, E]):
         self._modules = modules
         self._build = build
         self._unavailable = unavailable
+        self._also: list[str] = []
         self._lock = threading.Lock()
         self._loaded: T | None = None
         self.failure: E | None = None  # why the load failed, once it has
+
+    def also_load(self, name: str) -> None:
+        """Import module `name` too, after the others: what a feature the daemon's settings
+        turn on needs later (custom tools: jsonschema). Call before the first load."""
+        if name not in self._also:
+            self._also.append(name)
 
     def load(self) -> T:
         """Blocking: import the modules and build (the first call; later ones return at
@@ -66,7 +74,7 @@ class DeferredLoad(Generic[T, E]):
             if self.failure is not None:
                 raise self.failure
             imported = []
-            for name in self._modules():
+            for name in [*self._modules(), *self._also]:
                 try:
                     imported.append(importlib.import_module(name))
                 except Exception as exc:

@@ -95,10 +95,8 @@ def _build(_modules: list[ModuleType]) -> RunMachinery:
     )
 
 
-# Modules the daemon's settings add (`also_load`), loaded after MODULES.
-_also: list[str] = []
 _machinery = DeferredLoad(
-    "the run machinery", "drive runs", lambda: (*MODULES, *_also), _build, MachineryUnavailable
+    "the run machinery", "drive runs", lambda: MODULES, _build, MachineryUnavailable
 )
 
 
@@ -106,8 +104,7 @@ def also_load(name: str) -> None:
     """Have the run machinery load module `name` too: what a feature the daemon's settings
     turn on needs on the event loop later (custom tools: jsonschema), loaded off it, before
     any run or /v1 request, rather than at start-up. Call before the first load."""
-    if name not in _also:
-        _also.append(name)
+    _machinery.also_load(name)
 
 
 def load_run_machinery() -> RunMachinery:
