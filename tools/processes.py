@@ -35,13 +35,13 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 import termios
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.libc import LIBC, libc_function
 from tools.proctable import (
     PROCESS_TAG_VAR,
     ProcessTable,
@@ -160,31 +160,28 @@ class _LibcSpawn:
     # Opaque libc structs, over-allocated: glibc's are 80/336 bytes, sigset_t is 128.
     STRUCT_BYTES = 1024
 
-    def __init__(self, libc: ctypes.CDLL) -> None:
+    def __init__(self) -> None:
         c_void_p, c_int, c_char_p = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
-        self.init_actions = _fn(libc, "posix_spawn_file_actions_init", [c_void_p])
-        self.destroy_actions = _fn(libc, "posix_spawn_file_actions_destroy", [c_void_p])
+        self.init_actions = _fn("posix_spawn_file_actions_init", [c_void_p])
+        self.destroy_actions = _fn("posix_spawn_file_actions_destroy", [c_void_p])
         self.add_open = _fn(
-            libc,
             "posix_spawn_file_actions_addopen",
             [c_void_p, c_int, c_char_p, c_int, ctypes.c_uint],
         )
-        self.add_dup2 = _fn(libc, "posix_spawn_file_actions_adddup2", [c_void_p, c_int, c_int])
-        self.add_chdir = _fn(libc, "posix_spawn_file_actions_addchdir_np", [c_void_p, c_char_p])
-        self.add_closefrom = None
-        if hasattr(libc, "posix_spawn_file_actions_addclosefrom_np"):  # glibc >= 2.34
-            self.add_closefrom = _fn(
-                libc, "posix_spawn_file_actions_addclosefrom_np", [c_void_p, c_int]
-            )
-        self.init_attr = _fn(libc, "posix_spawnattr_init", [c_void_p])
-        self.destroy_attr = _fn(libc, "posix_spawnattr_destroy", [c_void_p])
-        self.set_flags = _fn(libc, "posix_spawnattr_setflags", [c_void_p, ctypes.c_short])
-        self.set_sigdefault = _fn(libc, "posix_spawnattr_setsigdefault", [c_void_p, c_void_p])
-        self.set_sigmask = _fn(libc, "posix_spawnattr_setsigmask", [c_void_p, c_void_p])
-        self.sigemptyset = _fn(libc, "sigemptyset", [c_void_p])
-        self.sigaddset = _fn(libc, "sigaddset", [c_void_p, c_int])
+        self.add_dup2 = _fn("posix_spawn_file_actions_adddup2", [c_void_p, c_int, c_int])
+        self.add_chdir = _fn("posix_spawn_file_actions_addchdir_np", [c_void_p, c_char_p])
+        # glibc >= 2.34; None before
+        self.add_closefrom = libc_function(
+            "posix_spawn_file_actions_addclosefrom_np", [c_void_p, c_int]
+        )
+        self.init_attr = _fn("posix_spawnattr_init", [c_void_p])
+        self.destroy_attr = _fn("posix_spawnattr_destroy", [c_void_p])
+        self.set_flags = _fn("posix_spawnattr_setflags", [c_void_p, ctypes.c_short])
+        self.set_sigdefault = _fn("posix_spawnattr_setsigdefault", [c_void_p, c_void_p])
+        self.set_sigmask = _fn("posix_spawnattr_setsigmask", [c_void_p, c_void_p])
+        self.sigemptyset = _fn("sigemptyset", [c_void_p])
+        self.sigaddset = _fn("sigaddset", [c_void_p, c_int])
         self.posix_spawn = _fn(
-            libc,
             "posix_spawn",
             [
                 ctypes.POINTER(ctypes.c_int),
@@ -257,10 +254,11 @@ class _LibcSpawn:
             self.destroy_actions(actions)
 
 
-def _fn(libc: ctypes.CDLL, name: str, argtypes: list[Any]) -> Any:
-    func = getattr(libc, name)
-    func.argtypes = argtypes
-    func.restype = ctypes.c_int
+def _fn(name: str, argtypes: list[Any]) -> Any:
+    """A function posix_spawn needs: AttributeError where this C library lacks it."""
+    func = libc_function(name, argtypes)
+    if func is None:
+        raise AttributeError(name)
     return func
 
 
@@ -275,11 +273,11 @@ def _cstrings(values: Iterable[str]) -> ctypes.Array[ctypes.c_char_p]:
 
 
 def _load_libc_spawn() -> _LibcSpawn | None:
-    if not sys.platform.startswith("linux"):
+    if LIBC is None:  # not Linux
         return None
     try:
-        return _LibcSpawn(ctypes.CDLL(None, use_errno=True))
-    except (OSError, AttributeError):  # no such symbol: old glibc (< 2.29) or another libc
+        return _LibcSpawn()
+    except AttributeError:  # no such symbol: old glibc (< 2.29) or another libc
         return None
 
 
@@ -394,15 +392,10 @@ PR_SET_CHILD_SUBREAPER = 36
 def become_subreaper() -> bool:
     """Make this process the child subreaper of its descendants (Linux): orphaned commands
     are reparented to it rather than to init. Returns whether that took effect."""
-    if not sys.platform.startswith("linux"):
+    c_ulong = ctypes.c_ulong
+    prctl = libc_function("prctl", [ctypes.c_int, c_ulong, c_ulong, c_ulong, c_ulong])
+    if prctl is None:  # not Linux
         return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return False
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
     return bool(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 

@@ -20,12 +20,12 @@ import os
 import secrets
 import shutil
 import stat
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tools.base import ToolError
+from tools.libc import libc_function
 
 BOM = b"\xef\xbb\xbf"
 BINARY_SNIFF_BYTES = 8192
@@ -36,15 +36,13 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def _load_exchange(libc: ctypes.CDLL | None) -> Callable[[str, str], None] | None:
+def _load_exchange() -> Callable[[str, str], None] | None:
     """`exchange(a, b)`: swap two names atomically (`renameat2(RENAME_EXCHANGE)`, Linux 3.15
     and glibc 2.28 or later); None where this libc has no renameat2."""
-    renameat2 = getattr(libc, "renameat2", None)
+    c_int, c_char_p = ctypes.c_int, ctypes.c_char_p
+    renameat2 = libc_function("renameat2", [c_int, c_char_p, c_int, c_char_p, ctypes.c_uint])
     if renameat2 is None:
         return None
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
-    renameat2.argtypes += [ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
 
     def exchange(a: str, b: str) -> None:
         if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE):
@@ -54,14 +52,14 @@ def _load_exchange(libc: ctypes.CDLL | None) -> Callable[[str, str], None] | Non
     return exchange
 
 
-def _load_writeback(libc: ctypes.CDLL | None) -> Callable[[str], None] | None:
+def _load_writeback() -> Callable[[str], None] | None:
     """`start_writeback(path)`: start writing a file's data out, without waiting for it
     (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); None where this libc has no such call."""
-    sync_file_range = getattr(libc, "sync_file_range", None)
+    sync_file_range = libc_function(
+        "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    )
     if sync_file_range is None:
         return None
-    sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    sync_file_range.restype = ctypes.c_int
 
     def start_writeback(path: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -75,23 +73,13 @@ def _load_writeback(libc: ctypes.CDLL | None) -> Callable[[str], None] | None:
     return start_writeback
 
 
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _SYNC_FILE_RANGE_WRITE = 2
-_LIBC = _libc()
 # `rename_exchange(a, b)` swaps two names atomically; `start_writeback(path)` starts writing
 # a file's data out. Each is None where the system has no such call (not Linux, an old libc).
-rename_exchange = _load_exchange(_LIBC)
-start_writeback = _load_writeback(_LIBC)
+rename_exchange = _load_exchange()
+start_writeback = _load_writeback()
 # what renameat2 answers where the system or the filesystem cannot exchange (an old kernel,
 # a filesystem without RENAME_EXCHANGE): the commit replaces instead
 _NO_EXCHANGE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV})
