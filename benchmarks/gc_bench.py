@@ -24,6 +24,7 @@ import subprocess
 import sys
 
 from benchmarks.api_bench import ROOT
+from benchmarks.startup_bench import print_table
 
 WARMED_UP = """
 import gc, json, sys, time
@@ -72,17 +73,12 @@ def main() -> None:
         ("bare interpreter", BARE, False),
     ]
     print(f"full garbage collections, {args.collections} per row (fresh interpreter each)\n")
-    header = ("process", "objects scanned", "median ms", "p99 ms")
     lines = []
     for name, setup, freeze in rows:
         times, scanned = collections(setup, args.collections, freeze)
         p99 = statistics.quantiles(times, n=100)[98] if len(times) > 1 else times[0]
         lines.append((name, f"{scanned:,}", f"{statistics.median(times):.2f}", f"{p99:.2f}"))
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for line in lines:
-        print(" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
+    print_table(("process", "objects scanned", "median ms", "p99 ms"), lines)
 
 
 if __name__ == "__main__":
