@@ -15,20 +15,29 @@
   before they have waits for them), so this row is when the API itself first answers;
 - reference floors: an interpreter that has started, and one that has also made the imports
   agentd cannot start without (asyncio, aiohttp.web, pydantic with one model, anyio, sqlite3),
-  timed from spawn to that point (process CPU time; the collector paused, as agentd's is).
+  timed from spawn to that point (process CPU time; the collector paused, as agentd's is);
+- a third floor, the least daemon built on the same libraries (`MINIMAL_DAEMON`): it opens a
+  SQLite database through `anyio.to_thread`, listens with aiohttp and answers `GET /readyz`
+  with a pydantic model, started and timed exactly as agentd is. Beyond the imports it pays
+  what any daemon on this stack pays before its first answer: the event loop, anyio's asyncio
+  backend (anyio ≥ 4.16 imports its parts lazily, so `import anyio` alone loads almost
+  nothing), binding the socket, aiohttp's first request. agentd's own cost is the gap to it.
   All of these run in turn, round after round, `--starts` rounds after an untimed one;
 - then one start of agentd under `python -X importtime`: the modules imported before it
   listened, self time summed by top-level package, and the `--top` slowest modules;
 - with `--instructions` (needs valgrind): the instructions agentd serve executes until it
-  listens, beside the floors', counted by valgrind's cachegrind. Unlike CPU time, the count
-  does not move with the machine's load (two runs agree within 0.1 %), so it shows a change of
-  a few ms on a shared machine; it leaves out the /readyz request itself.
+  listens, beside the floors' (the minimal daemon's until it listens too), counted by
+  valgrind's cachegrind; every one ends with `os._exit`, so that none counts the
+  interpreter's shutdown. Unlike CPU time, the count does not move with the machine's load
+  (two runs agree within 0.1 %), so it shows a change of a few ms on a shared machine; it
+  leaves out the /readyz request itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import shutil
@@ -49,6 +58,7 @@ from benchmarks.api_bench import (
     agentd_argv,
     free_port,
     python_env,
+    start,
     start_agentd,
     start_swerex,
     swerex_command,
@@ -68,6 +78,36 @@ REPORT = (
     "{code}"
     "print((time.monotonic() - float(os.environ['SPAWNED'])) * 1000, time.process_time() * 1000)\n"
 )
+# The least daemon on agentd's libraries: python -c MINIMAL_DAEMON PORT STATE_DIR. With
+# EXIT_WHEN_LISTENING set it exits the moment it listens (for counting instructions).
+MINIMAL_DAEMON = """\
+import asyncio, gc, os, sqlite3, sys
+gc.disable()
+import anyio
+from aiohttp import web
+from pydantic import BaseModel
+
+class Ready(BaseModel):
+    status: str
+
+async def readyz(request):
+    return web.json_response(Ready(status="ready").model_dump())
+
+async def main(port, state_dir):
+    await anyio.to_thread.run_sync(sqlite3.connect, os.path.join(state_dir, "state.sqlite3"))
+    app = web.Application()
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    if os.environ.get("EXIT_WHEN_LISTENING"):
+        os._exit(0)
+    await asyncio.Event().wait()
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+"""
+EXIT = "import os\nos._exit(0)\n"
+MINIMAL = "minimal daemon on the same libraries → /readyz"
 IMPORTED = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \|(\s*)(\S+)$")
 # `agentd serve` as the command line runs it, ended by os._exit the moment it listens (its
 # on_ready callback): what start-up executed, without shutdown or the warm-up thread.
@@ -133,6 +173,7 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
     subjects = ["agentd serve → /readyz", FIRST_V1]
     if peer:
         subjects.append("swerex-remote → /is_alive")
+    subjects.append(MINIMAL)
     floors = {"python, no imports": "", "agentd's unavoidable imports": UNAVOIDABLE}
     subjects.extend(floors)
     walls: dict[str, list[float]] = {name: [] for name in subjects}
@@ -149,6 +190,8 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
                 else:
                     if name.startswith("agentd"):
                         server = await start_agentd(session, tmp)
+                    elif name == MINIMAL:
+                        server = await start_minimal_daemon(session, tmp, env)
                     else:
                         assert peer is not None
                         server = await start_swerex(session, peer, tmp)
@@ -162,7 +205,29 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
                 if attempt:
                     walls[name].append(wall)
                     cpus[name].append(cpu)
-    return [(name, *summary(walls[name], cpus[name])) for name in subjects]
+    rows = [(name, *summary(walls[name], cpus[name])) for name in subjects]
+    agentd = "agentd serve → /readyz"
+    for floor in (MINIMAL, "agentd's unavoidable imports"):
+        wall = statistics.median(walls[agentd]) - statistics.median(walls[floor])
+        cpu = median_known(cpus[agentd]) - median_known(cpus[floor])
+        rows.append(
+            (f"  agentd over the {floor.split(' →')[0]}", f"{wall:+.0f} ms", f"{cpu:+.0f} ms")
+        )
+    return rows
+
+
+def median_known(values: list[float | None]) -> float:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else math.nan
+
+
+async def start_minimal_daemon(
+    session: aiohttp.ClientSession, tmp: Path, env: dict[str, str]
+) -> Server:
+    port = free_port()
+    state = tempfile.mkdtemp(dir=tmp, prefix="minimal")
+    argv = [sys.executable, "-c", MINIMAL_DAEMON, str(port), state]
+    return await start(session, "minimal daemon", argv, "/readyz", {}, port, env)
 
 
 async def import_profile(tmp: Path) -> list[tuple[int, int, str]]:
@@ -218,13 +283,27 @@ def instruction_rows(tmp: Path) -> list[tuple[str, str, str]]:
     state = Path(tempfile.mkdtemp(dir=tmp, prefix="state"))
     serve_args = agentd_argv(free_port(), state, workspace)[3:]  # after `python -m runtime.cli`
     agentd = instructions(UNTIL_LISTENING, serve_args, env, workspace)
-    floor = instructions("import gc\ngc.disable()\n" + UNAVOIDABLE, [], env, workspace)
-    bare = instructions("", [], env, workspace)
-    over = f"{(agentd - floor) / 1e6:+.0f} M ({agentd / floor:.2f}×)"
+    minimal_env = {**env, "EXIT_WHEN_LISTENING": "1"}
+    minimal_args = ["0", tempfile.mkdtemp(dir=tmp, prefix="minimal")]
+    minimal = instructions(MINIMAL_DAEMON, minimal_args, minimal_env, workspace)
+    # Every count ends with os._exit, as agentd's and the minimal daemon's do: a normal exit
+    # would add the interpreter's shutdown (~80 M for the imports floor) to the floor alone.
+    floor = instructions(f"import gc\ngc.disable()\n{UNAVOIDABLE}{EXIT}", [], env, workspace)
+    bare = instructions(EXIT, [], env, workspace)
+
+    def over(count: int, base: int) -> str:
+        return f"{(count - base) / 1e6:+.0f} M ({count / base:.2f}×)"
+
     return [
-        ("agentd serve → listening", f"{agentd / 1e6:.0f} M", over),
-        ("python, no imports", f"{bare / 1e6:.0f} M", ""),
-        ("agentd's unavoidable imports", f"{floor / 1e6:.0f} M", "(the floor)"),
+        (
+            "agentd serve → listening",
+            f"{agentd / 1e6:.0f} M",
+            over(agentd, floor),
+            over(agentd, minimal),
+        ),
+        ("minimal daemon → listening", f"{minimal / 1e6:.0f} M", over(minimal, floor), "(floor)"),
+        ("python, no imports", f"{bare / 1e6:.0f} M", "", ""),
+        ("agentd's unavoidable imports", f"{floor / 1e6:.0f} M", "(floor)", ""),
     ]
 
 
@@ -245,7 +324,8 @@ async def main_async(args: argparse.Namespace) -> None:
     print_table((f"start-up, median of {args.starts} (quartiles)", "wall", "CPU"), rows)
     if counted:
         print()
-        print_table(("instructions (valgrind)", "count", "over the floor"), counted)
+        header = ("instructions (valgrind)", "count", "over the imports", "over the minimal daemon")
+        print_table(header, counted)
 
     by_package: Counter[str] = Counter()
     for micros, _, module in imports:
