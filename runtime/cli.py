@@ -130,7 +130,7 @@ def run_daemon(command: str, settings: Settings, companion: Companion | None = N
     gc.disable()  # for the start-up only: see resume_gc_after_start
     from runtime.daemon import configure_logging, daemon_secrets, serve
     from runtime.store import StoreLocked
-    from tools.processes import become_subreaper
+    from tools.libc import become_subreaper
 
     configure_logging(settings.log_level, daemon_secrets(settings, os.environ))
     # Orphaned commands (`nohup … &`, double forks) are reparented to the daemon rather than

@@ -30,3 +30,17 @@ def libc_function(name: str, argtypes: list[Any], restype: Any = ctypes.c_int) -
     func.argtypes = argtypes
     func.restype = restype
     return func
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper of its descendants (Linux): orphaned commands
+    are reparented to it rather than to init. Returns whether that took effect. Here rather
+    than with the spawning code (tools/processes.py), which a starting daemon does not load."""
+    c_ulong = ctypes.c_ulong
+    prctl = libc_function("prctl", [ctypes.c_int, c_ulong, c_ulong, c_ulong, c_ulong])
+    if prctl is None:  # not Linux
+        return False
+    return bool(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)

@@ -20,11 +20,12 @@ carries the group's tag. The tag is an environment variable (`AGENTD_PROCESS_TAG
 every spawned command and inherited by whatever it starts, readable in its environment: a
 double-forked `setsid` daemon whose parent died before any scan saw it is still found by it,
 and so are the leftovers of a daemon that was killed, by the next daemon on the same state
-(`kill_tagged`). A process can escape the tag only by clearing its environment on purpose.
+(`kill_tagged`, in tools/proctable.py). A process can escape the tag only by clearing its
+environment on purpose.
 
-`become_subreaper` makes the daemon the child subreaper of its descendants (Linux
-`PR_SET_CHILD_SUBREAPER`): orphans are reparented to it instead of to init, so they stay in
-the daemon's process tree while it lives; `reap_orphans` collects the ones that die.
+`become_subreaper` (tools/libc.py) makes the daemon the child subreaper of its descendants
+(Linux `PR_SET_CHILD_SUBREAPER`): orphans are reparented to it instead of to init, so they
+stay in the daemon's process tree while it lives; `reap_orphans` collects the ones that die.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ import os
 import signal
 import subprocess
 import termios
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +56,6 @@ __all__ = [
     "ProcInfo",
     "ProcessGroup",
     "Spawned",
-    "become_subreaper",
-    "kill_tagged",
     "read_proc",
     "read_tag",
     "reap_orphans",
@@ -386,18 +384,6 @@ def signal_processes(
 
 # -- orphans and leftovers ---------------------------------------------------------------
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Make this process the child subreaper of its descendants (Linux): orphaned commands
-    are reparented to it rather than to init. Returns whether that took effect."""
-    c_ulong = ctypes.c_ulong
-    prctl = libc_function("prctl", [ctypes.c_int, c_ulong, c_ulong, c_ulong, c_ulong])
-    if prctl is None:  # not Linux
-        return False
-    return bool(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-
 
 def reap_orphans(groups: Iterable[ProcessGroup], table: Mapping[int, ProcInfo]) -> int:
     """Reap zombies reparented to this process (as subreaper) that belonged to `groups`:
@@ -420,51 +406,3 @@ def reap_orphans(groups: Iterable[ProcessGroup], table: Mapping[int, ProcInfo]) 
             except ChildProcessError:
                 pass
     return reaped
-
-
-def kill_tagged(
-    owns: Callable[[str], bool], *, timeout: float = 2.0, procs: ProcessTable | None = None
-) -> dict[int, str]:
-    """SIGKILL every process whose tag `owns` accepts, with its descendants, and wait (up
-    to `timeout` seconds) until they are gone. For a daemon starting on the state a killed
-    one left: what that one's commands left running. Returns {pid: tag} of those killed.
-
-    Blocking: call it from a worker thread."""
-    procs = procs or default_table()
-    table = procs.scan(tags=True)
-    if table is None:
-        return {}
-    me = os.getpid()
-    roots = {p: i.tag for p, i in table.items() if i.tag is not None and owns(i.tag) and p != me}
-    children: dict[int, list[int]] = {}
-    for pid, info in table.items():
-        children.setdefault(info.ppid, []).append(pid)
-    victims: dict[int, str] = {}
-    stack = list(roots)
-    while stack:
-        pid = stack.pop()
-        if pid in victims or pid == me:
-            continue
-        victims[pid] = roots.get(pid) or ""
-        stack.extend(children.get(pid, ()))
-    starts = {pid: table[pid].start for pid in victims}
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while time.monotonic() < deadline:
-        remaining = [p for p in victims if _alive(procs, p, starts[p])]
-        if not remaining:
-            break
-        for pid in remaining:  # our own children (we are their subreaper): reap them
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(delay)  # a worker thread, never the event loop
-        delay = min(delay * 2, 0.05)
-    return victims
-
-
-def _alive(procs: ProcessTable, pid: int, start: int) -> bool:
-    info = procs.info(pid)
-    return info is not None and info.start == start and info.state not in ("Z", "X")

@@ -16,15 +16,22 @@ values from the same table); and it sees only the sockets of processes the daemo
 (its own user's, without root on macOS), where /proc also shows other users' sockets without
 their owner.
 
+`kill_tagged` kills, through the table, what a killed daemon's commands left running: it is
+here rather than with the spawning code (tools/processes.py) so that a starting daemon, which
+calls it before it listens, does not load the spawning code's C library bindings.
+
 Every method blocks (it reads the OS): call them from a worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +47,7 @@ __all__ = [
     "PsutilTable",
     "default_table",
     "descendants",
+    "kill_tagged",
     "listening_ports",
     "parse_proc_net_tcp",
     "read_proc",
@@ -386,3 +394,51 @@ def default_table() -> ProcessTable:
     if sys.platform.startswith("linux") and os.path.isdir("/proc/self"):
         return ProcTable()
     return PsutilTable()
+
+
+def kill_tagged(
+    owns: Callable[[str], bool], *, timeout: float = 2.0, procs: ProcessTable | None = None
+) -> dict[int, str]:
+    """SIGKILL every process whose tag `owns` accepts, with its descendants, and wait (up
+    to `timeout` seconds) until they are gone. For a daemon starting on the state a killed
+    one left: what that one's commands left running. Returns {pid: tag} of those killed.
+
+    Blocking: call it from a worker thread."""
+    procs = procs or default_table()
+    table = procs.scan(tags=True)
+    if table is None:
+        return {}
+    me = os.getpid()
+    roots = {p: i.tag for p, i in table.items() if i.tag is not None and owns(i.tag) and p != me}
+    children: dict[int, list[int]] = {}
+    for pid, info in table.items():
+        children.setdefault(info.ppid, []).append(pid)
+    victims: dict[int, str] = {}
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid in victims or pid == me:
+            continue
+        victims[pid] = roots.get(pid) or ""
+        stack.extend(children.get(pid, ()))
+    starts = {pid: table[pid].start for pid in victims}
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while time.monotonic() < deadline:
+        remaining = [p for p in victims if _alive(procs, p, starts[p])]
+        if not remaining:
+            break
+        for pid in remaining:  # our own children (we are their subreaper): reap them
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(delay)  # a worker thread, never the event loop
+        delay = min(delay * 2, 0.05)
+    return victims
+
+
+def _alive(procs: ProcessTable, pid: int, start: int) -> bool:
+    info = procs.info(pid)
+    return info is not None and info.start == start and info.state not in ("Z", "X")

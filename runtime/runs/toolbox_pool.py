@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from tools.base import Tool, Toolbox, ToolSettings
-from tools.processes import kill_tagged
+from tools.proctable import kill_tagged
 
 if TYPE_CHECKING:
     # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1)

@@ -29,7 +29,7 @@ from tests.runtime.crash_daemon import crash_mid_run
 from tests.runtime.processes import alive, wait_dead
 from tests.tools.leave_processes import ESCAPES
 from tools.base import Tool, ToolArgs, ToolContext, ToolResult
-from tools.processes import kill_tagged
+from tools.proctable import kill_tagged
 
 
 async def shell_agent(store: Store) -> AgentRecord:

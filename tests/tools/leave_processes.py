@@ -26,7 +26,8 @@ import anyio
 
 from tools.base import Toolbox, ToolSettings
 from tools.cgroups import CgroupTree
-from tools.processes import become_subreaper, read_proc, read_tag, scan_processes
+from tools.libc import become_subreaper
+from tools.processes import read_proc, read_tag, scan_processes
 from tools.proctable import ProcTable, PsutilTable
 
 # Each leaves a process behind that is no longer in the command's process tree once the

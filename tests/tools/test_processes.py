@@ -19,7 +19,8 @@ import pytest
 from tests.tools.leave_processes import CGROUP_ESCAPES, ESCAPES, TABLES
 from tools.base import Toolbox, ToolSettings
 from tools.cgroups import CgroupTree
-from tools.processes import PROCESS_TAG_VAR, kill_tagged, read_proc, read_tag
+from tools.processes import PROCESS_TAG_VAR, read_proc, read_tag
+from tools.proctable import kill_tagged
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 ROOT = Path(__file__).resolve().parents[2]
