@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.events.model import Event
 from runtime.ids import new_id, utc_now
 from runtime.messages import Message
 from runtime.thread_events import PersistedThreadEvent
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1); the store
     # reads agents only in its worker threads (`_agent_record`)
     from runtime.agents import AgentRecord, AgentSpec
+    from runtime.events.model import Event
 
 # A write that failed for want of space (as tools.base counts them; the store sits below
 # the tools and does not import them).
@@ -1167,6 +1167,9 @@ class Store:
         """A run's stored events with id > `after`, in id order (at most `limit`)."""
 
         def read(conn: sqlite3.Connection) -> list[Event]:
+            # The event model loads with the run machinery, not before the daemon listens.
+            from runtime.events.model import Event
+
             query = "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id"
             params: tuple[Any, ...] = (run_id, after)
             if limit is not None:

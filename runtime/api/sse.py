@@ -25,19 +25,22 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from aiohttp import web
 
+from runtime import events
 from runtime.api.errors import bad_request
 from runtime.api.wire import MAX_INT
-from runtime.events import Event, SubscriberDropped
+
+if TYPE_CHECKING:
+    from runtime.events import Event
 
 log = logging.getLogger("agentd.api.sse")
 
 # Batches of events after an id (`RunManager.subscribe_batches`); each batch is written at once.
-Subscribe = Callable[[int], AsyncIterator[Sequence[Event]]]
+Subscribe = Callable[[int], AsyncIterator[Sequence["Event"]]]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -318,7 +321,7 @@ class EventStream:
                             if feed is not None:
                                 return feed
                 return None
-            except SubscriberDropped:
+            except events.SubscriberDropped:
                 # Too slow for the live queue: replay from the store where we stopped.
                 log.info("SSE subscriber dropped at event %s; resubscribing", self.last_id)
 
@@ -386,7 +389,7 @@ class EventStream:
                         if feed.driver is not self:
                             return
                 self._feeds.end(feed, "ended")  # no more events, and no `complete`
-            except SubscriberDropped:
+            except events.SubscriberDropped:
                 log.info("SSE feed of %s dropped at event %s; resubscribing", feed.key, after)
 
     async def _hand_out(self, feed: LiveFeed, batch: Sequence[Event]) -> None:

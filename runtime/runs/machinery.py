@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # What `load_run_machinery` imports, in order; none of it is imported before the daemon
 # listens (tests/cli/test_serve_startup.py), nor on the event loop (tests/api/test_daemon.py).
 MODULES = (
+    "runtime.events.log",  # and the event model: a run's log (runtime.runs.manager)
     "runtime.compaction",
     "runtime.providers.base",
     "runtime.providers.registry",

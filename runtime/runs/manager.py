@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from runtime.events import Event, EventLog
 from runtime.ids import THREAD_ID_RULE, is_thread_id, new_id, utc_now
 from runtime.messages import CompactionPart, Message
 from runtime.runs.credentials import run_redactor
@@ -49,6 +48,10 @@ from tools.cgroups import CgroupTree
 if TYPE_CHECKING:
     # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1)
     from runtime.agents import AgentRecord
+
+    # The event log and model load with the run machinery (MODULES), used where a run starts
+    # or a finished run is replayed.
+    from runtime.events import Event
 
     # The run machinery (runtime.runs.machinery): loaded after start-up, reached through it.
     from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
@@ -304,6 +307,8 @@ class RunManager:
             model=machinery.model_label(spec),
         )
         await self.store.insert_run(record)
+        from runtime.events.log import EventLog  # loaded with the machinery
+
         run = Run(
             run_id=run_id,
             thread_id=thread_id,
@@ -453,6 +458,8 @@ class RunManager:
             return
         if await self.store.get_run(run_id) is None:
             raise NotFound(f"run {run_id!r} does not exist")
+        from runtime.events.log import EventLog  # loaded with the machinery
+
         async with aclosing(EventLog.replay_pages(self.store, run_id, after)) as pages:
             async for page in pages:
                 for start in range(0, len(page), limit):

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Container
+from typing import TYPE_CHECKING
 
-from runtime.events import EventLog
 from runtime.ids import utc_now
 from runtime.runs.metrics import RunMetrics
 from runtime.runs.threads import RunThreads
 from runtime.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from runtime.events.log import EventLog
 
 log = logging.getLogger("agentd.runs")
 
@@ -31,6 +34,9 @@ async def recover_interrupted(
     for record in await store.unfinished_runs():
         if record.run_id in active:
             continue
+        # A starting daemon loads the event log (and its model) only if a run needs ending.
+        from runtime.events.log import EventLog
+
         events = EventLog(
             record.run_id,
             record.thread_id,
@@ -57,6 +63,8 @@ async def recover_interrupted(
         if record.run_id in active:
             continue
         await threads.ended(record, record.status, record.error)  # type: ignore[arg-type]
+        from runtime.events.log import EventLog
+
         events = EventLog(
             record.run_id,
             record.thread_id,

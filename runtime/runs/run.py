@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime.events import EventLog, Redactor
+from runtime.events import Redactor
 from runtime.limits import (
     MAX_CONTEXT_WINDOW,
     MAX_ITERATIONS,
@@ -24,6 +24,7 @@ from tools.base import Toolbox
 
 if TYPE_CHECKING:
     from runtime.agents import AgentRecord
+    from runtime.events.log import EventLog
 
     # The run machinery (runtime.runs.machinery), loaded after start-up.
     from runtime.loop import AgentLoop, RunControls

@@ -50,6 +50,9 @@ DEFERRED = (
     "pexpect",
     "unidiff",
     "psutil",  # the portable process table's, imported by PsutilTable on first use
+    "tools.processes",  # spawning commands: kill_tagged and become_subreaper are elsewhere
+    "runtime.events.model",  # a run's events and their log: loaded with the run machinery
+    "runtime.events.log",
     *RUN_MACHINERY,  # the agent loop, compaction, providers, lifecycle: see runtime.runs.machinery
     *V1_OPERATIONS,  # the /v1 handlers: see runtime.api.v1
     "runtime.api.schemas",  # ... and the models they validate with
