@@ -33,8 +33,6 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.ids import new_id, utc_now
-from runtime.messages import Message
-from runtime.thread_events import PersistedThreadEvent
 from runtime.usage import Usage
 
 if TYPE_CHECKING:
@@ -42,6 +40,8 @@ if TYPE_CHECKING:
     # reads agents only in its worker threads (`_agent_record`)
     from runtime.agents import AgentRecord, AgentSpec
     from runtime.events.model import Event
+    from runtime.messages import Message
+    from runtime.thread_events import PersistedThreadEvent
 
 # A write that failed for want of space (as tools.base counts them; the store sits below
 # the tools and does not import them).
@@ -862,7 +862,7 @@ class Store:
             if limit is not None:
                 query += " LIMIT ?"
                 params = (*params, max(0, limit))
-            return [_thread_event(row) for row in conn.execute(query, params)]
+            return _thread_events(conn.execute(query, params))
 
         return await self._read(read)
 
@@ -883,7 +883,7 @@ class Store:
             rows = conn.execute(
                 "SELECT * FROM thread_events WHERE run_id = ? ORDER BY sequence", (run_id,)
             )
-            return [_thread_event(row) for row in rows]
+            return _thread_events(rows)
 
         return await self._read(read)
 
@@ -1101,6 +1101,8 @@ class Store:
         """A run's stored conversation (empty if nothing was stored for it)."""
 
         def read(conn: sqlite3.Connection) -> list[Message]:
+            from runtime.messages import Message  # loaded with the run machinery
+
             # One statement: one snapshot of the pointer and the log it points into.
             with _collector_paused():
                 rows = conn.execute(
@@ -1261,16 +1263,21 @@ def _thread_event_row(event: PersistedThreadEvent) -> tuple[Any, ...]:
     )
 
 
-def _thread_event(row: sqlite3.Row) -> PersistedThreadEvent:
-    return PersistedThreadEvent(
-        sequence=row["sequence"],
-        rollout_id=row["rollout_id"],
-        thread_id=row["thread_id"],
-        run_id=row["run_id"],
-        type=row["type"],
-        payload=json.loads(row["payload"]),
-        created_at=row["created_at"],
-    )
+def _thread_events(rows: Iterable[sqlite3.Row]) -> list[PersistedThreadEvent]:
+    from runtime.thread_events import PersistedThreadEvent  # loaded with the run machinery
+
+    return [
+        PersistedThreadEvent(
+            sequence=row["sequence"],
+            rollout_id=row["rollout_id"],
+            thread_id=row["thread_id"],
+            run_id=row["run_id"],
+            type=row["type"],
+            payload=json.loads(row["payload"]),
+            created_at=row["created_at"],
+        )
+        for row in rows
+    ]
 
 
 def _thread_record(row: sqlite3.Row) -> ThreadRecord:
@@ -1307,6 +1314,8 @@ def _append_to_thread(
 
 
 def _load_messages(conn: sqlite3.Connection, scope: str, owner: str) -> list[Message]:
+    from runtime.messages import Message  # loaded with the run machinery
+
     with _collector_paused():
         rows = conn.execute(
             "SELECT data FROM messages WHERE scope = ? AND owner = ? ORDER BY seq", (scope, owner)

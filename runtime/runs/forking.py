@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime.messages import Message
 from runtime.runs.errors import InvalidRequest, NotFound
 from runtime.runs.run import RunConfig
 from runtime.store import RunRecord, Store
@@ -13,6 +12,7 @@ from runtime.store import RunRecord, Store
 if TYPE_CHECKING:
     # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1)
     from runtime.agents import AgentRecord
+    from runtime.messages import Message
 
 
 @dataclass

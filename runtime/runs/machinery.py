@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 # listens (tests/cli/test_serve_startup.py), nor on the event loop (tests/api/test_daemon.py).
 MODULES = (
     "runtime.events.log",  # and the event model: a run's log (runtime.runs.manager)
+    "runtime.messages",  # the conversation (the manager, the store's reads)
+    "runtime.thread_log",  # and the thread events: the threads' logs (RunThreads.hub)
+    "runtime.thread_recorder",
     "runtime.compaction",
     "runtime.providers.base",
     "runtime.providers.registry",

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from runtime.ids import THREAD_ID_RULE, is_thread_id, new_id, utc_now
-from runtime.messages import CompactionPart, Message
 from runtime.runs.credentials import run_redactor
 from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from runtime.runs.forking import plan_fork
@@ -41,7 +40,6 @@ from runtime.runs.toolbox_pool import ToolboxPool, process_owner_for
 from runtime.runs.transcript import redact_message, tool_calls
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.task_host import HostedTaskGroup
-from runtime.thread_log import ThreadEventHub
 from tools.base import Toolbox, ToolResult, ToolSettings
 from tools.cgroups import CgroupTree
 
@@ -49,13 +47,15 @@ if TYPE_CHECKING:
     # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1)
     from runtime.agents import AgentRecord
 
-    # The event log and model load with the run machinery (MODULES), used where a run starts
-    # or a finished run is replayed.
+    # The event log and model, the messages and the thread log load with the run machinery
+    # (MODULES), used where a run starts or a finished run is replayed.
     from runtime.events import Event
+    from runtime.messages import CompactionPart, Message
 
     # The run machinery (runtime.runs.machinery): loaded after start-up, reached through it.
     from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
     from runtime.runs.provider_factory import ProviderFactory
+    from runtime.thread_log import ThreadEventHub
     from runtime.tool_hub import ToolHub
 
 log = logging.getLogger("agentd.runs")
@@ -227,6 +227,8 @@ class RunManager:
             )
         if thread_id is not None and not is_thread_id(thread_id):
             raise InvalidRequest(f"threadId must be {THREAD_ID_RULE} (got {thread_id!r})")
+        from runtime.messages import Message  # loaded with the machinery
+
         new = [Message.user(prompt)] if prompt is not None else []
         # Checks and claims happen under one lock so concurrent starts cannot both take the
         # last queue place or the same thread. Capacity only grows while it is held.

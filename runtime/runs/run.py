@@ -16,10 +16,8 @@ from runtime.limits import (
     MAX_TOKENS,
     MIN_CONTEXT_WINDOW,
 )
-from runtime.messages import Message
 from runtime.runs.scheduler import Slot
 from runtime.store import RunRecord, Store
-from runtime.thread_recorder import ThreadRecorder
 from tools.base import Toolbox
 
 if TYPE_CHECKING:
@@ -28,6 +26,8 @@ if TYPE_CHECKING:
 
     # The run machinery (runtime.runs.machinery), loaded after start-up.
     from runtime.loop import AgentLoop, RunControls
+    from runtime.messages import Message
+    from runtime.thread_recorder import ThreadRecorder
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
 

@@ -19,22 +19,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from runtime.ids import new_id
-from runtime.messages import CompactionPart
 from runtime.store import RunRecord, Store, ThreadRecord
-from runtime.thread_events import (
-    PersistedThreadEvent,
-    RunCompletedStatus,
-    compaction_events,
-    conversation_from_events,
-)
-from runtime.thread_log import ThreadEventHub
-from runtime.thread_recorder import ThreadRecorder
 from runtime.usage import Usage
+
+if TYPE_CHECKING:
+    from runtime.messages import CompactionPart
+    from runtime.thread_events import PersistedThreadEvent, RunCompletedStatus
+    from runtime.thread_log import ThreadEventHub
+    from runtime.thread_recorder import ThreadRecorder
 
 log = logging.getLogger("agentd.threads")
 
@@ -44,15 +41,32 @@ class RunThreads:
 
     def __init__(self, store: Store, workspace: Path, *, rollouts: bool = True) -> None:
         self.store = store
-        self.hub = ThreadEventHub(store, workspace, rollouts=rollouts)
+        self._workspace = workspace
+        self._rollouts = rollouts
+        self._hub: ThreadEventHub | None = None
         self._import_lock = anyio.Lock()
 
+    @property
+    def hub(self) -> ThreadEventHub:
+        """The daemon's thread event logs, made on first use: the thread log, the thread
+        events and the messages they hold (some thirty pydantic classes) load with the run
+        machinery, after the daemon listens, unless a dead daemon's run needs ending first."""
+        if self._hub is None:
+            from runtime.thread_log import ThreadEventHub
+
+            self._hub = ThreadEventHub(self.store, self._workspace, rollouts=self._rollouts)
+        return self._hub
+
     async def record(self, run_id: str, thread_id: str) -> ThreadRecorder:
+        from runtime.thread_recorder import ThreadRecorder
+
         return ThreadRecorder(await self.hub.log(thread_id), run_id)
 
     async def record_compaction(self, thread_id: str, record: CompactionPart) -> None:
         """The thread events of a compaction made between runs: a compaction is then its own
         attempt, so a new id names both its `runId` and its `rolloutId`."""
+        from runtime.thread_events import compaction_events
+
         attempt = new_id("cmp")
         thread_log = await self.hub.log(thread_id)
         await thread_log.append(attempt, attempt, compaction_events(record))
@@ -87,6 +101,8 @@ class RunThreads:
             updated_at=events[-1].created_at,
             metadata={},
         )
+        from runtime.thread_events import conversation_from_events
+
         messages = conversation_from_events(events)
         thread = await self.store.import_thread(record, messages, events)
         log.info(
@@ -151,6 +167,8 @@ class RunThreads:
         result: str | None,
         error: Mapping[str, Any] | None,
     ) -> None:
+        from runtime.thread_recorder import ThreadRecorder
+
         recorder = ThreadRecorder(await self.hub.log(thread_id), run_id, rollout_id=rollout_id)
         await recorder.run_completed(
             status=status, usage=usage, iterations=iterations, result=result, error=error
@@ -162,7 +180,8 @@ class RunThreads:
         await self.hub.delete(thread_id)
 
     async def close(self) -> None:
-        await self.hub.close()
+        if self._hub is not None:
+            await self._hub.close()
 
 
 __all__ = ["RunThreads"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.events import Redactor
-from runtime.messages import Message, ToolCallPart, ToolResultPart
+
+if TYPE_CHECKING:
+    from runtime.messages import Message, ToolCallPart, ToolResultPart
 
 
 def redact_message(message: Message, redactor: Redactor) -> Message:
     """A copy of `message` with every secret `redactor` knows replaced."""
+    from runtime.messages import Message  # loaded with the run machinery
+
     return Message.model_validate(redactor.redact_obj(message.model_dump()))
 
 

@@ -37,8 +37,13 @@ from runtime.runs.machinery import MODULES as RUN_MACHINERY
 from tools import CORE_TOOL_MODULES
 
 V1_OPERATIONS = v1.MODULES
-# jsonschema: custom tools are allowed here, so the run machinery loads it too
-DEFERRED = frozenset({*V1_OPERATIONS, *CORE_TOOL_MODULES, *RUN_MACHINERY, "jsonschema"})
+# jsonschema: custom tools are allowed here, so the run machinery loads it too. Less what this
+# script imported itself: the OpenAPI module it spies on imports the API's schemas, and so the
+# messages and the thread events (tests/cli/test_serve_startup.py checks that a daemon does not
+# import those before it listens).
+DEFERRED = frozenset({*V1_OPERATIONS, *CORE_TOOL_MODULES, *RUN_MACHINERY, "jsonschema"}).difference(
+    sys.modules
+)
 CUSTOM_TOOL_URL = "http://127.0.0.1:9/lookup"
 
 

@@ -53,6 +53,11 @@ DEFERRED = (
     "tools.processes",  # spawning commands: kill_tagged and become_subreaper are elsewhere
     "runtime.events.model",  # a run's events and their log: loaded with the run machinery
     "runtime.events.log",
+    "runtime.messages",  # conversations, thread events and their logs: likewise
+    "runtime.thread_events",
+    "runtime.thread_log",
+    "runtime.thread_recorder",
+    "runtime.rollout",
     *RUN_MACHINERY,  # the agent loop, compaction, providers, lifecycle: see runtime.runs.machinery
     *V1_OPERATIONS,  # the /v1 handlers: see runtime.api.v1
     "runtime.api.schemas",  # ... and the models they validate with
