@@ -165,7 +165,7 @@ class _Reserve:
 
 
 class ThreadRecord(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, defer_build=True)
 
     id: str
     agent: str
@@ -178,7 +178,7 @@ class ThreadRecord(BaseModel):
 class RunRecord(BaseModel):
     """What the store knows about a run (its conversation and events are kept apart)."""
 
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True, defer_build=True)
 
     run_id: str = Field(alias="runId")
     agent: str

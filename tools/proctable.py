@@ -26,15 +26,13 @@ Every method blocks (it reads the OS): call them from a worker thread.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from tools.sock_diag import listening_tcp
 
@@ -60,8 +58,11 @@ PROCESS_TAG_VAR = "AGENTD_PROCESS_TAG"
 _TAG_NEEDLE = PROCESS_TAG_VAR.encode() + b"="
 
 
-@dataclass(frozen=True)
-class ProcInfo:
+class ProcInfo(NamedTuple):
+    """One process as the table saw it. (Named tuples, this and `ListeningSocket`: a scan
+    makes one per process, and a frozen dataclass costs several times as much to make, and to
+    define at start-up.)"""
+
     pid: int
     ppid: int
     pgrp: int
@@ -71,8 +72,7 @@ class ProcInfo:
     tag: str | None = None  # PROCESS_TAG_VAR from its environment, when read and present
 
 
-@dataclass(frozen=True)
-class ListeningSocket:
+class ListeningSocket(NamedTuple):
     """One listening TCP socket: its address, port and (if known) the process that owns it."""
 
     address: str
@@ -227,7 +227,7 @@ class ProcTable:
             if tags and info.state not in ("Z", "X"):
                 tag = read_tag(info.pid)
                 if tag is not None:
-                    info = dataclasses.replace(info, tag=tag)
+                    info = info._replace(tag=tag)
             table[info.pid] = info
         return table
 
@@ -321,7 +321,7 @@ class PsutilTable:
                 environ = self.environ(pid)
                 tag = environ.get(PROCESS_TAG_VAR) if environ is not None else None
                 if tag is not None:
-                    info = dataclasses.replace(info, tag=tag)
+                    info = info._replace(tag=tag)
             table[pid] = info
         return table
 
