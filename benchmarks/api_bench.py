@@ -139,7 +139,7 @@ def agentd_argv(port: int, state: Path, workspace: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "runtime.cli",
+        "runtime",  # the `agentd` command
         "serve",
         "--port",
         str(port),

@@ -109,16 +109,16 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 EXIT = "import os\nos._exit(0)\n"
 MINIMAL = "minimal daemon on the same libraries → /readyz"
 IMPORTED = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \|(\s*)(\S+)$")
-# `agentd serve` as the command line runs it, ended by os._exit the moment it listens (its
-# on_ready callback): what start-up executed, without shutdown or the warm-up thread.
+# `agentd serve` as the `agentd` command runs it (runtime/__main__.py: the collector paused,
+# then runtime.cli), ended by os._exit the moment it listens: cli calls
+# resume_gc_after_start then, looked up when it is called. What start-up executed, without
+# shutdown or the warm-up thread; the daemon's modules are imported where the command imports
+# them, not here.
 UNTIL_LISTENING = (
-    "import os, sys\n"
-    "from runtime import cli, daemon\n"
-    "serve = daemon.serve\n"
-    "async def until_listening(settings, **kwargs):\n"
-    "    kwargs['on_ready'] = lambda url: os._exit(0)\n"
-    "    return await serve(settings, **kwargs)\n"
-    "daemon.serve = until_listening\n"
+    "import gc, os, sys\n"
+    "gc.disable()\n"
+    "from runtime import cli\n"
+    "cli.resume_gc_after_start = lambda url: os._exit(0)\n"
     "sys.exit(cli.main(sys.argv[1:]))\n"
 )
 FIRST_V1 = "agentd serve → first GET /v1/agents"
@@ -281,7 +281,7 @@ def instruction_rows(tmp: Path) -> list[tuple[str, str, str]]:
     workspace = tmp / "workspace"
     workspace.mkdir(exist_ok=True)
     state = Path(tempfile.mkdtemp(dir=tmp, prefix="state"))
-    serve_args = agentd_argv(free_port(), state, workspace)[3:]  # after `python -m runtime.cli`
+    serve_args = agentd_argv(free_port(), state, workspace)[3:]  # after `python -m runtime`
     agentd = instructions(UNTIL_LISTENING, serve_args, env, workspace)
     minimal_env = {**env, "EXIT_WHEN_LISTENING": "1"}
     minimal_args = ["0", tempfile.mkdtemp(dir=tmp, prefix="minimal")]

@@ -1076,6 +1076,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 2
+    if args.func not in (cmd_serve, cmd_connect):
+        # Paused by the `agentd` command while the command line loaded (runtime/__main__.py);
+        # the daemon commands keep it paused until they listen (resume_gc_after_start).
+        gc.enable()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def agentd_argv() -> list[str]:
-    """The `agentd` console script installed beside this Python, or `python -m runtime.cli`
-    when it is not installed."""
+    """The `agentd` console script installed beside this Python, or `python -m runtime` (the
+    same entry) when it is not installed."""
     script = Path(sys.executable).with_name("agentd")
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-m", "runtime.cli"]
+    return [sys.executable, "-m", "runtime"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
