@@ -79,19 +79,20 @@ class ToolboxPool:
         """Kill every process a previous daemon with this pool's owner left running (it was
         killed before it could); returns how many. Call before any run starts."""
         prefix = self.settings.process_owner + "/"
-        killed = await anyio.to_thread.run_sync(
-            lambda: kill_tagged(
-                lambda tag: tag.startswith(prefix), procs=self.settings.process_table
-            )
-        )
+        procs, cgroups = self.settings.process_table, self.settings.cgroups
+
+        def sweep() -> tuple[dict[int, str], dict[str, list[int]]]:
+            owned = kill_tagged(lambda tag: tag.startswith(prefix), procs=procs)
+            return owned, cgroups.sweep() if cgroups is not None else {}
+
+        # One trip to a worker thread (start-up waits for it).
+        killed, swept = await anyio.to_thread.run_sync(sweep)
         if killed:
             log.warning(
                 "killed %d process(es) a previous daemon left running: %s",
                 len(killed),
                 ", ".join(f"{pid} ({tag})" for pid, tag in sorted(killed.items())),
             )
-        cgroups = self.settings.cgroups
-        swept = await anyio.to_thread.run_sync(cgroups.sweep) if cgroups is not None else {}
         for name, pids in swept.items():
             log.warning(
                 "killed %d process(es) left in the cgroup of %s by a previous daemon: %s",
