@@ -135,11 +135,17 @@ async def start(
     raise RuntimeError(f"{name} did not become ready in 30 s")
 
 
-def agentd_argv(port: int, state: Path, workspace: Path) -> list[str]:
+def agentd_module(root: Path = ROOT) -> str:
+    """What `python -m` runs as the `agentd` command in the tree at `root` (older trees had
+    no runtime/__main__.py)."""
+    return "runtime" if (root / "runtime" / "__main__.py").exists() else "runtime.cli"
+
+
+def agentd_argv(port: int, state: Path, workspace: Path, root: Path = ROOT) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "runtime",  # the `agentd` command
+        agentd_module(root),
         "serve",
         "--port",
         str(port),
@@ -155,8 +161,12 @@ def agentd_argv(port: int, state: Path, workspace: Path) -> list[str]:
 
 
 async def start_agentd(
-    session: aiohttp.ClientSession, tmp: Path, env: dict[str, str] | None = None
+    session: aiohttp.ClientSession,
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    root: Path = ROOT,
 ) -> Server:
+    """`agentd serve` from the tree at `root` (this one by default), ready."""
     port = free_port()
     state = Path(tempfile.mkdtemp(dir=tmp, prefix="state"))
     workspace = tmp / "workspace"
@@ -164,11 +174,11 @@ async def start_agentd(
     return await start(
         session,
         "agentd",
-        agentd_argv(port, state, workspace),
+        agentd_argv(port, state, workspace, root),
         "/readyz",
         {"Authorization": f"Bearer {TOKEN}"},
         port,
-        env={**python_env(tmp), "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**python_env(tmp), "PYTHONPATH": str(root), **(env or {})},
         cwd=workspace,
     )
 

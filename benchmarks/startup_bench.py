@@ -1,6 +1,6 @@
 """How long `agentd serve` takes to answer, beside swerex-remote, and what the time goes to.
 
-    python -m benchmarks.startup_bench [--starts N] [--top N] [--instructions]
+    python -m benchmarks.startup_bench [--starts N] [--top N] [--instructions] [--against REV]
 
 (from the repository root; swerex-remote's row needs `pip install swe-rex`). Rows:
 
@@ -30,13 +30,18 @@
   valgrind's cachegrind; every one ends with `os._exit`, so that none counts the
   interpreter's shutdown. Unlike CPU time, the count does not move with the machine's load
   (two runs agree within 0.1 %), so it shows a change of a few ms on a shared machine; it
-  leaves out the /readyz request itself.
+  leaves out the /readyz request itself;
+- with `--against REV`: agentd as of git revision REV too (a worktree of it, run on this
+  virtualenv, so REV must want the same dependencies), started in the same rounds and counted
+  the same way, each tree as its own `agentd` command: a change's effect on this shared
+  machine shows only side by side, under the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -47,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -56,6 +61,7 @@ from benchmarks.api_bench import (
     ROOT,
     Server,
     agentd_argv,
+    agentd_module,
     free_port,
     python_env,
     start,
@@ -121,6 +127,16 @@ UNTIL_LISTENING = (
     "cli.resume_gc_after_start = lambda url: os._exit(0)\n"
     "sys.exit(cli.main(sys.argv[1:]))\n"
 )
+
+
+def until_listening(root: Path) -> str:
+    """UNTIL_LISTENING for the tree at `root`: a tree from before runtime/__main__.py loaded
+    the command line with the collector on."""
+    if agentd_module(root) == "runtime":
+        return UNTIL_LISTENING
+    return UNTIL_LISTENING.replace("gc.disable()\n", "")
+
+
 FIRST_V1 = "agentd serve → first GET /v1/agents"
 VALGRIND_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -166,11 +182,17 @@ def summary(walls: list[float], cpus: list[float | None]) -> tuple[str, str]:
     return wall, f"{statistics.median(known):.0f} ms" if known else "n/a"
 
 
-async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
-    """Every subject once per round, in turn, so they share the machine's load alike."""
+async def start_up_rows(
+    tmp: Path, starts: int, against: tuple[str, Path] | None
+) -> list[tuple[str, str, str]]:
+    """Every subject once per round, in turn, so they share the machine's load alike;
+    `against`: (revision, its tree), started as well."""
     peer = swerex_command()
     env = python_env(tmp)
     subjects = ["agentd serve → /readyz", FIRST_V1]
+    earlier = f"agentd at {against[0]} → /readyz" if against else ""
+    if against:
+        subjects.append(earlier)
     if peer:
         subjects.append("swerex-remote → /is_alive")
     subjects.append(MINIMAL)
@@ -188,7 +210,9 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
                 if name in floors:
                     wall, cpu = floor_run(floors[name], env)
                 else:
-                    if name.startswith("agentd"):
+                    if name == earlier and against:
+                        server = await start_agentd(session, tmp, root=against[1])
+                    elif name.startswith("agentd"):
                         server = await start_agentd(session, tmp)
                     elif name == MINIMAL:
                         server = await start_minimal_daemon(session, tmp, env)
@@ -196,7 +220,7 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
                         assert peer is not None
                         server = await start_swerex(session, peer, tmp)
                     wall, cpu = server.startup_s * 1000, main_thread_cpu_ms(server)
-                    if name.startswith("agentd"):
+                    if name == "agentd serve → /readyz":
                         first = server.startup_s * 1000 + await first_v1_ms(session, server)
                         if attempt:
                             walls[FIRST_V1].append(first)
@@ -207,7 +231,7 @@ async def start_up_rows(tmp: Path, starts: int) -> list[tuple[str, str, str]]:
                     cpus[name].append(cpu)
     rows = [(name, *summary(walls[name], cpus[name])) for name in subjects]
     agentd = "agentd serve → /readyz"
-    for floor in (MINIMAL, "agentd's unavoidable imports"):
+    for floor in (MINIMAL, "agentd's unavoidable imports", *([earlier] if against else [])):
         wall = statistics.median(walls[agentd]) - statistics.median(walls[floor])
         cpu = median_known(cpus[agentd]) - median_known(cpus[floor])
         rows.append(
@@ -275,14 +299,24 @@ def instructions(code: str, args: list[str], env: dict[str, str], cwd: Path) -> 
     return int(match.group(1).replace(",", ""))
 
 
-def instruction_rows(tmp: Path) -> list[tuple[str, str, str]]:
-    """agentd serve until it listens, and the two floors: instructions, and over the floor."""
+def instruction_rows(
+    tmp: Path, against: tuple[str, Path] | None
+) -> list[tuple[str, str, str, str]]:
+    """agentd serve until it listens (and the tree `against`, if given), and the two floors:
+    instructions, and over each floor."""
     env = {**python_env(tmp), "PYTHONPATH": str(ROOT)}
     workspace = tmp / "workspace"
     workspace.mkdir(exist_ok=True)
     state = Path(tempfile.mkdtemp(dir=tmp, prefix="state"))
     serve_args = agentd_argv(free_port(), state, workspace)[3:]  # after `python -m runtime`
     agentd = instructions(UNTIL_LISTENING, serve_args, env, workspace)
+    earlier = None
+    if against:
+        earlier_env = {**env, "PYTHONPATH": str(against[1])}
+        earlier_state = Path(tempfile.mkdtemp(dir=tmp, prefix="state"))
+        earlier_args = agentd_argv(free_port(), earlier_state, workspace)[3:]
+        code = until_listening(against[1])
+        earlier = instructions(code, earlier_args, earlier_env, workspace)
     minimal_env = {**env, "EXIT_WHEN_LISTENING": "1"}
     minimal_args = ["0", tempfile.mkdtemp(dir=tmp, prefix="minimal")]
     minimal = instructions(MINIMAL_DAEMON, minimal_args, minimal_env, workspace)
@@ -294,7 +328,7 @@ def instruction_rows(tmp: Path) -> list[tuple[str, str, str]]:
     def over(count: int, base: int) -> str:
         return f"{(count - base) / 1e6:+.0f} M ({count / base:.2f}×)"
 
-    return [
+    rows = [
         (
             "agentd serve → listening",
             f"{agentd / 1e6:.0f} M",
@@ -305,6 +339,27 @@ def instruction_rows(tmp: Path) -> list[tuple[str, str, str]]:
         ("python, no imports", f"{bare / 1e6:.0f} M", "", ""),
         ("agentd's unavoidable imports", f"{floor / 1e6:.0f} M", "(floor)", ""),
     ]
+    if against and earlier is not None:
+        count = f"{earlier / 1e6:.0f} M"
+        row = (f"agentd at {against[0]} → listening", count, over(earlier, floor))
+        rows.insert(1, (*row, over(earlier, minimal)))
+        rows.insert(2, ("  agentd over it", over(agentd, earlier), "", ""))
+    return rows
+
+
+@contextlib.contextmanager
+def earlier_tree(revision: str | None, tmp: Path) -> Iterator[tuple[str, Path] | None]:
+    """(revision, a worktree of it) while the block runs; None without a revision."""
+    if revision is None:
+        yield None
+        return
+    tree = tmp / "against"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(tree), revision], check=True, capture_output=True)
+    try:
+        yield revision, tree
+    finally:
+        subprocess.run([*git, "remove", "--force", str(tree)], check=False, capture_output=True)
 
 
 def print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
@@ -318,9 +373,10 @@ def print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Non
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        rows = await start_up_rows(tmp, args.starts)
-        imports = await import_profile(tmp)
-        counted = instruction_rows(tmp) if args.instructions else []
+        with earlier_tree(args.against, tmp) as against:
+            rows = await start_up_rows(tmp, args.starts, against)
+            imports = await import_profile(tmp)
+            counted = instruction_rows(tmp, against) if args.instructions else []
     print_table((f"start-up, median of {args.starts} (quartiles)", "wall", "CPU"), rows)
     if counted:
         print()
@@ -354,6 +410,12 @@ def main() -> None:
         "--instructions",
         action="store_true",
         help="also count start-up's instructions under valgrind (steady on a loaded machine)",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also start agentd as of git revision REV (a worktree of it, on this virtualenv) "
+        "in the same rounds: a change's effect, side by side under the same load",
     )
     args = parser.parse_args()
     if args.instructions and shutil.which("valgrind") is None:
