@@ -34,15 +34,7 @@ async def recover_interrupted(
     for record in await store.unfinished_runs():
         if record.run_id in active:
             continue
-        # A starting daemon loads the event log (and its model) only if a run needs ending.
-        from runtime.events.log import EventLog
-
-        events = EventLog(
-            record.run_id,
-            record.thread_id,
-            store,
-            start_id=await store.last_event_id(record.run_id),
-        )
+        events = await _reopened_log(store, record)
         error = {
             "code": "interrupted",
             "message": "the daemon stopped while this run was "
@@ -63,17 +55,19 @@ async def recover_interrupted(
         if record.run_id in active:
             continue
         await threads.ended(record, record.status, record.error)  # type: ignore[arg-type]
-        from runtime.events.log import EventLog
-
-        events = EventLog(
-            record.run_id,
-            record.thread_id,
-            store,
-            start_id=await store.last_event_id(record.run_id),
-        )
+        events = await _reopened_log(store, record)
         await _complete(events, record, record.status)
         log.warning("run %s: wrote the complete event its daemon did not", record.run_id)
     return recovered
+
+
+async def _reopened_log(store: Store, record: RunRecord) -> EventLog:
+    """The run's event log, continuing after the last event its daemon stored."""
+    # A starting daemon loads the event log (and its model) only if a run needs ending.
+    from runtime.events.log import EventLog
+
+    last = await store.last_event_id(record.run_id)
+    return EventLog(record.run_id, record.thread_id, store, start_id=last)
 
 
 async def _complete(events: EventLog, record: RunRecord, status: str) -> None:
