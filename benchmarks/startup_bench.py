@@ -137,6 +137,7 @@ def until_listening(root: Path) -> str:
     return UNTIL_LISTENING.replace("gc.disable()\n", "")
 
 
+READYZ = "agentd serve → /readyz"
 FIRST_V1 = "agentd serve → first GET /v1/agents"
 VALGRIND_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -189,7 +190,7 @@ async def start_up_rows(
     `against`: (revision, its tree), started as well."""
     peer = swerex_command()
     env = python_env(tmp)
-    subjects = ["agentd serve → /readyz", FIRST_V1]
+    subjects = [READYZ, FIRST_V1]
     earlier = f"agentd at {against[0]} → /readyz" if against else ""
     if against:
         subjects.append(earlier)
@@ -220,7 +221,7 @@ async def start_up_rows(
                         assert peer is not None
                         server = await start_swerex(session, peer, tmp)
                     wall, cpu = server.startup_s * 1000, main_thread_cpu_ms(server)
-                    if name == "agentd serve → /readyz":
+                    if name == READYZ:
                         first = server.startup_s * 1000 + await first_v1_ms(session, server)
                         if attempt:
                             walls[FIRST_V1].append(first)
@@ -230,10 +231,9 @@ async def start_up_rows(
                     walls[name].append(wall)
                     cpus[name].append(cpu)
     rows = [(name, *summary(walls[name], cpus[name])) for name in subjects]
-    agentd = "agentd serve → /readyz"
     for floor in (MINIMAL, "agentd's unavoidable imports", *([earlier] if against else [])):
-        wall = statistics.median(walls[agentd]) - statistics.median(walls[floor])
-        cpu = median_known(cpus[agentd]) - median_known(cpus[floor])
+        wall = statistics.median(walls[READYZ]) - statistics.median(walls[floor])
+        cpu = median_known(cpus[READYZ]) - median_known(cpus[floor])
         rows.append(
             (f"  agentd over the {floor.split(' →')[0]}", f"{wall:+.0f} ms", f"{cpu:+.0f} ms")
         )
@@ -309,7 +309,7 @@ def instruction_rows(
     workspace.mkdir(exist_ok=True)
     state = Path(tempfile.mkdtemp(dir=tmp, prefix="state"))
     serve_args = agentd_argv(free_port(), state, workspace)[3:]  # after `python -m runtime`
-    agentd = instructions(UNTIL_LISTENING, serve_args, env, workspace)
+    agentd = instructions(until_listening(ROOT), serve_args, env, workspace)
     earlier = None
     if against:
         earlier_env = {**env, "PYTHONPATH": str(against[1])}
