@@ -83,6 +83,17 @@ class TextLines(Sequence[str]):
         part = self._parts[index]
         return part + "\n" if index < self._complete else part
 
+    def prefixed(self, prefix: str, start: int, stop: int) -> str:
+        """Lines [start, stop) as a diff writes them: each after `prefix`, the last line of a
+        file without a final newline followed by the marker. One join for the whole run."""
+        complete = min(stop, self._complete)
+        text = ""
+        if start < complete:
+            text = prefix + ("\n" + prefix).join(self._parts[start:complete]) + "\n"
+        if stop > complete:
+            text += prefix + self._parts[complete] + "\n" + NO_NEWLINE_MARKER
+        return text
+
 
 def diff_texts(old: str | None, new: str | None, path: str, *, old_path: str | None = None) -> Diff:
     """Diff two versions of a file; `old=None` is a creation, `new=None` a deletion."""
@@ -125,12 +136,12 @@ def diff_regions(
         out.append(f"@@ -{_range(first[1], last[2])} +{_range(first[3], last[4])} @@\n")
         for tag, i1, i2, j1, j2 in group:
             if tag == "equal":
-                out.extend(_prefixed(" ", a[i1:i2]))
+                out.append(_prefixed(" ", a, i1, i2))
                 continue
             if tag in ("replace", "delete"):
-                out.extend(_prefixed("-", a[i1:i2]))
+                out.append(_prefixed("-", a, i1, i2))
             if tag in ("replace", "insert"):
-                out.extend(_prefixed("+", b[j1:j2]))
+                out.append(_prefixed("+", b, j1, j2))
     if len(out) == 2 and old_path is None and not created and not deleted:
         return Diff("", 0, 0)
     return Diff("".join(out), added, removed)
@@ -228,8 +239,14 @@ def _range(start: int, stop: int) -> str:
     return f"{beginning},{length}"
 
 
-def _prefixed(prefix: str, lines: Sequence[str]) -> list[str]:
-    return [
+def _prefixed(prefix: str, lines: Sequence[str], start: int, stop: int) -> str:
+    """Lines [start, stop) of `lines`, each after `prefix` (and the marker after a last line
+    without a newline)."""
+    if start >= stop:
+        return ""
+    if isinstance(lines, TextLines):
+        return lines.prefixed(prefix, start, stop)
+    return "".join(
         prefix + line if line.endswith("\n") else prefix + line + "\n" + NO_NEWLINE_MARKER
-        for line in lines
-    ]
+        for line in lines[start:stop]
+    )

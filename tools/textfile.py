@@ -103,6 +103,8 @@ class TextFile:
 
 def detect_newline(text: str) -> str:
     """The line ending new lines get: CRLF when most line breaks are CRLF, else LF."""
+    if "\r" not in text:  # a search for one character, much cheaper than counting pairs
+        return "\n"
     crlf = text.count("\r\n")
     return "\r\n" if crlf and crlf * 2 >= text.count("\n") else "\n"
 
