@@ -1,6 +1,12 @@
 """apply_patch against `git apply` (and GNU `patch`) on the same patches, in the same run.
 
-    python -m benchmarks.patch_bench [--runs N]      (from the repository root)
+    python -m benchmarks.patch_bench [--runs N] [--dir DIR]      (from the repository root)
+
+`--dir`: where the files are copied and patched (default: the system's temporary directory).
+The filesystem decides what creating a file costs (see below); the table's first line names
+the one measured. To compare, a journalled ext4 can be made on a loop device
+(`truncate -s 4G img && mkfs.ext4 -q img && mount -o loop img /mnt/j`) and tmpfs is usually
+at /dev/shm.
 
 Scenarios:
 
@@ -165,8 +171,14 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def timed_run(timing: Timing, before: Files, after: Files, action: Callable[[Path], None]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+def timed_run(
+    timing: Timing,
+    before: Files,
+    after: Files,
+    action: Callable[[Path], None],
+    where: str | None = None,
+) -> None:
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
         root = Path(tmp)
         write_tree(root, before)
         cpu = _cpu_seconds()
@@ -280,7 +292,9 @@ def command(argv: list[str], patch: str) -> Callable[[Path], None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--dir", default=None, help="where the files are patched")
     args = parser.parse_args()
+    where = args.dir or tempfile.gettempdir()
     git = shutil.which("git")
     gnu_patch = shutil.which("patch")
     rows: list[tuple[str, str, Timing]] = []
@@ -310,13 +324,14 @@ def main() -> None:
         # one untimed run of each first: the first Toolbox imports the tools' modules (a
         # few hundred ms, once per process), which is start-up's cost, not a patch's
         for _, _, action in tools:
-            timed_run(Timing(), before, after, action)
+            timed_run(Timing(), before, after, action, where)
         timings = [Timing() for _ in tools]
         # interleaved, so that every tool sees the same load on a shared machine
         for _ in range(args.runs):
             for (_, _, action), timing in zip(tools, timings, strict=True):
-                timed_run(timing, before, after, action)
+                timed_run(timing, before, after, action, where)
         rows += [(row, tool, timing) for (row, tool, _), timing in zip(tools, timings, strict=True)]
+    print(f"files in {where}, on {filesystem_of(where)}")
     print(
         f"{args.runs} runs of each, interleaved (same patch, fresh copy of the files per run); "
         "CPU is user + system time of the process and its children; the ratios are the median "
@@ -353,6 +368,29 @@ def main() -> None:
             f"{percentile(timing.wall, 99) * 1000:6.1f} | "
             f"{statistics.median(timing.cpu) * 1000:13.1f} | {ratio} | {to_floor} |"
         )
+
+
+def filesystem_of(path: str) -> str:
+    """The type and options of the filesystem holding `path`, from /proc/self/mounts (the
+    mount point that is its longest prefix); "unknown" without /proc."""
+    real = os.path.realpath(path)
+    best: tuple[str, str, str] | None = None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 4:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and (best is None or len(point) >= len(best[0])):
+                    best = (point, fields[2], fields[3])
+    except OSError:
+        return "unknown"
+    if best is None:
+        return "unknown"
+    point, kind, options = best
+    return f"{kind} ({options}) mounted at {point}"
 
 
 def percentile(values: list[float], pct: float) -> float:
