@@ -87,23 +87,28 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         # daemon did once it listened, not to its start-up.
         after_start: list[str] = []
         models_built: list[int] = []
-        v1_loaded = machinery_loaded = warmed_up = False
+        warm_up_steps: list[str] = []  # in the order the daemon logged them
+        warmed_up = False
         frozen: list[int] = []
 
         def take(lines: list[str]) -> None:
-            nonlocal url, v1_loaded, machinery_loaded, warmed_up
+            nonlocal url, warmed_up
             for line in lines:
                 if match := IMPORTED.match(line):
                     (after_start if url else at_start).append(match.group(1))
                 elif not url and (match := LISTENING.search(line)):
                     url = match.group(1)
                 elif url and "/v1 API loaded in" in line:
-                    v1_loaded = True
+                    warm_up_steps.append("v1")
                 elif url and "run machinery loaded in" in line:
-                    machinery_loaded = True
+                    warm_up_steps.append("machinery")
+                elif url and "core tools loaded in" in line:
+                    warm_up_steps.append("core tools")
                 elif url and (match := MODELS_BUILT.search(line)):
+                    warm_up_steps.append("models")
                     models_built.append(int(match.group(1)))
                 elif url and "model adapters and tools preloaded" in line:
+                    warm_up_steps.append("sdks")
                     warmed_up = True
                     if match := FROZEN.search(line):
                         frozen.append(int(match.group(1)))
@@ -135,11 +140,12 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         assert warmed_up
         loaded_after = {m.split(".")[0] for m in after_start} | set(after_start)
         assert {"anthropic", "openai", "runtime.providers.openai_chat"} <= loaded_after
-        # ... the /v1 API and the run machinery first (importlib.import_module, which
-        # -X importtime does not report: the daemon's log lines say it) ...
-        assert v1_loaded and machinery_loaded
-        # ... and so are the validators of agentd's own models, deferred at import.
-        assert models_built and models_built[0] > 0
+        # ... after the /v1 API, the run machinery and the core tools (importlib.import_module,
+        # which -X importtime does not report: the daemon's log lines say it), what every /v1
+        # request waits for, so that a first request does not wait for the rest too; then
+        # the validators of agentd's own models, deferred at import.
+        assert warm_up_steps == ["v1", "machinery", "core tools", "models", "sdks"]
+        assert models_built[0] > 0
         # What the warm-up made is frozen for the garbage collector: full collections skip it.
         assert frozen and frozen[0] > 10_000
     finally:
