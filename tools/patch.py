@@ -524,24 +524,34 @@ def _hunk_bodies(lines: list[str]) -> list[_HunkBody]:
         old_left = int(header.group(2) or 1)
         new_left = int(header.group(4) or 1)
         body = _HunkBody([])
-        previous = None
+        taken = body.lines
+        append = taken.append
         while i < total and (old_left > 0 or new_left > 0):
             line = lines[i]
             kind = line[:1]
             i += 1
-            if kind == "\\":
+            # the three kinds of nearly every line first, each with what it counts
+            if kind == " ":
+                append((" ", line[1:]))
+                old_left -= 1
+                new_left -= 1
+            elif kind == "-":
+                append(("-", line[1:]))
+                old_left -= 1
+            elif kind == "+":
+                append(("+", line[1:]))
+                new_left -= 1
+            elif kind == "\\":
+                previous = taken[-1][0] if taken else None
                 body.old_no_newline |= previous in (" ", "-")
                 body.new_no_newline |= previous in (" ", "+")
-                continue
-            if kind in ("", "\r"):
-                # an empty line (or a stray CR) is a context line, as unidiff reads it
-                kind, line = " ", " " + line
-            body.lines.append((kind, line[1:]))
-            previous = kind
-            if kind != "+":
+            else:
+                # an empty line (or a stray CR) is a context line, as unidiff reads it;
+                # another first character counts as one too
+                append((" ", line) if kind in ("", "\r") else (kind, line[1:]))
                 old_left -= 1
-            if kind != "-":
                 new_left -= 1
+        previous = taken[-1][0] if taken else None
         while i < total and (not lines[i] or lines[i].startswith(_NO_NEWLINE)):
             if lines[i]:
                 body.old_no_newline |= previous in (" ", "-")
@@ -788,7 +798,7 @@ def apply_hunks(text: str, hunks: Sequence[Hunk], *, nearest_hint: bool) -> Appl
         if found is None:
             raise HunkMismatch(_describe_mismatch(index, hunk, cursor))
         start, level, others = found
-        label = f"hunk {hunk.number} ({hunk.header})"
+        label = f"hunk {hunk.number} ({hunk.header})" if level or others else ""
         if level:
             notes.append(f"{label} matched {LEVELS[level][0]}")
         if others:
@@ -964,7 +974,10 @@ def _assemble(
             parts[-1] += cr  # the old last line is no longer last: it gets a newline
         parts.extend(raw[first:stop])
         out_count += stop - first
-        last_empty, last_ending = not lines[stop - 1], old_ending(stop - 1)
+        last = stop - 1
+        last_empty = not lines[last]
+        # old_ending(last), inlined: this runs for every stretch of every hunk
+        last_ending = "" if last >= complete else "\r\n" if raw[last].endswith("\r") else "\n"
 
     previous = 0
     for placement in placements:
