@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
@@ -21,23 +20,39 @@ if TYPE_CHECKING:
 Phase = Literal["starting", "ready", "shutting_down"]
 
 
-@dataclass
 class ApiState:
-    settings: Settings
-    table: RouteTable
-    metrics: ApiMetrics
-    version: str
-    manager: RunManager | None = None
-    webhooks: WebhookSender | None = None
-    phase: Phase = "starting"
-    owns_manager: bool = False
-    # Built on the first GET /openapi.json, by a worker thread (~0.1 s of pydantic's JSON
-    # Schema generation, which also loads the tools for their argument schemas).
-    openapi: dict[str, Any] | None = None
-    # Every SSE client of a run writes the same frames: encoded once, shared.
-    frames: FrameCache = field(default_factory=FrameCache)
-    # The SSE clients of a run that are caught up: one task writes each event to all of them.
-    feeds: LiveFeeds = field(default_factory=LiveFeeds)
+    """What the API's handlers share: the settings, the route table, the metrics, the run
+    manager once the daemon has opened it, the webhooks and the SSE streams' frames and
+    feeds. (A plain class: made at start-up, where a dataclass's generated methods cost
+    ~1 ms to compile.)"""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        table: RouteTable,
+        metrics: ApiMetrics,
+        version: str,
+        manager: RunManager | None = None,
+        webhooks: WebhookSender | None = None,
+        phase: Phase = "starting",
+        owns_manager: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.table = table
+        self.metrics = metrics
+        self.version = version
+        self.manager = manager
+        self.webhooks = webhooks
+        self.phase: Phase = phase
+        self.owns_manager = owns_manager
+        # Built on the first GET /openapi.json, by a worker thread (~0.1 s of pydantic's JSON
+        # Schema generation, which also loads the tools for their argument schemas).
+        self.openapi: dict[str, Any] | None = None
+        # Every SSE client of a run writes the same frames: encoded once, shared.
+        self.frames = FrameCache()
+        # The SSE clients of a run that are caught up: one task writes each event to all.
+        self.feeds = LiveFeeds()
 
     def require_manager(self) -> RunManager:
         if self.manager is None:

@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 from runtime.usage import Usage
 
 
-@dataclass
 class RunMetrics:
-    """Plain counters for `/metrics`."""
+    """Plain counters for `/metrics`, all starting at zero (a plain class: see
+    `runtime.api.metrics.Histogram`)."""
 
-    runs_started: int = 0
-    runs_finished: Counter[str] = field(default_factory=Counter)
-    events_emitted: int = 0
-    model_turns: int = 0
-    model_seconds: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    reasoning_tokens: int = 0
-    tool_calls: Counter[str] = field(default_factory=Counter)
-    tool_errors: Counter[str] = field(default_factory=Counter)
-    # Float seconds in a Counter (it adds any numbers), the shape /metrics renders.
-    tool_seconds: Counter[str] = field(default_factory=Counter)
-    running: int = 0
-    queued: int = 0
+    def __init__(self) -> None:
+        self.runs_started = 0
+        self.runs_finished: Counter[str] = Counter()
+        self.events_emitted = 0
+        self.model_turns = 0
+        self.model_seconds = 0.0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cached_input_tokens = 0
+        self.reasoning_tokens = 0
+        self.tool_calls: Counter[str] = Counter()
+        self.tool_errors: Counter[str] = Counter()
+        # Float seconds in a Counter (it adds any numbers), the shape /metrics renders.
+        self.tool_seconds: Counter[str] = Counter()
+        self.running = 0
+        self.queued = 0
 
     def tool_call_finished(self, tool: str, seconds: float, is_error: bool) -> None:
         self.tool_calls[tool] += 1
