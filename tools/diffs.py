@@ -90,8 +90,8 @@ class TextLines(Sequence[str]):
         text = ""
         if start < complete:
             text = prefix + ("\n" + prefix).join(self._parts[start:complete]) + "\n"
-        if stop > complete:
-            text += prefix + self._parts[complete] + "\n" + NO_NEWLINE_MARKER
+        if start <= self._complete < stop:  # the last line, which has no newline
+            text += prefix + self._parts[self._complete] + "\n" + NO_NEWLINE_MARKER
         return text
 
 

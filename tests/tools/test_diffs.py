@@ -35,6 +35,7 @@ def test_text_lines_diff_is_the_plain_lines_diff(old: str, new: str) -> None:
         (1, 3, "-two\n-three\n\\ No newline at end of file\n"),
         (2, 3, "-three\n\\ No newline at end of file\n"),
         (1, 1, ""),
+        (3, 3, ""),
     ],
 )
 def test_prefixed_runs(start: int, stop: int, expected: str) -> None:
