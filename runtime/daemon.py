@@ -30,7 +30,7 @@ from runtime.api.v1 import ApiUnavailable, load_v1
 from runtime.config import Settings
 from runtime.events import LOG_SECRETS, SecretRegistry
 from runtime.runs.machinery import MachineryUnavailable, load_run_machinery
-from tools import core_tools_ready
+from tools import load_core_tools
 from tools.base import daemon_environ
 
 log = logging.getLogger("agentd")
@@ -209,7 +209,6 @@ def warm_up() -> list[str]:
     """Blocking: the model SDKs (`preload_adapters`), the core tools and WARM_UP_MODULES.
     Returns the modules that failed to import."""
     from runtime.providers.registry import preload_adapters
-    from tools import load_core_tools
 
     failed = preload_adapters()
     load_core_tools()
@@ -245,7 +244,7 @@ async def _warm_up() -> None:
         return  # logged; every request that needs it answers 503 with the reason
     log.info("run machinery loaded in %.3fs", time.perf_counter() - started)
     started = time.perf_counter()
-    await core_tools_ready()
+    await anyio.to_thread.run_sync(load_core_tools, abandon_on_cancel=True)
     log.info("core tools loaded in %.3fs", time.perf_counter() - started)
     started = time.perf_counter()
     built = await anyio.to_thread.run_sync(build_deferred_models, abandon_on_cancel=True)
