@@ -28,6 +28,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 from aiohttp import web
 
 from runtime import events
@@ -82,6 +83,8 @@ class FrameCache:
         # Per run with kept frames: the highest event id kept, and how many frames are kept.
         self._head: dict[str, int] = {}
         self._count: dict[str, int] = {}
+        # Per run whose `complete` frame is kept: that event's id.
+        self._complete: dict[str, int] = {}
         self.encoded = 0  # frames encoded (cache misses), for benchmarks and tests
 
     @property
@@ -112,13 +115,37 @@ class FrameCache:
         self._count[run_id] = self._count.get(run_id, 0) + 1
         if event.id > head:
             self._head[run_id] = event.id
+        if event.type == "complete":
+            self._complete[run_id] = event.id
         return data
+
+    def has(self, run_id: str, event_id: int) -> bool:
+        """Whether the frame of the run's event `event_id` is kept."""
+        return (run_id, event_id) in self._frames
+
+    def kept_after(self, run_id: str, after: int, limit: int) -> tuple[list[bytes], bool]:
+        """The kept frames of the run's events `after + 1`, `after + 2`, … up to the first
+        one not kept (at most `limit`), and whether the last of them is the run's `complete`.
+        A client catching up on what other clients' streams have written gets these bytes
+        without its own read of the run's events or their decoding."""
+        frames: list[bytes] = []
+        get = self._frames.get
+        next_id = after + 1
+        while len(frames) < limit:
+            data = get((run_id, next_id))
+            if data is None:
+                break
+            frames.append(data)
+            next_id += 1
+        return frames, bool(frames) and self._complete.get(run_id) == next_id - 1
 
     def _evict_oldest(self) -> None:
         key = next(iter(self._frames))  # the oldest kept (dicts keep insertion order)
         data = self._frames.pop(key)
         self._bytes -= len(data) + FRAME_OVERHEAD
         run_id = key[0]
+        if self._complete.get(run_id) == key[1]:
+            del self._complete[run_id]
         left = self._count[run_id] - 1
         if left:
             self._count[run_id] = left
@@ -141,6 +168,10 @@ def resume_point(request: web.Request, after: int | None) -> int:
         return value
     return after or 0
 
+
+# The most frames a stream writes at once from the frame cache, as many as a batch of events
+# (`RunManager.subscribe_batches`).
+BATCH_LIMIT = 256
 
 # A stream joins its run's feed after a batch of fewer events than this: the batch was all
 # that was waiting, so it has caught up. (Batches of a catch-up are 256 events, the limit of
@@ -311,6 +342,8 @@ class EventStream:
         the end (None: `complete` written, client gone, or no more events) or until it has
         caught up with the run's feed and joined it."""
         while True:
+            if not await self._write_kept_frames():
+                return None
             try:
                 async with aclosing(subscribe(self.last_id)) as batches:  # type: ignore[type-var]
                     async for batch in batches:
@@ -320,10 +353,43 @@ class EventStream:
                             feed = self._feeds.join(self._feed_key, self)
                             if feed is not None:
                                 return feed
-                return None
+                        if self._next_frame_kept():
+                            break  # another stream is ahead: take what it wrote from the cache
+                    else:
+                        return None
             except events.SubscriberDropped:
                 # Too slow for the live queue: replay from the store where we stopped.
                 log.info("SSE subscriber dropped at event %s; resubscribing", self.last_id)
+
+    def _next_frame_kept(self) -> bool:
+        return (
+            self._frames is not None
+            and bool(self._feed_key)
+            and self._frames.has(self._feed_key, self.last_id + 1)
+        )
+
+    async def _write_kept_frames(self) -> bool:
+        """Write what the frame cache keeps of the run right after `last_id`, a batch at a
+        time, before reading the run: a client catching up on events other clients' streams
+        have written reads none of them from the store and decodes none (on a run longer than
+        the in-memory log, each reader used to decode every stored event for itself). False
+        once `complete` is written or the client is gone."""
+        if self._frames is None or not self._feed_key:
+            return True
+        while True:
+            frames, complete = self._frames.kept_after(self._feed_key, self.last_id, BATCH_LIMIT)
+            if not frames:
+                return True
+            await self._write(b"".join(frames))
+            if self.client_gone:
+                return False
+            self.last_id += len(frames)
+            self.events_sent += len(frames)
+            if self._on_frames is not None:
+                self._on_frames(len(frames))
+            if complete:
+                return False
+            await anyio.lowlevel.checkpoint()  # other streams' turn between batches
 
     async def _write_batch(self, batch: Sequence[Event]) -> bool:
         """Write the batch's events after `last_id`; False once `complete` is written or the

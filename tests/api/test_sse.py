@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 import anyio
 import anyio.abc
@@ -190,6 +190,31 @@ def test_frame_cache_forgets_a_run_whose_frames_are_all_gone() -> None:
     # run_a has nothing kept: its event 1 is not behind a kept head, so it is kept again
     first = cache.frame(frame_event("run_a", 1))
     assert cache.frame(frame_event("run_a", 1)) is first
+
+
+def test_frame_cache_hands_out_the_kept_frames_after_an_id_up_to_the_first_missing_one() -> None:
+    cache = FrameCache(max_bytes=100 * frame_cost())
+    frames = [cache.frame(frame_event("run_a", number)) for number in (1, 2, 3, 5)]
+    kept, complete = cache.kept_after("run_a", 1000, limit=10)
+    assert kept == frames[:3] and not complete  # 1001-1003: 1004 was never kept
+    assert cache.kept_after("run_a", 1001, limit=1) == ([frames[1]], False)
+    assert cache.kept_after("run_a", 1003, limit=10) == ([], False)
+    assert cache.kept_after("run_b", 1000, limit=10) == ([], False)
+    end = Event(id=1006, run_id="run_a", type="complete", ts="t", payload={"status": "completed"})
+    last = cache.frame(end)
+    assert cache.kept_after("run_a", 1004, limit=10) == ([frames[3], last], True)
+    assert cache.kept_after("run_a", 1004, limit=1) == ([frames[3]], False)
+
+
+def test_frame_cache_forgets_a_complete_frame_it_evicts() -> None:
+    cache = FrameCache(max_bytes=2 * frame_cost() + 200)
+    end = Event(id=1001, run_id="run_a", type="complete", ts="t", payload={})
+    cache.frame(end)
+    cache.frame(frame_event("run_b", 1))
+    cache.frame(frame_event("run_b", 2))  # the oldest, run_a's complete, goes
+    assert cache.kept_after("run_a", 1000, limit=10) == ([], False)
+    cache.frame(frame_event("run_a", 1))  # another run_a event 1001 kept: not a complete
+    assert cache.kept_after("run_a", 1000, limit=10)[1] is False
 
 
 async def test_quiet_streams_get_ping_comments(make_daemon: DaemonFactory) -> None:
@@ -466,3 +491,124 @@ async def test_an_sse_client_leaving_ends_only_its_stream(daemon: Daemon) -> Non
         gate.open()
         frames = await collect_events(watcher)
     assert frames[-1].event == "complete" and frames[-1].data["output"] == "still running"
+
+
+async def test_a_client_catching_up_gets_the_kept_frames_without_reading_the_run(
+    daemon: Daemon,
+) -> None:
+    """Frames other clients' streams have written are handed to a client catching up from
+    the frame cache: it reads the run (and decodes its events) only after the last kept one,
+    and writes the same bytes as a client that read everything."""
+    log = EventLog("run_kept", None, None)
+    for i in range(600):
+        await log.emit("tool_output", callId="c1", chunk=f"line {i}\n")
+    cache = FrameCache()
+    reads: list[int] = []  # the ids each stream's reads of the run started after
+    writes: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        stream = EventStream(
+            request,
+            retry_ms=10,
+            ping_interval=5,
+            on_frames=writes.append,
+            frames=cache,
+            feed_key="run_kept",
+        )
+
+        def subscribe(last: int) -> AsyncIterator[list[Event]]:
+            reads.append(last)
+            return log.subscribe(last).batches()
+
+        return await stream.run(subscribe, int(request.query.get("after", "0")))
+
+    async def read_to_the_end(url: str) -> bytes:
+        async with daemon.session.get(url) as resp:
+            with anyio.fail_after(15):
+                return await resp.read()
+
+    results: dict[str, bytes] = {}
+
+    async def client(name: str, url: str) -> None:
+        results[name] = await read_to_the_end(url)
+
+    def kept() -> int:
+        return len(cache.kept_after("run_kept", 0, 1000)[0])
+
+    async with serve_handler(handler) as url:
+        async with anyio.create_task_group() as tg:
+            # the first client reads the run while it is live: every frame is encoded once
+            tg.start_soon(client, "first", url)
+            with anyio.fail_after(15):
+                while kept() < 600:
+                    await anyio.sleep(0.01)
+            assert reads == [0]
+            # a second client, while the run is still live: the 600 kept frames, then it
+            # reads the run after event 600
+            reads.clear()
+            writes.clear()
+            tg.start_soon(client, "second", url)
+            with anyio.fail_after(15):
+                while not reads:
+                    await anyio.sleep(0.01)
+            assert reads == [600]
+            assert writes == [256, 256, 88]
+            for i in range(600, 700):
+                await log.emit("tool_output", callId="c1", chunk=f"line {i}\n")
+            await log.emit("complete", status="completed")
+    expected = b"retry: 10\n\n" + b"".join(format_event(e) for e in log.events)
+    assert results["first"] == results["second"] == expected
+    # once the run is over and its frames are all kept, a client reads nothing of it, even
+    # resuming half way
+    reads.clear()
+    writes.clear()
+    async with serve_handler(handler) as url:
+        assert await read_to_the_end(url + "?after=300") == b"retry: 10\n\n" + b"".join(
+            format_event(e) for e in log.events[300:]
+        )
+    assert reads == []
+    assert writes == [256, 145]
+
+
+async def test_a_reader_that_finds_the_next_frames_kept_takes_them_from_the_cache(
+    daemon: Daemon,
+) -> None:
+    """Between two batches of its own read, a stream whose next frames another stream has
+    written already (a client ahead of it) stops reading, writes those from the cache, then
+    reads on after them: each event once, in order."""
+    log = EventLog("run_ahead", None, None)
+    for i in range(30):
+        await log.emit("tool_output", callId="c1", chunk=f"line {i}\n")
+    await log.emit("complete", status="completed")
+    cache = FrameCache()
+    reads: list[int] = []
+    first_read_closed = anyio.Event()
+
+    async def subscribe(last: int) -> AsyncIterator[list[Event]]:
+        reads.append(last)
+        if last:
+            async with aclosing(log.subscribe(last).batches()) as batches:
+                async for batch in batches:
+                    yield batch
+            return
+        try:
+            for event in log.events[10:20]:  # another client's stream is ahead: 11-20 written
+                cache.frame(event)
+            yield log.events[:10]
+            yield log.events[10:]  # not asked for: the stream takes 11-20 from the cache
+        finally:
+            first_read_closed.set()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        stream = EventStream(
+            request, retry_ms=10, ping_interval=5, frames=cache, feed_key="run_ahead"
+        )
+        return await stream.run(subscribe, 0)
+
+    async with serve_handler(handler) as url:
+        async with daemon.session.get(url) as resp:
+            with anyio.fail_after(15):
+                raw = await resp.read()
+    assert raw == b"retry: 10\n\n" + b"".join(format_event(e) for e in log.events)
+    assert reads == [0, 20]
+    assert first_read_closed.is_set()
