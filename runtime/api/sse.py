@@ -254,7 +254,9 @@ class EventStream:
 
     With `feeds` and `feed_key` (the run id), a stream that has caught up with the run joins
     its `LiveFeed`: from then on one stream's task reads the run and writes each batch to every
-    caught-up client, instead of every client's task waking for every event."""
+    caught-up client, instead of every client's task waking for every event. With `frames`
+    and `feed_key`, a stream catching up writes what the cache keeps of the run after its
+    last event before it reads the run (`_write_kept_frames`)."""
 
     def __init__(
         self,
