@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
@@ -441,6 +441,15 @@ def _insert_events(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> set
     return duplicates
 
 
+class _SharedRead(Generic[T]):
+    """One read in flight that other callers asking the same wait for (`Store.events_after`):
+    its result once it succeeded, None if it failed or was cancelled."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: T | None = None
+
+
 class Store:
     """The daemon's SQLite state. Open with `await Store.open(state_dir)`."""
 
@@ -462,6 +471,9 @@ class Store:
         self._event_writes = anyio.Lock()  # one batch written at a time, in order
         self._closed = False
         self._reserve = _Reserve(self.state_dir)
+        # Page reads of a run's events in flight, by (run id, after, limit): see events_after.
+        self._event_pages: dict[tuple[str, int, int], _SharedRead[list[Event]]] = {}
+        self.event_page_reads = 0  # page reads made (not shared), for benchmarks and tests
 
     @classmethod
     async def open(cls, state_dir: Path | str) -> Store:
@@ -1175,8 +1187,34 @@ class Store:
     async def events_after(
         self, run_id: str, after: int = 0, limit: int | None = None
     ) -> list[Event]:
-        """A run's stored events with id > `after`, in id order (at most `limit`)."""
+        """A run's stored events with id > `after`, in id order (at most `limit`).
 
+        A page read (`limit` given) that asks for what a read in flight is reading already
+        waits for that one's answer instead of reading and decoding the rows again: clients
+        catching up on a long run together ask for the same pages at once (the SSE streams
+        read where the frames other streams wrote end). Each caller gets its own list. A
+        read without a limit is never shared: it may reach events stored after the one in
+        flight began."""
+        if limit is None:
+            return await self._read_events(run_id, after, None)
+        key = (run_id, after, limit)
+        shared = self._event_pages.get(key)
+        if shared is not None:
+            await shared.done.wait()
+            if shared.result is not None:
+                return list(shared.result)
+            # the read it waited for failed or was cancelled: read alone
+            return await self._read_events(run_id, after, limit)
+        shared = self._event_pages[key] = _SharedRead()
+        try:
+            self.event_page_reads += 1
+            shared.result = await self._read_events(run_id, after, limit)
+            return list(shared.result)
+        finally:
+            del self._event_pages[key]
+            shared.done.set()
+
+    async def _read_events(self, run_id: str, after: int, limit: int | None) -> list[Event]:
         def read(conn: sqlite3.Connection) -> list[Event]:
             # The event model loads with the run machinery, not before the daemon listens.
             from runtime.events.model import Event

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from runtime.agents import AgentSpec
@@ -268,6 +269,55 @@ async def test_events_append_and_read_after_an_id(store: Store) -> None:
     with pytest.raises(ValueError):
         await store.append_event(event("run_a", 3))
     assert [e.payload["content"] for e in await store.events_after("run_a", 2, 1)] == ["part 3"]
+
+
+async def test_readers_asking_for_the_same_page_at_once_share_one_read(store: Store) -> None:
+    """Clients catching up on a run together ask for the same pages at the same time: one
+    read (and one decoding of the rows) answers all of them, each with its own list."""
+    await store.append_events([event("run_a", i) for i in range(1, 301)])
+    pages: list[list[Event]] = []
+
+    async def read_page(after: int) -> None:
+        pages.append(await store.events_after("run_a", after, limit=100))
+
+    reads = store.event_page_reads
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(read_page, 100)
+    assert store.event_page_reads == reads + 1
+    assert all(page == pages[0] for page in pages)
+    assert [e.id for e in pages[0]] == list(range(101, 201))
+    pages[0].clear()  # a caller's list is its own
+    assert len(pages[1]) == 100
+    # other pages, or one asked for after the read is over, are read for themselves
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_page, 0)
+        tg.start_soon(read_page, 200)
+    await read_page(100)
+    assert store.event_page_reads == reads + 4
+
+
+async def test_a_reader_waiting_on_a_cancelled_page_read_gets_its_page(store: Store) -> None:
+    """The first of two readers of a page is cancelled while the second waits for its read:
+    the second gets the page all the same (it reads it itself)."""
+    await store.append_events([event("run_a", i) for i in range(1, 11)])
+    pages: list[list[int]] = []
+    first = anyio.CancelScope()
+
+    async def first_reader() -> None:
+        with first:
+            await store.events_after("run_a", 0, limit=5)
+
+    async def second_reader() -> None:
+        pages.append([e.id for e in await store.events_after("run_a", 0, limit=5)])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_reader)
+            tg.start_soon(second_reader)
+            await anyio.lowlevel.checkpoint()  # both are waiting: the first on its read
+            first.cancel()
+    assert pages == [[1, 2, 3, 4, 5]]
 
 
 async def test_everything_survives_reopening_the_store(tmp_path: Path) -> None:
