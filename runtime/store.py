@@ -1192,9 +1192,11 @@ class Store:
         A page read (`limit` given) that asks for what a read in flight is reading already
         waits for that one's answer instead of reading and decoding the rows again: clients
         catching up on a long run together ask for the same pages at once (the SSE streams
-        read where the frames other streams wrote end). Each caller gets its own list. A
-        read without a limit is never shared: it may reach events stored after the one in
-        flight began."""
+        read where the frames other streams wrote end). Each caller gets its own list. The
+        answer is the rows as the read in flight found them, which is what page reads are
+        for: pages of events stored already (an event log's store gap, a finished run's
+        replay, a run's last event). A read without a limit is never shared: it reads a live
+        run up to what is stored when it is made."""
         if limit is None:
             return await self._read_events(run_id, after, None)
         key = (run_id, after, limit)
