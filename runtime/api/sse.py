@@ -382,14 +382,7 @@ class EventStream:
             frames, complete = self._frames.kept_after(self._feed_key, self.last_id, BATCH_LIMIT)
             if not frames:
                 return True
-            await self._write(b"".join(frames))
-            if self.client_gone:
-                return False
-            self.last_id += len(frames)
-            self.events_sent += len(frames)
-            if self._on_frames is not None:
-                self._on_frames(len(frames))
-            if complete:
+            if not await self._send(frames, self.last_id + len(frames)) or complete:
                 return False
             await anyio.lowlevel.checkpoint()  # other streams' turn between batches
 
@@ -409,6 +402,11 @@ class EventStream:
                 break
         if not frames:
             return True
+        return await self._send(frames, last_id) and not complete
+
+    async def _send(self, frames: list[bytes], last_id: int) -> bool:
+        """Write `frames` (the events up to `last_id`) in one write and count them; False if
+        the client is gone."""
         await self._write(frames[0] if len(frames) == 1 else b"".join(frames))
         if self.client_gone:
             return False
@@ -416,7 +414,7 @@ class EventStream:
         self.events_sent += len(frames)
         if self._on_frames is not None:
             self._on_frames(len(frames))
-        return not complete
+        return True
 
     # -- following a run's feed ----------------------------------------------------------
 
