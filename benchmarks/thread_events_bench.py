@@ -1,6 +1,7 @@
 """Persisted thread events: what the rollout file in the workspace costs.
 
     python -m benchmarks.thread_events_bench [--events 3000] [--rounds 5] [--batch 1]
+        [--backlog 10000] [--clients 1,10,100]
 
 Appends `--events` persisted events (a `tool_result` of ~200 bytes of output, what a busy run
 persists most) to one thread's `ThreadEventLog` over a real SQLite store, one `append` call
@@ -15,6 +16,14 @@ and prints per scenario the events/s and the per-append latency (median, p99):
 The rounds alternate the scenarios so machine noise hits each alike; the table reports the
 median round. `added µs/event` is the rollout's cost: (store + rollout) − (store only), per
 event; the fsync at run boundaries is measured separately (`sync ms`).
+
+Then the catch-up: `--clients` subscribers of one thread holding `--backlog` stored events
+made at once from the same point (every stream of a long thread reconnecting, e.g. after the
+control plane restarted), each taking its snapshot (`ThreadSubscription.catch_up`, what a
+WebSocket stream sends first): the wall time until all have it, the events delivered per
+second, and the store's page reads. The peer, in the same run: the same pages read by each
+subscriber alone (`Store.thread_events_after` without `shared`), as every snapshot read
+them before concurrent page reads were shared.
 """
 
 from __future__ import annotations
@@ -119,6 +128,89 @@ async def run_event_round(store: Store, run_id: str, *, events: int) -> Round:
     )
 
 
+async def _fill_backlog(store: Store, workspace: Path, thread_id: str, events: int) -> None:
+    hub = ThreadEventHub(store, workspace, rollouts=False)
+    log = await hub.log(thread_id)
+    payload = {"callId": "call_1", "tool": "exec_command", "output": OUTPUT, "isError": False}
+    for start in range(0, events, 500):
+        await log.append(
+            "run_bench", "rol_bench", [("tool_result", payload)] * min(500, events - start)
+        )
+    await hub.close()
+
+
+async def catch_up_round(
+    store: Store, workspace: Path, thread_id: str, clients: int, *, shared: bool
+) -> tuple[float, int]:
+    """(seconds until every client has its snapshot, page reads made) for `clients`
+    subscribers made at once from sequence 0; `shared=False`: each reads its pages alone."""
+    hub = ThreadEventHub(store, workspace, rollouts=False)
+    log = await hub.log(thread_id)
+    last = log.last_sequence
+    counts: list[int] = []
+    reads = store.thread_event_page_reads
+    reads_alone = 0
+
+    async def snapshot() -> None:
+        nonlocal reads_alone
+        if shared:
+            subscription = log.subscribe(0)
+            counts.append(len(await subscription.catch_up()))
+            subscription.close()
+            return
+        got, after = 0, 0
+        while after < last:  # catch_up's pages (of up to 5,000 events), each read alone
+            page = await store.thread_events_after(thread_id, after, min(last - after, 5000))
+            got, after = got + len(page), page[-1].sequence
+            reads_alone += 1
+        counts.append(got)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(clients):
+            tg.start_soon(snapshot)
+    elapsed = time.perf_counter() - started
+    await hub.close()
+    if counts != [last] * clients:
+        raise SystemExit(f"a snapshot missed events: {sorted(set(counts))} of {last}")
+    return elapsed, store.thread_event_page_reads - reads if shared else reads_alone
+
+
+async def catch_up_table(
+    store: Store, workspace: Path, backlog: int, clients: list[int], rounds: int
+) -> None:
+    await _fill_backlog(store, workspace, "thr_backlog", backlog)
+    print(
+        f"catch-up: subscribers of one thread of {backlog:,} stored events, made at once; "
+        f"median of {rounds} rounds"
+    )
+    header = (
+        f"{'clients':>7} {'page reads':>10} {'wall ms':>9} {'events/s delivered':>19} "
+        f"{'alone: reads':>12} {'alone: wall ms':>14} {'speed-up':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for count in clients:
+        alone: list[float] = []
+        together: list[float] = []
+        for _ in range(rounds):  # alternated, so that machine noise hits both alike
+            alone_s, alone_reads = await catch_up_round(
+                store, workspace, "thr_backlog", count, shared=False
+            )
+            shared_s, shared_reads = await catch_up_round(
+                store, workspace, "thr_backlog", count, shared=True
+            )
+            alone.append(alone_s)
+            together.append(shared_s)
+        alone_s, shared_s = statistics.median(alone), statistics.median(together)
+        print(
+            f"{count:>7} {shared_reads:>10} {shared_s * 1000:>9.1f} "
+            f"{count * backlog / shared_s:>19,.0f} {alone_reads:>12} {alone_s * 1000:>14.1f} "
+            f"{alone_s / shared_s:>8.1f}×"
+        )
+    print()
+
+
 def _median_round(rounds: list[Round]) -> Round:
     return sorted(rounds, key=lambda r: r.events_per_s)[len(rounds) // 2]
 
@@ -131,6 +223,7 @@ async def main(args: argparse.Namespace) -> None:
         workspace.mkdir()
         store = await Store.open(root / "state")
         try:
+            await catch_up_table(store, workspace, args.backlog, args.clients, args.rounds)
             for i in range(args.rounds):
                 results["store only"].append(
                     await thread_round(
@@ -192,4 +285,11 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1, help="events per append call")
+    parser.add_argument("--backlog", type=int, default=10_000, help="stored events to catch up")
+    parser.add_argument(
+        "--clients",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 10, 100],
+        help="subscriber counts of the catch-up table (comma-separated)",
+    )
     anyio.run(main, parser.parse_args())

@@ -25,7 +25,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -442,12 +442,43 @@ def _insert_events(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> set
 
 
 class _SharedRead(Generic[T]):
-    """One read in flight that other callers asking the same wait for (`Store.events_after`):
-    its result once it succeeded, None if it failed or was cancelled."""
+    """One read in flight that other callers asking the same wait for: its result once it
+    succeeded, None if it failed or was cancelled."""
 
     def __init__(self) -> None:
         self.done = anyio.Event()
-        self.result: T | None = None
+        self.result: list[T] | None = None
+
+
+class _SharedPages(Generic[T]):
+    """Page reads in flight, by what they read (`Store.events_after`,
+    `Store.thread_events_after`): a caller asking for a page that is being read waits for
+    that read's answer instead of reading and decoding the rows again. Each caller gets its
+    own list (of the same, immutable, rows)."""
+
+    def __init__(self) -> None:
+        self._in_flight: dict[tuple[str, int, int], _SharedRead[T]] = {}
+        self.reads = 0  # page reads made (not shared), for benchmarks and tests
+
+    async def read(
+        self, key: tuple[str, int, int], read: Callable[[], Awaitable[list[T]]]
+    ) -> list[T]:
+        shared = self._in_flight.get(key)
+        if shared is not None:
+            await shared.done.wait()
+            if shared.result is not None:
+                return list(shared.result)
+            # the read it waited for failed or was cancelled: read alone
+            self.reads += 1
+            return await read()
+        shared = self._in_flight[key] = _SharedRead()
+        try:
+            self.reads += 1
+            shared.result = await read()
+            return list(shared.result)
+        finally:
+            del self._in_flight[key]
+            shared.done.set()
 
 
 class Store:
@@ -471,9 +502,10 @@ class Store:
         self._event_writes = anyio.Lock()  # one batch written at a time, in order
         self._closed = False
         self._reserve = _Reserve(self.state_dir)
-        # Page reads of a run's events in flight, by (run id, after, limit): see events_after.
-        self._event_pages: dict[tuple[str, int, int], _SharedRead[list[Event]]] = {}
-        self.event_page_reads = 0  # page reads made (not shared), for benchmarks and tests
+        # Page reads in flight, by (run or thread id, after, limit): see events_after and
+        # thread_events_after.
+        self._event_pages: _SharedPages[Event] = _SharedPages()
+        self._thread_event_pages: _SharedPages[PersistedThreadEvent] = _SharedPages()
 
     @classmethod
     async def open(cls, state_dir: Path | str) -> Store:
@@ -871,10 +903,26 @@ class Store:
         await self._write(append)
 
     async def thread_events_after(
-        self, thread_id: str, after: int = 0, limit: int | None = None
+        self, thread_id: str, after: int = 0, limit: int | None = None, *, shared: bool = False
     ) -> list[PersistedThreadEvent]:
-        """A thread's persisted events with sequence > `after`, in order (at most `limit`)."""
+        """A thread's persisted events with sequence > `after`, in order (at most `limit`).
 
+        `shared` (with a `limit`): the caller reads events it knows are stored already (a
+        subscription's backlog, `ThreadSubscription`), so a read in flight for the same page
+        answers it as well: clients that follow one thread from the same point at once (a
+        reconnect of every stream of a long thread) read and decode each page once between
+        them. Other callers may follow appends as they happen (the link's outbox, a rollout
+        being filled in), and a read that started before an append would hide it from them:
+        they read alone."""
+        if shared and limit is not None:
+            return await self._thread_event_pages.read(
+                (thread_id, after, limit), lambda: self._read_thread_events(thread_id, after, limit)
+            )
+        return await self._read_thread_events(thread_id, after, limit)
+
+    async def _read_thread_events(
+        self, thread_id: str, after: int, limit: int | None
+    ) -> list[PersistedThreadEvent]:
         def read(conn: sqlite3.Connection) -> list[PersistedThreadEvent]:
             query = (
                 "SELECT * FROM thread_events WHERE thread_id = ? AND sequence > ? ORDER BY sequence"
@@ -1199,22 +1247,19 @@ class Store:
         run up to what is stored when it is made."""
         if limit is None:
             return await self._read_events(run_id, after, None)
-        key = (run_id, after, limit)
-        shared = self._event_pages.get(key)
-        if shared is not None:
-            await shared.done.wait()
-            if shared.result is not None:
-                return list(shared.result)
-            # the read it waited for failed or was cancelled: read alone
-            return await self._read_events(run_id, after, limit)
-        shared = self._event_pages[key] = _SharedRead()
-        try:
-            self.event_page_reads += 1
-            shared.result = await self._read_events(run_id, after, limit)
-            return list(shared.result)
-        finally:
-            del self._event_pages[key]
-            shared.done.set()
+        return await self._event_pages.read(
+            (run_id, after, limit), lambda: self._read_events(run_id, after, limit)
+        )
+
+    @property
+    def event_page_reads(self) -> int:
+        """Page reads of runs' events made (not shared): for benchmarks and tests."""
+        return self._event_pages.reads
+
+    @property
+    def thread_event_page_reads(self) -> int:
+        """Page reads of threads' events made (not shared): for benchmarks and tests."""
+        return self._thread_event_pages.reads
 
     async def _read_events(self, run_id: str, after: int, limit: int | None) -> list[Event]:
         def read(conn: sqlite3.Connection) -> list[Event]:

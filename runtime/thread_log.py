@@ -60,7 +60,7 @@ class ThreadEventStore(Protocol):
     async def append_thread_events(self, events: Sequence[PersistedThreadEvent]) -> None: ...
 
     async def thread_events_after(
-        self, thread_id: str, after: int = 0, limit: int | None = None
+        self, thread_id: str, after: int = 0, limit: int | None = None, *, shared: bool = False
     ) -> list[PersistedThreadEvent]: ...
 
     async def last_thread_sequence(self, thread_id: str) -> int: ...
@@ -166,7 +166,9 @@ class ThreadSubscription:
             want = self._stored_upto - self.last_sequence
             if limit is not None:
                 want = min(want, limit - len(caught))
-            page = await self._log.events_after(self.last_sequence, limit=min(want, 10 * _PAGE))
+            page = await self._log.events_after(
+                self.last_sequence, limit=min(want, 10 * _PAGE), shared=True
+            )
             page = [e for e in page if e.sequence <= self._stored_upto]
             if not page:
                 break
@@ -182,7 +184,7 @@ class ThreadSubscription:
             if self._backlog:
                 return self._take_persisted(self._backlog.popleft())
             if self.last_sequence < self._stored_upto:
-                page = await self._log.events_after(self.last_sequence, limit=_PAGE)
+                page = await self._log.events_after(self.last_sequence, limit=_PAGE, shared=True)
                 page = [e for e in page if e.sequence <= self._stored_upto]
                 if page:
                     self._backlog.extend(page)
@@ -395,10 +397,11 @@ class ThreadEventLog:
     # -- reading -----------------------------------------------------------------------
 
     async def events_after(
-        self, after: int = 0, limit: int | None = None
+        self, after: int = 0, limit: int | None = None, *, shared: bool = False
     ) -> list[PersistedThreadEvent]:
-        """Stored persisted events with sequence > `after`, in order (at most `limit`)."""
-        return await self._store.thread_events_after(self.thread_id, after, limit)
+        """Stored persisted events with sequence > `after`, in order (at most `limit`);
+        `shared`: see `Store.thread_events_after`."""
+        return await self._store.thread_events_after(self.thread_id, after, limit, shared=shared)
 
     def subscribe(
         self,

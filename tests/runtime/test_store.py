@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sqlite3
@@ -18,6 +19,7 @@ from runtime.events import Event
 from runtime.messages import Message, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 from runtime.providers.base import Usage
 from runtime.store import RunRecord, Store, StoreClosed, StoreFull, StoreLocked
+from runtime.thread_events import PersistedThreadEvent
 
 
 def conversation() -> list[Message]:
@@ -44,6 +46,18 @@ def event(run_id: str, id: int, type: str = "text", **payload: object) -> Event:
         type=type,
         ts="2025-01-01T00:00:00.000Z",
         payload=payload or {"content": f"part {id}"},
+    )
+
+
+def thread_event(thread_id: str, sequence: int) -> PersistedThreadEvent:
+    return PersistedThreadEvent(
+        sequence=sequence,
+        rollout_id="rol_1",
+        thread_id=thread_id,
+        run_id="run_1",
+        type="user_message",
+        payload=Message.user(f"message {sequence}").model_dump(),
+        created_at="2026-01-01T00:00:00.000Z",
     )
 
 
@@ -295,6 +309,32 @@ async def test_readers_asking_for_the_same_page_at_once_share_one_read(store: St
         tg.start_soon(read_page, 200)
     await read_page(100)
     assert store.event_page_reads == reads + 4
+
+
+async def test_thread_page_reads_are_shared_only_when_the_caller_says_the_page_is_stored(
+    store: Store,
+) -> None:
+    """A subscription reading its backlog marks its page reads shared; every other reader of
+    a thread's events (the outbox, a rollout being filled in, the HTTP listing) may be
+    following appends and reads for itself."""
+    thread = await store.create_thread("helper")
+    await store.append_thread_events([thread_event(thread.id, i) for i in range(1, 31)])
+    pages: list[list[int]] = []
+
+    async def read_page(*, shared: bool) -> None:
+        page = await store.thread_events_after(thread.id, 10, limit=10, shared=shared)
+        pages.append([e.sequence for e in page])
+
+    reads = store.thread_event_page_reads
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(functools.partial(read_page, shared=True))
+    assert store.thread_event_page_reads == reads + 1
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(functools.partial(read_page, shared=False))
+    assert store.thread_event_page_reads == reads + 1  # not counted: not shareable
+    assert pages == [list(range(11, 21))] * 10
 
 
 async def test_a_reader_waiting_on_a_cancelled_page_read_gets_its_page(store: Store) -> None:

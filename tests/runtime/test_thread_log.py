@@ -270,6 +270,52 @@ async def test_subscribers_get_stored_then_live_events_in_order(
     assert isinstance(second, PersistedThreadEvent) and second.sequence == 5
 
 
+async def test_subscribers_catching_up_from_one_point_share_the_page_reads(
+    store: Store, workspace: Path
+) -> None:
+    """Every stream of a long thread reconnecting at once asks for the same stored pages: one
+    read of each page answers them all, in snapshots (`catch_up`) and in iteration alike, and
+    each subscriber gets every event once, in order."""
+    log = await ThreadEventHub(store, workspace, rollouts=False).log(THREAD)
+    for batch in range(4):
+        texts = range(batch * 300, (batch + 1) * 300)
+        await log.append(
+            "run_1", "rol_1", [("user_message", Message.user(str(i)).model_dump()) for i in texts]
+        )
+    snapshots: list[list[int]] = []
+    iterated: list[list[int]] = []
+
+    async def snapshot() -> None:
+        subscription = log.subscribe(after=100)
+        snapshots.append([e.sequence for e in await subscription.catch_up()])
+        subscription.close()
+
+    async def iterate() -> None:
+        subscription = log.subscribe(after=100)
+        seen = []
+        async for event in subscription:
+            seen.append(event.sequence)
+            if event.sequence == 1200:
+                break
+        subscription.close()
+        iterated.append(seen)
+
+    reads = store.thread_event_page_reads
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(snapshot)
+    assert snapshots == [list(range(101, 1201))] * 20
+    assert store.thread_event_page_reads == reads + 1  # one page of up to 5,000
+    reads = store.thread_event_page_reads
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(iterate)
+    assert iterated == [list(range(101, 1201))] * 20
+    assert store.thread_event_page_reads == reads + 3  # pages of 500: 101-600, -1100, -1200
+
+
 async def test_a_subscriber_that_falls_behind_is_dropped_and_resumes_without_loss(
     store: Store, workspace: Path
 ) -> None:
@@ -353,9 +399,9 @@ class FailingOnce:
         await self.store.append_thread_events(events)
 
     async def thread_events_after(
-        self, thread_id: str, after: int = 0, limit: int | None = None
+        self, thread_id: str, after: int = 0, limit: int | None = None, *, shared: bool = False
     ) -> list[PersistedThreadEvent]:
-        return await self.store.thread_events_after(thread_id, after, limit)
+        return await self.store.thread_events_after(thread_id, after, limit, shared=shared)
 
     async def last_thread_sequence(self, thread_id: str) -> int:
         return await self.store.last_thread_sequence(thread_id)
