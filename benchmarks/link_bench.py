@@ -7,6 +7,13 @@
 2. Events/s of a finished run's event stream read through the link (`http` request, one
    `http.event` notification per event), next to the same stream read over local SSE, in the
    same run of the benchmark.
+3. The outbox (the push of persisted thread events) in a store of 10 to 5,000 threads (a
+   Mac's history grows by one per conversation), each thread's events already pushed: the
+   store reads and the outbox's CPU time over `--idle` seconds with nothing happening, and
+   the time from an event stored on one thread to its arrival at the control plane (median
+   and p99 of `--appends`). The peer, in the same run: one pass over every thread
+   (`push_pending()` with nothing pending): what the outbox does once when it starts, and
+   what it did every 0.2 s before the store told it which threads got events.
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ from pathlib import Path
 import aiohttp
 import anyio
 
+from runtime.agents import AgentSpec
 from runtime.config import Settings
 from runtime.daemon import serve
 from runtime.link.connect import LinkTarget, link_companion
+from runtime.link.outbox import ThreadEventOutbox
+from runtime.store import Store
+from runtime.thread_events import PersistedThreadEvent
 from tests.fakes.control_plane import FakeControlPlane
 from tests.fakes.model_server import FakeModelServer, Turn, text, tool_call
 
@@ -41,6 +52,14 @@ async def main() -> None:
     parser.add_argument("--drops", type=int, default=20)
     parser.add_argument("--turns", type=int, default=90)
     parser.add_argument("--reads", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[10, 1000, 5000],
+        help="thread counts of the outbox table (comma-separated)",
+    )
+    parser.add_argument("--idle", type=float, default=2.0, help="seconds of idling measured")
+    parser.add_argument("--appends", type=int, default=30)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="link-bench-"))
     (root / "ws").mkdir()
@@ -123,6 +142,71 @@ async def main() -> None:
                 f"(median of {args.reads}; link/SSE {link / sse:.2f})"
             )
             stop.set()
+        await outbox_table(cp, root, args.threads, args.idle, args.appends)
+
+
+async def outbox_table(
+    cp: FakeControlPlane, root: Path, sizes: list[int], idle: float, appends: int
+) -> None:
+    print(f"3. the outbox in a store of many threads ({idle:.0f} s idle, {appends} appends)")
+    header = (
+        f"   {'threads':>7} {'idle reads':>10} {'idle CPU %':>10} {'append → pushed p50 ms':>22} "
+        f"{'p99 ms':>7} {'one pass over every thread ms':>29}"
+    )
+    print(header)
+    print("   " + "-" * (len(header) - 3))
+    store = await Store.open(root / "outbox-state")
+    await store.upsert_agent(AgentSpec(slug="helper", model="m"))
+    threads: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        for size in sizes:
+            while len(threads) < size:
+                thread_id = (await store.create_thread("helper")).id
+                await store.append_thread_events([_event(thread_id, 1)])
+                threads.append(thread_id)
+            outbox = ThreadEventOutbox(store, root / "outbox-state", session, cp.url, TOKEN)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(outbox.run)
+                for thread_id in threads:  # the first pass pushes what is pending
+                    await cp.wait_pushed(thread_id, 1)
+                await anyio.sleep(0.5)  # the last answer taken and recorded: now it idles
+                # this process's CPU: the outbox, the store's thread and the control plane
+                reads, cpu = outbox.pages_read, time.process_time()
+                await anyio.sleep(idle)
+                idle_reads = outbox.pages_read - reads
+                idle_cpu = (time.process_time() - cpu) / idle
+                delays = []
+                for n in range(appends):
+                    thread_id = threads[n * 7919 % len(threads)]
+                    sequence = len(cp.pushed[thread_id]) + 1
+                    started = time.perf_counter()
+                    await store.append_thread_events([_event(thread_id, sequence)])
+                    await cp.wait_pushed(thread_id, sequence)
+                    delays.append(time.perf_counter() - started)
+                tasks.cancel_scope.cancel()
+            passes = []
+            for _ in range(3):
+                started = time.perf_counter()
+                await outbox.push_pending()
+                passes.append(time.perf_counter() - started)
+            print(
+                f"   {size:>7} {idle_reads:>10} {idle_cpu * 100:>10.1f} "
+                f"{statistics.median(delays) * 1e3:>22.1f} {percentile(delays, 0.99) * 1e3:>7.1f} "
+                f"{statistics.median(passes) * 1e3:>29.1f}"
+            )
+    await store.close()
+
+
+def _event(thread_id: str, sequence: int) -> PersistedThreadEvent:
+    return PersistedThreadEvent(
+        sequence=sequence,
+        rollout_id="rol_bench",
+        thread_id=thread_id,
+        run_id="run_bench",
+        type="user_message",
+        payload={"role": "user", "content": [{"type": "text", "text": "hello"}]},
+        created_at="2026-01-01T00:00:00.000Z",
+    )
 
 
 if __name__ == "__main__":

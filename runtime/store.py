@@ -441,6 +441,42 @@ def _insert_events(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> set
     return duplicates
 
 
+class ThreadEventWatch:
+    """The threads that got persisted events since the last `changed()`: what a follower of
+    every thread (the link's outbox) waits on instead of asking each thread in turn. Made by
+    `Store.watch_thread_events`; a context manager that stops watching when it exits."""
+
+    def __init__(self, watchers: set[ThreadEventWatch]) -> None:
+        self._watchers = watchers
+        self._threads: set[str] = set()
+        self._wakeup = anyio.Event()
+        watchers.add(self)
+
+    def note(self, thread_ids: Iterable[str]) -> None:
+        """Called by the store once events of these threads are stored."""
+        self._threads.update(thread_ids)
+        self._wakeup.set()
+
+    async def changed(self) -> set[str]:
+        """The ids of the threads that got events since the last call, waiting until one
+        does. An event stored after a reader of its thread began is noted all the same: the
+        note comes after the event is committed."""
+        while not self._threads:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+        changed, self._threads = self._threads, set()
+        return changed
+
+    def close(self) -> None:
+        self._watchers.discard(self)
+
+    def __enter__(self) -> ThreadEventWatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class _SharedRead(Generic[T]):
     """One read in flight that other callers asking the same wait for: its result once it
     succeeded, None if it failed or was cancelled."""
@@ -506,6 +542,7 @@ class Store:
         # thread_events_after.
         self._event_pages: _SharedPages[Event] = _SharedPages()
         self._thread_event_pages: _SharedPages[PersistedThreadEvent] = _SharedPages()
+        self._thread_event_watches: set[ThreadEventWatch] = set()
 
     @classmethod
     async def open(cls, state_dir: Path | str) -> Store:
@@ -879,7 +916,10 @@ class Store:
                 raise ValueError(f"thread {record.id!r} already exists") from exc
             return imported
 
-        return await self._write(create)
+        imported = await self._write(create)
+        if rows:
+            self._note_thread_events([imported.id])
+        return imported
 
     # -- thread events -------------------------------------------------------------------
 
@@ -901,6 +941,16 @@ class Store:
                 raise ValueError(f"duplicate thread event sequence: {exc}") from exc
 
         await self._write(append)
+        self._note_thread_events({row[0] for row in rows})
+
+    def watch_thread_events(self) -> ThreadEventWatch:
+        """A watch of which threads get persisted events from now on (`with` it, or close
+        it): every append and every imported thread with events is noted once committed."""
+        return ThreadEventWatch(self._thread_event_watches)
+
+    def _note_thread_events(self, thread_ids: Iterable[str]) -> None:
+        for watch in list(self._thread_event_watches):
+            watch.note(thread_ids)
 
     async def thread_events_after(
         self, thread_id: str, after: int = 0, limit: int | None = None, *, shared: bool = False

@@ -12,7 +12,10 @@ acknowledged with a 2xx and the threads parked after a refusal. It is written at
   which the control plane dedupes by (threadId, sequence);
 - once a 2xx is recorded the batch is never sent again;
 - a 4xx other than 408/429 parks the thread (logged, kept in the file, not retried forever);
-- 401/403 raise `LinkRefused`: the token was refused, retrying cannot help.
+- 401/403 raise `LinkRefused`: the token was refused, retrying cannot help;
+- every thread is read once when the outbox starts, then only the threads the store says got
+  events (`Store.watch_thread_events`): an idle daemon reads nothing, however many threads
+  its history holds.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,6 @@ from runtime.store import Store
 log = logging.getLogger("agentd.link")
 
 BATCH = 200
-POLL_INTERVAL = 0.2
 OUTBOX_FILE = "link-outbox.json"
 
 
@@ -90,28 +93,39 @@ class ThreadEventOutbox:
         self.rng = rng or random.Random()
         self.state = OutboxState.load(self.path)
         self.pushed_batches = 0
+        self.pages_read = 0  # store reads of threads' events, for benchmarks and tests
 
     async def run(self) -> None:
-        while True:
-            if not await self.push_pending():
-                await anyio.sleep(POLL_INTERVAL)
+        """Push what is pending on every thread, then each thread as it gets events: the
+        store says which (`Store.watch_thread_events`), so an idle daemon reads nothing,
+        however many threads it holds."""
+        with self.store.watch_thread_events() as watch:  # before the first pass: none missed
+            await self.push_pending()
+            while True:
+                await self.push_pending(await watch.changed())
 
-    async def push_pending(self) -> bool:
-        """Push what is pending on every thread; True if anything was sent."""
+    async def push_pending(self, thread_ids: Iterable[str] | None = None) -> bool:
+        """Push what is pending on these threads (None: every thread); True if anything was
+        sent."""
+        if thread_ids is None:
+            thread_ids = [thread.id for thread in await self.store.all_threads()]
         sent = False
-        for thread in await self.store.all_threads():
-            if thread.id in self.state.parked:
+        for thread_id in thread_ids:
+            if thread_id in self.state.parked:
                 continue
             while True:
-                after = self.state.pushed.get(thread.id, 0)
-                events = await self.store.thread_events_after(thread.id, after, BATCH)
+                after = self.state.pushed.get(thread_id, 0)
+                events = await self.store.thread_events_after(thread_id, after, BATCH)
+                self.pages_read += 1
                 if not events:
                     break
-                if not await self._push(thread.id, [e.to_dict() for e in events]):
+                if not await self._push(thread_id, [e.to_dict() for e in events]):
                     break  # parked
-                self.state.pushed[thread.id] = events[-1].sequence
+                self.state.pushed[thread_id] = events[-1].sequence
                 await anyio.to_thread.run_sync(self.state.save, self.path)
                 sent = True
+                if len(events) < BATCH:
+                    break  # all it had; an event stored since is noted by the watch
         return sent
 
     async def _push(self, thread_id: str, events: list[dict[str, Any]]) -> bool:

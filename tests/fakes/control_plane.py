@@ -7,7 +7,9 @@
   test can tell "exactly once").
 
 `drop()` cuts the link from the server side, `restart()` stops and starts the server on the
-same port, `refuse` answers 401 everywhere.
+same port, `refuse` answers 401 everywhere. `await wait_pushed(thread, sequence)` returns once
+a thread's events up to a sequence have arrived; while `hold_pushes` is set, a push is
+received (`push_requests` counts it) but not answered until the test sets that event.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class FakeControlPlane:
         self.hellos: list[dict[str, Any]] = []
         self.pushed: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.push_batches = 0
+        self.push_requests = 0
+        self.hold_pushes: asyncio.Event | None = None  # a push waits for it before it is taken
+        self._pushes = asyncio.Condition()
         self.connects = 0
         self._ws: web.WebSocketResponse | None = None
         self._connected = asyncio.Condition()
@@ -152,6 +157,26 @@ class FakeControlPlane:
             return web.json_response({"error": "bad token"}, status=401)
         body = await request.json()
         thread = request.match_info["thread"]
-        self.pushed[thread].extend(body["events"])
-        self.push_batches += 1
+        async with self._pushes:
+            self.push_requests += 1
+            self._pushes.notify_all()
+        held = self.hold_pushes
+        if held is not None:
+            await held.wait()
+        async with self._pushes:
+            self.pushed[thread].extend(body["events"])
+            self.push_batches += 1
+            self._pushes.notify_all()
         return web.json_response({"accepted": len(body["events"])})
+
+    async def wait_pushed(self, thread: str, sequence: int) -> None:
+        """Until the events of `thread` up to `sequence` have been pushed."""
+        async with self._pushes:
+            await self._pushes.wait_for(
+                lambda: any(e["sequence"] >= sequence for e in self.pushed.get(thread, []))
+            )
+
+    async def wait_push_requests(self, count: int) -> None:
+        """Until `count` pushes have arrived (answered or held)."""
+        async with self._pushes:
+            await self._pushes.wait_for(lambda: self.push_requests >= count)

@@ -337,6 +337,36 @@ async def test_thread_page_reads_are_shared_only_when_the_caller_says_the_page_i
     assert pages == [list(range(11, 21))] * 10
 
 
+async def test_a_thread_event_watch_notes_the_threads_that_get_events(store: Store) -> None:
+    """What the link's outbox waits on instead of reading every thread in turn: the threads
+    whose events were stored (appended, or imported with a thread) since it last asked."""
+    first, second, quiet = [(await store.create_thread("helper")).id for _ in range(3)]
+    with store.watch_thread_events() as watch:
+        await store.append_thread_events([thread_event(first, 1)])
+        await store.append_thread_events([thread_event(second, 1), thread_event(second, 2)])
+        await store.thread_events_after(quiet)  # reads are not noted
+        with anyio.fail_after(5):
+            assert await watch.changed() == {first, second}
+        template = await store.get_thread(quiet)
+        assert template is not None
+        record = template.model_copy(update={"id": "thr_imported"})
+        await store.import_thread(record, [], [thread_event("thr_imported", 1)])
+        with anyio.fail_after(5):
+            assert await watch.changed() == {"thr_imported"}
+        waiting: list[set[str]] = []
+
+        async def wait_for_next() -> None:
+            waiting.append(await watch.changed())
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_for_next)
+                await anyio.lowlevel.checkpoint()  # it waits: nothing was stored since
+                assert waiting == []
+                await store.append_thread_events([thread_event(quiet, 1)])
+        assert waiting == [{quiet}]
+
+
 async def test_a_reader_waiting_on_a_cancelled_page_read_gets_its_page(store: Store) -> None:
     """The first of two readers of a page is cancelled while the second waits for its read:
     the second gets the page all the same (it reads it itself)."""
