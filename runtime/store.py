@@ -446,14 +446,14 @@ class ThreadEventWatch:
     every thread (the link's outbox) waits on instead of asking each thread in turn. Made by
     `Store.watch_thread_events`; a context manager that stops watching when it exits."""
 
-    def __init__(self, watchers: set[ThreadEventWatch]) -> None:
-        self._watchers = watchers
+    def __init__(self, on_close: Callable[[ThreadEventWatch], None]) -> None:
+        self._on_close = on_close
         self._threads: set[str] = set()
         self._wakeup = anyio.Event()
-        watchers.add(self)
 
     def note(self, thread_ids: Iterable[str]) -> None:
-        """Called by the store once events of these threads are stored."""
+        """Called by the store after a write of these threads' events (it may have failed: a
+        watcher reads a noted thread and finds what is there)."""
         self._threads.update(thread_ids)
         self._wakeup.set()
 
@@ -468,7 +468,7 @@ class ThreadEventWatch:
         return changed
 
     def close(self) -> None:
-        self._watchers.discard(self)
+        self._on_close(self)
 
     def __enter__(self) -> ThreadEventWatch:
         return self
@@ -916,10 +916,11 @@ class Store:
                 raise ValueError(f"thread {record.id!r} already exists") from exc
             return imported
 
-        imported = await self._write(create)
-        if rows:
-            self._note_thread_events([imported.id])
-        return imported
+        try:
+            return await self._write(create)
+        finally:
+            if rows:  # as append_thread_events notes them, whatever the outcome
+                self._note_thread_events([record.id])
 
     # -- thread events -------------------------------------------------------------------
 
@@ -940,13 +941,20 @@ class Store:
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"duplicate thread event sequence: {exc}") from exc
 
-        await self._write(append)
-        self._note_thread_events({row[0] for row in rows})
+        try:
+            await self._write(append)
+        finally:
+            # Also when the write failed or its caller was cancelled (the write may have been
+            # committed all the same): a note too many costs a watcher one read.
+            self._note_thread_events({row[0] for row in rows})
 
     def watch_thread_events(self) -> ThreadEventWatch:
         """A watch of which threads get persisted events from now on (`with` it, or close
-        it): every append and every imported thread with events is noted once committed."""
-        return ThreadEventWatch(self._thread_event_watches)
+        it): the threads of every append, and every thread imported with events, are noted
+        once the write is over."""
+        watch = ThreadEventWatch(self._thread_event_watches.discard)
+        self._thread_event_watches.add(watch)
+        return watch
 
     def _note_thread_events(self, thread_ids: Iterable[str]) -> None:
         for watch in list(self._thread_event_watches):
