@@ -1,6 +1,6 @@
 """agentd's HTTP daemon side by side with SWE-ReX's in-sandbox server, in the same run.
 
-    python -m benchmarks.api_bench [--rtt N] [--starts N] [--clients N] [--turns N]
+    python -m benchmarks.api_bench [--rtt N] [--starts N] [--clients N] [--turns N] [--calls N]
 
 (from the repository root; `pip install swe-rex` for the peer, else its column is n/a).
 Both daemons run as real processes on 127.0.0.1, driven by one aiohttp client with
@@ -21,7 +21,8 @@ keep-alive connections. Figures:
   a marker saying how much was cut) — by design; swerex returns everything.
 - SSE fan-out (agentd only): `--clients` clients follow one live run (`GET
   /v1/runs/{id}/events`) whose model (the fake model server, in this process) calls a tool
-  `--turns` times; events/s delivered across clients, and the latency from an event's
+  `--calls` times at once in each of `--turns` turns (an agent runs at most 100 model turns,
+  the last of which answers); events/s delivered across clients, and the latency from an event's
   timestamp to its arrival at a client (median, p99). The clients' parsing runs in this
   process on the same cores as the daemon, so these are lower bounds.
 """
@@ -46,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from runtime.limits import MAX_ITERATIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -264,14 +267,17 @@ async def follow(
         counts.append(count)
 
 
-async def sse_fanout(session: aiohttp.ClientSession, tmp: Path, clients: int, turns: int) -> FanOut:
+async def sse_fanout(
+    session: aiohttp.ClientSession, tmp: Path, clients: int, turns: int, calls: int
+) -> FanOut:
     sys.path.insert(0, str(ROOT))
     from tests.fakes.model_server import FakeModelServer, Gate, Turn, text, tool_call
 
     async with FakeModelServer() as model:
         gate = Gate()
         script = [
-            Turn([tool_call("list_dir", {"path": "."}, id=f"call_{i}")]) for i in range(turns)
+            Turn([tool_call("list_dir", {"path": "."}, id=f"call_{i}_{k}") for k in range(calls)])
+            for i in range(turns)
         ]
         script[0].hold, script[0].hold_after = gate, 0
         model.script(*script, Turn([text("done")]))
@@ -281,7 +287,7 @@ async def sse_fanout(session: aiohttp.ClientSession, tmp: Path, clients: int, tu
                 "slug": "fan",
                 "model": "claude-sonnet-4-6",
                 "tools": ["list_dir"],
-                "maxIterations": turns + 1,
+                "maxIterations": turns + 1,  # the tool turns and the answer
             }
             await timed_post(session, server, "/v1/agents", agent)
             async with session.post(
@@ -463,7 +469,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     swerex.stop()
 
             # SSE fan-out.
-            fan = await sse_fanout(session, tmp, args.clients, args.turns)
+            fan = await sse_fanout(session, tmp, args.clients, args.turns, args.calls)
             per_client = fan.per_client[0] if fan.per_client else 0
             rows.append(
                 (
@@ -510,8 +516,20 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=5, help="cold starts per daemon")
     parser.add_argument("--rtt", type=int, default=200, help="round trips per endpoint")
     parser.add_argument("--clients", type=int, default=100, help="SSE clients")
-    parser.add_argument("--turns", type=int, default=200, help="tool-call turns of the run")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument(
+        "--turns",
+        type=int,
+        default=MAX_ITERATIONS - 1,
+        help=f"tool-call turns of the run (at most {MAX_ITERATIONS - 1})",
+    )
+    parser.add_argument("--calls", type=int, default=2, help="tool calls in each turn")
+    args = parser.parse_args()
+    if not 1 <= args.turns < MAX_ITERATIONS:
+        parser.error(
+            f"--turns must be 1 to {MAX_ITERATIONS - 1}: a run has at most "
+            f"{MAX_ITERATIONS} model turns, and the last one answers"
+        )
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
