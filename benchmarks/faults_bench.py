@@ -38,7 +38,7 @@ import anyio
 
 from tests.api.kill_points import kill_at_random_point
 from tests.fakes.model_server import FakeModelServer, Gate, Turn, text, tool_call
-from tools.processes import kill_tagged, read_proc
+from tools.proctable import kill_tagged, read_proc
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "claude-sonnet-4-6"
