@@ -1,6 +1,6 @@
 """How costs grow with the work: one small table per axis, so a change in the growth shows.
 
-    python -m benchmarks.growth_bench [--quick]      (from the repository root)
+    python -m benchmarks.growth_bench [--quick | --smoke] [--repeat N]    (from the repository root)
 
 Axes (each row is one size; `×` columns divide by the smallest size's figure, beside the
 size ratio, so linear growth reads as the same number twice):
@@ -24,7 +24,7 @@ size ratio, so linear growth reads as the same number twice):
 
 Every figure is a median of `--repeat` measurements (p99 where stated). Everything runs in
 this process but the output axis; the whole benchmark takes a few minutes (`--quick`: the
-smaller sizes only).
+smaller sizes only; `--smoke`: two tiny sizes per axis, which only shows that it runs).
 """
 
 from __future__ import annotations
@@ -529,21 +529,50 @@ def output_axis(sizes: list[int]) -> None:
     )
 
 
+# Each axis's sizes: all of them, the smaller ones (--quick), and two tiny ones that only
+# check the benchmark runs (--smoke, tests/test_benchmarks.py).
+SIZES = {
+    "full": {
+        "threads": [10, 100, 1000],
+        "events": [100_000],
+        "files": [1000, 10_000, 100_000],
+        "runs": [1, 10, 50],
+        "output": [10**6, 10**8, 10**9],
+    },
+    "quick": {
+        "threads": [10, 100],
+        "events": [],
+        "files": [1000, 10_000],
+        "runs": [1, 10],
+        "output": [10**6, 10**8],
+    },
+    "smoke": {
+        "threads": [2, 4],
+        "events": [],
+        "files": [20, 40],
+        "runs": [1, 2],
+        "output": [10**4, 10**5],
+    },
+}
+
+
 async def main(args: argparse.Namespace) -> None:
-    quick = args.quick
+    sizes = SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        await thread_axis(
-            tmp, [10, 100] if quick else [10, 100, 1000], args.repeat, 0 if quick else 100_000
-        )
-        await workspace_axis(tmp, [1000, 10_000] if quick else [1000, 10_000, 100_000], 3)
-        await concurrency_axis(tmp, [1, 10] if quick else [1, 10, 50], 20)
-    output_axis([10**6, 10**8] if quick else [10**6, 10**8, 10**9])
+        extra_events = sizes["events"][0] if sizes["events"] else 0
+        await thread_axis(tmp, sizes["threads"], args.repeat, extra_events)
+        await workspace_axis(tmp, sizes["files"], 3)
+        await concurrency_axis(tmp, sizes["runs"], 20)
+    output_axis(sizes["output"])
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the smaller sizes only")
+    parser.add_argument(
+        "--smoke", action="store_true", help="two tiny sizes per axis: only checks it runs"
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--output-child", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
