@@ -1003,6 +1003,19 @@ class Store:
 
         return await self._read(last)
 
+    async def last_thread_sequences(self) -> dict[str, int]:
+        """Every thread that has persisted events: the sequence of its last one. One read,
+        an index lookup per thread (the link's outbox starts from it)."""
+
+        def last(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT t.id AS id, (SELECT MAX(e.sequence) FROM thread_events AS e "
+                "WHERE e.thread_id = t.id) AS last FROM threads AS t"
+            )
+            return {row["id"]: int(row["last"]) for row in rows if row["last"] is not None}
+
+        return await self._read(last)
+
     async def run_thread_events(self, run_id: str) -> list[PersistedThreadEvent]:
         """The persisted thread events a run contributed, in sequence order."""
 

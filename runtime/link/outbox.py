@@ -13,9 +13,10 @@ acknowledged with a 2xx and the threads parked after a refusal. It is written at
 - once a 2xx is recorded the batch is never sent again;
 - a 4xx other than 408/429 parks the thread (logged, kept in the file, not retried forever);
 - 401/403 raise `LinkRefused`: the token was refused, retrying cannot help;
-- every thread is read once when the outbox starts, then only the threads the store says got
-  events (`Store.watch_thread_events`): an idle daemon reads nothing, however many threads
-  its history holds.
+- when the outbox starts it reads the threads whose last event is past what was pushed (one
+  look at every thread's last sequence), then only the threads the store says got events
+  (`Store.watch_thread_events`): an idle daemon reads nothing, however many threads its
+  history holds.
 """
 
 from __future__ import annotations
@@ -105,10 +106,13 @@ class ThreadEventOutbox:
                 await self.push_pending(await watch.changed())
 
     async def push_pending(self, thread_ids: Iterable[str] | None = None) -> bool:
-        """Push what is pending on these threads (None: every thread); True if anything was
-        sent."""
+        """Push what is pending on these threads (None: every thread, of which only those
+        with events past what was pushed are read); True if anything was sent."""
         if thread_ids is None:
-            thread_ids = [thread.id for thread in await self.store.all_threads()]
+            last = await self.store.last_thread_sequences()
+            thread_ids = [
+                t for t, sequence in last.items() if sequence > self.state.pushed.get(t, 0)
+            ]
         sent = False
         for thread_id in thread_ids:
             if thread_id in self.state.parked:

@@ -63,6 +63,8 @@ async def test_every_pending_thread_is_pushed_then_only_threads_that_get_events(
     threads = [(await store.create_thread("helper")).id for _ in range(30)]
     for thread_id in threads:
         await store.append_thread_events(thread_events(thread_id, 1, 3))
+    for _ in range(20):  # threads with no events yet
+        await store.create_thread("helper")
     async with (
         FakeControlPlane(TOKEN) as cp,
         outbox_running(store, tmp_path / "state", cp) as outbox,
@@ -70,6 +72,7 @@ async def test_every_pending_thread_is_pushed_then_only_threads_that_get_events(
         with anyio.fail_after(30):
             for thread_id in threads:
                 await cp.wait_pushed(thread_id, 3)
+        assert outbox.pages_read == 30  # a page of each thread with events, none of the others
         read_before = outbox.pages_read
         await store.append_thread_events(thread_events(threads[7], 4, 5))
         with anyio.fail_after(30):

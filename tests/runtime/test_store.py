@@ -367,6 +367,17 @@ async def test_a_thread_event_watch_notes_the_threads_that_get_events(store: Sto
         assert waiting == [{quiet}]
 
 
+async def test_the_last_sequence_of_every_thread_with_events(store: Store) -> None:
+    first, second, empty = [(await store.create_thread("helper")).id for _ in range(3)]
+    assert await store.last_thread_sequences() == {}
+    await store.append_thread_events([thread_event(first, i) for i in range(1, 4)])
+    await store.append_thread_events([thread_event(second, 1)])
+    assert await store.last_thread_sequences() == {first: 3, second: 1}
+    await store.delete_thread(first)
+    assert await store.last_thread_sequences() == {second: 1}
+    assert empty not in await store.last_thread_sequences()
+
+
 async def test_a_reader_waiting_on_a_cancelled_page_read_gets_its_page(store: Store) -> None:
     """The first of two readers of a page is cancelled while the second waits for its read:
     the second gets the page all the same (it reads it itself)."""
