@@ -1,9 +1,9 @@
 """Pushing persisted thread events to the control plane, from a durable outbox.
 
-The outbox is the daemon's own store of thread events (nothing is copied) plus one small file
-in the state dir, `link-outbox.json`, holding per thread the last sequence the control plane
-acknowledged with a 2xx and the threads parked after a refusal. It is written atomically
-(temp file, fsync, rename) after every acknowledged batch, so:
+The outbox is the daemon's own store of thread events (nothing is copied) plus what the
+control plane acknowledged, in the state dir (`OutboxState`: `link-outbox.json` and its
+journal): per thread the last sequence acknowledged with a 2xx, and the threads parked after a
+refusal, made durable (fsync) after every acknowledged batch, so:
 
 - events go out in sequence order per thread, in batches of at most `BATCH` events, with
   `POST {control plane}/v1/threads/{threadId}/events {"events": [...]}`;
@@ -26,7 +26,6 @@ import logging
 import os
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,37 +39,119 @@ log = logging.getLogger("agentd.link")
 
 BATCH = 200
 OUTBOX_FILE = "link-outbox.json"
+# The journal is folded into the snapshot once it has more lines than this, or than the
+# snapshot has entries if that is more.
+JOURNAL_FOLD_MIN = 1000
 
 
 class LinkRefused(Exception):
     """The control plane refused the token (401/403)."""
 
 
-@dataclass
 class OutboxState:
-    """What the control plane has acknowledged: thread → last sequence; parked threads."""
+    """What the control plane has acknowledged: thread → last sequence; parked threads.
 
-    pushed: dict[str, int] = field(default_factory=dict)
-    parked: dict[str, dict[str, Any]] = field(default_factory=dict)
+    Two files in the state dir keep it: `link-outbox.json`, a snapshot replaced atomically
+    (temp file, fsync, rename), and `link-outbox.journal`, one JSON line per change since the
+    snapshot, appended and fsynced before the change counts. Recording a batch costs one short
+    line however many threads there are (rewriting the snapshot each time cost every thread's
+    cursor per batch); once the journal has more lines than the snapshot has entries it is
+    folded into a new snapshot, so each change's share of the rewrites stays constant. The
+    methods block: call them from a worker thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        pushed: dict[str, int] | None = None,
+        parked: dict[str, dict[str, Any]] | None = None,
+        journal_lines: int = 0,
+    ) -> None:
+        self.path = path
+        self.journal = path.with_suffix(".journal")
+        self.pushed: dict[str, int] = pushed if pushed is not None else {}
+        self.parked: dict[str, dict[str, Any]] = parked if parked is not None else {}
+        self.journal_lines = journal_lines
 
     @classmethod
     def load(cls, path: Path) -> OutboxState:
+        state = cls(path)
         try:
             data = json.loads(path.read_text())
+            state.pushed = {str(k): int(v) for k, v in data.get("pushed", {}).items()}
+            state.parked = dict(data.get("parked", {}))
         except FileNotFoundError:
-            return cls()
-        except ValueError:
+            pass
+        except (ValueError, TypeError, AttributeError):
             log.warning("link outbox %s is unreadable; pushing every thread from the start", path)
-            return cls()
-        return cls(pushed=dict(data.get("pushed", {})), parked=dict(data.get("parked", {})))
+        try:
+            text = state.journal.read_bytes()
+        except FileNotFoundError:
+            text = b""
+        if text and not text.endswith(b"\n"):
+            # A line cut short by a crash while it was written (its batch is sent again): cut
+            # off, or the next line would be appended to it and be lost with it.
+            text = text[: text.rfind(b"\n") + 1]
+            os.truncate(state.journal, len(text))
+        lines = text.decode("utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
+            try:
+                state._apply(json.loads(line))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                log.warning("link outbox journal %s: line %d is unreadable", state.journal, number)
+        state.journal_lines = len(lines)
+        return state
 
-    def save(self, path: Path) -> None:
-        temp = path.with_suffix(".tmp")
+    def _apply(self, entry: dict[str, Any]) -> None:
+        thread_id = str(entry["thread"])
+        if "pushed" in entry:
+            self.pushed[thread_id] = max(self.pushed.get(thread_id, 0), int(entry["pushed"]))
+        if "parked" in entry:
+            self.parked[thread_id] = dict(entry["parked"])
+
+    def record_pushed(self, thread_id: str, sequence: int) -> None:
+        """The control plane acknowledged `thread_id`'s events up to `sequence`."""
+        self._record({"thread": thread_id, "pushed": sequence})
+
+    def record_parked(self, thread_id: str, why: dict[str, Any]) -> None:
+        """`thread_id` is parked: the control plane refused its events (`why` says how)."""
+        self._record({"thread": thread_id, "parked": why})
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        self._apply(entry)
+        with open(self.journal, "a") as out:
+            out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        self.journal_lines += 1
+        if self.journal_lines > max(JOURNAL_FOLD_MIN, len(self.pushed) + len(self.parked)):
+            self.save()
+
+    def save(self) -> None:
+        """Write the snapshot and empty the journal. A crash between the two leaves a journal
+        whose lines the new snapshot holds already: replaying them changes nothing."""
+        temp = self.path.with_suffix(".tmp")
         with open(temp, "w") as out:
             json.dump({"version": 1, "pushed": self.pushed, "parked": self.parked}, out)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temp, path)
+        os.replace(temp, self.path)
+        _fsync_directory(self.path.parent)  # the rename is durable before the journal goes
+        with open(self.journal, "w") as out:
+            os.fsync(out.fileno())
+        self.journal_lines = 0
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # not every system can fsync a directory
+    finally:
+        os.close(fd)
 
 
 class ThreadEventOutbox:
@@ -125,8 +206,9 @@ class ThreadEventOutbox:
                     break
                 if not await self._push(thread_id, [e.to_dict() for e in events]):
                     break  # parked
-                self.state.pushed[thread_id] = events[-1].sequence
-                await anyio.to_thread.run_sync(self.state.save, self.path)
+                await anyio.to_thread.run_sync(
+                    self.state.record_pushed, thread_id, events[-1].sequence
+                )
                 sent = True
                 if len(events) < BATCH:
                     break  # all it had; an event stored since is noted by the watch
@@ -164,12 +246,8 @@ class ThreadEventOutbox:
                     status,
                     detail,
                 )
-                self.state.parked[thread_id] = {
-                    "from": events[0]["sequence"],
-                    "status": status,
-                    "detail": detail,
-                }
-                await anyio.to_thread.run_sync(self.state.save, self.path)
+                why = {"from": events[0]["sequence"], "status": status, "detail": detail}
+                await anyio.to_thread.run_sync(self.state.record_parked, thread_id, why)
                 return False
             delay = backoff(attempt, self.rng)
             attempt += 1

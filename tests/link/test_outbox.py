@@ -5,6 +5,7 @@ got events: an idle daemon reads nothing, however many threads it holds."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ import anyio
 import pytest
 
 from runtime.agents import AgentSpec
-from runtime.link.outbox import BATCH, ThreadEventOutbox
+from runtime.link.outbox import BATCH, JOURNAL_FOLD_MIN, OutboxState, ThreadEventOutbox
 from runtime.store import Store
 from runtime.thread_events import PersistedThreadEvent
 from tests.fakes.control_plane import FakeControlPlane
@@ -125,3 +126,64 @@ async def test_a_restarted_outbox_pushes_what_every_thread_got_meanwhile(
     assert sorted({e["sequence"] for e in cp.pushed[first]}) == [1, 2, 3, 4]
     assert [e["sequence"] for e in cp.pushed[first]][-2:] == [3, 4]
     assert [e["sequence"] for e in cp.pushed[second]] == [1]
+
+
+def test_an_acknowledged_batch_costs_a_journal_line_not_a_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "link-outbox.json"
+    state = OutboxState.load(path)
+    for n in range(50):
+        state.record_pushed(f"thr_{n}", 3)
+    state.save()  # a snapshot of 50 threads
+    snapshot = path.read_bytes()
+    state.record_pushed("thr_7", 9)
+    state.record_parked("thr_8", {"from": 4, "status": 422, "detail": "no"})
+    assert path.read_bytes() == snapshot  # every thread's cursor is not written again
+    assert len(state.journal.read_text().splitlines()) == 2
+    again = OutboxState.load(path)
+    assert again.pushed == {**{f"thr_{n}": 3 for n in range(50)}, "thr_7": 9}
+    assert again.parked == {"thr_8": {"from": 4, "status": 422, "detail": "no"}}
+
+
+def test_the_journal_is_folded_into_the_snapshot_once_it_is_longer(tmp_path: Path) -> None:
+    path = tmp_path / "link-outbox.json"
+    state = OutboxState.load(path)
+    for sequence in range(1, JOURNAL_FOLD_MIN + 2):
+        state.record_pushed("thr_1", sequence)
+    assert state.journal_lines < JOURNAL_FOLD_MIN
+    assert len(state.journal.read_text().splitlines()) == state.journal_lines
+    assert json.loads(path.read_text())["pushed"]["thr_1"] >= JOURNAL_FOLD_MIN
+    assert OutboxState.load(path).pushed == {"thr_1": JOURNAL_FOLD_MIN + 1}
+
+
+def test_a_torn_journal_line_costs_only_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "link-outbox.json"
+    state = OutboxState.load(path)
+    state.record_pushed("thr_1", 200)
+    state.record_pushed("thr_2", 5)
+    with open(state.journal, "a") as journal:
+        journal.write('{"thread":"thr_1","pu')  # the crash came mid-line
+    again = OutboxState.load(path)
+    assert again.pushed == {"thr_1": 200, "thr_2": 5}  # that batch is sent again
+    again.record_pushed("thr_1", 400)
+    assert OutboxState.load(path).pushed == {"thr_1": 400, "thr_2": 5}
+
+
+def test_a_crash_between_the_snapshot_and_emptying_the_journal_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "link-outbox.json"
+    state = OutboxState.load(path)
+    state.record_pushed("thr_1", 10)
+    state.record_parked("thr_2", {"from": 1, "status": 400, "detail": "bad"})
+    journal = state.journal.read_text()
+    state.save()
+    state.journal.write_text(journal)  # as if the journal had not been emptied
+    again = OutboxState.load(path)
+    assert again.pushed == {"thr_1": 10}
+    assert again.parked == {"thr_2": {"from": 1, "status": 400, "detail": "bad"}}
+
+
+def test_a_snapshot_written_before_the_journal_existed_loads(tmp_path: Path) -> None:
+    path = tmp_path / "link-outbox.json"
+    path.write_text(json.dumps({"version": 1, "pushed": {"thr_1": 7}, "parked": {}}))
+    assert OutboxState.load(path).pushed == {"thr_1": 7}
