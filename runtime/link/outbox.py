@@ -11,7 +11,7 @@ refusal, made durable (fsync) after every acknowledged batch, so:
   restarts and agentd restarts nothing is lost; a batch whose 2xx was lost is sent again,
   which the control plane dedupes by (threadId, sequence);
 - once a 2xx is recorded the batch is never sent again;
-- a 4xx other than 408/429 parks the thread (logged, kept in the file, not retried forever);
+- a 4xx other than 408/429 parks the thread (logged, kept in its files, not retried forever);
 - 401/403 raise `LinkRefused`: the token was refused, retrying cannot help;
 - when the outbox starts it reads the threads whose last event is past what was pushed (one
   look at every thread's last sequence), then only the threads the store says got events
@@ -59,18 +59,13 @@ class OutboxState:
     folded into a new snapshot, so each change's share of the rewrites stays constant. The
     methods block: call them from a worker thread."""
 
-    def __init__(
-        self,
-        path: Path,
-        pushed: dict[str, int] | None = None,
-        parked: dict[str, dict[str, Any]] | None = None,
-        journal_lines: int = 0,
-    ) -> None:
+    def __init__(self, path: Path) -> None:
+        """Nothing acknowledged yet; `load` reads what the files hold."""
         self.path = path
         self.journal = path.with_suffix(".journal")
-        self.pushed: dict[str, int] = pushed if pushed is not None else {}
-        self.parked: dict[str, dict[str, Any]] = parked if parked is not None else {}
-        self.journal_lines = journal_lines
+        self.pushed: dict[str, int] = {}
+        self.parked: dict[str, dict[str, Any]] = {}
+        self.journal_lines = 0
 
     @classmethod
     def load(cls, path: Path) -> OutboxState:
