@@ -208,7 +208,6 @@ async def catch_up_table(
             f"{count * backlog / shared_s:>19,.0f} {alone_reads:>12} {alone_s * 1000:>14.1f} "
             f"{alone_s / shared_s:>8.1f}×"
         )
-    print()
 
 
 def _median_round(rounds: list[Round]) -> Round:
@@ -223,7 +222,6 @@ async def main(args: argparse.Namespace) -> None:
         workspace.mkdir()
         store = await Store.open(root / "state")
         try:
-            await catch_up_table(store, workspace, args.backlog, args.clients, args.rounds)
             for i in range(args.rounds):
                 results["store only"].append(
                     await thread_round(
@@ -278,6 +276,16 @@ async def main(args: argparse.Namespace) -> None:
         f"thread events with rollout: {on.events_per_s / peer.events_per_s:.2f}× the events/s "
         "of the per-run EventLog into the same store"
     )
+    print()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        workspace = root / "workspace"
+        workspace.mkdir()
+        store = await Store.open(root / "state")
+        try:
+            await catch_up_table(store, workspace, args.backlog, args.clients, args.rounds)
+        finally:
+            await store.close()
 
 
 if __name__ == "__main__":
