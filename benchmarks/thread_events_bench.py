@@ -32,6 +32,8 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,40 +216,47 @@ def _median_round(rounds: list[Round]) -> Round:
     return sorted(rounds, key=lambda r: r.events_per_s)[len(rounds) // 2]
 
 
-async def main(args: argparse.Namespace) -> None:
-    results: dict[str, list[Round]] = {"store only": [], "store + rollout": [], "run EventLog": []}
+@asynccontextmanager
+async def scratch_store() -> AsyncIterator[tuple[Store, Path]]:
+    """A new store and an empty workspace, removed afterwards."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         workspace = root / "workspace"
         workspace.mkdir()
         store = await Store.open(root / "state")
         try:
-            for i in range(args.rounds):
-                results["store only"].append(
-                    await thread_round(
-                        store,
-                        workspace,
-                        f"thr_off{i}",
-                        rollouts=False,
-                        events=args.events,
-                        batch=args.batch,
-                    )
-                )
-                results["store + rollout"].append(
-                    await thread_round(
-                        store,
-                        workspace,
-                        f"thr_on{i}",
-                        rollouts=True,
-                        events=args.events,
-                        batch=args.batch,
-                    )
-                )
-                results["run EventLog"].append(
-                    await run_event_round(store, f"run_peer{i}", events=args.events)
-                )
+            yield store, workspace
         finally:
             await store.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: dict[str, list[Round]] = {"store only": [], "store + rollout": [], "run EventLog": []}
+    async with scratch_store() as (store, workspace):
+        for i in range(args.rounds):
+            results["store only"].append(
+                await thread_round(
+                    store,
+                    workspace,
+                    f"thr_off{i}",
+                    rollouts=False,
+                    events=args.events,
+                    batch=args.batch,
+                )
+            )
+            results["store + rollout"].append(
+                await thread_round(
+                    store,
+                    workspace,
+                    f"thr_on{i}",
+                    rollouts=True,
+                    events=args.events,
+                    batch=args.batch,
+                )
+            )
+            results["run EventLog"].append(
+                await run_event_round(store, f"run_peer{i}", events=args.events)
+            )
     print(
         f"{args.events} persisted events per round, {args.rounds} rounds, "
         f"{args.batch} event(s) per append; median round"
@@ -277,15 +286,8 @@ async def main(args: argparse.Namespace) -> None:
         "of the per-run EventLog into the same store"
     )
     print()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        workspace = root / "workspace"
-        workspace.mkdir()
-        store = await Store.open(root / "state")
-        try:
-            await catch_up_table(store, workspace, args.backlog, args.clients, args.rounds)
-        finally:
-            await store.close()
+    async with scratch_store() as (store, workspace):
+        await catch_up_table(store, workspace, args.backlog, args.clients, args.rounds)
 
 
 if __name__ == "__main__":
