@@ -45,7 +45,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import anyio
@@ -529,30 +529,24 @@ def output_axis(sizes: list[int]) -> None:
     )
 
 
-# Each axis's sizes: all of them, the smaller ones (--quick), and two tiny ones that only
-# check the benchmark runs (--smoke, tests/test_benchmarks.py).
+class Sizes(NamedTuple):
+    """Each axis's sizes, and the events stored for other runs after the longest thread."""
+
+    threads: list[int]
+    extra_events: int
+    files: list[int]
+    runs: list[int]
+    output: list[int]
+
+
+# All of them, the smaller ones (--quick), and two tiny ones per axis that only check the
+# benchmark runs (--smoke, tests/test_benchmarks.py).
 SIZES = {
-    "full": {
-        "threads": [10, 100, 1000],
-        "events": [100_000],
-        "files": [1000, 10_000, 100_000],
-        "runs": [1, 10, 50],
-        "output": [10**6, 10**8, 10**9],
-    },
-    "quick": {
-        "threads": [10, 100],
-        "events": [],
-        "files": [1000, 10_000],
-        "runs": [1, 10],
-        "output": [10**6, 10**8],
-    },
-    "smoke": {
-        "threads": [2, 4],
-        "events": [],
-        "files": [20, 40],
-        "runs": [1, 2],
-        "output": [10**4, 10**5],
-    },
+    "full": Sizes(
+        [10, 100, 1000], 100_000, [1000, 10_000, 100_000], [1, 10, 50], [10**6, 10**8, 10**9]
+    ),
+    "quick": Sizes([10, 100], 0, [1000, 10_000], [1, 10], [10**6, 10**8]),
+    "smoke": Sizes([2, 4], 0, [20, 40], [1, 2], [10**4, 10**5]),
 }
 
 
@@ -560,11 +554,10 @@ async def main(args: argparse.Namespace) -> None:
     sizes = SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        extra_events = sizes["events"][0] if sizes["events"] else 0
-        await thread_axis(tmp, sizes["threads"], args.repeat, extra_events)
-        await workspace_axis(tmp, sizes["files"], 3)
-        await concurrency_axis(tmp, sizes["runs"], 20)
-    output_axis(sizes["output"])
+        await thread_axis(tmp, sizes.threads, args.repeat, sizes.extra_events)
+        await workspace_axis(tmp, sizes.files, 3)
+        await concurrency_axis(tmp, sizes.runs, 20)
+    output_axis(sizes.output)
 
 
 if __name__ == "__main__":
