@@ -149,7 +149,7 @@ async def main() -> None:
 async def outbox_table(
     cp: FakeControlPlane, root: Path, sizes: list[int], idle: float, appends: int
 ) -> None:
-    print(f"3. the outbox in a store of many threads ({idle:.0f} s idle, {appends} appends)")
+    print(f"3. the outbox in a store of many threads ({idle:g} s idle, {appends} appends)")
     header = (
         f"   {'threads':>7} {'idle reads':>10} {'idle CPU %':>10} {'append → pushed p50 ms':>22} "
         f"{'p99 ms':>7} {'start ms':>8} {'peer: a page of every thread ms':>31}"
