@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
@@ -439,6 +439,15 @@ def _insert_events(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> set
             except sqlite3.IntegrityError:
                 duplicates.add(index)
     return duplicates
+
+
+class LastThreadEvent(NamedTuple):
+    """A thread's last persisted event: which one (`sequence`) and which run's rollout wrote
+    it (`rollout_id`, new for every run: a thread deleted and made again under the same id has
+    other rollout ids at the same sequences)."""
+
+    sequence: int
+    rollout_id: str
 
 
 class ThreadEventWatch:
@@ -1003,16 +1012,20 @@ class Store:
 
         return await self._read(last)
 
-    async def last_thread_sequences(self) -> dict[str, int]:
-        """Every thread that has persisted events: the sequence of its last one. One read,
-        an index lookup per thread (the link's outbox starts from it)."""
+    async def last_thread_events(self) -> dict[str, LastThreadEvent]:
+        """Every thread that has persisted events: its last one's sequence and rollout id.
+        One read, an index lookup per thread (the link's outbox starts from it)."""
 
-        def last(conn: sqlite3.Connection) -> dict[str, int]:
+        def last(conn: sqlite3.Connection) -> dict[str, LastThreadEvent]:
             rows = conn.execute(
-                "SELECT t.id AS id, (SELECT MAX(e.sequence) FROM thread_events AS e "
-                "WHERE e.thread_id = t.id) AS last FROM threads AS t"
+                "SELECT e.thread_id AS id, e.sequence AS sequence, e.rollout_id AS rollout_id "
+                "FROM threads AS t JOIN thread_events AS e ON e.thread_id = t.id AND "
+                "e.sequence = (SELECT MAX(m.sequence) FROM thread_events AS m "
+                "WHERE m.thread_id = t.id)"
             )
-            return {row["id"]: int(row["last"]) for row in rows if row["last"] is not None}
+            return {
+                row["id"]: LastThreadEvent(int(row["sequence"]), row["rollout_id"]) for row in rows
+            }
 
         return await self._read(last)
 

@@ -14,9 +14,12 @@ refusal, made durable (fsync) after every acknowledged batch, so:
 - a 4xx other than 408/429 parks the thread (logged, kept in its files, not retried forever);
 - 401/403 raise `LinkRefused`: the token was refused, retrying cannot help;
 - when the outbox starts it reads the threads whose last event is past what was pushed (one
-  look at every thread's last sequence), then only the threads the store says got events
+  look at every thread's last event), then only the threads the store says got events
   (`Store.watch_thread_events`): an idle daemon reads nothing, however many threads its
-  history holds.
+  history holds;
+- a thread deleted and made again under the same id (its events count from 1 again) is pushed
+  from its start: each cursor keeps the rollout id of the event it stands on, and a cursor
+  whose event has gone or is another one is reset.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import aiohttp
 import anyio
 
 from runtime.link.protocol import backoff, events_url
-from runtime.store import Store
+from runtime.store import LastThreadEvent, Store
+from runtime.thread_events import PersistedThreadEvent
 
 log = logging.getLogger("agentd.link")
 
@@ -49,7 +53,8 @@ class LinkRefused(Exception):
 
 
 class OutboxState:
-    """What the control plane has acknowledged: thread → last sequence; parked threads.
+    """What the control plane has acknowledged: thread → last sequence (and the rollout id of
+    that event, which says which thread of that id it was); parked threads.
 
     Two files in the state dir keep it: `link-outbox.json`, a snapshot replaced atomically
     (temp file, fsync, rename), and `link-outbox.journal`, one JSON line per change since the
@@ -64,6 +69,9 @@ class OutboxState:
         self.path = path
         self.journal = path.with_suffix(".journal")
         self.pushed: dict[str, int] = {}
+        # the rollout id of the event each cursor stands on (missing in files written before
+        # it was kept: such a cursor is trusted as it is)
+        self.rollouts: dict[str, str] = {}
         self.parked: dict[str, dict[str, Any]] = {}
         self.journal_lines = 0
 
@@ -73,6 +81,7 @@ class OutboxState:
         try:
             data = json.loads(path.read_text())
             state.pushed = {str(k): int(v) for k, v in data.get("pushed", {}).items()}
+            state.rollouts = {str(k): str(v) for k, v in data.get("rollouts", {}).items()}
             state.parked = dict(data.get("parked", {}))
         except FileNotFoundError:
             pass
@@ -97,27 +106,46 @@ class OutboxState:
         return state
 
     def _apply(self, entry: dict[str, Any]) -> None:
+        # The journal holds every change since the snapshot, in order, so the last line of a
+        # thread says where it stands (lines replayed over a snapshot that holds them already
+        # end where it does).
         thread_id = str(entry["thread"])
+        if entry.get("reset"):
+            self.pushed.pop(thread_id, None)
+            self.rollouts.pop(thread_id, None)
+            self.parked.pop(thread_id, None)
         if "pushed" in entry:
-            self.pushed[thread_id] = max(self.pushed.get(thread_id, 0), int(entry["pushed"]))
+            self.pushed[thread_id] = int(entry["pushed"])
+            if "rollout" in entry:
+                self.rollouts[thread_id] = str(entry["rollout"])
+            else:
+                self.rollouts.pop(thread_id, None)
         if "parked" in entry:
             self.parked[thread_id] = dict(entry["parked"])
 
-    def record_pushed(self, thread_id: str, sequence: int) -> None:
-        """The control plane acknowledged `thread_id`'s events up to `sequence`."""
-        self._record({"thread": thread_id, "pushed": sequence})
+    def record_pushed(self, thread_id: str, last: PersistedThreadEvent) -> None:
+        """The control plane acknowledged `thread_id`'s events up to `last`."""
+        self._record([{"thread": thread_id, "pushed": last.sequence, "rollout": last.rollout_id}])
 
     def record_parked(self, thread_id: str, why: dict[str, Any]) -> None:
-        """`thread_id` is parked: the control plane refused its events (`why` says how)."""
-        self._record({"thread": thread_id, "parked": why})
+        """`thread_id` is parked: the control plane refused its events (`why` says how: `from`
+        the first refused sequence, `rollout` that event's rollout id)."""
+        self._record([{"thread": thread_id, "parked": why}])
 
-    def _record(self, entry: dict[str, Any]) -> None:
-        self._apply(entry)
+    def record_reset(self, thread_ids: Iterable[str]) -> None:
+        """These threads were deleted (and perhaps made again): nothing of theirs was pushed."""
+        self._record([{"thread": thread_id, "reset": True} for thread_id in thread_ids])
+
+    def _record(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        for entry in entries:
+            self._apply(entry)
         with open(self.journal, "a") as out:
-            out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            out.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
             out.flush()
             os.fsync(out.fileno())
-        self.journal_lines += 1
+        self.journal_lines += len(entries)
         if self.journal_lines > max(JOURNAL_FOLD_MIN, len(self.pushed) + len(self.parked)):
             self.save()
 
@@ -126,7 +154,15 @@ class OutboxState:
         whose lines the new snapshot holds already: replaying them changes nothing."""
         temp = self.path.with_suffix(".tmp")
         with open(temp, "w") as out:
-            json.dump({"version": 1, "pushed": self.pushed, "parked": self.parked}, out)
+            json.dump(
+                {
+                    "version": 2,
+                    "pushed": self.pushed,
+                    "rollouts": self.rollouts,
+                    "parked": self.parked,
+                },
+                out,
+            )
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, self.path)
@@ -171,6 +207,7 @@ class ThreadEventOutbox:
         self.state = OutboxState.load(self.path)
         self.pushed_batches = 0
         self.pages_read = 0  # store reads of threads' events, for benchmarks and tests
+        self._recorded = anyio.Event()  # set (and replaced) each time an acknowledgement is kept
 
     async def run(self) -> None:
         """Push what is pending on every thread, then each thread as it gets events: the
@@ -183,31 +220,104 @@ class ThreadEventOutbox:
 
     async def push_pending(self, thread_ids: Iterable[str] | None = None) -> bool:
         """Push what is pending on these threads (None: every thread, of which only those
-        with events past what was pushed are read); True if anything was sent."""
+        whose last event is not the one pushed last are read); True if anything was sent."""
         if thread_ids is None:
-            last = await self.store.last_thread_sequences()
-            thread_ids = [
-                t for t, sequence in last.items() if sequence > self.state.pushed.get(t, 0)
-            ]
+            thread_ids = await self._threads_to_read()
         sent = False
         for thread_id in thread_ids:
-            if thread_id in self.state.parked:
+            if thread_id in self.state.parked and not await self._made_again_since_parked(
+                thread_id
+            ):
                 continue
-            while True:
-                after = self.state.pushed.get(thread_id, 0)
-                events = await self.store.thread_events_after(thread_id, after, BATCH)
-                self.pages_read += 1
-                if not events:
-                    break
-                if not await self._push(thread_id, [e.to_dict() for e in events]):
-                    break  # parked
-                await anyio.to_thread.run_sync(
-                    self.state.record_pushed, thread_id, events[-1].sequence
-                )
+            if await self._push_thread(thread_id):
                 sent = True
-                if len(events) < BATCH:
-                    break  # all it had; an event stored since is noted by the watch
         return sent
+
+    async def wait_acknowledged(
+        self, thread_id: str, sequence: int, rollout_id: str | None = None
+    ) -> None:
+        """Until the control plane's acknowledgement of `thread_id`'s events up to `sequence`
+        (the event from rollout `rollout_id`, if given) is kept in the outbox's files."""
+        while not (
+            self.state.pushed.get(thread_id, 0) >= sequence
+            and rollout_id in (None, self.state.rollouts.get(thread_id))
+        ):
+            await self._recorded.wait()
+
+    async def _threads_to_read(self) -> list[str]:
+        """The threads whose last event is not the one pushed last (events stored while the
+        outbox did not run, or a thread made again), and the parked threads with events (to
+        see whether they are the thread that was refused). The cursors of threads that no
+        longer have events are dropped: those threads were deleted."""
+        last = await self.store.last_thread_events()
+        gone = [t for t in {*self.state.pushed, *self.state.parked} if t not in last]
+        if gone:
+            await anyio.to_thread.run_sync(self.state.record_reset, gone)
+        return [t for t, event in last.items() if self._may_have_pending(t, event)]
+
+    def _may_have_pending(self, thread_id: str, last: LastThreadEvent) -> bool:
+        if thread_id in self.state.parked:
+            return True
+        pushed = self.state.pushed.get(thread_id, 0)
+        if last.sequence != pushed:
+            return True
+        rollout = self.state.rollouts.get(thread_id)
+        return rollout is not None and rollout != last.rollout_id
+
+    async def _push_thread(self, thread_id: str) -> bool:
+        """Push what is pending on one thread; True if anything was sent."""
+        sent = False
+        while True:
+            events = await self._next_page(thread_id)
+            if not events:
+                return sent
+            if not await self._push(thread_id, [e.to_dict() for e in events]):
+                return sent  # parked
+            await anyio.to_thread.run_sync(self.state.record_pushed, thread_id, events[-1])
+            self._recorded.set()
+            self._recorded = anyio.Event()
+            sent = True
+            if len(events) < BATCH:
+                return sent  # all it had; an event stored since is noted by the watch
+
+    async def _next_page(self, thread_id: str) -> list[PersistedThreadEvent]:
+        """The thread's next events to push. With the cursor's event read too: if it has gone
+        or is another event (the thread was deleted and made again under the same id), the
+        cursor is reset and the thread is read from its start."""
+        after = self.state.pushed.get(thread_id, 0)
+        rollout = self.state.rollouts.get(thread_id)
+        self.pages_read += 1
+        if not after or rollout is None:
+            return await self.store.thread_events_after(thread_id, after, BATCH)
+        page = await self.store.thread_events_after(thread_id, after - 1, BATCH + 1)
+        if page and page[0].sequence == after and page[0].rollout_id == rollout:
+            return page[1:]
+        log.info(
+            "thread %s was deleted and made again since its events up to %d were pushed; "
+            "pushing it from its start",
+            thread_id,
+            after,
+        )
+        await anyio.to_thread.run_sync(self.state.record_reset, [thread_id])
+        self.pages_read += 1
+        return await self.store.thread_events_after(thread_id, 0, BATCH)
+
+    async def _made_again_since_parked(self, thread_id: str) -> bool:
+        """Whether a parked thread is another thread of the same id than the one refused (its
+        refused event has gone or is another one); its cursor is then reset."""
+        why = self.state.parked[thread_id]
+        first, rollout = why.get("from"), why.get("rollout")
+        if not isinstance(first, int) or rollout is None:
+            return False  # parked by an older outbox, which kept no rollout id: stays parked
+        self.pages_read += 1
+        page = await self.store.thread_events_after(thread_id, first - 1, 1)
+        if page and page[0].sequence == first and page[0].rollout_id == rollout:
+            return False
+        log.info(
+            "parked thread %s was deleted and made again; pushing it from its start", thread_id
+        )
+        await anyio.to_thread.run_sync(self.state.record_reset, [thread_id])
+        return True
 
     async def _push(self, thread_id: str, events: list[dict[str, Any]]) -> bool:
         """Send one batch until a 2xx (True) or a refusal that parks the thread (False)."""
@@ -241,7 +351,12 @@ class ThreadEventOutbox:
                     status,
                     detail,
                 )
-                why = {"from": events[0]["sequence"], "status": status, "detail": detail}
+                why = {
+                    "from": events[0]["sequence"],
+                    "rollout": events[0]["rolloutId"],
+                    "status": status,
+                    "detail": detail,
+                }
                 await anyio.to_thread.run_sync(self.state.record_parked, thread_id, why)
                 return False
             delay = backoff(attempt, self.rng)

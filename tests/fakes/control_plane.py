@@ -7,7 +7,8 @@
   test can tell "exactly once").
 
 `drop()` cuts the link from the server side, `restart()` stops and starts the server on the
-same port, `refuse` answers 401 everywhere. `await wait_pushed(thread, sequence)` returns once
+same port, `refuse` answers 401 everywhere, `refuse_threads[thread] = status` answers that
+thread's pushes with `status`. `await wait_pushed(thread, sequence)` returns once
 a thread's events up to a sequence have arrived; while `hold_pushes` is set, a push is
 received (`push_requests` counts it) but not answered until the test sets that event.
 """
@@ -32,6 +33,8 @@ class FakeControlPlane:
         self.push_batches = 0
         self.push_requests = 0
         self.hold_pushes: asyncio.Event | None = None  # a push waits for it before it is taken
+        # threads whose pushes are refused, with the status to answer (a 4xx parks them)
+        self.refuse_threads: dict[str, int] = {}
         self._pushes = asyncio.Condition()
         self.connects = 0
         self._ws: web.WebSocketResponse | None = None
@@ -160,6 +163,10 @@ class FakeControlPlane:
         async with self._pushes:
             self.push_requests += 1
             self._pushes.notify_all()
+        if thread in self.refuse_threads:
+            return web.json_response(
+                {"error": "refused by the test"}, status=self.refuse_threads[thread]
+            )
         held = self.hold_pushes
         if held is not None:
             await held.wait()
@@ -174,6 +181,17 @@ class FakeControlPlane:
         async with self._pushes:
             await self._pushes.wait_for(
                 lambda: any(e["sequence"] >= sequence for e in self.pushed.get(thread, []))
+            )
+
+    async def wait_pushed_from(self, thread: str, rollout_id: str, sequence: int) -> None:
+        """Until the events of `thread` from rollout `rollout_id` up to `sequence` have been
+        pushed (a thread made again under the same id counts from 1 again)."""
+        async with self._pushes:
+            await self._pushes.wait_for(
+                lambda: any(
+                    e["sequence"] >= sequence and e["rolloutId"] == rollout_id
+                    for e in self.pushed.get(thread, [])
+                )
             )
 
     async def wait_push_requests(self, count: int) -> None:

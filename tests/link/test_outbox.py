@@ -23,11 +23,13 @@ from tests.fakes.control_plane import FakeControlPlane
 TOKEN = "cp-token"
 
 
-def thread_events(thread_id: str, first: int, last: int) -> list[PersistedThreadEvent]:
+def thread_events(
+    thread_id: str, first: int, last: int, *, rollout_id: str = "rol_1"
+) -> list[PersistedThreadEvent]:
     return [
         PersistedThreadEvent(
             sequence=sequence,
-            rollout_id="rol_1",
+            rollout_id=rollout_id,
             thread_id=thread_id,
             run_id="run_1",
             type="user_message",
@@ -36,6 +38,11 @@ def thread_events(thread_id: str, first: int, last: int) -> list[PersistedThread
         )
         for sequence in range(first, last + 1)
     ]
+
+
+def event_at(sequence: int, rollout_id: str = "rol_1") -> PersistedThreadEvent:
+    """An event the control plane acknowledged (for `OutboxState.record_pushed`)."""
+    return thread_events("thr", sequence, sequence, rollout_id=rollout_id)[0]
 
 
 @pytest.fixture
@@ -128,14 +135,99 @@ async def test_a_restarted_outbox_pushes_what_every_thread_got_meanwhile(
     assert [e["sequence"] for e in cp.pushed[second]] == [1]
 
 
+async def test_a_thread_deleted_and_made_again_is_pushed_from_its_start(
+    store: Store, tmp_path: Path
+) -> None:
+    """A caller may choose a thread's id, delete the thread and use the id again: the new
+    thread's events count from 1 again, so a cursor past them must not hide them."""
+    shorter, longer = "chat-1", "chat-2"
+    for thread_id in (shorter, longer):
+        await store.create_thread("helper", thread_id)
+        await store.append_thread_events(thread_events(thread_id, 1, 3, rollout_id="rol_old"))
+    async with FakeControlPlane(TOKEN) as cp:
+        async with outbox_running(store, tmp_path / "state", cp):
+            with anyio.fail_after(30):
+                await cp.wait_pushed(shorter, 3)
+                await cp.wait_pushed(longer, 3)
+            for thread_id, count in ((shorter, 2), (longer, 5)):
+                await store.delete_thread(thread_id)
+                await store.create_thread("helper", thread_id)
+                await store.append_thread_events(
+                    thread_events(thread_id, 1, count, rollout_id="rol_new")
+                )
+            with anyio.fail_after(30):
+                await cp.wait_pushed(longer, 5)
+                await cp.wait_pushed_from(shorter, "rol_new", 2)
+    for thread_id, count in ((shorter, 2), (longer, 5)):
+        new = [e["sequence"] for e in cp.pushed[thread_id] if e["rolloutId"] == "rol_new"]
+        assert new == list(range(1, count + 1))
+
+
+async def test_a_restarted_outbox_pushes_a_thread_made_again_meanwhile(
+    store: Store, tmp_path: Path
+) -> None:
+    same, deleted = "chat-1", "chat-2"
+    for thread_id in (same, deleted):
+        await store.create_thread("helper", thread_id)
+        await store.append_thread_events(thread_events(thread_id, 1, 2, rollout_id="rol_old"))
+    async with FakeControlPlane(TOKEN) as cp:
+        async with outbox_running(store, tmp_path / "state", cp) as outbox:
+            with anyio.fail_after(30):
+                await outbox.wait_acknowledged(same, 2)
+                await outbox.wait_acknowledged(deleted, 2)
+        # while no outbox ran: made again with as many events, so only which events differs
+        await store.delete_thread(same)
+        await store.create_thread("helper", same)
+        await store.append_thread_events(thread_events(same, 1, 2, rollout_id="rol_new"))
+        await store.delete_thread(deleted)
+        async with outbox_running(store, tmp_path / "state", cp) as outbox:
+            with anyio.fail_after(30):
+                await outbox.wait_acknowledged(same, 2, "rol_new")
+            assert deleted not in outbox.state.pushed  # a deleted thread's cursor is dropped
+    new = [e["sequence"] for e in cp.pushed[same] if e["rolloutId"] == "rol_new"]
+    assert new == [1, 2]
+    state = OutboxState.load(tmp_path / "state" / "link-outbox.json")
+    assert state.pushed == {same: 2}
+    assert state.rollouts == {same: "rol_new"}
+
+
+async def test_a_refused_thread_is_parked_until_it_is_made_again(
+    store: Store, tmp_path: Path
+) -> None:
+    refused, fine = "chat-1", "chat-2"
+    for thread_id in (refused, fine):
+        await store.create_thread("helper", thread_id)
+        await store.append_thread_events(thread_events(thread_id, 1, 2, rollout_id="rol_old"))
+    async with FakeControlPlane(TOKEN) as cp:
+        cp.refuse_threads[refused] = 422
+        async with outbox_running(store, tmp_path / "state", cp) as outbox:
+            with anyio.fail_after(30):
+                await cp.wait_pushed(fine, 2)
+            await store.append_thread_events(thread_events(refused, 3, 3, rollout_id="rol_old"))
+            await store.append_thread_events(thread_events(fine, 3, 3, rollout_id="rol_old"))
+            with anyio.fail_after(30):  # a round after the first, which parked the thread
+                await cp.wait_pushed(fine, 3)
+            assert outbox.state.parked[refused]["from"] == 1
+            assert outbox.state.parked[refused]["status"] == 422
+            assert cp.push_requests == 3  # the parked thread was not tried again
+            del cp.refuse_threads[refused]
+            await store.delete_thread(refused)
+            await store.create_thread("helper", refused)
+            await store.append_thread_events(thread_events(refused, 1, 1, rollout_id="rol_new"))
+            with anyio.fail_after(30):
+                await cp.wait_pushed_from(refused, "rol_new", 1)
+            assert refused not in outbox.state.parked
+    assert [e["rolloutId"] for e in cp.pushed[refused]] == ["rol_new"]
+
+
 def test_an_acknowledged_batch_costs_a_journal_line_not_a_rewrite(tmp_path: Path) -> None:
     path = tmp_path / "link-outbox.json"
     state = OutboxState.load(path)
     for n in range(50):
-        state.record_pushed(f"thr_{n}", 3)
+        state.record_pushed(f"thr_{n}", event_at(3))
     state.save()  # a snapshot of 50 threads
     snapshot = path.read_bytes()
-    state.record_pushed("thr_7", 9)
+    state.record_pushed("thr_7", event_at(9))
     state.record_parked("thr_8", {"from": 4, "status": 422, "detail": "no"})
     assert path.read_bytes() == snapshot  # every thread's cursor is not written again
     assert len(state.journal.read_text().splitlines()) == 2
@@ -148,7 +240,7 @@ def test_the_journal_is_folded_into_the_snapshot_once_it_is_longer(tmp_path: Pat
     path = tmp_path / "link-outbox.json"
     state = OutboxState.load(path)
     for sequence in range(1, JOURNAL_FOLD_MIN + 2):
-        state.record_pushed("thr_1", sequence)
+        state.record_pushed("thr_1", event_at(sequence))
     assert state.journal_lines < JOURNAL_FOLD_MIN
     assert len(state.journal.read_text().splitlines()) == state.journal_lines
     assert json.loads(path.read_text())["pushed"]["thr_1"] >= JOURNAL_FOLD_MIN
@@ -158,13 +250,13 @@ def test_the_journal_is_folded_into_the_snapshot_once_it_is_longer(tmp_path: Pat
 def test_a_torn_journal_line_costs_only_its_batch(tmp_path: Path) -> None:
     path = tmp_path / "link-outbox.json"
     state = OutboxState.load(path)
-    state.record_pushed("thr_1", 200)
-    state.record_pushed("thr_2", 5)
+    state.record_pushed("thr_1", event_at(200))
+    state.record_pushed("thr_2", event_at(5))
     with open(state.journal, "a") as journal:
         journal.write('{"thread":"thr_1","pu')  # the crash came mid-line
     again = OutboxState.load(path)
     assert again.pushed == {"thr_1": 200, "thr_2": 5}  # that batch is sent again
-    again.record_pushed("thr_1", 400)
+    again.record_pushed("thr_1", event_at(400))
     assert OutboxState.load(path).pushed == {"thr_1": 400, "thr_2": 5}
 
 
@@ -173,7 +265,7 @@ def test_a_crash_between_the_snapshot_and_emptying_the_journal_changes_nothing(
 ) -> None:
     path = tmp_path / "link-outbox.json"
     state = OutboxState.load(path)
-    state.record_pushed("thr_1", 10)
+    state.record_pushed("thr_1", event_at(10))
     state.record_parked("thr_2", {"from": 1, "status": 400, "detail": "bad"})
     journal = state.journal.read_text()
     state.save()
@@ -186,4 +278,22 @@ def test_a_crash_between_the_snapshot_and_emptying_the_journal_changes_nothing(
 def test_a_snapshot_written_before_the_journal_existed_loads(tmp_path: Path) -> None:
     path = tmp_path / "link-outbox.json"
     path.write_text(json.dumps({"version": 1, "pushed": {"thr_1": 7}, "parked": {}}))
-    assert OutboxState.load(path).pushed == {"thr_1": 7}
+    state = OutboxState.load(path)
+    assert state.pushed == {"thr_1": 7}
+    assert state.rollouts == {}  # a cursor without its event's rollout id is trusted as it is
+
+
+def test_a_reset_in_the_journal_drops_the_thread_and_a_later_line_counts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "link-outbox.json"
+    state = OutboxState.load(path)
+    state.record_pushed("thr_1", event_at(10, "rol_a"))
+    state.record_parked("thr_2", {"from": 1, "rollout": "rol_b", "status": 400, "detail": "x"})
+    state.save()
+    state.record_reset(["thr_1", "thr_2"])
+    state.record_pushed("thr_1", event_at(2, "rol_c"))  # made again: a lower cursor counts
+    again = OutboxState.load(path)
+    assert (again.pushed, again.rollouts, again.parked) == ({"thr_1": 2}, {"thr_1": "rol_c"}, {})
+    again.save()
+    assert OutboxState.load(path).pushed == {"thr_1": 2}

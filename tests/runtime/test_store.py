@@ -18,7 +18,14 @@ from runtime.agents import AgentSpec
 from runtime.events import Event
 from runtime.messages import Message, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 from runtime.providers.base import Usage
-from runtime.store import RunRecord, Store, StoreClosed, StoreFull, StoreLocked
+from runtime.store import (
+    LastThreadEvent,
+    RunRecord,
+    Store,
+    StoreClosed,
+    StoreFull,
+    StoreLocked,
+)
 from runtime.thread_events import PersistedThreadEvent
 
 
@@ -49,10 +56,12 @@ def event(run_id: str, id: int, type: str = "text", **payload: object) -> Event:
     )
 
 
-def thread_event(thread_id: str, sequence: int) -> PersistedThreadEvent:
+def thread_event(
+    thread_id: str, sequence: int, *, rollout_id: str = "rol_1"
+) -> PersistedThreadEvent:
     return PersistedThreadEvent(
         sequence=sequence,
-        rollout_id="rol_1",
+        rollout_id=rollout_id,
         thread_id=thread_id,
         run_id="run_1",
         type="user_message",
@@ -367,15 +376,18 @@ async def test_a_thread_event_watch_notes_the_threads_that_get_events(store: Sto
         assert waiting == [{quiet}]
 
 
-async def test_the_last_sequence_of_every_thread_with_events(store: Store) -> None:
+async def test_the_last_event_of_every_thread_with_events(store: Store) -> None:
     first, second, empty = [(await store.create_thread("helper")).id for _ in range(3)]
-    assert await store.last_thread_sequences() == {}
+    assert await store.last_thread_events() == {}
     await store.append_thread_events([thread_event(first, i) for i in range(1, 4)])
-    await store.append_thread_events([thread_event(second, 1)])
-    assert await store.last_thread_sequences() == {first: 3, second: 1}
+    await store.append_thread_events([thread_event(second, 1, rollout_id="rol_2")])
+    assert await store.last_thread_events() == {
+        first: LastThreadEvent(3, "rol_1"),
+        second: LastThreadEvent(1, "rol_2"),
+    }
     await store.delete_thread(first)
-    assert await store.last_thread_sequences() == {second: 1}
-    assert empty not in await store.last_thread_sequences()
+    assert await store.last_thread_events() == {second: LastThreadEvent(1, "rol_2")}
+    assert empty not in await store.last_thread_events()
 
 
 async def test_a_reader_waiting_on_a_cancelled_page_read_gets_its_page(store: Store) -> None:
