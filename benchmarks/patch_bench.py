@@ -1,6 +1,6 @@
 """apply_patch against `git apply` (and GNU `patch`) on the same patches, in the same run.
 
-    python -m benchmarks.patch_bench [--runs N] [--dir DIR]      (from the repository root)
+    python -m benchmarks.patch_bench [--runs N] [--dir DIR] [--pause S]   (from the repository root)
 
 `--dir`: where the files are copied and patched (default: the system's temporary directory).
 The filesystem decides what creating a file costs (see below); the table's first line names
@@ -47,11 +47,20 @@ that each sees the same load on a shared machine; the table gives the median and
 time, the median CPU time and the ratios to `git apply` and to the first floor on the same
 patch. The cost of creating files follows how many files the machine deleted in the last
 seconds (this benchmark's own copies included), so compare rows of one run, not runs.
+
+A second table applies the 200-file patch where an agent applies it: in a workspace where
+patches were applied before. Each tool keeps one tree for the whole table and applies the
+patch and its reverse in turn (apply_patch through one `Toolbox` kept open, as a run's is;
+with and without its spare files, tools/spares.py), every tool once per round; each
+application comes `--pause` seconds after the last (an agent's tool calls come seconds apart;
+the pause lets the writeback a commit started finish, as it would between them). A first,
+untimed round leaves each tree as the earlier commits of a session would.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import resource
@@ -66,7 +75,7 @@ from pathlib import Path
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from tools.base import Toolbox
+from tools.base import Toolbox, ToolSettings
 from tools.diffs import diff_regions, keepends_lines
 from tools.patch import commit_changes, parse_patch, plan_changes
 from tools.textfile import rename_exchange, start_writeback
@@ -287,6 +296,73 @@ def exchange_floor(after: Files) -> Callable[[Path], None] | None:
     return action
 
 
+def steady_state(
+    portal: BlockingPortal, runs: int, pause: float, where: str
+) -> list[tuple[str, Timing]]:
+    """The 200-file patch and its reverse, in turn, on one tree per tool (see the module's
+    docstring): each tool's timing."""
+    before, after = many_files_case()
+    patches = (unified(before, after), unified(after, before))
+    contents = (after, before)  # what each patch leaves
+    git, gnu_patch = shutil.which("git"), shutil.which("patch")
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=where)))
+        tools: list[tuple[str, Callable[[Path, int], None]]] = []
+        for tool, settings in (
+            ("apply_patch via Toolbox.call", ToolSettings()),
+            ("apply_patch, no spare files", ToolSettings(spare_files=False)),
+        ):
+            root = tmp / f"t{len(tools)}"
+            root.mkdir()
+            box = stack.enter_context(
+                portal.wrap_async_context_manager(
+                    Toolbox(root, enabled=["apply_patch"], settings=settings)
+                )
+            )
+            tools.append((tool, _toolbox_applies(portal, box, patches)))
+        if git:
+            tools.append(
+                ("git apply", lambda root, n: command([git, "apply", "-"], patches[n])(root))
+            )
+        if gnu_patch:
+            tools.append(
+                (
+                    "GNU patch -p1",
+                    lambda root, n: command([gnu_patch, "-p1", "-s"], patches[n])(root),
+                )
+            )
+        floors = tuple(read_and_write_floor(c) for c in contents)
+        tools.append(("floor: read + atomic write", lambda root, n: floors[n](root)))
+        roots = [tmp / f"t{number}" for number in range(len(tools))]
+        for root in roots:
+            root.mkdir(exist_ok=True)
+            write_tree(root, before)
+        timings = [Timing() for _ in tools]
+        for round_ in range(runs + 1):  # the first round untimed
+            direction = round_ % 2
+            for (_, action), root, timing in zip(tools, roots, timings, strict=True):
+                time.sleep(pause)
+                cpu = _cpu_seconds()
+                started = time.perf_counter()
+                action(root, direction)
+                if round_:
+                    timing.wall.append(time.perf_counter() - started)
+                    timing.cpu.append(_cpu_seconds() - cpu)
+                check_tree(root, contents[direction])
+        return [(tool, timing) for (tool, _), timing in zip(tools, timings, strict=True)]
+
+
+def _toolbox_applies(
+    portal: BlockingPortal, box: Toolbox, patches: tuple[str, str]
+) -> Callable[[Path, int], None]:
+    def action(root: Path, direction: int) -> None:
+        result = portal.call(box.call, "apply_patch", {"input": patches[direction]})
+        if result.is_error:
+            raise SystemExit(result.output)
+
+    return action
+
+
 def command(argv: list[str], patch: str) -> Callable[[Path], None]:
     def action(root: Path) -> None:
         subprocess.run(argv, input=patch.encode(), cwd=root, check=True)
@@ -298,6 +374,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--dir", default=None, help="where the files are patched")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.5,
+        help="seconds between two patches of the second table (as between tool calls)",
+    )
     args = parser.parse_args()
     where = args.dir or tempfile.gettempdir()
     git = shutil.which("git")
@@ -342,6 +424,7 @@ def main() -> None:
             rows += [
                 (row, tool, timing) for (row, tool, _), timing in zip(tools, timings, strict=True)
             ]
+        steady = steady_state(portal, args.runs, args.pause, where)
     print(f"files in {where}, on {filesystem_of(where)}")
     print(
         f"{args.runs} runs of each, interleaved (same patch, fresh copy of the files per run); "
@@ -378,6 +461,24 @@ def main() -> None:
             f"| {label:<{width}} | {tool:<30} | {median * 1000:9.1f} | "
             f"{percentile(timing.wall, 99) * 1000:6.1f} | "
             f"{statistics.median(timing.cpu) * 1000:13.1f} | {ratio} | {to_floor} |"
+        )
+    print(
+        f"\n200 files, 400 hunks (unified), in a workspace where patches were applied before: "
+        f"the patch and its reverse in turn, {args.runs} of each tool after an untimed round, "
+        f"{args.pause:g} s apart\n"
+    )
+    print(f"| {'tool':<30} | median ms | p99 ms | CPU median ms | × git apply | × floor |")
+    print(f"|{'-' * 32}|----------:|-------:|--------------:|------------:|--------:|")
+    steady_medians = {tool: statistics.median(timing.wall) for tool, timing in steady}
+    steady_git = steady_medians.get("git apply")
+    steady_floor = steady_medians["floor: read + atomic write"]
+    for tool, timing in steady:
+        median = statistics.median(timing.wall)
+        ratio = f"{median / steady_git:10.2f}×" if steady_git else " " * 11
+        print(
+            f"| {tool:<30} | {median * 1000:9.1f} | {percentile(timing.wall, 99) * 1000:6.1f} | "
+            f"{statistics.median(timing.cpu) * 1000:13.1f} | {ratio} | "
+            f"{median / steady_floor:6.2f}× |"
         )
 
 

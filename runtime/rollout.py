@@ -31,10 +31,11 @@ import anyio
 from pydantic import ValidationError
 
 from runtime.thread_events import PersistedThreadEvent
+from tools.workspace import AGENTD_DIR, AGENTD_GITIGNORE
 
 log = logging.getLogger("agentd.rollout")
 
-ROLLOUT_DIR = Path(".agentd") / "threads"
+ROLLOUT_DIR = Path(AGENTD_DIR) / "threads"
 _THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _BLOCK = 64 * 1024
 
@@ -278,7 +279,7 @@ def _ignore_in_git(directory: Path) -> None:
     stays the user's): a `.gitignore` of `*` in the directory, unless it has one."""
     ignore = directory / ".gitignore"
     if directory.name == ROLLOUT_DIR.parent.name and not ignore.exists():
-        ignore.write_text("# agentd's own files (thread rollouts); not part of the project\n*\n")
+        ignore.write_text(AGENTD_GITIGNORE)
 
 
 def _fsync(fd: int) -> None:

@@ -47,6 +47,7 @@ from tools.base import (
     disk_full_error,
 )
 from tools.diffs import TextLines, diff_regions, diff_texts
+from tools.spares import SparePool
 from tools.textfile import (
     BinaryFileError,
     FileWrite,
@@ -1388,8 +1389,9 @@ def _compute_diff(change: FileChange) -> None:
 # Step 3: writing
 
 
-def commit_changes(changes: Sequence[FileChange]) -> None:
-    """Write every change or none (blocking)."""
+def commit_changes(changes: Sequence[FileChange], spares: SparePool | None = None) -> None:
+    """Write every change or none (blocking); with `spares`, into spare files where the pool
+    has them (see `commit_writes`)."""
     writes = [
         FileWrite(
             change.path,
@@ -1404,14 +1406,16 @@ def commit_changes(changes: Sequence[FileChange]) -> None:
     ]
     deletes = [change.path for change in changes if change.action == "delete"]
     deletes += [change.moved_from for change in changes if change.moved_from is not None]
-    commit_writes(writes, deletes)
+    commit_writes(writes, deletes, spares=spares)
 
 
-def apply_patch_text(text: str, workspace: Workspace) -> tuple[Patch, list[FileChange]]:
+def apply_patch_text(
+    text: str, workspace: Workspace, spares: SparePool | None = None
+) -> tuple[Patch, list[FileChange]]:
     """Parse, validate and apply a patch (blocking): the whole tool without events."""
     patch = parse_patch(text)
     changes = plan_changes(patch, workspace)
-    commit_changes(changes)
+    commit_changes(changes, spares)
     return patch, changes
 
 
@@ -1448,9 +1452,10 @@ class ApplyPatch(Tool):
     Args = ApplyPatchArgs
 
     async def run(self, args: ApplyPatchArgs, ctx: ToolContext) -> ToolResult:
+        spares = ctx.service(SparePool.for_toolbox) if ctx.settings.spare_files else None
         try:
             patch, changes = await anyio.to_thread.run_sync(
-                apply_patch_text, args.input, ctx.workspace
+                apply_patch_text, args.input, ctx.workspace, spares
             )
         except PatchFailed as exc:
             return ToolResult.error(str(exc), code="patch_failed", failures=exc.failures)

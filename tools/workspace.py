@@ -14,6 +14,14 @@ class InvalidPath(ValueError):
     """A path argument no file can have (a NUL byte in it)."""
 
 
+# The daemon's own directory in a workspace: thread rollouts (runtime/rollout.py), spare files
+# (tools/spares.py). Made with a `.gitignore` of `*`, so a workspace that is a git repository
+# keeps a clean `git status`; the run's file-change scan skips it (tools.base.DEFAULT_SKIP_DIRS).
+AGENTD_DIR = ".agentd"
+AGENTD_GITIGNORE = (
+    "# agentd's own files (thread rollouts, spare files); not part of the project\n*\n"
+)
+
 _OPEN_SAFELY = os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
 
 

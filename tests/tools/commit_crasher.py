@@ -1,6 +1,6 @@
 """Kills `tools.textfile.commit_writes` at each of its steps, for the crash test.
 
-`python -m tests.tools.commit_crasher DIR [exchange|replace]` runs, for k = 0, 1, 2, …, a
+`python -m tests.tools.commit_crasher DIR [exchange|replace] [spares]` runs, for k = 0, 1, 2, …, a
 commit (two files replaced, one of them with its previous content given, one created in a
 new directory, one deleted) in a fresh copy DIR/k of the old
 files, in a forked child that SIGKILLs itself just before its k-th call that changes the
@@ -8,7 +8,9 @@ filesystem (create, write, chmod, mkdir, link, rename, exchange, unlink). It pri
 line per k: whether the child was killed and every file found afterwards (name → content),
 and stops after the first k at which the commit finished. The parent never runs a commit
 itself, and has no threads, so forking it is safe. `replace` makes the commit swap files in
-as where `renameat2(RENAME_EXCHANGE)` is missing (its exchange answers EINVAL).
+as where `renameat2(RENAME_EXCHANGE)` is missing (its exchange answers EINVAL). `spares`
+commits through a `SparePool` that holds spare files already (tools/spares.py), so the temporary
+files are spares moved in, and the old files go back to the pool, emptied.
 """
 
 from __future__ import annotations
@@ -23,12 +25,26 @@ from pathlib import Path
 from typing import Any
 
 import tools.textfile
+from tools.spares import SPARE_DIR, SparePool
 from tools.textfile import FileWrite, commit_writes
+from tools.workspace import AGENTD_DIR
 
 OLD = {"a.txt": "old a\n", "b.txt": "old b\n", "c.txt": "old c\n"}
 NEW = {"a.txt": "new a\n", "b.txt": "new b\n", "d/new.txt": "new d\n"}
 DELETED = ["c.txt"]
-MUTATING = ("open", "write", "fchmod", "chmod", "mkdir", "link", "replace", "rename", "unlink")
+MUTATING = (
+    "open",
+    "write",
+    "ftruncate",
+    "fchmod",
+    "chmod",
+    "mkdir",
+    "link",
+    "replace",
+    "rename",
+    "unlink",
+)
+SPARES = 2  # fewer than the files written: the commit takes spares and makes new files
 
 
 def no_exchange(a: str, b: str) -> None:
@@ -59,14 +75,19 @@ def crash_before(k: int) -> None:
 
 
 def tree(root: Path) -> dict[str, str]:
+    """The files of `root` (not the daemon's own directory, where spares are kept)."""
     return {
         path.relative_to(root).as_posix(): path.read_text()
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.relative_to(root).parts[0] != AGENTD_DIR
     }
 
 
-def main(directory: Path, swap: str) -> None:
+def spare_contents(root: Path) -> list[str]:
+    return sorted(path.read_text() for path in (root / AGENTD_DIR / SPARE_DIR).glob("*"))
+
+
+def main(directory: Path, swap: str, spares: bool) -> None:
     if swap == "replace":
         tools.textfile.rename_exchange = no_exchange
     k = 0
@@ -75,6 +96,10 @@ def main(directory: Path, swap: str) -> None:
         root.mkdir(parents=True)
         for name, text in OLD.items():
             (root / name).write_text(text)
+        if spares:
+            (root / AGENTD_DIR / SPARE_DIR).mkdir(parents=True)
+            for n in range(SPARES):
+                (root / AGENTD_DIR / SPARE_DIR / f"spare-{n}").touch()
         child = os.fork()
         if child == 0:
             crash_before(k)
@@ -89,17 +114,25 @@ def main(directory: Path, swap: str) -> None:
                 )
                 for name, text in NEW.items()
             ]
-            commit_writes(writes, [root / name for name in DELETED])
+            pool = SparePool(root) if spares else None
+            commit_writes(writes, [root / name for name in DELETED], spares=pool)
             os._exit(0)
         _, status = os.waitpid(child, 0)
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         if not killed and os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"the commit failed at k={k} (status {status})")
-        print(json.dumps({"k": k, "killed": killed, "files": tree(root)}), flush=True)
+        outcome = {"k": k, "killed": killed, "files": tree(root)}
+        if spares:
+            outcome["spares"] = spare_contents(root)
+        print(json.dumps(outcome), flush=True)
         if not killed:
             return
         k += 1
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "exchange")
+    main(
+        Path(sys.argv[1]),
+        sys.argv[2] if len(sys.argv) > 2 else "exchange",
+        "spares" in sys.argv[3:],
+    )

@@ -16,6 +16,7 @@ import pytest
 
 import tools.textfile
 from tools.base import Toolbox, ToolResult
+from tools.workspace import AGENTD_DIR
 
 
 @dataclass
@@ -42,12 +43,21 @@ def write_tree(root: Path, files: dict[str, str | bytes]) -> None:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under root (symlinks and their targets excluded), by relative path."""
+    """Every regular file under root (symlinks and their targets excluded), by relative path;
+    not the daemon's own directory (`.agentd`: apply_patch's spare files, rollouts)."""
     return {
         path.relative_to(root).as_posix(): path.read_bytes()
         for path in sorted(root.rglob("*"))
-        if path.is_file() and not path.is_symlink()
+        if path.is_file()
+        and not path.is_symlink()
+        and path.relative_to(root).parts[0] != AGENTD_DIR
     }
+
+
+def hidden_leftovers(root: Path) -> list[Path]:
+    """Hidden files and directories under root (a commit's temporary files left behind), not
+    counting the daemon's own directory."""
+    return [path for path in root.rglob(".*") if path.relative_to(root).parts[0] != AGENTD_DIR]
 
 
 @asynccontextmanager

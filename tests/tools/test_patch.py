@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 import tools.patch
 import tools.textfile
 from tests.needs import need_program
-from tests.tools.harness import Harness, fail_swaps, open_harness, read_tree, write_tree
+from tests.tools.harness import (
+    Harness,
+    fail_swaps,
+    hidden_leftovers,
+    open_harness,
+    read_tree,
+    write_tree,
+)
 from tools.diffs import keepends_lines
 from tools.patch import apply_patch_text, parse_patch
 from tools.textfile import split_lines
@@ -698,7 +705,7 @@ async def test_failure_while_writing_rolls_everything_back(
     assert "a.txt" in replaced  # the first write really happened before the fault
     assert harness.tree() == before
     assert not (harness.root / "d").exists()
-    assert not [p for p in harness.root.rglob("*") if p.name.startswith(".")]
+    assert hidden_leftovers(harness.root) == []
     assert harness.events == []
 
 
@@ -741,7 +748,7 @@ async def test_files_named_at_the_length_limit_are_patched(
     else:
         assert not result.is_error, result.output
         assert harness.tree() == {long_ascii: b"1\n", long_utf8: b"2\n"}
-    assert not [p for p in harness.root.iterdir() if p.name.startswith(".")]
+    assert hidden_leftovers(harness.root) == []
 
 
 async def test_real_git_diff_applies(harness: Harness, tmp_path: Path) -> None:

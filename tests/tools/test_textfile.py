@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,19 +20,21 @@ from tests.tools.harness import fail_swaps, read_tree
 from tools.textfile import FileWrite, commit_writes
 
 
-def test_a_commit_killed_at_any_step_leaves_every_file_old_or_new(
-    tmp_path: Path, swap: str
-) -> None:
+def crash_outcomes(tmp_path: Path, *options: str) -> list[dict[str, Any]]:
+    """`tests.tools.commit_crasher`'s outcomes: one commit killed at each of its steps."""
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "-m", "tests.tools.commit_crasher", str(tmp_path / "runs"), swap],
+        [sys.executable, "-m", "tests.tools.commit_crasher", str(tmp_path / "runs"), *options],
         cwd=root,
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    outcomes = [json.loads(line) for line in done.stdout.splitlines()]
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def check_every_file_old_or_new(outcomes: list[dict[str, Any]]) -> None:
     # every step was a kill point (creates, writes, mkdir, links, renames, exchanges,
     # unlinks), and the last run finished: all new, nothing left over
     assert len(outcomes) > 10
@@ -49,6 +52,23 @@ def test_a_commit_killed_at_any_step_leaves_every_file_old_or_new(
     # one of them is a mix of whole old and whole new files
     assert tuple(sorted(OLD.items())) in states_seen
     assert len(states_seen) > 2
+
+
+def test_a_commit_killed_at_any_step_leaves_every_file_old_or_new(
+    tmp_path: Path, swap: str
+) -> None:
+    check_every_file_old_or_new(crash_outcomes(tmp_path, swap))
+
+
+def test_a_commit_into_spare_files_killed_at_any_step_leaves_every_file_old_or_new(
+    tmp_path: Path,
+) -> None:
+    outcomes = crash_outcomes(tmp_path, "exchange", "spares")
+    check_every_file_old_or_new(outcomes)
+    # both spares were written into and swapped in; the old files (two replaced, one
+    # deleted) went to the pool, emptied: it keeps no old contents
+    assert outcomes[-1]["spares"] == ["", "", ""]
+    assert all(spares == [""] * len(spares) for spares in (o["spares"] for o in outcomes))
 
 
 @pytest.mark.parametrize("previous_given", [True, False])

@@ -1,0 +1,209 @@
+"""apply_patch's spare files (tools/spares.py): a commit writes into the files earlier commits
+swapped out instead of creating and deleting files, and trusts nothing it finds in the pool."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import tools.spares
+from tests.tools.harness import Harness, hidden_leftovers, open_harness
+from tools.base import ToolSettings
+from tools.spares import SPARE_DIR, SparePool
+from tools.textfile import FileWrite, commit_writes
+from tools.workspace import AGENTD_DIR
+
+
+@pytest.fixture
+async def harness(workspace: Path) -> AsyncIterator[Harness]:
+    async with open_harness(workspace, enabled=["apply_patch"]) as h:
+        yield h
+
+
+def envelope(*lines: str) -> str:
+    return "\n".join(["*** Begin Patch", *lines, "*** End Patch"]) + "\n"
+
+
+def replace_line(path: str, old: str, new: str) -> list[str]:
+    return [f"*** Update File: {path}", "@@", f"-{old}", f"+{new}"]
+
+
+def spares_of(root: Path) -> dict[str, os.stat_result]:
+    return {path.name: path.lstat() for path in (root / AGENTD_DIR / SPARE_DIR).iterdir()}
+
+
+async def test_a_commit_writes_into_the_files_an_earlier_commit_swapped_out(
+    harness: Harness,
+) -> None:
+    harness.write({"a.txt": "one\n", "tool.sh": "echo one\n", "gone.txt": "bye\n"})
+    (harness.root / "tool.sh").chmod(0o755)
+    patch = envelope(
+        *replace_line("a.txt", "one", "two"),
+        *replace_line("tool.sh", "echo one", "echo two"),
+        "*** Delete File: gone.txt",
+    )
+    assert not (await harness.call("apply_patch", input=patch)).is_error
+    spares = spares_of(harness.root)
+    # the two old files and the deleted one, kept emptied (no old contents in the pool)
+    assert len(spares) == 3 and all(info.st_size == 0 for info in spares.values())
+    assert (harness.root / AGENTD_DIR / ".gitignore").read_text().splitlines()[-1] == "*"
+    spare_inodes = {info.st_ino for info in spares.values()}
+
+    patch = envelope(
+        *replace_line("a.txt", "two", "three"),
+        *replace_line("tool.sh", "echo two", "echo three"),
+        "*** Add File: new.txt",
+        "+new",
+    )
+    assert not (await harness.call("apply_patch", input=patch)).is_error
+    assert harness.tree() == {"a.txt": b"three\n", "new.txt": b"new\n", "tool.sh": b"echo three\n"}
+    written = {harness.root / name for name in ("a.txt", "tool.sh", "new.txt")}
+    assert {path.stat().st_ino for path in written} == spare_inodes  # no file was created
+    assert stat.S_IMODE((harness.root / "tool.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((harness.root / "a.txt").stat().st_mode) == 0o644 & ~_umask()
+    pool = harness.box.peek_service(SparePool.for_toolbox)
+    assert pool is not None and (pool.taken, pool.kept) == (3, 5)
+    assert len(spares_of(harness.root)) == 2  # the two files the second commit replaced
+    assert hidden_leftovers(harness.root) == []
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+async def test_without_spare_files_the_workspace_gets_no_pool(workspace: Path) -> None:
+    async with open_harness(
+        workspace, enabled=["apply_patch"], settings=ToolSettings(spare_files=False)
+    ) as harness:
+        harness.write({"a.txt": "one\n"})
+        assert not (
+            await harness.call("apply_patch", input=envelope(*replace_line("a.txt", "one", "2")))
+        ).is_error
+        assert harness.tree() == {"a.txt": b"2\n"}
+        assert not (harness.root / AGENTD_DIR).exists()
+
+
+async def test_nothing_found_in_the_pool_is_written_but_an_empty_file_of_its_own(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """The agent's commands can put anything in `.agentd/spare`: a link to a file elsewhere,
+    a second name of another file, a FIFO, a directory, a file with contents. A commit must
+    change nothing but its own files."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("outside\n")
+    harness.write({"a.txt": "one\n", "b.txt": "b\n", "c.txt": "c\n", "d.txt": "d\n"})
+    pool_dir = harness.root / AGENTD_DIR / SPARE_DIR
+    pool_dir.mkdir(parents=True)
+    (pool_dir / "symlink").symlink_to(outside)
+    os.link(harness.root / "b.txt", pool_dir / "hardlink")
+    os.mkfifo(pool_dir / "fifo")
+    (pool_dir / "directory").mkdir()
+    (pool_dir / "full").write_text("somebody's words\n" * 100)
+    patch = envelope(
+        *[
+            line
+            for name in ("a", "b", "c", "d")
+            for line in replace_line(f"{name}.txt", "one" if name == "a" else name, name * 3)
+        ]
+    )
+    result = await harness.call("apply_patch", input=patch)
+    assert not result.is_error, result.output
+    assert harness.tree() == {
+        "a.txt": b"aaa\n",
+        "b.txt": b"bbb\n",
+        "c.txt": b"ccc\n",
+        "d.txt": b"ddd\n",
+    }
+    assert outside.read_text() == "outside\n"
+    assert (pool_dir / "directory").is_dir()  # a directory cannot be moved over a file
+    assert hidden_leftovers(harness.root) == []
+    # the regular file of this user with no other name was emptied and written into; the
+    # rest was left where it was, and what the commit kept is empty
+    pool = harness.box.peek_service(SparePool.for_toolbox)
+    assert pool is not None and pool.taken == 1
+    planted = {"symlink", "hardlink", "fifo", "directory"}
+    assert planted <= {path.name for path in pool_dir.iterdir()}
+    kept = [path for path in pool_dir.iterdir() if path.name not in planted]
+    assert len(kept) == 3 and all(path.stat().st_size == 0 for path in kept)
+    assert (pool_dir / "hardlink").read_text() == "b\n"  # the old b.txt: still that name's
+
+
+async def test_a_pool_directory_that_is_a_link_is_not_used(
+    harness: Harness, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "victim").write_text("keep\n")
+    (harness.root / AGENTD_DIR).mkdir()
+    (harness.root / AGENTD_DIR / SPARE_DIR).symlink_to(elsewhere)
+    harness.write({"a.txt": "one\n"})
+    assert not (
+        await harness.call("apply_patch", input=envelope(*replace_line("a.txt", "one", "two")))
+    ).is_error
+    assert harness.tree() == {"a.txt": b"two\n"}
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["victim"]
+    assert (elsewhere / "victim").read_text() == "keep\n"
+
+
+def test_pools_sharing_a_directory_never_hand_out_one_spare_twice(tmp_path: Path) -> None:
+    pool_dir = tmp_path / AGENTD_DIR / SPARE_DIR
+    pool_dir.mkdir(parents=True)
+    for n in range(200):
+        (pool_dir / f"s{n}").touch()
+    inodes: list[list[int]] = [[], []]
+
+    def take_all(pool: SparePool, into: list[int]) -> None:
+        for n in range(300):
+            fd = pool.take(os.fspath(tmp_path / f".{id(pool)}-{n}"))
+            if fd is None:
+                return
+            into.append(os.fstat(fd).st_ino)
+            os.close(fd)
+
+    pools = [SparePool(tmp_path), SparePool(tmp_path)]
+    threads = [
+        threading.Thread(target=take_all, args=(pool, into))
+        for pool, into in zip(pools, inodes, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    taken = inodes[0] + inodes[1]
+    assert len(taken) == 200 and len(set(taken)) == 200
+    for pool in pools:
+        pool.close()
+
+
+def test_the_pool_keeps_at_most_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tools.spares, "MAX_SPARES", 3)
+    pool = SparePool(tmp_path)
+    files = [tmp_path / f"f{n}" for n in range(5)]
+    commit_writes([FileWrite(path, b"x") for path in files])
+    kept = [pool.give(os.fspath(path)) for path in files]
+    assert kept == [True, True, True, False, False]
+    assert files[3].exists() and files[4].exists()  # the caller removes what was not kept
+    pool.close()
+
+
+def test_a_spare_on_another_filesystem_stays_a_spare(tmp_path: Path) -> None:
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    pool = SparePool(tmp_path)
+    (tmp_path / "old").write_bytes(b"old")
+    assert pool.give(os.fspath(tmp_path / "old"))
+    target = other / f".agentd-test-{os.getpid()}"
+    assert pool.take(os.fspath(target)) is None
+    assert not target.exists()
+    fd = pool.take(os.fspath(tmp_path / "new"))  # still there for a file beside it
+    assert fd is not None
+    os.close(fd)
+    pool.close()

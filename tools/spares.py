@@ -1,0 +1,226 @@
+"""Spare files: apply_patch reuses the files its commits replace instead of creating new ones.
+
+A crash-safe write puts the new content in a file of its own and swaps it in (see
+`tools.textfile.commit_writes`), so each file written costs creating a file and, once the
+commit is over, deleting the old one. On ext4 those two are most of a multi-file commit's
+cost: creating a file scans past the inodes deleted in the last seconds (each commit's own
+deletions included), so a commit of 200 files took 5× as long as writing them in place (see
+`benchmarks/patch_bench.py`).
+
+`SparePool` keeps the files a commit swapped out, emptied, under `<workspace>/.agentd/spare`
+(`.agentd` is the daemon's own directory, ignored by git and by the run's file-change scan),
+and hands them to the next commits as their new files: a commit in a workspace where earlier
+commits happened creates and deletes no file. A spare is moved beside its target (a rename
+within the filesystem), written, swapped in; the old file goes back to the pool, emptied
+(`ftruncate`), so the pool holds no old contents.
+
+The pool is inside the workspace, where the agent's commands can put anything, so nothing in
+it is trusted: the directories are opened without following symbolic links, and a spare is
+written only if, once opened (without following a link), it is a regular file of this user
+with no other name (`st_nlink == 1`); anything else is removed and a new file is made.
+Several pools (one per toolbox, or several daemons) may share a directory: a spare is taken by
+renaming it away, which only one of them can do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import stat
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tools.workspace import AGENTD_DIR, AGENTD_GITIGNORE
+
+if TYPE_CHECKING:
+    from tools.base import Toolbox
+
+SPARE_DIR = "spare"
+# Spares kept at most (each an empty file): a commit of more files makes the rest new.
+MAX_SPARES = 1024
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO someone put in the pool must not block the open
+_SPARE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class SparePool:
+    """The spare files of one workspace. `take` and `give` block (call them from a worker
+    thread) and are safe from several threads at once; `close` when done."""
+
+    def __init__(self, workspace_root: Path) -> None:
+        self.root = workspace_root
+        self._lock = threading.Lock()
+        self._fd: int | None = None  # the spare directory, opened on first use
+        self._unusable = False  # the directory cannot be made or opened: no pool
+        self._names: list[str] = []  # spares this pool believes are in the directory
+        self._scanned = False
+        self._prefix = secrets.token_hex(4)  # this pool's names: <prefix>-<n>
+        self._numbers = itertools.count()
+        self.taken = 0  # spares handed out, and files kept as spares (tests, benchmarks)
+        self.kept = 0
+
+    @classmethod
+    def for_toolbox(cls, box: Toolbox) -> SparePool:
+        """The pool of a toolbox's workspace (a `Toolbox.service`)."""
+        return cls(box.workspace.root)
+
+    def take(self, path: str) -> int | None:
+        """Move a spare file to `path` (a new name beside a commit's target) and open it for
+        writing: its descriptor, of an empty file (the caller writes it, sets its mode, and
+        closes it); None when the pool has none to give (empty, on another filesystem than `path`,
+        or unusable), and the caller makes a new file."""
+        with self._lock:
+            directory = self._directory()
+            if directory is None:
+                return None
+            if not self._names and not self._scanned:
+                self._scan(directory)
+            while self._names:
+                name = self._names.pop()
+                try:
+                    if not _is_owned_sole_regular_file(os.lstat(name, dir_fd=directory)):
+                        continue  # not a spare: left where it is, never looked at again
+                    os.rename(name, path, src_dir_fd=directory)
+                except FileNotFoundError:
+                    continue  # another pool took it
+                except OSError:
+                    self._names.append(name)  # another filesystem, say: it stays a spare
+                    return None
+                break
+            else:
+                return None
+        fd = _open_owned_sole_regular_file(path)
+        if fd is not None:
+            try:
+                if os.fstat(fd).st_size:  # not emptied by a pool: someone else wrote it
+                    os.ftruncate(fd, 0)
+            except OSError:
+                os.close(fd)
+                fd = None
+        if fd is None:
+            # Swapped for something else since it was looked at: put back under a name no
+            # pool takes (a directory cannot be unlinked, and nothing found here is deleted).
+            with contextlib.suppress(OSError):
+                os.rename(
+                    path, f".not-a-spare-{self._prefix}-{next(self._numbers)}", dst_dir_fd=directory
+                )
+            return None
+        self.taken += 1
+        return fd
+
+    def give(self, path: str) -> bool:
+        """Keep the file at `path` (an old file a commit swapped out, or a deleted one) as a
+        spare, emptied: True; False when the pool cannot (full, another filesystem, not a
+        regular file with no other name), and the caller removes it as before."""
+        with self._lock:
+            directory = self._directory()
+            if directory is None or len(self._names) >= MAX_SPARES:
+                return False
+        file = _open_owned_sole_regular_file(path)
+        if file is None:
+            return False
+        try:
+            os.ftruncate(file, 0)  # the pool keeps no old contents
+        except OSError:
+            return False
+        finally:
+            os.close(file)
+        with self._lock:
+            name = f"{self._prefix}-{next(self._numbers)}"
+            try:
+                os.rename(path, name, dst_dir_fd=directory)
+            except OSError:
+                return False
+            self._names.append(name)
+            self.kept += 1
+        return True
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._unusable = True
+
+    def _directory(self) -> int | None:
+        """The spare directory (made, with `.agentd`, on first use), or None. Holds the lock."""
+        if self._fd is None and not self._unusable:
+            try:
+                self._fd = _open_spare_directory(self.root)
+            except OSError:
+                self._unusable = True
+        return self._fd
+
+    def _scan(self, fd: int) -> None:
+        """The spares already in the directory (left by an earlier daemon or another pool).
+        Holds the lock."""
+        self._scanned = True
+        with contextlib.suppress(OSError):
+            self._names = [
+                entry.name for entry in os.scandir(fd) if not entry.name.startswith(".")
+            ][:MAX_SPARES]
+
+
+def _open_spare_directory(root: Path) -> int:
+    """`<root>/.agentd/spare`, made if missing, each part below the workspace's root opened
+    without following links."""
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        agentd_fd = _open_or_make(AGENTD_DIR, root_fd)
+        try:
+            _ignore_in_git(agentd_fd)
+            return _open_or_make(SPARE_DIR, agentd_fd)
+        finally:
+            os.close(agentd_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _open_or_make(name: str, parent_fd: int) -> int:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o755, dir_fd=parent_fd)
+    return os.open(name, _DIRECTORY, dir_fd=parent_fd)
+
+
+def _ignore_in_git(agentd_fd: int) -> None:
+    """`.agentd/.gitignore` (`*`) unless it has one, as the rollouts make it."""
+    try:
+        fd = os.open(
+            ".gitignore",
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+            dir_fd=agentd_fd,
+        )
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, AGENTD_GITIGNORE.encode())
+    finally:
+        os.close(fd)
+
+
+def _open_owned_sole_regular_file(path: str) -> int | None:
+    """`path` opened for writing if, opened without following a link, it is a regular file
+    of this user with no other name (writing it then changes nothing else); else None."""
+    try:
+        fd = os.open(path, _SPARE)
+    except OSError:
+        return None
+    try:
+        if _is_owned_sole_regular_file(os.fstat(fd)):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _is_owned_sole_regular_file(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == os.geteuid()
