@@ -45,6 +45,21 @@ def event_at(sequence: int, rollout_id: str = "rol_1") -> PersistedThreadEvent:
     return thread_events("thr", sequence, sequence, rollout_id=rollout_id)[0]
 
 
+async def new_threads(store: Store, *thread_ids: str, events: int) -> None:
+    """Threads of these ids (a caller may choose them), each with `events` events."""
+    for thread_id in thread_ids:
+        await store.create_thread("helper", thread_id)
+        await store.append_thread_events(thread_events(thread_id, 1, events, rollout_id="rol_old"))
+
+
+async def make_again(store: Store, thread_id: str, *, events: int) -> None:
+    """Delete the thread and make a new one of the same id, with `events` new events (1, 2,
+    … again, from rollout `rol_new`)."""
+    await store.delete_thread(thread_id)
+    await store.create_thread("helper", thread_id)
+    await store.append_thread_events(thread_events(thread_id, 1, events, rollout_id="rol_new"))
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     store = await Store.open(tmp_path / "state")
@@ -141,20 +156,14 @@ async def test_a_thread_deleted_and_made_again_is_pushed_from_its_start(
     """A caller may choose a thread's id, delete the thread and use the id again: the new
     thread's events count from 1 again, so a cursor past them must not hide them."""
     shorter, longer = "chat-1", "chat-2"
-    for thread_id in (shorter, longer):
-        await store.create_thread("helper", thread_id)
-        await store.append_thread_events(thread_events(thread_id, 1, 3, rollout_id="rol_old"))
+    await new_threads(store, shorter, longer, events=3)
     async with FakeControlPlane(TOKEN) as cp:
         async with outbox_running(store, tmp_path / "state", cp):
             with anyio.fail_after(30):
                 await cp.wait_pushed(shorter, 3)
                 await cp.wait_pushed(longer, 3)
-            for thread_id, count in ((shorter, 2), (longer, 5)):
-                await store.delete_thread(thread_id)
-                await store.create_thread("helper", thread_id)
-                await store.append_thread_events(
-                    thread_events(thread_id, 1, count, rollout_id="rol_new")
-                )
+            await make_again(store, shorter, events=2)
+            await make_again(store, longer, events=5)
             with anyio.fail_after(30):
                 await cp.wait_pushed(longer, 5)
                 await cp.wait_pushed_from(shorter, "rol_new", 2)
@@ -167,18 +176,14 @@ async def test_a_restarted_outbox_pushes_a_thread_made_again_meanwhile(
     store: Store, tmp_path: Path
 ) -> None:
     same, deleted = "chat-1", "chat-2"
-    for thread_id in (same, deleted):
-        await store.create_thread("helper", thread_id)
-        await store.append_thread_events(thread_events(thread_id, 1, 2, rollout_id="rol_old"))
+    await new_threads(store, same, deleted, events=2)
     async with FakeControlPlane(TOKEN) as cp:
         async with outbox_running(store, tmp_path / "state", cp) as outbox:
             with anyio.fail_after(30):
                 await outbox.wait_acknowledged(same, 2)
                 await outbox.wait_acknowledged(deleted, 2)
         # while no outbox ran: made again with as many events, so only which events differs
-        await store.delete_thread(same)
-        await store.create_thread("helper", same)
-        await store.append_thread_events(thread_events(same, 1, 2, rollout_id="rol_new"))
+        await make_again(store, same, events=2)
         await store.delete_thread(deleted)
         async with outbox_running(store, tmp_path / "state", cp) as outbox:
             with anyio.fail_after(30):
@@ -195,9 +200,7 @@ async def test_a_refused_thread_is_parked_until_it_is_made_again(
     store: Store, tmp_path: Path
 ) -> None:
     refused, fine = "chat-1", "chat-2"
-    for thread_id in (refused, fine):
-        await store.create_thread("helper", thread_id)
-        await store.append_thread_events(thread_events(thread_id, 1, 2, rollout_id="rol_old"))
+    await new_threads(store, refused, fine, events=2)
     async with FakeControlPlane(TOKEN) as cp:
         cp.refuse_threads[refused] = 422
         async with outbox_running(store, tmp_path / "state", cp) as outbox:
@@ -211,9 +214,7 @@ async def test_a_refused_thread_is_parked_until_it_is_made_again(
             assert outbox.state.parked[refused]["status"] == 422
             assert cp.push_requests == 3  # the parked thread was not tried again
             del cp.refuse_threads[refused]
-            await store.delete_thread(refused)
-            await store.create_thread("helper", refused)
-            await store.append_thread_events(thread_events(refused, 1, 1, rollout_id="rol_new"))
+            await make_again(store, refused, events=1)
             with anyio.fail_after(30):
                 await cp.wait_pushed_from(refused, "rol_new", 1)
             assert refused not in outbox.state.parked
