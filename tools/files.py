@@ -38,6 +38,7 @@ from tools.base import (
 )
 from tools.diffs import diff_texts
 from tools.patch import LEVELS, LineIndex
+from tools.spares import SparePool, spares_for
 from tools.textfile import (
     BINARY_SNIFF_BYTES,
     BOM,
@@ -262,7 +263,7 @@ def _current(real: Path, rel: str) -> TextFile | None:
     return decode_text(real.read_bytes(), rel)
 
 
-def _write(real: Path, rel: str, content: str) -> _Edit | None:
+def _write(real: Path, rel: str, content: str, spares: SparePool | None) -> _Edit | None:
     if real.is_dir():
         raise ToolError(f"{rel} is a directory")
     _refuse_special(real, rel)
@@ -275,7 +276,7 @@ def _write(real: Path, rel: str, content: str) -> _Edit | None:
     if before == data:
         return None
     try:
-        commit_writes([FileWrite(real, data)])
+        commit_writes([FileWrite(real, data)], spares=spares)
     except OSError as exc:
         raise _os_error(rel, exc) from None
     if not existed:
@@ -310,7 +311,7 @@ class WriteFile(Tool):
     async def run(self, args: WriteFileArgs, ctx: ToolContext) -> ToolResult:
         real = ctx.resolve(args.path)
         rel = ctx.workspace.relative(real)
-        edit = await anyio.to_thread.run_sync(_write, real, rel, args.content)
+        edit = await anyio.to_thread.run_sync(_write, real, rel, args.content, spares_for(ctx))
         if edit is None:
             return ToolResult(
                 output=f"{rel} already has exactly this content; nothing was written.",
@@ -337,7 +338,7 @@ def _line_of(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
 
 
-def _edit(real: Path, rel: str, args: EditFileArgs) -> _Edit:
+def _edit(real: Path, rel: str, args: EditFileArgs, spares: SparePool | None) -> _Edit:
     if real.is_dir():
         raise ToolError(f"{rel} is a directory")
     current = _current(real, rel)
@@ -345,7 +346,7 @@ def _edit(real: Path, rel: str, args: EditFileArgs) -> _Edit:
     if current is None:
         if old:
             raise ToolError(f"{rel} does not exist; create it with write_file")
-        return _commit_edit(real, rel, None, new, 1, 1)
+        return _commit_edit(real, rel, None, new, 1, 1, spares)
     text = current.text
     if not old:
         if text:
@@ -353,7 +354,7 @@ def _edit(real: Path, rel: str, args: EditFileArgs) -> _Edit:
                 f"old_string is empty but {rel} is not; give the exact text to replace (or use "
                 "write_file to replace the whole file)"
             )
-        return _commit_edit(real, rel, current, new, 1, 1)
+        return _commit_edit(real, rel, current, new, 1, 1, spares)
     if old == new:
         raise ToolError("old_string and new_string are identical; there is nothing to change")
     # In a CRLF file, let the model write "\n" as it sees lines, and keep CRLF on disk.
@@ -379,15 +380,22 @@ def _edit(real: Path, rel: str, args: EditFileArgs) -> _Edit:
     result = work.replace(old, new) if args.replace_all else work.replace(old, new, 1)
     if crlf:
         result = result.replace("\n", "\r\n")
-    return _commit_edit(real, rel, current, result, count if args.replace_all else 1, first_line)
+    count = count if args.replace_all else 1
+    return _commit_edit(real, rel, current, result, count, first_line, spares)
 
 
 def _commit_edit(
-    real: Path, rel: str, current: TextFile | None, new: str, count: int, first_line: int
+    real: Path,
+    rel: str,
+    current: TextFile | None,
+    new: str,
+    count: int,
+    first_line: int,
+    spares: SparePool | None,
 ) -> _Edit:
     data = new.encode("utf-8") if current is None else current.encode(new)  # keeps a BOM
     try:
-        commit_writes([FileWrite(real, data)])
+        commit_writes([FileWrite(real, data)], spares=spares)
     except OSError as exc:
         raise _os_error(rel, exc) from None
     old = None if current is None else current.text
@@ -432,7 +440,7 @@ class EditFile(Tool):
     async def run(self, args: EditFileArgs, ctx: ToolContext) -> ToolResult:
         real = ctx.resolve(args.path)
         rel = ctx.workspace.relative(real)
-        edit = await anyio.to_thread.run_sync(_edit, real, rel, args)
+        edit = await anyio.to_thread.run_sync(_edit, real, rel, args, spares_for(ctx))
         await _emit_edit(ctx, rel, edit.action, edit.diff)
         what = "Created" if edit.action == "create" else "Edited"
         times = f"replaced {edit.count} occurrence{'s' if edit.count != 1 else ''}"

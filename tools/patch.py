@@ -47,7 +47,7 @@ from tools.base import (
     disk_full_error,
 )
 from tools.diffs import TextLines, diff_regions, diff_texts
-from tools.spares import SparePool
+from tools.spares import SparePool, spares_for
 from tools.textfile import (
     BinaryFileError,
     FileWrite,
@@ -1452,10 +1452,9 @@ class ApplyPatch(Tool):
     Args = ApplyPatchArgs
 
     async def run(self, args: ApplyPatchArgs, ctx: ToolContext) -> ToolResult:
-        spares = ctx.service(SparePool.for_toolbox) if ctx.settings.spare_files else None
         try:
             patch, changes = await anyio.to_thread.run_sync(
-                apply_patch_text, args.input, ctx.workspace, spares
+                apply_patch_text, args.input, ctx.workspace, spares_for(ctx)
             )
         except PatchFailed as exc:
             return ToolResult.error(str(exc), code="patch_failed", failures=exc.failures)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from tools.workspace import AGENTD_DIR, AGENTD_GITIGNORE
 
 if TYPE_CHECKING:
-    from tools.base import Toolbox
+    from tools.base import Toolbox, ToolContext
 
 SPARE_DIR = "spare"
 # Spares kept at most (each an empty file): a commit of more files makes the rest new.
@@ -45,6 +45,12 @@ MAX_SPARES = 1024
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO someone put in the pool must not block the open
 _SPARE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def spares_for(ctx: ToolContext) -> SparePool | None:
+    """The spare files a tool call's commits write into: its toolbox's pool, or None where
+    `ToolSettings.spare_files` is off."""
+    return ctx.service(SparePool.for_toolbox) if ctx.settings.spare_files else None
 
 
 class SparePool:

@@ -207,3 +207,17 @@ def test_a_spare_on_another_filesystem_stays_a_spare(tmp_path: Path) -> None:
     assert fd is not None
     os.close(fd)
     pool.close()
+
+
+async def test_the_file_tools_write_into_spare_files_too(workspace: Path) -> None:
+    async with open_harness(workspace, enabled=["write_file", "edit_file"]) as harness:
+        assert not (await harness.call("write_file", path="a.txt", content="one\n")).is_error
+        for old, new in (("one", "two"), ("two", "three")):
+            result = await harness.call("edit_file", path="a.txt", old_string=old, new_string=new)
+            assert not result.is_error, result.output
+        assert not (await harness.call("write_file", path="a.txt", content="four\n")).is_error
+        assert harness.tree() == {"a.txt": b"four\n"}
+        pool = harness.box.peek_service(SparePool.for_toolbox)
+        # each replacement kept the old file; every one after the first wrote into a spare
+        assert pool is not None and (pool.kept, pool.taken) == (3, 2)
+        assert hidden_leftovers(harness.root) == []
