@@ -165,7 +165,9 @@ async def outbox_table(
                 thread_id = (await store.create_thread("helper")).id
                 await store.append_thread_events([_event(thread_id, 1)])
                 threads.append(thread_id)
-            outbox = ThreadEventOutbox(store, root / "outbox-state", session, cp.url, TOKEN)
+            outbox = await ThreadEventOutbox.open(
+                store, root / "outbox-state", session, cp.url, TOKEN
+            )
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(outbox.run)
                 for thread_id in threads:  # the first pass pushes what is pending

@@ -71,7 +71,7 @@ def link_companion(settings: Settings, target: LinkTarget) -> Companion:
                 dispatcher=HttpDispatcher(session, url, settings.token),
                 hello=hello,
             )
-            outbox = ThreadEventOutbox(
+            outbox = await ThreadEventOutbox.open(
                 manager.store, settings.state_dir, session, target.control_plane, target.token
             )
             try:

@@ -191,23 +191,39 @@ class ThreadEventOutbox:
     def __init__(
         self,
         store: Store,
-        state_dir: Path,
+        state: OutboxState,
         session: aiohttp.ClientSession,
         control_plane: str,
         token: str,
         *,
         rng: random.Random | None = None,
     ) -> None:
+        """An outbox on `state` as loaded (`open` loads it from the state dir)."""
         self.store = store
-        self.path = state_dir / OUTBOX_FILE
+        self.state = state
         self.session = session
         self.control_plane = control_plane
         self.token = token
         self.rng = rng or random.Random()
-        self.state = OutboxState.load(self.path)
         self.pushed_batches = 0
         self.pages_read = 0  # store reads of threads' events, for benchmarks and tests
         self._recorded = anyio.Event()  # set (and replaced) each time an acknowledgement is kept
+
+    @classmethod
+    async def open(
+        cls,
+        store: Store,
+        state_dir: Path,
+        session: aiohttp.ClientSession,
+        control_plane: str,
+        token: str,
+        *,
+        rng: random.Random | None = None,
+    ) -> ThreadEventOutbox:
+        """The outbox of the daemon whose state dir is `state_dir`: what was acknowledged is
+        read from its files in a worker thread (they grow with the threads pushed)."""
+        state = await anyio.to_thread.run_sync(OutboxState.load, state_dir / OUTBOX_FILE)
+        return cls(store, state, session, control_plane, token, rng=rng)
 
     async def run(self) -> None:
         """Push what is pending on every thread, then each thread as it gets events: the

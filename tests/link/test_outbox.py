@@ -73,7 +73,7 @@ async def outbox_running(
     store: Store, state_dir: Path, cp: FakeControlPlane
 ) -> AsyncIterator[ThreadEventOutbox]:
     async with aiohttp.ClientSession() as session:
-        outbox = ThreadEventOutbox(store, state_dir, session, cp.url, TOKEN)
+        outbox = await ThreadEventOutbox.open(store, state_dir, session, cp.url, TOKEN)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(outbox.run)
             yield outbox
