@@ -42,6 +42,11 @@ SPARE_DIR = "spare"
 # Spares kept at most (each an empty file): a commit of more files makes the rest new.
 MAX_SPARES = 1024
 
+# Every call the pool makes relative to its directory's descriptor; where one is missing (an
+# old or unusual platform) there is no pool and commits make new files.
+_SUPPORTED = {os.rename, os.open, os.stat, os.mkdir} <= os.supports_dir_fd and (
+    os.scandir in os.supports_fd
+)
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO someone put in the pool must not block the open
 _SPARE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -157,7 +162,7 @@ class SparePool:
 
     def _directory(self) -> int | None:
         """The spare directory (made, with `.agentd`, on first use), or None. Holds the lock."""
-        if self._fd is None and not self._unusable:
+        if self._fd is None and not self._unusable and _SUPPORTED:
             try:
                 self._fd = _open_spare_directory(self.root)
             except OSError:
