@@ -1091,9 +1091,6 @@ class FileChange:
     moved_from_rel: str | None = None
     # the file's bytes as read, to put back if the commit fails after replacing it
     old_data: bytes | None = None
-    regions: list[tuple[int, int, int, int]] | None = None
-    old_lines: TextLines | None = None
-    new_lines: TextLines | None = None
     notes: list[str] = field(default_factory=list)
     diff: str = ""
     added: int = 0
@@ -1158,6 +1155,7 @@ def plan_changes(patch: Patch, workspace: Workspace) -> list[FileChange]:
 
     for op in patch.ops:
         label = op.path
+        applied = None
         try:
             if isinstance(op, AddFile):
                 change = _plan_add(op, workspace, claim)
@@ -1165,7 +1163,7 @@ def plan_changes(patch: Patch, workspace: Workspace) -> list[FileChange]:
                 change = _plan_delete(op, workspace, claim, nearest_hint)
             else:
                 label = _existing_spelling(op, workspace)
-                change = _plan_update(op, label, workspace, claim, nearest_hint)
+                change, applied = _plan_update(op, label, workspace, claim, nearest_hint)
         except (HunkMismatch, BinaryFileError, PathOutsideWorkspace) as exc:
             failures.append(f"{label}: {exc}")
             continue
@@ -1175,12 +1173,13 @@ def plan_changes(patch: Patch, workspace: Workspace) -> list[FileChange]:
         except OSError as exc:
             failures.append(f"{label}: {exc.strerror or exc}")
             continue
-        if change is not None:
-            changes.append(change)
+        # The diff now rather than once every file is planned: the file's split lines that it
+        # reads are then dropped with the rest of this file's working data, not kept (and
+        # walked by every garbage collection) until the last file is planned.
+        _compute_diff(change, applied)
+        changes.append(change)
     if failures:
         raise PatchFailed(failures)
-    for change in changes:
-        _compute_diff(change)
     return changes
 
 
@@ -1327,7 +1326,7 @@ def _plan_update(
     workspace: Workspace,
     claim: Callable[[Path, str], None],
     nearest_hint: bool,
-) -> FileChange:
+) -> tuple[FileChange, AppliedHunks]:
     real, rel, old_mode, old_data, current = _read_existing(
         workspace, path, " (check the path; '*** Add File' creates a file)"
     )
@@ -1346,9 +1345,6 @@ def _plan_update(
         mode=mode,
         old_mode=old_mode,
         old_data=old_data,
-        regions=applied.regions,
-        old_lines=applied.old_lines,
-        new_lines=applied.new_lines,
         notes=applied.notes,
     )
     if op.move_to is not None:
@@ -1363,15 +1359,16 @@ def _plan_update(
             change.action = "move"
             change.moved_from, change.moved_from_rel = real, rel
             change.path, change.rel = destination, workspace.relative(destination)
-    return change
+    return change, applied
 
 
-def _compute_diff(change: FileChange) -> None:
-    if change.regions is not None and change.old_text is not None and change.new_text is not None:
+def _compute_diff(change: FileChange, applied: AppliedHunks | None) -> None:
+    """The change's diff and counts; `applied`: how its hunks were applied, for an update."""
+    if applied is not None:
         diff = diff_regions(
-            change.old_lines or TextLines(change.old_text),
-            change.new_lines or TextLines(change.new_text),
-            change.regions,
+            applied.old_lines,
+            applied.new_lines,
+            applied.regions,
             change.rel,
             old_path=change.moved_from_rel,
         )
