@@ -9,7 +9,7 @@ only have before and after) trims the common head and tail before comparing.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -94,6 +94,17 @@ class TextLines(Sequence[str]):
             text += prefix + self._parts[self._complete] + "\n" + NO_NEWLINE_MARKER
         return text
 
+    def keys(self, start: int, stop: int) -> list[str]:
+        """Lines [start, stop) as strings that are equal exactly where the lines are: a line
+        without its "\n", the last line of a file without a final newline with a "\n" added
+        (which no other key has). A slice of the split text, no string built per line."""
+        stop = min(stop, self._len)
+        complete = min(stop, self._complete)
+        keys = self._parts[start:complete]
+        if start <= complete < stop:  # the last line, which has no newline
+            keys.append(self._parts[complete] + "\n")
+        return keys
+
 
 def diff_texts(old: str | None, new: str | None, path: str, *, old_path: str | None = None) -> Diff:
     """Diff two versions of a file; `old=None` is a creation, `new=None` a deletion."""
@@ -125,23 +136,27 @@ def diff_regions(
     Regions must be sorted and non-overlapping; outside them `a` and `b` are equal line for
     line, so the gaps between regions must have the same length on both sides.
     """
-    codes = list(_opcodes(a, b, regions))
-    added = sum(j2 - j1 for tag, _, _, j1, j2 in codes if tag in ("replace", "insert"))
-    removed = sum(i2 - i1 for tag, i1, i2, _, _ in codes if tag in ("replace", "delete"))
+    codes = _opcodes(a, b, regions)
+    added = removed = 0
+    for tag, i1, i2, j1, j2 in codes:
+        if tag != "equal":  # a delete adds no line, an insert removes none
+            added += j2 - j1
+            removed += i2 - i1
     source = "/dev/null" if created else f"a/{old_path or path}"
     target = "/dev/null" if deleted else f"b/{path}"
     out = [f"--- {source}\n", f"+++ {target}\n"]
+    old_run, new_run = _run_writer(a), _run_writer(b)
     for group in _grouped(codes, CONTEXT_LINES):
         first, last = group[0], group[-1]
         out.append(f"@@ -{_range(first[1], last[2])} +{_range(first[3], last[4])} @@\n")
         for tag, i1, i2, j1, j2 in group:
             if tag == "equal":
-                out.append(_prefixed(" ", a, i1, i2))
+                out.append(old_run(" ", i1, i2))
                 continue
-            if tag in ("replace", "delete"):
-                out.append(_prefixed("-", a, i1, i2))
-            if tag in ("replace", "insert"):
-                out.append(_prefixed("+", b, j1, j2))
+            if tag != "insert":
+                out.append(old_run("-", i1, i2))
+            if tag != "delete":
+                out.append(new_run("+", j1, j2))
     if len(out) == 2 and old_path is None and not created and not deleted:
         return Diff("", 0, 0)
     return Diff("".join(out), added, removed)
@@ -149,31 +164,15 @@ def diff_regions(
 
 def _opcodes(
     a: Sequence[str], b: Sequence[str], regions: Iterable[tuple[int, int, int, int]]
-) -> Iterator[Opcode]:
+) -> list[Opcode]:
     """Opcodes covering all of a and b, merged so that no two neighbours are both equal."""
-    pending: Opcode | None = None
-    for code in _raw_opcodes(a, b, regions):
-        tag, i1, i2, j1, j2 = code
-        if i1 == i2 and j1 == j2:
-            continue
-        if pending is not None and pending[0] == tag == "equal":
-            pending = ("equal", pending[1], i2, pending[3], j2)
-            continue
-        if pending is not None:
-            yield pending
-        pending = code
-    if pending is not None:
-        yield pending
-
-
-def _raw_opcodes(
-    a: Sequence[str], b: Sequence[str], regions: Iterable[tuple[int, int, int, int]]
-) -> Iterator[Opcode]:
+    codes: list[Opcode] = []
+    old_run, new_run = _comparable_runs(a, b)
     i = j = 0
     for i1, i2, j1, j2 in regions:
-        yield ("equal", i, i1, j, j1)
+        _add_equal(codes, i, i1, j, j1)
         # trim what the region's two sides share at the head and tail before difflib
-        old, new = a[i1:i2], b[j1:j2]
+        old, new = old_run(i1, i2), new_run(j1, j2)
         head = 0
         while head < len(old) and head < len(new) and old[head] == new[head]:
             head += 1
@@ -185,24 +184,51 @@ def _raw_opcodes(
         ):
             tail += 1
         if head:
-            yield ("equal", i1, i1 + head, j1, j1 + head)
+            _add_equal(codes, i1, i1 + head, j1, j1 + head)
         x1, x2, y1, y2 = i1 + head, i2 - tail, j1 + head, j2 - tail
         if x1 == x2 or y1 == y2:
-            yield ("delete" if y1 == y2 else "insert", x1, x2, y1, y2)
+            if x1 != x2 or y1 != y2:
+                codes.append(("delete" if y1 == y2 else "insert", x1, x2, y1, y2))
         elif set(old[head : len(old) - tail]).isdisjoint(new[head : len(new) - tail]):
             # no line in common (the usual edit): difflib's answer is one replace, without
             # the cost of setting up a SequenceMatcher per region
-            yield ("replace", x1, x2, y1, y2)
+            codes.append(("replace", x1, x2, y1, y2))
         else:
             matcher = difflib.SequenceMatcher(
                 None, old[head : len(old) - tail], new[head : len(new) - tail], autojunk=False
             )
             for tag, k1, k2, m1, m2 in matcher.get_opcodes():
-                yield (tag, x1 + k1, x1 + k2, y1 + m1, y1 + m2)
+                if tag == "equal":
+                    _add_equal(codes, x1 + k1, x1 + k2, y1 + m1, y1 + m2)
+                else:
+                    codes.append((tag, x1 + k1, x1 + k2, y1 + m1, y1 + m2))
         if tail:
-            yield ("equal", x2, i2, y2, j2)
+            _add_equal(codes, x2, i2, y2, j2)
         i, j = i2, j2
-    yield ("equal", i, len(a), j, len(b))
+    _add_equal(codes, i, len(a), j, len(b))
+    return codes
+
+
+def _comparable_runs(
+    a: Sequence[str], b: Sequence[str]
+) -> tuple[Callable[[int, int], list[str]], Callable[[int, int], list[str]]]:
+    """`run(start, stop)` for each side: its lines [start, stop) as values to compare with the
+    other side's. Two TextLines give their keys (slices of the split texts: no line is built
+    with its ending); otherwise the lines themselves."""
+    if isinstance(a, TextLines) and isinstance(b, TextLines):
+        return a.keys, b.keys
+    return (lambda start, stop: list(a[start:stop])), (lambda start, stop: list(b[start:stop]))
+
+
+def _add_equal(codes: list[Opcode], i1: int, i2: int, j1: int, j2: int) -> None:
+    """Append an equal run (none if empty), joined to the previous opcode if that is one."""
+    if i1 == i2 and j1 == j2:
+        return
+    if codes and codes[-1][0] == "equal":
+        _, start, _, new_start, _ = codes[-1]
+        codes[-1] = ("equal", start, i2, new_start, j2)
+    else:
+        codes.append(("equal", i1, i2, j1, j2))
 
 
 def _grouped(codes: list[Opcode], n: int) -> Iterator[list[Opcode]]:
@@ -239,13 +265,21 @@ def _range(start: int, stop: int) -> str:
     return f"{beginning},{length}"
 
 
+def _run_writer(lines: Sequence[str]) -> Callable[[str, int, int], str]:
+    """`write(prefix, start, stop)`: lines [start, stop) of `lines`, each after `prefix` (and
+    the marker after a last line without a newline)."""
+    if isinstance(lines, TextLines):
+        return lines.prefixed
+
+    def write(prefix: str, start: int, stop: int) -> str:
+        return _prefixed(prefix, lines, start, stop)
+
+    return write
+
+
 def _prefixed(prefix: str, lines: Sequence[str], start: int, stop: int) -> str:
-    """Lines [start, stop) of `lines`, each after `prefix` (and the marker after a last line
-    without a newline)."""
     if start >= stop:
         return ""
-    if isinstance(lines, TextLines):
-        return lines.prefixed(prefix, start, stop)
     return "".join(
         prefix + line if line.endswith("\n") else prefix + line + "\n" + NO_NEWLINE_MARKER
         for line in lines[start:stop]

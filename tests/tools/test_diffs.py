@@ -51,3 +51,17 @@ def test_crlf_lines_keep_their_carriage_returns(tmp_path: Path) -> None:
     (tmp_path / "f.txt").write_bytes(old.encode())
     apply_patch_text(diff.text, Workspace(tmp_path))
     assert (tmp_path / "f.txt").read_bytes() == new.encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(old=TEXT, new=TEXT)
+def test_text_lines_keys_are_equal_where_the_lines_are(old: str, new: str) -> None:
+    # diffs compare TextLines by these keys, plain lines by themselves
+    a, b = TextLines(old), TextLines(new)
+    assert a.keys(0, len(a)) == [
+        line.removesuffix("\n") if line.endswith("\n") else line + "\n" for line in a
+    ]
+    for i in range(len(a)):
+        for j in range(len(b)):
+            assert (a.keys(i, i + 1) == b.keys(j, j + 1)) == (a[i] == b[j])
+    assert a.keys(1, len(a) + 5) == a.keys(1, len(a))
