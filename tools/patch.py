@@ -614,16 +614,23 @@ LOOSEST = len(LEVELS) - 1
 class LineIndex:
     """The lines of one file, with per-level lookup tables built on first use."""
 
-    def __init__(self, lines: list[str], searched: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, lines: list[str], searched: Iterable[str] | None = None, *, probes: int = 0
+    ) -> None:
         """`searched`: every line `only_exact` will be asked about, if known (read on its
         first call); then only those are counted, where counting a file's lines, mostly
         distinct, means a dict entry per line. A line left out counts as absent: its
-        pattern goes through the level-by-level search."""
+        pattern goes through the level-by-level search.
+
+        `probes`: how many `only_exact` calls may first look for one line of their pattern
+        that occurs once, by comparing it with every line, before the lines are counted.
+        Only for callers whose patterns' lines are all in `searched`."""
         self.lines = lines
         self._normalised: dict[int, list[str]] = {0: lines}
         self._positions: dict[int, dict[str, list[int]]] = {}
         self._counts: Counter[str] | None = None
         self._searched = searched
+        self._probes = probes
 
     def normalised(self, level: int) -> list[str]:
         if level not in self._normalised:
@@ -650,17 +657,22 @@ class LineIndex:
         """
         if not pattern:
             return None
-        if self._counts is None:
-            if self._searched is None:
-                self._counts = Counter(self.lines)
-            else:
-                wanted = set(self._searched)
-                self._counts = Counter(filter(wanted.__contains__, self.lines))
-        counts = self._counts
-        frequencies = list(map(counts.__getitem__, pattern))
-        offset = frequencies.index(min(frequencies))  # the first of the rarest lines
-        if frequencies[offset] != 1:
-            return None
+        offset = self._probe(pattern) if self._counts is None and self._probes else None
+        if offset is None:
+            if self._counts is None:
+                if self._searched is None:
+                    self._counts = Counter(self.lines)
+                else:
+                    wanted = set(self._searched)
+                    self._counts = Counter(filter(wanted.__contains__, self.lines))
+            counts = self._counts
+            frequencies = list(map(counts.__getitem__, pattern))
+            offset = frequencies.index(min(frequencies))  # the first of the rarest lines
+            if frequencies[offset] != 1:
+                return None
+        elif offset < 0:
+            return None  # a line of the pattern is not in the file
+        # pattern[offset] occurs once in the file, so the pattern occurs once at most
         size = len(pattern)
         if expected is not None and start <= expected:
             if self.lines[expected : expected + size] == pattern:
@@ -671,6 +683,19 @@ class LineIndex:
             return None
         first = at - offset
         return first if self.lines[first : first + size] == pattern else None
+
+    def _probe(self, pattern: list[str]) -> int | None:
+        """Where in `pattern` a line is that occurs once in the file (the pattern's longest
+        line, the likeliest to), -1 if that line is not in the file, None if it occurs more
+        than once (then the lines are counted). A comparison per line (`list.count`) costs
+        a quarter of a line counted (a hash and a dict entry): for a patch's few hunks of a
+        file, probing each hunk costs less than counting the file once."""
+        self._probes -= 1
+        longest = max(pattern, key=len)
+        occurrences = self.lines.count(longest)
+        if occurrences > 1:
+            return None
+        return pattern.index(longest) if occurrences else -1
 
     def matches(self, pattern: Sequence[str], level: int, start: int = 0) -> Iterator[int]:
         """Positions >= start where `pattern` occurs at `level`, in order."""
@@ -765,6 +790,11 @@ class AppliedHunks:
     new_lines: TextLines
 
 
+# the most hunks of one file that probe for a unique line rather than count the file's lines:
+# three probes (a comparison per line each) cost about as much as one count
+_MOST_PROBED_HUNKS = 3
+
+
 def apply_hunks(text: str, hunks: Sequence[Hunk], *, nearest_hint: bool) -> AppliedHunks:
     """Apply `hunks` to `text`: the new text, the changed regions and notes.
 
@@ -774,8 +804,15 @@ def apply_hunks(text: str, hunks: Sequence[Hunk], *, nearest_hint: bool) -> Appl
     """
     raw, lines = _file_lines(text)
     newline = detect_newline(text)
-    # the hunks' old lines: all that `only_exact` counts
-    index = LineIndex(lines, (line for hunk in hunks for kind, line in hunk.body if kind != "+"))
+    # the hunks' old lines: all that `only_exact` counts. A hunk or two (as most files of a
+    # patch have) probe for a unique line rather than count the file's lines: see
+    # `LineIndex._probe`. More hunks would cost more than the count, which a failed probe
+    # adds to.
+    index = LineIndex(
+        lines,
+        (line for hunk in hunks for kind, line in hunk.body if kind != "+"),
+        probes=len(hunks) if len(hunks) <= _MOST_PROBED_HUNKS else 0,
+    )
     placements: list[_Placement] = []
     notes: list[str] = []
     cursor = 0

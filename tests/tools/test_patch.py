@@ -29,7 +29,7 @@ from tests.tools.harness import (
     write_tree,
 )
 from tools.diffs import keepends_lines
-from tools.patch import apply_patch_text, parse_patch
+from tools.patch import LineIndex, apply_patch_text, parse_patch
 from tools.textfile import split_lines
 from tools.workspace import Workspace
 
@@ -971,3 +971,29 @@ def test_property_envelope_from_difflib_applies(
     (root / "f.txt").write_text(old)
     apply_patch_text(patch, Workspace(root))
     assert (root / "f.txt").read_text() == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=TEXT_LINES,
+    taken=st.tuples(st.integers(0, 25), st.integers(1, 5)),
+    other=st.lists(LINE, min_size=1, max_size=4),
+    from_file=st.booleans(),
+    start=st.integers(0, 25),
+    expected=st.none() | st.integers(0, 25),
+)
+def test_probing_for_a_unique_line_places_as_counting_does(
+    lines: list[str],
+    taken: tuple[int, int],
+    other: list[str],
+    from_file: bool,
+    start: int,
+    expected: int | None,
+) -> None:
+    # A hunk or two of a file probe for a line of theirs that occurs once instead of counting
+    # the file's lines: the answer must be the same, found or not.
+    at, size = taken
+    pattern = lines[at : at + size] if from_file and lines[at : at + size] else other
+    counted = LineIndex(lines, pattern).only_exact(pattern, start, expected)
+    probed = LineIndex(lines, pattern, probes=1).only_exact(pattern, start, expected)
+    assert probed == counted
