@@ -311,15 +311,27 @@ def _parse_update_body(lines: list[str], i: int, end: int, path: str) -> tuple[i
         hunks.append(hunk)
         return hunk
 
-    while i < end and not _is_file_header(lines[i]):
+    while i < end:
         line = lines[i]
-        if "***" in line and line.strip() == "*** End of File":
-            if current is None or not current.body:
-                raise PatchParseError(
-                    f"patch line {i + 1}: '*** End of File' must follow a hunk's lines."
-                )
-            current.at_eof = True
-            current = None
+        # every file header and `*** End of File` holds "***": the hunks' lines, nearly all
+        # of a patch, are told from them by that substring test (in C), without a call each
+        if "***" in line:
+            if _is_file_header(line):
+                break
+            if line.strip() == "*** End of File":
+                if current is None or not current.body:
+                    raise PatchParseError(
+                        f"patch line {i + 1}: '*** End of File' must follow a hunk's lines."
+                    )
+                current.at_eof = True
+                current = None
+                i += 1
+                continue
+        kind = line[:1]
+        if kind in (" ", "-", "+") or not line:
+            if current is None:
+                current = start("@@")
+            current.body.append((kind or " ", line[1:]))
         elif line.startswith("@@"):
             if current is None or current.body:
                 current = start(line.strip())
@@ -333,10 +345,6 @@ def _parse_update_body(lines: list[str], i: int, end: int, path: str) -> tuple[i
                 anchor = line[3:] if line.startswith("@@ ") else line[2:]
                 if anchor.strip():
                     current.anchors.append(anchor)
-        elif line[:1] in (" ", "-", "+") or line == "":
-            if current is None:
-                current = start("@@")
-            current.body.append((line[:1] or " ", line[1:]))
         else:
             raise PatchParseError(
                 f"patch line {i + 1}: unexpected line in '*** Update File: {path}': {line!r}. "
