@@ -999,36 +999,22 @@ def _assemble(
     complete = len(raw) - 1  # lines 0 .. complete-1 end with "\n"; a line `complete` has none
     # what a line ending in `newline` keeps in its part ("\r" of a CRLF; the "\n" is the split)
     cr = newline[:-1]
-    parts: list[str] = []
+    parts: list[str] = []  # a part per line written so far
     regions: list[tuple[int, int, int, int]] = []
-    out_count = 0
-    # the last line written so far: is its text empty, and its ending ("" = none yet)
-    last_empty, last_ending = True, "\n"
+    # The line `parts` ends with: the old line `last_old` (>= 0), else the hunk line
+    # `last_added` (None: no line yet). Only the old line `complete` has no ending; a line
+    # written after it gives it one.
+    last_old, last_added = -1, None
     final_newline = raw[-1] == ""
-
-    def old_ending(i: int) -> str:
-        if i >= complete:
-            return ""
-        return "\r\n" if raw[i].endswith("\r") else "\n"
-
-    def put_old(first: int, stop: int) -> None:
-        """Copy old lines [first, stop)."""
-        nonlocal out_count, last_empty, last_ending
-        if first >= stop:
-            return
-        if not last_ending:
-            parts[-1] += cr  # the old last line is no longer last: it gets a newline
-        parts.extend(raw[first:stop])
-        out_count += stop - first
-        last = stop - 1
-        last_empty = not lines[last]
-        # old_ending(last), inlined: this runs for every stretch of every hunk
-        last_ending = "" if last >= complete else "\r\n" if raw[last].endswith("\r") else "\n"
 
     previous = 0
     for placement in placements:
         start = placement.start
-        put_old(previous, start)
+        if previous < start:  # the old lines between hunks
+            if last_old == complete:
+                parts[-1] += cr
+            parts.extend(raw[previous:start])
+            last_old = start - 1
         at = start
         context_from = start  # a run of context lines [context_from, at) not copied yet
         # the hunk's changed lines, a run of -/+ lines between context lines at a time, are
@@ -1037,32 +1023,50 @@ def _assemble(
         for kind, text in placement.body:
             if kind == " ":
                 if block is not None:
-                    regions.append((block[0], at, block[1], out_count))
+                    regions.append((block[0], at, block[1], len(parts)))
                     block = None
                 at += 1
                 continue
             # keep the file's own lines for the context (they may differ from the patch in
             # whitespace), a run at a time
-            put_old(context_from, at)
+            if context_from < at:
+                if last_old == complete:
+                    parts[-1] += cr
+                parts.extend(raw[context_from:at])
+                last_old = at - 1
             if block is None:
-                block = (at, out_count)
+                block = (at, len(parts))
             if kind == "+":
-                if not last_ending:
+                if last_old == complete:
                     parts[-1] += cr
                 parts.append(text + cr)
-                out_count += 1
-                last_empty, last_ending = not text, newline
+                last_old, last_added = -1, text
             else:
                 at += 1
             context_from = at
         if block is not None:
-            regions.append((block[0], at, block[1], out_count))
-        put_old(context_from, at)
+            regions.append((block[0], at, block[1], len(parts)))
+        if context_from < at:
+            if last_old == complete:
+                parts[-1] += cr
+            parts.extend(raw[context_from:at])
+            last_old = at - 1
         previous = start + placement.length
         hunk = placement.hunk
         if hunk.has_newline_markers and previous == total:
             final_newline = not hunk.new_no_newline
-    put_old(previous, total)
+    if previous < total:
+        if last_old == complete:
+            parts[-1] += cr
+        parts.extend(raw[previous:total])
+        last_old = total - 1
+    out_count = len(parts)
+    if last_old >= 0:
+        last_empty, last_ending = not lines[last_old], _old_ending(raw, last_old)
+    elif last_added is not None:
+        last_empty, last_ending = not last_added, newline
+    else:
+        last_empty, last_ending = True, "\n"
     # an empty last line only exists with its newline
     keep = final_newline or last_empty
     if not out_count:
@@ -1074,9 +1078,17 @@ def _assemble(
     elif last_ending == "\r\n":
         parts[-1] = parts[-1][:-1]
     if total and out_count:
-        ending = old_ending(total - 1)
+        ending = _old_ending(raw, total - 1)
         regions = _cover_old_last_line(regions, total, ending, out_count, keep, newline)
     return "\n".join(parts), parts, regions
+
+
+def _old_ending(raw: list[str], i: int) -> str:
+    """The ending of old line `i` given the old text's `split("\\n")`: "" for a last line
+    without one."""
+    if i >= len(raw) - 1:
+        return ""
+    return "\r\n" if raw[i].endswith("\r") else "\n"
 
 
 def _cover_old_last_line(

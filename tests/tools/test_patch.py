@@ -948,6 +948,26 @@ def test_property_unified_diff_from_difflib_applies(
     assert (root / "f.txt").read_text() == new
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=TEXT_LINES, b=TEXT_LINES, a_nl=st.booleans(), b_nl=st.booleans())
+def test_property_unified_diff_applies_to_crlf_files(
+    tmp_path_factory: pytest.TempPathFactory, a: list[str], b: list[str], a_nl: bool, b_nl: bool
+) -> None:
+    # CRLF kept where lines are copied, given to added lines, and put back on (or taken off)
+    # a last line that gains (or loses) its newline
+    old = join(a, a_nl).replace("\n", "\r\n")
+    new = join(b, b_nl).replace("\n", "\r\n")
+    assume(old != new and "\r\n" in old)
+    root = tmp_path_factory.mktemp("prop")
+    (root / "f.txt").write_bytes(old.encode())
+    _, changes = apply_patch_text(udiff(old, new, "f.txt"), Workspace(root))
+    assert (root / "f.txt").read_bytes() == new.encode()
+    # and the file_edit diff of the change replays to the same result
+    (root / "f.txt").write_bytes(old.encode())
+    apply_patch_text(changes[0].diff, Workspace(root))
+    assert (root / "f.txt").read_bytes() == new.encode()
+
+
 @settings(
     max_examples=150,
     deadline=None,
