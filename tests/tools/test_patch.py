@@ -1017,3 +1017,54 @@ def test_probing_for_a_unique_line_places_as_counting_does(
     counted = LineIndex(lines, pattern).only_exact(pattern, start, expected)
     probed = LineIndex(lines, pattern, probes=1).only_exact(pattern, start, expected)
     assert probed == counted
+
+
+def applied_or_error(text: str, hunks: list[tools.patch.Hunk], nearest_hint: bool) -> object:
+    try:
+        applied = tools.patch.apply_hunks(text, hunks, nearest_hint=nearest_hint)
+    except tools.patch.HunkMismatch as exc:
+        return str(exc)
+    return applied.text, applied.regions, applied.notes
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    a=TEXT_LINES,
+    b=TEXT_LINES,
+    final_newline=st.booleans(),
+    crlf=st.booleans(),
+    shift=st.lists(LINE, max_size=3),
+    repeated=st.booleans(),
+    unified=st.booleans(),
+)
+def test_probing_files_apply_as_counted_files(
+    a: list[str],
+    b: list[str],
+    final_newline: bool,
+    crlf: bool,
+    shift: list[str],
+    repeated: bool,
+    unified: bool,
+) -> None:
+    # Files with few hunks probe for a unique line (LineIndex._probe); with probing turned
+    # off they count their lines. Both must place every hunk alike, or fail alike, whether
+    # the file is CRLF or ends without a newline, with the hunks off their line numbers, or
+    # with every hunk's lines twice in the file (ambiguous).
+    old, new = join(a, final_newline), join(b, final_newline)
+    assume(a and old != new)
+    if unified:
+        patch = udiff(old, new, "f.txt")
+    else:
+        patch = envelope_from_difflib(a, b, "f.txt")[0]
+    op = parse_patch(patch).ops[0]
+    assume(isinstance(op, tools.patch.UpdateFile) and op.hunks)
+    assert isinstance(op, tools.patch.UpdateFile)
+    hunks = op.hunks
+    text = join(shift + a + (a if repeated else []), final_newline)
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    probed = applied_or_error(text, hunks, unified)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(tools.patch, "_MOST_PROBED_HUNKS", 0)
+        counted = applied_or_error(text, hunks, unified)
+    assert probed == counted
