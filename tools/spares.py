@@ -1,11 +1,12 @@
-"""Spare files: apply_patch reuses the files its commits replace instead of creating new ones.
+"""Spare files: the editing tools' commits reuse the files they replace instead of making new ones.
 
 A crash-safe write puts the new content in a file of its own and swaps it in (see
 `tools.textfile.commit_writes`), so each file written costs creating a file and, once the
 commit is over, deleting the old one. On ext4 those two are most of a multi-file commit's
 cost: creating a file scans past the inodes deleted in the last seconds (each commit's own
-deletions included), so a commit of 200 files took 5× as long as writing them in place (see
-`benchmarks/patch_bench.py`).
+deletions included), and an unlink waits for the writeback the previous commit started. In
+a workspace where a 200-file patch and its reverse were applied in turn, the commit without
+spares took 2.5-5x as long as with them (`benchmarks/patch_bench.py`, second table).
 
 `SparePool` keeps the files a commit swapped out, emptied, under `<workspace>/.agentd/spare`
 (`.agentd` is the daemon's own directory, ignored by git and by the run's file-change scan),
@@ -17,7 +18,11 @@ within the filesystem), written, swapped in; the old file goes back to the pool,
 The pool is inside the workspace, where the agent's commands can put anything, so nothing in
 it is trusted: the directories are opened without following symbolic links, and a spare is
 written only if, once opened (without following a link), it is a regular file of this user
-with no other name (`st_nlink == 1`); anything else is removed and a new file is made.
+with no other name (`st_nlink == 1`) and no extended attributes (an ACL or a security label
+of the file it was must not become another file's); anything else is left in the pool under a
+name no pool takes, and a new file is made. A file a commit swapped out is kept on the same
+terms.
+
 Several pools (one per toolbox, or several daemons) may share a directory: a spare is taken by
 renaming it away, which only one of them can do.
 """
@@ -44,8 +49,12 @@ MAX_SPARES = 1024
 
 # Every call the pool makes relative to its directory's descriptor; where one is missing (an
 # old or unusual platform) there is no pool and commits make new files.
-_SUPPORTED = {os.rename, os.open, os.stat, os.mkdir} <= os.supports_dir_fd and (
-    os.scandir in os.supports_fd
+_SUPPORTED = (
+    {os.rename, os.open, os.stat, os.mkdir} <= os.supports_dir_fd
+    and os.scandir in os.supports_fd
+    # a spare must carry nothing of the file it was (an ACL, a security label): where the
+    # extended attributes cannot be listed (macOS's Python) there is no pool
+    and hasattr(os, "listxattr")
 )
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO someone put in the pool must not block the open
@@ -219,13 +228,15 @@ def _ignore_in_git(agentd_fd: int) -> None:
 
 def _open_owned_sole_regular_file(path: str) -> int | None:
     """`path` opened for writing if, opened without following a link, it is a regular file
-    of this user with no other name (writing it then changes nothing else); else None."""
+    of this user with no other name (writing it then changes nothing else) and no extended
+    attributes (an ACL or a security label of the file it was would be the next file's);
+    else None."""
     try:
         fd = os.open(path, _SPARE)
     except OSError:
         return None
     try:
-        if _is_owned_sole_regular_file(os.fstat(fd)):
+        if _is_owned_sole_regular_file(os.fstat(fd)) and not os.listxattr(fd):
             return fd
     except OSError:
         pass

@@ -221,3 +221,27 @@ async def test_the_file_tools_write_into_spare_files_too(workspace: Path) -> Non
         # each replacement kept the old file; every one after the first wrote into a spare
         assert pool is not None and (pool.kept, pool.taken) == (3, 2)
         assert hidden_leftovers(harness.root) == []
+
+
+async def test_a_file_with_extended_attributes_is_not_kept_nor_taken(harness: Harness) -> None:
+    """An ACL or a security label of one file must not become another file's."""
+    harness.write({"a.txt": "one\n", "b.txt": "b\n"})
+    labelled = harness.root / "a.txt"
+    try:
+        os.setxattr(labelled, "user.agentd-test", b"label")
+    except OSError:
+        pytest.skip("this filesystem has no user extended attributes")
+    pool_dir = harness.root / AGENTD_DIR / SPARE_DIR
+    pool_dir.mkdir(parents=True)
+    (pool_dir / "labelled-spare").touch()
+    os.setxattr(pool_dir / "labelled-spare", "user.agentd-test", b"label")
+    patch = envelope(*replace_line("a.txt", "one", "two"), *replace_line("b.txt", "b", "bb"))
+    assert not (await harness.call("apply_patch", input=patch)).is_error
+    assert harness.tree() == {"a.txt": b"two\n", "b.txt": b"bb\n"}
+    assert os.listxattr(harness.root / "a.txt") == []  # a new file, as without spares
+    pool = harness.box.peek_service(SparePool.for_toolbox)
+    # the labelled spare was not taken (put back under a name no pool takes, as it was);
+    # of the two old files only b.txt's was kept
+    assert pool is not None and (pool.taken, pool.kept) == (0, 1)
+    [put_back] = pool_dir.glob(".not-a-spare-*")
+    assert os.listxattr(put_back) == ["user.agentd-test"]
