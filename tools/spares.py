@@ -122,8 +122,9 @@ class SparePool:
                 os.close(fd)
                 fd = None
         if fd is None:
-            # Swapped for something else since it was looked at: put back under a name no
-            # pool takes (a directory cannot be unlinked, and nothing found here is deleted).
+            # Not a spare after all (extended attributes, or swapped for something else since
+            # it was looked at): put back under a name no pool takes (a directory cannot be
+            # unlinked, and nothing found here is deleted).
             with contextlib.suppress(OSError):
                 os.rename(
                     path, f".not-a-spare-{self._prefix}-{next(self._numbers)}", dst_dir_fd=directory
