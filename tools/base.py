@@ -157,8 +157,9 @@ class ToolSettings:
     # A cgroup v2 per toolbox (tools/cgroups.py) when the daemon may make them; None: the
     # tools rely on process groups, tags and the child subreaper alone.
     cgroups: CgroupTree | None = None
-    # apply_patch writes into the files its earlier commits replaced, kept emptied under
-    # .agentd/spare, instead of creating and deleting files (tools/spares.py).
+    # The editing tools (apply_patch, write_file, edit_file) write into the files their
+    # earlier commits replaced, kept emptied under .agentd/spare, instead of creating and
+    # deleting files (tools/spares.py).
     spare_files: bool = True
 
 
