@@ -1,5 +1,6 @@
-"""apply_patch's spare files (tools/spares.py): a commit writes into the files earlier commits
-swapped out instead of creating and deleting files, and trusts nothing it finds in the pool."""
+"""The editing tools' spare files (tools/spares.py): a commit writes into the files earlier
+commits swapped out instead of creating and deleting files, and trusts nothing it finds in the
+pool."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ async def test_a_commit_writes_into_the_files_an_earlier_commit_swapped_out(
 ) -> None:
     harness.write({"a.txt": "one\n", "tool.sh": "echo one\n", "gone.txt": "bye\n"})
     (harness.root / "tool.sh").chmod(0o755)
+    plain_mode = stat.S_IMODE((harness.root / "a.txt").stat().st_mode)
     patch = envelope(
         *replace_line("a.txt", "one", "two"),
         *replace_line("tool.sh", "echo one", "echo two"),
@@ -65,17 +67,11 @@ async def test_a_commit_writes_into_the_files_an_earlier_commit_swapped_out(
     written = {harness.root / name for name in ("a.txt", "tool.sh", "new.txt")}
     assert {path.stat().st_ino for path in written} == spare_inodes  # no file was created
     assert stat.S_IMODE((harness.root / "tool.sh").stat().st_mode) == 0o755
-    assert stat.S_IMODE((harness.root / "a.txt").stat().st_mode) == 0o644 & ~_umask()
+    assert stat.S_IMODE((harness.root / "a.txt").stat().st_mode) == plain_mode
     pool = harness.box.peek_service(SparePool.for_toolbox)
     assert pool is not None and (pool.taken, pool.kept) == (3, 5)
     assert len(spares_of(harness.root)) == 2  # the two files the second commit replaced
     assert hidden_leftovers(harness.root) == []
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 async def test_without_spare_files_the_workspace_gets_no_pool(workspace: Path) -> None:
