@@ -125,10 +125,10 @@ class SparePool:
             # Not a spare after all (extended attributes, or swapped for something else since
             # it was looked at): put back under a name no pool takes (a directory cannot be
             # unlinked, and nothing found here is deleted).
-            with contextlib.suppress(OSError):
-                os.rename(
-                    path, f".not-a-spare-{self._prefix}-{next(self._numbers)}", dst_dir_fd=directory
-                )
+            with self._lock, contextlib.suppress(OSError):
+                if self._fd is not None:  # not closed meanwhile
+                    name = f".not-a-spare-{self._prefix}-{next(self._numbers)}"
+                    os.rename(path, name, dst_dir_fd=self._fd)
             return None
         self.taken += 1
         return fd
@@ -151,6 +151,11 @@ class SparePool:
         finally:
             os.close(file)
         with self._lock:
+            # the descriptor again: a pool closed meanwhile has none (its number may name
+            # another directory by now)
+            directory = self._fd
+            if directory is None:
+                return False
             name = f"{self._prefix}-{next(self._numbers)}"
             try:
                 os.rename(path, name, dst_dir_fd=directory)

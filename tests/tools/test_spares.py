@@ -241,3 +241,15 @@ async def test_a_file_with_extended_attributes_is_not_kept_nor_taken(harness: Ha
     assert pool is not None and (pool.taken, pool.kept) == (0, 1)
     [put_back] = pool_dir.glob(".not-a-spare-*")
     assert os.listxattr(put_back) == ["user.agentd-test"]
+
+
+def test_a_closed_pool_neither_takes_nor_keeps(tmp_path: Path) -> None:
+    pool = SparePool(tmp_path)
+    (tmp_path / "old").write_bytes(b"old")
+    assert pool.give(os.fspath(tmp_path / "old"))
+    pool.close()
+    (tmp_path / "older").write_bytes(b"older")
+    assert not pool.give(os.fspath(tmp_path / "older"))
+    assert (tmp_path / "older").read_bytes() == b"older"  # left for the caller to remove
+    assert pool.take(os.fspath(tmp_path / "new")) is None
+    assert not (tmp_path / "new").exists()
