@@ -135,8 +135,9 @@ class SparePool:
 
     def give(self, path: str) -> bool:
         """Keep the file at `path` (an old file a commit swapped out, or a deleted one) as a
-        spare, emptied: True; False when the pool cannot (full, another filesystem, not a
-        regular file with no other name), and the caller removes it as before."""
+        spare, emptied: True; False when the pool cannot (full, closed, another filesystem,
+        not a regular file of this user with no other name and no extended attributes), and
+        the caller removes it as before."""
         with self._lock:
             directory = self._directory()
             if directory is None or len(self._names) >= MAX_SPARES:
