@@ -35,6 +35,11 @@ class Harness:
         return read_tree(self.root)
 
 
+def envelope(*body: str) -> str:
+    """A patch envelope (`*** Begin Patch` ... `*** End Patch`) around these lines."""
+    return "\n".join(["*** Begin Patch", *body, "*** End Patch"]) + "\n"
+
+
 def write_tree(root: Path, files: dict[str, str | bytes]) -> None:
     for rel, content in files.items():
         path = root / rel

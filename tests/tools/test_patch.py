@@ -22,6 +22,7 @@ import tools.textfile
 from tests.needs import need_program
 from tests.tools.harness import (
     Harness,
+    envelope,
     fail_swaps,
     hidden_leftovers,
     open_harness,
@@ -80,10 +81,6 @@ class Case:
     after: dict[str, str | bytes]
     summary: list[str]
     note: str | None = None
-
-
-def envelope(*body: str) -> str:
-    return "\n".join(["*** Begin Patch", *body, "*** End Patch"]) + "\n"
 
 
 SUCCESS_CASES = [

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import tools.spares
-from tests.tools.harness import Harness, hidden_leftovers, open_harness
+from tests.tools.harness import Harness, envelope, hidden_leftovers, open_harness
 from tools.base import ToolSettings
 from tools.spares import SPARE_DIR, SparePool
 from tools.textfile import FileWrite, commit_writes
@@ -24,10 +24,6 @@ from tools.workspace import AGENTD_DIR
 async def harness(workspace: Path) -> AsyncIterator[Harness]:
     async with open_harness(workspace, enabled=["apply_patch"]) as h:
         yield h
-
-
-def envelope(*lines: str) -> str:
-    return "\n".join(["*** Begin Patch", *lines, "*** End Patch"]) + "\n"
 
 
 def replace_line(path: str, old: str, new: str) -> list[str]:
