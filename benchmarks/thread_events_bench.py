@@ -234,26 +234,20 @@ async def main(args: argparse.Namespace) -> None:
     results: dict[str, list[Round]] = {"store only": [], "store + rollout": [], "run EventLog": []}
     async with scratch_store() as (store, workspace):
         for i in range(args.rounds):
-            results["store only"].append(
-                await thread_round(
-                    store,
-                    workspace,
-                    f"thr_off{i}",
-                    rollouts=False,
-                    events=args.events,
-                    batch=args.batch,
+            for label, prefix, rollouts in (
+                ("store only", "thr_off", False),
+                ("store + rollout", "thr_on", True),
+            ):
+                results[label].append(
+                    await thread_round(
+                        store,
+                        workspace,
+                        f"{prefix}{i}",
+                        rollouts=rollouts,
+                        events=args.events,
+                        batch=args.batch,
+                    )
                 )
-            )
-            results["store + rollout"].append(
-                await thread_round(
-                    store,
-                    workspace,
-                    f"thr_on{i}",
-                    rollouts=True,
-                    events=args.events,
-                    batch=args.batch,
-                )
-            )
             results["run EventLog"].append(
                 await run_event_round(store, f"run_peer{i}", events=args.events)
             )
