@@ -5,7 +5,7 @@ crash between the two writes, bounded subscribers."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -300,20 +300,19 @@ async def test_subscribers_catching_up_from_one_point_share_the_page_reads(
         subscription.close()
         iterated.append(seen)
 
-    reads = store.thread_event_page_reads
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            for _ in range(20):
-                tg.start_soon(snapshot)
+    async def page_reads_of_twenty_at_once(subscriber: Callable[[], Awaitable[None]]) -> int:
+        reads = store.thread_event_page_reads
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(subscriber)
+        return store.thread_event_page_reads - reads
+
+    assert await page_reads_of_twenty_at_once(snapshot) == 1  # one page of up to 5,000
     assert snapshots == [list(range(101, 1201))] * 20
-    assert store.thread_event_page_reads == reads + 1  # one page of up to 5,000
-    reads = store.thread_event_page_reads
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            for _ in range(20):
-                tg.start_soon(iterate)
+    # pages of 500: 101-600, -1100, -1200
+    assert await page_reads_of_twenty_at_once(iterate) == 3
     assert iterated == [list(range(101, 1201))] * 20
-    assert store.thread_event_page_reads == reads + 3  # pages of 500: 101-600, -1100, -1200
 
 
 async def test_a_subscriber_that_falls_behind_is_dropped_and_resumes_without_loss(
