@@ -172,6 +172,12 @@ class OutboxState:
         self.journal_lines = 0
 
 
+def _starts_with(page: list[PersistedThreadEvent], sequence: int, rollout_id: str) -> bool:
+    """Whether `page` starts with the event a cursor keeps: that sequence, from that rollout
+    (the same sequence of another thread of the same id has another rollout id)."""
+    return bool(page) and page[0].sequence == sequence and page[0].rollout_id == rollout_id
+
+
 def _fsync_directory(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -306,15 +312,9 @@ class ThreadEventOutbox:
         if not after or rollout is None:
             return await self.store.thread_events_after(thread_id, after, BATCH)
         page = await self.store.thread_events_after(thread_id, after - 1, BATCH + 1)
-        if page and page[0].sequence == after and page[0].rollout_id == rollout:
+        if _starts_with(page, after, rollout):
             return page[1:]
-        log.info(
-            "thread %s was deleted and made again since its events up to %d were pushed; "
-            "pushing it from its start",
-            thread_id,
-            after,
-        )
-        await anyio.to_thread.run_sync(self.state.record_reset, [thread_id])
+        await self._reset(thread_id, f"since its events up to {after} were pushed")
         self.pages_read += 1
         return await self.store.thread_events_after(thread_id, 0, BATCH)
 
@@ -327,13 +327,17 @@ class ThreadEventOutbox:
             return False  # parked by an older outbox, which kept no rollout id: stays parked
         self.pages_read += 1
         page = await self.store.thread_events_after(thread_id, first - 1, 1)
-        if page and page[0].sequence == first and page[0].rollout_id == rollout:
+        if _starts_with(page, first, rollout):
             return False
+        await self._reset(thread_id, f"since its events from {first} were refused")
+        return True
+
+    async def _reset(self, thread_id: str, since: str) -> None:
+        """The thread was deleted and made again under its id: it is pushed from its start."""
         log.info(
-            "parked thread %s was deleted and made again; pushing it from its start", thread_id
+            "thread %s was deleted and made again %s; pushing it from its start", thread_id, since
         )
         await anyio.to_thread.run_sync(self.state.record_reset, [thread_id])
-        return True
 
     async def _push(self, thread_id: str, events: list[dict[str, Any]]) -> bool:
         """Send one batch until a 2xx (True) or a refusal that parks the thread (False)."""
