@@ -113,10 +113,12 @@ class SparePool:
                 break
             else:
                 return None
-        fd = _open_owned_sole_regular_file(path)
-        if fd is not None:
+        opened = _open_owned_sole_regular_file(path)
+        fd = None
+        if opened is not None:
+            fd, size = opened
             try:
-                if os.fstat(fd).st_size:  # not emptied by a pool: someone else wrote it
+                if size:  # not emptied by a pool: someone else wrote it
                     os.ftruncate(fd, 0)
             except OSError:
                 os.close(fd)
@@ -142,9 +144,10 @@ class SparePool:
             directory = self._directory()
             if directory is None or len(self._names) >= MAX_SPARES:
                 return False
-        file = _open_owned_sole_regular_file(path)
-        if file is None:
+        opened = _open_owned_sole_regular_file(path)
+        if opened is None:
             return False
+        file, _size = opened
         try:
             os.ftruncate(file, 0)  # the pool keeps no old contents
         except OSError:
@@ -233,18 +236,19 @@ def _ignore_in_git(agentd_fd: int) -> None:
         os.close(fd)
 
 
-def _open_owned_sole_regular_file(path: str) -> int | None:
-    """`path` opened for writing if, opened without following a link, it is a regular file
-    of this user with no other name (writing it then changes nothing else) and no extended
-    attributes (an ACL or a security label of the file it was would be the next file's);
-    else None."""
+def _open_owned_sole_regular_file(path: str) -> tuple[int, int] | None:
+    """`path` opened for writing, and its size, if, opened without following a link, it is a
+    regular file of this user with no other name (writing it then changes nothing else) and
+    no extended attributes (an ACL or a security label of the file it was would be the next
+    file's); else None."""
     try:
         fd = os.open(path, _SPARE)
     except OSError:
         return None
     try:
-        if _is_owned_sole_regular_file(os.fstat(fd)) and not os.listxattr(fd):
-            return fd
+        info = os.fstat(fd)
+        if _is_owned_sole_regular_file(info) and not os.listxattr(fd):
+            return fd, info.st_size
     except OSError:
         pass
     os.close(fd)
