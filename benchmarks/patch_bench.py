@@ -54,7 +54,10 @@ patch and its reverse in turn (apply_patch through one `Toolbox` kept open, as a
 with and without its spare files, tools/spares.py), every tool once per round; each
 application comes `--pause` seconds after the last (an agent's tool calls come seconds apart;
 the pause lets the writeback a commit started finish, as it would between them). A first,
-untimed round leaves each tree as the earlier commits of a session would.
+untimed round leaves each tree as the earlier commits of a session would. apply_patch keeps
+spare files only where creating a file is slow (an ext4 without a journal,
+`tools.spares.creating_files_is_slow`), so its first row is one of the next two, whichever
+the filesystem gets: with spare files always (`spares always`), and with none.
 """
 
 from __future__ import annotations
@@ -310,6 +313,7 @@ def steady_state(
         tools: list[tuple[str, Callable[[Path, int], None]]] = []
         for tool, settings in (
             ("apply_patch via Toolbox.call", ToolSettings()),
+            ("apply_patch, spares always", ToolSettings(spare_files=True)),
             ("apply_patch, no spare files", ToolSettings(spare_files=False)),
         ):
             root = tmp / f"t{len(tools)}"

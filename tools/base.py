@@ -157,10 +157,11 @@ class ToolSettings:
     # A cgroup v2 per toolbox (tools/cgroups.py) when the daemon may make them; None: the
     # tools rely on process groups, tags and the child subreaper alone.
     cgroups: CgroupTree | None = None
-    # The editing tools (apply_patch, write_file, edit_file) write into the files their
-    # earlier commits replaced, kept emptied under .agentd/spare, instead of creating and
-    # deleting files (tools/spares.py).
-    spare_files: bool = True
+    # Whether the editing tools (apply_patch, write_file, edit_file) write into the files
+    # their earlier commits replaced, kept emptied under .agentd/spare, instead of creating
+    # and deleting files (tools/spares.py). None: where that is faster, an ext4 without a
+    # journal (`tools.spares.creating_files_is_slow`).
+    spare_files: bool | None = None
 
 
 # The daemon's own credentials: the agent's commands must not be able to read them (a prompt

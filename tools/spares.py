@@ -25,6 +25,14 @@ terms.
 
 Several pools (one per toolbox, or several daemons) may share a directory: a spare is taken by
 renaming it away, which only one of them can do.
+
+The pool pays off only where creating a file is the slow part: an ext4 without a journal (as
+the root disk of the sandboxes these benchmarks ran on), which does not reuse an inode deleted
+in the last seconds, so each creation scans past them. On a journalled ext4 or a tmpfs a file
+is created in a few microseconds, and the pool's renames into and out of its directory cost
+more than they save (the same steady-state commit took 16-22 % longer with the pool). So a
+toolbox keeps a pool only where `creating_files_is_slow` (unless `ToolSettings.spare_files`
+says always or never).
 """
 
 from __future__ import annotations
@@ -64,18 +72,39 @@ _SPARE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 def spares_for(ctx: ToolContext) -> SparePool | None:
     """The spare files a tool call's commits write into: its toolbox's pool, or None where
     `ToolSettings.spare_files` is off."""
-    return ctx.service(SparePool.for_toolbox) if ctx.settings.spare_files else None
+    return None if ctx.settings.spare_files is False else ctx.service(SparePool.for_toolbox)
+
+
+def creating_files_is_slow(
+    path: Path, *, procfs: Path = Path("/proc"), sysfs: Path = Path("/sys")
+) -> bool:
+    """Blocking: whether `path` is on an ext4 without a journal, where the pool pays off (see
+    the module's docstring). The kernel tells: the block device the file is on
+    (`/sys/dev/block/MAJOR:MINOR`) names an ext4's options (`/proc/fs/ext4/NAME/options`),
+    and only an ext4 with a journal has a `data=` mode among them. False whenever it cannot
+    tell (not Linux, not a block device such as tmpfs or overlayfs, not ext4)."""
+    try:
+        device = os.stat(path).st_dev
+        link = sysfs / "dev" / "block" / f"{os.major(device)}:{os.minor(device)}"
+        name = os.path.basename(os.readlink(link))
+        options = (procfs / "fs" / "ext4" / name / "options").read_text().split()
+    except (OSError, ValueError):
+        return False
+    return not any(option.startswith("data=") for option in options)
 
 
 class SparePool:
     """The spare files of one workspace. `take` and `give` block (call them from a worker
     thread) and are safe from several threads at once; `close` when done."""
 
-    def __init__(self, workspace_root: Path) -> None:
+    def __init__(self, workspace_root: Path, *, only_where_it_pays: bool = False) -> None:
         self.root = workspace_root
         self._lock = threading.Lock()
         self._fd: int | None = None  # the spare directory, opened on first use
-        self._unusable = False  # the directory cannot be made or opened: no pool
+        # no pool: the directory cannot be made or opened, or creating files is cheap here
+        self._unusable = False
+        # whether the filesystem is still to be asked (`creating_files_is_slow`) on first use
+        self._ask_filesystem = only_where_it_pays
         self._names: list[str] = []  # spares this pool believes are in the directory
         self._scanned = False
         self._prefix = secrets.token_hex(4)  # this pool's names: <prefix>-<n>
@@ -85,8 +114,9 @@ class SparePool:
 
     @classmethod
     def for_toolbox(cls, box: Toolbox) -> SparePool:
-        """The pool of a toolbox's workspace (a `Toolbox.service`)."""
-        return cls(box.workspace.root)
+        """The pool of a toolbox's workspace (a `Toolbox.service`): where creating files is
+        slow, or everywhere if `ToolSettings.spare_files` is True."""
+        return cls(box.workspace.root, only_where_it_pays=box.settings.spare_files is None)
 
     def take(self, path: str) -> int | None:
         """Move a spare file to `path` (a new name beside a commit's target) and open it for
@@ -181,6 +211,9 @@ class SparePool:
 
     def _directory(self) -> int | None:
         """The spare directory (made, with `.agentd`, on first use), or None. Holds the lock."""
+        if self._ask_filesystem:
+            self._ask_filesystem = False
+            self._unusable = not creating_files_is_slow(self.root)
         if self._fd is None and not self._unusable and _SUPPORTED:
             try:
                 self._fd = _open_spare_directory(self.root)

@@ -15,14 +15,18 @@ import pytest
 import tools.spares
 from tests.tools.harness import Harness, envelope, hidden_leftovers, open_harness
 from tools.base import ToolSettings
-from tools.spares import SPARE_DIR, SparePool
+from tools.spares import SPARE_DIR, SparePool, creating_files_is_slow
 from tools.textfile import FileWrite, commit_writes
 from tools.workspace import AGENTD_DIR
+
+# A pool whatever the filesystem of the test's workspace (by default a toolbox keeps one only
+# where creating files is slow, see the last tests).
+ALWAYS = ToolSettings(spare_files=True)
 
 
 @pytest.fixture
 async def harness(workspace: Path) -> AsyncIterator[Harness]:
-    async with open_harness(workspace, enabled=["apply_patch"]) as h:
+    async with open_harness(workspace, enabled=["apply_patch"], settings=ALWAYS) as h:
         yield h
 
 
@@ -202,7 +206,9 @@ def test_a_spare_on_another_filesystem_stays_a_spare(tmp_path: Path) -> None:
 
 
 async def test_the_file_tools_write_into_spare_files_too(workspace: Path) -> None:
-    async with open_harness(workspace, enabled=["write_file", "edit_file"]) as harness:
+    async with open_harness(
+        workspace, enabled=["write_file", "edit_file"], settings=ALWAYS
+    ) as harness:
         assert not (await harness.call("write_file", path="a.txt", content="one\n")).is_error
         for old, new in (("one", "two"), ("two", "three")):
             result = await harness.call("edit_file", path="a.txt", old_string=old, new_string=new)
@@ -249,3 +255,68 @@ def test_a_closed_pool_neither_takes_nor_keeps(tmp_path: Path) -> None:
     assert (tmp_path / "older").read_bytes() == b"older"  # left for the caller to remove
     assert pool.take(os.fspath(tmp_path / "new")) is None
     assert not (tmp_path / "new").exists()
+
+
+def fake_kernel(tmp_path: Path, of: Path, options: str | None) -> dict[str, Path]:
+    """A /sys and a /proc that say the block device of `of` is an ext4 mounted with
+    `options` (None: not an ext4): `creating_files_is_slow`'s arguments."""
+    device = of.stat().st_dev
+    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
+    (sysfs / "dev" / "block").mkdir(parents=True)
+    (sysfs / "dev" / "block" / f"{os.major(device)}:{os.minor(device)}").symlink_to(
+        "../../devices/virtual/block/disk7"
+    )
+    if options is not None:
+        (procfs / "fs" / "ext4" / "disk7").mkdir(parents=True)
+        (procfs / "fs" / "ext4" / "disk7" / "options").write_text(options.replace(" ", "\n"))
+    return {"sysfs": sysfs, "procfs": procfs}
+
+
+@pytest.mark.parametrize(
+    ("options", "slow"),
+    [
+        ("rw delalloc nojournal_checksum barrier auto_da_alloc user_xattr", True),
+        ("rw delalloc journal_checksum barrier auto_da_alloc data=ordered", False),
+        ("rw data=writeback", False),
+        (None, False),  # a block device that is not an ext4
+    ],
+)
+def test_creating_files_is_slow_on_an_ext4_without_a_journal_only(
+    tmp_path: Path, workspace: Path, options: str | None, slow: bool
+) -> None:
+    kernel = fake_kernel(tmp_path, workspace, options)
+    assert creating_files_is_slow(workspace, **kernel) is slow
+
+
+def test_where_the_kernel_cannot_tell_creating_files_is_not_slow(
+    tmp_path: Path, workspace: Path
+) -> None:
+    empty = {"sysfs": tmp_path / "sys", "procfs": tmp_path / "proc"}  # no block device
+    assert not creating_files_is_slow(workspace, **empty)
+    assert not creating_files_is_slow(tmp_path / "missing")
+    if Path("/dev/shm").is_dir() and Path("/dev/shm").stat().st_dev != workspace.stat().st_dev:
+        assert not creating_files_is_slow(Path("/dev/shm"))  # tmpfs: no block device
+
+
+@pytest.mark.parametrize("slow", [True, False])
+async def test_by_default_a_toolbox_keeps_a_pool_where_creating_files_is_slow(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, slow: bool
+) -> None:
+    asked: list[Path] = []
+
+    def filesystem_says(path: Path) -> bool:
+        asked.append(path)
+        return slow
+
+    monkeypatch.setattr(tools.spares, "creating_files_is_slow", filesystem_says)
+    async with open_harness(workspace, enabled=["apply_patch"]) as harness:
+        harness.write({"a.txt": "one\n"})
+        for old, new in (("one", "two"), ("two", "three")):
+            patch = envelope(*replace_line("a.txt", old, new))
+            assert not (await harness.call("apply_patch", input=patch)).is_error
+        assert harness.tree() == {"a.txt": b"three\n"}
+        pool = harness.box.peek_service(SparePool.for_toolbox)
+        assert pool is not None and (pool.kept, pool.taken) == ((2, 1) if slow else (0, 0))
+        assert (harness.root / AGENTD_DIR).exists() is slow
+        assert asked == [harness.root]  # once per toolbox
+        assert hidden_leftovers(harness.root) == []
