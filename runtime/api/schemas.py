@@ -15,7 +15,7 @@ from runtime.agents import AgentSpec
 from runtime.api.wire import MAX_INT, WireModel
 from runtime.ids import THREAD_ID_PATTERN, THREAD_ID_RULE, is_thread_id
 from runtime.messages import Message, Part
-from runtime.runs import RunConfig
+from runtime.runs.run import RunConfig
 from runtime.store import ThreadRecord
 from runtime.thread_events import PersistedThreadEvent
 from runtime.usage import Usage

@@ -13,8 +13,10 @@ One job per module:
 - `provider_factory`, `credentials`, `tool_specs`, `transcript`, `metrics`: what a run is
   built from and how its conversation is stored and shown.
 - `run`, `errors`: the `Run` being driven, its `RunConfig`, and the refusals.
-- `machinery`: the run machinery (lifecycle, loop, providers), loaded after start-up and
-  never on the event loop; `recovery`: ending the runs a previous daemon left unfinished.
+- `machinery`: the run machinery (lifecycle, loop, providers, and `run` and `forking`),
+  loaded after start-up and never on the event loop, which is why this package does not
+  export `Run` and `RunConfig` (import them from `runtime.runs.run`); `recovery`: ending the
+  runs a previous daemon left unfinished.
 """
 
 from __future__ import annotations
@@ -22,16 +24,12 @@ from __future__ import annotations
 from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull, RunError
 from runtime.runs.manager import RunManager
 from runtime.runs.metrics import RunMetrics
-from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
 
 __all__ = [
-    "TERMINAL_STATUSES",
     "Conflict",
     "InvalidRequest",
     "NotFound",
     "QueueFull",
-    "Run",
-    "RunConfig",
     "RunError",
     "RunManager",
     "RunMetrics",

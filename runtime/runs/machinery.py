@@ -46,6 +46,8 @@ MODULES = (
     "runtime.tool_hub",
     "tools.http_tool",  # an agent's custom tools
     "runtime.loop",
+    "runtime.runs.run",  # the Run the manager drives, its RunConfig (the manager, /v1 runs)
+    "runtime.runs.forking",
     "runtime.runs.lifecycle",
     "runtime.runs.thread_compaction",
 )

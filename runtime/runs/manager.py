@@ -7,10 +7,10 @@ with `QueueFull` beyond it), then `RunLifecycle` drives it with its own `Toolbox
 `EventLog` and `RunControls`. The manager itself keeps the registry of active runs and which
 thread each one holds, and answers queries and controls (pause, resume, cancel, input).
 
-The lifecycle, the agent loop and the providers are the run machinery: the manager reaches
-them through `runtime.runs.machinery`, which loads them after the daemon's start-up (and off
-the event loop), so a manager answers queries and controls before they are loaded, and its
-first run or compaction awaits them.
+The lifecycle, the agent loop, the providers and the `Run` itself are the run machinery: the
+manager reaches them through `runtime.runs.machinery`, which loads them after the daemon's
+start-up (and off the event loop), so a manager answers queries and controls before they are
+loaded, and its first run, fork or compaction awaits them.
 """
 
 from __future__ import annotations
@@ -29,16 +29,14 @@ import anyio
 from runtime.ids import THREAD_ID_RULE, is_thread_id, new_id, utc_now
 from runtime.runs.credentials import run_redactor
 from runtime.runs.errors import Conflict, InvalidRequest, NotFound, QueueFull
-from runtime.runs.forking import plan_fork
 from runtime.runs.machinery import RunMachinery, run_machinery
 from runtime.runs.metrics import RunMetrics
 from runtime.runs.recovery import recover_interrupted
-from runtime.runs.run import TERMINAL_STATUSES, Run, RunConfig
 from runtime.runs.scheduler import Scheduler, Slot
 from runtime.runs.threads import RunThreads
 from runtime.runs.toolbox_pool import ToolboxPool, process_owner_for
 from runtime.runs.transcript import redact_message, tool_calls
-from runtime.store import RunRecord, Store, ThreadRecord
+from runtime.store import FINISHED_STATUSES, RunRecord, Store, ThreadRecord
 from runtime.task_host import HostedTaskGroup
 from tools.base import Toolbox, ToolResult, ToolSettings
 from tools.cgroups import CgroupTree
@@ -52,9 +50,11 @@ if TYPE_CHECKING:
     from runtime.events import Event
     from runtime.messages import CompactionPart, Message
 
-    # The run machinery (runtime.runs.machinery): loaded after start-up, reached through it.
+    # The run machinery (runtime.runs.machinery): loaded after start-up, reached through it
+    # (the Run a run is driven as, its RunConfig and forking among it).
     from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
     from runtime.runs.provider_factory import ProviderFactory
+    from runtime.runs.run import Run, RunConfig
     from runtime.thread_log import ThreadEventHub
     from runtime.tool_hub import ToolHub
 
@@ -213,6 +213,8 @@ class RunManager:
         if not self._accepting or not self._tasks.running:
             raise Conflict("the run manager is not accepting runs", code="shutting_down")
         machinery = await run_machinery()
+        from runtime.runs.run import RunConfig  # loaded with the machinery
+
         record_agent = await self._resolve_agent(agent)
         spec = record_agent.spec
         config = config or RunConfig()
@@ -310,6 +312,7 @@ class RunManager:
         )
         await self.store.insert_run(record)
         from runtime.events.log import EventLog  # loaded with the machinery
+        from runtime.runs.run import Run
 
         run = Run(
             run_id=run_id,
@@ -340,6 +343,9 @@ class RunManager:
 
     async def fork(self, run_id: str, step: int, prompt: str | None = None) -> Run:
         """A new run (on a new thread) from the first `step` messages of another run."""
+        await run_machinery()
+        from runtime.runs.forking import plan_fork  # loaded with the machinery
+
         plan = await plan_fork(self.store, await self.get(run_id), step, prompt)
         return await self.start(
             plan.agent,
@@ -471,7 +477,7 @@ class RunManager:
 
     def _active(self, run_id: str, action: str) -> Run:
         run = self._runs.get(run_id)
-        if run is None or run.status in TERMINAL_STATUSES or run.controls.cancel_requested:
+        if run is None or run.status in FINISHED_STATUSES or run.controls.cancel_requested:
             raise Conflict(f"cannot {action} run {run_id!r}: it has finished or is finishing")
         return run
 

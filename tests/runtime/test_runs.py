@@ -22,9 +22,9 @@ from runtime.runs import (
     InvalidRequest,
     NotFound,
     QueueFull,
-    RunConfig,
     RunManager,
 )
+from runtime.runs.run import RunConfig
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.thread_events import PersistedThreadEvent
 from tests.fakes.scripted_provider import (

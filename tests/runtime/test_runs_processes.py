@@ -14,7 +14,8 @@ import pytest
 from runtime.agents import AgentRecord, AgentSpec, CustomToolSpec
 from runtime.messages import Message
 from runtime.providers.base import ModelError
-from runtime.runs import Run, RunConfig, RunManager
+from runtime.runs import RunManager
+from runtime.runs.run import Run, RunConfig
 from runtime.runs.toolbox_pool import process_owner_for
 from runtime.store import Store
 from tests.fakes.scripted_provider import (

@@ -30,7 +30,7 @@ from runtime.api.schemas import (
 from runtime.api.sse import EventStream, resume_point
 from runtime.api.state import ApiState, get_state
 from runtime.api.validation import parse_body, parse_query
-from runtime.runs import Run
+from runtime.runs.run import Run
 from runtime.store import RunRecord, Store
 
 RUN_HEADERS = {"X-Run-ID": "the run's id", "X-Thread-ID": "the thread the run appends to"}
