@@ -33,11 +33,14 @@ import aiohttp
 import anyio
 
 from runtime.ids import utc_now
-from runtime.retry import RetryPolicy, parse_retry_after, retryable_status
 from runtime.task_host import HostedTaskGroup
 
 if TYPE_CHECKING:
     from runtime.api.metrics import ApiMetrics
+
+    # runtime.retry loads with the run machinery (the providers' retries use it), which every
+    # run awaits before it starts: before any delivery, never at start-up (~5 M instructions).
+    from runtime.retry import RetryPolicy
     from runtime.runs import RunManager
     from runtime.store import RunRecord
 
@@ -115,13 +118,10 @@ class WebhookSender:
         unless `retry` gives one."""
         self.secret = secret
         self.sandbox_id = sandbox_id
-        self.retry = retry or RetryPolicy(
-            max_attempts=max_attempts,
-            base_delay=backoff,
-            max_delay=max_backoff,
-            max_retry_after=max_backoff,
-            jitter=0.5,
-        )
+        self._retry = retry
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._max_backoff = max_backoff
         self.timeout = timeout
         self.max_pending = max_pending
         self.metrics = metrics
@@ -131,6 +131,22 @@ class WebhookSender:
         self._idle.set()
         self._session: aiohttp.ClientSession | None = None
         self._warned_unsigned = False
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy: the one given, else made from the numbers given on first use
+        (the first delivery's: see the import of RetryPolicy)."""
+        if self._retry is None:
+            from runtime.retry import RetryPolicy
+
+            self._retry = RetryPolicy(
+                max_attempts=self._max_attempts,
+                base_delay=self._backoff,
+                max_delay=self._max_backoff,
+                max_retry_after=self._max_backoff,
+                jitter=0.5,
+            )
+        return self._retry
 
     async def start(self) -> None:
         if not self._tasks.started:
@@ -218,6 +234,8 @@ class WebhookSender:
         self, url: str, event: str, delivery_id: str, body: bytes
     ) -> tuple[float | None, str]:
         """One POST: returns (server-requested delay or None, delivered|retry|rejected)."""
+        from runtime.retry import parse_retry_after, retryable_status  # see RetryPolicy's
+
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",

@@ -42,6 +42,7 @@ MODULES = (
     "runtime.compaction",
     "runtime.providers.base",
     "runtime.providers.registry",
+    "runtime.retry",  # (imported by the registry) and by webhook deliveries, after a run starts
     "runtime.runs.provider_factory",
     "runtime.tool_hub",
     "tools.http_tool",  # an agent's custom tools
