@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from runtime.messages import Message
     from runtime.thread_recorder import ThreadRecorder
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
-
 
 class RunConfig(BaseModel):
     """Per-run overrides of the agent's settings (the `config` of `POST /v1/run`)."""
