@@ -298,6 +298,20 @@ def test_where_the_kernel_cannot_tell_creating_files_is_not_slow(
         assert not creating_files_is_slow(Path("/dev/shm"))  # tmpfs: no block device
 
 
+def test_the_kernel_agrees_about_this_machine(workspace: Path) -> None:
+    """On the real /proc and /sys: where the workspace is on an ext4, the ext4's own sysfs
+    entry names its journal's task, `<none>` when it has no journal."""
+    device = workspace.stat().st_dev
+    try:
+        name = os.path.basename(
+            os.readlink(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")
+        )
+        journal = Path(f"/sys/fs/ext4/{name}/journal_task").read_text().strip()
+    except OSError:
+        pytest.skip("the workspace is not on an ext4 whose sysfs entry names its journal")
+    assert creating_files_is_slow(workspace) is (journal == "<none>")
+
+
 @pytest.mark.parametrize("slow", [True, False])
 async def test_by_default_a_toolbox_keeps_a_pool_where_creating_files_is_slow(
     workspace: Path, monkeypatch: pytest.MonkeyPatch, slow: bool
