@@ -185,7 +185,7 @@ async def serve(
 
     try:
         async with anyio.create_task_group() as companions:
-            companions.start_soon(_warm_up)
+            companions.start_soon(_warm_up, settings.default_model)
             if companion is not None:
                 companions.start_soon(accompany, companion)
             await stop.wait()
@@ -205,12 +205,12 @@ async def serve(
 WARM_UP_MODULES = ("tools.port_watch", "tools.workspace_changes")
 
 
-def warm_up() -> list[str]:
-    """Blocking: the model SDKs (`preload_adapters`), the core tools and WARM_UP_MODULES.
-    Returns the modules that failed to import."""
+def warm_up(first_model: str | None = None) -> list[str]:
+    """Blocking: the model SDKs (`preload_adapters`, what `first_model` needs first), the
+    core tools and WARM_UP_MODULES. Returns the modules that failed to import."""
     from runtime.providers.registry import preload_adapters
 
-    failed = preload_adapters()
+    failed = preload_adapters(first_model)
     load_core_tools()
     for name in WARM_UP_MODULES:
         try:
@@ -220,14 +220,15 @@ def warm_up() -> list[str]:
     return failed
 
 
-async def _warm_up() -> None:
+async def _warm_up(default_model: str) -> None:
     """Right after the daemon listens, a worker thread loads the /v1 API, the run machinery
     and the core tools (which start-up leaves out: `runtime.api.v1`,
     `runtime.runs.machinery`, `tools.load_core_tools`), builds the validators of agentd's own
     models (deferred at import: `build_deferred_models`), then loads the model SDKs and what a
     first run imports (`warm_up`), rather than the event loop at the first request or run
-    (where importing the SDKs stalled every stream for seconds). What it loaded is then frozen
-    for the garbage collector, as start-up's objects are when the daemon listens.
+    (where importing the SDKs stalled every stream for seconds): the SDK of `default_model`
+    first, which a first run most likely waits for. What it loaded is then frozen for the
+    garbage collector, as start-up's objects are when the daemon listens.
 
     The first three are what every /v1 request waits for (the readiness middleware), so they
     come first: a request sent the moment /readyz answers waits for them alone, not also for
@@ -250,7 +251,7 @@ async def _warm_up() -> None:
     built = await anyio.to_thread.run_sync(build_deferred_models, abandon_on_cancel=True)
     log.info("%d models built in %.3fs", len(built), time.perf_counter() - started)
     started = time.perf_counter()
-    failed = await anyio.to_thread.run_sync(warm_up, abandon_on_cancel=True)
+    failed = await anyio.to_thread.run_sync(warm_up, default_model, abandon_on_cancel=True)
     frozen = gc.get_freeze_count()
     # The ~200k objects the warm-up made (modules, classes, validators) live as long as the
     # daemon: frozen, full collections skip them. Otherwise each full collection scanned them

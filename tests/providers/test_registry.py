@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -12,7 +13,14 @@ from runtime.providers.anthropic import AnthropicProvider
 from runtime.providers.base import ModelError, ModelSettings
 from runtime.providers.openai_chat import OpenAIChatProvider
 from runtime.providers.openai_responses import OpenAIResponsesProvider
-from runtime.providers.registry import create_provider, resolve_model, validate_model
+from runtime.providers.registry import (
+    PRELOADED_MODULES,
+    create_provider,
+    preload_adapters,
+    preload_order,
+    resolve_model,
+    validate_model,
+)
 from tests.fakes.model_server import FakeModelServer, Turn, text
 from tests.providers.conftest import collect
 
@@ -142,6 +150,41 @@ def test_importing_the_registry_does_not_import_the_sdks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+CUSTOM_OPENAI = {"provider": "custom", "endpoint": "http://127.0.0.1:9/v1", "format": "openai"}
+CUSTOM_ANTHROPIC = {"provider": "custom", "endpoint": "http://127.0.0.1:9", "format": "anthropic"}
+
+
+@pytest.mark.parametrize(
+    ("model", "first"),
+    [
+        ("claude-sonnet-4-6", ["anthropic", "runtime.providers.anthropic"]),
+        ("gpt-5", ["openai", "runtime.providers.openai_responses"]),
+        ("openai-chat:x", ["openai", "runtime.providers.openai_chat"]),
+        ("gemini-2.5-pro", ["openai", "runtime.providers.openai_chat"]),
+        (CUSTOM_OPENAI, ["openai", "runtime.providers.openai_chat"]),
+        (CUSTOM_ANTHROPIC, ["anthropic", "runtime.providers.anthropic"]),
+        # nothing to put first: the usual order
+        ("replay:/tmp/cassette.jsonl", list(PRELOADED_MODULES[:2])),
+        ("no-such-model", list(PRELOADED_MODULES[:2])),
+        (None, list(PRELOADED_MODULES[:2])),
+    ],
+)
+def test_the_preload_puts_what_the_first_model_needs_first(model: object, first: list[str]) -> None:
+    order = preload_order(model)
+    assert order[:2] == first
+    assert sorted(order) == sorted(PRELOADED_MODULES)  # every one, once
+
+
+@pytest.mark.parametrize("model", ["gpt-5", None])
+def test_the_preload_imports_in_that_order(
+    model: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    imported: list[str] = []
+    monkeypatch.setattr(importlib, "import_module", imported.append)
+    assert preload_adapters(model) == []
+    assert imported == preload_order(model)
 
 
 async def test_anthropic_auth_token_is_an_alternative_credential() -> None:
