@@ -13,6 +13,12 @@
   /readyz answers once the store is open, crash recovery is done and runs are accepted, but
   the /v1 handlers and the run machinery load after the daemon listens (a request that comes
   before they have waits for them), so this row is when the API itself first answers;
+- agentd from spawn to its first run's first model request, with an Anthropic and with an
+  OpenAI default model (`FIRST_RUN_MODELS`, the agent's model too): an agent is created and a
+  run posted the moment /readyz answered, against the fake model server of
+  tests/fakes/model_server.py. The warm-up imports the model SDKs after the daemon listens
+  (the default model's first), so this row is when a fresh daemon's first prompt reaches the
+  model;
 - reference floors: an interpreter that has started, and one that has also made the imports
   agentd cannot start without (asyncio, aiohttp.web, pydantic with one model, anyio, sqlite3),
   timed from spawn to that point (process CPU time; the collector paused, as agentd's is);
@@ -69,6 +75,7 @@ from benchmarks.api_bench import (
     start_swerex,
     swerex_command,
 )
+from tests.fakes.model_server import FakeModelServer, Turn, text
 
 UNAVOIDABLE = (
     "import asyncio, sqlite3, anyio, aiohttp.web\n"
@@ -139,6 +146,9 @@ def until_listening(root: Path) -> str:
 
 READYZ = "agentd serve → /readyz"
 FIRST_V1 = "agentd serve → first GET /v1/agents"
+# the default (and the agent's) model of each "first run" row: one per SDK
+FIRST_RUN_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-5"}
+FIRST_RUN = {sdk: f"agentd serve → first run's model request, {sdk}" for sdk in FIRST_RUN_MODELS}
 VALGRIND_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -152,6 +162,28 @@ async def first_v1_ms(session: aiohttp.ClientSession, server: Server) -> float:
         if resp.status != 200:
             raise RuntimeError(f"GET /v1/agents answered {resp.status}")
     return (time.perf_counter() - began) * 1000
+
+
+async def first_run_ms(
+    session: aiohttp.ClientSession, server: Server, model_server: FakeModelServer, model: str
+) -> float:
+    """How long a first run takes to reach the model, its agent created and the run posted
+    the moment /readyz answered: the run waits for the /v1 API, the run machinery, the tools
+    and its model's SDK, all loaded after the daemon listens."""
+    began = time.perf_counter()
+    agent = {"slug": "first", "model": model, "tools": []}
+    async with session.post(server.url + "/v1/agents", json=agent, headers=server.headers) as resp:
+        if resp.status != 201:
+            raise RuntimeError(f"POST /v1/agents answered {resp.status}: {await resp.text()}")
+    requests = len(model_server.requests)
+    run = {"agent": "first", "prompt": "go"}
+    async with session.post(server.url + "/v1/run", json=run, headers=server.headers) as resp:
+        await model_server.wait_for_requests(requests + 1, timeout=120)
+        reached = time.perf_counter()
+        await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"POST /v1/run answered {resp.status}")
+    return (reached - began) * 1000
 
 
 def main_thread_cpu_ms(server: Server) -> float | None:
@@ -190,7 +222,8 @@ async def start_up_rows(
     `against`: (revision, its tree), started as well."""
     peer = swerex_command()
     env = python_env(tmp)
-    subjects = [READYZ, FIRST_V1]
+    subjects = [READYZ, FIRST_V1, *FIRST_RUN.values()]
+    first_runs = {row: FIRST_RUN_MODELS[sdk] for sdk, row in FIRST_RUN.items()}
     earlier = f"agentd at {against[0]} → /readyz" if against else ""
     if against:
         subjects.append(earlier)
@@ -201,7 +234,10 @@ async def start_up_rows(
     subjects.extend(floors)
     walls: dict[str, list[float]] = {name: [] for name in subjects}
     cpus: dict[str, list[float | None]] = {name: [] for name in subjects}
-    async with aiohttp.ClientSession() as session:
+    async with (
+        aiohttp.ClientSession() as session,
+        FakeModelServer(default_turn=Turn([text("done")])) as model_server,
+    ):
         for attempt in range(starts + 1):  # the first round fills the bytecode caches
             for name in subjects:
                 wall: float
@@ -210,6 +246,16 @@ async def start_up_rows(
                     continue  # timed with the /readyz row's start
                 if name in floors:
                     wall, cpu = floor_run(floors[name], env)
+                elif name in first_runs:
+                    model = first_runs[name]
+                    model_env = {**model_server.env(), "AGENTD_DEFAULT_MODEL": model}
+                    server = await start_agentd(session, tmp, env=model_env)
+                    try:
+                        ran = await first_run_ms(session, server, model_server, model)
+                        wall = server.startup_s * 1000 + ran
+                        cpu = main_thread_cpu_ms(server)
+                    finally:
+                        server.stop()
                 else:
                     if name == earlier and against:
                         server = await start_agentd(session, tmp, root=against[1])
