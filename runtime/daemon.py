@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import anyio
 from aiohttp import web
@@ -26,12 +27,16 @@ from pydantic import BaseModel
 
 from runtime.api.app import create_app, drain
 from runtime.api.middleware import RequestIdFilter
+from runtime.api.state import STATE_KEY
 from runtime.api.v1 import ApiUnavailable, load_v1
 from runtime.config import Settings
 from runtime.events import LOG_SECRETS, SecretRegistry
 from runtime.runs.machinery import MachineryUnavailable, load_run_machinery
 from tools import load_core_tools
 from tools.base import daemon_environ
+
+if TYPE_CHECKING:
+    from runtime.runs import RunManager
 
 log = logging.getLogger("agentd")
 
@@ -185,7 +190,7 @@ async def serve(
 
     try:
         async with anyio.create_task_group() as companions:
-            companions.start_soon(_warm_up, settings.default_model)
+            companions.start_soon(_warm_up, settings.default_model, app[STATE_KEY].manager)
             if companion is not None:
                 companions.start_soon(accompany, companion)
             await stop.wait()
@@ -206,11 +211,12 @@ WARM_UP_MODULES = ("tools.port_watch", "tools.workspace_changes")
 
 
 def warm_up(first_model: str | None = None) -> list[str]:
-    """Blocking: the model SDKs (`preload_adapters`, what `first_model` needs first), the
-    core tools and WARM_UP_MODULES. Returns the modules that failed to import."""
-    from runtime.providers.registry import preload_adapters
+    """Blocking: what a first run with `first_model` imports: its model SDK and adapter
+    (`registry.modules_for`; the others come later, see `_warm_up`), the core tools and
+    WARM_UP_MODULES. Returns the modules that failed to import."""
+    from runtime.providers.registry import modules_for, preload_adapters
 
-    failed = preload_adapters(first_model)
+    failed = preload_adapters(modules_for(first_model))
     load_core_tools()
     for name in WARM_UP_MODULES:
         try:
@@ -220,15 +226,20 @@ def warm_up(first_model: str | None = None) -> list[str]:
     return failed
 
 
-async def _warm_up(default_model: str) -> None:
+async def _warm_up(default_model: str, manager: RunManager | None) -> None:
     """Right after the daemon listens, a worker thread loads the /v1 API, the run machinery
     and the core tools (which start-up leaves out: `runtime.api.v1`,
     `runtime.runs.machinery`, `tools.load_core_tools`), builds the validators of agentd's own
     models (deferred at import: `build_deferred_models`), then loads the model SDKs and what a
     first run imports (`warm_up`), rather than the event loop at the first request or run
-    (where importing the SDKs stalled every stream for seconds): the SDK of `default_model`
-    first, which a first run most likely waits for. What it loaded is then frozen for the
-    garbage collector, as start-up's objects are when the daemon listens.
+    (where importing the SDKs stalled every stream for seconds): the SDK of `default_model`,
+    which a first run most likely waits for. What it loaded is then frozen for the garbage
+    collector, as start-up's objects are when the daemon listens. The other SDKs (~0.35-0.9 s
+    of CPU each) come once no run is active (`manager`): imported while a run starts, they
+    took the interpreter lock from it (a fresh daemon's first prompt reached the model ~0.2 s
+    later). A run that needs one of them before imports it itself, in its provider's worker
+    thread (`runtime.runs.provider_factory.open_provider`), as it would share the lock with
+    the preload anyway.
 
     The first three are what every /v1 request waits for (the readiness middleware), so they
     come first: a request sent the moment /readyz answers waits for them alone, not also for
@@ -263,6 +274,40 @@ async def _warm_up(default_model: str) -> None:
         f" (not installed: {', '.join(failed)})" if failed else "",
         gc.get_freeze_count() - frozen,
     )
+    await preload_other_sdks(manager)
+
+
+# How long the other SDKs wait for the active runs to end at most: a daemon that is never
+# idle gets them all the same, and frozen (an SDK a run imported itself would not be, and
+# each full collection would scan its objects again: see `_warm_up`).
+OTHER_SDKS_WAIT_AT_MOST = 60.0
+
+
+async def preload_other_sdks(
+    manager: RunManager | None, wait_at_most: float = OTHER_SDKS_WAIT_AT_MOST
+) -> int:
+    """The model SDKs and adapters `warm_up` left out, once no run of `manager` is active
+    (see `_warm_up`) or after `wait_at_most` seconds, imported in a worker thread, then
+    frozen for the garbage collector. Returns how many runs it waited for."""
+    from runtime.providers.registry import preload_adapters  # loaded with the machinery
+
+    waited, still_active = 0, False
+    if manager is not None:
+        with anyio.move_on_after(wait_at_most) as bound:
+            waited = await manager.wait_until_idle()
+        still_active = bound.cancelled_caught
+    started = time.perf_counter()
+    failed = await anyio.to_thread.run_sync(preload_adapters, abandon_on_cancel=True)
+    frozen = gc.get_freeze_count()
+    gc.freeze()  # the SDKs' objects (and those of a run that started meanwhile, if any)
+    log.info(
+        "the other model SDKs preloaded in %.2fs, after %s%s; %d objects frozen",
+        time.perf_counter() - started,
+        f"{wait_at_most:.0f}s of active runs" if still_active else f"{waited} active run(s) ended",
+        f" (not installed: {', '.join(failed)})" if failed else "",
+        gc.get_freeze_count() - frozen,
+    )
+    return waited
 
 
 def build_deferred_models(packages: Iterable[str] = ("runtime", "tools")) -> list[str]:

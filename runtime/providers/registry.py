@@ -35,7 +35,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -154,34 +154,33 @@ PRELOADED_MODULES = (
 )
 
 
-def preload_order(first_model: str | Mapping[str, Any] | Any = None) -> list[str]:
-    """PRELOADED_MODULES, those `first_model`'s provider needs first (none for a replayed
-    cassette, None, or a model that routes nowhere).
+def modules_for(model: str | Mapping[str, Any] | Any) -> tuple[str, ...]:
+    """The SDK and the adapter `model`'s provider imports; none for a replayed cassette, None,
+    or a model that routes nowhere.
 
-    The SDKs' imports take most of a fresh daemon's first run: `anthropic` ~0.86 s of CPU,
-    `openai` ~0.35 s on the machine this was measured on, under the one interpreter lock. A
-    first run with the default model (the daemon passes its `default_model`) waits for its
-    SDK only, not also behind the other."""
+    The SDKs' imports are most of what a fresh daemon's first run waits for (`anthropic`
+    ~0.86 s of CPU, `openai` ~0.35 s on the machine this was measured on, under the one
+    interpreter lock): the daemon preloads those of its `default_model` first, and the others
+    once no run is active (`runtime.daemon`)."""
     try:
-        route = resolve_model(first_model) if first_model is not None else None
+        route = resolve_model(model) if model is not None else None
     except ValueError:
-        route = None
-    first: tuple[str, ...] = ()
-    if route is not None:
-        custom_format = (route.custom or {}).get("format")
-        first = _ROUTE_MODULES.get(
-            f"custom-{custom_format}" if route.kind == "custom" else route.kind, ()
-        )
-    return [*first, *(name for name in PRELOADED_MODULES if name not in first)]
+        return ()
+    if route is None:
+        return ()
+    custom_format = (route.custom or {}).get("format")
+    return _ROUTE_MODULES.get(
+        f"custom-{custom_format}" if route.kind == "custom" else route.kind, ()
+    )
 
 
-def preload_adapters(first_model: str | Mapping[str, Any] | Any = None) -> list[str]:
-    """Import the model adapters and their SDKs now rather than at the first run (seconds
-    of CPU in a cold process), those `first_model` needs first (`preload_order`). Blocking:
-    the daemon calls it in a worker thread once it listens, so no run imports an SDK on the
-    event loop. Returns the modules that failed."""
+def preload_adapters(modules: Iterable[str] = PRELOADED_MODULES) -> list[str]:
+    """Import model adapters and their SDKs (`modules`, in order; all of them by default)
+    now rather than at a run (seconds of CPU in a cold process). Blocking: the daemon calls
+    it in a worker thread once it listens, so no run imports an SDK on the event loop.
+    Returns the modules that failed."""
     failed = []
-    for name in preload_order(first_model):
+    for name in modules:
         try:
             importlib.import_module(name)
         except ImportError:

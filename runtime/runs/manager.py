@@ -438,6 +438,15 @@ class RunManager:
     def active_runs(self) -> list[Run]:
         return list(self._runs.values())
 
+    async def wait_until_idle(self) -> int:
+        """Return once no run is active, at once if none is: how many runs it waited for
+        (every run active at some point while it waited)."""
+        waited: set[str] = set()
+        while self._runs:
+            waited.update(self._runs)
+            await next(iter(self._runs.values())).done.wait()
+        return len(waited)
+
     async def wait(self, run_id: str) -> RunRecord:
         """The run's record once it has finished."""
         run = self._runs.get(run_id)

@@ -34,6 +34,7 @@ IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$")
 TOKEN = "startup-token"
 MODELS_BUILT = re.compile(r"(\d+) models built in")
 FROZEN = re.compile(r"model adapters and tools preloaded in .*; (\d+) objects frozen")
+OTHER_SDKS = re.compile(r"the other model SDKs preloaded in .*, after (\d+) active run")
 
 # Loaded on first use, never by start-up.
 DEFERRED = (
@@ -90,6 +91,7 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         warm_up_steps: list[str] = []  # in the order the daemon logged them
         warmed_up = False
         frozen: list[int] = []
+        other_sdks_waited: list[int] = []
 
         def take(lines: list[str]) -> None:
             nonlocal url, warmed_up
@@ -109,9 +111,12 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
                     models_built.append(int(match.group(1)))
                 elif url and "model adapters and tools preloaded" in line:
                     warm_up_steps.append("sdks")
-                    warmed_up = True
                     if match := FROZEN.search(line):
                         frozen.append(int(match.group(1)))
+                elif url and (match := OTHER_SDKS.search(line)):
+                    warm_up_steps.append("other sdks")
+                    warmed_up = True
+                    other_sdks_waited.append(int(match.group(1)))
 
         with anyio.fail_after(30):
             async for chunk in process.stderr:
@@ -130,7 +135,8 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
                 assert resp.status == 200
                 assert "hello.txt" in (await resp.json())["data"]["output"]
         # Once it listens, the model SDKs and what a first run imports load in a worker
-        # thread, before any run needs them.
+        # thread, before any run needs them: the default model's SDK, then, with no run
+        # active, the others.
         with anyio.fail_after(60):
             while not warmed_up:
                 chunk = await process.stderr.receive()
@@ -144,7 +150,8 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         # which -X importtime does not report: the daemon's log lines say it), what every /v1
         # request waits for, so that a first request does not wait for the rest too; then
         # the validators of agentd's own models, deferred at import.
-        assert warm_up_steps == ["v1", "machinery", "core tools", "models", "sdks"]
+        assert warm_up_steps == ["v1", "machinery", "core tools", "models", "sdks", "other sdks"]
+        assert other_sdks_waited == [0]
         assert models_built[0] > 0
         # What the warm-up made is frozen for the garbage collector: full collections skip it.
         assert frozen and frozen[0] > 10_000
@@ -173,26 +180,38 @@ def test_the_collector_resumes_once_the_daemon_listens() -> None:
         gc.enable()
 
 
-def test_the_warm_up_imports_what_a_first_run_would_import() -> None:
+@pytest.mark.parametrize(
+    ("default_model", "sdk", "other"),
+    [("claude-sonnet-4-6", "anthropic", "openai"), ("gpt-5", "openai", "anthropic")],
+)
+def test_the_warm_up_imports_what_a_first_run_would_import(
+    default_model: str, sdk: str, other: str
+) -> None:
     """What `agentd serve` loads in a worker thread once it listens (runtime/daemon.py
-    `warm_up`): in a fresh interpreter, none of it is loaded before, all of it after."""
-    wanted = ["anthropic", "openai", "tools.exec", "tools.patch", "tools.files"]
+    `warm_up`): in a fresh interpreter, none of it is loaded before, all of it after, but the
+    SDK the default model does not use, which comes later (`preload_adapters`)."""
+    wanted = [sdk, other, "tools.exec", "tools.patch", "tools.files"]
     script = (
         "import json, sys\n"
         "from runtime.daemon import WARM_UP_MODULES, warm_up\n"
+        "from runtime.providers.registry import preload_adapters\n"
         f"wanted = {wanted!r} + list(WARM_UP_MODULES)\n"
         "before = [m for m in wanted if m in sys.modules]\n"
-        "failed = warm_up()\n"
+        f"failed = warm_up({default_model!r})\n"
         "after = [m for m in wanted if m not in sys.modules]\n"
-        "print(json.dumps({'before': before, 'failed': failed, 'missing': after}))\n"
+        "failed += preload_adapters()\n"
+        "later = [m for m in wanted if m not in sys.modules]\n"
+        "print(json.dumps({'before': before, 'failed': failed, 'missing': after, "
+        "'missing_later': later}))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["failed"] == [] and report["missing"] == []
-    assert "tools.exec" not in report["before"] and "anthropic" not in report["before"]
+    assert report["failed"] == [] and report["missing"] == [other]
+    assert report["missing_later"] == []
+    assert "tools.exec" not in report["before"] and sdk not in report["before"]
 
 
 def test_agentds_models_are_built_after_start_up_not_at_import() -> None:

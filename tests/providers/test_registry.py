@@ -16,8 +16,8 @@ from runtime.providers.openai_responses import OpenAIResponsesProvider
 from runtime.providers.registry import (
     PRELOADED_MODULES,
     create_provider,
+    modules_for,
     preload_adapters,
-    preload_order,
     resolve_model,
     validate_model,
 )
@@ -157,34 +157,34 @@ CUSTOM_ANTHROPIC = {"provider": "custom", "endpoint": "http://127.0.0.1:9", "for
 
 
 @pytest.mark.parametrize(
-    ("model", "first"),
+    ("model", "modules"),
     [
-        ("claude-sonnet-4-6", ["anthropic", "runtime.providers.anthropic"]),
-        ("gpt-5", ["openai", "runtime.providers.openai_responses"]),
-        ("openai-chat:x", ["openai", "runtime.providers.openai_chat"]),
-        ("gemini-2.5-pro", ["openai", "runtime.providers.openai_chat"]),
-        (CUSTOM_OPENAI, ["openai", "runtime.providers.openai_chat"]),
-        (CUSTOM_ANTHROPIC, ["anthropic", "runtime.providers.anthropic"]),
-        # nothing to put first: the usual order
-        ("replay:/tmp/cassette.jsonl", list(PRELOADED_MODULES[:2])),
-        ("no-such-model", list(PRELOADED_MODULES[:2])),
-        (None, list(PRELOADED_MODULES[:2])),
+        ("claude-sonnet-4-6", ("anthropic", "runtime.providers.anthropic")),
+        ("gpt-5", ("openai", "runtime.providers.openai_responses")),
+        ("openai-chat:x", ("openai", "runtime.providers.openai_chat")),
+        ("gemini-2.5-pro", ("openai", "runtime.providers.openai_chat")),
+        (CUSTOM_OPENAI, ("openai", "runtime.providers.openai_chat")),
+        (CUSTOM_ANTHROPIC, ("anthropic", "runtime.providers.anthropic")),
+        ("replay:/tmp/cassette.jsonl", ()),  # no SDK
+        ("no-such-model", ()),
+        (None, ()),
     ],
 )
-def test_the_preload_puts_what_the_first_model_needs_first(model: object, first: list[str]) -> None:
-    order = preload_order(model)
-    assert order[:2] == first
-    assert sorted(order) == sorted(PRELOADED_MODULES)  # every one, once
-
-
-@pytest.mark.parametrize("model", ["gpt-5", None])
-def test_the_preload_imports_in_that_order(
-    model: str | None, monkeypatch: pytest.MonkeyPatch
+def test_a_model_names_the_sdk_and_adapter_its_provider_imports(
+    model: object, modules: tuple[str, ...]
 ) -> None:
+    assert modules_for(model) == modules
+    assert set(modules) <= set(PRELOADED_MODULES)
+
+
+def test_the_preload_imports_what_it_is_given_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     imported: list[str] = []
     monkeypatch.setattr(importlib, "import_module", imported.append)
-    assert preload_adapters(model) == []
-    assert imported == preload_order(model)
+    assert preload_adapters(modules_for("gpt-5")) == []
+    assert imported == ["openai", "runtime.providers.openai_responses"]
+    imported.clear()
+    assert preload_adapters() == []
+    assert imported == list(PRELOADED_MODULES)
 
 
 async def test_anthropic_auth_token_is_an_alternative_credential() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from pydantic import ConfigDict
 
 from runtime.agents import AgentRecord, AgentSpec, CustomToolSpec
+from runtime.daemon import preload_other_sdks
 from runtime.events import Event, EventLog
 from runtime.events.log import STORE_PAGE
 from runtime.messages import Message, TextPart, ThinkingPart
@@ -218,6 +220,67 @@ async def test_start_refuses_bad_requests(
             await control("run_missing")
     with pytest.raises(Conflict):
         await manager.send_input(run.run_id, "late")
+
+
+async def test_wait_until_idle_returns_once_no_run_is_active(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    with anyio.fail_after(10):
+        assert await manager.wait_until_idle() == 0  # none active: at once
+    agent = await make_agent(store)
+    gates = [Gate(), Gate()]
+    for gate in gates:
+        factory.add(text_turn("held", gate=gate))
+    runs = [await manager.start(agent, prompt="x") for _ in gates]
+    waited: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def wait() -> None:
+            waited.append(await manager.wait_until_idle())
+
+        tg.start_soon(wait)
+        gates[1].open()
+        await manager.wait(runs[1].run_id)
+        await anyio.wait_all_tasks_blocked()
+        assert waited == []  # the first run is still active
+        gates[0].open()
+    assert waited == [2] and manager.active_runs() == []
+
+
+async def test_the_daemon_preloads_the_other_sdks_once_no_run_is_active(
+    manager: RunManager, store: Store, factory: ScriptedFactory
+) -> None:
+    """`agentd serve`'s warm-up imports the SDK of its default model first; the others would
+    take the interpreter lock from a starting run, so they wait until no run is active."""
+    agent = await make_agent(store)
+    gate = Gate()
+    factory.add(text_turn("held", gate=gate))
+    run = await manager.start(agent, prompt="x")
+    waited: list[int] = []
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def preload() -> None:
+                waited.append(await preload_other_sdks(manager))
+
+            tg.start_soon(preload)
+            await anyio.wait_all_tasks_blocked()
+            assert waited == []  # the run is active
+            gate.open()
+            await manager.wait(run.run_id)
+        assert waited == [1]
+        assert await preload_other_sdks(manager) == 0  # none active: at once
+        # a daemon that is never idle gets them after a while all the same
+        gate = Gate()
+        factory.add(text_turn("held", gate=gate))
+        run = await manager.start(agent, prompt="y")
+        with anyio.fail_after(30):
+            await preload_other_sdks(manager, wait_at_most=0.05)
+        assert [active.run_id for active in manager.active_runs()] == [run.run_id]
+        gate.open()
+        await manager.wait(run.run_id)
+    finally:
+        gc.unfreeze()  # what the preload froze in this test process
 
 
 async def test_global_cap_queues_runs_and_refuses_beyond_the_queue(
