@@ -236,10 +236,10 @@ async def _warm_up(default_model: str, manager: RunManager | None) -> None:
     which a first run most likely waits for. What it loaded is then frozen for the garbage
     collector, as start-up's objects are when the daemon listens. The other SDKs (~0.35-0.9 s
     of CPU each) come once no run is active (`manager`): imported while a run starts, they
-    took the interpreter lock from it (a fresh daemon's first prompt reached the model ~0.2 s
-    later). A run that needs one of them before imports it itself, in its provider's worker
-    thread (`runtime.runs.provider_factory.open_provider`), as it would share the lock with
-    the preload anyway.
+    took the interpreter lock from it (with an OpenAI default, a fresh daemon's first prompt
+    reached the model ~0.12 s later). A run that needs one of them before imports it itself,
+    in its provider's worker thread (`runtime.runs.provider_factory.open_provider`), as it
+    would share the lock with the preload anyway.
 
     The first three are what every /v1 request waits for (the readiness middleware), so they
     come first: a request sent the moment /readyz answers waits for them alone, not also for
