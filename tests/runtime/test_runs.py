@@ -26,7 +26,7 @@ from runtime.runs import (
     QueueFull,
     RunManager,
 )
-from runtime.runs.run import RunConfig
+from runtime.runs.run import Run, RunConfig
 from runtime.store import RunRecord, Store, ThreadRecord
 from runtime.thread_events import PersistedThreadEvent
 from tests.fakes.scripted_provider import (
@@ -233,17 +233,30 @@ async def test_wait_until_idle_returns_once_no_run_is_active(
         factory.add(text_turn("held", gate=gate))
     runs = [await manager.start(agent, prompt="x") for _ in gates]
     waited: list[int] = []
-    async with anyio.create_task_group() as tg:
 
-        async def wait() -> None:
-            waited.append(await manager.wait_until_idle())
+    async def one_run_done() -> None:
+        """Until either run has ended (which gate a run's turn took is not fixed)."""
+        async with anyio.create_task_group() as either:
 
-        tg.start_soon(wait)
-        gates[1].open()
-        await manager.wait(runs[1].run_id)
-        await anyio.wait_all_tasks_blocked()
-        assert waited == []  # the first run is still active
-        gates[0].open()
+            async def done(run: Run) -> None:
+                await run.done.wait()
+                either.cancel_scope.cancel()
+
+            for run in runs:
+                either.start_soon(done, run)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+
+            async def wait() -> None:
+                waited.append(await manager.wait_until_idle())
+
+            tg.start_soon(wait)
+            gates[1].open()
+            await one_run_done()
+            await anyio.wait_all_tasks_blocked()
+            assert waited == []  # the other run is still active
+            gates[0].open()
     assert waited == [2] and manager.active_runs() == []
 
 
