@@ -31,7 +31,7 @@ import anyio
 from pydantic import ValidationError
 
 from runtime.thread_events import PersistedThreadEvent
-from tools.workspace import AGENTD_DIR, AGENTD_GITIGNORE
+from tools.workspace import AGENTD_DIR, ignore_in_git
 
 log = logging.getLogger("agentd.rollout")
 
@@ -277,9 +277,13 @@ class RolloutFile:
 def _ignore_in_git(directory: Path) -> None:
     """Keep the daemon's files out of a workspace that is a git repository (`git status`
     stays the user's): a `.gitignore` of `*` in the directory, unless it has one."""
-    ignore = directory / ".gitignore"
-    if directory.name == ROLLOUT_DIR.parent.name and not ignore.exists():
-        ignore.write_text(AGENTD_GITIGNORE)
+    if directory.name != ROLLOUT_DIR.parent.name:
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        ignore_in_git(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync(fd: int) -> None:

@@ -46,7 +46,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.workspace import AGENTD_DIR, AGENTD_GITIGNORE
+from tools.workspace import AGENTD_DIR, ignore_in_git
 
 if TYPE_CHECKING:
     from tools.base import Toolbox, ToolContext
@@ -238,7 +238,7 @@ def _open_spare_directory(root: Path) -> int:
     try:
         agentd_fd = _open_or_make(AGENTD_DIR, root_fd)
         try:
-            _ignore_in_git(agentd_fd)
+            ignore_in_git(agentd_fd)
             return _open_or_make(SPARE_DIR, agentd_fd)
         finally:
             os.close(agentd_fd)
@@ -250,23 +250,6 @@ def _open_or_make(name: str, parent_fd: int) -> int:
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, 0o755, dir_fd=parent_fd)
     return os.open(name, _DIRECTORY, dir_fd=parent_fd)
-
-
-def _ignore_in_git(agentd_fd: int) -> None:
-    """`.agentd/.gitignore` (`*`) unless it has one, as the rollouts make it."""
-    try:
-        fd = os.open(
-            ".gitignore",
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o644,
-            dir_fd=agentd_fd,
-        )
-    except FileExistsError:
-        return
-    try:
-        os.write(fd, AGENTD_GITIGNORE.encode())
-    finally:
-        os.close(fd)
 
 
 def _open_owned_sole_regular_file(path: str) -> tuple[int, int] | None:

@@ -22,6 +22,26 @@ AGENTD_GITIGNORE = (
     "# agentd's own files (thread rollouts, spare files); not part of the project\n*\n"
 )
 
+
+def ignore_in_git(agentd_fd: int) -> None:
+    """Blocking: `.gitignore` (AGENTD_GITIGNORE) in the `.agentd` directory open at
+    `agentd_fd`, unless it has one. Made exclusively and without following a link: the
+    workspace's commands may have put anything there, and a link must not be written through."""
+    try:
+        fd = os.open(
+            ".gitignore",
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+            dir_fd=agentd_fd,
+        )
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, AGENTD_GITIGNORE.encode())
+    finally:
+        os.close(fd)
+
+
 _OPEN_SAFELY = os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
 
 

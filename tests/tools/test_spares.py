@@ -17,7 +17,7 @@ from tests.tools.harness import Harness, envelope, hidden_leftovers, open_harnes
 from tools.base import ToolSettings
 from tools.spares import SPARE_DIR, SparePool, creating_files_is_slow
 from tools.textfile import FileWrite, commit_writes
-from tools.workspace import AGENTD_DIR
+from tools.workspace import AGENTD_DIR, AGENTD_GITIGNORE, ignore_in_git
 
 # A pool whatever the filesystem of the test's workspace (by default a toolbox keeps one only
 # where creating files is slow, see the last tests).
@@ -334,3 +334,24 @@ async def test_by_default_a_toolbox_keeps_a_pool_where_creating_files_is_slow(
         assert (harness.root / AGENTD_DIR).exists() is slow
         assert asked == [harness.root]  # once per toolbox
         assert hidden_leftovers(harness.root) == []
+
+
+def test_the_agentd_gitignore_is_made_once_and_never_through_a_link(tmp_path: Path) -> None:
+    """What the pool and the rollouts both call: the agent's commands may have put a link
+    where `.agentd/.gitignore` goes, and the daemon must not write where it points."""
+    agentd = tmp_path / AGENTD_DIR
+    agentd.mkdir()
+    outside = tmp_path / "outside.txt"
+    (agentd / ".gitignore").symlink_to(outside)  # dangling: nothing there yet
+    fd = os.open(agentd, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ignore_in_git(fd)
+        assert not outside.exists()
+        (agentd / ".gitignore").unlink()
+        ignore_in_git(fd)
+        assert (agentd / ".gitignore").read_text() == AGENTD_GITIGNORE
+        (agentd / ".gitignore").write_text("mine\n")
+        ignore_in_git(fd)  # one that is there is the user's
+        assert (agentd / ".gitignore").read_text() == "mine\n"
+    finally:
+        os.close(fd)
