@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from aiohttp import web
@@ -29,6 +29,7 @@ from runtime.api.app import create_app, drain
 from runtime.api.middleware import RequestIdFilter
 from runtime.api.state import STATE_KEY
 from runtime.api.v1 import ApiUnavailable, load_v1
+from runtime.collector import collector_paused
 from runtime.config import Settings
 from runtime.events import LOG_SECRETS, SecretRegistry
 from runtime.runs.machinery import MachineryUnavailable, load_run_machinery
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from runtime.runs import RunManager
 
 log = logging.getLogger("agentd")
+
+T = TypeVar("T")
 
 # Runs beside the API once it listens: given the application and its URL, returns the exit
 # status the daemon should end with when it ends by itself.
@@ -233,13 +236,14 @@ async def _warm_up(default_model: str, manager: RunManager | None) -> None:
     models (deferred at import: `build_deferred_models`), then loads the model SDKs and what a
     first run imports (`warm_up`), rather than the event loop at the first request or run
     (where importing the SDKs stalled every stream for seconds): the SDK of `default_model`,
-    which a first run most likely waits for. What it loaded is then frozen for the garbage
-    collector, as start-up's objects are when the daemon listens. The other SDKs (~0.35-0.9 s
-    of CPU each) come once no run is active (`manager`): imported while a run starts, they
-    took the interpreter lock from it (with an OpenAI default, a fresh daemon's first prompt
-    reached the model ~0.12 s later). A run that needs one of them before imports it itself,
-    in its provider's worker thread (`runtime.runs.provider_factory.open_provider`), as it
-    would share the lock with the preload anyway.
+    which a first run most likely waits for. Each step runs with the garbage collector paused,
+    and what it made is frozen (`made_to_last`), as start-up's objects are when the daemon
+    listens. The other SDKs (~0.35-0.9 s of CPU each) come once no run is active (`manager`):
+    imported while a run starts, they took the interpreter lock from it (with an OpenAI
+    default, a fresh daemon's first prompt reached the model ~0.12 s later). A run that needs
+    one of them before imports it itself, in its provider's worker thread
+    (`runtime.runs.provider_factory.open_provider`), as it would share the lock with the
+    preload anyway.
 
     The first three are what every /v1 request waits for (the readiness middleware), so they
     come first: a request sent the moment /readyz answers waits for them alone, not also for
@@ -247,27 +251,27 @@ async def _warm_up(default_model: str, manager: RunManager | None) -> None:
     request's ~110-140)."""
     started = time.perf_counter()
     with contextlib.suppress(ApiUnavailable):  # logged; every /v1 request answers 503 with it
-        await anyio.to_thread.run_sync(load_v1, abandon_on_cancel=True)
+        await anyio.to_thread.run_sync(made_to_last, load_v1, abandon_on_cancel=True)
         log.info("/v1 API loaded in %.3fs", time.perf_counter() - started)
     started = time.perf_counter()
     try:
-        await anyio.to_thread.run_sync(load_run_machinery, abandon_on_cancel=True)
+        await anyio.to_thread.run_sync(made_to_last, load_run_machinery, abandon_on_cancel=True)
     except MachineryUnavailable:
         return  # logged; every request that needs it answers 503 with the reason
     log.info("run machinery loaded in %.3fs", time.perf_counter() - started)
     started = time.perf_counter()
-    await anyio.to_thread.run_sync(load_core_tools, abandon_on_cancel=True)
+    await anyio.to_thread.run_sync(made_to_last, load_core_tools, abandon_on_cancel=True)
     log.info("core tools loaded in %.3fs", time.perf_counter() - started)
     started = time.perf_counter()
-    built = await anyio.to_thread.run_sync(build_deferred_models, abandon_on_cancel=True)
+    built = await anyio.to_thread.run_sync(
+        made_to_last, build_deferred_models, abandon_on_cancel=True
+    )
     log.info("%d models built in %.3fs", len(built), time.perf_counter() - started)
     started = time.perf_counter()
-    failed = await anyio.to_thread.run_sync(warm_up, default_model, abandon_on_cancel=True)
     frozen = gc.get_freeze_count()
-    # The ~200k objects the warm-up made (modules, classes, validators) live as long as the
-    # daemon: frozen, full collections skip them. Otherwise each full collection scanned them
-    # all, 50-180 ms during which the event loop stood still (benchmarks/gc_bench.py).
-    gc.freeze()
+    failed = await anyio.to_thread.run_sync(
+        made_to_last, warm_up, default_model, abandon_on_cancel=True
+    )
     log.info(
         "model adapters and tools preloaded in %.2fs%s; %d objects frozen",
         time.perf_counter() - started,
@@ -275,6 +279,16 @@ async def _warm_up(default_model: str, manager: RunManager | None) -> None:
         gc.get_freeze_count() - frozen,
     )
     await preload_other_sdks(manager)
+
+
+def made_to_last(load: Callable[..., T], *args: Any) -> T:
+    """Blocking: `load(*args)`, whose objects (modules, classes, validators) live as long as
+    the daemon, with the collector paused and what exists after it frozen (`collector_paused`):
+    each full collection would otherwise rescan what it has made so far (~130 ms of the ~0.8 s
+    `import anthropic` takes), and every later one all of it, 50-180 ms during which the event
+    loop stood still (benchmarks/gc_bench.py)."""
+    with collector_paused(freeze=True):
+        return load(*args)
 
 
 # How long the other SDKs wait for the active runs to end at most: a daemon that is never
@@ -297,9 +311,9 @@ async def preload_other_sdks(
             waited = await manager.wait_until_idle()
         still_active = bound.cancelled_caught
     started = time.perf_counter()
-    failed = await anyio.to_thread.run_sync(preload_adapters, abandon_on_cancel=True)
     frozen = gc.get_freeze_count()
-    gc.freeze()  # the SDKs' objects (and those of a run that started meanwhile, if any)
+    # made_to_last freezes the SDKs' objects (and those of a run that started meanwhile)
+    failed = await anyio.to_thread.run_sync(made_to_last, preload_adapters, abandon_on_cancel=True)
     log.info(
         "the other model SDKs preloaded in %.2fs, after %s%s; %d objects frozen",
         time.perf_counter() - started,

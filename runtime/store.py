@@ -19,19 +19,19 @@ import contextlib
 import errno
 import fcntl
 import functools
-import gc
 import json
 import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from runtime.collector import collector_paused
 from runtime.ids import new_id, utc_now
 from runtime.usage import Usage
 
@@ -1257,7 +1257,7 @@ class Store:
             from runtime.messages import Message  # loaded with the run machinery
 
             # One statement: one snapshot of the pointer and the log it points into.
-            with _collector_paused():
+            with collector_paused():
                 rows = conn.execute(
                     "SELECT m.data FROM run_conversations AS c JOIN messages AS m "
                     "ON m.scope = c.scope AND m.owner = c.owner AND m.seq < c.length "
@@ -1494,26 +1494,8 @@ def _append_to_thread(
 def _load_messages(conn: sqlite3.Connection, scope: str, owner: str) -> list[Message]:
     from runtime.messages import Message  # loaded with the run machinery
 
-    with _collector_paused():
+    with collector_paused():
         rows = conn.execute(
             "SELECT data FROM messages WHERE scope = ? AND owner = ? ORDER BY seq", (scope, owner)
         )
         return [Message.model_validate_json(row["data"]) for row in rows]
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused for a conversation's read (unless something else
-    paused it, like the daemon's start-up). Every object the read creates (about seven per
-    message) outlives it, so collections in between find no garbage and only rescan what was
-    built so far: in a 20k-message read they were two thirds of the time, and their number
-    grows with the read. Reference counting still frees everything else meanwhile, and
-    collection resumes with the next allocation after."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
