@@ -38,9 +38,10 @@
   (two runs agree within 0.1 %), so it shows a change of a few ms on a shared machine; it
   leaves out the /readyz request itself;
 - with `--against REV`: agentd as of git revision REV too (a worktree of it, run on this
-  virtualenv, so REV must want the same dependencies), started in the same rounds and counted
-  the same way, each tree as its own `agentd` command: a change's effect on this shared
-  machine shows only side by side, under the same load.
+  virtualenv, so REV must want the same dependencies), started in the same rounds (to
+  /readyz and to each first run's model request) and counted the same way, each tree as its
+  own `agentd` command: a change's effect on this shared machine shows only side by side,
+  under the same load.
 """
 
 from __future__ import annotations
@@ -223,10 +224,15 @@ async def start_up_rows(
     peer = swerex_command()
     env = python_env(tmp)
     subjects = [READYZ, FIRST_V1, *FIRST_RUN.values()]
-    first_runs = {row: FIRST_RUN_MODELS[sdk] for sdk, row in FIRST_RUN.items()}
+    # row: (the model of its first run, the tree started)
+    first_runs = {row: (FIRST_RUN_MODELS[sdk], ROOT) for sdk, row in FIRST_RUN.items()}
     earlier = f"agentd at {against[0]} → /readyz" if against else ""
     if against:
         subjects.append(earlier)
+        for sdk, model in FIRST_RUN_MODELS.items():
+            row = f"agentd at {against[0]} → first run's model request, {sdk}"
+            first_runs[row] = (model, against[1])
+            subjects.append(row)
     if peer:
         subjects.append("swerex-remote → /is_alive")
     subjects.append(MINIMAL)
@@ -247,9 +253,9 @@ async def start_up_rows(
                 if name in floors:
                     wall, cpu = floor_run(floors[name], env)
                 elif name in first_runs:
-                    model = first_runs[name]
+                    model, root = first_runs[name]
                     model_env = {**model_server.env(), "AGENTD_DEFAULT_MODEL": model}
-                    server = await start_agentd(session, tmp, env=model_env)
+                    server = await start_agentd(session, tmp, env=model_env, root=root)
                     try:
                         ran = await first_run_ms(session, server, model_server, model)
                         wall = server.startup_s * 1000 + ran
@@ -283,6 +289,18 @@ async def start_up_rows(
         rows.append(
             (f"  agentd over the {floor.split(' →')[0]}", f"{wall:+.0f} ms", f"{cpu:+.0f} ms")
         )
+    if against:
+        for sdk, row in FIRST_RUN.items():
+            then = f"agentd at {against[0]} → first run's model request, {sdk}"
+            wall = statistics.median(walls[row]) - statistics.median(walls[then])
+            cpu = median_known(cpus[row]) - median_known(cpus[then])
+            rows.append(
+                (
+                    f"  first run, {sdk}, over agentd at {against[0]}",
+                    f"{wall:+.0f} ms",
+                    f"{cpu:+.0f} ms",
+                )
+            )
     return rows
 
 
