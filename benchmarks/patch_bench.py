@@ -32,6 +32,11 @@ the new contents known in advance:
   file written before any swap, then each one's writeback started and the file swapped with
   its target by `renameat2(RENAME_EXCHANGE)`, then the old files unlinked. The gap between
   apply_patch and this row is apply_patch's own cost.
+- `floor: least Python apply`: the least an apply written in Python does on the unified
+  patch, new contents not known in advance: the patch split per file and each hunk's new
+  lines spliced in at its stated line, with no check, no diff and no event, then the second
+  floor's system calls. Beside `git apply` it shows what the interpreter alone costs: where
+  this row is not below `git apply`, no Python apply is.
 
 On ext4 without a journal the order costs kernel time: creating a file scans past the
 inodes deleted in the last seconds, except those freed in the current second, and file by
@@ -66,6 +71,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -299,6 +305,48 @@ def exchange_floor(after: Files) -> Callable[[Path], None] | None:
     return action
 
 
+_HUNK_START = re.compile(r"^@@ -(\d+)")
+
+
+def least_python_floor(diff: str) -> Callable[[Path], None]:
+    """The least an apply written in Python does, with none of apply_patch's work: the
+    patch split per file (`diff --git` sections of this benchmark's own diffs) and each
+    hunk's new lines spliced in at the line its header states, with no check of any kind, no
+    diff and no event; the files read and written as the second floor does (every temporary
+    file first, then the renames). What the interpreter costs on this patch at the least."""
+    sections = [section.split("\n") for section in diff.split("diff --git ")[1:]]
+
+    def action(root: Path) -> None:
+        new: dict[str, bytes] = {}
+        for lines in sections:
+            rel = lines[2].removeprefix("+++ b/")
+            with open(os.path.join(root, rel), "rb") as file:
+                old = file.read().decode().split("\n")
+            out: list[str] = []
+            at = 0  # the old lines before `at` are placed
+            for line in lines[3:]:
+                kind = line[:1]
+                if kind == "@":
+                    header = _HUNK_START.match(line)
+                    assert header is not None
+                    start = int(header.group(1)) - 1
+                    out += old[at:start]
+                    at = start
+                elif kind == " ":
+                    out.append(line[1:])
+                    at += 1
+                elif kind == "-":
+                    at += 1
+                elif kind == "+":
+                    out.append(line[1:])
+            out += old[at:]
+            new[rel] = "\n".join(out).encode()
+        for temp, path in _every_temp_first(root, new):
+            os.replace(temp, path)
+
+    return action
+
+
 def steady_state(
     portal: BlockingPortal, runs: int, pause: float, where: str
 ) -> list[tuple[str, Timing]]:
@@ -412,6 +460,7 @@ def main() -> None:
             exchanging = exchange_floor(after)
             if exchanging is not None:
                 tools.append((label, "floor, temps first, exchange", exchanging))
+            tools.append((label, "floor: least Python apply", least_python_floor(diff)))
             tools.append(
                 (env_label, "apply_patch via Toolbox.call", via_toolbox(portal, env, events=True))
             )
