@@ -9,7 +9,8 @@ does, then times N full collections (`gc.collect()`): median and p99, and the nu
 objects a collection scans.
 
 - `frozen at listening and after the warm-up`: what agentd does (`cli.resume_gc_after_start`
-  when it listens, `daemon._warm_up` when the warm-up is over).
+  when it listens, `daemon.made_to_last` as each step of the warm-up ends; here once, after
+  the last).
 - `frozen at listening only`: agentd before the second freeze; every full collection scans
   what the warm-up made.
 - `bare interpreter`: the floor, a collection with next to nothing to scan.
