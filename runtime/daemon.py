@@ -37,6 +37,7 @@ from tools import load_core_tools
 from tools.base import daemon_environ
 
 if TYPE_CHECKING:
+    from runtime.providers.rehearsal import Rehearsal
     from runtime.runs import RunManager
 
 log = logging.getLogger("agentd")
@@ -278,7 +279,7 @@ async def _warm_up(default_model: str, manager: RunManager | None) -> None:
         f" (not installed: {', '.join(failed)})" if failed else "",
         gc.get_freeze_count() - frozen,
     )
-    await preload_other_sdks(manager)
+    await preload_other_sdks(manager, rehearse_first=default_model)
 
 
 def made_to_last(load: Callable[..., T], *args: Any) -> T:
@@ -298,11 +299,16 @@ OTHER_SDKS_WAIT_AT_MOST = 60.0
 
 
 async def preload_other_sdks(
-    manager: RunManager | None, wait_at_most: float = OTHER_SDKS_WAIT_AT_MOST
+    manager: RunManager | None,
+    wait_at_most: float = OTHER_SDKS_WAIT_AT_MOST,
+    *,
+    rehearse_first: str | None = None,
 ) -> int:
     """The model SDKs and adapters `warm_up` left out, once no run of `manager` is active
     (see `_warm_up`) or after `wait_at_most` seconds, imported in a worker thread, then
-    frozen for the garbage collector. Returns how many runs it waited for."""
+    frozen for the garbage collector; then a first request of every API rehearsed
+    (`rehearse_first_requests`), that of `rehearse_first`'s API first (the default model's:
+    a first run most likely speaks it). Returns how many runs it waited for."""
     from runtime.providers.registry import preload_adapters  # loaded with the machinery
 
     waited, still_active = 0, False
@@ -321,7 +327,36 @@ async def preload_other_sdks(
         f" (not installed: {', '.join(failed)})" if failed else "",
         gc.get_freeze_count() - frozen,
     )
+    await rehearse_first_requests(rehearse_first)
     return waited
+
+
+async def rehearse_first_requests(first: str | None = None) -> None:
+    """A first streamed request of every API not rehearsed yet (`first`'s API first), made in
+    a worker thread against a canned server (`runtime.providers.rehearsal`), so that a run's
+    first request does not do its one-time work (the SDK's lazy imports, its validators: up
+    to ~0.1 s of CPU) on the event loop. The daemon does it once no run is active: beside a
+    run that has started, it would take the interpreter lock from it, and the run's request
+    does that work itself anyway. A rehearsal that fails is logged, and the run's first
+    request does that work as before."""
+    started = time.perf_counter()
+    rehearsal = await anyio.to_thread.run_sync(_rehearse, first, abandon_on_cancel=True)
+    if rehearsal.apis:
+        log.info(
+            "first requests rehearsed in %.2fs: %s",
+            time.perf_counter() - started,
+            ", ".join(rehearsal.apis),
+        )
+    for failure in rehearsal.failed:
+        log.warning("a first model request could not be rehearsed: %s", failure)
+
+
+def _rehearse(first: str | None) -> Rehearsal:
+    """Blocking: `rehearsal.rehearse` of every API, `first`'s first; imported here, in the
+    worker thread."""
+    from runtime.providers.rehearsal import MODEL_OF_API, rehearse
+
+    return rehearse([*([first] if first else []), *MODEL_OF_API.values()])
 
 
 def build_deferred_models(packages: Iterable[str] = ("runtime", "tools")) -> list[str]:

@@ -35,6 +35,7 @@ TOKEN = "startup-token"
 MODELS_BUILT = re.compile(r"(\d+) models built in")
 FROZEN = re.compile(r"model adapters and tools preloaded in .*; (\d+) objects frozen")
 OTHER_SDKS = re.compile(r"the other model SDKs preloaded in .*, after (\d+) active run")
+REHEARSED = re.compile(r"first requests rehearsed in [\d.]+s: (.*)$")
 
 # Loaded on first use, never by start-up.
 DEFERRED = (
@@ -92,6 +93,7 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         warmed_up = False
         frozen: list[int] = []
         other_sdks_waited: list[int] = []
+        rehearsal_failures: list[str] = []
 
         def take(lines: list[str]) -> None:
             nonlocal url, warmed_up
@@ -115,8 +117,12 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
                         frozen.append(int(match.group(1)))
                 elif url and (match := OTHER_SDKS.search(line)):
                     warm_up_steps.append("other sdks")
-                    warmed_up = True
                     other_sdks_waited.append(int(match.group(1)))
+                elif url and (match := REHEARSED.search(line)):
+                    warm_up_steps.append(f"rehearsed {match.group(1)}")
+                    warmed_up = True
+                elif url and "could not be rehearsed" in line:
+                    rehearsal_failures.append(line)
 
         with anyio.fail_after(30):
             async for chunk in process.stderr:
@@ -150,7 +156,18 @@ async def test_start_up_loads_neither_the_sdks_nor_the_tools_and_first_use_does(
         # which -X importtime does not report: the daemon's log lines say it), what every /v1
         # request waits for, so that a first request does not wait for the rest too; then
         # the validators of agentd's own models, deferred at import.
-        assert warm_up_steps == ["v1", "machinery", "core tools", "models", "sdks", "other sdks"]
+        # Then, the others loaded, a first request of every API, rehearsed against a canned
+        # server (runtime/providers/rehearsal.py): the default model's (Anthropic's) first.
+        assert warm_up_steps == [
+            "v1",
+            "machinery",
+            "core tools",
+            "models",
+            "sdks",
+            "other sdks",
+            "rehearsed anthropic, responses, chat",
+        ]
+        assert rehearsal_failures == []
         assert other_sdks_waited == [0]
         assert models_built[0] > 0
         # What the warm-up made is frozen for the garbage collector: full collections skip it.

@@ -1,0 +1,107 @@
+"""runtime/providers/rehearsal.py: a first model request rehearsed off the event loop, so
+that a run's first request imports nothing there (each case in a fresh interpreter:
+tests/providers/first_request.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.providers.rehearsal import MODEL_OF_API, api_of, rehearse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def first_request(model: str, mode: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.providers.first_request", model, mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize(
+    ("model", "api"),
+    [
+        ("claude-sonnet-4-6", "anthropic"),
+        ("gpt-5", "responses"),
+        ("gemini-2.5-pro", "chat"),
+        ("openai-chat:gpt-4.1", "chat"),
+    ],
+)
+def test_after_a_rehearsal_a_first_request_imports_nothing_on_the_event_loop(
+    model: str, api: str
+) -> None:
+    result = first_request(model, "rehearsed")
+    # rehearsed once: the second call finds the API rehearsed already
+    assert result["rehearsals"] == [{"apis": [api], "failed": []}, {"apis": [], "failed": []}]
+    assert result["imported_on_loop"] == []
+    assert result["reply"] == "done"
+
+
+def test_without_a_rehearsal_a_first_request_imports_the_sdk_s_resource_on_the_loop() -> None:
+    """What the rehearsal spares the first run (the control for the test above): the SDK
+    imports the resource it calls, and its streaming helpers, on the event loop."""
+    result = first_request("gpt-5", "cold")
+    assert "openai.resources.responses" in result["imported_on_loop"]
+    assert result["reply"] == "done"
+
+
+def test_a_rehearsal_that_fails_is_reported_and_tried_again_next_time() -> None:
+    """A canned stream that breaks off: the failure comes back as "model: reason" (the
+    daemon logs it) rather than raised, the API is not taken as rehearsed, and the next
+    rehearsal of it goes through."""
+    result = first_request("claude-sonnet-4-6", "broken")
+    broken, again, after = result["rehearsals"]
+    assert broken["apis"] == []
+    [failure] = broken["failed"]
+    assert failure.startswith("claude-sonnet-4-6: ") and "broke off" in failure
+    assert again == {"apis": ["anthropic"], "failed": []}
+    assert after == {"apis": [], "failed": []}
+    assert result["imported_on_loop"] == []
+
+
+@pytest.mark.parametrize(
+    ("model", "api"),
+    [
+        ("claude-opus-4-1", "anthropic"),
+        ("anthropic:my-proxy-model", "anthropic"),
+        ("gpt-4o", "responses"),
+        ("o3-mini", "responses"),
+        ("openai-chat:gpt-4.1", "chat"),
+        ("gemini-2.5-flash", "chat"),
+        ({"provider": "custom", "endpoint": "http://127.0.0.1:9/v1", "format": "openai"}, "chat"),
+        (
+            {"provider": "custom", "endpoint": "http://127.0.0.1:9", "format": "anthropic"},
+            "anthropic",
+        ),
+        ("replay:/tmp/cassette.jsonl", None),
+        ("no-such-model", None),
+        (None, None),
+    ],
+)
+def test_the_api_a_model_speaks(model: Any, api: str | None) -> None:
+    assert api_of(model) == api
+
+
+def test_every_api_has_a_model_to_rehearse_it_with() -> None:
+    assert {api: api_of(model) for api, model in MODEL_OF_API.items()} == {
+        "anthropic": "anthropic",
+        "responses": "responses",
+        "chat": "chat",
+    }
+
+
+def test_models_without_an_api_are_not_rehearsed() -> None:
+    """A replayed cassette or a model that routes nowhere: nothing to rehearse, no server."""
+    assert rehearse(["replay:/tmp/cassette.jsonl", "no-such-model"]) == ([], [])
