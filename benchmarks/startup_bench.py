@@ -19,6 +19,12 @@
   tests/fakes/model_server.py. The warm-up imports the model SDKs after the daemon listens
   (the default model's first), so this row is when a fresh daemon's first prompt reaches the
   model;
+- the same first run in a daemon at rest (its warm-up over: no CPU time used for half a
+  second), timed from the agent's creation: a sandbox's first prompt that comes seconds
+  after it started. Its CPU column is the event loop's thread's time over that run alone,
+  where a model request's one-time work would show (an SDK's lazy imports, its validators;
+  the warm-up rehearses a first request of every API to keep them off the loop:
+  runtime/providers/rehearsal.py);
 - reference floors: an interpreter that has started, and one that has also made the imports
   agentd cannot start without (asyncio, aiohttp.web, pydantic with one model, anyio, sqlite3),
   timed from spawn to that point (process CPU time; the collector paused, as agentd's is);
@@ -150,6 +156,9 @@ FIRST_V1 = "agentd serve → first GET /v1/agents"
 # the default (and the agent's) model of each "first run" row: one per SDK
 FIRST_RUN_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-5"}
 FIRST_RUN = {sdk: f"agentd serve → first run's model request, {sdk}" for sdk in FIRST_RUN_MODELS}
+AT_REST = {
+    sdk: f"agentd serve, at rest → first run's model request, {sdk}" for sdk in FIRST_RUN_MODELS
+}
 VALGRIND_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -223,16 +232,20 @@ async def start_up_rows(
     `against`: (revision, its tree), started as well."""
     peer = swerex_command()
     env = python_env(tmp)
-    subjects = [READYZ, FIRST_V1, *FIRST_RUN.values()]
-    # row: (the model of its first run, the tree started)
-    first_runs = {row: (FIRST_RUN_MODELS[sdk], ROOT) for sdk, row in FIRST_RUN.items()}
+    subjects = [READYZ, FIRST_V1, *FIRST_RUN.values(), *AT_REST.values()]
+    # row: (the model of its first run, the tree started, whether the daemon is at rest first)
+    first_runs = {row: (FIRST_RUN_MODELS[sdk], ROOT, False) for sdk, row in FIRST_RUN.items()}
+    first_runs |= {row: (FIRST_RUN_MODELS[sdk], ROOT, True) for sdk, row in AT_REST.items()}
     earlier = f"agentd at {against[0]} → /readyz" if against else ""
     if against:
         subjects.append(earlier)
         for sdk, model in FIRST_RUN_MODELS.items():
-            row = f"agentd at {against[0]} → first run's model request, {sdk}"
-            first_runs[row] = (model, against[1])
-            subjects.append(row)
+            for rested, row in (
+                (False, f"agentd at {against[0]} → first run's model request, {sdk}"),
+                (True, f"agentd at {against[0]}, at rest → first run's model request, {sdk}"),
+            ):
+                first_runs[row] = (model, against[1], rested)
+                subjects.append(row)
     if peer:
         subjects.append("swerex-remote → /is_alive")
     subjects.append(MINIMAL)
@@ -253,13 +266,20 @@ async def start_up_rows(
                 if name in floors:
                     wall, cpu = floor_run(floors[name], env)
                 elif name in first_runs:
-                    model, root = first_runs[name]
+                    model, root, rested = first_runs[name]
                     model_env = {**model_server.env(), "AGENTD_DEFAULT_MODEL": model}
                     server = await start_agentd(session, tmp, env=model_env, root=root)
                     try:
-                        ran = await first_run_ms(session, server, model_server, model)
-                        wall = server.startup_s * 1000 + ran
-                        cpu = main_thread_cpu_ms(server)
+                        if rested:
+                            await at_rest(server)
+                            before = main_thread_cpu_ms(server)
+                            wall = await first_run_ms(session, server, model_server, model)
+                            after = main_thread_cpu_ms(server)
+                            cpu = None if before is None or after is None else after - before
+                        else:
+                            ran = await first_run_ms(session, server, model_server, model)
+                            wall = server.startup_s * 1000 + ran
+                            cpu = main_thread_cpu_ms(server)
                     finally:
                         server.stop()
                 else:
@@ -290,18 +310,40 @@ async def start_up_rows(
             (f"  agentd over the {floor.split(' →')[0]}", f"{wall:+.0f} ms", f"{cpu:+.0f} ms")
         )
     if against:
-        for sdk, row in FIRST_RUN.items():
-            then = f"agentd at {against[0]} → first run's model request, {sdk}"
-            wall = statistics.median(walls[row]) - statistics.median(walls[then])
-            cpu = median_known(cpus[row]) - median_known(cpus[then])
-            rows.append(
-                (
-                    f"  first run, {sdk}, over agentd at {against[0]}",
-                    f"{wall:+.0f} ms",
-                    f"{cpu:+.0f} ms",
+        for sdk in FIRST_RUN_MODELS:
+            for row, rest, label in (
+                (FIRST_RUN[sdk], "", "first run"),
+                (AT_REST[sdk], ", at rest", "first run at rest"),
+            ):
+                then = f"agentd at {against[0]}{rest} → first run's model request, {sdk}"
+                wall = statistics.median(walls[row]) - statistics.median(walls[then])
+                cpu = median_known(cpus[row]) - median_known(cpus[then])
+                rows.append(
+                    (
+                        f"  {label}, {sdk}, over agentd at {against[0]}",
+                        f"{wall:+.0f} ms",
+                        f"{cpu:+.0f} ms",
+                    )
                 )
-            )
     return rows
+
+
+async def at_rest(server: Server, bound: float = 60.0) -> None:
+    """Until the daemon has used no CPU time (all its threads, /proc/PID/stat) for half a
+    second: its warm-up is over. Linux only; elsewhere, at once."""
+    ticks: list[int] = []
+    deadline = time.perf_counter() + bound
+    while time.perf_counter() < deadline:
+        try:
+            with open(f"/proc/{server.process.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return
+        ticks.append(int(fields[11]) + int(fields[12]))  # utime + stime
+        if len(ticks) > 5 and ticks[-1] == ticks[-6]:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{server.name} did not come to rest in {bound:.0f} s")
 
 
 def median_known(values: list[float | None]) -> float:
