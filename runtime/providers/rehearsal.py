@@ -25,6 +25,7 @@ import asyncio
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, NamedTuple
 
@@ -100,12 +101,33 @@ def rehearse(models: Iterable[str]) -> Rehearsal:
                 wanted.setdefault(api, model)
         if not wanted:
             return Rehearsal([], [])
-        errors = asyncio.run(_rehearse_all(wanted))
+        proxy = loopback_proxy()
+        if proxy is not None:
+            # the SDK would send the request to the proxy, not to this machine's server
+            reason = f"not rehearsed: requests to 127.0.0.1 would go through the proxy {proxy}"
+            return Rehearsal([], [f"{model}: {reason}" for model in wanted.values()])
+        try:
+            errors = asyncio.run(_rehearse_all(wanted))
+        except Exception as exc:  # the server could not start, say: reported like the rest
+            errors = {api: repr(exc) for api in wanted}
         _rehearsed.update(api for api in wanted if api not in errors)
         return Rehearsal(
             [api for api in wanted if api not in errors],
             [f"{wanted[api]}: {error}" for api, error in errors.items()],
         )
+
+
+def loopback_proxy() -> str | None:
+    """The proxy the SDKs' HTTP client would send a request for 127.0.0.1 to, as it reads
+    the environment (`HTTP_PROXY` / `ALL_PROXY`, with `NO_PROXY` exempting hosts; the system's
+    settings on macOS); None when it would connect directly. A rehearsal must not leave the
+    machine: where a proxy is in the way there is none (set `NO_PROXY=127.0.0.1,localhost`)."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get("http") or proxies.get("all")
+    if not proxy:
+        return None
+    exempt = {host.strip() for host in proxies.get("no", "").split(",")}
+    return None if exempt & {"*", "127.0.0.1"} else proxy
 
 
 async def _rehearse_all(models: dict[Api, str]) -> dict[Api, str]:

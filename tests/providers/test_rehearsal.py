@@ -5,6 +5,7 @@ tests/providers/first_request.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runtime.providers.rehearsal import MODEL_OF_API, api_of, rehearse
+from runtime.providers.rehearsal import MODEL_OF_API, api_of, loopback_proxy, rehearse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,3 +106,60 @@ def test_every_api_has_a_model_to_rehearse_it_with() -> None:
 def test_models_without_an_api_are_not_rehearsed() -> None:
     """A replayed cassette or a model that routes nowhere: nothing to rehearse, no server."""
     assert rehearse(["replay:/tmp/cassette.jsonl", "no-such-model"]) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("environ", "proxy"),
+    [
+        ({}, None),
+        ({"HTTP_PROXY": "http://proxy.invalid:3128"}, "http://proxy.invalid:3128"),
+        ({"ALL_PROXY": "http://proxy.invalid:3128"}, "http://proxy.invalid:3128"),
+        ({"HTTP_PROXY": "http://proxy.invalid:3128", "NO_PROXY": "localhost,127.0.0.1"}, None),
+        ({"HTTP_PROXY": "http://proxy.invalid:3128", "NO_PROXY": "*"}, None),
+        ({"HTTP_PROXY": "http://proxy.invalid:3128", "NO_PROXY": "example.com"}, "http"),
+        ({"HTTPS_PROXY": "http://proxy.invalid:3128"}, None),  # the canned server is http://
+    ],
+)
+def test_a_proxy_in_the_way_of_127_0_0_1_is_found(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], proxy: str | None
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    found = loopback_proxy()
+    assert found == proxy or (proxy == "http" and found is not None and "proxy.invalid" in found)
+
+
+def test_no_rehearsal_goes_through_a_proxy() -> None:
+    """The SDKs' HTTP client sends requests for 127.0.0.1 to HTTP_PROXY unless NO_PROXY
+    exempts it: then nothing is rehearsed, and the reason says so (the daemon logs it). In a
+    fresh interpreter: this one may have rehearsed these APIs already."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.lower() not in ("no_proxy", "all_proxy", "http_proxy")
+    }
+    env["HTTP_PROXY"] = "http://proxy.invalid:3128"
+    script = (
+        "import json\n"
+        "from runtime.providers.rehearsal import rehearse\n"
+        "print(json.dumps(rehearse(['gpt-5', 'claude-sonnet-4-6'])))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    apis, failed = json.loads(out.stdout)
+    assert apis == []
+    assert failed == [
+        f"{model}: not rehearsed: requests to 127.0.0.1 would go through the proxy "
+        "http://proxy.invalid:3128"
+        for model in ("gpt-5", "claude-sonnet-4-6")
+    ]
