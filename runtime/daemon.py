@@ -340,7 +340,11 @@ async def rehearse_first_requests(first: str | None = None) -> None:
     does that work itself anyway. A rehearsal that fails is logged, and the run's first
     request does that work as before."""
     started = time.perf_counter()
-    rehearsal = await anyio.to_thread.run_sync(_rehearse, first, abandon_on_cancel=True)
+    try:
+        rehearsal = await anyio.to_thread.run_sync(_rehearse, first, abandon_on_cancel=True)
+    except Exception:  # a bug of its own must not end the daemon: runs do without it
+        log.warning("the first model requests could not be rehearsed", exc_info=True)
+        return
     if rehearsal.apis:
         log.info(
             "first requests rehearsed in %.2fs: %s",

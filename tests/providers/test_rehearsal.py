@@ -5,6 +5,7 @@ tests/providers/first_request.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from runtime.daemon import rehearse_first_requests
+from runtime.providers import rehearsal
 from runtime.providers.rehearsal import MODEL_OF_API, api_of, loopback_proxy, rehearse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,3 +166,17 @@ def test_no_rehearsal_goes_through_a_proxy() -> None:
         "http://proxy.invalid:3128"
         for model in ("gpt-5", "claude-sonnet-4-6")
     ]
+
+
+async def test_a_rehearsal_that_raises_does_not_end_the_warm_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of the rehearsal's own is logged; the daemon's warm-up goes on without it."""
+
+    def broken(models: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rehearsal, "rehearse", broken)
+    with caplog.at_level(logging.WARNING, logger="agentd"):
+        await rehearse_first_requests("claude-sonnet-4-6")
+    assert "could not be rehearsed" in caplog.text and "a bug" in caplog.text
