@@ -15,14 +15,10 @@ and /healthz.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import json
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -34,6 +30,7 @@ from runtime.api.app import create_app
 from runtime.config import Settings
 from runtime.runs import machinery
 from runtime.runs.machinery import MODULES as RUN_MACHINERY
+from tests.import_spy import ImportSpy
 from tools import CORE_TOOL_MODULES
 
 V1_OPERATIONS = v1.MODULES
@@ -45,26 +42,6 @@ DEFERRED = frozenset({*V1_OPERATIONS, *CORE_TOOL_MODULES, *RUN_MACHINERY, "jsons
     sys.modules
 )
 CUSTOM_TOOL_URL = "http://127.0.0.1:9/lookup"
-
-
-class ImportSpy(importlib.abc.MetaPathFinder):
-    """Notes on which thread each deferred module is first imported (a module's first import
-    is the only one that consults the finders); finds nothing itself."""
-
-    def __init__(self) -> None:
-        self.on_loop: list[str] = []
-        self.off_loop: list[str] = []
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname in DEFERRED:
-            main = threading.current_thread() is threading.main_thread()
-            (self.on_loop if main else self.off_loop).append(fullname)
-        return None
 
 
 openapi_on_loop: list[bool] = []
@@ -84,7 +61,7 @@ async def main(workspace: Path) -> None:
         state_dir=workspace.parent / "state",
         custom_tool_url_prefixes="http://127.0.0.1:9/",
     )
-    spy = ImportSpy()
+    spy = ImportSpy(DEFERRED.__contains__)
     sys.meta_path.insert(0, spy)
     openapi.build_openapi = spying_build_openapi
     cassette = workspace.parent / "first-run.jsonl"

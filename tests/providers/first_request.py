@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.abc
-import importlib.machinery
 import json
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from types import ModuleType
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -34,24 +31,7 @@ from runtime.providers import rehearsal
 from runtime.providers.base import AssistantTurn, ModelSettings
 from runtime.providers.registry import create_provider, preload_adapters
 from tests.fakes.model_server import FakeModelServer, Turn, text
-
-
-class ImportSpy(importlib.abc.MetaPathFinder):
-    """Notes the modules first imported on the main thread while it is on; finds nothing."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.on_loop: list[str] = []
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
-        if self.on and threading.current_thread() is threading.main_thread():
-            self.on_loop.append(fullname)
-        return None
+from tests.import_spy import ImportSpy
 
 
 def broken_anthropic(body: dict[str, Any]) -> Iterator[bytes]:
@@ -81,19 +61,19 @@ async def main(model: str, mode: str) -> None:
     if mode in ("rehearsed", "broken"):
         rehearsals.append(rehearse_in_a_thread([model])._asdict())
         rehearsals.append(rehearse_in_a_thread([model])._asdict())  # once is enough
-    spy = ImportSpy()
+    spy = ImportSpy(lambda name: False)
     sys.meta_path.insert(0, spy)
     async with FakeModelServer(default_turn=Turn([text("done")])) as server:
         provider, model_id = await anyio.to_thread.run_sync(
             lambda: create_provider(model, env=server.env())
         )
-        spy.on = True
+        spy.watch = lambda name: True
         reply = None
         settings = ModelSettings(model=model_id)
         async for item in provider.stream(None, [Message.user("hi")], [], settings):
             if isinstance(item, AssistantTurn):
                 reply = item.text
-        spy.on = False
+        spy.watch = lambda name: False
         await provider.aclose()
     print(json.dumps({"rehearsals": rehearsals, "imported_on_loop": spy.on_loop, "reply": reply}))
 
