@@ -9,6 +9,7 @@ Bodies larger than `INLINE_PARSE_BYTES` are parsed in a worker thread, off the e
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from typing import Any, TypeVar
@@ -62,7 +63,9 @@ def decode_body(raw: bytes) -> Any:
     json.JSONDecodeError or BodyProblem."""
     too_deep = BodyProblem(f"nests arrays and objects deeper than {MAX_BODY_DEPTH} levels")
     try:
-        value = json.loads(raw.decode("utf-8-sig"))
+        # a UTF-8 byte order mark is allowed and dropped (without the utf-8-sig codec, which a
+        # daemon's first request would otherwise import on the event loop)
+        value = json.loads(raw.removeprefix(codecs.BOM_UTF8).decode())
     except RecursionError:  # far deeper than the limit: the decoder itself gave up
         raise too_deep from None
     # Only bracket counts above the limit can nest that deep, and lone surrogates can only

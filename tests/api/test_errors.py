@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 from typing import Any
@@ -143,6 +144,25 @@ async def test_bodies_within_the_depth_limit_and_surrogate_pairs_are_accepted(
     ) as resp:
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["data"]["status"] == "completed"
+
+
+async def test_a_body_may_start_with_a_utf8_byte_order_mark(daemon: Daemon) -> None:
+    """Some clients (PowerShell, Windows editors) write one; it is dropped, once."""
+    await daemon.upsert()
+    body = json.dumps({"agent": "helper", "prompt": "hi", "stream": False}).encode()
+    async with daemon.session.post(
+        daemon.u("/v1/run"), data=codecs.BOM_UTF8 + body, headers=JSON_BODY
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["data"]["status"] == "completed"
+    async with daemon.session.post(
+        daemon.u("/v1/run"), data=codecs.BOM_UTF8 * 2 + body, headers=JSON_BODY
+    ) as resp:
+        error = assert_error(resp.status, await resp.json(), 400, "invalid_json")
+    assert "not valid JSON" in error["message"]
+
+
+JSON_BODY = {"Content-Type": "application/json"}
 
 
 @pytest.mark.parametrize(
