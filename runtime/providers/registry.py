@@ -154,6 +154,21 @@ PRELOADED_MODULES = (
 )
 
 
+def adapter_kind(model: str | Mapping[str, Any] | Any) -> str | None:
+    """Which adapter `model`'s provider is: its route's kind, a custom endpoint's as
+    `custom-<format>` (`custom-anthropic`, `custom-openai`); None for None or a model that
+    routes nowhere."""
+    try:
+        route = resolve_model(model) if model is not None else None
+    except ValueError:
+        return None
+    if route is None:
+        return None
+    if route.kind == "custom":
+        return f"custom-{(route.custom or {}).get('format')}"
+    return route.kind
+
+
 def modules_for(model: str | Mapping[str, Any] | Any) -> tuple[str, ...]:
     """The SDK and the adapter `model`'s provider imports; none for a replayed cassette, None,
     or a model that routes nowhere.
@@ -162,16 +177,7 @@ def modules_for(model: str | Mapping[str, Any] | Any) -> tuple[str, ...]:
     ~0.86 s of CPU, `openai` ~0.35 s on the machine this was measured on, under the one
     interpreter lock): the daemon preloads those of its `default_model` first, and the others
     once no run is active (`runtime.daemon`)."""
-    try:
-        route = resolve_model(model) if model is not None else None
-    except ValueError:
-        return ()
-    if route is None:
-        return ()
-    custom_format = (route.custom or {}).get("format")
-    return _ROUTE_MODULES.get(
-        f"custom-{custom_format}" if route.kind == "custom" else route.kind, ()
-    )
+    return _ROUTE_MODULES.get(adapter_kind(model) or "", ())
 
 
 def preload_adapters(modules: Iterable[str] = PRELOADED_MODULES) -> list[str]:

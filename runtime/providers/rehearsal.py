@@ -33,12 +33,12 @@ from aiohttp import web
 
 from runtime.messages import Message
 from runtime.providers.base import AssistantTurn, ModelSettings
-from runtime.providers.registry import create_provider, resolve_model
+from runtime.providers.registry import adapter_kind, create_provider
 from runtime.providers.retry import RetryPolicy
 
 Api = Literal["anthropic", "chat", "responses"]
 
-# The API each kind of route speaks (custom endpoints: by their format).
+# The API each adapter speaks (`registry.adapter_kind`).
 _APIS: dict[str, Api] = {
     "anthropic": "anthropic",
     "custom-anthropic": "anthropic",
@@ -66,14 +66,7 @@ TIMEOUT = 30.0  # seconds per request; a loopback answer takes milliseconds
 def api_of(model: str | Mapping[str, Any] | Any) -> Api | None:
     """The API `model`'s provider speaks; None for a replayed cassette, None, or a model that
     routes nowhere (nothing to rehearse)."""
-    try:
-        route = resolve_model(model) if model is not None else None
-    except ValueError:
-        return None
-    if route is None:
-        return None
-    custom_format = (route.custom or {}).get("format")
-    return _APIS.get(f"custom-{custom_format}" if route.kind == "custom" else route.kind)
+    return _APIS.get(adapter_kind(model) or "")
 
 
 class Rehearsal(NamedTuple):
