@@ -61,6 +61,7 @@ from runtime.providers.retry import (
     RetryPolicy,
     StreamBroken,
     classify_status,
+    connection_failure,
     read_stream,
     transient,
 )
@@ -342,7 +343,7 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
         if isinstance(exc, anthropic.APITimeoutError):
             return transient("timeout", f"{label} API request timed out")
         if isinstance(exc, anthropic.APIConnectionError):
-            return transient("connection", f"connection to the {label} API failed: {exc}")
+            return connection_failure(label, exc)
         if isinstance(exc, StreamBroken):
             return transient("connection", f"{label} API: {exc}")
         if isinstance(exc, StreamTruncated):

@@ -151,7 +151,8 @@ class ModelError(Exception):
 
     `code` is a short machine word: `rate_limited`, `overloaded`, `server_error`,
     `invalid_request`, `authentication`, `permission`, `not_found`, `connection`,
-    `timeout`, `missing_api_key`, `divergence` (replay), `bad_response`.
+    `certificate` (TLS did not trust the server), `timeout`, `missing_api_key`,
+    `divergence` (replay), `bad_response`.
     """
 
     def __init__(

@@ -56,6 +56,7 @@ from runtime.providers.retry import (
     RetryPolicy,
     StreamBroken,
     classify_status,
+    connection_failure,
     read_stream,
     transient,
 )
@@ -297,7 +298,7 @@ def classify_openai_error(
     if isinstance(exc, openai.APITimeoutError):
         return transient("timeout", f"{label} API request timed out")
     if isinstance(exc, openai.APIConnectionError):
-        return transient("connection", f"connection to the {label} API failed: {exc}")
+        return connection_failure(label, exc)
     if isinstance(exc, StreamBroken):
         return transient("connection", f"{label} API: {exc}")
     if isinstance(exc, truncated):

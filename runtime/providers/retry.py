@@ -6,7 +6,8 @@ exactly one place that decides what is retried, how long to wait and when to giv
 - the policy's retryable statuses (408, 409, 425, 429, every 5xx, so Anthropic's 529) and
   Anthropic's `overloaded_error` are retried; so are
   connection failures, timeouts and streams that broke off (dropped connection, malformed
-  frame, a stream that ended without its terminal event);
+  frame, a stream that ended without its terminal event), but not a server certificate
+  that was not trusted (`connection_failure`);
 - 400, 401, 403, 404, 413, 422 are not;
 - the wait honours `retry-after-ms` then `retry-after` (seconds or an HTTP date), capped,
   and otherwise grows exponentially from `base_delay` with jitter;
@@ -19,6 +20,7 @@ deltas, `StreamRestarted` is yielded first so consumers discard what they showed
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -113,9 +115,41 @@ def transient(code: str, message: str, *, status: int | None = None) -> Failure:
     return Failure(ModelError(code, message, status=status, retryable=True))
 
 
+def connection_failure(label: str, exc: BaseException) -> Failure:
+    """A request to the `label` API that got no answer (the SDK's connection error, `exc`):
+    retryable, unless TLS refused the server's certificate, which no retry changes; that one
+    says why (the SDKs' message is only "Connection error.") and what would fix it."""
+    refused = _cause(exc, ssl.SSLCertVerificationError)
+    if refused is None:
+        return transient("connection", f"connection to the {label} API failed: {exc}")
+    reason = refused.verify_message or str(refused)
+    return Failure(
+        ModelError(
+            "certificate",
+            f"connection to the {label} API failed: its server's certificate is not trusted "
+            f"({reason}). If a proxy or a private CA signs it, point SSL_CERT_FILE at a "
+            "bundle of the CAs to trust, in the daemon's environment",
+        )
+    )
+
+
+def _cause(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of `kind` in `exc`'s chain of causes (`raise ... from`) and
+    contexts (raised while handling), `exc` included."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 Classifier = Callable[[BaseException], "Failure | None"]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 class StreamBroken(Exception):
@@ -203,6 +237,7 @@ __all__ = [
     "Sleep",
     "StreamBroken",
     "classify_status",
+    "connection_failure",
     "parse_retry_after",
     "read_stream",
     "stream_with_retries",

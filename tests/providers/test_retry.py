@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,7 @@ from runtime.providers.retry import (
     Failure,
     RetryPolicy,
     classify_status,
+    connection_failure,
     parse_retry_after,
     stream_with_retries,
     transient,
@@ -65,6 +67,35 @@ def test_classify_status(status: int, etype: str | None, code: str, retryable: b
 def test_x_should_retry_header_wins() -> None:
     assert not classify_status(500, "m", headers={"x-should-retry": "false"}).error.retryable
     assert classify_status(400, "m", headers={"x-should-retry": "true"}).error.retryable
+
+
+def _raised_from(cause: BaseException) -> Exception:
+    """An SDK-style connection error raised from `cause`, through the HTTP library's own."""
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise ConnectionError("the HTTP library's connect error") from exc
+    except ConnectionError:
+        try:
+            raise RuntimeError("Connection error.")  # the SDK's, raised while handling it
+        except RuntimeError as sdk_error:
+            return sdk_error
+
+
+def test_a_connection_failure_is_retried_unless_the_certificate_was_refused() -> None:
+    refused = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] failed")
+    refused.verify_message = "self-signed certificate in certificate chain"
+    failure = connection_failure("OpenAI", _raised_from(refused))
+    assert (failure.error.code, failure.error.retryable) == ("certificate", False)
+    assert failure.error.message == (
+        "connection to the OpenAI API failed: its server's certificate is not trusted "
+        "(self-signed certificate in certificate chain). If a proxy or a private CA signs it, "
+        "point SSL_CERT_FILE at a bundle of the CAs to trust, in the daemon's environment"
+    )
+    failure = connection_failure("OpenAI", _raised_from(ConnectionRefusedError(111, "refused")))
+    assert (failure.error.code, failure.error.retryable) == ("connection", True)
+    assert failure.error.message == "connection to the OpenAI API failed: Connection error."
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:
