@@ -217,10 +217,16 @@ WARM_UP_MODULES = ("tools.port_watch", "tools.workspace_changes")
 def warm_up(first_model: str | None = None) -> list[str]:
     """Blocking: what a first run with `first_model` imports: its model SDK and adapter
     (`registry.modules_for`; the others come later, see `_warm_up`), the core tools and
-    WARM_UP_MODULES. Returns the modules that failed to import."""
+    WARM_UP_MODULES; and the TLS context every SDK client is made with
+    (`runtime.providers.tls`). Returns the modules that failed to import."""
     from runtime.providers.registry import modules_for, preload_adapters
+    from runtime.providers.tls import shared_tls_context
 
     failed = preload_adapters(modules_for(first_model))
+    try:
+        shared_tls_context()
+    except (ImportError, OSError) as exc:  # SSL_CERT_FILE names no file, say: runs will say so
+        log.warning("the TLS context for model requests could not be built: %s", exc)
     load_core_tools()
     for name in WARM_UP_MODULES:
         try:

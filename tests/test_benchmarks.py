@@ -52,6 +52,7 @@ SMALL: dict[str, list[str]] = {
     "load_bench": ["--runs", "2", "--lines", "5", "--interval", "0.01"],
     "loop_bench": ["--turns", "3"],
     "patch_bench": ["--runs", "1", "--pause", "0"],
+    "provider_bench": ["--makes", "1"],
     "startup_bench": ["--starts", "1", "--top", "2"],
     "thread_events_bench": [
         "--events",

@@ -66,6 +66,7 @@ from runtime.providers.retry import (
     transient,
 )
 from runtime.providers.sdk_adapter import SdkAdapter
+from runtime.providers.tls import shared_tls_context
 from runtime.providers.tool_calls import parse_tool_call
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is made (start-up time)
@@ -116,7 +117,7 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
     ) -> None:
         client: AsyncAnthropic | None = None
         if api_key or auth_token:
-            from anthropic import AsyncAnthropic
+            from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
 
             if base_url:
                 base_url = base_url.rstrip("/")
@@ -127,6 +128,7 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
                 base_url=base_url or None,
                 max_retries=0,
                 timeout=timeout or DEFAULT_TIMEOUT,
+                http_client=DefaultAsyncHttpxClient(verify=shared_tls_context()),
             )
         super().__init__(client, retry=retry, key_env_var=key_env_var, label=label)
         self.prompt_caching = prompt_caching

@@ -61,6 +61,7 @@ from runtime.providers.retry import (
     transient,
 )
 from runtime.providers.sdk_adapter import SingleRequestAdapter
+from runtime.providers.tls import shared_tls_context
 from runtime.providers.tool_calls import arguments_json, parse_tool_call
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is made (start-up time)
@@ -73,8 +74,9 @@ def openai_client(
     api_key: str, base_url: str | None, endpoint_path: str, timeout: float | None
 ) -> AsyncOpenAI:
     """An `AsyncOpenAI` client for Chat Completions or Responses. Its own retries are off:
-    the shared RetryPolicy owns them. A base URL given with the endpoint path still works."""
-    from openai import AsyncOpenAI
+    the shared RetryPolicy owns them. A base URL given with the endpoint path still works.
+    Its TLS context is the process's (`runtime.providers.tls`)."""
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
     if base_url:
         base_url = base_url.rstrip("/").removesuffix(endpoint_path)
@@ -83,6 +85,7 @@ def openai_client(
         base_url=base_url or None,
         max_retries=0,
         timeout=timeout or DEFAULT_TIMEOUT,
+        http_client=DefaultAsyncHttpxClient(verify=shared_tls_context()),
     )
 
 

@@ -231,6 +231,40 @@ def test_the_warm_up_imports_what_a_first_run_would_import(
     assert "tools.exec" not in report["before"] and sdk not in report["before"]
 
 
+def test_the_warm_up_builds_the_tls_context_every_sdk_client_is_made_with() -> None:
+    """`warm_up` loads trusted certificates once (runtime/providers/tls.py), in its worker
+    thread; the SDK clients of a first run's providers, of either SDK, load none (each took
+    ~20-35 ms of CPU building its own context before its run's first model request)."""
+    script = (
+        "import json, ssl\n"
+        "from runtime.daemon import warm_up\n"
+        "from runtime.providers.registry import create_provider, preload_adapters\n"
+        "preload_adapters()\n"
+        "loads = []\n"
+        "load = ssl.SSLContext.load_verify_locations\n"
+        "def counted(context, *args, **kwargs):\n"
+        "    loads.append(args)\n"
+        "    load(context, *args, **kwargs)\n"
+        "ssl.SSLContext.load_verify_locations = counted\n"
+        "warm_up('claude-sonnet-4-6')\n"
+        "in_warm_up = len(loads)\n"
+        "env = {'ANTHROPIC_API_KEY': 'k', 'OPENAI_API_KEY': 'k', 'GEMINI_API_KEY': 'k'}\n"
+        "for model in ('claude-sonnet-4-6', 'gpt-5', 'gemini-2.5-pro'):\n"
+        "    create_provider(model, env=env)\n"
+        "print(json.dumps([in_warm_up, len(loads) - in_warm_up]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [1, 0]
+
+
 def test_agentds_models_are_built_after_start_up_not_at_import() -> None:
     """Importing the daemon leaves the validators of agentd's models unbuilt (pydantic's
     defer_build); `build_deferred_models`, which the daemon runs in a worker thread once it

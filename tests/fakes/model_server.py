@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -272,6 +273,7 @@ class FakeModelServer:
     - `server.requests`: every `RecordedRequest`; `await server.wait_for_requests(n)`.
     - `api_key`: when set, requests must present it (`x-api-key` or `Authorization: Bearer`)
       or get the API's 401.
+    - `ssl_context`: when set, the server speaks HTTPS with it (`server.url` says https).
     """
 
     def __init__(
@@ -282,8 +284,10 @@ class FakeModelServer:
         responder: Callable[[RecordedRequest], ScriptItem] | None = None,
         context_limit: int | None = None,
         usage_from_request: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.api_key = api_key
+        self.ssl_context = ssl_context
         self.default_turn = default_turn
         # Answers a request when the queue is empty (before `default_turn`): scripts that
         # depend on what was asked (a compaction's summary request, say).
@@ -306,7 +310,7 @@ class FakeModelServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self._port = self._runner.addresses[0][1]
         return self
@@ -318,7 +322,8 @@ class FakeModelServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._port}"
 
     def env(self, api_key: str | None = None) -> dict[str, str]:
         key = api_key or self.api_key or "test-key"

@@ -1,0 +1,75 @@
+"""runtime/providers/tls.py: every model SDK client is made with the process's one TLS
+context, which trusts what the SDKs' own would (each case in a fresh interpreter, since the
+context is the process's: tests/providers/tls_requests.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+ROOT = Path(__file__).resolve().parents[2]
+# One model of each API and SDK: Anthropic Messages, OpenAI Responses, Chat Completions (OpenAI
+# and Gemini's compatible endpoint).
+MODELS = ["claude-sonnet-4-6", "gpt-5", "openai-chat:gpt-4.1", "gemini-2.5-pro"]
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA (`ca.pem`) and a certificate it issued to 127.0.0.1 (`server.pem`,
+    `server.key`)."""
+    where = tmp_path_factory.mktemp("tls")
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1")
+    authority.cert_pem.write_to_path(str(where / "ca.pem"))
+    issued.private_key_pem.write_to_path(str(where / "server.key"))
+    with open(where / "server.pem", "wb") as chain:
+        for blob in issued.cert_chain_pems:
+            chain.write(blob.bytes())
+    return where
+
+
+def requests_over_https(certificates: Path, trusted: bool) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    if trusted:
+        env["SSL_CERT_FILE"] = str(certificates / "ca.pem")
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.providers.tls_requests", str(certificates), *MODELS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+def test_every_sdk_client_shares_one_tls_context_that_trusts_ssl_cert_file(
+    certificates: Path,
+) -> None:
+    """Four providers of both SDKs stream over HTTPS from a server whose CA only
+    SSL_CERT_FILE names, and the process loads trusted certificates once, not once per
+    client (each SDK client built its own context: four loads, ~20-35 ms each)."""
+    result = requests_over_https(certificates, trusted=True)
+    assert result["replies"] == dict.fromkeys(MODELS, "done")
+    assert result["certificates_loaded"] == 1
+
+
+def test_a_server_the_context_does_not_trust_fails_every_request_on_its_certificate(
+    certificates: Path,
+) -> None:
+    """The control: without SSL_CERT_FILE the same server's certificate is not trusted, so
+    the shared context verifies certificates (the requests above were checked, not let
+    through)."""
+    result = requests_over_https(certificates, trusted=False)
+    for model, reply in result["replies"].items():
+        assert reply.startswith("error: "), (model, reply)
+        assert "certificate is not trusted" in reply and "SSL_CERT_FILE" in reply, (model, reply)
