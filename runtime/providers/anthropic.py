@@ -130,6 +130,7 @@ class AnthropicProvider(SdkAdapter["AsyncAnthropic"]):
                 timeout=timeout or DEFAULT_TIMEOUT,
                 http_client=DefaultAsyncHttpxClient(verify=shared_tls_context()),
             )
+            _ = client.messages  # imported on first use: see `runtime.providers.sdk_adapter`
         super().__init__(client, retry=retry, key_env_var=key_env_var, label=label)
         self.prompt_caching = prompt_caching
         self.max_pause_continuations = max_pause_continuations

@@ -144,6 +144,8 @@ class OpenAIChatProvider(OpenAIAdapter):
         label: str = "OpenAI",
     ) -> None:
         client = openai_client(api_key, base_url, "/chat/completions", timeout) if api_key else None
+        if client is not None:
+            _ = client.chat.completions  # imported on first use: see `sdk_adapter`
         super().__init__(client, retry=retry, key_env_var=key_env_var, label=label)
         self.name = name
         self.max_tokens_field = max_tokens_field

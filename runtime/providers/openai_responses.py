@@ -87,6 +87,8 @@ class OpenAIResponsesProvider(OpenAIAdapter):
         label: str = "OpenAI",
     ) -> None:
         client = openai_client(api_key, base_url, "/responses", timeout) if api_key else None
+        if client is not None:
+            _ = client.responses  # imported on first use: see `sdk_adapter`
         super().__init__(client, retry=retry, key_env_var=key_env_var, label=label)
         self.reasoning = reasoning
 

@@ -6,6 +6,14 @@ turn into the same steps: without a client (no API key) the turn fails with
 streamed API call) runs under the one retry policy, its failures classified by the adapter.
 `SdkAdapter.stream` is that template; an adapter supplies `build_request`, `_classify` and
 `_turn` (or, for one request per turn, `_attempt` through `SingleRequestAdapter`).
+
+An adapter touches the SDK resource it calls (`client.messages`, `client.chat.completions`,
+`client.responses`) when it is made: the SDKs import a resource's module, and build its
+types' validators, the first time it is used (~0.25 s for `openai.resources.responses`).
+A provider is made in a worker thread (`runtime.runs.provider_factory.open_provider`), and a
+run waits for it anyway; at the first request that work ran on the event loop, where every
+stream of the daemon stood still for it, in a fresh daemon's first run (a daemon at rest has
+had it done by its warm-up's rehearsal: `runtime.providers.rehearsal`).
 """
 
 from __future__ import annotations
