@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import importlib
 import logging
 import re
 import signal
@@ -209,30 +207,30 @@ async def serve(
     return status
 
 
-# What a first run's workspace watch would otherwise import on the event loop, besides the
-# core tools (registered by `load_core_tools`) and the run machinery (`load_run_machinery`).
-WARM_UP_MODULES = ("tools.port_watch", "tools.workspace_changes")
-
-
 def warm_up(first_model: str | None = None) -> list[str]:
-    """Blocking: what a first run with `first_model` imports: its model SDK and adapter
-    (`registry.modules_for`; the others come later, see `_warm_up`), the core tools and
-    WARM_UP_MODULES; and the TLS context every SDK client is made with
-    (`runtime.providers.tls`). Returns the modules that failed to import."""
+    """Blocking: what a first run with `first_model` imports: the modules of its workspace
+    watch (`runtime.workspace_watch.import_watchers`), asyncio's default executor (a first
+    connection's address lookup), its model SDK and adapter (`registry.modules_for`; the
+    others come later, see `_warm_up`) and the core tools; and the TLS context every SDK
+    client is made with (`runtime.providers.tls`). Returns the modules that failed to
+    import."""
+    import concurrent.futures.thread  # noqa: F401
+
     from runtime.providers.registry import modules_for, preload_adapters
     from runtime.providers.tls import shared_tls_context
+    from runtime.workspace_watch import import_watchers
 
-    failed = preload_adapters(modules_for(first_model))
+    failed = []
+    try:
+        import_watchers()
+    except ImportError as exc:
+        failed.append(exc.name or str(exc))
+    failed += preload_adapters(modules_for(first_model))
     try:
         shared_tls_context()
     except (ImportError, OSError) as exc:  # SSL_CERT_FILE names no file, say: runs will say so
         log.warning("the TLS context for model requests could not be built: %s", exc)
     load_core_tools()
-    for name in WARM_UP_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            failed.append(name)
     return failed
 
 
@@ -275,15 +273,15 @@ async def _warm_up(default_model: str, manager: RunManager | None) -> None:
     )
     log.info("%d models built in %.3fs", len(built), time.perf_counter() - started)
     started = time.perf_counter()
-    frozen = gc.get_freeze_count()
+    # (No count of the objects frozen in these log lines: gc.get_freeze_count() walks every
+    # frozen object, ~26 ms for the ~200k the SDKs make, with the interpreter lock held.)
     failed = await anyio.to_thread.run_sync(
         made_to_last, warm_up, default_model, abandon_on_cancel=True
     )
     log.info(
-        "model adapters and tools preloaded in %.2fs%s; %d objects frozen",
+        "model adapters and tools preloaded in %.2fs%s",
         time.perf_counter() - started,
         f" (not installed: {', '.join(failed)})" if failed else "",
-        gc.get_freeze_count() - frozen,
     )
     await preload_other_sdks(manager, rehearse_first=default_model)
 
@@ -323,15 +321,13 @@ async def preload_other_sdks(
             waited = await manager.wait_until_idle()
         still_active = bound.cancelled_caught
     started = time.perf_counter()
-    frozen = gc.get_freeze_count()
     # made_to_last freezes the SDKs' objects (and those of a run that started meanwhile)
     failed = await anyio.to_thread.run_sync(made_to_last, preload_adapters, abandon_on_cancel=True)
     log.info(
-        "the other model SDKs preloaded in %.2fs, after %s%s; %d objects frozen",
+        "the other model SDKs preloaded in %.2fs, after %s%s",
         time.perf_counter() - started,
         f"{wait_at_most:.0f}s of active runs" if still_active else f"{waited} active run(s) ended",
         f" (not installed: {', '.join(failed)})" if failed else "",
-        gc.get_freeze_count() - frozen,
     )
     await rehearse_first_requests(rehearse_first)
     return waited

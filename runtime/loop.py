@@ -297,7 +297,7 @@ class AgentLoop:
             deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
             with anyio.CancelScope(deadline=deadline) as timeout_scope:
                 async with anyio.create_task_group() as watching:
-                    watch = self._watch = WorkspaceWatch(
+                    watch = self._watch = await WorkspaceWatch.open(
                         self.toolbox, self.events, self.artifacts, port_poll_s=self.port_poll_s
                     )
                     watching.start_soon(watch.run)

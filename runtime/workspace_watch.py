@@ -19,6 +19,7 @@ this module feeds.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -33,6 +34,19 @@ log = logging.getLogger("agentd.workspace_watch")
 
 # How often a run looks for ports its processes opened or closed.
 PORT_POLL_S = 0.25
+
+_watchers_imported = threading.Event()
+
+
+def import_watchers() -> None:
+    """Blocking: import the watchers' modules (~35 ms, pathspec's among them). They are left
+    out of the run machinery, which every first /v1 request waits for: the daemon's warm-up
+    imports them later, and a run that starts before awaits `WorkspaceWatch.open`, which
+    imports them in a worker thread, never on the event loop."""
+    import tools.port_watch
+    import tools.workspace_changes  # noqa: F401
+
+    _watchers_imported.set()
 
 
 class Emitter(Protocol):
@@ -52,6 +66,21 @@ class Artifacts(Protocol):
 class WorkspaceWatch:
     """File changes and listening ports of one run (see the module doc)."""
 
+    @classmethod
+    async def open(
+        cls,
+        toolbox: Toolbox,
+        events: Emitter,
+        artifacts: Artifacts,
+        *,
+        port_poll_s: float | None = PORT_POLL_S,
+    ) -> WorkspaceWatch:
+        """A watch, its modules imported first in a worker thread if they are not yet
+        (`import_watchers`)."""
+        if not _watchers_imported.is_set():
+            await anyio.to_thread.run_sync(import_watchers)
+        return cls(toolbox, events, artifacts, port_poll_s=port_poll_s)
+
     def __init__(
         self,
         toolbox: Toolbox,
@@ -60,7 +89,7 @@ class WorkspaceWatch:
         *,
         port_poll_s: float | None = PORT_POLL_S,
     ) -> None:
-        # Loaded with the first run, not with the daemon (start-up time).
+        # Imported by `import_watchers` (not with the daemon: start-up time).
         from tools.port_watch import PortWatcher
         from tools.workspace_changes import WorkspaceScanner
 

@@ -1,4 +1,5 @@
-"""A first run in a daemon whose warm-up is over imports nothing on the event loop.
+"""A first run in a daemon whose warm-up is over imports nothing on the event loop; in a
+fresh daemon, none of agentd's modules or an SDK's resources.
 
 The hardening rule: nothing heavy is imported on the event loop during a run (an import
 there stalls every stream of the daemon). `agentd serve` loads the /v1 API, the run
@@ -30,10 +31,9 @@ TOKEN = "first-run-token"
 PATCH = "*** Begin Patch\n*** Update File: a.txt\n@@\n-hello\n+hello world\n*** End Patch\n"
 
 
-@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gpt-5"])
-async def test_a_first_run_with_tools_imports_nothing_on_the_event_loop(
-    tmp_path: Path, model: str
-) -> None:
+async def imported_on_the_loop(tmp_path: Path, model: str, *, at_rest: bool) -> list[str]:
+    """The modules a first run with tool calls imports on the event loop's thread of a real
+    `agentd serve`, posted once its warm-up is over (`at_rest`) or the moment it listens."""
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     (workspace / "a.txt").write_text("hello\n")
@@ -71,9 +71,9 @@ async def test_a_first_run_with_tools_imports_nothing_on_the_event_loop(
                 match = LISTENING.search(await read_until("listening on"))
                 assert match is not None
                 url = match.group(1)
-                # the warm-up's last step, once the other SDKs are loaded (a failure is
-                # reported below)
-                await read_until(REHEARSED, NOT_REHEARSED)
+                if at_rest:
+                    # the warm-up's last step, once the other SDKs are loaded
+                    await read_until(REHEARSED, NOT_REHEARSED)
                 process.send_signal(signal.SIGUSR1)
                 await read_until(ARMED)
             headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -98,5 +98,29 @@ async def test_a_first_run_with_tools_imports_nothing_on_the_event_loop(
                     buffer += chunk
                 lines.extend(raw.decode(errors="replace") for raw in buffer.split(b"\n"))
                 await process.wait()
-    assert [line for line in lines if ON_LOOP in line] == []
-    assert not [line for line in lines if NOT_REHEARSED in line]
+    if at_rest:
+        assert not [line for line in lines if NOT_REHEARSED in line]
+    return [line.split(ON_LOOP, 1)[1] for line in lines if ON_LOOP in line]
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gpt-5"])
+async def test_a_first_run_with_tools_imports_nothing_on_the_event_loop(
+    tmp_path: Path, model: str
+) -> None:
+    assert await imported_on_the_loop(tmp_path, model, at_rest=True) == []
+
+
+# What a fresh daemon's first run must not import on the event loop either: agentd's own
+# modules, the modules of the run's workspace watch (`WorkspaceWatch.open`), and the SDK
+# resource its provider calls (imported where the provider is made). What the first request
+# imports of the HTTP stack and the SDK's tracing is left to the rehearsal, which the warm-up
+# makes once no run is active (see runtime.daemon.rehearse_first_requests).
+NEVER_ON_THE_LOOP = ("runtime", "tools", "pathspec", "anthropic.resources", "openai.resources")
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gpt-5"])
+async def test_a_fresh_daemon_s_first_run_imports_none_of_agentd_or_an_sdk_resource_on_the_loop(
+    tmp_path: Path, model: str
+) -> None:
+    imported = await imported_on_the_loop(tmp_path, model, at_rest=False)
+    assert [name for name in imported if name.startswith(NEVER_ON_THE_LOOP)] == []

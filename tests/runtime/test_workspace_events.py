@@ -3,8 +3,10 @@ servers its processes start and stop (`dev_url`, `port_closed`). Real PTYs, real
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from tests.runtime.test_loop import RecordingEvents
 from tools.base import Toolbox, ToolSettings
 
 PY = shlex.quote(sys.executable)
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ModelSettings(model="scripted-1", max_tokens=256)
 linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
@@ -177,3 +180,51 @@ async def test_a_server_is_announced_as_it_starts_and_its_port_closed_when_kille
     assert outcome[0].status == "completed"
     # The server is gone: its port no longer is the run's dev URL.
     assert outcome[0].dev_url is None
+
+
+# In a fresh interpreter: the watch's modules are not imported yet, as in a fresh daemon
+# whose warm-up has not reached them when its first run starts.
+OPEN_A_WATCH = """
+import asyncio, json, sys
+from tests.import_spy import ImportSpy
+from runtime.workspace_watch import WorkspaceWatch
+from tools.base import Toolbox
+
+spy = ImportSpy(lambda name: name in ("tools.port_watch", "tools.workspace_changes"))
+sys.meta_path.insert(0, spy)
+
+class Events:
+    async def emit(self, type, **payload):
+        pass
+
+class Artifacts:
+    def take_reported(self):
+        return set()
+    def note_file(self, path, action, moved_from):
+        pass
+    def note_port(self, opened, url):
+        pass
+
+async def main():
+    async with Toolbox(sys.argv[1]) as box:
+        await WorkspaceWatch.open(box, Events(), Artifacts())
+    print(json.dumps([spy.on_loop, sorted(spy.off_loop)]))
+
+asyncio.run(main())
+"""
+
+
+def test_a_watch_s_modules_are_imported_off_the_event_loop(tmp_path: Path) -> None:
+    """`WorkspaceWatch.open` imports what the watch needs (~35 ms, pathspec's among them) in
+    a worker thread, not on the event loop, when a run starts before the warm-up did."""
+    out = subprocess.run(
+        [sys.executable, "-c", OPEN_A_WATCH, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    on_loop, off_loop = json.loads(out.stdout)
+    assert on_loop == []
+    assert off_loop == ["tools.port_watch", "tools.workspace_changes"]
