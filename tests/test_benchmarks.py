@@ -33,6 +33,7 @@ SMALL: dict[str, list[str]] = {
         "100",
     ],
     "faults_bench": ["--repeat", "1", "--kill-seeds", "1"],
+    "first_run_bench": ["--starts", "1"],
     "gc_bench": ["--collections", "1"],
     "growth_bench": ["--smoke", "--repeat", "1"],
     "link_bench": [
