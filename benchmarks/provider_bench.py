@@ -32,6 +32,8 @@ from typing import Any
 
 import anyio
 
+from benchmarks.growth_bench import rss_mb
+from benchmarks.patch_bench import percentile
 from runtime.providers.registry import create_provider, preload_adapters
 from runtime.providers.tls import shared_tls_context
 
@@ -100,19 +102,6 @@ async def timed_make(make: Callable[[], object], sample: Sample | None) -> None:
         sample.stall.append(worst * 1000)
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
-
-
 async def main_async(makes: int) -> None:
     failed = await anyio.to_thread.run_sync(preload_adapters)
     if failed:
@@ -151,9 +140,9 @@ async def main_async(makes: int) -> None:
             ("SDK clients, each its own TLS context", sdk_default_client(api)),
             ("agentd providers, one TLS context", agentd_provider(api)),
         ):
-            before = rss_mib()
+            before = rss_mb()
             kept.extend(make() for _ in range(IDLE_PROVIDERS))
-            print(f"{api}: {IDLE_PROVIDERS} {label}: +{rss_mib() - before:.1f} MiB resident")
+            print(f"{api}: {IDLE_PROVIDERS} {label}: +{rss_mb() - before:.1f} MiB resident")
 
 
 def main() -> None:

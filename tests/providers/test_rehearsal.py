@@ -17,20 +17,13 @@ import pytest
 from runtime.daemon import rehearse_first_requests
 from runtime.providers import rehearsal
 from runtime.providers.rehearsal import MODEL_OF_API, api_of, loopback_proxy, rehearse
+from tests.providers.conftest import fresh_interpreter
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def first_request(model: str, mode: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.providers.first_request", model, mode],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert out.returncode == 0, out.stderr
-    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    result: dict[str, Any] = fresh_interpreter("tests.providers.first_request", model, mode)
     return result
 
 

@@ -4,15 +4,14 @@ context is the process's: tests/providers/tls_requests.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+
+from tests.providers.conftest import fresh_interpreter
 
 ROOT = Path(__file__).resolve().parents[2]
 # One model of each API and SDK: Anthropic Messages, OpenAI Responses, Chat Completions (OpenAI
@@ -39,16 +38,8 @@ def requests_over_https(certificates: Path, trusted: bool) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     if trusted:
         env["SSL_CERT_FILE"] = str(certificates / "ca.pem")
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.providers.tls_requests", str(certificates), *MODELS],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert out.returncode == 0, out.stderr
-    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    module = "tests.providers.tls_requests"
+    result: dict[str, Any] = fresh_interpreter(module, str(certificates), *MODELS, env=env)
     return result
 
 
