@@ -5,15 +5,29 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tools.base import TOOL_REGISTRY, Toolbox
+from tools.base import TOOL_REGISTRY, Tool, Toolbox
+
+# A core tool's spec depends on its class alone, so it is generated once per process: by the
+# daemon's warm-up, in its worker thread (`build_core_specs`), or else by the first run that
+# offers the tool. (pydantic's schema generation costs ~0.4 ms per tool, and pydantic may
+# import a module of its own the first time: work for the warm-up, not the event loop.)
+_core_specs: dict[type[Tool], dict[str, Any]] = {}
+
+
+def build_core_specs() -> int:
+    """Blocking: generate the spec of every registered tool not generated yet. Returns how
+    many it generated."""
+    built = 0
+    for tool in list(TOOL_REGISTRY.values()):
+        if tool not in _core_specs:
+            _core_specs[tool] = tool.spec()
+            built += 1
+    return built
 
 
 class ToolSpecCache:
-    """A toolbox's specs; a tool class's JSON schema is generated once per cache (pydantic's
-    schema generation costs ~0.4 ms per tool, on every run otherwise)."""
-
-    def __init__(self) -> None:
-        self._specs: dict[type, dict[str, Any]] = {}
+    """A toolbox's specs: a registered tool's from the process's specs (generated once),
+    a custom tool's generated per instance."""
 
     def specs(self, toolbox: Toolbox) -> list[dict[str, Any]]:
         """The specs of `toolbox`'s tools, in its order; each a copy the caller may change."""
@@ -24,8 +38,8 @@ class ToolSpecCache:
             if TOOL_REGISTRY.get(name) is not type(tool):
                 specs.append(tool.spec())  # a custom tool: its schema is per instance
                 continue
-            spec = self._specs.get(type(tool))
+            spec = _core_specs.get(type(tool))
             if spec is None:
-                spec = self._specs[type(tool)] = tool.spec()
+                spec = _core_specs[type(tool)] = tool.spec()
             specs.append(copy.deepcopy(spec))
         return specs

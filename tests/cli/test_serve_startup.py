@@ -260,6 +260,36 @@ def test_the_warm_up_builds_the_tls_context_every_sdk_client_is_made_with() -> N
     assert json.loads(out.stdout) == [1, 0]
 
 
+def test_after_the_warm_up_a_first_run_s_tool_specs_generate_no_schema(tmp_path: Path) -> None:
+    """`warm_up` generates every core tool's spec (runtime/runs/tool_specs.py) in its worker
+    thread, so a first run generates none on the event loop (pydantic's schema generation,
+    ~0.4 ms a tool; pydantic 2.14.0 also imports a module of its own the first time)."""
+    script = (
+        "import json, sys\n"
+        "from runtime.daemon import warm_up\n"
+        "from runtime.runs.tool_specs import ToolSpecCache\n"
+        "from tools.base import Tool, Toolbox\n"
+        "warm_up('claude-sonnet-4-6')\n"
+        "generated = []\n"
+        "spec = Tool.spec.__func__\n"
+        "Tool.spec = classmethod(lambda cls: generated.append(cls.name) or spec(cls))\n"
+        "box = Toolbox(sys.argv[1])\n"
+        "specs = ToolSpecCache().specs(box)\n"
+        "print(json.dumps([len(specs), generated]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    offered, generated = json.loads(out.stdout)
+    assert offered > 5 and generated == []
+
+
 def test_agentds_models_are_built_after_start_up_not_at_import() -> None:
     """Importing the daemon leaves the validators of agentd's models unbuilt (pydantic's
     defer_build); `build_deferred_models`, which the daemon runs in a worker thread once it
