@@ -346,6 +346,13 @@ class EventStream:
         while True:
             if not await self._write_kept_frames():
                 return None
+            if self._feeds is not None and self._feeds.get(self._feed_key) is not None:
+                # Caught up, from the cache, with what the run's feed has handed out: follow
+                # it now. Reading on alone, it would join only after the run's next event,
+                # keeping a subscription of its own until then.
+                feed = self._feeds.join(self._feed_key, self)
+                if feed is not None:
+                    return feed
             try:
                 async with aclosing(subscribe(self.last_id)) as batches:  # type: ignore[type-var]
                     async for batch in batches:

@@ -113,6 +113,46 @@ async def test_two_clients_on_one_live_run_see_the_same_events(daemon: Daemon) -
     assert seen["a"][-1][1] == "complete" and seen["a"][-1][2]["output"] == "live and shared"
 
 
+async def test_a_client_caught_up_from_the_cache_follows_the_feed_before_the_next_event(
+    daemon: Daemon,
+) -> None:
+    """A client that connects while the run is held, after every event so far was written,
+    catches up from the frame cache and joins the run's feed at once: it does not wait for
+    the run's next event, holding a subscription of its own meanwhile."""
+    await daemon.upsert()
+    gate = Gate()
+    daemon.model.script(Turn([text("held ", "then ", "done")], hold=gate, hold_after=3))
+    feeds = daemon.app[STATE_KEY].feeds
+    seen: list[tuple[int, str, dict]] = []
+    async with daemon.session.post(
+        daemon.u("/v1/run"), json={"agent": "helper", "prompt": "go"}
+    ) as starter:
+        run_id = starter.headers["X-Run-ID"]
+
+        async def watch() -> None:
+            async with httpx_sse.aconnect_sse(
+                daemon.http, "GET", daemon.u(f"/v1/runs/{run_id}/events")
+            ) as source:
+                seen.extend(
+                    [(int(e.id), e.event, e.json()) async for e in source.aiter_sse() if e.data]
+                )
+
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+            while feeds.member_count(run_id) < 1:  # the starter follows the feed
+                await anyio.sleep(0.01)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            try:
+                with anyio.fail_after(10):
+                    while feeds.member_count(run_id) < 2:  # no event comes until the gate opens
+                        await anyio.sleep(0.01)
+            finally:
+                gate.open()
+        frames = [(f.id, f.event, f.data) for f in await collect_events(starter)]
+    assert seen == frames and seen[-1][1] == "complete"
+
+
 def frame_event(run_id: str, number: int) -> Event:
     """Event `number` (< 1000) of a run; every such event's frame has the same length."""
     return Event(
