@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
@@ -226,6 +227,21 @@ def test_the_warm_up_imports_what_a_first_run_would_import(
     assert "tools.exec" not in report["before"] and sdk not in report["before"]
 
 
+def json_of_script(script: str, *args: str) -> Any:
+    """What `script` printed as JSON, run in a fresh interpreter (what it checks happens once
+    per process) from the repository root."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def test_the_warm_up_builds_the_tls_context_every_sdk_client_is_made_with() -> None:
     """`warm_up` loads trusted certificates once (runtime/providers/tls.py), in its worker
     thread; the SDK clients of a first run's providers, of either SDK, load none (each took
@@ -248,16 +264,7 @@ def test_the_warm_up_builds_the_tls_context_every_sdk_client_is_made_with() -> N
         "    create_provider(model, env=env)\n"
         "print(json.dumps([in_warm_up, len(loads) - in_warm_up]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [1, 0]
+    assert json_of_script(script) == [1, 0]
 
 
 def test_after_the_warm_up_a_first_run_s_tool_specs_generate_no_schema(tmp_path: Path) -> None:
@@ -277,16 +284,7 @@ def test_after_the_warm_up_a_first_run_s_tool_specs_generate_no_schema(tmp_path:
         "specs = ToolSpecCache().specs(box)\n"
         "print(json.dumps([len(specs), generated]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    offered, generated = json.loads(out.stdout)
+    offered, generated = json_of_script(script, str(tmp_path))
     assert offered > 5 and generated == []
 
 
