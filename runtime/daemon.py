@@ -232,7 +232,10 @@ def warm_up(first_model: str | None = None) -> list[str]:
     except (ImportError, OSError) as exc:  # SSL_CERT_FILE names no file, say: runs will say so
         log.warning("the TLS context for model requests could not be built: %s", exc)
     load_core_tools()
-    build_core_specs()
+    try:
+        build_core_specs()
+    except Exception:  # a tool whose schema fails fails its runs, not the daemon's warm-up
+        log.exception("the tools' specs could not be generated ahead of the first run")
     return failed
 
 
