@@ -9,14 +9,12 @@ exactly what start-up loaded.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import anyio
@@ -28,9 +26,9 @@ from runtime.cli import resume_gc_after_start
 from runtime.daemon import build_deferred_models
 from runtime.runs.machinery import MODULES as RUN_MACHINERY
 from tests.cli.support import clean_env
+from tests.fresh_interpreter import json_printed
 
 LISTENING = re.compile(r"listening on (http://\S+)")
-ROOT = Path(__file__).resolve().parents[2]
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$")
 TOKEN = "startup-token"
 MODELS_BUILT = re.compile(r"(\d+) models built in")
@@ -217,29 +215,10 @@ def test_the_warm_up_imports_what_a_first_run_would_import(
         "print(json.dumps({'before': before, 'failed': failed, 'missing': after, "
         "'missing_later': later}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    report = json_printed("-c", script, timeout=120)
     assert report["failed"] == [] and report["missing"] == [other]
     assert report["missing_later"] == []
     assert "tools.exec" not in report["before"] and sdk not in report["before"]
-
-
-def json_of_script(script: str, *args: str) -> Any:
-    """What `script` printed as JSON, run in a fresh interpreter (what it checks happens once
-    per process) from the repository root."""
-    out = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def test_the_warm_up_builds_the_tls_context_every_sdk_client_is_made_with() -> None:
@@ -264,7 +243,7 @@ def test_the_warm_up_builds_the_tls_context_every_sdk_client_is_made_with() -> N
         "    create_provider(model, env=env)\n"
         "print(json.dumps([in_warm_up, len(loads) - in_warm_up]))\n"
     )
-    assert json_of_script(script) == [1, 0]
+    assert json_printed("-c", script, env=clean_env(), timeout=120) == [1, 0]
 
 
 def test_after_the_warm_up_a_first_run_s_tool_specs_generate_no_schema(tmp_path: Path) -> None:
@@ -284,7 +263,7 @@ def test_after_the_warm_up_a_first_run_s_tool_specs_generate_no_schema(tmp_path:
         "specs = ToolSpecCache().specs(box)\n"
         "print(json.dumps([len(specs), generated]))\n"
     )
-    offered, generated = json_of_script(script, str(tmp_path))
+    offered, generated = json_printed("-c", script, str(tmp_path), env=clean_env(), timeout=120)
     assert offered > 5 and generated == []
 
 

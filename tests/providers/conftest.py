@@ -1,37 +1,14 @@
-"""Fixtures for the provider tests: the fake model server, a retry policy that never waits,
-and scripts in a fresh interpreter."""
+"""Fixtures for the provider tests: the fake model server and a retry policy that never waits."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
 from runtime.providers.base import AssistantTurn, Delta, StreamItem
 from runtime.providers.retry import RetryPolicy
 from tests.fakes.model_server import FakeModelServer
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def fresh_interpreter(module: str, *args: str, env: Mapping[str, str] | None = None) -> Any:
-    """`python -m module args...` from the repository root, in a fresh interpreter (what it
-    checks happens once per process): the JSON of the last line it printed."""
-    out = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=None if env is None else dict(env),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.splitlines()[-1])
 
 
 class SleepRecorder:

@@ -4,12 +4,8 @@ tests/providers/first_request.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,13 +13,11 @@ import pytest
 from runtime.daemon import rehearse_first_requests
 from runtime.providers import rehearsal
 from runtime.providers.rehearsal import MODEL_OF_API, api_of, loopback_proxy, rehearse
-from tests.providers.conftest import fresh_interpreter
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fresh_interpreter import json_printed
 
 
 def first_request(model: str, mode: str) -> dict[str, Any]:
-    result: dict[str, Any] = fresh_interpreter("tests.providers.first_request", model, mode)
+    result: dict[str, Any] = json_printed("-m", "tests.providers.first_request", model, mode)
     return result
 
 
@@ -164,16 +158,7 @@ def test_no_rehearsal_goes_through_a_proxy() -> None:
         "from runtime.providers.rehearsal import rehearse\n"
         "print(json.dumps(rehearse(['gpt-5', 'claude-sonnet-4-6'])))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    apis, failed = json.loads(out.stdout)
+    apis, failed = json_printed("-c", script, env=env, timeout=60)
     assert apis == []
     assert failed == [
         f"{model}: not rehearsed: requests to 127.0.0.1 would go through the proxy "

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import trustme
 
-from tests.providers.conftest import fresh_interpreter
+from tests.fresh_interpreter import json_printed
 
-ROOT = Path(__file__).resolve().parents[2]
 # One model of each API and SDK: Anthropic Messages, OpenAI Responses, Chat Completions (OpenAI
 # and Gemini's compatible endpoint).
 MODELS = ["claude-sonnet-4-6", "gpt-5", "openai-chat:gpt-4.1", "gemini-2.5-pro"]
@@ -39,7 +38,7 @@ def requests_over_https(certificates: Path, trusted: bool) -> dict[str, Any]:
     if trusted:
         env["SSL_CERT_FILE"] = str(certificates / "ca.pem")
     module = "tests.providers.tls_requests"
-    result: dict[str, Any] = fresh_interpreter(module, str(certificates), *MODELS, env=env)
+    result: dict[str, Any] = json_printed("-m", module, str(certificates), *MODELS, env=env)
     return result
 
 

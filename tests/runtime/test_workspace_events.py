@@ -3,10 +3,8 @@ servers its processes start and stop (`dev_url`, `port_closed`). Real PTYs, real
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,11 @@ from runtime.loop import AgentLoop, LoopOutcome
 from runtime.messages import Message
 from runtime.providers.base import ModelSettings
 from tests.fakes.scripted_provider import Gate, ScriptedProvider, call, text_turn, tool_turn
+from tests.fresh_interpreter import json_printed
 from tests.runtime.test_loop import RecordingEvents
 from tools.base import Toolbox, ToolSettings
 
 PY = shlex.quote(sys.executable)
-ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ModelSettings(model="scripted-1", max_tokens=256)
 linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
@@ -217,14 +215,6 @@ asyncio.run(main())
 def test_a_watch_s_modules_are_imported_off_the_event_loop(tmp_path: Path) -> None:
     """`WorkspaceWatch.open` imports what the watch needs (~35 ms, pathspec's among them) in
     a worker thread, not on the event loop, when a run starts before the warm-up did."""
-    out = subprocess.run(
-        [sys.executable, "-c", OPEN_A_WATCH, str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    on_loop, off_loop = json.loads(out.stdout)
+    on_loop, off_loop = json_printed("-c", OPEN_A_WATCH, str(tmp_path), timeout=60)
     assert on_loop == []
     assert off_loop == ["tools.port_watch", "tools.workspace_changes"]
