@@ -35,6 +35,10 @@
   backend (anyio ≥ 4.16 imports its parts lazily, so `import anyio` alone loads almost
   nothing), binding the socket, aiohttp's first request. agentd's own cost is the gap to it.
   All of these run in turn, round after round, `--starts` rounds after an untimed one;
+  agentd's /readyz start and the floors run one right after the other in each round, and the
+  "agentd over" rows are the median of each round's difference, with its quartiles (the
+  load of a shared machine moves a start by tens of ms within a minute; both starts of a
+  round see the same load);
 - then one start of agentd under `python -X importtime`: the modules imported before it
   listened, self time summed by top-level package, and the `--top` slowest modules;
 - with `--instructions` (needs valgrind): the instructions agentd serve executes until it
@@ -253,12 +257,17 @@ async def start_up_rows(
     subjects.extend(floors)
     walls: dict[str, list[float]] = {name: [] for name in subjects}
     cpus: dict[str, list[float | None]] = {name: [] for name in subjects}
+    # agentd's /readyz start and what it is compared with run one right after the other in
+    # every round (the first-run rows take seconds each): each round's difference is then
+    # taken under the same load, which drifts over a run of this benchmark
+    compared = [READYZ, *([earlier] if against else []), MINIMAL, *floors]
+    run_order = [*compared, *(name for name in subjects if name not in compared)]
     async with (
         aiohttp.ClientSession() as session,
         FakeModelServer(default_turn=Turn([text("done")])) as model_server,
     ):
         for attempt in range(starts + 1):  # the first round fills the bytecode caches
-            for name in subjects:
+            for name in run_order:
                 wall: float
                 cpu: float | None
                 if name == FIRST_V1:
@@ -304,10 +313,12 @@ async def start_up_rows(
                     cpus[name].append(cpu)
     rows = [(name, *summary(walls[name], cpus[name])) for name in subjects]
     for floor in (MINIMAL, "agentd's unavoidable imports", *([earlier] if against else [])):
-        wall = statistics.median(walls[READYZ]) - statistics.median(walls[floor])
-        cpu = median_known(cpus[READYZ]) - median_known(cpus[floor])
         rows.append(
-            (f"  agentd over the {floor.split(' →')[0]}", f"{wall:+.0f} ms", f"{cpu:+.0f} ms")
+            (
+                f"  agentd over the {floor.split(' →')[0]}",
+                paired_difference(walls[READYZ], walls[floor]),
+                paired_difference(cpus[READYZ], cpus[floor]),
+            )
         )
     if against:
         for sdk in FIRST_RUN_MODELS:
@@ -344,6 +355,23 @@ async def at_rest(server: Server, bound: float = 60.0) -> None:
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{server.name} did not come to rest in {bound:.0f} s")
+
+
+def paired_difference(values: Sequence[float | None], references: Sequence[float | None]) -> str:
+    """The median of each round's difference `value − reference` (rounds where either is
+    unknown left out), with the quartiles of those differences: the machine's load moves
+    both of a round alike, so this is steadier than the difference of the two medians."""
+    differences = [
+        value - reference
+        for value, reference in zip(values, references, strict=True)
+        if value is not None and reference is not None
+    ]
+    if not differences:
+        return "n/a"
+    if len(differences) == 1:
+        return f"{differences[0]:+.0f} ms"
+    q1, median, q3 = statistics.quantiles(differences, n=4)
+    return f"{median:+.0f} ms ({q1:+.0f} to {q3:+.0f})"
 
 
 def median_known(values: list[float | None]) -> float:
