@@ -29,7 +29,7 @@ from runtime.runs.metrics import RunMetrics
 from runtime.runs.provider_factory import ProviderPool, model_reference
 from runtime.runs.run import Run
 from runtime.runs.threads import RunThreads
-from runtime.runs.tool_specs import ToolSpecCache
+from runtime.runs.tool_specs import toolbox_specs
 from runtime.runs.toolbox_pool import ToolboxPool, toolbox_key
 from runtime.runs.transcript import redact_message
 from runtime.store import Store, StoreFull
@@ -68,7 +68,6 @@ class RunLifecycle:
         self.custom_tool_factory = custom_tool_factory
         self.tool_hub = tool_hub
         self.cancel_grace = cancel_grace
-        self.tool_specs = ToolSpecCache()
 
     async def drive(self, run: Run) -> None:
         """Wait for the run's slot, execute it, and finish it (also when it is cancelled
@@ -302,7 +301,7 @@ class RunLifecycle:
             run.toolbox,
             run.events,
             tool_specs=[
-                *self.tool_specs.specs(run.toolbox),
+                *toolbox_specs(run.toolbox),
                 *(hosted_tool_spec(name) for name in spec.hosted_tools()),
             ],
             system=spec.system_prompt or None,

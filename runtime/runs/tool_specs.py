@@ -17,29 +17,29 @@ _core_specs: dict[type[Tool], dict[str, Any]] = {}
 def build_core_specs() -> int:
     """Blocking: generate the spec of every registered tool not generated yet. Returns how
     many it generated."""
-    built = 0
-    for tool in list(TOOL_REGISTRY.values()):
-        if tool not in _core_specs:
-            _core_specs[tool] = tool.spec()
-            built += 1
-    return built
+    missing = [tool for tool in list(TOOL_REGISTRY.values()) if tool not in _core_specs]
+    for tool in missing:
+        _core_spec(tool)
+    return len(missing)
 
 
-class ToolSpecCache:
-    """A toolbox's specs: a registered tool's from the process's specs (generated once),
-    a custom tool's generated per instance."""
+def _core_spec(tool: type[Tool]) -> dict[str, Any]:
+    spec = _core_specs.get(tool)
+    if spec is None:
+        spec = _core_specs[tool] = tool.spec()
+    return spec
 
-    def specs(self, toolbox: Toolbox) -> list[dict[str, Any]]:
-        """The specs of `toolbox`'s tools, in its order; each a copy the caller may change."""
-        specs = []
-        for name in toolbox.names:
-            tool = toolbox.tool(name)
-            assert tool is not None
-            if TOOL_REGISTRY.get(name) is not type(tool):
-                specs.append(tool.spec())  # a custom tool: its schema is per instance
-                continue
-            spec = _core_specs.get(type(tool))
-            if spec is None:
-                spec = _core_specs[type(tool)] = tool.spec()
-            specs.append(copy.deepcopy(spec))
-        return specs
+
+def toolbox_specs(toolbox: Toolbox) -> list[dict[str, Any]]:
+    """The specs of `toolbox`'s tools, in its order, each a copy the caller may change: a
+    registered tool's from the process's specs (generated once), a custom tool's generated
+    per instance."""
+    specs = []
+    for name in toolbox.names:
+        tool = toolbox.tool(name)
+        assert tool is not None
+        if TOOL_REGISTRY.get(name) is not type(tool):
+            specs.append(tool.spec())  # a custom tool: its schema is per instance
+            continue
+        specs.append(copy.deepcopy(_core_spec(type(tool))))
+    return specs

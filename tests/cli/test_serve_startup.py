@@ -253,14 +253,14 @@ def test_after_the_warm_up_a_first_run_s_tool_specs_generate_no_schema(tmp_path:
     script = (
         "import json, sys\n"
         "from runtime.daemon import warm_up\n"
-        "from runtime.runs.tool_specs import ToolSpecCache\n"
+        "from runtime.runs.tool_specs import toolbox_specs\n"
         "from tools.base import Tool, Toolbox\n"
         "warm_up('claude-sonnet-4-6')\n"
         "generated = []\n"
         "spec = Tool.spec.__func__\n"
         "Tool.spec = classmethod(lambda cls: generated.append(cls.name) or spec(cls))\n"
         "box = Toolbox(sys.argv[1])\n"
-        "specs = ToolSpecCache().specs(box)\n"
+        "specs = toolbox_specs(box)\n"
         "print(json.dumps([len(specs), generated]))\n"
     )
     offered, generated = json_printed("-c", script, str(tmp_path), env=clean_env(), timeout=120)
