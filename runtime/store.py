@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from runtime.collector import collector_paused
 from runtime.ids import new_id, utc_now
 from runtime.usage import Usage
+from tools.utf8 import printable_json
 
 if TYPE_CHECKING:
     # runtime.agents loads with the /v1 API, after start-up (runtime.api.v1); the store
@@ -380,7 +381,8 @@ class _transaction:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # printable: SQLite refuses text with a lone surrogate (a file name that is not UTF-8)
+    return printable_json(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 def _encode_cursor(kind: str, *keys: str | int) -> str:

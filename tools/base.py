@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from tools.cgroups import CgroupTree
 from tools.proctable import ProcessTable, default_table
+from tools.utf8 import lone_surrogate, printable, printable_value
 from tools.workspace import InvalidPath, PathOutsideWorkspace, Workspace
 
 log = logging.getLogger("agentd.tools")
@@ -85,26 +86,6 @@ def no_nul(value: str) -> str:
 
 NoNulStr = Annotated[str, AfterValidator(no_nul)]
 """A `str` argument without NUL bytes (see `no_nul`)."""
-
-
-def lone_surrogate(value: Any) -> str | None:
-    """Where in a decoded JSON value a string holds a lone UTF-16 surrogate (which cannot be
-    written, sent to a process or stored as UTF-8), or None."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return where or "the arguments"
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                stack.append((key, f"{where} (a key)" if where else "a key"))
-                stack.append((child, f"{where}.{key}" if where else str(key)))
-        elif isinstance(item, list):
-            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
-    return None
 
 
 # Directories the run's file-change scan never enters (tools/workspace_changes.py): agentd's
@@ -452,6 +433,10 @@ class Toolbox:
             )
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         result.data.setdefault("duration_ms", duration_ms)
+        # A file name that is not UTF-8 (in a listing, a match, an error) would otherwise make
+        # the result impossible to store, stream or send to the model.
+        result.output = printable(result.output)
+        result.data = printable_value(result.data)
         if result.is_error:
             # For an operator reading --log-level debug: why a call failed, as the model saw it
             # (the daemon's log filter hides any secret the text holds).

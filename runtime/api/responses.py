@@ -10,6 +10,8 @@ import anyio
 from aiohttp import web
 from pydantic import BaseModel
 
+from tools.utf8 import printable_json
+
 
 def to_wire(value: Any) -> Any:
     if isinstance(value, BaseModel):
@@ -18,7 +20,8 @@ def to_wire(value: Any) -> Any:
 
 
 def _dumps(body: Any) -> str:
-    return json.dumps(body, ensure_ascii=False, default=str)
+    # printable: a file name that is not UTF-8 (in a listing, say) cannot be sent as UTF-8
+    return printable_json(json.dumps(body, ensure_ascii=False, default=str))
 
 
 def json_data(

@@ -27,6 +27,7 @@ import anyio
 from runtime.events.model import Event, EventPayloadError, validate_payload
 from runtime.events.redaction import Redactor, StreamRedactor
 from runtime.ids import utc_now
+from tools.utf8 import printable_value
 
 log = logging.getLogger("agentd.events")
 
@@ -457,7 +458,9 @@ class EventLog:
                     f"run_started threadId {payload['threadId']!r} differs from the log's "
                     f"{self.thread_id!r}"
                 )
-        body = validate_payload(type, payload)
+        # printable: a file name that is not UTF-8 (a file_edit path, say) must not make the
+        # event impossible to store or stream, which would end the run
+        body = printable_value(validate_payload(type, payload))
         if self._redactor is not None:
             body = self._redactor.redact_obj(body)
         event = Event(
