@@ -71,8 +71,11 @@ def check_limit(name: str, value: float | None, low: float, high: float) -> None
     """Raise ValueError naming `name` unless `value` is None or a finite number in range."""
     if value is None:
         return
-    if not math.isfinite(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    # an int is compared exactly (math.isfinite would overflow on one past a float's range)
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if not finite or not low <= value <= high:
+        shown = repr(value) if abs(value) < 1e18 or not finite else "a larger number"
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {shown}")
 
 
 class _WireModel(BaseModel):

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from runtime.api.errors import bad_request
 from runtime.api.schemas import InputHistory, LegacyRunRequest
 from runtime.messages import Message
-from tools.workspace import PathOutsideWorkspace, Workspace
+from tools.workspace import InvalidPath, PathOutsideWorkspace, Workspace
 
 MAX_FILE_BYTES = 64 * 1024
 MAX_FILES_BYTES = 256 * 1024
@@ -105,6 +105,8 @@ def _file_contents(root: Path, names: list[str]) -> str:
             raise bad_request(
                 f"context.files: {shown} is outside the workspace", code="invalid_path"
             ) from None
+        except InvalidPath as exc:
+            raise bad_request(f"context.files: {exc}", code="invalid_path") from None
         except (FileNotFoundError, OSError):
             raise bad_request(
                 f"context.files: {shown} does not exist in the workspace", code="invalid_path"

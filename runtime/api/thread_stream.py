@@ -31,6 +31,7 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from runtime.api.schemas import AckFrame, ClientFrame, ControlFrame, InputFrame
+from runtime.api.validation import decode_body
 from runtime.runs import RunError
 from runtime.store import ThreadRecord
 from runtime.thread_log import ThreadEventLog, ThreadSubscriberDropped, ThreadSubscription
@@ -186,8 +187,10 @@ class ThreadStream:
         """The answer to one client frame (None for an accepted ack)."""
         try:
             try:
-                frame = ClientFrame.model_validate({"frame": json.loads(data)}).frame
-            except ValueError as exc:  # JSON and pydantic's ValidationError alike
+                # the bodies' decoder: a frame nesting thousands deep is refused, not a
+                # RecursionError
+                frame = ClientFrame.model_validate({"frame": decode_body(data.encode())}).frame
+            except ValueError as exc:  # JSON, depth and pydantic's ValidationError alike
                 raise FrameError("invalid_frame", _describe(exc)) from None
             if isinstance(frame, AckFrame):
                 self._ack(frame)

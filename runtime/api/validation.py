@@ -34,7 +34,12 @@ class BodyProblem(ValueError):
 
 async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
     """The body as JSON. An empty body is `{}` when `allow_empty`, else a 400."""
-    raw = await request.read()  # aiohttp raises 413 past client_max_size
+    try:
+        raw = await request.read()  # aiohttp raises 413 past client_max_size
+    except web.RequestPayloadError as exc:  # a Content-Encoding that does not decode, say
+        raise bad_request(
+            f"the request body could not be read: {str(exc).strip()}", code="invalid_json"
+        ) from None
     if not raw.strip():
         if allow_empty:
             return {}
@@ -56,6 +61,9 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
         ) from exc
     except BodyProblem as exc:
         raise bad_request(f"the request body {exc}", code="invalid_json") from exc
+    except ValueError as exc:  # an integer of more digits than Python converts, say
+        message = f"the request body is not valid JSON: {exc}"
+        raise bad_request(message, code="invalid_json") from exc
 
 
 def decode_body(raw: bytes) -> Any:

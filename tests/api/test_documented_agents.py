@@ -106,6 +106,9 @@ async def test_limits_are_400s_naming_the_field(daemon: Daemon) -> None:
         ('"maxConcurrent": 9223372036854775808', "maxConcurrent"),
         ('"temperature": 2.5', "temperature"),
         ('"thinkingBudget": 1000000', "thinkingBudget"),
+        # past a float's range: compared as an integer, not an OverflowError
+        ('"maxTokens": 1' + "0" * 400, "maxTokens"),
+        ('"maxIterations": -1' + "0" * 400, "maxIterations"),
     ]
     for field, name in cases:
         raw = f'{{"slug": "limited", "model": "{MODEL}", {field}}}'

@@ -154,6 +154,7 @@ async def test_legacy_context_history_and_files(daemon: Daemon) -> None:
         (["../outside.txt"], "outside the workspace"),
         (["/nope.tsx"], "does not exist"),
         (["/src"], "is not a file"),
+        (["/a\x00b"], "NUL"),
         ("src/App.tsx", "list of workspace paths"),
     ):
         status, body = await daemon.post(

@@ -75,6 +75,7 @@ async def test_an_internal_error_is_a_500_envelope_and_logged_with_the_request_i
         (b"[1, 2]", "must be a JSON object, got an array"),
         (b'"text"', "must be a JSON object, got a string"),
         (b"\xff\xfe", "not UTF-8"),
+        (b'{"agent": 1' + b"0" * 5000 + b"}", "4300 digits"),
     ],
 )
 async def test_malformed_bodies_are_400s_saying_what_is_wrong(
@@ -85,6 +86,13 @@ async def test_malformed_bodies_are_400s_saying_what_is_wrong(
     ) as resp:
         error = assert_error(resp.status, await resp.json(), 400, "invalid_json")
     assert fragment in error["message"]
+
+
+async def test_a_body_whose_content_encoding_does_not_decode_is_a_400(daemon: Daemon) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with daemon.session.post(daemon.u("/v1/agents"), data=b"abcde", headers=headers) as resp:
+        error = assert_error(resp.status, await resp.json(), 400, "invalid_json")
+    assert "gzip" in error["message"]
 
 
 def nested_object(depth: int) -> bytes:

@@ -176,6 +176,8 @@ async def test_controls_over_the_stream(daemon: Daemon) -> None:
             assert reply["message"]
         await ws.send_str("not json")
         assert (await recv(ws))["code"] == "invalid_frame"
+        await ws.send_str("[" * 5000 + "]" * 5000)  # deeper than the decoder recurses
+        assert "64 levels" in (await recv(ws))["message"]
         await ws.send_bytes(b"\x00")
         assert (await recv(ws))["code"] == "invalid_frame"
         await ws.send_json({"type": "ack", "sequence": 3})  # accepted silently
