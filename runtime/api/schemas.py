@@ -411,15 +411,14 @@ class ThreadEventOut(PersistedThreadEvent):
 
 
 class ThreadEventsQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
-
     after: int = Field(0, ge=0, le=MAX_INT, description="events with sequence > after (cursor)")
     limit: int = Field(100, ge=1, le=1000)
+    access_token: str | None = Field(
+        None, description="the API token, for browser clients that cannot send headers"
+    )
 
 
 class ThreadStreamQuery(WireModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
-
     after: int | None = Field(
         None, ge=0, le=MAX_INT, description="the snapshot holds the events after this sequence"
     )

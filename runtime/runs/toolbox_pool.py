@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from tools.base import Tool, Toolbox, ToolSettings
+from tools.base import Tool, Toolbox, ToolSettings, core_tool_names
 from tools.proctable import kill_tagged
 
 if TYPE_CHECKING:
@@ -159,9 +159,16 @@ class ToolboxPool:
             await self._close(kept[0])
 
     def daemon_toolbox(self) -> Toolbox:
-        """The toolbox for tool calls without a run (made on first use)."""
+        """The toolbox for tool calls without a run (made on first use): every core tool,
+        the aliases an agent only gets by listing them (`bash`) too, as `POST /v1/tools`
+        offers them all."""
         if self._daemon is None:
-            self._daemon = Toolbox(self.workspace, env=dict(self.env), settings=self.settings)
+            self._daemon = Toolbox(
+                self.workspace,
+                enabled=core_tool_names(),
+                env=dict(self.env),
+                settings=self.settings,
+            )
         return self._daemon
 
     def toolboxes(self) -> list[Toolbox]:

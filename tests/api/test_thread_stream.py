@@ -82,9 +82,20 @@ async def test_persisted_events_page_with_a_cursor(daemon: Daemon) -> None:
 
     status, body = await daemon.get("/v1/threads/thr_missing/events")
     assert_error(status, body, 404, "not_found")
-    for query in ("after=-1", "limit=0", "limit=5000", "after=x"):
+    for query in ("after=-1", "limit=0", "limit=5000", "after=x", "cursor=3"):
         status, body = await daemon.get(f"/v1/threads/{thread_id}/events?{query}")
         assert status == 400, (query, body)
+    assert "cursor" in body["error"]["message"]  # a parameter it does not take is named
+    status, body = await daemon.get(f"/v1/threads/{thread_id}/events?after=8&access_token=t")
+    assert status == 200, body
+
+
+async def test_a_stream_query_parameter_it_does_not_take_is_refused(daemon: Daemon) -> None:
+    thread_id = await thread_with_runs(daemon)
+    url = daemon.u(f"/v1/threads/{thread_id}/stream?aftr=2")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await daemon.session.ws_connect(url)
+    assert refused.value.status == 400
 
 
 async def test_a_plain_get_of_the_stream_is_426(daemon: Daemon) -> None:

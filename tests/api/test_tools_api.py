@@ -58,3 +58,12 @@ async def test_the_spec_documents_every_tools_arguments(daemon: Daemon) -> None:
     schemas = body["application/json"]["schema"]["x-tool-schemas"]
     assert {"read_file", "write_file", "apply_patch"} <= set(schemas)
     assert schemas["read_file"]["required"] == ["path"]
+
+
+async def test_every_tool_the_route_offers_runs_the_aliases_too(daemon: Daemon) -> None:
+    _, spec = await daemon.get("/openapi.json")
+    body = spec["paths"]["/v1/tools/{name}"]["post"]["requestBody"]["content"]
+    assert "bash" in body["application/json"]["schema"]["x-tool-schemas"]
+    status, body = await daemon.post("/v1/tools/bash", {"command": "echo from-bash"})
+    assert status == 200, body
+    assert body["data"]["isError"] is False and "from-bash" in body["data"]["output"]
