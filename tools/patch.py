@@ -55,7 +55,6 @@ from tools.textfile import (
     commit_writes,
     decode_text,
     detect_newline,
-    file_mode,
     new_file_mode,
     split_lines,
 )
@@ -274,6 +273,11 @@ def _header_path(stripped: str, prefix: str, where: str) -> str:
     path = stripped[len(prefix) :].strip()
     if not path:
         raise PatchParseError(f"{where}: {prefix!r} needs a file path after it.")
+    if path.endswith("/"):
+        raise PatchParseError(
+            f"{where}: {path!r} ends with '/', which names a directory; apply_patch edits "
+            "files (a file's directories are made for it): name the file."
+        )
     return path
 
 
@@ -504,7 +508,13 @@ def _unquote(path: str) -> str:
     """Git quotes paths with unusual characters as C strings with octal escapes."""
     path = path.strip()
     if len(path) >= 2 and path[0] == path[-1] == '"':
-        raw = codecs.escape_decode(path[1:-1].encode("utf-8"))[0]
+        try:
+            raw = codecs.escape_decode(path[1:-1].encode("utf-8"))[0]
+        except ValueError as exc:
+            raise PatchParseError(
+                f"The quoted path {path} has an invalid escape ({exc}); git quotes a path as a "
+                'C string ("a/caf\\303\\251.txt"), or give it unquoted.'
+            ) from None
         return raw.decode("utf-8", errors="surrogateescape")
     return path
 
@@ -1252,30 +1262,25 @@ def _existing_spelling(op: UpdateFile, workspace: Workspace) -> str:
     return op.path
 
 
-def _read(path: Path, rel: str) -> TextFile:
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > MAX_FILE_BYTES:
-            raise HunkMismatch(
-                f"the file is {size} bytes; apply_patch edits files up to {MAX_FILE_BYTES}"
-            )
-        data = handle.read()
-    return decode_text(data, rel)
-
-
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 def _read_existing(
     workspace: Workspace, path: str, hint: str = ""
 ) -> tuple[Path, str, int, bytes, TextFile]:
-    """The file's real path, workspace-relative name, permission bits, bytes and text: one
-    open, one readlink (the confinement check), one fstat and one read (no stat or lstat per
-    path component, no buffered file object)."""
+    """`_read_file`, a missing file being a mismatch (`hint` added to its message)."""
     try:
-        fd, real = workspace.open(path, _READ_FLAGS)
+        return _read_file(workspace, path)
     except (FileNotFoundError, NotADirectoryError):
         raise HunkMismatch(f"the file does not exist{hint}") from None
+
+
+def _read_file(workspace: Workspace, path: str) -> tuple[Path, str, int, bytes, TextFile]:
+    """The file's real path, workspace-relative name, permission bits, bytes and text: one
+    open, one readlink (the confinement check), one fstat and one read (no stat or lstat per
+    path component, no buffered file object). A directory is IsADirectoryError; a FIFO,
+    socket or device a mismatch (opened without waiting, never read)."""
+    fd, real = workspace.open(path, _READ_FLAGS)
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -1306,10 +1311,16 @@ def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], No
     rel = workspace.relative(real)
     new_text = "\n".join(op.lines) + ("\n" if op.lines and not op.no_final_newline else "")
     mode = new_file_mode(op.executable)
-    if real.is_dir():
-        raise IsADirectoryError(op.path)
-    if real.exists():
-        current = _read(real, rel)
+    try:
+        _, _, current_mode, _, current = _read_file(workspace, op.path)
+    except FileNotFoundError:
+        current = None
+    except NotADirectoryError:
+        raise HunkMismatch(
+            "one of its directories is a file. One patch cannot replace a file by a directory: "
+            "delete that file with one patch and add this one with the next"
+        ) from None
+    if current is not None:
         if not op.overwrite and current.text:
             if current.text == new_text:
                 raise HunkMismatch(
@@ -1320,7 +1331,6 @@ def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], No
                 "the diff creates this file but it already exists; diff against the current "
                 "content instead"
             )
-        current_mode = file_mode(real)
         return FileChange(
             action="modify",
             path=real,
@@ -1410,8 +1420,9 @@ def _plan_update(
             claim(destination, op.move_to)
             if destination.exists():
                 raise HunkMismatch(
-                    f"cannot move it to {op.move_to}: that path already exists (delete it in "
-                    "the same patch first, or choose another name)"
+                    f"cannot move it to {op.move_to}: that path already exists. Choose another "
+                    "name, or delete that file with one patch and move this one with the next "
+                    "(one patch cannot both delete a path and move a file onto it)"
                 )
             change.action = "move"
             change.moved_from, change.moved_from_rel = real, rel

@@ -113,7 +113,9 @@ class Workspace:
                 f"path {raw!r} contains a NUL byte (\\u0000), which no file name can hold; "
                 "remove it"
             )
-        expanded = os.fspath(Path(raw).expanduser()) if raw.startswith("~") else raw
+        # os.path.expanduser, as a shell: `~nobody-here/x` stays as it is (Path.expanduser
+        # raises RuntimeError for a user that does not exist)
+        expanded = os.path.expanduser(raw) if raw.startswith("~") else raw
         # (os.path.join keeps `expanded` as it is when it is absolute)
         return raw, os.path.join(self._root, expanded)
 

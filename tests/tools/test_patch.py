@@ -840,8 +840,9 @@ async def test_confinement(harness: Harness, tmp_path: Path, patch: str) -> None
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 @pytest.mark.parametrize("where", ["outside, absolute", "outside, through a link", "inside"])
+@pytest.mark.parametrize("operation", ["Update", "Add"])
 async def test_a_fifo_is_refused_at_once_not_waited_on(
-    harness: Harness, tmp_path: Path, where: str
+    harness: Harness, tmp_path: Path, where: str, operation: str
 ) -> None:
     """Opening a FIFO to read waits for a writer: apply_patch must neither hang on one nor
     touch one outside the workspace (the confinement check comes after the open)."""
@@ -855,7 +856,10 @@ async def test_a_fifo_is_refused_at_once_not_waited_on(
         "outside, through a link": "link/pipe.txt",
         "inside": "pipe.txt",
     }[where]
-    patch = envelope(f"*** Update File: {name}", "@@", "-a", "+b")
+    if operation == "Update":
+        patch = envelope(f"*** Update File: {name}", "@@", "-a", "+b")
+    else:  # an added file replaces what is there: it must look at the FIFO, not wait on it
+        patch = envelope(f"*** Add File: {name}", "+b")
     try:
         with anyio.fail_after(20):
             result = await harness.call("apply_patch", input=patch)
@@ -1065,3 +1069,54 @@ def test_probing_files_apply_as_counted_files(
         patched.setattr(tools.patch, "_MOST_PROBED_HUNKS", 0)
         counted = applied_or_error(text, hunks, unified)
     assert probed == counted
+
+
+# ---------------------------------------------------------------------------------------------
+# Patches a model gets wrong in ways that used to be internal errors or odd advice
+
+
+async def test_a_bad_escape_in_a_quoted_path_is_a_parse_error(harness: Harness) -> None:
+    harness.write({"a.txt": "a\n"})
+    patch = '--- "a/a\\x.txt"\n+++ "b/a\\x.txt"\n@@ -1 +1 @@\n-a\n+A\n'
+    result = await harness.call("apply_patch", input=patch)
+    assert result.is_error and result.data["code"] == "invalid_patch", result.output
+    assert "invalid escape" in result.output
+    assert harness.tree() == {"a.txt": b"a\n"}
+
+
+async def test_a_path_ending_with_a_slash_is_refused_not_made_a_file(harness: Harness) -> None:
+    result = await harness.call("apply_patch", input=envelope("*** Add File: newdir/", "+x"))
+    assert result.is_error and result.data["code"] == "invalid_patch", result.output
+    assert "names a directory" in result.output
+    assert harness.tree() == {}
+
+
+async def test_adding_a_file_under_a_file_says_which_is_in_the_way(harness: Harness) -> None:
+    harness.write({"f": "a file\n"})
+    patch = envelope("*** Delete File: f", "*** Add File: f/x.txt", "+x")
+    result = await harness.call("apply_patch", input=patch)
+    assert result.is_error and result.data["code"] == "patch_failed", result.output
+    assert "f/x.txt: one of its directories is a file" in result.output
+    assert ".tmp" not in result.output  # not a temporary file's name from a failed commit
+    assert harness.tree() == {"f": b"a file\n"}
+
+
+async def test_moving_onto_an_existing_file_gives_advice_that_works(harness: Harness) -> None:
+    harness.write({"a.txt": "a\n", "b.txt": "b\n"})
+    patch = envelope("*** Update File: a.txt", "*** Move to: b.txt", "@@", "-a", "+A")
+    result = await harness.call("apply_patch", input=patch)
+    assert result.is_error and "already exists" in result.output
+    assert "delete that file with one patch and move this one with the next" in result.output
+    # ... and that advice applies
+    deleted = await harness.call("apply_patch", input=envelope("*** Delete File: b.txt"))
+    assert not deleted.is_error
+    assert not (await harness.call("apply_patch", input=patch)).is_error
+    assert harness.tree() == {"b.txt": b"A\n"}
+
+
+async def test_a_tilde_path_of_no_user_is_a_name_in_the_workspace(harness: Harness) -> None:
+    """As a shell reads it: `~nobody-x/f.txt` expands only for a user who exists."""
+    patch = envelope("*** Add File: ~no-such-user-agentd/f.txt", "+x")
+    result = await harness.call("apply_patch", input=patch)
+    assert not result.is_error, result.output
+    assert harness.tree() == {"~no-such-user-agentd/f.txt": b"x\n"}
