@@ -192,6 +192,27 @@ class AgentSpec(_WireModel):
             data = {**data, "model": context.get("default_model") or DEFAULT_MODEL}
         return data
 
+    @field_validator("env")
+    @classmethod
+    def _env_rule(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """What a process environment can hold, checked when the agent is stored rather than
+        failing every command of its runs. The message names the variable, never a value
+        (values may be secrets)."""
+        if _is_stored(info):
+            return value
+        for name, text in value.items():
+            if not name or "=" in name or "\0" in name:
+                raise ValueError(
+                    f"env: {name!r} cannot name an environment variable (it is empty or holds "
+                    "'=' or a NUL byte)"
+                )
+            if "\0" in text:
+                raise ValueError(
+                    f"env: the value of {name} holds a NUL byte (\\u0000), which no environment "
+                    "value can"
+                )
+        return value
+
     @field_validator("slug")
     @classmethod
     def _slug_rule(cls, value: str, info: ValidationInfo) -> str:

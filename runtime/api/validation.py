@@ -182,12 +182,24 @@ def validation_error(exc: ValidationError, model: type[BaseModel], *, where: str
             text = f"missing required field {loc!r}"
         elif not loc:
             text = message
+        elif _may_hold_secrets(err["loc"]):
+            text = f"{loc!r}: {message}"  # the value given is not repeated
         else:
             text = f"{loc!r}: {message} (got {_short(err.get('input'))})"
         problems.append(text)
         details.append({"field": loc or None, "type": kind, "message": message})
     prefix = "invalid query parameters: " if where == "query" else "invalid request body: "
     return ApiError(400, "validation_error", prefix + "; ".join(problems), details=details)
+
+
+# Fields whose values may be credentials (an agent's environment, a custom model's key): an
+# error about them names the field but does not quote the value, which would reach logs and
+# terminals.
+_SECRET_FIELDS = frozenset({"env", "apiKey", "api_key", "secrets"})
+
+
+def _may_hold_secrets(location: tuple[int | str, ...]) -> bool:
+    return any(part in _SECRET_FIELDS for part in location)
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:

@@ -121,6 +121,20 @@ async def test_limits_are_400s_naming_the_field(daemon: Daemon) -> None:
     assert_error(status, body, 404, "not_found")
 
 
+async def test_env_names_and_values_a_process_cannot_hold_are_400s(daemon: Daemon) -> None:
+    for env, fragment in (
+        ({"": "x"}, "cannot name an environment variable"),
+        ({"A=B": "x"}, "cannot name an environment variable"),
+        ({"TOKEN": "se\u0000cret"}, "the value of TOKEN holds a NUL byte"),
+        ({"TOKEN": ["top-secret"]}, "'env.TOKEN'"),  # not a string: named, not quoted
+    ):
+        status, body = await daemon.post("/v1/agents", {"slug": "envy", "model": MODEL, "env": env})
+        message = assert_error(status, body, 400, "validation_error")["message"]
+        assert fragment in message, message
+        assert "cret" not in message  # a value is never echoed
+    assert (await daemon.upsert("envy", env={"GOOD_NAME": "fine value"}))["slug"] == "envy"
+
+
 async def test_local_mac_needs_a_target_device(daemon: Daemon) -> None:
     status, body = await daemon.post(
         "/v1/agents", {"slug": "mac", "model": MODEL, "executionMode": "local-mac"}
