@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
-import re
 import shutil
 import signal
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 
 import anyio
 import anyio.abc
+import regex
 from anyio.streams.buffered import BufferedByteReceiveStream
 from pydantic import Field
 from wcmatch import glob as wcglob
@@ -75,10 +77,71 @@ async def _emit_edit(ctx: ToolContext, rel: str, action: str, diff: str) -> None
     await ctx.emit("file_edit", path=rel, action=action, diff=diff)
 
 
-def _os_error(rel: str, exc: OSError) -> ToolError:
-    if exc.errno in NO_SPACE_ERRNOS:
+def _os_error(real: Path, rel: str, exc: OSError) -> ToolError:
+    """The tool error for a file-system call on `rel` (`real` resolved) that failed with `exc`:
+    what is wrong, in words the model can act on, and a code for it. The message names the
+    part of the path at fault where it is not the file itself."""
+    number = exc.errno
+    if number in NO_SPACE_ERRNOS:
         return disk_full_error(rel, exc)
-    return ToolError(f"{rel}: {exc.strerror or exc}")
+    if number == errno.ENOENT:  # a directory on the path went away meanwhile
+        return ToolError(f"{rel}: {exc.strerror or exc}", code="not_found")
+    if number == errno.ENOTDIR:
+        blocker = _part_at_fault(real, rel, errno.ENOTDIR)
+        what = f"{blocker} is not a directory" if blocker else "a part of it is not a directory"
+        return ToolError(
+            f"{rel}: {what}, so no file can be at this path; choose another path",
+            code="invalid_path",
+        )
+    if number == errno.ENAMETOOLONG:
+        longest = max(len(os.fsencode(part)) for part in rel.split("/"))
+        if longest > 255:
+            what = f"a file name in it has {longest} bytes; most file systems allow 255"
+        else:
+            what = f"the whole path has {len(os.fsencode(real))} bytes, more than the system allows"
+        return ToolError(
+            f"{_abbreviated(rel)}: name too long ({what}); use a shorter name or a shallower path",
+            code="invalid_path",
+        )
+    if number == errno.ELOOP:
+        link = _part_at_fault(real, rel, errno.ELOOP) or rel
+        return ToolError(
+            f"{rel}: too many levels of symbolic links ({link} is a symlink that leads back to "
+            "itself, or through too many others); use the real path, or fix the link",
+            code="invalid_path",
+        )
+    if number in (errno.EACCES, errno.EPERM):
+        return ToolError(
+            f"{rel}: permission denied; the file or a directory on its path does not let "
+            "agentd's user read or write it (ls -l shows the permissions)",
+            code="permission_denied",
+        )
+    return ToolError(f"{rel}: {exc.strerror or exc}", code="io_error")
+
+
+def _part_at_fault(real: Path, rel: str, number: int) -> str | None:
+    """The leading part of `rel` that makes a call on it fail with `number`: for ENOTDIR the
+    first file that stands where a directory must be, for ELOOP the first symlink that loops.
+    None if there is none (any more). Only called after a failure, so the stats are cheap."""
+    parts = rel.split("/")
+    for depth in range(1, len(parts) + 1):
+        path = real.parents[len(parts) - depth - 1] if depth < len(parts) else real
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            if number == errno.ELOOP and exc.errno == errno.ELOOP:
+                return "/".join(parts[:depth])
+            return None
+        if number == errno.ENOTDIR and depth < len(parts) and not stat.S_ISDIR(mode):
+            return "/".join(parts[:depth])
+    return None
+
+
+def _abbreviated(rel: str, keep: int = 60) -> str:
+    """`rel` cut in the middle past 2 * `keep` characters (a name too long to be a name)."""
+    if len(rel) <= 2 * keep:
+        return rel
+    return f"{rel[:keep]}…[{len(rel) - 2 * keep} characters]…{rel[-keep:]}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +253,7 @@ class ReadFile(Tool):
         try:
             page = await anyio.to_thread.run_sync(_read_page, real, rel, offset, limit)
         except OSError as exc:
-            raise _os_error(rel, exc) from None
+            raise _os_error(real, rel, exc) from None
         data: dict[str, Any] = {"path": rel, "totalLines": page.total}
         if page.total == 0:
             return ToolResult(output=f"[{rel} is empty]", data=data)
@@ -247,12 +310,14 @@ def _refuse_special(real: Path, rel: str) -> None:
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         raise ToolError(
             f"{rel} is not a regular file (a FIFO, socket or device); the file tools read "
-            "and write regular files only"
+            "and write regular files only",
+            code="not_regular_file",
         )
 
 
 def _current(real: Path, rel: str) -> TextFile | None:
-    """The file decoded (None if missing); BinaryFileError for binary content."""
+    """The file decoded (None if missing); BinaryFileError for binary content. Blocking, and
+    raises OSError for a path it cannot stat or read (the caller's `_os_error` words it)."""
     _refuse_special(real, rel)
     try:
         size = real.stat().st_size
@@ -275,10 +340,7 @@ def _write(real: Path, rel: str, content: str, spares: SparePool | None) -> _Edi
         before, existed = None, False
     if before == data:
         return None
-    try:
-        commit_writes([FileWrite(real, data)], spares=spares)
-    except OSError as exc:
-        raise _os_error(rel, exc) from None
+    commit_writes([FileWrite(real, data)], spares=spares)
     if not existed:
         result = diff_texts(None, content, rel)
         return _Edit("create", result.text, result.added, result.removed)
@@ -311,7 +373,10 @@ class WriteFile(Tool):
     async def run(self, args: WriteFileArgs, ctx: ToolContext) -> ToolResult:
         real = ctx.resolve(args.path)
         rel = ctx.workspace.relative(real)
-        edit = await anyio.to_thread.run_sync(_write, real, rel, args.content, spares_for(ctx))
+        try:
+            edit = await anyio.to_thread.run_sync(_write, real, rel, args.content, spares_for(ctx))
+        except OSError as exc:  # stat, read or commit: a path that cannot be, a full disk
+            raise _os_error(real, rel, exc) from None
         if edit is None:
             return ToolResult(
                 output=f"{rel} already has exactly this content; nothing was written.",
@@ -394,10 +459,7 @@ def _commit_edit(
     spares: SparePool | None,
 ) -> _Edit:
     data = new.encode("utf-8") if current is None else current.encode(new)  # keeps a BOM
-    try:
-        commit_writes([FileWrite(real, data)], spares=spares)
-    except OSError as exc:
-        raise _os_error(rel, exc) from None
+    commit_writes([FileWrite(real, data)], spares=spares)
     old = None if current is None else current.text
     result = diff_texts(old, new, rel)
     lines = new.split("\n")
@@ -440,7 +502,10 @@ class EditFile(Tool):
     async def run(self, args: EditFileArgs, ctx: ToolContext) -> ToolResult:
         real = ctx.resolve(args.path)
         rel = ctx.workspace.relative(real)
-        edit = await anyio.to_thread.run_sync(_edit, real, rel, args, spares_for(ctx))
+        try:
+            edit = await anyio.to_thread.run_sync(_edit, real, rel, args, spares_for(ctx))
+        except OSError as exc:  # stat, read or commit: a path that cannot be, a full disk
+            raise _os_error(real, rel, exc) from None
         await _emit_edit(ctx, rel, edit.action, edit.diff)
         what = "Created" if edit.action == "create" else "Edited"
         times = f"replaced {edit.count} occurrence{'s' if edit.count != 1 else ''}"
@@ -665,6 +730,35 @@ class GrepOutcome:
     matches: list[GrepMatch]
     more: bool
     engine: Literal["ripgrep", "python"]
+    # Where the Python engine gave up at GREP_TIME_LIMIT (path relative to the searched
+    # directory, line); `matches` are then those found before, not all there are.
+    stopped_at: tuple[str, int] | None = None
+
+
+# How long grep's Python engine may search. Its regular expressions backtrack: a pattern with
+# nested or overlapping quantifiers ((a+)+, (a|a)+) takes time exponential in the length of
+# some lines, and the worker thread it runs in cannot be cancelled, so it stops itself.
+# (ripgrep's engine is linear-time; it has no such limit.)
+GREP_TIME_LIMIT = 10.0
+
+# Open a file to search without waiting or taking it over: opening a FIFO to read waits for
+# a writer, a terminal would become the controlling terminal. (Reads of regular files ignore
+# O_NONBLOCK.)
+_OPEN_TO_SEARCH = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+
+
+def _open_regular(path: str) -> BinaryIO | None:
+    """`path` opened to read, or None when it is not a regular file: the walk lists only
+    regular files, but one may have been replaced by a FIFO or a device since."""
+    fd = os.open(path, _OPEN_TO_SEARCH)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
 
 
 def _clean_line(raw: bytes) -> str:
@@ -675,13 +769,25 @@ def _clean_line(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+class _OutOfTime(Exception):
+    """grep_python's time limit passed. Not regex's TimeoutError: that is an OSError, which
+    the search loop takes for a file it cannot read and skips."""
+
+
 def grep_python(
-    base: Path, single_file: str | None, regex: re.Pattern[str], glob: str | None, limit: int
+    base: Path,
+    single_file: str | None,
+    pattern: regex.Pattern[str],
+    glob: str | None,
+    limit: int,
+    time_limit: float = GREP_TIME_LIMIT,
 ) -> GrepOutcome:
     """The fallback: same files, order and binary rule as the ripgrep path.
 
     Files containing a NUL byte anywhere are binary and skipped (ripgrep stops at the first
-    NUL and reports the file as binary; its matches are dropped on that path too).
+    NUL and reports the file as binary; its matches are dropped on that path too). Only
+    regular files are opened. Past `time_limit` seconds it stops and says where
+    (`GrepOutcome.stopped_at`), with the matches found until then.
     """
     if single_file is not None:
         files: Iterator[tuple[str, str]] = iter([(single_file, os.fspath(base / single_file))])
@@ -690,11 +796,16 @@ def grep_python(
         if glob:
             file_filter, exclude = compile_file_filter(glob)
             files = (f for f in files if bool(file_filter.match(f[0])) != exclude)
+    deadline = time.monotonic() + time_limit
     matches: list[GrepMatch] = []
     for rel, path in files:
         found: list[GrepMatch] = []
+        number = 0
         try:
-            with open(path, "rb") as handle:
+            handle = _open_regular(path)
+            if handle is None:
+                continue
+            with handle:
                 for number, raw in enumerate(handle, 1):
                     if b"\0" in raw:
                         found = []
@@ -702,13 +813,26 @@ def grep_python(
                     if number == 1 and raw.startswith(BOM):
                         raw = raw[len(BOM) :]
                     line = raw[:-1] if raw.endswith(b"\n") else raw
-                    if regex.search(line.decode("utf-8", errors="replace")):
+                    # regex times each call (in CPU time) from its start: a line gets the time left
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise _OutOfTime
+                    try:
+                        hit = pattern.search(line.decode("utf-8", errors="replace"), timeout=left)
+                    except TimeoutError:
+                        raise _OutOfTime from None
+                    if hit:
                         found.append(GrepMatch(rel, number, _clean_line(line)))
+        except _OutOfTime:
+            matches.extend(found)
+            return GrepOutcome(matches[:limit], True, "python", stopped_at=(rel, number))
         except OSError:
             continue
         matches.extend(found)
         if len(matches) > limit:
             return GrepOutcome(matches[:limit], True, "python")
+        if time.monotonic() > deadline:  # a walk over many files with few lines
+            return GrepOutcome(matches[:limit], True, "python", stopped_at=(rel, number))
     return GrepOutcome(matches, False, "python")
 
 
@@ -844,13 +968,18 @@ class Grep(Tool):
         if args.glob:
             compile_file_filter(args.glob)  # a pattern wcmatch refuses is the model's to fix
         try:
-            regex = re.compile(args.pattern, re.IGNORECASE if args.case_insensitive else 0)
-        except re.error as exc:
+            # regex's default syntax (VERSION0) is re's; it adds a timeout (GREP_TIME_LIMIT)
+            pattern = regex.compile(args.pattern, regex.IGNORECASE if args.case_insensitive else 0)
+        except regex.error as exc:
             raise ToolError(f"invalid regular expression {args.pattern!r}: {exc}") from None
         workspace: Workspace = ctx.workspace
+        where = workspace.relative(target)
         if target.is_dir():
-            base, single, prefix = target, None, workspace.relative(target)
+            base, single, prefix = target, None, where
         else:
+            # ripgrep, like open(), waits for a writer on a FIFO it is given by name (it skips
+            # special files only when it walks a directory)
+            _refuse_special(target, where)
             base, single = target.parent, target.name
             prefix = workspace.relative(target.parent)
         rg = shutil.which("rg") if ctx.settings.use_ripgrep else None
@@ -864,13 +993,14 @@ class Grep(Tool):
                     rg, base, targets, args.pattern, args.case_insensitive, args.max_results
                 )
             except RipgrepRegexError:
-                outcome = None  # a pattern only Python's re understands: use the fallback
+                outcome = None  # a pattern only Python's engine understands: use the fallback
         if outcome is None:
             outcome = await anyio.to_thread.run_sync(
-                grep_python, base, single, regex, args.glob, args.max_results
+                grep_python, base, single, pattern, args.glob, args.max_results, GREP_TIME_LIMIT
             )
         lines = [match.format(prefix) for match in outcome.matches]
-        where = workspace.relative(target)
+        if outcome.stopped_at is not None:
+            return _grep_gave_up(args.pattern, outcome.stopped_at, prefix, lines)
         if not lines:
             output = f"No matches for {args.pattern!r} in {where}."
         else:
@@ -884,6 +1014,28 @@ class Grep(Tool):
             output=output,
             data={"matches": len(lines), "truncated": outcome.more, "engine": outcome.engine},
         )
+
+
+def _grep_gave_up(
+    pattern: str, stopped_at: tuple[str, int], prefix: str, lines: list[str]
+) -> ToolResult:
+    """The error for a Python-engine search that ran out of time (GREP_TIME_LIMIT)."""
+    path, line = stopped_at
+    message = (
+        f"grep gave up on {pattern!r} after {GREP_TIME_LIMIT:g} s (its time limit), at "
+        f"{_join(prefix, path)}:{line}. A pattern with nested or overlapping quantifiers, such "
+        "as (a+)+ or (a|a)+, can take time exponential in a line's length: simplify it (one "
+        "quantifier per repeated part). Otherwise search a narrower path or glob."
+    )
+    if lines:
+        found = f"{len(lines)} match{'es' if len(lines) != 1 else ''}"
+        message += (
+            f"\n[{found} found before it gave up; the search is incomplete, so there may be "
+            "more:]\n" + "\n".join(lines)
+        )
+    return ToolResult.error(
+        message, code="timeout", matches=len(lines), truncated=True, engine="python"
+    )
 
 
 # The tools this module provides, in the order models see them (tools.load_core_tools

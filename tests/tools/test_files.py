@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +19,7 @@ import pytest
 
 import tools.files
 from tests.needs import need_program
-from tests.tools.harness import Harness, open_harness, read_tree
+from tests.tools.harness import Harness, fail_swaps, open_harness, read_tree
 from tools.base import core_tool_names
 from tools.patch import apply_patch_text
 from tools.workspace import Workspace
@@ -559,6 +564,107 @@ async def test_a_fifo_is_refused_at_once_not_waited_on(
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
+@contextlib.asynccontextmanager
+async def fifo_released_after(fifo: Path, seconds: float) -> AsyncIterator[anyio.Event]:
+    """After `seconds`, gives a reader stuck in open(fifo) a writer, and so the end of the
+    pipe, and sets the event it yields: a worker thread blocked there cannot be cancelled, so
+    without this a tool that waits on the FIFO would hang its test instead of failing it."""
+    released = anyio.Event()
+
+    async def release() -> None:
+        await anyio.sleep(seconds)
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        released.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(release)
+        yield released
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+async def test_grep_refuses_a_fifo_it_is_given_and_skips_one_it_walks_past(
+    harness: Harness, engine: str
+) -> None:
+    """ripgrep, like open(), waits for a writer on a FIFO named on its command line (it skips
+    special files only in a directory it walks)."""
+    harness.write({"a.txt": "x marks\n", "sub/b.txt": "x too\n"})
+    fifo = harness.root / "pipe.txt"
+    os.mkfifo(fifo)
+    os.mkfifo(harness.root / "sub" / "pipe.txt")
+    async with fifo_released_after(fifo, 10) as released:
+        with anyio.fail_after(20):
+            named = await harness.call("grep", pattern="x", path="pipe.txt")
+            walked = await harness.call("grep", pattern="x")
+            globbed = await harness.call("grep", pattern="x", glob="*.txt")
+    assert not released.is_set(), "grep waited on the FIFO"
+    assert named.is_error and named.data["code"] == "not_regular_file", named.output
+    assert "pipe.txt is not a regular file (a FIFO, socket or device)" in named.output
+    assert walked.output.splitlines() == ["a.txt:1:x marks", "sub/b.txt:1:x too"]
+    assert globbed.output == walked.output
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+async def test_grep_never_opens_a_fifo_that_replaced_a_listed_file(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk lists regular files, but a file may become a FIFO before it is read: the
+    Python engine opens without waiting and skips what is not a regular file."""
+    harness.box.settings.use_ripgrep = False
+    harness.write({"a.txt": "x\n", "c.txt": "x\n"})
+    fifo = harness.root / "b.txt"
+    os.mkfifo(fifo)
+    listed = tools.files.walk_files
+
+    def walk_as_before_b_was_replaced(base: Path) -> list[tuple[str, str]]:
+        return sorted([*listed(base), ("b.txt", os.fspath(base / "b.txt"))])
+
+    monkeypatch.setattr(tools.files, "walk_files", walk_as_before_b_was_replaced)
+    async with fifo_released_after(fifo, 10) as released:
+        with anyio.fail_after(20):
+            result = await harness.call("grep", pattern="x")
+    assert not released.is_set(), "grep waited on the FIFO"
+    assert result.output.splitlines() == ["a.txt:1:x", "c.txt:1:x"]
+
+
+async def test_grep_gives_up_on_a_pattern_that_backtracks_catastrophically(
+    harness: Harness, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(a|a)+ tries 2^n ways to match n a's before it fails on the '!': the Python engine
+    stops at GREP_TIME_LIMIT and says so, with what it found before (not as a complete
+    answer). The look-behind, which ripgrep rejects, sends both engines to the Python one."""
+    monkeypatch.setattr(tools.files, "GREP_TIME_LIMIT", 0.5)
+    harness.write({"a.txt": "aaaa\n", "b.txt": "a" * 25 + "!\n", "c.txt": "aa\n"})
+    with anyio.fail_after(30):
+        result = await harness.call("grep", pattern="(?<!x)(a|a)+$")
+    assert result.is_error and result.data["code"] == "timeout", result.output
+    assert result.output.startswith(
+        "grep gave up on '(?<!x)(a|a)+$' after 0.5 s (its time limit), at b.txt:1."
+    )
+    assert "nested or overlapping quantifiers" in result.output
+    assert "[1 match found before it gave up; the search is incomplete" in result.output
+    assert result.output.endswith("\na.txt:1:aaaa")  # found before b.txt; c.txt not searched
+    assert result.data["truncated"] and result.data["matches"] == 1
+    assert result.data["engine"] == "python"
+
+
+async def test_grep_answers_the_probes_slow_pattern_in_bounded_time(
+    harness: Harness, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pattern of the report: Python's re took 2^n steps on a line of n a's. Whatever
+    regex makes of it (it answers at once today), grep answers in bounded time."""
+    monkeypatch.setattr(tools.files, "GREP_TIME_LIMIT", 0.5)
+    harness.write({"a.txt": "a" * 26 + "\n"})
+    with anyio.fail_after(3):
+        result = await harness.call("grep", pattern="(a+)+b(?=x)")
+    if result.is_error:
+        assert result.data["code"] == "timeout", result.output
+    else:
+        assert result.output == "No matches for '(a+)+b(?=x)' in .."
+
+
 async def test_glob_returns_regular_files_only_in_path_order(
     harness: Harness, tmp_path: Path
 ) -> None:
@@ -649,3 +755,117 @@ async def test_lone_surrogates_in_arguments_are_a_tool_error(
     assert result.is_error and result.data["code"] == "invalid_arguments", result.output
     assert f"{where} contains a lone UTF-16 surrogate" in result.output
     assert read_tree(harness.root) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# File-system errors in write_file and edit_file: tool errors that say what is wrong, never
+# `internal` (with a traceback in the log).
+
+WRITE_ARGS: dict[str, dict[str, Any]] = {
+    "write_file": {"content": "y\n"},
+    "edit_file": {"old_string": "x", "new_string": "y"},
+}
+DEEP = "/".join(["deep"] * 1000)  # 5,000 bytes: past PATH_MAX (4,096 on Linux)
+
+
+@pytest.mark.parametrize("tool", list(WRITE_ARGS))
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("file/x", "file/x: file is not a directory"),
+        ("file/sub/x", "file/sub/x: file is not a directory"),
+        ("n" * 300, "name too long (a file name in it has 300 bytes"),
+        (DEEP, "name too long (the whole path has"),
+        ("loop", "loop: too many levels of symbolic links (loop is a symlink"),
+        ("loop/x", "loop/x: too many levels of symbolic links (loop is a symlink"),
+    ],
+    ids=["under-a-file", "deeper-under-a-file", "long-name", "deep-path", "loop", "under-loop"],
+)
+async def test_a_path_no_file_can_have_is_a_tool_error(
+    harness: Harness, caplog: pytest.LogCaptureFixture, tool: str, path: str, message: str
+) -> None:
+    harness.write({"file": "x\n"})
+    (harness.root / "loop").symlink_to("loop2")
+    (harness.root / "loop2").symlink_to("loop")
+    before = read_tree(harness.root)
+    with caplog.at_level(logging.ERROR, logger="agentd.tools"):
+        result = await harness.box.call(tool, {"path": path, **WRITE_ARGS[tool]})
+    assert result.is_error and result.data["code"] == "invalid_path", result.output
+    assert message in result.output
+    assert len(result.output) < 400  # a 5,000-byte path is shown cut in the middle
+    assert caplog.records == []  # not "failed unexpectedly", with a traceback
+    assert read_tree(harness.root) == before
+    assert harness.events == []
+
+
+def bypasses_file_modes() -> bool:
+    """Whether this process reads and writes files whatever their mode: root, unless it has
+    dropped CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return os.geteuid() == 0
+    effective = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
+    return bool(int(effective, 16) & (1 << 1 | 1 << 2))
+
+
+async def rerun_without_file_mode_bypass(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Run this one test again in a child pytest that is still root but without the
+    capabilities that bypass file modes (setpriv drops them for the child alone)."""
+    setpriv = shutil.which("setpriv")
+    drop = [setpriv or "setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+    if setpriv is None or (await anyio.run_process([*drop, "true"], check=False)).returncode:
+        pytest.skip("root ignores file modes, and setpriv cannot drop that here")
+    root = Path(__file__).resolve().parents[2]
+    command = [*drop, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command += [f"--basetemp={tmp_path / 'unprivileged'}", request.node.nodeid]
+    with anyio.fail_after(120):
+        child = await anyio.run_process(command, cwd=root, check=False, stderr=subprocess.STDOUT)
+    output = child.stdout.decode(errors="replace")
+    assert child.returncode == 0 and "1 passed" in output, output
+
+
+async def test_permission_denied_is_a_tool_error(
+    harness: Harness,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    if bypasses_file_modes():
+        await rerun_without_file_mode_bypass(request, tmp_path)
+        return
+    harness.write({"locked.txt": "x\n", "ro/f.txt": "x\n"})
+    (harness.root / "locked.txt").chmod(0)
+    (harness.root / "ro").chmod(0o555)
+    calls = [
+        ("write_file", {"path": "locked.txt", **WRITE_ARGS["write_file"]}),
+        ("edit_file", {"path": "locked.txt", **WRITE_ARGS["edit_file"]}),
+        ("read_file", {"path": "locked.txt"}),
+        ("write_file", {"path": "ro/f.txt", **WRITE_ARGS["write_file"]}),
+        ("write_file", {"path": "ro/new.txt", **WRITE_ARGS["write_file"]}),
+        ("edit_file", {"path": "ro/f.txt", **WRITE_ARGS["edit_file"]}),
+    ]
+    try:
+        with caplog.at_level(logging.ERROR, logger="agentd.tools"):
+            results = [await harness.box.call(tool, args) for tool, args in calls]
+    finally:
+        (harness.root / "ro").chmod(0o755)
+        (harness.root / "locked.txt").chmod(0o644)
+    for (tool, args), result in zip(calls, results, strict=True):
+        assert result.is_error and result.data["code"] == "permission_denied", (tool, result)
+        assert result.output.startswith(f"{args['path']}: permission denied"), result.output
+    assert caplog.records == []
+    assert harness.tree() == {"locked.txt": b"x\n", "ro/f.txt": b"x\n"}
+    assert harness.events == []
+
+
+@pytest.mark.parametrize("tool", list(WRITE_ARGS))
+async def test_a_full_disk_is_still_disk_full(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, tool: str
+) -> None:
+    harness.write({"a.txt": "x\n"})
+    fail_swaps(monkeypatch, lambda source, target: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    result = await harness.box.call(tool, {"path": "a.txt", **WRITE_ARGS[tool]})
+    assert result.is_error and result.data["code"] == "disk_full", result.output
+    assert result.output.startswith("a.txt: No space left on device: the disk is full.")
+    assert harness.tree() == {"a.txt": b"x\n"}
