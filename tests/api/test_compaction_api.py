@@ -43,3 +43,18 @@ async def test_a_thread_is_compacted_on_request_between_runs(
 
     status, body = await daemon.post("/v1/run/threads/thr_nope/compact")
     assert status == 404 and body["error"]["code"] == "not_found"
+
+
+async def test_a_compact_request_with_a_body_is_checked_like_the_run_controls(
+    daemon: Daemon,
+) -> None:
+    await daemon.upsert()
+    thread = (await daemon.run())["threadId"]
+    for data, code in ((b"{", "invalid_json"), (b'{"force": true}', "validation_error")):
+        async with daemon.session.post(
+            daemon.u(f"/v1/run/threads/{thread}/compact"),
+            data=data,
+            headers={"Content-Type": "application/json"},
+        ) as resp:
+            body = await resp.json()
+        assert resp.status == 400 and body["error"]["code"] == code, body

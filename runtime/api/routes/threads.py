@@ -13,6 +13,7 @@ from runtime.api.routing import Enveloped, RouteTable
 from runtime.api.schemas import (
     CompactionOut,
     Deleted,
+    EmptyBody,
     ThreadDetail,
     ThreadEventOut,
     ThreadEventsQuery,
@@ -23,7 +24,7 @@ from runtime.api.schemas import (
 )
 from runtime.api.state import ApiState, get_state
 from runtime.api.thread_stream import SLOW_CLIENT, ThreadStream
-from runtime.api.validation import parse_query
+from runtime.api.validation import parse_body, parse_query
 from runtime.store import ThreadRecord
 
 
@@ -138,6 +139,7 @@ async def thread_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def compact_thread(request: web.Request) -> web.Response:
+    await parse_body(request, EmptyBody, allow_empty=True)  # as the run controls: none, or {}
     manager = get_state(request).require_manager()
     thread_id = request.match_info["thread_id"]
     part = await manager.compact_thread(thread_id)
@@ -221,6 +223,8 @@ def add_routes(table: RouteTable) -> None:
         compact_thread,
         summary="Compact a thread between runs: summarise its older turns with its agent's model",
         tag=tag,
+        body=EmptyBody,
+        body_required=False,
         response=Enveloped(CompactionOut),
         errors=(400, 404, 409, 424),
     )
