@@ -6,11 +6,16 @@ notifications. The WebSocket is pinged every 15 s and a link silent for 45 s is 
 dropped link is dialled again after a backoff with full jitter (0.5 s doubling to 30 s),
 forever, while runs go on. Streams cut by a drop are not resumed here: the control plane asks
 again over the new link with `Last-Event-ID`. A 401/403 at the handshake raises `LinkRefused`.
+
+A dial is bounded: connect, WebSocket upgrade and `hello` within `HANDSHAKE_TIMEOUT`, or it
+failed and is retried with the backoff; a link that drops during the handshake is a dropped
+link like any other. A frame that breaks the contract gets its JSON-RPC error (a notification
+is logged and dropped), and a failure while handling one frame is logged and answered
+-32603: no frame ends the link, let alone the daemon.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import sys
@@ -21,27 +26,39 @@ import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 
-from runtime.link.dispatch import BadHttpParams, HttpDispatcher
+from runtime.link.dispatch import BadHttpParams, Dispatch
 from runtime.link.outbox import LinkRefused
 from runtime.link.protocol import (
     DEAD_AFTER,
+    HANDSHAKE_TIMEOUT,
+    INTERNAL_ERROR,
     INVALID_PARAMS,
-    INVALID_REQUEST,
-    METHOD_NOT_FOUND,
-    PARSE_ERROR,
     PING_INTERVAL,
     PROTOCOL_VERSION,
     SUBPROTOCOL,
+    FrameError,
+    HttpCancel,
+    HttpRequest,
+    RequestId,
     backoff,
     error,
     link_url,
     notification,
+    parse_frame,
     result,
 )
 
 log = logging.getLogger("agentd.link")
 
 Hello = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[str], Awaitable[None]]
+Streams = dict[RequestId, anyio.CancelScope]
+
+# The longest an answer that reports a failure may wait for room on a congested link.
+ERROR_SEND_TIMEOUT = 5.0
+# The longest closing a WebSocket whose handshake failed may take (its peer may not answer).
+CLOSE_TIMEOUT = 5.0
+LOCAL_API_FAILED = -32000  # a server error of our own (JSON-RPC leaves -32000..-32099 to us)
 
 
 class Link:
@@ -54,9 +71,10 @@ class Link:
         control_plane: str,
         device_id: str,
         token: str,
-        dispatcher: HttpDispatcher,
+        dispatcher: Dispatch,
         hello: Hello,
         rng: random.Random | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self.session = session
         self.url = link_url(control_plane, device_id)
@@ -64,13 +82,35 @@ class Link:
         self.dispatcher = dispatcher
         self.hello = hello
         self.rng = rng or random.Random()
+        self.handshake_timeout = handshake_timeout
         self.connects = 0
         self.connected = anyio.Event()
 
     async def run(self) -> None:
         attempt = 0
         while True:
-            try:
+            ws = await self._handshake()
+            if ws is not None:
+                attempt = 0
+                async with ws:
+                    try:
+                        await self._serve(ws)
+                    except Exception:
+                        # A bug here must not stop the daemon: the link is dialled again,
+                        # as after any drop, and the traceback says what went wrong.
+                        log.exception("link: serving %s failed", self.url)
+                log.warning("link: lost (%s); reconnecting", ws.close_code or "dropped")
+            delay = backoff(attempt, self.rng)
+            attempt += 1
+            await anyio.sleep(delay)
+
+    async def _handshake(self) -> aiohttp.ClientWebSocketResponse | None:
+        """Dial, upgrade and send `hello`, all within `handshake_timeout`: the open link, or
+        None when this dial failed (logged in one line). A 401/403 raises `LinkRefused`."""
+        ws: aiohttp.ClientWebSocketResponse | None = None
+        opened = False
+        try:
+            with anyio.move_on_after(self.handshake_timeout) as deadline:
                 ws = await self.session.ws_connect(
                     self.url,
                     protocols=(SUBPROTOCOL,),
@@ -79,22 +119,29 @@ class Link:
                     timeout=aiohttp.ClientWSTimeout(ws_receive=DEAD_AFTER),
                     max_msg_size=16 * 1024 * 1024,
                 )
-            except aiohttp.WSServerHandshakeError as exc:
-                if exc.status in (401, 403):
-                    raise LinkRefused(
-                        f"the control plane refused the token at {self.url} ({exc.status})"
-                    ) from exc
-                log.warning("link: %s refused the connection (%s)", self.url, exc.status)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("link: cannot reach %s (%s: %s)", self.url, type(exc).__name__, exc)
-            else:
-                attempt = 0
-                async with ws:
-                    await self._serve(ws)
-                log.warning("link: lost (%s); reconnecting", ws.close_code or "dropped")
-            delay = backoff(attempt, self.rng)
-            attempt += 1
-            await anyio.sleep(delay)
+                await ws.send_str(notification("hello", await self.hello()))
+                opened = True
+            if deadline.cancelled_caught:
+                log.warning(
+                    "link: no handshake with %s within %g s; dialling again",
+                    self.url,
+                    self.handshake_timeout,
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise LinkRefused(
+                    f"the control plane refused the token at {self.url} ({exc.status})"
+                ) from exc
+            log.warning("link: %s refused the connection (%s)", self.url, exc.status)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # After the upgrade, this is the link dropping under `hello`: a drop like any other.
+            failed = "dropped during the handshake" if ws is not None else "cannot reach"
+            log.warning("link: %s %s (%s: %s)", failed, self.url, type(exc).__name__, exc)
+        finally:
+            if ws is not None and not opened:
+                with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await ws.close()
+        return ws if opened else None
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         send_lock = anyio.Lock()
@@ -103,8 +150,7 @@ class Link:
             async with send_lock:
                 await ws.send_str(text)
 
-        streams: dict[Any, anyio.CancelScope] = {}
-        await send(notification("hello", await self.hello()))
+        streams: Streams = {}
         self.connects += 1
         self.connected.set()
         log.info("link: connected to %s", self.url)
@@ -119,75 +165,75 @@ class Link:
             finally:
                 tasks.cancel_scope.cancel()  # a dropped link ends its streams
 
-    async def _on_frame(
-        self,
-        text: str,
-        send: Callable[[str], Awaitable[None]],
-        streams: dict[Any, anyio.CancelScope],
-        tasks: TaskGroup,
-    ) -> None:
+    async def _on_frame(self, text: str, send: Send, streams: Streams, tasks: TaskGroup) -> None:
+        """One frame from the control plane. Whatever it holds, the link stays up: a frame
+        that breaks the contract gets its JSON-RPC error (a notification is logged and
+        dropped), and an unexpected failure is logged and answered INTERNAL_ERROR. Only a
+        failed send (the link is gone) goes up, to `_serve`."""
+        frame = None
         try:
-            frame = json.loads(text)
-        except ValueError:
-            await send(error(None, PARSE_ERROR, "the frame is not JSON"))
-            return
-        if not isinstance(frame, dict) or frame.get("jsonrpc") != "2.0":
-            await send(error(None, INVALID_REQUEST, "expected a JSON-RPC 2.0 object"))
-            return
-        method, params, request_id = frame.get("method"), frame.get("params"), frame.get("id")
-        if method == "http.cancel":
-            scope = streams.get((params or {}).get("requestId"))
-            if scope is not None:
-                scope.cancel()
-            return
-        if method is None:
-            return  # a response to something we never ask: ignore
-        if method != "http":
-            if request_id is not None:
-                await send(error(request_id, METHOD_NOT_FOUND, f"unknown method {method!r}"))
-            return
-        if request_id is None:
-            return  # `http` must be a request to be answered
-        if not isinstance(params, dict):
-            await send(error(request_id, INVALID_PARAMS, "params must be an object"))
-            return
-        scope = anyio.CancelScope()
-        streams[request_id] = scope
-        tasks.start_soon(self._http, request_id, params, send, streams, scope)
+            frame = parse_frame(text)
+            if isinstance(frame, HttpRequest):
+                scope = anyio.CancelScope()
+                streams[frame.id] = scope
+                tasks.start_soon(self._http, frame, send, streams, scope)
+            elif isinstance(frame, HttpCancel):
+                stream = streams.get(frame.request_id)
+                if stream is not None:
+                    stream.cancel()
+                if frame.is_request:
+                    await send(result(frame.id, {}))
+            # else a response: agentd asks nothing, so there is nothing to match it with
+        except FrameError as exc:
+            if exc.answer:
+                await send(error(exc.request_id, exc.code, exc.message))
+            else:
+                log.warning("link: dropped a notification that breaks the contract: %s", exc)
+        except (aiohttp.ClientError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("link: a frame could not be handled")
+            if isinstance(frame, HttpRequest) or (
+                isinstance(frame, HttpCancel) and frame.is_request
+            ):
+                await send(error(frame.id, INTERNAL_ERROR, "internal error"))
 
     async def _http(
-        self,
-        request_id: Any,
-        params: dict[str, Any],
-        send: Callable[[str], Awaitable[None]],
-        streams: dict[Any, anyio.CancelScope],
-        scope: anyio.CancelScope,
+        self, request: HttpRequest, send: Send, streams: Streams, scope: anyio.CancelScope
     ) -> None:
-        answer: dict[str, Any] | None = None
+        """One `http` request, in a task of its own. It ends in its answer (none if the link
+        dropped under it), never in an exception: that would end the link's task group."""
+        request_id = request.id
 
         async def send_event(event: dict[str, Any]) -> None:
             await send(notification("http.event", {"requestId": request_id, **event}))
 
+        send_within: float | None = None  # a result waits its turn like the events before it
         try:
             with scope:
-                answer = await self.dispatcher(params, send_event)
+                answer = await self.dispatcher(request.params, send_event)
             if scope.cancelled_caught:
-                await send(
-                    result(
-                        request_id, {"status": 200, "headers": {}, "body": None, "cancelled": True}
-                    )
-                )
-            elif answer is not None:
-                await send(result(request_id, answer))
+                answer = {"status": 200, "headers": {}, "body": None, "cancelled": True}
+            reply = result(request_id, answer)
         except BadHttpParams as exc:
-            await send(error(request_id, INVALID_PARAMS, str(exc)))
+            reply = error(request_id, INVALID_PARAMS, str(exc))
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            with anyio.move_on_after(5):
-                await send(error(request_id, -32000, f"the local API failed: {exc}"))
+            reply = error(request_id, LOCAL_API_FAILED, f"the local API failed: {exc}")
+            send_within = ERROR_SEND_TIMEOUT
         except ConnectionError:
-            pass  # the link dropped under the answer: the control plane asks again
+            return  # the link dropped under the stream: the control plane asks again
+        except Exception:
+            log.exception("link: the http request %r failed", request_id)
+            reply = error(request_id, INTERNAL_ERROR, "internal error")
+            send_within = ERROR_SEND_TIMEOUT
         finally:
-            streams.pop(request_id, None)
+            if streams.get(request_id) is scope:  # not a later request that reused the id
+                del streams[request_id]
+        try:
+            with anyio.move_on_after(send_within):
+                await send(reply)
+        except (aiohttp.ClientError, ConnectionError):
+            pass  # the link dropped under the answer: the control plane asks again
 
 
 def platform_name() -> str:

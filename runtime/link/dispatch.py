@@ -33,6 +33,8 @@ _HOP_HEADERS = frozenset(
 )
 
 SendEvent = Callable[[dict[str, Any]], Awaitable[None]]
+# What answers an `http` request (`HttpDispatcher`; a test may pass its own).
+Dispatch = Callable[[Mapping[str, Any], SendEvent], Awaitable[dict[str, Any]]]
 
 
 class BadHttpParams(ValueError):
