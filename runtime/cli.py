@@ -20,16 +20,17 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
 import runtime
 from runtime.config import ConfigError, Settings, env_names
 
 if TYPE_CHECKING:
-    from runtime.client import AsyncClient
+    from runtime.client import APIError, AsyncClient
     from runtime.daemon import Companion
 
 # Settings that `agentd serve` takes as flags (all of them), in --help order.
@@ -208,6 +209,9 @@ def resume_gc_after_start(url: str) -> None:
 # -- shared by run and demo -------------------------------------------------------------------
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The reader of the output went away (`agentd runs | head -1`): 128 + SIGPIPE, the status a
+# shell reports for a command that a closed pipe ended.
+EXIT_CLOSED_OUTPUT = 141
 CANCEL_ANSWER_WAIT_S = 10.0
 
 
@@ -374,33 +378,56 @@ async def _watch_with_interrupts(
         await watcher.settle(abandon=not finished)
 
 
-def run_until_done(main: Coroutine[Any, Any, int]) -> int:
+class Termination:
+    """What SIGTERM and SIGHUP (`kill`, a CI timeout, a closed terminal) do to a command that
+    `run_until_done` runs: cancel it, like a second Ctrl-C; or, once its work is done and it
+    only waits for Ctrl-C (`agentd demo`'s app, `agentd run --keep`), end that wait as
+    Ctrl-C does (`ends_wait`)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._end_wait: Callable[[], None] | None = None
+
+    @contextlib.contextmanager
+    def ends_wait(self, end: Callable[[], None]) -> Iterator[None]:
+        """Within the block, SIGTERM and SIGHUP call `end` instead of cancelling."""
+        self._end_wait = end
+        try:
+            yield
+        finally:
+            self._end_wait = None
+
+    def on_signal(self, signum: int, task: asyncio.Task[Any]) -> None:
+        if self._end_wait is not None:
+            self._end_wait()
+            return
+        self.received.append(signum)
+        task.cancel()
+
+
+def run_until_done(main: Coroutine[Any, Any, int], termination: Termination | None = None) -> int:
     """`asyncio.run(main)` for run, demo and tool, where SIGTERM and SIGHUP (`kill`, a CI
     timeout, a closed terminal) end the command like a second Ctrl-C: `main` is cancelled,
     so the embedded daemon or toolbox stops its runs and kills their processes on the way
-    out instead of leaving them behind. Exits 130 (interrupted) then."""
+    out instead of leaving them behind. Exits 130 (interrupted) then. `termination`: the one
+    `main` was given, when it has a wait those signals end instead (see Termination)."""
+    termination = termination or Termination()
 
     async def guarded() -> int:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        terminated: list[int] = []
-
-        def on_signal(signum: int) -> None:
-            terminated.append(signum)
-            task.cancel()
-
         installed = []
         for signum in (signal.SIGTERM, signal.SIGHUP):
             try:
-                loop.add_signal_handler(signum, on_signal, signum)
+                loop.add_signal_handler(signum, termination.on_signal, signum, task)
                 installed.append(signum)
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
         try:
             return await main
         except asyncio.CancelledError:
-            if terminated:
+            if termination.received:
                 return EXIT_INTERRUPTED
             raise
         finally:
@@ -433,7 +460,32 @@ def _local_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
         }
     )
     check_directories(settings)
+    check_workspace_writable(settings.workspace)
     return settings
+
+
+def check_workspace_writable(workspace: Path) -> None:
+    """ConfigError unless the daemon can keep its thread files in `workspace` (made on a
+    run's first event, runtime/rollout.py), so a read-only workspace is reported up front
+    instead of as the run's internal error. `agentd run` and `agentd demo` check it."""
+    from runtime.rollout import ROLLOUT_DIR
+
+    elsewhere = "; choose another with --workspace"
+    # The deepest of <workspace>/.agentd/threads, .agentd and the workspace that exists must
+    # be a writable directory: what is missing below it is made there.
+    for path in (workspace / ROLLOUT_DIR, *(workspace / ROLLOUT_DIR).parents):
+        if not os.path.lexists(path):
+            continue
+        if not path.is_dir():
+            raise ConfigError(
+                f"cannot use the workspace {workspace}: {path} is not a directory{elsewhere}"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"cannot use the workspace {workspace}: {path} is not writable (agentd keeps "
+                f"its thread files in {workspace / ROLLOUT_DIR}){elsewhere}"
+            )
+        return
 
 
 def check_directories(settings: Settings) -> None:
@@ -471,7 +523,9 @@ def add_run_parser(subparsers: Any) -> None:
         "diffs, the dev URL, and a summary. Without --url the daemon runs in this process on "
         "--workspace and --state-dir. Ctrl-C cancels the run; a second Ctrl-C (or SIGTERM) "
         "quits, and an in-process daemon then stops the run's processes. Exit status: "
-        "0 completed, 1 failed, 2 usage error, 130 interrupted.",
+        "0 completed, 1 failed, 2 usage error, 130 interrupted, 141 its output's reader went "
+        "away (a closed pipe, e.g. `| head`; an in-process daemon then stops the run's "
+        "processes too).",
     )
     parser.add_argument(
         "prompt", help="what to ask the agent; - reads it from stdin, @FILE from a file"
@@ -513,7 +567,7 @@ def add_run_parser(subparsers: Any) -> None:
         "--keep",
         action="store_true",
         help="with the in-process daemon: keep serving after the run (its dev URL stays up) "
-        "until Ctrl-C",
+        "until Ctrl-C or SIGTERM",
     )
     parser.set_defaults(func=cmd_run)
 
@@ -528,19 +582,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.url:
         if args.keep:
             return _fail("run", "--keep is for the in-process daemon (without --url)")
+        if (problem := daemon_url_problem(args.url)) is not None:
+            return _fail("run", problem)
         token = args.token or os.environ.get("AGENTD_TOKEN")
         return run_until_done(_run_remote(args, args.url, token))
     try:
         settings = _local_settings(args)
     except ConfigError as exc:
         return _fail("run", str(exc))
-    return run_until_done(_run_embedded(args, settings))
+    termination = Termination()
+    return run_until_done(_run_embedded(args, settings, termination), termination)
 
 
 def read_text_argument(value: str, what: str) -> str:
     """`-`: read standard input; `@FILE`: read the file; anything else is the text itself."""
     if value == "-":
-        return sys.stdin.read()
+        if sys.stdin is None or sys.stdin.closed:  # None: the process started without fd 0
+            raise ValueError(f"cannot read {what}: standard input is closed")
+        try:
+            return sys.stdin.read()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read {what} from standard input: {exc.strerror or exc}"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{what} on standard input is not UTF-8 text: {exc}") from exc
     if value.startswith("@") and len(value) > 1:
         path = Path(value[1:]).expanduser()
         try:
@@ -557,18 +623,22 @@ async def _run_remote(args: argparse.Namespace, url: str, token: str | None) -> 
     return code
 
 
-async def _run_embedded(args: argparse.Namespace, settings: Settings) -> int:
+async def _run_embedded(
+    args: argparse.Namespace, settings: Settings, termination: Termination
+) -> int:
     from runtime.store import StoreLocked
 
     try:
         async with embedded_daemon(settings) as url:
             code, final = await _run(args, url, settings.token)
-            return await _after_the_run(args, code, final)
+            return await _after_the_run(args, code, final, termination)
     except StoreLocked as exc:  # an `agentd serve` owns it: --url runs there instead
         return _fail("run", f"{exc}, or pass --url to run on that daemon")
 
 
-async def _after_the_run(args: argparse.Namespace, code: int, final: dict[str, Any] | None) -> int:
+async def _after_the_run(
+    args: argparse.Namespace, code: int, final: dict[str, Any] | None, termination: Termination
+) -> int:
     """An in-process run's daemon stops with the command, and a dev server with it: say so,
     or with --keep serve until Ctrl-C."""
     dev_url = (final or {}).get("devUrl")
@@ -586,7 +656,8 @@ async def _after_the_run(args: argparse.Namespace, code: int, final: dict[str, A
             f"agentd run: keeping {dev_url} up; press Ctrl-C to stop it and exit.",
             file=sys.stderr,
             flush=True,
-        )
+        ),
+        termination,
     )
     return code
 
@@ -624,6 +695,8 @@ async def _run(
             )
             return _fail("run", f"{exc.message} ({hint})"), None
         except APIError as exc:
+            if is_foreign_answer(exc):
+                return _fail("run", foreign_answer(url, exc), EXIT_FAILED), None
             # The request was wrong (bad agent, thread, token…) → usage; the daemon could
             # not take it now (busy thread 409, full queue 429, 5xx) → the run failed.
             code = (
@@ -651,10 +724,11 @@ def add_demo_parser(subparsers: Any) -> None:
         description="The offline demo: an agent writes a small notes web app (a page and a JSON "
         "API), runs its tests, starts it and returns its dev URL. The model's turns come from a "
         "cassette shipped with agentd; the files, processes and server are real. The app keeps "
-        "running until Ctrl-C (or, with --exit, the demo stops once the URL answered). With "
-        "--live and ANTHROPIC_API_KEY or OPENAI_API_KEY set, a real model does the task. "
-        "Exit status: 0 the app was served, 1 the run failed or the app did not answer, "
-        "2 usage error, 130 interrupted before the app was up.",
+        "running until Ctrl-C or SIGTERM (or, with --exit, the demo stops once the URL "
+        "answered). With --live and ANTHROPIC_API_KEY or OPENAI_API_KEY set, a real model does "
+        "the task. Exit status: 0 the app was served, 1 the run failed or the app did not "
+        "answer, 2 usage error, 130 interrupted before the app was up, 141 its output's "
+        "reader went away (a closed pipe, e.g. `| head`).",
     )
     parser.add_argument(
         "--workspace", help="where the app is written (default: a new temporary directory)"
@@ -698,13 +772,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = _local_settings(args, **overrides)
     except ConfigError as exc:
         return _fail("demo", str(exc))
+    termination = Termination()
     try:
-        return run_until_done(_demo(args, settings, model))
+        return run_until_done(_demo(args, settings, model, termination), termination)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-async def _demo(args: argparse.Namespace, settings: Settings, model: str | None) -> int:
+async def _demo(
+    args: argparse.Namespace, settings: Settings, model: str | None, termination: Termination
+) -> int:
     from runtime.client import AsyncClient
     from runtime.demo import DEMO_AGENT_SLUG, DEMO_PROMPT, demo_agent
 
@@ -736,7 +813,8 @@ async def _demo(args: argparse.Namespace, settings: Settings, model: str | None)
         if args.exit:
             return EXIT_OK
         await _wait_for_interrupt(
-            lambda: say("The app keeps running: open the URL. Press Ctrl-C to stop it and exit.")
+            lambda: say("The app keeps running: open the URL. Press Ctrl-C to stop it and exit."),
+            termination,
         )
         return EXIT_OK
 
@@ -765,19 +843,22 @@ async def _probe(url: str, attempts: int = 20, interval: float = 0.25) -> int | 
     return None
 
 
-async def _wait_for_interrupt(announce: Callable[[], None]) -> None:
-    """Wait for Ctrl-C; `announce` says so once the handler is in place (a Ctrl-C right
-    after the announcement must not be a KeyboardInterrupt)."""
+async def _wait_for_interrupt(announce: Callable[[], None], termination: Termination) -> None:
+    """Wait for Ctrl-C, or SIGTERM or SIGHUP, which end the wait alike (the command's work is
+    done: stopping now is no interruption); `announce` says so once the handlers are in place
+    (a Ctrl-C right after the announcement must not be a KeyboardInterrupt)."""
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
-    if not _install_sigint(loop, interrupted.set):
+    with termination.ends_wait(interrupted.set):
+        if not _install_sigint(loop, interrupted.set):
+            announce()
+            await interrupted.wait()
+            return
         announce()
-        await asyncio.Event().wait()
-    announce()
-    try:
-        await interrupted.wait()
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        try:
+            await interrupted.wait()
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 # -- tool ------------------------------------------------------------------------------------
@@ -792,7 +873,8 @@ def add_tool_parser(subparsers: Any) -> None:
         "print the text the model would read, and file edits show as diffs on stderr. "
         "Processes the tool starts are stopped when the command exits (also on Ctrl-C). "
         "Exit status: 0 ok, 1 the tool returned an error, the command exited non-zero or was "
-        "still running, 2 usage error, 130 interrupted.",
+        "still running, 2 usage error, 130 interrupted, 141 its output's reader went away (a "
+        "closed pipe, e.g. `| head`; the processes are stopped then too).",
     )
     parser.add_argument("name", help="tool name, e.g. exec_command, apply_patch, read_file")
     parser.add_argument(
@@ -846,22 +928,42 @@ async def _tool(name: str, arguments: dict[str, Any], workspace: Path, *, as_jso
 
     renderer = EventRenderer(sys.stderr, color=_use_color(sys.stderr))
     streamed: list[str] = []
+    task = asyncio.current_task()
+    assert task is not None
+    output_failed: list[OutputFailed] = []
 
     def show_event(event: dict[str, Any]) -> None:
+        if output_failed:
+            return
         if as_json:
             sys.stderr.write(json.dumps(event, ensure_ascii=False) + "\n")
         elif event.get("type") == "tool_output":
             # A command's own output is this command's output.
             chunk = str(event.get("chunk", "")).replace("\r\n", "\n")
             streamed.append(chunk)
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            except OutputFailed as failure:
+                # Raised here, it would fail the call inside the tool (a tool bug, logged
+                # as such) and the command would go on. Cancelled, the toolbox kills it.
+                output_failed.append(failure)
+                task.cancel()
+                return
         else:
             renderer.render(event)
         sys.stderr.flush()
 
-    async with Toolbox(workspace, on_event=show_event) as box:
-        result = await box.call(name, arguments, call_id="cli")
+    try:
+        async with Toolbox(workspace, on_event=show_event) as box:
+            result = await box.call(name, arguments, call_id="cli")
+    except asyncio.CancelledError:
+        if not output_failed:
+            raise
+        task.uncancel()
+        raise output_failed[0] from None
+    if output_failed:
+        raise output_failed[0]
     data = result.data or {}
     if as_json:
         print(
@@ -910,8 +1012,9 @@ def add_runs_parser(subparsers: Any) -> None:
         "runs",
         help="list the runs a daemon holds, newest first",
         description="List a running daemon's run history, newest first, as a table (or "
-        "JSON lines with --json). Exit status: 0 ok, 1 the daemon could not be reached, "
-        "2 usage error (including a refused token).",
+        "JSON lines with --json). Exit status: 0 ok, 1 the daemon could not be reached (or "
+        "is not an agentd daemon), 2 usage error (including a refused token), 141 its "
+        "output's reader went away (a closed pipe, e.g. `| head`).",
     )
     parser.add_argument("--agent", metavar="SLUG", help="only this agent's runs")
     parser.add_argument(
@@ -930,7 +1033,8 @@ def add_threads_parser(subparsers: Any) -> None:
         help="list the threads a daemon holds",
         description="List a running daemon's threads (the conversations runs continue), as a "
         "table (or JSON lines with --json). Exit status: 0 ok, 1 the daemon could not be "
-        "reached, 2 usage error (including a refused token).",
+        "reached (or is not an agentd daemon), 2 usage error (including a refused token), "
+        "141 its output's reader went away (a closed pipe, e.g. `| head`).",
     )
     parser.add_argument("--agent", metavar="SLUG", help="only this agent's threads")
     add_daemon_flags(parser)
@@ -994,12 +1098,18 @@ def _list_command(
 ) -> int:
     from runtime.client import APIError, AuthenticationError, Client, NetworkError
 
+    url = args.url or os.environ.get("AGENTD_URL")
+    if url and (problem := daemon_url_problem(url)) is not None:
+        return _fail(command, problem)
     try:
         with Client(args.url, args.token, max_retries=0) as client:
+            url = client.base_url
             records = rows(client)
     except AuthenticationError as exc:
         return _fail(command, f"{exc.message} (pass --token or set AGENTD_TOKEN)")
     except APIError as exc:
+        if is_foreign_answer(exc):
+            return _fail(command, foreign_answer(str(url), exc), EXIT_FAILED)
         return _fail(command, exc.message, EXIT_USAGE if exc.status < 500 else EXIT_FAILED)
     except NetworkError as exc:
         return _fail(command, exc.message, EXIT_FAILED)
@@ -1021,6 +1131,24 @@ def _list_command(
     return EXIT_OK
 
 
+def daemon_url_problem(url: str) -> str | None:
+    """Why `url` (--url, AGENTD_URL) cannot be a daemon's URL, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"{url!r} is not a valid URL: give the daemon's http:// or https:// URL"
+    return None
+
+
+def is_foreign_answer(error: APIError) -> bool:
+    """Whether the server answered without agentd's JSON (the client's `bad_response`):
+    another program listens at that URL."""
+    return error.code == "bad_response"
+
+
+def foreign_answer(url: str, error: APIError) -> str:
+    return f"{url} answered HTTP {error.status} without agentd's JSON; is this an agentd daemon?"
+
+
 def _age(timestamp: str | None) -> str:
     """How long ago `timestamp` (ISO 8601) was: 42s, 5m, 3h, 2d."""
     if not timestamp:
@@ -1034,6 +1162,72 @@ def _age(timestamp: str | None) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
+
+
+# -- standard output -------------------------------------------------------------------------
+
+
+class OutputFailed(Exception):
+    """The command's standard output could not be written: its reader went away (a closed
+    pipe: `agentd runs | head -1`), or the file behind it failed (`> /dev/full`), or there
+    is none (the command was started with fd 1 closed)."""
+
+    def __init__(self, error: OSError | None) -> None:
+        super().__init__(
+            "standard output is closed" if error is None else error.strerror or str(error)
+        )
+        self.error = error
+
+    @property
+    def reader_gone(self) -> bool:
+        return isinstance(self.error, BrokenPipeError)
+
+
+class CheckedOutput:
+    """Standard output while a command runs (`main`): a write or flush that fails raises
+    OutputFailed, which `main` turns into the command's exit status, where an OSError could
+    have come from anything the command does."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if self.stream is None:
+            if not text:
+                return 0
+            raise OutputFailed(None)
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            raise OutputFailed(exc) from exc
+
+    def flush(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            raise OutputFailed(exc) from exc
+
+    def isatty(self) -> bool:
+        return self.stream is not None and self.stream.isatty()
+
+
+def _output_failed(command: str, failure: OutputFailed) -> int:
+    """The exit status for standard output that failed; what is still buffered for it is
+    dropped (it would fail again when the interpreter flushes it on the way out)."""
+    stream = sys.stdout
+    if stream is not None:
+        # As the Python docs advise for SIGPIPE (library/signal.html, "Note on SIGPIPE").
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, stream.fileno())
+            finally:
+                os.close(devnull)
+    if failure.reader_gone:
+        return EXIT_CLOSED_OUTPUT  # quietly, as a command a closed pipe ends does
+    return _fail(command, f"cannot write the output: {failure}", EXIT_FAILED)
 
 
 # -- entry point -----------------------------------------------------------------------------
@@ -1081,12 +1275,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the daemon commands keep it paused until they listen (resume_gc_after_start).
         gc.enable()
     try:
-        return int(args.func(args))
+        with contextlib.redirect_stdout(CheckedOutput(sys.stdout)):
+            status = int(args.func(args))
+            sys.stdout.flush()  # here, so a last write that fails is told as well
+        return status
     except KeyboardInterrupt:
         # Ctrl-C outside a run's watch (while connecting, defining the agent, or checking the
         # demo's URL): asyncio.run has already cancelled and cleaned up; no traceback.
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OutputFailed as failure:
+        # Raised where the output was written, it ended the command (an in-process daemon or
+        # toolbox stopped its runs and killed their processes on the way out, as on SIGTERM).
+        return _output_failed(args.command, failure)
 
 
 def entry() -> None:

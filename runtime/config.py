@@ -195,11 +195,18 @@ class Settings(BaseModel):
                 "or listen on 127.0.0.1"
             )
         try:
-            self.dev_url_template.format(port=1, sandboxId="s", sandbox_id="s")
-        except (KeyError, IndexError, ValueError) as exc:
+            # The placeholders tools/dev_url.py's build_url fills in.
+            self.dev_url_template.format(port=1, sandboxId="s", host="h")
+        except KeyError as exc:
             raise ConfigError(
-                f"dev URL template {self.dev_url_template!r} is not valid: {exc!r}; "
-                "use {port} and optionally {sandboxId}"
+                f"dev URL template {self.dev_url_template!r} is not valid: unknown "
+                f"placeholder {{{exc.args[0]}}}; use {{port}}, and optionally {{sandboxId}} "
+                "and {host}"
+            ) from exc
+        except (IndexError, ValueError, AttributeError, TypeError) as exc:  # {0}, {port.x}…
+            raise ConfigError(
+                f"dev URL template {self.dev_url_template!r} is not valid: {exc}; use "
+                "{port}, and optionally {sandboxId} and {host}"
             ) from exc
 
     @classmethod

@@ -15,11 +15,15 @@ class AgentdError(Exception):
 
 class NetworkError(AgentdError):
     """The daemon could not be reached, or the connection broke or timed out. `sent` tells
-    whether the request may have reached the daemon (False: it certainly did not)."""
+    whether the request may have reached the daemon (False: it certainly did not). Like
+    every error here it has `code` (always "network_error"), `message` and `request_id`
+    (always None: no answer came with one)."""
 
     def __init__(self, message: str, *, sent: bool = True) -> None:
         super().__init__(message)
+        self.code = "network_error"
         self.message = message
+        self.request_id: str | None = None
         self.sent = sent
 
 
