@@ -747,13 +747,14 @@ GREP_TIME_LIMIT = 10.0
 _OPEN_TO_SEARCH = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
 
 
-def _open_regular(path: str) -> BinaryIO | None:
-    """`path` opened to read, or None when it is not a regular file: the walk lists only
-    regular files, but one may have been replaced by a FIFO or a device since."""
+def _open_regular(path: str) -> tuple[BinaryIO, int] | None:
+    """`path` opened to read, and its size; None when it is not a regular file: the walk
+    lists only regular files, but one may have been replaced by a FIFO or a device since."""
     fd = os.open(path, _OPEN_TO_SEARCH)
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            return os.fdopen(fd, "rb")
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            return os.fdopen(fd, "rb"), info.st_size
     except BaseException:
         os.close(fd)
         raise
@@ -797,15 +798,23 @@ def grep_python(
             file_filter, exclude = compile_file_filter(glob)
             files = (f for f in files if bool(file_filter.match(f[0])) != exclude)
     deadline = time.monotonic() + time_limit
+    whole_text = _whole_text_pattern(pattern)
     matches: list[GrepMatch] = []
     for rel, path in files:
         found: list[GrepMatch] = []
         number = 0
         try:
-            handle = _open_regular(path)
-            if handle is None:
+            opened = _open_regular(path)
+            if opened is None:
                 continue
+            handle, size = opened
             with handle:
+                if (
+                    whole_text is not None
+                    and size <= WHOLE_TEXT_BYTES
+                    and not _may_match(handle, whole_text, deadline)
+                ):
+                    continue
                 for number, raw in enumerate(handle, 1):
                     if b"\0" in raw:
                         found = []
@@ -834,6 +843,55 @@ def grep_python(
         if time.monotonic() > deadline:  # a walk over many files with few lines
             return GrepOutcome(matches[:limit], True, "python", stopped_at=(rel, number))
     return GrepOutcome(matches, False, "python")
+
+
+# Where a pattern may mean something else in a whole file than in one line: text anchors,
+# lookarounds (they may look past the line), inline flags (which could turn MULTILINE off).
+_LINE_BOUND = ("\\A", "\\Z", "\\z", "\\G", "(?=", "(?!", "(?<=", "(?<!")
+# Groups that mean the same in a line and in a file: plain, named, a named backreference,
+# ignoring case.
+_HARMLESS_GROUPS = ("(?:", "(?P<", "(?P=", "(?i)")
+# A file up to this size is searched whole first (see _may_match); a larger one line by line.
+WHOLE_TEXT_BYTES = 1 << 20
+
+
+def _whole_text_pattern(pattern: regex.Pattern[str]) -> regex.Pattern[str] | None:
+    """`pattern` for a whole file's text (MULTILINE: `^` and `$` at each line's ends), or None
+    where a match in the whole text may not mean a match in a line (see _LINE_BOUND).
+
+    The line by line search is the one that counts; this one only rules files out. Each
+    regex call with a timeout reads the CPU clock, which made the per-line search ~2x slower
+    on a workspace where few files match; one call per file does not. It may not rule out a
+    file with a matching line: a match within a line is a match within the text around it,
+    since lines are searched without their newline, `^`/`$` then match at the same places,
+    `\\b` sees a newline as it sees a line's end, and the rest reads only the line's
+    characters. A match in the text but in no line (one crossing a newline) only costs the
+    line by line search."""
+    source = pattern.pattern
+    groups_and_flags = source
+    for harmless in _HARMLESS_GROUPS:
+        groups_and_flags = groups_and_flags.replace(harmless, "")
+    if any(token in source for token in _LINE_BOUND) or "(?" in groups_and_flags:
+        return None
+    return regex.compile(source, pattern.flags | regex.MULTILINE)
+
+
+def _may_match(handle: BinaryIO, whole_text: regex.Pattern[str], deadline: float) -> bool:
+    """Whether a line of the file (of at most WHOLE_TEXT_BYTES) may match (False: none does,
+    or it is binary); the file is then read again from its start. Raises _OutOfTime past
+    `deadline`."""
+    data = handle.read()  # (read(n) would allocate n bytes, whatever the file's size)
+    handle.seek(0)
+    if b"\0" in data:
+        return False  # binary: the line by line search would drop its matches
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _OutOfTime
+    try:
+        text = data.removeprefix(BOM).decode("utf-8", errors="replace")
+        return whole_text.search(text, timeout=left) is not None
+    except TimeoutError:
+        raise _OutOfTime from None
 
 
 class RipgrepRegexError(Exception):

@@ -16,11 +16,13 @@ from typing import Any
 
 import anyio
 import pytest
+import regex
 
 import tools.files
 from tests.needs import need_program
 from tests.tools.harness import Harness, fail_swaps, open_harness, read_tree
 from tools.base import core_tool_names
+from tools.files import grep_python
 from tools.patch import apply_patch_text
 from tools.workspace import Workspace
 
@@ -869,3 +871,58 @@ async def test_a_full_disk_is_still_disk_full(
     assert result.is_error and result.data["code"] == "disk_full", result.output
     assert result.output.startswith("a.txt: No space left on device: the disk is full.")
     assert harness.tree() == {"a.txt": b"x\n"}
+
+
+LINES_FOR_PATTERNS = [
+    "alpha beta",
+    "a",
+    "",
+    "  indented tail  ",
+    "x = 1  # end$",
+    "beta\r",
+    "tab\there",
+    "ends with a",
+]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "beta",
+        "^a$",
+        "^$",
+        "a$",
+        "[^a]$",
+        r"\s$",
+        r"\s+\S",
+        r"\bbeta\b",
+        r"^\B",
+        r"\r$",
+        "a\nb",
+        r"(?i)ALPHA",
+        r"(?P<w>e)(?P=w)?",
+        r"\Aa",
+        r"a\Z",
+        r"(?<!\s)a",
+        r"(?<=\n)a",
+        r"a(?!.)",
+        r"(?-i:beta)",
+    ],
+)
+def test_the_python_engine_finds_the_lines_a_line_by_line_search_finds(
+    tmp_path: Path, pattern: str
+) -> None:
+    """grep_python rules files out with one search of the whole text where that cannot miss a
+    line (tools.files._whole_text_pattern); the lines it reports are exactly those its
+    engine finds line by line, for patterns whose meaning in a whole text differs."""
+    files = {"f.txt": LINES_FOR_PATTERNS, "g.txt": ["nothing", "to see"]}
+    for name, lines in files.items():
+        (tmp_path / name).write_bytes("\n".join(lines).encode() + b"\n")
+    expected = [
+        (name, number)
+        for name, lines in files.items()
+        for number, line in enumerate(lines, 1)
+        if regex.search(pattern, line)
+    ]
+    outcome = grep_python(tmp_path, None, regex.compile(pattern), None, 100)
+    assert [(m.path, m.line) for m in outcome.matches] == expected
