@@ -62,6 +62,16 @@ def printable(text: str) -> str:
     return text if encodable(text) else _SURROGATE.sub(_escape, text)
 
 
+_BYTE_ESCAPE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def from_printable(text: str) -> str:
+    """`printable`'s escapes of undecodable bytes (\\x80-\\xff) turned back into the characters
+    Python reads those bytes as: a name as a listing showed it, back to the name that opens
+    the file."""
+    return _BYTE_ESCAPE.sub(lambda match: chr(0xDC00 + int(match.group(1), 16)), text)
+
+
 def printable_json(text: str) -> str:
     """JSON text (`json.dumps(..., ensure_ascii=False)`) with its strings `printable`: a lone
     surrogate can only be inside a string there, so it becomes the escape's JSON spelling."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tools.utf8 import from_printable
+
 
 class PathOutsideWorkspace(ValueError):
     """A path argument resolves (possibly through a symlink) outside the workspace."""
@@ -43,6 +45,18 @@ def ignore_in_git(agentd_fd: int) -> None:
 
 
 _OPEN_SAFELY = os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+
+
+def _as_listed(path: str) -> str:
+    """`path`, or the file it names as tools and APIs show names that are not UTF-8 (each
+    undecodable byte as `\\xNN`, tools/utf8.py) when only that file exists: the name a listing
+    showed opens the file it showed."""
+    if "\\x" not in path:
+        return path
+    named = from_printable(path)
+    if named != path and not os.path.lexists(path) and os.path.lexists(named):
+        return named
+    return path
 
 
 class Workspace:
@@ -117,7 +131,7 @@ class Workspace:
         # raises RuntimeError for a user that does not exist)
         expanded = os.path.expanduser(raw) if raw.startswith("~") else raw
         # (os.path.join keeps `expanded` as it is when it is absolute)
-        return raw, os.path.join(self._root, expanded)
+        return raw, _as_listed(os.path.join(self._root, expanded))
 
     def _outside(self, raw: str, real: str) -> PathOutsideWorkspace:
         return PathOutsideWorkspace(

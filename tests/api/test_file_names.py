@@ -1,6 +1,7 @@
 """File names that are not UTF-8 (bytes Python keeps as lone surrogates): a run that meets
 one completes, its events are stored and streamed, and the files API lists the directory;
-the name is shown with its undecodable bytes as `\\xNN` (tools/utf8.py)."""
+the name is shown with its undecodable bytes as `\\xNN` (tools/utf8.py), and opens the
+file by that name."""
 
 from __future__ import annotations
 
@@ -63,3 +64,17 @@ async def test_the_files_api_lists_a_directory_holding_such_a_file(
     assert status == 200, body
     names = {entry["name"] for entry in body["data"]["entries"]}
     assert {SHOWN, "plain.txt"} <= names
+
+    # the name as shown opens the file (the viewer asks for what the listing gave it)
+    status, body = await daemon.get(
+        f"/v1/runs/{run['runId']}/files/content", params={"path": f"/{SHOWN}"}
+    )
+    assert status == 200, body
+    assert body["data"]["content"] == "x\n" and body["data"]["path"] == f"/{SHOWN}"
+    status, body = await daemon.post("/v1/tools/read_file", {"path": SHOWN})
+    assert status == 200 and not body["data"]["isError"], body
+    assert "x" in body["data"]["output"]
+    # a file really named so wins over the one its name shows
+    (workspace / SHOWN).write_text("literal\n")
+    status, body = await daemon.post("/v1/tools/read_file", {"path": SHOWN})
+    assert "literal" in body["data"]["output"]

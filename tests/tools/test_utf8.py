@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 import os
 
-from tools.utf8 import encodable, lone_surrogate, printable, printable_json, printable_value
+from tools.utf8 import (
+    encodable,
+    from_printable,
+    lone_surrogate,
+    printable,
+    printable_json,
+    printable_value,
+)
 
 BAD = os.fsdecode(b"a\xffb")  # "a\udcffb", as Python reads such a file name
 
@@ -46,3 +53,9 @@ def test_lone_surrogate_names_where_the_bad_string_is() -> None:
     assert lone_surrogate({"cmd": "ok", "env": {"K": ["x", "\ud800"]}}) == "env.K[1]"
     assert lone_surrogate({"\udfff": 1}) == "a key"
     assert lone_surrogate({"fine": ["é"]}) is None
+
+
+def test_from_printable_turns_the_byte_escapes_back_into_the_name() -> None:
+    name = os.fsdecode(b"dir\xff/caf\xe9.txt")
+    assert from_printable(printable(name)) == name
+    assert from_printable("ascii \\x41 and \\x7f stay") == "ascii \\x41 and \\x7f stay"
