@@ -274,6 +274,8 @@ class AgentLoop:
         self._committed = 0
         # The turn whose tool calls are executing: (calls, results by position).
         self._inflight: tuple[list[ToolCallPart], list[ToolResultPart | None]] | None = None
+        # The in-flight calls whose tool_call event was emitted, and when
+        self._announced: dict[str, float] = {}
 
     @property
     def files(self) -> list[str]:
@@ -320,10 +322,14 @@ class AgentLoop:
         cancelled = cancel_scope.cancel_called and stop is None
 
         if cancelled:
-            self._close_inflight("the run was cancelled before this tool call finished")
+            # (the daemon shutting down cancels its runs too: they end `interrupted`)
+            await self._close_inflight(
+                "the run was stopped (cancelled, or the daemon shut down) before this tool "
+                "call finished"
+            )
             stop = _Stop("cancelled")
         elif timed_out and stop is None:
-            self._close_inflight("the run's timeout expired before this tool call finished")
+            await self._close_inflight("the run's timeout expired before this tool call finished")
             stop = _Stop("failed", "timeout", f"the run exceeded its timeout of {self.timeout:g} s")
         assert stop is not None
         with anyio.CancelScope(shield=True):
@@ -387,6 +393,11 @@ class AgentLoop:
                 await self._commit()
                 continue
             continued_after_truncation = False
+            if self.controls.paused:
+                # A pause asked for during the final turn stops the run here, before it ends,
+                # as it would before a next turn: input given meanwhile is answered, and a
+                # resume without any ends the run.
+                await self.controls.checkpoint()
             if self.controls.has_input:
                 # Input that arrived during the final turn is answered, not dropped.
                 continue
@@ -511,6 +522,7 @@ class AgentLoop:
     async def _run_tools(self, calls: list[ToolCallPart]) -> None:
         results: list[ToolResultPart | None] = [None] * len(calls)
         self._inflight = (calls, results)
+        self._announced.clear()
         if self._watch is not None:
             await self._watch.ready()  # changes are found against the state before the calls
         for batch in self._batches(calls):
@@ -523,6 +535,7 @@ class AgentLoop:
                 await self.events.emit(
                     "tool_call", callId=call.id, tool=call.name, input=tool_input
                 )
+                self._announced[call.id] = time.perf_counter()
             if len(batch) == 1:
                 await self._call_tool(calls[batch[0]], batch[0], results, alone=True)
             else:
@@ -594,16 +607,32 @@ class AgentLoop:
             **waiting,
         )
 
-    def _close_inflight(self, reason: str) -> None:
-        """Give every call of an interrupted turn a result, so the conversation stays valid."""
+    async def _close_inflight(self, reason: str) -> None:
+        """Give every call of an interrupted turn a result, so the conversation stays valid,
+        and a `tool_result` event to each whose `tool_call` was emitted, so that the run's
+        events say how every call they announced ended, as its record and thread do."""
         if self._inflight is None:
             return
         calls, results = self._inflight
         self._inflight = None
-        content: list[Part] = [
-            result or ToolResultPart(call_id=call.id, output=reason, is_error=True, name=call.name)
-            for call, result in zip(calls, results, strict=True)
-        ]
+        content: list[Part] = []
+        for call, result in zip(calls, results, strict=True):
+            if result is None:
+                result = ToolResultPart(
+                    call_id=call.id, output=reason, is_error=True, name=call.name
+                )
+                started = self._announced.get(call.id)
+                if started is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self.events.emit(
+                            "tool_result",
+                            callId=call.id,
+                            tool=call.name,
+                            output=reason,
+                            isError=True,
+                            durationMs=round((time.perf_counter() - started) * 1000, 3),
+                        )
+            content.append(result)
         self.messages.append(Message(role="tool", content=content))
 
     async def _commit(self) -> None:

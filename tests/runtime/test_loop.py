@@ -410,7 +410,12 @@ async def test_cancel_during_tool_call_keeps_the_conversation_valid(workspace: P
     results = outcome.messages[-1].tool_results
     assert [(r.call_id, r.is_error) for r in results] == [("c1", False), ("c2", True)]
     assert "cancelled" in results[1].output
-    assert [p["callId"] for p in events.of("tool_result")] == ["c1"]
+    # the events say how both calls they announced ended, as the conversation does
+    assert [(p["callId"], p["isError"]) for p in events.of("tool_result")] == [
+        ("c1", False),
+        ("c2", True),
+    ]
+    assert events.of("tool_result")[1]["output"] == results[1].output
 
 
 async def test_timeout_fails_the_run_with_code_timeout(workspace: Path) -> None:
@@ -456,6 +461,44 @@ async def test_pause_during_stream_stops_before_the_tool_call(workspace: Path) -
     assert outcome is not None and outcome.status == "completed"
     after_resume = ["tool_call", "tool_output", "tool_result", "text", "usage"]
     assert events.types == ["text", "usage", *after_resume]
+
+
+@pytest.mark.parametrize("then", ["resume", "input"])
+async def test_pause_during_the_final_turn_stops_the_run_before_it_ends(
+    workspace: Path, then: str
+) -> None:
+    """A pause asked for while the model writes its last answer is honoured there: the run
+    parks before it completes; a resume ends it, input makes it go on."""
+    gate = Gate()
+    provider = ScriptedProvider([text_turn("final answer", gate=gate), text_turn("and more")])
+    events = RecordingEvents()
+    controls = RunControls()
+    outcome: LoopOutcome | None = None
+    async with Toolbox(workspace, enabled=[]) as box:
+        loop = make_loop(provider, box, events, controls=controls)
+
+        async def drive() -> None:
+            nonlocal outcome
+            outcome = await loop.run([Message.user("go")])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await gate.wait_reached()
+            assert controls.pause()
+            gate.open()
+            with anyio.fail_after(5):
+                await controls.wait_parked()
+            assert outcome is None  # parked, not completed
+            if then == "input":
+                controls.add_input("one more thing")
+            assert controls.resume()
+
+    assert outcome is not None and outcome.status == "completed"
+    if then == "resume":
+        assert outcome.result == "final answer" and len(provider.calls) == 1
+    else:
+        assert outcome.result == "and more" and len(provider.calls) == 2
+        assert provider.calls[1].messages[-1] == Message.user("one more thing")
 
 
 async def test_pause_during_tool_call_stops_before_the_next_model_call(workspace: Path) -> None:
