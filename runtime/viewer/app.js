@@ -2,28 +2,111 @@
 // Talks to the same HTTP API as every client (GET /v1/agents, /v1/runs, POST /v1/run, the
 // controls) and follows a run over EventSource (`?access_token=` since EventSource cannot
 // send headers; the browser reconnects by itself with Last-Event-ID). Every piece of data
-// from the daemon is put into the page as text (textContent), never as HTML.
+// from the daemon is put into the page as text (text nodes, through `visible`), never as HTML.
 "use strict";
 
 const TOKEN_KEY = "agentd.token";
+// Every type design.md's Events section documents. EventSource delivers a named event only
+// to a listener of that name, so a type added later is not heard: the page notices the gap
+// in the ids and fetches what it missed (`fillGap`), and shows such an event generically.
 const EVENT_TYPES = [
   "run_started", "status", "thinking", "text", "tool_call", "tool_output", "tool_result",
-  "file_edit", "dev_url", "port_closed", "input", "usage", "error", "complete",
+  "file_edit", "dev_url", "port_closed", "input", "usage", "error",
+  "compaction_started", "compaction_completed", "complete",
 ];
+const ENVELOPE = new Set(["id", "runId", "threadId", "type", "ts"]);
 const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
 const RUNS_REFRESH_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
-/** An element with a class and children (strings become text nodes). */
+// Characters that change the order text reads in without showing themselves: bidirectional
+// embeddings, overrides, isolates and marks (`\u202etxt.exe` reads "exe.txt"). Every string
+// from the daemon goes into the page through `visible` (via `el` or `setText`), which shows
+// each of them as a mark such as `<U+202E>` instead.
+const BIDI_CONTROL = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+const BIDI_CONTROLS = new RegExp(BIDI_CONTROL.source, "g");
+
+function codePoint(ch) {
+  return "U+" + ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+}
+
+/** `text` as a node: a text node, or a fragment with each bidi control shown as a mark. */
+function visible(text) {
+  if (!BIDI_CONTROL.test(text)) return document.createTextNode(text);
+  const fragment = document.createDocumentFragment();
+  let last = 0;
+  for (const match of text.matchAll(BIDI_CONTROLS)) {
+    if (match.index > last) fragment.append(document.createTextNode(text.slice(last, match.index)));
+    const mark = document.createElement("span");
+    mark.className = "control-char";
+    mark.title = "an invisible character that reorders text";
+    mark.textContent = `<${codePoint(match[0])}>`;
+    fragment.append(mark);
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) fragment.append(document.createTextNode(text.slice(last)));
+  return fragment;
+}
+
+/** `text` for an attribute (a tooltip), with the bidi controls written out. */
+function visibleString(text) {
+  return String(text).replace(BIDI_CONTROLS, (ch) => `<${codePoint(ch)}>`);
+}
+
+/** Replace `node`'s content with `text`, as text. */
+function setText(node, text) {
+  node.replaceChildren(visible(String(text ?? "")));
+}
+
+/** An element with a class and children (strings become text, through `visible`). */
 function el(tag, className, ...children) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   for (const child of children) {
     if (child === null || child === undefined) continue;
-    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    node.append(typeof child === "string" ? visible(child) : child);
   }
   return node;
+}
+
+/** A table row made operable like a button: focusable, Enter and Space act as a click. */
+function operable(node, action) {
+  node.tabIndex = 0;
+  node.addEventListener("click", action);
+  node.addEventListener("keydown", (event) => {
+    if (event.target !== node || event.altKey || event.ctrlKey || event.metaKey) return;
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      action();
+    }
+  });
+}
+
+/** A list item holding a button that does `action` (keyboard-operable as any button). */
+function listButton(action, ...children) {
+  const button = el("button", "item", ...children);
+  button.type = "button";
+  button.addEventListener("click", action);
+  return el("li", null, button);
+}
+
+/** Rebuild a list with `rebuild`, then give the focus back to the item that had it. */
+function keepingFocus(container, key, rebuild) {
+  const active = document.activeElement;
+  const holder = active && container.contains(active) ? active.closest(`[${key}]`) : null;
+  const wanted = holder ? holder.getAttribute(key) : null;
+  rebuild();
+  if (wanted === null) return;
+  const items = [...container.querySelectorAll(`[${key}]`)];
+  const item = items.find((node) => node.getAttribute(key) === wanted) || items[0];  // else the first
+  if (!item) return;
+  const target = item.matches("tr") ? item : item.querySelector("button") || item;
+  target.focus({ preventScroll: true });
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 // -- the API -------------------------------------------------------------------------------
@@ -103,39 +186,119 @@ function badge(status) {
   return el("span", `badge status-${status}`, status);
 }
 
-// -- ANSI colours in the terminal pane -----------------------------------------------------
+// -- the terminal pane ---------------------------------------------------------------------
 
-/** Renders a terminal's output, keeping the SGR state (colours) across chunks. */
+const SGR_RESET = { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, rgb: null };
+// One token each: a CSI sequence (`m` colours, `K` erase in line, `G` column; the others are
+// dropped), an OSC string (a window title, an OSC 8 hyperlink's target: hidden, so a link's
+// text stays plain text), a DCS/SOS/PM/APC string, a two-character escape, CR LF, and the
+// control characters (CR, LF, backspace; the others are dropped; a tab is text).
+const TERMINAL_TOKEN = new RegExp([
+  String.raw`\x1b\[([0-?]*)[ -/]*([@-~])`,
+  String.raw`\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)`,
+  String.raw`\x1b[PX^_][^\x1b]*\x1b\\`,
+  String.raw`\x1b[ -/]*[0-~]`,
+  String.raw`\r\n`,
+  String.raw`[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f]`,
+].join("|"), "g");
+// An escape sequence the chunking cut in two, at the end of a chunk: kept for the next one.
+const PARTIAL_ESCAPE = /\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)$/;
+const MAX_PENDING = 4096;
+
+/** Renders a terminal's output as a terminal shows it: SGR colours kept across chunks, a
+ * carriage return going back to the line's start so what follows overwrites it (progress
+ * bars), ESC[K erasing, the rest of the escapes hidden. Finished lines are fixed text; the
+ * last, unfinished one is a model of cells re-rendered into `live` (always the last node). */
 class AnsiWriter {
   constructor(target) {
     this.target = target;
     this.pending = "";
-    this.state = { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, rgb: null };
+    this.state = Object.assign({}, SGR_RESET);
+    this.line = { chars: [], keys: [], col: 0 };
+    this.live = el("span", "terminal-line");
   }
 
-  /** Append `chunk`, wrapped in `into` (an element that gets the chunk's spans). */
+  /** Append `chunk`, wrapped in `into` (an element that gets the chunk's finished lines). */
   write(chunk, into) {
-    let text = this.pending + chunk.replace(/\r\n/g, "\n");
+    let text = this.pending + chunk;
     this.pending = "";
-    const partial = text.match(/\x1b(\[[0-9;?]*)?$/);
-    if (partial) {  // an escape cut in two by the chunking: keep it for the next chunk
+    const partial = PARTIAL_ESCAPE.exec(text);
+    if (partial && partial[0].length <= MAX_PENDING) {
       this.pending = partial[0];
       text = text.slice(0, partial.index);
     }
-    const escape = /\x1b\[([0-9;?]*)([A-Za-z])|\x1b[()][A-Za-z0-9]|\x1b[=>]|\r(?!\n)/g;
+    const line = this.line;
+    TERMINAL_TOKEN.lastIndex = 0;
     let last = 0;
     let match;
-    while ((match = escape.exec(text)) !== null) {
-      this.span(text.slice(last, match.index), into);
-      if (match[2] === "m") this.sgr(match[1]);
-      last = escape.lastIndex;
+    while ((match = TERMINAL_TOKEN.exec(text)) !== null) {
+      const plain = text.slice(last, match.index);
+      const token = match[0];
+      last = TERMINAL_TOKEN.lastIndex;
+      const newline = token === "\n" || token === "\r\n";
+      if (newline && line.chars.length === 0 && line.col === 0) {  // the common case
+        into.append(this.styled(plain + "\n", this.key()));
+        continue;
+      }
+      this.put(plain);
+      if (newline) this.newline(into);
+      else if (token === "\r") line.col = 0;
+      else if (token === "\b") line.col = Math.max(0, line.col - 1);
+      else if (match[2] === "m") this.sgr(match[1]);
+      else if (match[2] === "K") this.erase(match[1]);
+      else if (match[2] === "G") line.col = Math.max(0, (parseInt(match[1], 10) || 1) - 1);
     }
-    this.span(text.slice(last), into);
-    this.target.append(into);
+    this.put(text.slice(last));
+    this.live.replaceChildren();
+    this.cells(line.chars, line.keys, this.live);
+    this.target.append(into, this.live);
   }
 
-  span(text, into) {
+  /** Write `text` at the cursor, over what is there. */
+  put(text) {
     if (!text) return;
+    const line = this.line;
+    const key = this.key();
+    for (const ch of text) {
+      while (line.col > line.chars.length) { line.chars.push(" "); line.keys.push(""); }
+      line.chars[line.col] = ch;
+      line.keys[line.col] = key;
+      line.col += 1;
+    }
+  }
+
+  newline(into) {
+    this.cells(this.line.chars, this.line.keys, into);
+    into.append("\n");
+    this.line.chars = [];
+    this.line.keys = [];
+    this.line.col = 0;
+  }
+
+  erase(param) {
+    const line = this.line;
+    const mode = parseInt(param || "0", 10);
+    if (mode === 0) {
+      line.chars.length = line.keys.length = Math.min(line.chars.length, line.col);
+    } else if (mode === 1 || mode === 2) {
+      const end = mode === 2 ? line.chars.length : Math.min(line.col + 1, line.chars.length);
+      for (let i = 0; i < end; i++) { line.chars[i] = " "; line.keys[i] = ""; }
+      if (mode === 2) line.chars.length = line.keys.length = Math.min(line.chars.length, line.col);
+    }
+  }
+
+  /** Cells as nodes: a span for each run of one style. */
+  cells(chars, keys, into) {
+    let start = 0;
+    for (let i = 1; i <= chars.length; i++) {
+      if (i < chars.length && keys[i] === keys[start]) continue;
+      into.append(this.styled(chars.slice(start, i).join(""), keys[start]));
+      start = i;
+    }
+  }
+
+  /** The current style as a key: its classes, and `|rgb(…)` for a 256-colour or RGB one. */
+  key() {
     const s = this.state;
     const classes = [];
     if (s.fg !== null) classes.push(`ansi-fg-${s.fg}`);
@@ -144,21 +307,23 @@ class AnsiWriter {
     if (s.dim) classes.push("ansi-dim");
     if (s.italic) classes.push("ansi-italic");
     if (s.underline) classes.push("ansi-underline");
-    if (!classes.length && !s.rgb) {
-      into.append(document.createTextNode(text));
-      return;
-    }
-    const node = el("span", classes.join(" "), text);
-    if (s.rgb) node.style.color = s.rgb;  // CSSOM: allowed by the page's CSP
-    into.append(node);
+    return classes.join(" ") + (s.rgb ? "|" + s.rgb : "");
+  }
+
+  styled(text, key) {
+    if (!key) return visible(text);
+    const [classes, rgb] = key.split("|");
+    const node = el("span", classes || null, text);
+    if (rgb) node.style.color = rgb;  // CSSOM: allowed by the page's CSP
+    return node;
   }
 
   sgr(params) {
-    const codes = params === "" ? [0] : params.split(";").map((p) => parseInt(p || "0", 10));
+    const codes = params === "" ? [0] : params.split(/[;:]/).map((p) => parseInt(p || "0", 10));
     const s = this.state;
     for (let i = 0; i < codes.length; i++) {
       const code = codes[i];
-      if (code === 0) Object.assign(s, { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, rgb: null });
+      if (code === 0) Object.assign(s, SGR_RESET);
       else if (code === 1) s.bold = true;
       else if (code === 2) s.dim = true;
       else if (code === 3) s.italic = true;
@@ -269,11 +434,16 @@ class RunView {
 
   render(event) {
     switch (event.type) {
-      case "run_started":
+      case "run_started": {
         this.startedTs = event.ts;
-        this.block(this.add(el("div", "event event-status",
-          `▶ ${event.agent} v${event.version}${event.model ? " · " + event.model : ""}`), event));
+        const node = el("div", "event event-status",
+          `▶ ${event.agent} v${event.version}${event.model ? " · " + event.model : ""}`);
+        for (const warning of Array.isArray(event.warnings) ? event.warnings : []) {
+          node.append(el("div", "event-warning", `⚠ ${typeof warning === "string" ? warning : JSON.stringify(warning)}`));
+        }
+        this.block(this.add(node, event));
         break;
+      }
       case "status":
         this.onStatus(event.status === "resumed" ? "running" : event.status);
         this.block(this.add(el("div", "event event-status", `status: ${event.status}`), event));
@@ -364,13 +534,36 @@ class RunView {
       case "error":
         this.block(this.add(el("div", "event event-error", `${event.code}: ${event.message}`), event));
         break;
+      case "compaction_started":
+        this.block(this.add(el("div", "event event-compaction",
+          `⟳ compacting the context (${event.reason}): ${count(event.tokensBefore)} tokens, ` +
+          `over the threshold of ${count(event.threshold)} in a ${count(event.contextWindow)}-token window`), event));
+        break;
+      case "compaction_completed": {
+        const parts = [`${count(event.tokensBefore)} → ${count(event.tokensAfter)} tokens`];
+        if (event.messagesReplaced) parts.push(`${plural(event.messagesReplaced, "message")} replaced`);
+        if (event.summarized) parts.push("older turns summarised");
+        if (event.stubbedOutputs) parts.push(`${plural(event.stubbedOutputs, "long tool output")} shortened`);
+        this.block(this.add(el("div", "event event-compaction",
+          `⟳ context compacted (${event.reason}): ${parts.join(" · ")}`), event));
+        break;
+      }
       case "complete":
         this.onStatus(event.status);
         this.block(this.add(this.summary(event), event));
         break;
       default:
-        this.block(this.add(el("div", "event event-status", `${event.type}`), event));
+        this.block(this.add(this.other(event), event));
     }
+  }
+
+  /** An event of a type this page does not know (a newer daemon's): its type and payload. */
+  other(event) {
+    const payload = {};
+    for (const [name, value] of Object.entries(event)) if (!ENVELOPE.has(name)) payload[name] = value;
+    let shown = JSON.stringify(payload);
+    if (shown.length > 2000) shown = shown.slice(0, 2000) + "…";
+    return el("div", "event event-other", el("span", "event-type", String(event.type)), " ", el("code", null, shown));
   }
 
   callFor(event) {
@@ -414,11 +607,13 @@ const page = {
   runId: null,
   status: null,
   source: null,
-  lastId: 0,
   view: null,
   filesPath: "/",
   refreshTimer: null,
+  sending: false,
 };
+
+const STACKED = window.matchMedia("(max-width: 800px)");  // style.css stacks the panes there
 
 function showSignIn(message) {
   closeStream();
@@ -427,8 +622,12 @@ function showSignIn(message) {
   $("sign-out").hidden = true;
   const error = $("sign-in-error");
   error.hidden = !session.token;
-  error.textContent = session.token ? message || "the token was refused" : "";
+  setText(error, session.token ? message || "the token was refused" : "");
   $("token").focus();
+}
+
+function runInHash() {
+  return new URLSearchParams(location.hash.slice(1)).get("run");
 }
 
 async function showApp() {
@@ -438,26 +637,37 @@ async function showApp() {
   await loadAgents();
   await loadRuns();
   if (page.refreshTimer === null) page.refreshTimer = setInterval(() => loadRuns().catch(() => {}), RUNS_REFRESH_MS);
-  const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
-  if (wanted && wanted !== page.runId) openRun(wanted);
+  followHash();
+}
+
+/** Open the run the address names (`#run=…`): on load, when it is edited, on Back/Forward. */
+function followHash() {
+  if ($("app").hidden) return;  // signing in first: showApp comes back here
+  const wanted = runInHash();
+  if (wanted && (wanted !== page.runId || !page.source)) openRun(wanted, { reveal: true });
+  else if (!wanted && page.runId) closeRun();
 }
 
 async function loadAgents() {
   const { data } = await api("GET", "/v1/agents");
   const list = $("agents");
-  list.replaceChildren();
   const start = $("start-agent");
   const filter = $("filter-agent");
   const chosen = [start.value, filter.value];
   start.replaceChildren();
   filter.replaceChildren(el("option", null, "all agents"));
   filter.options[0].value = "";
+  keepingFocus(list, "data-slug", () => {
+    list.replaceChildren();
+    for (const agent of data) {
+      const model = typeof agent.model === "string" ? agent.model : agent.model.model || "custom";
+      const item = listButton(() => { filter.value = agent.slug; start.value = agent.slug; loadRuns(); },
+        el("strong", null, agent.slug), el("span", "muted", ` v${agent.version} · ${model}`));
+      item.dataset.slug = agent.slug;
+      list.append(item);
+    }
+  });
   for (const agent of data) {
-    const model = typeof agent.model === "string" ? agent.model : agent.model.model || "custom";
-    const item = el("li", null, el("strong", null, agent.slug), el("span", "muted", ` v${agent.version} · ${model}`));
-    item.dataset.slug = agent.slug;
-    item.addEventListener("click", () => { filter.value = agent.slug; start.value = agent.slug; loadRuns(); });
-    list.append(item);
     for (const select of [start, filter]) {
       const option = el("option", null, agent.slug);
       option.value = agent.slug;
@@ -474,17 +684,29 @@ async function loadRuns() {
   if ($("filter-status").value) params.set("status", $("filter-status").value);
   const { data } = await api("GET", "/v1/runs?" + params);
   const body = $("runs").tBodies[0];
-  body.replaceChildren();
-  for (const run of data) {
-    const usage = run.usage || {};
-    const row = el("tr", run.runId === page.runId ? "selected" : null,
-      el("td", null, badge(run.status)), el("td", null, run.agent),
-      el("td", null, age(run.createdAt)),
-      el("td", null, count((usage.inputTokens || 0) + (usage.outputTokens || 0))));
-    row.dataset.runId = run.runId;
-    row.title = run.prompt || run.runId;
-    row.addEventListener("click", () => openRun(run.runId));
-    body.append(row);
+  keepingFocus(body, "data-run-id", () => {  // refreshed every few seconds: keep a keyboard user's place
+    body.replaceChildren();
+    for (const run of data) {
+      const usage = run.usage || {};
+      const row = el("tr", null,
+        el("td", null, badge(run.status)), el("td", null, run.agent),
+        el("td", null, age(run.createdAt)),
+        el("td", null, count((usage.inputTokens || 0) + (usage.outputTokens || 0))));
+      row.dataset.runId = run.runId;
+      row.title = visibleString(run.prompt || run.runId);
+      operable(row, () => openRun(run.runId, { push: true }));
+      body.append(row);
+    }
+    markSelected();
+  });
+}
+
+function markSelected() {
+  for (const row of $("runs").tBodies[0].rows) {
+    const selected = row.dataset.runId === page.runId;
+    row.classList.toggle("selected", selected);
+    if (selected) row.setAttribute("aria-current", "true");
+    else row.removeAttribute("aria-current");
   }
 }
 
@@ -492,7 +714,7 @@ function setStatus(status) {
   page.status = status;
   const node = $("run-status");
   node.className = `badge status-${status}`;
-  node.textContent = status;
+  setText(node, status);
   const ended = TERMINAL.has(status);
   $("pause").disabled = ended || status === "paused" || status === "pausing";
   $("resume").disabled = status !== "paused" && status !== "pausing";
@@ -510,24 +732,40 @@ function closeStream() {
   page.source = null;
 }
 
-async function openRun(runId) {
+function closeRun() {
+  closeStream();
+  page.runId = null;
+  page.view = null;
+  $("run-view").hidden = true;
+  $("run-empty").hidden = false;
+  markSelected();
+}
+
+/** Show a run and follow its events. `push`: a new history entry (the reader picked it), so
+ * Back returns to the run before; `reveal`: scroll to it where the panes are stacked. */
+async function openRun(runId, { push = false, reveal = push } = {}) {
   closeStream();
   page.runId = runId;
-  page.lastId = 0;
   page.filesPath = "/";
-  history.replaceState(null, "", "#run=" + encodeURIComponent(runId));
-  for (const row of $("runs").tBodies[0].rows) row.classList.toggle("selected", row.dataset.runId === runId);
+  const hash = "#run=" + encodeURIComponent(runId);
+  if (location.hash !== hash) {
+    if (push) history.pushState(null, "", hash);
+    else history.replaceState(null, "", hash);
+  }
+  markSelected();
   $("run-empty").hidden = true;
   $("run-view").hidden = false;
   $("control-error").hidden = true;
-  $("run-title").textContent = runId;
+  setText($("run-title"), runId);
+  $("file-content").hidden = true;
   const events = $("events");
   events.replaceChildren();
   page.view = new RunView(events, setStatus);
+  if (reveal && STACKED.matches) $("run").scrollIntoView({ block: "start" });
   try {
     const { data } = await api("GET", `/v1/runs/${encodeURIComponent(runId)}`);
     if (page.runId !== runId) return;
-    $("run-title").textContent = `${data.agent} · ${runId}`;
+    setText($("run-title"), `${data.agent} · ${runId}`);
     setStatus(data.status);
   } catch (failure) {
     showControlError(failure);
@@ -537,22 +775,29 @@ async function openRun(runId) {
   loadFiles("/");
 }
 
+/** The element that scrolls the run: its pane, or the page where the panes are stacked. */
+function runScroller() {
+  const pane = $("run");
+  return getComputedStyle(pane).overflowY === "visible" ? document.scrollingElement : pane;
+}
+
 function follow(runId) {
   let url = `/v1/runs/${encodeURIComponent(runId)}/events`;
   if (session.token) url += "?access_token=" + encodeURIComponent(session.token);
   const source = new EventSource(url);
+  const view = page.view;
+  const current = () => page.source === source;
+  const queue = [];  // events in the order they came, shown one at a time
+  let lastId = 0;
+  let draining = false;
   page.source = source;
   setConnection("connecting…");
-  const onFrame = (message) => {
-    // The run's `error` events share their name with EventSource's own connection errors,
-    // which carry no data: those are handled by onerror.
-    if (page.source !== source || typeof message.data !== "string") return;
-    const event = JSON.parse(message.data);
-    if (event.id <= page.lastId) return;  // never twice
-    page.lastId = event.id;
-    const pane = $("run");  // follow the run's end unless the reader scrolled up
+
+  const show = (event) => {
+    lastId = event.id;
+    const pane = runScroller();  // follow the run's end unless the reader scrolled up
     const atBottom = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 40;
-    page.view.render(event);
+    view.render(event);
     if (atBottom) pane.scrollTop = pane.scrollHeight;
     if (event.type === "complete") {
       source.close();
@@ -561,11 +806,40 @@ function follow(runId) {
       loadFiles(page.filesPath);
     }
   };
+  const drain = async () => {
+    if (draining) return;
+    draining = true;
+    try {
+      while (queue.length && current()) {
+        const event = queue.shift();
+        if (event.id <= lastId) continue;  // never twice
+        // Ids have no holes: one means events of types without a listener came between.
+        if (event.id > lastId + 1) await fillGap(runId, lastId, event.id, current, show);
+        if (current() && event.id > lastId) show(event);
+      }
+    } finally {
+      draining = false;
+    }
+  };
+  const onFrame = (message) => {
+    // The run's `error` events share their name with EventSource's own connection errors,
+    // which carry no data: those are handled by onerror.
+    if (!current() || typeof message.data !== "string") return;
+    let event;
+    try { event = JSON.parse(message.data); } catch (_) { return; }
+    if (!event || typeof event.id !== "number") return;
+    queue.push(event);
+    drain();
+  };
   for (const type of EVENT_TYPES) source.addEventListener(type, onFrame);
-  source.addEventListener("message", onFrame);
-  source.onopen = () => { if (page.source === source) setConnection("live"); };
+  source.addEventListener("message", onFrame);  // a frame without an event name
+  source.onopen = () => {
+    if (!current()) return;
+    setConnection("live");
+    clearNetworkError();  // the daemon answers again
+  };
   source.onerror = () => {
-    if (page.source !== source) return;
+    if (!current()) return;
     if (source.readyState === EventSource.CLOSED) {
       setConnection("disconnected");
       showControlError(new ApiFailure(0, "stream", "the event stream was refused; reload the run to try again"));
@@ -575,19 +849,84 @@ function follow(runId) {
   };
 }
 
+/** Fetch and show the run's events after `after` and before `before`, which the EventSource
+ * did not deliver (no listener for their type): read from the same stream with fetch. */
+async function fillGap(runId, after, before, current, show) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 15000);
+  let shown = after;
+  try {
+    const response = await fetch(`/v1/runs/${encodeURIComponent(runId)}/events?after=${after}`,
+      { headers: session.headers({ Accept: "text/event-stream" }), signal: abort.signal });
+    if (!response.ok || !response.body) return;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || !current()) return;
+      buffer = (buffer + value).replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const frame = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = frame.split("\n").filter((line) => line.startsWith("data:"))
+          .map((line) => line.slice(5).replace(/^ /, "")).join("\n");
+        if (!data) continue;
+        let event;
+        try { event = JSON.parse(data); } catch (_) { continue; }
+        if (!event || typeof event.id !== "number" || event.id <= shown) continue;
+        if (event.id >= before) return;
+        show(event);
+        shown = event.id;
+      }
+    }
+  } catch (_) {
+    // unreachable, or too slow: the page goes on without them
+  } finally {
+    clearTimeout(timer);
+    abort.abort();
+    if (current() && shown < before - 1) {
+      const missing = before - 1 - shown;
+      page.view.block(el("div", "event event-status", `(${plural(missing, "event")} could not be shown)`));
+    }
+  }
+}
+
 function showControlError(failure) {
   const node = $("control-error");
-  node.textContent = failure.message;
+  setText(node, failure.message);
+  node.dataset.code = failure.code || "";
   node.hidden = false;
 }
 
+function clearNetworkError() {
+  const node = $("control-error");
+  if (!node.hidden && node.dataset.code === "network") node.hidden = true;
+}
+
+/** A control request; whether it succeeded (a failure is shown). */
 async function control(action, body) {
   $("control-error").hidden = true;
   try {
     const { data } = await api("POST", `/v1/runs/${encodeURIComponent(page.runId)}/${action}`, body || {});
     if (data && data.status && !TERMINAL.has(page.status)) setStatus(data.status);
+    return true;
   } catch (failure) {
     showControlError(failure);
+    return false;
+  }
+}
+
+async function sendInput() {
+  const box = $("input-text");
+  const text = box.value.trim();
+  if (!text || page.sending) return;
+  page.sending = true;
+  try {
+    // Cleared once the daemon took it: on a failure the text stays, to send again.
+    if (await control("input", { text }) && box.value.trim() === text) box.value = "";
+  } finally {
+    page.sending = false;
   }
 }
 
@@ -598,27 +937,31 @@ async function loadFiles(path) {
   try {
     ({ data } = await api("GET", `/v1/runs/${encodeURIComponent(runId)}/files?path=${encodeURIComponent(path)}`));
   } catch (failure) {
-    $("files-path").textContent = failure.message;
+    setText($("files-path"), failure.message);
     return;
   }
   if (page.runId !== runId) return;
   page.filesPath = data.path;
-  $("files-path").textContent = data.path;
+  setText($("files-path"), data.path);
   const list = $("files");
-  list.replaceChildren();
-  if (data.path !== "/") {
-    const up = data.path.replace(/\/[^/]*\/?$/, "") || "/";
-    const item = el("li", "mono", "../");
-    item.addEventListener("click", () => loadFiles(up));
-    list.append(item);
-  }
-  const entries = [...data.entries].sort((a, b) => (a.type === "dir" ? 0 : 1) - (b.type === "dir" ? 0 : 1) || a.name.localeCompare(b.name));
-  for (const entry of entries) {
-    const item = el("li", "mono", entry.type === "dir" ? `${entry.name}/` : entry.name);
-    item.dataset.path = entry.path;
-    item.addEventListener("click", () => (entry.type === "dir" ? loadFiles(entry.path) : readFile(entry.path)));
-    list.append(item);
-  }
+  keepingFocus(list, "data-path", () => {
+    list.replaceChildren();
+    if (data.path !== "/") {
+      const up = data.path.replace(/\/[^/]*\/?$/, "") || "/";
+      const item = listButton(() => loadFiles(up), "../");
+      item.className = "mono";
+      item.dataset.path = "..";
+      list.append(item);
+    }
+    const entries = [...data.entries].sort((a, b) => (a.type === "dir" ? 0 : 1) - (b.type === "dir" ? 0 : 1) || a.name.localeCompare(b.name));
+    for (const entry of entries) {
+      const item = listButton(() => (entry.type === "dir" ? loadFiles(entry.path) : readFile(entry.path)),
+        entry.type === "dir" ? `${entry.name}/` : entry.name);
+      item.className = "mono";
+      item.dataset.path = entry.path;
+      list.append(item);
+    }
+  });
 }
 
 async function readFile(path) {
@@ -627,10 +970,10 @@ async function readFile(path) {
     const { data } = await api("GET", `/v1/runs/${encodeURIComponent(page.runId)}/files/content?path=${encodeURIComponent(path)}`);
     let text = data.encoding === "utf-8" ? data.content : `(binary file, ${data.size} bytes)`;
     if (data.truncated) text += `\n… (${data.size} bytes in all)`;
-    view.textContent = text;
+    setText(view, text);
     view.dataset.path = data.path;
   } catch (failure) {
-    view.textContent = failure.message;
+    setText(view, failure.message);
   }
   view.hidden = false;
 }
@@ -654,14 +997,14 @@ async function startRun(form) {
       signal: abort.signal,
     });
   } catch (exc) {
-    error.textContent = `cannot reach the daemon: ${exc.message}`;
+    setText(error, `cannot reach the daemon: ${exc.message}`);
     error.hidden = false;
     return;
   }
   if (!response.ok) {
     const failure = await failureOf(response);
     if (response.status === 401) showSignIn(failure.message);
-    error.textContent = failure.message;
+    setText(error, failure.message);
     error.hidden = false;
     return;
   }
@@ -670,13 +1013,13 @@ async function startRun(form) {
   form.reset();
   if (runId) {
     await loadRuns().catch(() => {});
-    openRun(runId);
+    openRun(runId, { push: true });
   }
 }
 
 async function boot() {
   fetch("/healthz").then((r) => r.json()).then(({ data }) => {
-    $("daemon-info").textContent = `${data.version} · sandbox ${data.sandboxId}`;
+    setText($("daemon-info"), `${data.version} · sandbox ${data.sandboxId}`);
   }).catch(() => {});
   $("sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -695,13 +1038,8 @@ async function boot() {
   $("pause").addEventListener("click", () => control("pause"));
   $("resume").addEventListener("click", () => control("resume"));
   $("cancel").addEventListener("click", () => control("cancel"));
-  $("input-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const text = $("input-text").value.trim();
-    if (!text) return;
-    $("input-text").value = "";
-    control("input", { text });
-  });
+  $("input-form").addEventListener("submit", (event) => { event.preventDefault(); sendInput(); });
+  window.addEventListener("hashchange", followHash);
   try {
     await showApp();
   } catch (failure) {
