@@ -539,9 +539,16 @@ class AgentLoop:
             if len(batch) == 1:
                 await self._call_tool(calls[batch[0]], batch[0], results, alone=True)
             else:
-                async with anyio.create_task_group() as tg:
-                    for index in batch:
-                        tg.start_soon(self._call_tool, calls[index], index, results)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        for index in batch:
+                            tg.start_soon(self._call_tool, calls[index], index, results)
+                except ExceptionGroup as group:
+                    # a full store ends the run as it does from a call that ran alone
+                    full = group.subgroup(StoreFull)
+                    if full is None:
+                        raise
+                    raise _first_leaf(full) from None
                 if self._watch is not None:
                     # Concurrent calls are read-only: what changed meanwhile (a background
                     # process) is no one call's doing.
@@ -585,6 +592,8 @@ class AgentLoop:
             finally:
                 with anyio.CancelScope(shield=True):
                     await forward.flush()
+            if forward.store_full is not None:
+                raise forward.store_full  # not the tool's failure: the run's (storage_full)
         seconds = time.perf_counter() - started
         if alone and self._watch is not None:
             await self._watch.report_files(call.id)
@@ -707,6 +716,9 @@ class _ToolEventForwarder:
         self._artifacts = artifacts
         self._call_id = call_id
         self._stream = redactor.stream() if redactor is not None else None
+        # The run's store was full when an event of the call was written: the tool sees a
+        # failed callback (and may report it as its own error), the run must end on it.
+        self.store_full: StoreFull | None = None
 
     async def __call__(self, event: dict[str, Any]) -> None:
         payload = dict(event)
@@ -724,14 +736,26 @@ class _ToolEventForwarder:
                 if isinstance(payload.get(key), str):
                     payload[key] = "/" + payload[key].lstrip("/")
         self._artifacts.note(event_type, payload)
-        await self._events.emit(event_type, **payload)
+        await self._emit(event_type, payload)
 
     async def flush(self) -> None:
         if self._stream is None:
             return
         rest = self._stream.flush()
         if rest:
-            await self._events.emit("tool_output", callId=self._call_id, chunk=rest)
+            await self._emit("tool_output", {"callId": self._call_id, "chunk": rest})
+
+    async def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        try:
+            await self._events.emit(event_type, **payload)
+        except StoreFull as exc:
+            self.store_full = self.store_full or exc
+            raise
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _malformed_arguments(call: ToolCallPart) -> str:

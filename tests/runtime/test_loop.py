@@ -19,6 +19,7 @@ from runtime.providers.base import (
     TextDelta,
     Usage,
 )
+from runtime.store import StoreFull
 from tests.fakes.scripted_provider import Gate, ScriptedProvider, call, text_turn, tool_turn
 from tools.base import Tool, ToolArgs, Toolbox, ToolContext, ToolResult
 
@@ -416,6 +417,33 @@ async def test_cancel_during_tool_call_keeps_the_conversation_valid(workspace: P
         ("c2", True),
     ]
     assert events.of("tool_result")[1]["output"] == results[1].output
+
+
+class FullStoreEvents(RecordingEvents):
+    """A sink whose store is full from the first tool_output on."""
+
+    async def emit(self, type: str, **payload: Any) -> None:
+        if type == "tool_output":
+            raise StoreFull("database or disk is full")
+        await super().emit(type, **payload)
+
+
+@pytest.mark.parametrize("calls", [1, 2])  # alone, and two read-only calls at once
+async def test_a_full_store_while_a_tool_reports_ends_the_run_storage_full(
+    workspace: Path, calls: int
+) -> None:
+    """The tool sees its event callback fail and may call that its own error; the run must
+    not go on as if it were one (its events are being lost): it fails, storage_full."""
+    turn = tool_turn(*(call(f"c{n}", "echo", {"text": "out"}) for n in range(calls)))
+    provider = ScriptedProvider([turn, text_turn("done")])
+    events = FullStoreEvents()
+    async with Toolbox(workspace, enabled=[], extra_tools=[Echo()]) as box:
+        loop = make_loop(provider, box, events)
+        with anyio.fail_after(10):
+            outcome = await loop.run([Message.user("go")])
+    assert outcome.status == "failed"
+    assert outcome.error is not None and outcome.error["code"] == "storage_full"
+    assert len(provider.calls) == 1  # the model was not asked again
 
 
 async def test_timeout_fails_the_run_with_code_timeout(workspace: Path) -> None:
