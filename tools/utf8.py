@@ -82,20 +82,32 @@ def printable_json(text: str) -> str:
 
 def printable_value(value: Any) -> Any:
     """`printable` applied to every string (keys too) in a JSON-like value of dicts, lists and
-    tuples; `value` itself when no string in it changes (nothing is copied then)."""
+    tuples; `value` itself when no string in it changes (nothing is copied then: the walk
+    allocates nothing until it meets a string to change)."""
     if isinstance(value, str):
-        return printable(value)
+        return value if encodable(value) else _SURROGATE.sub(_escape, value)
     if isinstance(value, dict):
-        changed = False
-        items = []
         for key, child in value.items():
-            new_key, new_child = printable_value(key), printable_value(child)
-            changed = changed or new_key is not key or new_child is not child
-            items.append((new_key, new_child))
-        return dict(items) if changed else value
+            if _changes(key) or _changes(child):
+                return {printable_value(k): printable_value(c) for k, c in value.items()}
+        return value
     if isinstance(value, list | tuple):
-        children = [printable_value(child) for child in value]
-        if all(new is old for new, old in zip(children, value, strict=True)):
-            return value
-        return children if isinstance(value, list) else tuple(children)
+        for child in value:
+            if _changes(child):
+                children = [printable_value(c) for c in value]
+                return children if isinstance(value, list) else tuple(children)
+        return value
     return value
+
+
+def _changes(value: Any) -> bool:
+    """Whether `printable_value` would change `value` (the common leaves answered inline)."""
+    kind = type(value)
+    if kind is str:
+        return not (value.isascii() or encodable(value))
+    if kind in _LEAVES:
+        return False
+    return printable_value(value) is not value
+
+
+_LEAVES = frozenset({int, float, bool, type(None)})
