@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import codecs
 import difflib
+import logging
 import os
 import re
 import stat
@@ -46,6 +47,8 @@ from tools.base import (
     ToolResult,
     disk_full_error,
 )
+from tools.commit_journal import journal_directory
+from tools.commit_journal import recover as recover_commits
 from tools.diffs import TextLines, diff_regions, diff_texts
 from tools.spares import SparePool, spares_for
 from tools.textfile import (
@@ -56,9 +59,12 @@ from tools.textfile import (
     decode_text,
     detect_newline,
     new_file_mode,
+    rename_exchange,
     split_lines,
 )
 from tools.workspace import PathOutsideWorkspace, Workspace
+
+log = logging.getLogger("agentd.tools")
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 DEV_NULL = "/dev/null"
@@ -1454,9 +1460,14 @@ def _compute_diff(change: FileChange, applied: AppliedHunks | None) -> None:
 # Step 3: writing
 
 
-def commit_changes(changes: Sequence[FileChange], spares: SparePool | None = None) -> None:
+def commit_changes(
+    changes: Sequence[FileChange],
+    spares: SparePool | None = None,
+    journal: Path | None = None,
+) -> None:
     """Write every change or none (blocking); with `spares`, into spare files where the pool
-    has them (see `commit_writes`)."""
+    has them; with `journal`, recorded there so that a killed daemon's commit is undone (see
+    `commit_writes`)."""
     writes = [
         FileWrite(
             change.path,
@@ -1471,16 +1482,20 @@ def commit_changes(changes: Sequence[FileChange], spares: SparePool | None = Non
     ]
     deletes = [change.path for change in changes if change.action == "delete"]
     deletes += [change.moved_from for change in changes if change.moved_from is not None]
-    commit_writes(writes, deletes, spares=spares)
+    commit_writes(writes, deletes, spares=spares, journal=journal)
 
 
 def apply_patch_text(
     text: str, workspace: Workspace, spares: SparePool | None = None
 ) -> tuple[Patch, list[FileChange]]:
-    """Parse, validate and apply a patch (blocking): the whole tool without events."""
+    """Parse, validate and apply a patch (blocking): the whole tool without events. A commit a
+    killed process left in the workspace is settled first (tools/commit_journal.py)."""
     patch = parse_patch(text)
+    journal = journal_directory(workspace.root)
+    for line in recover_commits(journal, rename_exchange):
+        log.warning("%s", line)
     changes = plan_changes(patch, workspace)
-    commit_changes(changes, spares)
+    commit_changes(changes, spares, journal)
     return patch, changes
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.base import ToolError
+from tools.commit_journal import Journal
 from tools.libc import libc_function
 
 if TYPE_CHECKING:
@@ -194,7 +195,11 @@ class FileWrite:
 
 
 def commit_writes(
-    writes: Sequence[FileWrite], deletes: Sequence[Path] = (), *, spares: SparePool | None = None
+    writes: Sequence[FileWrite],
+    deletes: Sequence[Path] = (),
+    *,
+    spares: SparePool | None = None,
+    journal: Path | None = None,
 ) -> None:
     """Apply every write and delete, or none of them (the exception is re-raised).
 
@@ -224,8 +229,14 @@ def commit_writes(
     where the pool has one, and the old files (and deleted ones) are given to the pool, emptied,
     instead of unlinked: a commit then creates and deletes no file, the cost that dominates on
     ext4. Nothing else changes: the same swaps, the same rollback.
+
+    With `journal` (a directory, tools/commit_journal.py), a commit of more than one file
+    records what it is about to swap before the first swap, so that one a killed daemon cut
+    short is finished or rolled back at the next start; where the exchange is missing there
+    is no journal (a replaced file's old content may then be in memory only).
     """
     tag = secrets.token_hex(6)  # one random part per commit; files add their own number
+    recorded: Journal | None = None
     created_dirs: list[Path] = []
     existing_dirs: set[str] = set()
     temps: list[str] = []
@@ -246,6 +257,8 @@ def commit_writes(
                 created_dirs.extend(_make_parents(write.path.parent))
                 existing_dirs.add(parent)
             temps.append(_write_temp(write, f"{tag}{number}", spares))
+        if journal is not None and exchange is not None and len(writes) + len(deletes) > 1:
+            recorded = _journal(journal, tag, writes, temps, deletes, created_dirs)
         for number, (write, temp) in enumerate(zip(writes, temps, strict=True)):
             target = os.fspath(write.path)
             if exchange is not None:
@@ -262,6 +275,9 @@ def commit_writes(
                     if exc.errno not in _NO_EXCHANGE:
                         raise
                     exchange = None  # this filesystem cannot: replace, as below, from now on
+                    if recorded is not None:  # which a journal cannot undo
+                        recorded.end()
+                        recorded = None
                 else:
                     if stat.S_ISDIR(os.lstat(temp).st_mode):
                         # `os.replace` refuses to put a file over a directory; so does this
@@ -307,11 +323,38 @@ def commit_writes(
         for directory in reversed(created_dirs):
             with contextlib.suppress(OSError):
                 directory.rmdir()
+        if recorded is not None:
+            recorded.end()
         raise
     for _target, aside, _write in done:
         if aside is not None and (spares is None or not spares.give(aside)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(aside)
+    if recorded is not None:
+        recorded.end()
+
+
+def _journal(
+    directory: Path,
+    tag: str,
+    writes: Sequence[FileWrite],
+    temps: list[str],
+    deletes: Sequence[Path],
+    created_dirs: list[Path],
+) -> Journal:
+    """The commit's journal: each target with its temporary file and that file's inode (the
+    target's once they are exchanged), each deleted file with the name it will be moved to."""
+    swaps = [
+        (os.fspath(write.path), temp, os.lstat(temp).st_ino)
+        for write, temp in zip(writes, temps, strict=True)
+    ]
+    asides = []
+    for number, path in enumerate(deletes):
+        parent, name = os.path.split(os.fspath(path))
+        asides.append(
+            (os.fspath(path), os.path.join(parent, _aside_name(name, f"{tag}d{number}", "bak")))
+        )
+    return Journal.begin(directory, tag, swaps, asides, [os.fspath(d) for d in created_dirs])
 
 
 def _make_parents(directory: Path) -> list[Path]:

@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+import tools.textfile
 from tools.base import Tool, Toolbox, ToolSettings, core_tool_names
+from tools.commit_journal import journal_directory
+from tools.commit_journal import recover as recover_commits
 from tools.proctable import kill_tagged
 
 if TYPE_CHECKING:
@@ -81,12 +84,17 @@ class ToolboxPool:
         prefix = self.settings.process_owner + "/"
         procs, cgroups = self.settings.process_table, self.settings.cgroups
 
-        def sweep() -> tuple[dict[int, str], dict[str, list[int]]]:
+        def sweep() -> tuple[dict[int, str], dict[str, list[int]], list[str]]:
             owned = kill_tagged(lambda tag: tag.startswith(prefix), procs=procs)
-            return owned, cgroups.sweep() if cgroups is not None else {}
+            groups = cgroups.sweep() if cgroups is not None else {}
+            # with nothing of the dead daemon left writing: the commit it was killed in
+            journal = journal_directory(self.workspace)
+            return owned, groups, recover_commits(journal, tools.textfile.rename_exchange)
 
         # One trip to a worker thread (start-up waits for it).
-        killed, swept = await anyio.to_thread.run_sync(sweep)
+        killed, swept, settled = await anyio.to_thread.run_sync(sweep)
+        for line in settled:
+            log.warning("%s", line)
         if killed:
             log.warning(
                 "killed %d process(es) a previous daemon left running: %s",

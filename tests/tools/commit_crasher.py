@@ -8,7 +8,9 @@ filesystem (create, write, chmod, mkdir, link, rename, exchange, unlink). It pri
 line per k: whether the child was killed and every file found afterwards (name → content),
 and stops after the first k at which the commit finished. The parent never runs a commit
 itself, and has no threads, so forking it is safe. `replace` makes the commit swap files in
-as where `renameat2(RENAME_EXCHANGE)` is missing (its exchange answers EINVAL). `spares`
+as where `renameat2(RENAME_EXCHANGE)` is missing (its exchange answers EINVAL). `journal`
+commits with a journal (tools/commit_journal.py) and settles it after each kill, as the next
+daemon does, before looking at the files. `spares`
 commits through a `SparePool` that holds spare files already (tools/spares.py), so the temporary
 files are spares moved in, and the old files go back to the pool, emptied.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import tools.textfile
+from tools.commit_journal import journal_directory, recover
 from tools.spares import SPARE_DIR, SparePool
 from tools.textfile import FileWrite, commit_writes
 from tools.workspace import AGENTD_DIR
@@ -87,7 +90,7 @@ def spare_contents(root: Path) -> list[str]:
     return sorted(path.read_text() for path in (root / AGENTD_DIR / SPARE_DIR).glob("*"))
 
 
-def main(directory: Path, swap: str, spares: bool) -> None:
+def main(directory: Path, swap: str, spares: bool, journal: bool = False) -> None:
     if swap == "replace":
         tools.textfile.rename_exchange = no_exchange
     k = 0
@@ -115,13 +118,23 @@ def main(directory: Path, swap: str, spares: bool) -> None:
                 for name, text in NEW.items()
             ]
             pool = SparePool(root) if spares else None
-            commit_writes(writes, [root / name for name in DELETED], spares=pool)
+            commit_writes(
+                writes,
+                [root / name for name in DELETED],
+                spares=pool,
+                journal=journal_directory(root) if journal else None,
+            )
             os._exit(0)
         _, status = os.waitpid(child, 0)
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         if not killed and os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"the commit failed at k={k} (status {status})")
-        outcome = {"k": k, "killed": killed, "files": tree(root)}
+        outcome: dict[str, Any] = {"k": k, "killed": killed}
+        if journal:  # what the next daemon does first
+            outcome["recovered"] = recover(journal_directory(root), tools.textfile.rename_exchange)
+            journals = journal_directory(root)
+            outcome["journals"] = sorted(os.listdir(journals)) if journals.exists() else []
+        outcome["files"] = tree(root)
         if spares:
             outcome["spares"] = spare_contents(root)
         print(json.dumps(outcome), flush=True)
@@ -135,4 +148,5 @@ if __name__ == "__main__":
         Path(sys.argv[1]),
         sys.argv[2] if len(sys.argv) > 2 else "exchange",
         "spares" in sys.argv[3:],
+        "journal" in sys.argv[3:],
     )

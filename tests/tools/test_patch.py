@@ -6,8 +6,10 @@ import contextlib
 import difflib
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1120,3 +1122,60 @@ async def test_a_tilde_path_of_no_user_is_a_name_in_the_workspace(harness: Harne
     result = await harness.call("apply_patch", input=patch)
     assert not result.is_error, result.output
     assert harness.tree() == {"~no-such-user-agentd/f.txt": b"x\n"}
+
+
+# A process that applies the patch on its stdin to the workspace argv[1] and is SIGKILLed
+# just before its third swap (tools/commit_journal.py's case).
+KILLED_MID_COMMIT = """
+import os, signal, sys
+from pathlib import Path
+import tools.textfile
+from tools.patch import apply_patch_text
+from tools.workspace import Workspace
+
+real = tools.textfile.rename_exchange
+swaps = 0
+
+def exchange(a, b):
+    global swaps
+    swaps += 1
+    if swaps == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(a, b)
+
+tools.textfile.rename_exchange = exchange
+apply_patch_text(sys.stdin.read(), Workspace(Path(sys.argv[1])))
+"""
+
+
+@pytest.mark.skipif(tools.textfile.rename_exchange is None, reason="no renameat2 exchange here")
+async def test_a_patch_a_killed_process_left_half_applied_is_rolled_back_first(
+    harness: Harness,
+) -> None:
+    """A daemon killed between two swaps of a 5-file patch leaves 2 files new, 3 old; the
+    next apply_patch settles its journal (tools/commit_journal.py) before anything else."""
+    old = {f"f{n}.txt": f"old {n}\n" for n in range(5)}
+    harness.write(old)
+    patch = envelope(
+        *(
+            line
+            for n in range(5)
+            for line in (f"*** Update File: f{n}.txt", "@@", f"-old {n}", f"+new {n}")
+        )
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_COMMIT, str(harness.root)],
+        input=patch,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    visible = {n: t for n, t in harness.tree().items() if not n.startswith(".")}
+    assert 0 < sum(t.startswith(b"new") for t in visible.values()) < 5  # killed mid-commit
+
+    result = await harness.call("apply_patch", input=envelope("*** Add File: g.txt", "+g"))
+    assert not result.is_error, result.output
+    tree = harness.tree()
+    assert tree == {**{n: t.encode() for n, t in old.items()}, "g.txt": b"g\n"}

@@ -74,6 +74,30 @@ def test_a_commit_into_spare_files_killed_at_any_step_leaves_every_file_old_or_n
     assert all(spares == [""] * len(spares) for spares in (o["spares"] for o in outcomes))
 
 
+def test_a_journalled_commit_killed_at_any_step_is_whole_after_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """With a journal (tools/commit_journal.py), what the next daemon finds once it settled
+    the journal is the commit not made or made, never partly: every visible file old, or
+    every one new. From the journal on, nothing of the commit is left beside the files
+    (killed before it, the temporary files already written stay, every file old)."""
+    outcomes = crash_outcomes(tmp_path, "exchange", "journal")
+    assert len(outcomes) > 10 and not outcomes[-1]["killed"]
+    old, new = dict(OLD), dict(NEW)
+    settled = [o for o in outcomes if o["recovered"]]
+    assert any("rolled back" in o["recovered"][0] for o in settled)
+    assert any("finished" in o["recovered"][0] for o in settled)
+    journal_seen = False
+    for outcome in outcomes:
+        assert outcome["journals"] == []  # every journal was settled
+        files = outcome["files"]
+        visible = {n: t for n, t in files.items() if not n.split("/")[-1].startswith(".")}
+        assert visible in (old, new), (outcome["k"], files)
+        journal_seen = journal_seen or bool(outcome["recovered"])
+        if journal_seen:
+            assert files == visible, (outcome["k"], files)  # no temporary file left
+
+
 @pytest.mark.parametrize("previous_given", [True, False])
 def test_a_failed_swap_puts_back_every_file_with_its_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, previous_given: bool, swap: str

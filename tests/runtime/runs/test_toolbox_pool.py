@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+import tools.textfile
 from runtime.agents import AgentSpec
 from runtime.runs.toolbox_pool import ToolboxPool, toolbox_key
 from tests.runtime.processes import alive, wait_dead
+from tests.tools.test_patch import KILLED_MID_COMMIT
 from tools.base import Toolbox, ToolSettings
 
 SPEC = AgentSpec(slug="shell", model="scripted-1", tools=["exec_command"])
@@ -83,3 +91,37 @@ async def test_closing_the_pool_stops_kept_toolboxes_and_the_daemons(workspace: 
     await pool.aclose()
     assert pool.toolboxes() == []
     await wait_dead(pid)
+
+
+async def test_start_up_settles_a_commit_a_killed_daemon_left_half_applied(
+    workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kill_leftovers, before any run starts, rolls back the apply_patch a previous daemon
+    was killed in (tools/commit_journal.py), so the next run never sees it half applied."""
+    if tools.textfile.rename_exchange is None:
+        pytest.skip("no renameat2 exchange here")
+    old = {f"f{n}.txt": f"old {n}\n" for n in range(5)}
+    for name, text in old.items():
+        (workspace / name).write_text(text)
+    body = (f"*** Update File: f{n}.txt\n@@\n-old {n}\n+new {n}\n" for n in range(5))
+    patch = "*** Begin Patch\n" + "".join(body) + "*** End Patch\n"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_COMMIT, str(workspace)],
+        input=patch,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert any((workspace / n).read_text().startswith("new") for n in old)
+
+    pool = make_pool(workspace)
+    try:
+        with caplog.at_level(logging.WARNING, logger="agentd"):
+            await pool.kill_leftovers()
+    finally:
+        await pool.aclose()
+    files = {p.name: p.read_text() for p in workspace.iterdir() if p.is_file()}
+    assert files == old  # every file old again, no temporary file left
+    assert any("rolled back a commit" in r.getMessage() for r in caplog.records)
