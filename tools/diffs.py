@@ -142,8 +142,8 @@ def diff_regions(
         if tag != "equal":  # a delete adds no line, an insert removes none
             added += j2 - j1
             removed += i2 - i1
-    source = "/dev/null" if created else f"a/{old_path or path}"
-    target = "/dev/null" if deleted else f"b/{path}"
+    source = "/dev/null" if created else _header_name(f"a/{old_path or path}")
+    target = "/dev/null" if deleted else _header_name(f"b/{path}")
     out = [f"--- {source}\n", f"+++ {target}\n"]
     old_run, new_run = _run_writer(a), _run_writer(b)
     for group in _grouped(codes, CONTEXT_LINES):
@@ -252,6 +252,22 @@ def _grouped(codes: list[Opcode], n: int) -> Iterator[list[Opcode]]:
         group.append((tag, i1, i2, j1, j2))
     if group and not (len(group) == 1 and group[0][0] == "equal"):
         yield group
+
+
+# What git quotes in a diff header's path (a C string, as `git diff` writes it), so that a
+# name holding a newline cannot split the header; other characters stay as they are.
+_HEADER_ESCAPES = {"\n": "\\n", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+
+
+def _header_name(name: str) -> str:
+    if name.isprintable() and '"' not in name and "\\" not in name:
+        return name
+    escaped = "".join(
+        _HEADER_ESCAPES.get(char)
+        or (f"\\{ord(char):03o}" if ord(char) < 0x20 or ord(char) == 0x7F else char)
+        for char in name
+    )
+    return f'"{escaped}"'
 
 
 def _range(start: int, stop: int) -> str:

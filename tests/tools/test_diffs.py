@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tools.diffs import TextLines, diff_regions, diff_texts, keepends_lines
-from tools.patch import apply_patch_text
+from tools.patch import apply_patch_text, parse_patch
 from tools.workspace import Workspace
 
 # few distinct lines, so that random texts share lines and difflib has real work
@@ -65,3 +65,18 @@ def test_text_lines_keys_are_equal_where_the_lines_are(old: str, new: str) -> No
         for j in range(len(b)):
             assert (a.keys(i, i + 1) == b.keys(j, j + 1)) == (a[i] == b[j])
     assert a.keys(1, len(a) + 5) == a.keys(1, len(a))
+
+
+@pytest.mark.parametrize("name", ["new\nline.txt", 'say "hi".txt', "back\\slash.txt", "tab\there"])
+def test_a_name_that_would_break_the_header_is_quoted_as_git_quotes_it(name: str) -> None:
+    """A newline in a name must not split the `+++` line: the path is a C string then, which
+    the unified-diff reader (apply_patch's) turns back into the name."""
+    diff = diff_texts("a\n", "b\n", name).text
+    header = diff.splitlines()[:2]
+    assert header[1].startswith('+++ "b/') and header[1].endswith('"')
+    [op] = parse_patch(diff).ops
+    assert op.path == name
+    assert (
+        diff_texts("a\n", "b\n", "plain name é.txt").text.splitlines()[1]
+        == "+++ b/plain name é.txt"
+    )
