@@ -28,6 +28,10 @@ from runtime.providers.retry import RetryPolicy
 DEFAULT_URL = "http://127.0.0.1:7777"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 2
+# The daemon sends a `: ping` comment on a quiet event stream every `sse_ping_interval`
+# (15 s by default); three missed pings mean the connection is dead (a half-open TCP
+# connection never errors by itself), and the stream reconnects.
+DEFAULT_STREAM_READ_TIMEOUT = 45.0
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Agent fields the daemon reports that are not part of a definition (see `agents.update`).
@@ -100,6 +104,7 @@ class ClientConfig:
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(base_delay=0.5, max_delay=8))
+    stream_read_timeout: float = DEFAULT_STREAM_READ_TIMEOUT
 
     @classmethod
     def resolve(
@@ -110,6 +115,7 @@ class ClientConfig:
         timeout: float | None = None,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
+        stream_read_timeout: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> ClientConfig:
         env = os.environ if env is None else env
@@ -121,12 +127,18 @@ class ClientConfig:
             timeout=DEFAULT_TIMEOUT if resolved_timeout is None else float(resolved_timeout),
             max_retries=DEFAULT_MAX_RETRIES if retries is None else int(retries),
         )
+        if stream_read_timeout is not None:
+            config.stream_read_timeout = float(stream_read_timeout)
         if retry_policy is not None:
             config.retry = retry_policy
         if config.timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {config.timeout}")
         if config.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {config.max_retries}")
+        if config.stream_read_timeout <= 0:
+            raise ValueError(
+                f"stream_read_timeout must be > 0 seconds, got {config.stream_read_timeout}"
+            )
         return config
 
 
@@ -150,7 +162,10 @@ class AsyncClient:
     `timeout` (seconds per request; streams have none) to `AGENTD_TIMEOUT` or 60, and
     `max_retries` (after the first attempt) to `AGENTD_MAX_RETRIES` or 2. `retry_policy`
     sets the backoff (`RetryPolicy.base_delay`, `max_delay`, `jitter`, and `sleep` for
-    tests); its `max_attempts` is not used (`max_retries` is)."""
+    tests); its `max_attempts` is not used (`max_retries` is). `stream_read_timeout`
+    (default 45: three of the daemon's 15 s pings) is how long an event stream may
+    receive nothing, not even a ping, before it counts as dropped and reconnects; keep
+    it above the daemon's `--sse-ping-interval`."""
 
     def __init__(
         self,
@@ -160,16 +175,27 @@ class AsyncClient:
         timeout: float | None = None,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
+        stream_read_timeout: float | None = None,
     ) -> None:
         self.config = ClientConfig.resolve(
-            url, token, timeout=timeout, max_retries=max_retries, retry_policy=retry_policy
+            url,
+            token,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_policy=retry_policy,
+            stream_read_timeout=stream_read_timeout,
         )
         self.base_url = self.config.url
         headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
         self._session = aiohttp.ClientSession(headers=headers)
         self._request_timeout = aiohttp.ClientTimeout(total=self.config.timeout)
-        # A stream lasts as long as its run; the daemon pings it while it is quiet.
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeout)
+        # A stream lasts as long as its run, so it has no total; the daemon pings it while
+        # it is quiet, so a read that waits longer than a few pings means a dead connection.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.config.timeout,
+            sock_read=self.config.stream_read_timeout,
+        )
         self.agents = AsyncAgents(self)
         self.runs = AsyncRuns(self)
         self.threads = AsyncThreads(self)
@@ -199,7 +225,13 @@ class AsyncClient:
         envelope = await self.request_envelope(
             method, path, body=body, params=params, idempotent=idempotent
         )
-        return envelope.get("data", envelope) if isinstance(envelope, dict) else envelope
+        if not isinstance(envelope, dict) or "data" not in envelope:
+            # Every success of the API is `{"data": …}`; anything else (a proxy's page, a
+            # different service on the port) must not pass for a result.
+            raise APIError(
+                200, "bad_response", f"{method} {path}: the answer has no `data` envelope"
+            )
+        return envelope["data"]
 
     async def request_envelope(
         self,
@@ -328,7 +360,11 @@ async def _json_or_raise(response: aiohttp.ClientResponse) -> Any:
     except json.JSONDecodeError:
         if response.status >= 400:
             raise error_for_status(
-                response.status, "bad_response", text[:200], headers=response.headers
+                response.status,
+                "bad_response",
+                text[:200],
+                request_id=response.headers.get("X-Request-ID"),
+                headers=response.headers,
             ) from None
         raise APIError(response.status, "bad_response", f"not JSON: {text[:200]}") from None
     if response.status >= 400:
@@ -354,6 +390,20 @@ def _page(envelope: Any) -> Page:
     )
 
 
+async def _every_item(
+    fetch_page: Callable[[str | None], Awaitable[Page]],
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The items of every page `fetch_page(cursor)` returns, following `next_cursor`."""
+    cursor: str | None = None
+    while True:
+        page = await fetch_page(cursor)
+        for item in page.data:
+            yield item
+        if not page.has_more or not page.next_cursor:
+            return
+        cursor = page.next_cursor
+
+
 class AsyncAgents:
     """`/v1/agents`: versioned agent definitions."""
 
@@ -374,8 +424,14 @@ class AsyncAgents:
         )
         return result
 
-    async def list(self) -> Page:
-        return _page(await self._client.request_envelope("GET", "/v1/agents"))
+    async def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page:
+        """One page of the agents; pass the page's `next_cursor` as `cursor` for the next."""
+        params = {"limit": limit, "cursor": cursor}
+        return _page(await self._client.request_envelope("GET", "/v1/agents", params=params))
+
+    def list_all(self, *, page_size: int = 100) -> AsyncGenerator[dict[str, Any], None]:
+        """Every agent, fetching pages as it goes."""
+        return _every_item(lambda cursor: self.list(limit=page_size, cursor=cursor))
 
     async def update(self, slug: str, **changes: Any) -> dict[str, Any]:
         """Change some fields of an agent's definition (wire names, e.g.
@@ -397,8 +453,21 @@ class AsyncAgents:
         result: dict[str, Any] = await self._client.request("DELETE", f"/v1/agents/{slug}")
         return result
 
-    async def versions(self, slug: str) -> Page:
-        return _page(await self._client.request_envelope("GET", f"/v1/agents/{slug}/versions"))
+    async def versions(
+        self, slug: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page:
+        """One page of the agent's versions."""
+        return _page(
+            await self._client.request_envelope(
+                "GET", f"/v1/agents/{slug}/versions", params={"limit": limit, "cursor": cursor}
+            )
+        )
+
+    def versions_all(
+        self, slug: str, *, page_size: int = 100
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Every version of the agent, fetching pages as it goes."""
+        return _every_item(lambda cursor: self.versions(slug, limit=page_size, cursor=cursor))
 
     async def rollback(self, slug: str, version: int) -> dict[str, Any]:
         """Make `version` the current definition again (as a new version)."""
@@ -472,18 +541,13 @@ class AsyncRuns:
         params = {"agent": agent, "status": status, "limit": limit, "cursor": cursor}
         return _page(await self._client.request_envelope("GET", "/v1/runs", params=params))
 
-    async def list_all(
+    def list_all(
         self, *, agent: str | None = None, status: str | None = None, page_size: int = 100
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Every run of the history, newest first, fetching pages as it goes."""
-        cursor: str | None = None
-        while True:
-            page = await self.list(agent=agent, status=status, limit=page_size, cursor=cursor)
-            for run in page.data:
-                yield run
-            if not page.has_more or not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        return _every_item(
+            lambda cursor: self.list(agent=agent, status=status, limit=page_size, cursor=cursor)
+        )
 
     async def stream(
         self,
@@ -625,10 +689,18 @@ class AsyncThreads:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def list(self, *, agent: str | None = None) -> Page:
-        return _page(
-            await self._client.request_envelope("GET", "/v1/run/threads", params={"agent": agent})
-        )
+    async def list(
+        self, *, agent: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Page:
+        """One page of the threads."""
+        params = {"agent": agent, "limit": limit, "cursor": cursor}
+        return _page(await self._client.request_envelope("GET", "/v1/run/threads", params=params))
+
+    def list_all(
+        self, *, agent: str | None = None, page_size: int = 100
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Every thread, fetching pages as it goes."""
+        return _every_item(lambda cursor: self.list(agent=agent, limit=page_size, cursor=cursor))
 
     async def get(self, thread_id: str) -> dict[str, Any]:
         """The thread with its messages."""

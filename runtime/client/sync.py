@@ -3,6 +3,8 @@ background thread (anyio's blocking portal), so both share one implementation.""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import ExitStack, aclosing
@@ -32,18 +34,33 @@ class Client:
         timeout: float | None = None,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
+        stream_read_timeout: float | None = None,
     ) -> None:
         config = ClientConfig.resolve(
-            url, token, timeout=timeout, max_retries=max_retries, retry_policy=retry_policy
+            url,
+            token,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_policy=retry_policy,
+            stream_read_timeout=stream_read_timeout,
         )
-        self._closed = False
-        self._stack = ExitStack()
-        self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+        stack = ExitStack()
+        self._portal = stack.enter_context(anyio.from_thread.start_blocking_portal())
         try:
             self.async_client = self._portal.call(self._open, config)
+            portal_thread = self._portal.call(threading.get_ident)
         except BaseException:
-            self._stack.close()
+            stack.close()
             raise
+        # A client that is never closed must not hang the interpreter at exit: once
+        # finalization has begun the portal's thread can no longer run, so stopping it
+        # from the portal context manager's own clean-up (when the garbage collector
+        # gets to it) waits for ever. `weakref.finalize` stops it when the client is
+        # collected, or at exit (its atexit hook runs while threads still run); `close()`
+        # runs the same finalizer, once.
+        self._finalizer = weakref.finalize(
+            self, _shut_down, self._portal, self.async_client, stack, portal_thread
+        )
         self.config = config
         self.base_url = config.url
         self.agents = Agents(self)
@@ -60,6 +77,7 @@ class Client:
             timeout=config.timeout,
             max_retries=config.max_retries,
             retry_policy=config.retry,
+            stream_read_timeout=config.stream_read_timeout,
         )
 
     def __enter__(self) -> Client:
@@ -69,13 +87,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._portal.call(self.async_client.aclose)
-        finally:
-            self._stack.close()
+        """Close the connection pool and stop the I/O thread (idempotent)."""
+        self._finalizer()
 
     def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run one of the async client's coroutines on its loop and return the result."""
@@ -108,6 +121,26 @@ class Client:
             self._portal.call(receive.aclose)
 
 
+def _shut_down(
+    portal: anyio.from_thread.BlockingPortal,
+    async_client: AsyncClient,
+    stack: ExitStack,
+    portal_thread: int,
+) -> None:
+    """Close `async_client` on `portal`'s loop, then stop the portal and join its thread."""
+    if threading.get_ident() == portal_thread:
+        # The garbage collector can run this on the portal's own thread, which cannot
+        # wait for itself: a short-lived thread does the stopping instead.
+        threading.Thread(
+            target=_shut_down, args=(portal, async_client, stack, -1), daemon=True
+        ).start()
+        return
+    try:
+        portal.call(async_client.aclose)
+    finally:
+        stack.close()
+
+
 class Agents:
     """`Client.agents`: see `AsyncAgents`."""
 
@@ -121,8 +154,11 @@ class Agents:
     def get(self, slug: str, *, version: int | None = None) -> dict[str, Any]:
         return self._c.call(lambda: self._a.get(slug, version=version))
 
-    def list(self) -> Page:
-        return self._c.call(self._a.list)
+    def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page:
+        return self._c.call(lambda: self._a.list(limit=limit, cursor=cursor))
+
+    def list_all(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._c.iterate(lambda: self._a.list_all(page_size=page_size))
 
     def update(self, slug: str, **changes: Any) -> dict[str, Any]:
         return self._c.call(lambda: self._a.update(slug, **changes))
@@ -130,8 +166,11 @@ class Agents:
     def delete(self, slug: str) -> dict[str, Any]:
         return self._c.call(self._a.delete, slug)
 
-    def versions(self, slug: str) -> Page:
-        return self._c.call(self._a.versions, slug)
+    def versions(self, slug: str, *, limit: int | None = None, cursor: str | None = None) -> Page:
+        return self._c.call(lambda: self._a.versions(slug, limit=limit, cursor=cursor))
+
+    def versions_all(self, slug: str, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._c.iterate(lambda: self._a.versions_all(slug, page_size=page_size))
 
     def rollback(self, slug: str, version: int) -> dict[str, Any]:
         return self._c.call(self._a.rollback, slug, version)
@@ -241,8 +280,15 @@ class Threads:
         self._c = client
         self._a = client.async_client.threads
 
-    def list(self, *, agent: str | None = None) -> Page:
-        return self._c.call(lambda: self._a.list(agent=agent))
+    def list(
+        self, *, agent: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Page:
+        return self._c.call(lambda: self._a.list(agent=agent, limit=limit, cursor=cursor))
+
+    def list_all(
+        self, *, agent: str | None = None, page_size: int = 100
+    ) -> Iterator[dict[str, Any]]:
+        return self._c.iterate(lambda: self._a.list_all(agent=agent, page_size=page_size))
 
     def get(self, thread_id: str) -> dict[str, Any]:
         return self._c.call(self._a.get, thread_id)
