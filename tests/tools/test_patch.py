@@ -1126,7 +1126,7 @@ async def test_a_tilde_path_of_no_user_is_a_name_in_the_workspace(harness: Harne
 
 # A process that applies the patch on its stdin to the workspace argv[1] and is SIGKILLed
 # just before its third swap (tools/commit_journal.py's case).
-KILLED_MID_COMMIT = """
+_KILLED_MID_COMMIT = """
 import os, signal, sys
 from pathlib import Path
 import tools.textfile
@@ -1148,33 +1148,34 @@ apply_patch_text(sys.stdin.read(), Workspace(Path(sys.argv[1])))
 """
 
 
-@pytest.mark.skipif(tools.textfile.rename_exchange is None, reason="no renameat2 exchange here")
-async def test_a_patch_a_killed_process_left_half_applied_is_rolled_back_first(
-    harness: Harness,
-) -> None:
-    """A daemon killed between two swaps of a 5-file patch leaves 2 files new, 3 old; the
-    next apply_patch settles its journal (tools/commit_journal.py) before anything else."""
+def leave_a_half_applied_patch(root: Path) -> dict[str, str]:
+    """Five files in `root`, and a 5-file patch of them applied by a process killed between
+    two swaps (some files new, the rest old): the files as they were."""
     old = {f"f{n}.txt": f"old {n}\n" for n in range(5)}
-    harness.write(old)
-    patch = envelope(
-        *(
-            line
-            for n in range(5)
-            for line in (f"*** Update File: f{n}.txt", "@@", f"-old {n}", f"+new {n}")
-        )
-    )
+    for name, text in old.items():
+        (root / name).write_text(text)
+    hunks = (f"*** Update File: f{n}.txt\n@@\n-old {n}\n+new {n}\n" for n in range(5))
     child = subprocess.run(
-        [sys.executable, "-c", KILLED_MID_COMMIT, str(harness.root)],
-        input=patch,
+        [sys.executable, "-c", _KILLED_MID_COMMIT, str(root)],
+        input="*** Begin Patch\n" + "".join(hunks) + "*** End Patch\n",
         text=True,
         capture_output=True,
         timeout=60,
         cwd=Path(__file__).resolve().parents[2],
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
-    visible = {n: t for n, t in harness.tree().items() if not n.startswith(".")}
-    assert 0 < sum(t.startswith(b"new") for t in visible.values()) < 5  # killed mid-commit
+    new = sum((root / name).read_text().startswith("new") for name in old)
+    assert 0 < new < len(old)  # the kill landed mid-commit
+    return old
 
+
+@pytest.mark.skipif(tools.textfile.rename_exchange is None, reason="no renameat2 exchange here")
+async def test_a_patch_a_killed_process_left_half_applied_is_rolled_back_first(
+    harness: Harness,
+) -> None:
+    """A daemon killed between two swaps of a 5-file patch leaves some files new, the rest
+    old; the next apply_patch settles its journal (tools/commit_journal.py) first."""
+    old = leave_a_half_applied_patch(harness.root)
     result = await harness.call("apply_patch", input=envelope("*** Add File: g.txt", "+g"))
     assert not result.is_error, result.output
     tree = harness.tree()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ import tools.textfile
 from runtime.agents import AgentSpec
 from runtime.runs.toolbox_pool import ToolboxPool, toolbox_key
 from tests.runtime.processes import alive, wait_dead
-from tests.tools.test_patch import KILLED_MID_COMMIT
+from tests.tools.test_patch import leave_a_half_applied_patch
 from tools.base import Toolbox, ToolSettings
 
 SPEC = AgentSpec(slug="shell", model="scripted-1", tools=["exec_command"])
@@ -100,21 +97,7 @@ async def test_start_up_settles_a_commit_a_killed_daemon_left_half_applied(
     was killed in (tools/commit_journal.py), so the next run never sees it half applied."""
     if tools.textfile.rename_exchange is None:
         pytest.skip("no renameat2 exchange here")
-    old = {f"f{n}.txt": f"old {n}\n" for n in range(5)}
-    for name, text in old.items():
-        (workspace / name).write_text(text)
-    body = (f"*** Update File: f{n}.txt\n@@\n-old {n}\n+new {n}\n" for n in range(5))
-    patch = "*** Begin Patch\n" + "".join(body) + "*** End Patch\n"
-    child = subprocess.run(
-        [sys.executable, "-c", KILLED_MID_COMMIT, str(workspace)],
-        input=patch,
-        text=True,
-        capture_output=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[3],
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    assert any((workspace / n).read_text().startswith("new") for n in old)
+    old = leave_a_half_applied_patch(workspace)
 
     pool = make_pool(workspace)
     try:
