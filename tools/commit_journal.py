@@ -5,8 +5,10 @@ mid-commit (SIGKILL, the OOM killer) leaves every file whole, old or new; but a 
 many files could be left partly applied, with the other halves of the swaps (the old
 contents, the new ones not swapped in yet) left beside them as hidden temporary files, and
 the next run would start on that without knowing. So before its first swap a commit of more
-than one file writes what it is about to do to `<workspace>/.agentd/commits/<tag>.json`,
-and removes the journal once done (or rolled back). `recover` undoes what a journal left
+than one file writes what it is about to do to `<workspace>/.agentd/commits/<tag>.json`
+(the temporary files it will write) before it writes any, and `<tag>.swaps` (each swap) before
+its first swap, and removes both once done (or rolled back). A commit killed before its swaps
+has its temporary files removed. `recover` undoes what a journal left
 behind says: a commit that had swapped in every file is finished (the old files removed),
 any other is rolled back (each swapped file exchanged back, new files removed, deleted
 ones put back, temporary files and new directories removed).
@@ -40,47 +42,65 @@ def journal_directory(workspace_root: Path) -> Path:
 
 
 class Journal:
-    """One commit's journal, written and locked (`begin`), removed at its end (`end`)."""
+    """One commit's journal, locked while the commit runs: begun before its first temporary
+    file (`begin`: the targets and the temporary names planned for them), completed before
+    its first swap (`record_swaps`: each temporary file's inode, deletes, new directories, in
+    a second file written whole, since the lock stays on the first), removed at its end."""
 
     def __init__(self, path: str, fd: int) -> None:
         self.path = path
         self._fd = fd
 
     @classmethod
-    def begin(
-        cls,
-        directory: Path,
-        tag: str,
+    def begin(cls, directory: Path, tag: str, planned: list[tuple[str, str]]) -> Journal:
+        """Record a commit about to write the temporary files `planned` (target, name)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = os.path.join(directory, f"{tag}.json")
+        fd = _write_whole(path, {"planned": planned}, lock=True)
+        return cls(path, fd)
+
+    def record_swaps(
+        self,
         writes: list[tuple[str, str, int]],
         deletes: list[tuple[str, str]],
         created_dirs: list[str],
-    ) -> Journal:
-        """Record a commit about to swap `writes` (target, temporary file, its inode) and
-        rename `deletes` (target, the name it goes to), having made `created_dirs`."""
-        directory.mkdir(parents=True, exist_ok=True)
+    ) -> None:
+        """Record the swaps to come: `writes` (target, temporary file, its inode), `deletes`
+        (target, the name it goes to), having made `created_dirs`."""
         record = {"writes": writes, "deletes": deletes, "createdDirs": created_dirs}
-        data = json.dumps(record).encode()
-        path = os.path.join(directory, f"{tag}.json")
-        partial = path + ".partial"  # renamed once whole: a journal is never read cut short
-        fd = os.open(partial, _CREATE, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.rename(partial, path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
-            raise
-        return cls(path, fd)
+        os.close(_write_whole(_swaps_path(self.path), record, lock=False))
 
     def end(self) -> None:
         """The commit is over (done or rolled back): nothing to recover."""
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        for path in (_swaps_path(self.path), self.path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         os.close(self._fd)
+
+
+def _swaps_path(path: str) -> str:
+    return path.removesuffix(".json") + ".swaps"
+
+
+def _write_whole(path: str, record: dict[str, Any], *, lock: bool) -> int:
+    """`record` as JSON at `path`, written under another name and renamed once whole (a
+    journal is never read cut short); its descriptor, locked with `lock`."""
+    data = json.dumps(record).encode()
+    partial = path + ".partial"
+    fd = os.open(partial, _CREATE, 0o600)
+    try:
+        if lock:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.rename(partial, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    return fd
 
 
 def recover(directory: Path, exchange: Any) -> list[str]:
@@ -94,10 +114,10 @@ def recover(directory: Path, exchange: Any) -> list[str]:
     for name in names:
         path = os.path.join(directory, name)
         if name.endswith(".json.partial"):
-            _remove_if_abandoned(path)  # killed while writing it: no swap had happened
+            _remove_if_abandoned(path)  # killed while writing it: nothing else was written
             continue
         if not name.endswith(".json"):
-            continue
+            continue  # a commit's second file: settled with its journal
         try:
             fd = os.open(path, _OPEN)
         except OSError:
@@ -107,14 +127,33 @@ def recover(directory: Path, exchange: Any) -> list[str]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a commit under way
-            record = json.loads(_read_all(fd))
-            done.append(_settle(record, exchange))
-            os.unlink(path)
+            planned = json.loads(_read_all(fd))["planned"]
+            swaps = _swaps_path(path)
+            try:
+                with open(swaps, "rb") as handle:
+                    record = json.loads(handle.read())
+            except FileNotFoundError:  # killed while writing the temporary files
+                done.append(_remove_temporary_files(planned))
+            else:
+                done.append(_settle(record, exchange))
+            for leftover in (swaps + ".partial", swaps, path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a journal this version reads: left as it is
         finally:
             os.close(fd)
     return done
+
+
+def _remove_temporary_files(planned: list[list[str]]) -> str:
+    for _target, temp in planned:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+    return (
+        f"removed the temporary files of a commit of {len(planned)} file(s) a previous daemon "
+        "was killed in before it changed any"
+    )
 
 
 def _remove_if_abandoned(path: str) -> None:

@@ -251,14 +251,16 @@ def commit_writes(
     exchange = rename_exchange
     last = len(writes) - 1 if not deletes else -1
     try:
+        if journal is not None and exchange is not None and len(writes) + len(deletes) > 1:
+            recorded = Journal.begin(journal, tag, _planned_temps(writes, tag))
         for number, write in enumerate(writes):
             parent = os.path.dirname(os.fspath(write.path))  # a str: no Path built per file
             if parent not in existing_dirs:
                 created_dirs.extend(_make_parents(write.path.parent))
                 existing_dirs.add(parent)
             temps.append(_write_temp(write, f"{tag}{number}", spares))
-        if journal is not None and exchange is not None and len(writes) + len(deletes) > 1:
-            recorded = _journal(journal, tag, writes, temps, deletes, created_dirs)
+        if recorded is not None:
+            _record_swaps(recorded, tag, writes, temps, deletes, created_dirs)
         for number, (write, temp) in enumerate(zip(writes, temps, strict=True)):
             target = os.fspath(write.path)
             if exchange is not None:
@@ -334,16 +336,32 @@ def commit_writes(
         recorded.end()
 
 
-def _journal(
-    directory: Path,
+def _planned_temps(writes: Sequence[FileWrite], tag: str) -> list[tuple[str, str]]:
+    """Each target with the temporary name `_write_temp` gives it (unless that name is taken,
+    when it draws another tag)."""
+    planned = []
+    for number, write in enumerate(writes):
+        directory, name = os.path.split(os.fspath(write.path))
+        planned.append(
+            (
+                os.fspath(write.path),
+                os.path.join(directory, _aside_name(name, f"{tag}{number}", "tmp")),
+            )
+        )
+    return planned
+
+
+def _record_swaps(
+    journal: Journal,
     tag: str,
     writes: Sequence[FileWrite],
     temps: list[str],
     deletes: Sequence[Path],
     created_dirs: list[Path],
-) -> Journal:
-    """The commit's journal: each target with its temporary file and that file's inode (the
-    target's once they are exchanged), each deleted file with the name it will be moved to."""
+) -> None:
+    """The commit's swaps, to its journal: each target with its temporary file and that
+    file's inode (the target's once they are exchanged), each deleted file with the name it
+    will be moved to."""
     swaps = [
         (os.fspath(write.path), temp, os.lstat(temp).st_ino)
         for write, temp in zip(writes, temps, strict=True)
@@ -354,7 +372,7 @@ def _journal(
         asides.append(
             (os.fspath(path), os.path.join(parent, _aside_name(name, f"{tag}d{number}", "bak")))
         )
-    return Journal.begin(directory, tag, swaps, asides, [os.fspath(d) for d in created_dirs])
+    journal.record_swaps(swaps, asides, [os.fspath(d) for d in created_dirs])
 
 
 def _make_parents(directory: Path) -> list[Path]:
