@@ -4,14 +4,14 @@
 mid-commit (SIGKILL, the OOM killer) leaves every file whole, old or new; but a patch of
 many files could be left partly applied, with the other halves of the swaps (the old
 contents, the new ones not swapped in yet) left beside them as hidden temporary files, and
-the next run would start on that without knowing. So before its first swap a commit of more
-than one file writes what it is about to do to `<workspace>/.agentd/commits/<tag>.json`
-(the temporary files it will write) before it writes any, and `<tag>.swaps` (each swap) before
-its first swap, and removes both once done (or rolled back). A commit killed before its swaps
-has its temporary files removed. `recover` undoes what a journal left
-behind says: a commit that had swapped in every file is finished (the old files removed),
-any other is rolled back (each swapped file exchanged back, new files removed, deleted
-ones put back, temporary files and new directories removed).
+the next run would start on that without knowing. So a commit of more than one file writes
+what it is about to do in `<workspace>/.agentd/commits/`: `<tag>.json` (the temporary files it
+will write) before it writes any, `<tag>.swaps` (each swap) before its first swap; it removes
+both once done (or rolled back). `recover` settles what a killed commit left: killed before
+its swaps, its temporary files are removed; a commit that had swapped in every file is
+finished (the old files removed); any other is rolled back (each swapped file exchanged
+back, new files removed, deleted ones put back, temporary files and new directories
+removed).
 
 Whether a file was swapped is read from the file itself: the journal holds the inode of each
 temporary file, which the target has once the two are exchanged. No fsync: like the commit,
