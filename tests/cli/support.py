@@ -4,14 +4,17 @@ small bounded waits on ports and files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,35 @@ def port_accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def serving_agentd(
+    root: Path, *, stop_timeout: float = 30.0, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`agentd serve` on a free port over `root`/workspace and `root`/state (its stderr in
+    `root`/serve.log), with `env` added: its URL and process, once it listens. SIGTERM at the
+    end, a kill after `stop_timeout` seconds."""
+    (root / "workspace").mkdir(exist_ok=True)
+    port = free_port()
+    with (root / "serve.log").open("w") as log:
+        proc = subprocess.Popen(
+            [*agentd_argv(), "serve", "--port", str(port), "--workspace", str(root / "workspace")],
+            env=clean_env(AGENTD_STATE_DIR=str(root / "state"), **env),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        wait_until(lambda: port_accepts(port) or proc.poll() is not None, "agentd serve")
+        assert proc.poll() is None, (root / "serve.log").read_text()
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def pid_alive(pid: int) -> bool:

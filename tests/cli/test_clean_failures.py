@@ -32,6 +32,7 @@ from tests.cli.support import (
     http_get,
     pid_alive,
     port_accepts,
+    serving_agentd,
     turn,
     wait_until,
     write_cassette,
@@ -178,27 +179,8 @@ def test_demo_output_to_a_closed_pipe_exits_141(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`agentd serve` on a free port, without a token (loopback): its URL."""
-    root = tmp_path_factory.mktemp("served")
-    (root / "workspace").mkdir()
-    port = free_port()
-    with (root / "serve.log").open("w") as log:
-        proc = subprocess.Popen(
-            [*agentd_argv(), "serve", "--port", str(port), "--workspace", str(root / "workspace")],
-            env=clean_env(AGENTD_STATE_DIR=str(root / "state")),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        wait_until(lambda: port_accepts(port) or proc.poll() is not None, "agentd serve")
-        assert proc.poll() is None, (root / "serve.log").read_text()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving_agentd(tmp_path_factory.mktemp("served")) as (url, _process):
+        yield url
 
 
 @pytest.mark.parametrize("as_json", [True, False])

@@ -23,6 +23,8 @@ from tests.cli.support import (
     http_get,
     json_lines,
     pid_alive,
+    port_accepts,
+    serving_agentd,
     turn,
     wait_until,
     write_cassette,
@@ -195,15 +197,7 @@ def test_keep_serves_the_dev_url_until_ctrl_c(tmp_path: Path, workspace: Path) -
     assert proc.returncode == 0
     assert json_lines(out)[-1]["devUrl"] == url
     port = int(url.rstrip("/").rsplit(":", 1)[1])
-    wait_until(lambda: not _accepts(port), "the dev server to stop", timeout=10)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+    wait_until(lambda: not port_accepts(port), "the dev server to stop", timeout=10)
 
 
 def test_a_busy_port_suggests_port_0(tmp_path: Path, workspace: Path) -> None:
@@ -247,27 +241,9 @@ def test_lists_say_when_no_daemon_answers(capsys: pytest.CaptureFixture[str]) ->
 @pytest.fixture(scope="module")
 def daemon_url(tmp_path_factory: pytest.TempPathFactory) -> object:
     root = tmp_path_factory.mktemp("listed")
-    (root / "workspace").mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [*agentd_argv(), "serve", "--port", str(port), "--workspace", str(root / "workspace")],
-        env=clean_env(AGENTD_TOKEN="list-token", AGENTD_STATE_DIR=str(root / "state")),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _accepts(port) or proc.poll() is not None, "agentd serve")
-        assert proc.poll() is None
+    with serving_agentd(root, stop_timeout=20, AGENTD_TOKEN="list-token") as (url, proc):
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert not pid_alive(proc.pid)
+    assert not pid_alive(proc.pid)
 
 
 def test_runs_and_threads_list_what_the_daemon_holds(

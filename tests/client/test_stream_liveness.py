@@ -9,19 +9,12 @@ import pytest
 
 from runtime.client import AsyncClient, Client, ClientConfig
 from tests.api.conftest import DaemonFactory
-from tests.client.freezing_proxy import FreezingProxy
-from tests.fakes.model_server import FakeModelServer, Turn, text, tool_call
+from tests.client.test_stream_resume import script_a_run_with_a_slow_command
+from tests.fakes.cutting_proxy import FreezingProxy
 
 # The daemon pings every 0.2 s, so a 1.5 s silence can only be the frozen connection.
 PING_INTERVAL = 0.2
 READ_TIMEOUT = 1.5
-
-
-def script_a_run_with_a_slow_command(model: FakeModelServer) -> None:
-    model.script(
-        Turn([tool_call("exec_command", {"cmd": "sleep 0.3; echo slept", "login": False})]),
-        Turn([text("finished")]),
-    )
 
 
 async def test_the_async_stream_reconnects_when_the_connection_goes_silent(
@@ -29,7 +22,7 @@ async def test_the_async_stream_reconnects_when_the_connection_goes_silent(
 ) -> None:
     daemon = await make_daemon(sse_ping_interval=PING_INTERVAL)
     await daemon.upsert(tools=["exec_command"])
-    script_a_run_with_a_slow_command(daemon.model)
+    script_a_run_with_a_slow_command(daemon)
     proxy = FreezingProxy(int(daemon.url.rsplit(":", 1)[1]))
     reasons: list[str] = []
     async with proxy as url, AsyncClient(url, stream_read_timeout=READ_TIMEOUT) as agentd:
@@ -52,7 +45,7 @@ async def test_the_blocking_wait_finishes_through_a_silent_connection(
 ) -> None:
     daemon = await make_daemon(sse_ping_interval=PING_INTERVAL)
     await daemon.upsert(tools=["exec_command"])
-    script_a_run_with_a_slow_command(daemon.model)
+    script_a_run_with_a_slow_command(daemon)
     proxy = FreezingProxy(int(daemon.url.rsplit(":", 1)[1]))
 
     def start_and_wait(url: str) -> str:
