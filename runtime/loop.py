@@ -438,7 +438,23 @@ class AgentLoop:
         try:
             record = await compactor.compact(self.meter, self.messages, reason=reason)
         except CompactionFailed as exc:
+            await self._compaction_failed(reason, before, "context_overflow", str(exc))
             raise _Stop("failed", "context_overflow", str(exc)) from exc
+        except ModelError as exc:
+            await self._compaction_failed(reason, before, "model_error", _describe_model_error(exc))
+            raise
+        except anyio.get_cancelled_exc_class():
+            await self._compaction_failed(
+                reason, before, "cancelled", "the run stopped before the compaction finished"
+            )
+            raise
+        except StoreFull:
+            raise
+        except Exception as exc:
+            await self._compaction_failed(
+                reason, before, "internal", f"internal error: {type(exc).__name__}"
+            )
+            raise
         self.messages.append(record)
         await self._commit()
         part = record.compaction
@@ -452,6 +468,21 @@ class AgentLoop:
             summarized=part.summarized,
             stubbedOutputs=len(part.stubbed),
         )
+
+    async def _compaction_failed(
+        self, reason: str, tokens_before: int, code: str, message: str
+    ) -> None:
+        """Close the `compaction_started` of a compaction that ended without a record, so the
+        run's events say how every compaction they announced ended (the run's own `error`
+        follows). Shielded: a cancelled run still says it."""
+        with anyio.CancelScope(shield=True):
+            await self.events.emit(
+                "compaction_failed",
+                reason=reason,
+                tokensBefore=tokens_before,
+                code=code,
+                message=message,
+            )
 
     async def _model_turn(self) -> AssistantTurn:
         started = time.perf_counter()

@@ -194,6 +194,13 @@ class EventRenderer:
             "dim",
         )
 
+    def _on_compaction_failed(self, event: dict[str, Any]) -> None:
+        self._block(
+            f"… compaction failed ({event.get('reason')}), {event.get('code')}: "
+            f"{event.get('message')}",
+            "red",
+        )
+
     def _on_error(self, event: dict[str, Any]) -> None:
         self._block(f"! {event.get('code')}: {event.get('message')}", "red")
 

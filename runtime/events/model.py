@@ -119,6 +119,13 @@ class CompactionCompletedPayload(_Payload):
     stubbed_outputs: int = Field(alias="stubbedOutputs")
 
 
+class CompactionFailedPayload(_Payload):
+    reason: Literal["auto", "overflow", "manual"]
+    tokens_before: int = Field(alias="tokensBefore")
+    code: str
+    message: str
+
+
 class CompletePayload(_Payload):
     status: Literal["completed", "failed", "cancelled", "interrupted"]
     output: str = ""
@@ -144,6 +151,7 @@ PAYLOAD_MODELS: dict[str, type[BaseModel]] = {
     "error": ErrorPayload,
     "compaction_started": CompactionStartedPayload,
     "compaction_completed": CompactionCompletedPayload,
+    "compaction_failed": CompactionFailedPayload,
     "complete": CompletePayload,
 }
 EVENT_TYPES = tuple(PAYLOAD_MODELS)

@@ -12,7 +12,7 @@ const TOKEN_KEY = "agentd.token";
 const EVENT_TYPES = [
   "run_started", "status", "thinking", "text", "tool_call", "tool_output", "tool_result",
   "file_edit", "dev_url", "port_closed", "input", "usage", "error",
-  "compaction_started", "compaction_completed", "complete",
+  "compaction_started", "compaction_completed", "compaction_failed", "complete",
 ];
 const ENVELOPE = new Set(["id", "runId", "threadId", "type", "ts"]);
 const TERMINAL = new Set(["completed", "failed", "cancelled", "interrupted"]);
@@ -548,6 +548,10 @@ class RunView {
           `⟳ context compacted (${event.reason}): ${parts.join(" · ")}`), event));
         break;
       }
+      case "compaction_failed":
+        this.block(this.add(el("div", "event event-error",
+          `⟳ compaction failed (${event.reason}), ${event.code}: ${event.message}`), event));
+        break;
       case "complete":
         this.onStatus(event.status);
         this.block(this.add(this.summary(event), event));

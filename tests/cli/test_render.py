@@ -89,3 +89,14 @@ def test_command_results_say_how_the_process_stands() -> None:
     )
     assert running.startswith("✓ exec_command · still running (session 3)\n")
     assert lookalike.startswith("✓ exec_command · exit 0\n")  # the header, not the output
+
+
+def test_a_compaction_that_failed_says_why_in_red() -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "compaction_failed", "reason": "auto", "tokensBefore": 6820}
+        | {"code": "model_error", "message": "overloaded: try later"},
+    ]
+    assert render(events, color=False) == (
+        "… compaction failed (auto), model_error: overloaded: try later\n"
+    )
+    assert render(events, color=True).startswith("\x1b[31m… compaction failed (auto)")

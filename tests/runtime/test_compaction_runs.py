@@ -231,3 +231,98 @@ async def test_a_thread_continues_compacted_across_runs_and_a_restart(
     assert "Anything left?" in last and "Now three more." in last
     assert "removed to keep the conversation inside the context window" in last
     assert server.requests[-1].tokens <= WINDOW
+
+
+def failing_summaries(summary: Callable[[], fake.ScriptItem]) -> Callable[..., fake.ScriptItem]:
+    """`long_task`, but every summary request gets `summary()`."""
+    task = long_task()
+
+    def respond(request: fake.RecordedRequest) -> fake.ScriptItem:
+        return summary() if is_summary_request(request) else task(request)
+
+    return respond
+
+
+def assert_compactions_closed(events: list[Event]) -> list[Event]:
+    """Each `compaction_started` is followed by its `compaction_completed` or
+    `compaction_failed` before anything else of the compaction's kind; the closings in order."""
+    closings: list[Event] = []
+    open_started: Event | None = None
+    for event in events:
+        if event.type == "compaction_started":
+            assert open_started is None, "a compaction started before the last one ended"
+            open_started = event
+        elif event.type in {"compaction_completed", "compaction_failed"}:
+            assert open_started is not None, f"{event.type} without compaction_started"
+            assert event.payload["reason"] == open_started.payload["reason"]
+            assert event.payload["tokensBefore"] == open_started.payload["tokensBefore"]
+            open_started = None
+            closings.append(event)
+    assert open_started is None, "a compaction_started was never closed"
+    return closings
+
+
+async def test_a_compaction_whose_summary_fails_is_closed_before_the_run_fails(
+    store: Store, workspace: Path
+) -> None:
+    write_files(workspace)
+    refused = failing_summaries(lambda: fake.HttpError(400, "the summary was refused"))
+    async with fake.FakeModelServer(
+        responder=refused, context_limit=WINDOW, usage_from_request=True
+    ) as server:
+        agent, _ = await store.upsert_agent(
+            AgentSpec(
+                slug="reader",
+                model="claude-sonnet-4-6",
+                tools=["read_file"],
+                maxIterations=100,
+                contextWindow=WINDOW,
+            )
+        )
+        async with RunManager(store, workspace, env=server.env()) as manager:
+            result, events = await run_to_end(manager, agent, prompt="Read every file in src/.")
+
+    assert result.status == "failed" and result.error["code"] == "model_error"
+    assert any(is_summary_request(r) for r in server.requests)
+    failed = assert_compactions_closed(events)[-1]
+    assert failed.type == "compaction_failed"
+    assert failed.payload["code"] == "model_error"
+    assert "the summary was refused" in failed.payload["message"]
+    types = [e.type for e in events]
+    assert types[types.index("compaction_failed") :][-2:] == ["error", "complete"]
+    assert events[-2].payload["code"] == "model_error"
+
+
+async def test_a_run_cancelled_while_summarising_closes_its_compaction(
+    store: Store, workspace: Path
+) -> None:
+    write_files(workspace)
+    gate = fake.Gate()
+    held = failing_summaries(lambda: fake.Turn([fake.text("SUMMARY: never sent")], hold=gate))
+    async with fake.FakeModelServer(
+        responder=held, context_limit=WINDOW, usage_from_request=True
+    ) as server:
+        agent, _ = await store.upsert_agent(
+            AgentSpec(
+                slug="reader",
+                model="claude-sonnet-4-6",
+                tools=["read_file"],
+                maxIterations=100,
+                contextWindow=WINDOW,
+            )
+        )
+        async with RunManager(store, workspace, env=server.env()) as manager:
+            run = await manager.start(agent, prompt="Read every file in src/.")
+            try:
+                with anyio.fail_after(240):
+                    await gate.reached.wait()
+                    await manager.cancel(run.run_id)
+                    result = await manager.wait(run.run_id)
+                    events = [event async for event in manager.subscribe(run.run_id)]
+            finally:
+                gate.open()
+
+    assert result.status == "cancelled"
+    failed = assert_compactions_closed(events)[-1]
+    assert failed.type == "compaction_failed" and failed.payload["code"] == "cancelled"
+    assert events[-1].type == "complete" and events[-1].payload["status"] == "cancelled"

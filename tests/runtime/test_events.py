@@ -65,6 +65,7 @@ def test_every_documented_type_has_a_payload_model() -> None:
         "error",
         "compaction_started",
         "compaction_completed",
+        "compaction_failed",
         "complete",
     }
     assert set(PAYLOAD_MODELS) == set(EVENT_TYPES)

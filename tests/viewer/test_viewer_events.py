@@ -55,6 +55,29 @@ async def test_a_compaction_shows_as_a_line_with_what_it_did(daemon: Daemon, pag
         await expect(lines.nth(1)).to_contain_text(f"{done['stubbedOutputs']} long tool output")
 
 
+async def test_a_compaction_that_failed_is_shown_as_an_error_with_its_cause(
+    daemon: Daemon, page: Page
+) -> None:
+    run = PreparedRun(
+        [
+            {"type": "run_started", "agent": "helper", "version": 1, "model": "m"},
+            {"type": "compaction_started", "reason": "auto", "tokensBefore": 6820}
+            | {"contextWindow": 8000, "threshold": 6400},
+            {"type": "compaction_failed", "reason": "auto", "tokensBefore": 6820}
+            | {"code": "model_error", "message": "overloaded: try later"},
+            {"type": "error", "code": "model_error", "message": "overloaded: try later"},
+            complete("failed"),
+        ],
+        status="failed",
+    )
+    await run.open(page, daemon.url)
+    await expect(page.locator(".summary")).to_contain_text("failed")
+    failed = page.locator(".event-error", has_text="compaction failed")
+    await expect(failed).to_have_count(1)
+    await expect(failed).to_contain_text("compaction failed (auto), model_error: overloaded")
+    assert await events_in_page_order(page) == [1, 2, 3, 4, 5]
+
+
 async def test_an_event_of_a_type_the_page_does_not_know_is_shown_in_its_place(
     daemon: Daemon, page: Page
 ) -> None:
