@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
 from pydantic import BaseModel
 
 from runtime.api.app import create_app, drain
@@ -104,6 +105,28 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp answers a request it cannot parse (a bad request line, a Content-Length or
+    chunk size that is not a number) with a plain 400 before any handler sees it, and logs
+    the parser's exception at ERROR with a traceback. That is the client's fault, not the
+    daemon's: on `aiohttp.server`, such a record becomes one INFO line (dropped below the
+    root's level), so a scanner or a broken client cannot fill the log with tracebacks or
+    set off an alert on errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError) or not 400 <= error.code < 500:
+            return True
+        if logging.INFO < logging.getLogger().getEffectiveLevel():
+            return False
+        lines = (error.message or "").strip().splitlines()
+        record.args = (error.code, lines[0].rstrip(":") if lines else "", record.getMessage())
+        record.msg = "%d to a malformed HTTP request: %s (%s)"
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 def daemon_secrets(settings: Settings, environ: Mapping[str, str]) -> list[str]:
     """What must never be logged: the API token, the webhook key, and the credentials in the
     daemon's environment (the ones commands are not given either)."""
@@ -127,6 +150,9 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     root.setLevel(level.upper())
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
     # Access lines at INFO are noise under load; they show with --log-level debug.
     logging.getLogger("aiohttp.access").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING
