@@ -70,7 +70,9 @@ class SSEEvent:
 
 
 async def parse_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-    """Yield events from an event-stream body given as raw lines."""
+    """Yield events from an event-stream body given as raw lines, per the WHATWG rules: an
+    event is dispatched at the blank line that ends it, so one cut off by the end of the
+    body (a connection closed mid-event) is never yielded, half-read."""
     event, last_id = "", None
     data: list[str] = []
     async for raw in lines:
@@ -90,8 +92,6 @@ async def parse_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
             data.append(value)
         elif name == "id" and "\0" not in value:
             last_id = value
-    if data:
-        yield SSEEvent(event or "message", "\n".join(data), last_id)
 
 
 @dataclass
@@ -336,6 +336,15 @@ class AsyncClient:
             raise NetworkError(f"the stream of {path} broke: {_describe(exc)}") from exc
 
 
+def _event_of(frame: SSEEvent, run_id: str) -> Event:
+    try:
+        return Event.from_dict(frame.json())
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or JSON but not an event
+        raise APIError(
+            200, "bad_response", f"run {run_id}: an event frame that is not an event: {exc}"
+        ) from exc
+
+
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -573,7 +582,7 @@ class AsyncRuns:
                 )
                 async with aclosing(frames):
                     async for frame in frames:
-                        event = Event.from_dict(frame.json())
+                        event = _event_of(frame, run_id)
                         if event.id <= last:
                             continue
                         failures = 0
