@@ -217,7 +217,7 @@ class AgentSpec(_WireModel):
     @classmethod
     def _slug_rule(cls, value: str, info: ValidationInfo) -> str:
         if not _is_stored(info) and not re.fullmatch(SLUG_PATTERN, value):
-            raise ValueError(f"slug must be {SLUG_RULE} (got {value!r})")
+            raise ValueError(f"slug must be {SLUG_RULE}")  # the value is added where it is shown
         return value
 
     @field_validator("tools", mode="before")

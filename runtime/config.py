@@ -118,16 +118,16 @@ class Settings(BaseModel):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("public_url", "tool_hub_url", mode="after")
+    @field_validator("public_url", "tool_hub_url", "control_plane", mode="after")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+            raise ValueError("must be an http:// or https:// URL")
         if parts.query or parts.fragment:
-            raise ValueError(f"must be a base URL without a query or fragment, got {value!r}")
+            raise ValueError("must be a base URL without a query or fragment")
         return value.rstrip("/")
 
     @field_validator("custom_tool_url_prefixes", mode="after")
@@ -139,17 +139,13 @@ class Settings(BaseModel):
             UrlAllowList.parse(value)  # a bad entry is a ValueError naming it
         return value
 
-    @field_validator("control_plane", mode="after")
+    @field_validator("device_id", mode="after")
     @classmethod
-    def _http_base_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from urllib.parse import urlparse
-
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http:// or https:// URL, e.g. https://cp.example.com")
-        return value.rstrip("/")
+    def _path_segment(cls, value: str | None) -> str | None:
+        # It is a segment of the link's URL path, where `.` and `..` would be resolved away.
+        if value in (".", ".."):
+            raise ValueError("must not be . or .. (it names this device in a URL path)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -235,7 +231,8 @@ class Settings(BaseModel):
             for err in exc.errors():
                 name = str(err["loc"][0]) if err["loc"] else "settings"
                 where = sources.get(name, name)
-                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+                message = str(err["msg"]).removeprefix("Value error, ")
+                problems.append(f"{where}: {message} (got {err.get('input')!r})")
             raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
 
 

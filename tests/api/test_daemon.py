@@ -63,6 +63,31 @@ def test_invalid_settings_name_their_source() -> None:
         Settings.load({"host": host}, env={}).check()
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        # `.` and `..` match the id's characters but vanish from the link's URL path.
+        ({"device_id": ".."}, "--device-id: must not be . or .."),
+        ({"device_id": "."}, "--device-id: must not be . or .."),
+        ({"control_plane": "http://cp.test/?tenant=1"}, "--control-plane: must be a base URL"),
+        ({"control_plane": "http://cp.test/#x"}, "--control-plane: must be a base URL"),
+        ({"control_plane": "ftp://cp.test"}, "--control-plane: must be an http:// or https://"),
+        ({"public_url": "https://x.test/?a=1"}, "--public-url: must be a base URL"),
+    ],
+)
+def test_link_and_url_settings_that_would_dial_elsewhere_are_refused(
+    flags: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.load(flags, env={})
+    message = str(raised.value)
+    assert expected in message
+    # The value is named once, and pydantic's "Value error, " is not shown.
+    value = next(iter(flags.values()))
+    assert message.count(repr(value)) == 1 and "Value error" not in message
+    assert Settings.load({"device_id": "mac-1.home", "control_plane": "https://cp.test/"}, env={})
+
+
 def test_every_serve_flag_is_documented_with_its_env_var(capsys: pytest.CaptureFixture) -> None:
     assert main(["serve", "--help"]) == 0
     out = capsys.readouterr().out
