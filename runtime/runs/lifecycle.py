@@ -155,6 +155,8 @@ class RunLifecycle:
 
     async def finish(self, run: Run, outcome: LoopOutcome | None) -> None:
         """End the run: processes, record, the terminal `complete` event, the log."""
+        async with run.control_lock:  # a control under way ends first; later ones are refused
+            run.finishing = True
         if outcome is None:  # cancelled (or stopped by the manager) before it started
             outcome = outcome_so_far(run, "cancelled", None, "")
         status: str = outcome.status

@@ -486,9 +486,17 @@ class RunManager:
 
     def _active(self, run_id: str, action: str) -> Run:
         run = self._runs.get(run_id)
-        if run is None or run.status in FINISHED_STATUSES or run.controls.cancel_requested:
+        if run is None:
             raise Conflict(f"cannot {action} run {run_id!r}: it has finished or is finishing")
+        self._still_active(run, action)
         return run
+
+    @staticmethod
+    def _still_active(run: Run, action: str) -> None:
+        """Conflict unless `run` can still take a control. Checked again once a control holds
+        the run's `control_lock`: the run may have begun to finish while it waited."""
+        if run.finishing or run.status in FINISHED_STATUSES or run.controls.cancel_requested:
+            raise Conflict(f"cannot {action} run {run.run_id!r}: it has finished or is finishing")
 
     async def _ensure_exists(self, run_id: str) -> None:
         if run_id not in self._runs and await self.store.get_run(run_id) is None:
@@ -500,6 +508,7 @@ class RunManager:
         await self._ensure_exists(run_id)
         run = self._active(run_id, "pause")
         async with run.control_lock:
+            self._still_active(run, "pause")
             if run.controls.pause():
                 if run.loop is None or run.controls.parked:
                     await self._announce_paused(run)  # nothing under way: paused now
@@ -529,6 +538,7 @@ class RunManager:
         await self._ensure_exists(run_id)
         run = self._active(run_id, "resume")
         async with run.control_lock:
+            self._still_active(run, "resume")
             if run.controls.paused:
                 # Announced before the loop may continue, so `resumed` precedes its events.
                 run.pause_announced = False
@@ -554,8 +564,10 @@ class RunManager:
             raise InvalidRequest("input text must not be empty")
         await self._ensure_exists(run_id)
         run = self._active(run_id, "send input to")
-        run.controls.add_input(text)
-        await run.events.emit("input", text=text)
+        async with run.control_lock:
+            self._still_active(run, "send input to")
+            run.controls.add_input(text)
+            await run.events.emit("input", text=text)
         return run.record
 
     # -- tools -------------------------------------------------------------------------

@@ -70,6 +70,9 @@ class Run:
     interrupted: str | None = None  # why the manager itself stopped the run
     thread_recorder: ThreadRecorder | None = None  # from `run_started` on
     pause_announced: bool = False  # `paused` emitted for the current pause
+    # Set (under `control_lock`) when the run starts to finish: controls are refused from
+    # then on, so none changes its record or adds an event after its end.
+    finishing: bool = False
 
     @property
     def status(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import pytest
 
 from tests.api.conftest import Daemon, DaemonFactory, collect_events
 from tests.api.test_errors import assert_error
@@ -164,3 +165,38 @@ async def test_a_model_failure_is_a_failed_run_not_an_http_error(daemon: Daemon)
     daemon.model.script(HttpError(400, "bad request from the model"))
     result = await daemon.run()
     assert result["status"] == "failed" and result["error"]["code"] == "model_error"
+
+
+async def test_controls_that_meet_a_finishing_run_are_409s_and_change_nothing(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A control that arrives once the run has begun to finish (its record not yet written)
+    is refused: it neither writes over the run's end nor adds an event after `complete`."""
+    await daemon.upsert()
+    finishing, release = anyio.Event(), anyio.Event()
+    update_run = daemon.store.update_run
+
+    async def held_at_the_end(run_id: str, **fields: Any) -> Any:
+        if fields.get("status") == "completed":
+            finishing.set()
+            await release.wait()
+        return await update_run(run_id, **fields)
+
+    monkeypatch.setattr(daemon.store, "update_run", held_at_the_end)
+    daemon.model.script(Turn([text("done")]))
+    resp = await daemon.session.post(daemon.u("/v1/run"), json={"agent": "helper", "prompt": "x"})
+    run_id = resp.headers["X-Run-ID"]
+    try:
+        with anyio.fail_after(30):
+            await finishing.wait()
+        for control, payload in (("pause", None), ("resume", None), ("input", {"text": "hi"})):
+            status, body = await daemon.post(f"/v1/runs/{run_id}/{control}", payload)
+            assert "finishing" in assert_error(status, body, 409, "conflict")["message"]
+    finally:
+        release.set()
+    frames = await collect_events(resp)
+    resp.close()
+    assert frames[-1].event == "complete"
+    assert not [f for f in frames if f.event in ("status", "input")]
+    assert frames[-1].data["status"] == "completed"
+    assert (await daemon.wait_status(run_id, "completed"))["finishedAt"]
