@@ -18,6 +18,7 @@ from runtime.ids import utc_now
 from runtime.runs.metrics import RunMetrics
 from runtime.runs.threads import RunThreads
 from runtime.store import RunRecord, Store
+from runtime.usage import Usage
 
 if TYPE_CHECKING:
     from runtime.events.log import EventLog
@@ -41,8 +42,16 @@ async def recover_interrupted(
             f"{record.status}; it was not finished",
         }
         await events.emit("error", **error)
-        await store.update_run(
-            record.run_id, status="interrupted", error=error, finished_at=utc_now()
+        # The record's totals are written when a run finishes, which this one never did:
+        # its `usage` events say what its model requests cost.
+        spent = await store.usage_events(record.run_id)
+        record = await store.update_run(
+            record.run_id,
+            status="interrupted",
+            error=error,
+            finished_at=utc_now(),
+            usage=sum(spent, Usage()),
+            iterations=len(spent),
         )
         await threads.interrupted(record, error)
         await _complete(events, record, "interrupted")

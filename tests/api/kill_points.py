@@ -11,6 +11,7 @@ drawn from `random.Random(seed)`, so a seed names one kill point.
 
 After the restart it checks:
 - the run is `interrupted` (or `completed`, if it got that far), and says so in its events;
+- its usage and iterations (record and `complete`) add up its stored `usage` events;
 - every event the client read (before the kill, and what was still in the socket after it) is
   in the store with the same id, type and payload, and the stored ids are 1, 2, 3, … gapless;
 - the thread's persisted events are gapless, end with `run_completed` of the run's status,
@@ -265,6 +266,13 @@ async def kill_at_random_point(seed: int, tmp_path: Path) -> KillReport:
                 assert stored[-2].data["code"] == "interrupted", stored[-2]
             assert stored[-1].event == "complete", stored[-1]
             assert stored[-1].data["status"] == status, (stored[-1], run)
+            # What the run's model requests cost survives too: its totals (record, complete
+            # event) are the sum of its stored `usage` events, one per model turn.
+            spent = [f.data for f in stored if f.event == "usage"]
+            totals = {k: sum(u[k] for u in spent) for k in ("inputTokens", "outputTokens")}
+            for reported in (run, stored[-1].data):
+                assert {k: reported["usage"][k] for k in totals} == totals, (reported, spent)
+                assert reported["iterations"] == len(spent), reported
             rollout = workspace / ".agentd" / "threads" / f"{thread_id}.jsonl"
             events = await _thread_events(http, proc.url, thread_id)
             check_thread(events, rollout, status)
