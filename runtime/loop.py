@@ -93,6 +93,7 @@ class RunControls:
         self._parked = False
         self._parked_changed = anyio.Event()
         self._inputs: list[str] = []
+        self._inputs_closed = False
         self._scopes: set[anyio.CancelScope] = set()
         self.cancel_requested = False
         # Awaited once per pause, when the loop has actually stopped at a safe point (the
@@ -145,12 +146,27 @@ class RunControls:
         finally:
             self._scopes.discard(scope)
 
-    def add_input(self, text: str) -> None:
+    def add_input(self, text: str) -> bool:
+        """Queue `text` for the next turn; False (nothing queued) once the loop has decided
+        that its last turn was the last (`close_inputs`), so no accepted input goes
+        unanswered."""
+        if self._inputs_closed:
+            return False
         self._inputs.append(text)
+        return True
 
     @property
     def has_input(self) -> bool:
         return bool(self._inputs)
+
+    def close_inputs(self) -> bool:
+        """At the end of a final turn: stop taking input, unless some is waiting (then False,
+        and the loop answers it). One step, so an input either arrives before it and is
+        answered or after it and is refused."""
+        if self._inputs:
+            return False
+        self._inputs_closed = True
+        return True
 
     def take_inputs(self) -> list[str]:
         taken, self._inputs = self._inputs, []
@@ -260,7 +276,13 @@ class AgentLoop:
         self.compactor: Compactor | None = None
         if context_window is not None:
             self.compactor = Compactor(
-                provider, system, self.tool_specs, settings, context_window, compact_at or 0.8
+                provider,
+                system,
+                self.tool_specs,
+                settings,
+                context_window,
+                compact_at or 0.8,
+                on_summary=self._summary_answered,
             )
         self.meter = ContextMeter()
         self.messages: list[Message] = []
@@ -398,7 +420,7 @@ class AgentLoop:
                 # as it would before a next turn: input given meanwhile is answered, and a
                 # resume without any ends the run.
                 await self.controls.checkpoint()
-            if self.controls.has_input:
+            if not self.controls.close_inputs():
                 # Input that arrived during the final turn is answered, not dropped.
                 continue
             return _Stop("completed")
@@ -468,6 +490,14 @@ class AgentLoop:
             summarized=part.summarized,
             stubbedOutputs=len(part.stubbed),
         )
+
+    async def _summary_answered(self, usage: Usage, seconds: float) -> None:
+        """A compaction's summary request was answered: its tokens are the run's as every
+        model turn's are (usage, its `usage` event, the metrics), but it is no iteration."""
+        self.usage = self.usage + usage
+        if self.metrics is not None:
+            self.metrics.model_turn_finished(usage, seconds)
+        await self.events.emit("usage", **usage.model_dump(by_alias=True), compaction=True)
 
     async def _compaction_failed(
         self, reason: str, tokens_before: int, code: str, message: str

@@ -15,6 +15,7 @@ loaded, and its first run, fork or compaction awaits them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -48,20 +49,22 @@ if TYPE_CHECKING:
     # The event log and model, the messages and the thread log load with the run machinery
     # (MODULES), used where a run starts or a finished run is replayed.
     from runtime.events import Event
-    from runtime.messages import CompactionPart, Message
+    from runtime.messages import Message
 
     # The run machinery (runtime.runs.machinery): loaded after start-up, reached through it
     # (the Run a run is driven as, its RunConfig and forking among it).
     from runtime.runs.lifecycle import CustomToolFactory, RunLifecycle
     from runtime.runs.provider_factory import ProviderFactory
     from runtime.runs.run import Run, RunConfig
+    from runtime.runs.thread_compaction import ThreadCompaction
     from runtime.thread_log import ThreadEventHub
     from runtime.tool_hub import ToolHub
 
 log = logging.getLogger("agentd.runs")
 
-# What holds a thread while it is being compacted, in place of a run id.
+# What holds a thread while it is being compacted or deleted, in place of a run id.
 COMPACTING = "a compaction"
+DELETING = "a deletion"
 
 
 class RunManager:
@@ -566,7 +569,10 @@ class RunManager:
         run = self._active(run_id, "send input to")
         async with run.control_lock:
             self._still_active(run, "send input to")
-            run.controls.add_input(text)
+            if not run.controls.add_input(text):  # its last turn is over
+                raise Conflict(
+                    f"cannot send input to run {run_id!r}: it has finished or is finishing"
+                )
             await run.events.emit("input", text=text)
         return run.record
 
@@ -594,7 +600,27 @@ class RunManager:
             return 0
         return sum(count(box) for box in self.toolboxes())
 
-    async def compact_thread(self, thread_id: str) -> CompactionPart:
+    @contextlib.asynccontextmanager
+    async def holding_thread(self, thread_id: str, holder: str) -> AsyncIterator[None]:
+        """Hold the thread for `holder` (`COMPACTING`, `DELETING`: what errors name) while
+        the block runs: no run starts on it and nothing else holds it meanwhile. Conflict
+        (`thread_busy`) if a run or another holder has it."""
+        async with self._start_lock:
+            current = self._thread_runs.get(thread_id)
+            if current is not None:
+                raise Conflict(
+                    f"thread {thread_id!r} is busy ({current}); try again when that has finished",
+                    code="thread_busy",
+                )
+            self._thread_runs[thread_id] = holder
+        try:
+            yield
+        finally:
+            # Freed in one step, without the lock: a cancelled holder frees it too.
+            if self._thread_runs.get(thread_id) == holder:
+                del self._thread_runs[thread_id]
+
+    async def compact_thread(self, thread_id: str) -> ThreadCompaction:
         """Compact a thread between runs (see `runtime.runs.thread_compaction`)."""
         machinery = await run_machinery()
         thread = await self.threads.ensure_thread(thread_id)
@@ -603,33 +629,23 @@ class RunManager:
         agent = await self.store.get_agent(thread.agent)
         if agent is None:
             raise NotFound(f"agent {thread.agent!r} of thread {thread_id} no longer exists")
-        async with self._start_lock:
-            if thread_id in self._thread_runs:
-                raise Conflict(
-                    f"thread {thread_id!r} is busy ({self._thread_runs[thread_id]}); compact it "
-                    "when that has finished"
-                )
-            self._thread_runs[thread_id] = COMPACTING  # no run starts on it meanwhile
-        try:
-            part = await machinery.compact_thread(
+        async with self.holding_thread(thread_id, COMPACTING):  # no run starts on it meanwhile
+            done = await machinery.compact_thread(
                 self.store,
                 self.threads,
                 agent,
                 thread_id,
                 env=self.env,
                 providers=self._driver(machinery).providers,
+                metrics=self.metrics,
             )
-        finally:
-            async with self._start_lock:
-                if self._thread_runs.get(thread_id) == COMPACTING:
-                    del self._thread_runs[thread_id]
         log.info(
             "thread %s compacted: %d -> %d tokens",
             thread_id,
-            part.tokens_before,
-            part.tokens_after,
+            done.record.tokens_before,
+            done.record.tokens_after,
         )
-        return part
+        return done
 
     async def release_thread(self, thread_id: str) -> None:
         """Kill what the thread's last completed run left running (e.g. on thread delete)."""

@@ -600,6 +600,17 @@ async def test_input_during_final_turn_is_answered(workspace: Path) -> None:
     assert outcome.result == "you said: also this" and outcome.iterations == 2
     assert [m.role for m in outcome.messages] == ["user", "assistant", "user", "assistant"]
     assert committed == ["assistant", "user", "assistant"]
+    # The loop has ended: input now is refused, not queued for a turn that will never come.
+    assert controls.add_input("too late") is False and not controls.has_input
+
+
+def test_input_is_refused_once_the_final_turn_closed_it_and_kept_before() -> None:
+    controls = RunControls()
+    assert controls.add_input("early") is True
+    assert controls.close_inputs() is False  # waiting input: the loop goes on to answer it
+    assert controls.take_inputs() == ["early"]
+    assert controls.close_inputs() is True
+    assert controls.add_input("late") is False and controls.take_inputs() == []
 
 
 class LeakArgs(ToolArgs):
