@@ -17,6 +17,13 @@ Either way a `compaction` message (a `CompactionPart`) is appended to the conver
 nothing is deleted, so the stored thread, its rollout and a fork before the compaction still
 hold the originals, and `model_view` derives what the model sees from the last record.
 
+A summary request costs tokens like any model call: the compactor reports its usage and its
+duration to `on_summary` (the loop adds them to the run's usage, its `usage` events and the
+metrics; a compaction between runs returns them). A summary request answered with no usable
+summary (no text, only a tool call, a refusal) is a failed model call (`SummaryUnusable`, a
+`ModelError`), not an overflow; a summary cut off at its `max_tokens` is kept, marked as cut
+(`SUMMARY_CUT_NOTE`), since what it holds is still the best account of the older turns.
+
 Sizes are counted as the issue of a context window is: the input tokens the provider reported
 for the last request, plus an estimate of what was added since, at the chars-per-token ratio
 the last request showed (`CHARS_PER_TOKEN` = 4 until a provider has reported usage: the common
@@ -27,7 +34,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -40,7 +48,8 @@ from runtime.messages import (
     ToolCallPart,
     ToolResultPart,
 )
-from runtime.providers.base import AssistantTurn, ModelSettings, StreamItem
+from runtime.providers.base import AssistantTurn, ModelError, ModelSettings, StreamItem
+from runtime.usage import Usage
 
 CHARS_PER_TOKEN = 4.0
 DEFAULT_COMPACT_AT = 0.8
@@ -55,6 +64,12 @@ SUMMARY_MAX_TOKENS = 4096
 SUMMARY_PREFIX = (
     "[Summary of the earlier part of this conversation, written when it was compacted to fit "
     "the context window. The most recent turns follow verbatim.]\n\n"
+)
+# Ends a summary the model was cut off writing (at its max_tokens), so the model reading it
+# knows that whatever followed is missing.
+SUMMARY_CUT_NOTE = (
+    "\n\n[This summary was cut off at its length limit ({max_tokens:,} tokens): whatever "
+    "followed is missing.]"
 )
 
 SUMMARY_SYSTEM = (
@@ -85,6 +100,18 @@ class CompactionFailed(Exception):
 
 class NothingToCompact(CompactionFailed):
     """A compaction was asked for, but the conversation has no older turns to summarise."""
+
+
+class SummaryUnusable(ModelError):
+    """The summary request was answered, but not with a summary (no text, only a tool call,
+    a refusal): a failed model call (`model_error`), not a conversation too large to fit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_response", message)
+
+
+# Told the usage and the duration (seconds) of each summary request the model answered.
+SummaryObserver = Callable[[Usage, float], Awaitable[None]]
 
 
 class SummaryModel(Protocol):
@@ -221,7 +248,8 @@ class ContextMeter:
 
 @dataclass
 class Compactor:
-    """Compacts one conversation for one model (its system prompt, tools and settings)."""
+    """Compacts one conversation for one model (its system prompt, tools and settings).
+    `on_summary` is told what each summary request cost (see the module docstring)."""
 
     model: SummaryModel
     system: str | None
@@ -229,6 +257,7 @@ class Compactor:
     settings: ModelSettings
     context_window: int
     compact_at: float = DEFAULT_COMPACT_AT
+    on_summary: SummaryObserver | None = None
     sizes: MessageSizes = field(default_factory=MessageSizes, init=False, repr=False)
 
     @property
@@ -254,8 +283,9 @@ class Compactor:
         reason: Literal["auto", "overflow", "manual"] = "auto",
     ) -> Message:
         """The `compaction` message to append to `log`; CompactionFailed when even a summary
-        cannot bring the conversation under the threshold. `summarize` asks for a summary
-        even where stubs alone would do (a compaction a person asked for)."""
+        cannot bring the conversation under the threshold, ModelError (SummaryUnusable among
+        them) when the summary request fails. `summarize` asks for a summary even where stubs
+        alone would do (a compaction a person asked for)."""
         view = _view_with_indices(log)
         previous = last_compaction(log)
         stubbed = set(previous[1].stubbed) if previous else set()
@@ -333,13 +363,29 @@ class Compactor:
             }
         )
         request = [Message.user(SUMMARY_REQUEST.format(transcript=transcript))]
+        started = time.perf_counter()
         turn: AssistantTurn | None = None
         async for item in self.model.stream(SUMMARY_SYSTEM, request, [], settings):
             if isinstance(item, AssistantTurn):
                 turn = item
-        if turn is None or not turn.text.strip():
-            raise CompactionFailed("the model returned no summary when asked to compact")
-        return turn.text.strip()
+        if turn is None:
+            raise ModelError("bad_response", "the summary request ended without a complete turn")
+        if self.on_summary is not None:
+            await self.on_summary(turn.usage, time.perf_counter() - started)
+        summary = turn.text.strip()
+        if turn.stop_reason == "refusal" or not summary:
+            if turn.stop_reason == "refusal":
+                why = "it refused"
+            elif turn.tool_calls:
+                why = "it answered with only a tool call"
+            else:
+                why = f"its answer had no text (stop reason {turn.stop_reason})"
+            raise SummaryUnusable(
+                f"the model returned no usable summary when asked to compact: {why}"
+            )
+        if turn.stop_reason == "max_tokens":
+            summary += SUMMARY_CUT_NOTE.format(max_tokens=settings.max_tokens)
+        return summary
 
 
 def _record(

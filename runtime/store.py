@@ -1371,16 +1371,16 @@ class Store:
 
         return await self._read(read)
 
-    async def usage_events(self, run_id: str) -> list[Usage]:
+    async def usage_events(self, run_id: str) -> list[dict[str, Any]]:
         """The payloads of a run's stored `usage` events (one per model request), in order:
         what a run that died before writing its totals had spent."""
 
-        def usage(conn: sqlite3.Connection) -> list[Usage]:
+        def usage(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
                 "SELECT payload FROM events WHERE run_id = ? AND type = 'usage' ORDER BY id",
                 (run_id,),
             ).fetchall()
-            return [Usage.model_validate_json(row["payload"]) for row in rows]
+            return [json.loads(row["payload"]) for row in rows]
 
         return await self._read(usage)
 

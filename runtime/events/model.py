@@ -95,6 +95,8 @@ class InputPayload(_Payload):
 
 class UsagePayload(Usage, _Payload):
     # The one usage model (runtime.usage) with the payloads' config: extra fields are kept.
+    # A `usage` event also has `compaction: true` when it is a compaction's summary request
+    # (an extra field, only there: the events of model turns stay exactly as they were).
     model_config = _Payload.model_config
 
 

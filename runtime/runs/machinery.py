@@ -25,10 +25,10 @@ from runtime.runs.errors import RunError
 
 if TYPE_CHECKING:
     from runtime.agents import AgentRecord, AgentSpec
-    from runtime.loop import RunControls
-    from runtime.messages import CompactionPart
+    from runtime.loop import LoopMetrics, RunControls
     from runtime.runs.lifecycle import RunLifecycle
     from runtime.runs.provider_factory import ProviderPool
+    from runtime.runs.thread_compaction import ThreadCompaction
     from runtime.runs.threads import RunThreads
     from runtime.store import Store
 
@@ -73,7 +73,8 @@ class ThreadCompactor(Protocol):
         *,
         env: Mapping[str, str],
         providers: ProviderPool,
-    ) -> CompactionPart: ...
+        metrics: LoopMetrics | None = None,
+    ) -> ThreadCompaction: ...
 
 
 class RunMachinery(NamedTuple):

@@ -50,8 +50,8 @@ async def recover_interrupted(
             status="interrupted",
             error=error,
             finished_at=utc_now(),
-            usage=sum(spent, Usage()),
-            iterations=len(spent),
+            usage=sum((Usage.model_validate(u) for u in spent), Usage()),
+            iterations=sum(not u.get("compaction") for u in spent),  # turns, not summaries
         )
         await threads.interrupted(record, error)
         await _complete(events, record, "interrupted")

@@ -326,3 +326,39 @@ async def test_a_run_cancelled_while_summarising_closes_its_compaction(
     failed = assert_compactions_closed(events)[-1]
     assert failed.type == "compaction_failed" and failed.payload["code"] == "cancelled"
     assert events[-1].type == "complete" and events[-1].payload["status"] == "cancelled"
+
+
+async def test_a_summary_that_is_none_fails_the_run_as_a_model_error(
+    store: Store, workspace: Path
+) -> None:
+    write_files(workspace)
+    empty = failing_summaries(lambda: fake.Turn([fake.text("")], usage=fake.TurnUsage(0, 11)))
+    async with fake.FakeModelServer(
+        responder=empty, context_limit=WINDOW, usage_from_request=True
+    ) as server:
+        agent, _ = await store.upsert_agent(
+            AgentSpec(
+                slug="reader",
+                model="claude-sonnet-4-6",
+                tools=["read_file"],
+                maxIterations=100,
+                contextWindow=WINDOW,
+            )
+        )
+        async with RunManager(store, workspace, env=server.env()) as manager:
+            result, events = await run_to_end(manager, agent, prompt="Read every file in src/.")
+
+    # The model's failure, not a conversation too large to fit (`context_overflow`).
+    assert result.status == "failed" and result.error["code"] == "model_error", result.error
+    assert "no usable summary" in result.error["message"]
+    failed = assert_compactions_closed(events)[-1]
+    assert failed.type == "compaction_failed" and failed.payload["code"] == "model_error"
+    assert "no usable summary" in failed.payload["message"]
+    # Its tokens were spent all the same: counted, between the compaction's start and end.
+    types = [e.type for e in events]
+    summary_usage = events[types.index("compaction_failed") - 1]
+    assert summary_usage.type == "usage" and summary_usage.payload["compaction"] is True
+    assert summary_usage.payload["outputTokens"] == 11
+    assert result.usage.output_tokens == sum(
+        e.payload["outputTokens"] for e in events if e.type == "usage"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import Field
 
 from runtime.api.errors import ApiError, bad_request, not_found
 from runtime.api.responses import json_data, json_data_off_loop, json_list
@@ -21,11 +22,19 @@ from runtime.api.schemas import (
     ThreadQuery,
     ThreadsQuery,
     ThreadStreamQuery,
+    UsageOut,
 )
 from runtime.api.state import ApiState, get_state
 from runtime.api.thread_stream import SLOW_CLIENT, ThreadStream
 from runtime.api.validation import parse_body, parse_query
+from runtime.runs.manager import DELETING
 from runtime.store import ThreadRecord
+
+
+class CompactionDone(CompactionOut):
+    """What `POST /v1/run/threads/{id}/compact` did, with what its summary request cost."""
+
+    usage: UsageOut = Field(description="The summary request's tokens, shaped as a run's usage")
 
 
 async def list_threads(request: web.Request) -> web.Response:
@@ -84,11 +93,14 @@ async def delete_thread(request: web.Request) -> web.Response:
             f"thread {thread_id!r} has an active run ({active[0]}); cancel it first with "
             f"POST /v1/runs/{active[0]}/cancel",
         )
-    await manager.release_thread(thread_id)
-    # The rollout first: a thread whose record is gone would otherwise load from it again.
-    await manager.thread_events.delete(thread_id)
-    if not await manager.store.delete_thread(thread_id):
-        raise not_found(f"thread {thread_id!r} does not exist")
+    # Held while it is deleted: a compaction holding it makes this a 409 (thread_busy), and
+    # no compaction or run takes it until it is gone.
+    async with manager.holding_thread(thread_id, DELETING):
+        await manager.release_thread(thread_id)
+        # The rollout first: a thread whose record is gone would otherwise load from it again.
+        await manager.thread_events.delete(thread_id)
+        if not await manager.store.delete_thread(thread_id):
+            raise not_found(f"thread {thread_id!r} does not exist")
     return json_data(Deleted(id=thread_id))
 
 
@@ -142,14 +154,16 @@ async def compact_thread(request: web.Request) -> web.Response:
     await parse_body(request, EmptyBody, allow_empty=True)  # as the run controls: none, or {}
     manager = get_state(request).require_manager()
     thread_id = request.match_info["thread_id"]
-    part = await manager.compact_thread(thread_id)
+    done = await manager.compact_thread(thread_id)
+    part = done.record
     return json_data(
-        CompactionOut(
+        CompactionDone(
             thread_id=thread_id,
             summarized=part.summarized,
             tokens_before=part.tokens_before,
             tokens_after=part.tokens_after,
             messages_replaced=part.messages_replaced,
+            usage=UsageOut.model_validate(done.usage.model_dump()),
         )
     )
 
@@ -225,6 +239,6 @@ def add_routes(table: RouteTable) -> None:
         tag=tag,
         body=EmptyBody,
         body_required=False,
-        response=Enveloped(CompactionOut),
+        response=Enveloped(CompactionDone),
         errors=(400, 404, 409, 424),
     )
