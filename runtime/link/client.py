@@ -2,16 +2,21 @@
 
 On every connect agentd sends `hello`; then it serves the control plane's `http` requests
 (each in its own task, so a long stream does not hold up the rest) and `http.cancel`
-notifications. The WebSocket is pinged every 15 s and a link silent for 45 s is dead; a dead or
-dropped link is dialled again after a backoff with full jitter (0.5 s doubling to 30 s),
-forever, while runs go on. Streams cut by a drop are not resumed here: the control plane asks
-again over the new link with `Last-Event-ID`. A 401/403 at the handshake raises `LinkRefused`.
+notifications. The WebSocket is pinged every 15 s and a link silent for 45 s (no frame of any
+kind, pongs included) is dead; a dead or dropped link is dialled again after a backoff with
+full jitter (0.5 s doubling to 30 s), forever, while runs go on. The backoff starts again from
+its first step only after a link that stayed up for `STABLE_AFTER` (30 s): a link accepted and
+dropped at once counts as a failed dial. Streams cut by a drop are not resumed here: the
+control plane asks again over the new link with `Last-Event-ID`. A 401/403 at the handshake
+raises `LinkRefused`.
 
 A dial is bounded: connect, WebSocket upgrade and `hello` within `HANDSHAKE_TIMEOUT`, or it
 failed and is retried with the backoff; a link that drops during the handshake is a dropped
 link like any other. A frame that breaks the contract gets its JSON-RPC error (a notification
 is logged and dropped), and a failure while handling one frame is logged and answered
--32603: no frame ends the link, let alone the daemon.
+-32603: no frame ends the link, let alone the daemon. The one exception is a frame over
+`max_frame_bytes` (`protocol.max_frame_bytes`: any request body the local API accepts fits),
+which is not read: the link is closed with 1009 and dialled again.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from runtime.link.dispatch import BadHttpParams, Dispatch
 from runtime.link.outbox import LinkRefused
 from runtime.link.protocol import (
     DEAD_AFTER,
+    FRAME_MIN,
     HANDSHAKE_TIMEOUT,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     PING_INTERVAL,
     PROTOCOL_VERSION,
+    STABLE_AFTER,
     SUBPROTOCOL,
     FrameError,
     HttpCancel,
@@ -62,7 +69,11 @@ LOCAL_API_FAILED = -32000  # a server error of our own (JSON-RPC leaves -32000..
 
 
 class Link:
-    """Keeps the link up and serves it; `run()` until cancelled or `LinkRefused`."""
+    """Keeps the link up and serves it; `run()` until cancelled or `LinkRefused`.
+
+    The timings are the contract's (`protocol`); a test may shorten them. `rng` draws the
+    backoff's waits (`random.Random.uniform` over [0, the attempt's ceiling]).
+    `max_frame_bytes`: the largest frame read (`connect` ties it to the daemon's body cap)."""
 
     def __init__(
         self,
@@ -75,6 +86,10 @@ class Link:
         hello: Hello,
         rng: random.Random | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        ping_interval: float = PING_INTERVAL,
+        dead_after: float = DEAD_AFTER,
+        stable_after: float = STABLE_AFTER,
+        max_frame_bytes: int = FRAME_MIN,
     ) -> None:
         self.session = session
         self.url = link_url(control_plane, device_id)
@@ -83,6 +98,10 @@ class Link:
         self.hello = hello
         self.rng = rng or random.Random()
         self.handshake_timeout = handshake_timeout
+        self.ping_interval = ping_interval
+        self.dead_after = dead_after
+        self.stable_after = stable_after
+        self.max_frame_bytes = max_frame_bytes
         self.connects = 0
         self.connected = anyio.Event()
 
@@ -91,7 +110,7 @@ class Link:
         while True:
             ws = await self._handshake()
             if ws is not None:
-                attempt = 0
+                opened = anyio.current_time()
                 async with ws:
                     try:
                         await self._serve(ws)
@@ -100,6 +119,8 @@ class Link:
                         # as after any drop, and the traceback says what went wrong.
                         log.exception("link: serving %s failed", self.url)
                 log.warning("link: lost (%s); reconnecting", ws.close_code or "dropped")
+                if anyio.current_time() - opened >= self.stable_after:
+                    attempt = 0  # it stayed up: the control plane took it, dial again soon
             delay = backoff(attempt, self.rng)
             attempt += 1
             await anyio.sleep(delay)
@@ -115,9 +136,13 @@ class Link:
                     self.url,
                     protocols=(SUBPROTOCOL,),
                     headers={"Authorization": f"Bearer {self.token}"},
-                    heartbeat=PING_INTERVAL,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=DEAD_AFTER),
-                    max_msg_size=16 * 1024 * 1024,
+                    # No `heartbeat`: aiohttp's closes a link whose pong is late by half the
+                    # interval (silent for 22.5 s). `_ping` pings; a receive that hears
+                    # nothing (pongs included) for `dead_after` raises TimeoutError.
+                    timeout=aiohttp.ClientWSTimeout(
+                        ws_receive=self.dead_after, ws_close=CLOSE_TIMEOUT
+                    ),
+                    max_msg_size=self.max_frame_bytes,
                 )
                 await ws.send_str(notification("hello", await self.hello()))
                 opened = True
@@ -155,15 +180,34 @@ class Link:
         self.connected.set()
         log.info("link: connected to %s", self.url)
         async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._ping, ws)
             try:
                 async for message in ws:
+                    if message.type == aiohttp.WSMsgType.ERROR:
+                        # aiohttp closes the link after it (a frame over `max_frame_bytes`
+                        # is 1009, unread): say why
+                        log.warning("link: closing it (%s)", message.data)
                     if message.type != aiohttp.WSMsgType.TEXT:
                         continue
                     await self._on_frame(message.data, send, streams, tasks)
-            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            except TimeoutError:
+                log.warning("link: nothing heard for %g s; it is dead", self.dead_after)
+            except (aiohttp.ClientError, ConnectionError) as exc:
                 log.warning("link: read failed (%s)", exc)
             finally:
-                tasks.cancel_scope.cancel()  # a dropped link ends its streams
+                tasks.cancel_scope.cancel()  # a dropped link ends its streams and its pings
+
+    async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """A ping every `ping_interval`: a live control plane's pongs keep a quiet link from
+        counting as silent. Only silence ends the link (the receive in `_serve`, after
+        `dead_after`): a late pong is no failure of its own. Not under the send lock: a ping
+        is written whole at once, between frames, like aiohttp's own."""
+        while True:
+            await anyio.sleep(self.ping_interval)
+            try:
+                await ws.ping()
+            except (aiohttp.ClientError, ConnectionError):
+                return  # the link is going: `_serve`'s receive sees it
 
     async def _on_frame(self, text: str, send: Send, streams: Streams, tasks: TaskGroup) -> None:
         """One frame from the control plane. Whatever it holds, the link stays up: a frame

@@ -22,7 +22,7 @@ from runtime.daemon import Companion
 from runtime.link.client import Link, platform_name
 from runtime.link.dispatch import HttpDispatcher
 from runtime.link.outbox import LinkRefused, ThreadEventOutbox
-from runtime.link.protocol import PROTOCOL_VERSION
+from runtime.link.protocol import PROTOCOL_VERSION, max_frame_bytes
 from tools import core_tools_ready
 from tools.base import core_tool_names
 
@@ -70,6 +70,8 @@ def link_companion(settings: Settings, target: LinkTarget) -> Companion:
                 token=target.token,
                 dispatcher=HttpDispatcher(session, url, settings.token),
                 hello=hello,
+                # any request the local API would take fits in a frame
+                max_frame_bytes=max_frame_bytes(settings.max_body_bytes),
             )
             outbox = await ThreadEventOutbox.open(
                 manager.store, settings.state_dir, session, target.control_plane, target.token

@@ -5,17 +5,44 @@ the handlers, validation, error envelope and limits an HTTP client gets: the lin
 second implementation of any route. (The alternative, calling the aiohttp application in
 process, would need aiohttp's test-only request factory.) A JSON response becomes `body`;
 another text `bodyText`; anything else `bodyBase64`. A streamed (SSE) response becomes one
-`http.event` notification per event, then the result with `body: null`.
+`http.event` notification per event, then the result with `body: null`. The result's `headers`
+are the local response's, less those that describe the loopback hop (`Transfer-Encoding`,
+`Connection`, the local `Content-Length`, ...): the result carries the body re-encoded.
+
+A value in `query` or `headers` is a string, sent as it is; a number or a boolean, sent as its
+JSON text (`5`, `1.5`, `true`); null, which leaves the parameter out; or a list of strings,
+numbers and booleans, one parameter (or header line) per item. Anything else (an object, a
+list holding null or a list) is INVALID_PARAMS naming the key: it has no one spelling in a URL
+(Python's `str()` used to send `None` and `['a']`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
+
+# Headers of the local response that describe its hop, not the result: the transfer framing
+# and connection, and the length and encoding of a body the result carries decoded and
+# re-encoded (and its date, which says when the loopback answer was made).
+_RESULT_DROPPED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "date",
+    }
+)
 
 # Headers that describe one hop, or that the local request sets itself.
 _HOP_HEADERS = frozenset(
@@ -52,15 +79,18 @@ class HttpDispatcher:
     async def __call__(self, params: Mapping[str, Any], send_event: SendEvent) -> dict[str, Any]:
         method, path, query, headers, body = _parse(params)
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+            headers.append(("Authorization", f"Bearer {self.token}"))
         kwargs: dict[str, Any] = {"params": query, "headers": headers}
         if body is not None:
-            kwargs["data"] = json.dumps(body).encode()
-            headers.setdefault("Content-Type", "application/json")
+            kwargs["data"] = _encode_body(body)
+            if not any(name.lower() == "content-type" for name, _ in headers):
+                headers.append(("Content-Type", "application/json"))
         async with self.session.request(method, self.base_url + path, **kwargs) as response:
             answer: dict[str, Any] = {
                 "status": response.status,
-                "headers": {k: v for k, v in response.headers.items() if k.lower() != "date"},
+                "headers": {
+                    k: v for k, v in response.headers.items() if k.lower() not in _RESULT_DROPPED
+                },
             }
             if response.content_type == "text/event-stream":
                 await _relay_events(response, send_event)
@@ -77,9 +107,10 @@ class HttpDispatcher:
             return answer
 
 
-def _parse(
-    params: Mapping[str, Any],
-) -> tuple[str, str, dict[str, str], dict[str, str], Any]:
+Pairs = list[tuple[str, str]]
+
+
+def _parse(params: Mapping[str, Any]) -> tuple[str, str, Pairs, Pairs, Any]:
     method = params.get("method")
     path = params.get("path")
     if not isinstance(method, str) or not method.isalpha():
@@ -93,18 +124,73 @@ def _parse(
     return (
         method.upper(),
         path,
-        {str(k): str(v) for k, v in query.items()},
-        {str(k): str(v) for k, v in headers.items() if str(k).lower() not in _HOP_HEADERS},
+        _pairs("query", query),
+        [(k, v) for k, v in _pairs("headers", headers) if k.lower() not in _HOP_HEADERS],
         params.get("body"),
     )
+
+
+def _pairs(field: str, values: Mapping[str, Any]) -> Pairs:
+    """`params.query` or `params.headers` as (name, value) pairs: null leaves a name out, a
+    list repeats it, a number or a boolean is its JSON text."""
+    pairs: Pairs = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            text = _scalar_text(item)
+            if text is None:
+                raise BadHttpParams(
+                    f"params.{field}[{name[:100]!r}] must be a string, a number, a boolean, "
+                    "null (left out) or a list of strings, numbers and booleans"
+                )
+            pairs.append((name, text))
+    return pairs
+
+
+def _scalar_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return json.dumps(value)
+    return None
+
+
+def _encode_body(body: object) -> bytes:
+    """The body as compact UTF-8 JSON, so a body the local API would take over HTTP is not
+    made longer than its cap (`max_body_bytes`) on the way: `json.dumps`'s default spelling
+    (`\\uXXXX` for every non-ASCII character, spaces after separators) can double it or more.
+    A string with a lone surrogate has no UTF-8: it goes as its ASCII escape."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The response body's lines, split here: aiohttp's `readline` (what iterating
+    `response.content` does) refuses a line longer than its buffer, and one event's `data:`
+    line (a large tool output, a file written) can be far longer."""
+    pending = bytearray()
+    async for chunk in response.content.iter_any():
+        pending += chunk
+        if b"\n" not in chunk:
+            continue  # a line still coming: no split, so a long line costs linear time
+        *complete, rest = pending.split(b"\n")
+        pending = rest
+        for line in complete:
+            yield line.decode().removesuffix("\r")
+    if pending:
+        yield pending.decode().removesuffix("\r")
 
 
 async def _relay_events(response: aiohttp.ClientResponse, send_event: SendEvent) -> None:
     """SSE frames (`id:`, `event:`, `data:` lines, a blank line ending each) as events;
     comments (`: ping`) and `retry:` are the transport's business and are not relayed."""
     fields: dict[str, str] = {}
-    async for raw_line in response.content:
-        line = raw_line.decode().rstrip("\r\n")
+    async for line in _lines(response):
         if not line:
             if "data" in fields:
                 await send_event(

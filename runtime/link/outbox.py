@@ -10,6 +10,9 @@ refusal, made durable (fsync) after every acknowledged batch, so:
 - a batch is retried (backoff with jitter) until a 2xx: across link drops, control-plane
   restarts and agentd restarts nothing is lost; a batch whose 2xx was lost is sent again,
   which the control plane dedupes by (threadId, sequence);
+- each thread is pushed by a task of its own, so a thread whose pushes keep failing backs off
+  alone while the other threads' events go out (at most `PUSHES_AT_ONCE` batches are read and
+  sent at once; a thread waiting out its backoff holds none of them);
 - once a 2xx is recorded the batch is never sent again;
 - a 4xx other than 408/429 parks the thread (logged, kept in its files, not retried forever);
 - 401/403 raise `LinkRefused`: the token was refused, retrying cannot help;
@@ -28,7 +31,8 @@ import json
 import logging
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,8 @@ from runtime.thread_events import PersistedThreadEvent
 log = logging.getLogger("agentd.link")
 
 BATCH = 200
+# Batches read and sent at once, over all threads (each a page of the store in memory).
+PUSHES_AT_ONCE = 4
 OUTBOX_FILE = "link-outbox.json"
 # The journal is folded into the snapshot once it has more lines than this, or than the
 # snapshot has entries if that is more.
@@ -214,6 +220,11 @@ class ThreadEventOutbox:
         self.pushed_batches = 0
         self.pages_read = 0  # store reads of threads' events, for benchmarks and tests
         self._recorded = anyio.Event()  # set (and replaced) each time an acknowledgement is kept
+        self._pushes = anyio.CapacityLimiter(PUSHES_AT_ONCE)
+        # `OutboxState` is written by one worker thread at a time (its journal, its snapshot)
+        self._state_writer = anyio.CapacityLimiter(1)
+        # the threads that have a pusher task: whether it was woken again since its last look
+        self._pushing: dict[str, bool] = {}
 
     @classmethod
     async def open(
@@ -234,26 +245,65 @@ class ThreadEventOutbox:
     async def run(self) -> None:
         """Push what is pending on every thread, then each thread as it gets events: the
         store says which (`Store.watch_thread_events`), so an idle daemon reads nothing,
-        however many threads it holds."""
+        however many threads it holds. Each thread is pushed by a task of its own."""
         with self.store.watch_thread_events() as watch:  # before the first pass: none missed
-            await self.push_pending()
-            while True:
-                await self.push_pending(await watch.changed())
+            async with self._pushers() as wake:
+                wake(await self._threads_to_read())
+                while True:
+                    wake(await watch.changed())
 
     async def push_pending(self, thread_ids: Iterable[str] | None = None) -> bool:
         """Push what is pending on these threads (None: every thread, of which only those
-        whose last event is not the one pushed last are read); True if anything was sent."""
+        whose last event is not the one pushed last are read), each in a task of its own, and
+        wait until all are pushed (or parked); True if anything was sent. Not beside `run`."""
         if thread_ids is None:
             thread_ids = await self._threads_to_read()
-        sent = False
-        for thread_id in thread_ids:
-            if thread_id in self.state.parked and not await self._made_again_since_parked(
-                thread_id
-            ):
-                continue
-            if await self._push_thread(thread_id):
-                sent = True
-        return sent
+        before = self.pushed_batches
+        async with self._pushers() as wake:
+            wake(thread_ids)
+        return self.pushed_batches > before
+
+    @asynccontextmanager
+    async def _pushers(self) -> AsyncIterator[Callable[[Iterable[str]], None]]:
+        """The pushers' task group. Yields `wake(thread_ids)`: a thread without a pusher gets
+        one; a thread that has one is looked at again once its pusher's pass is over (an
+        event stored during the pass may have come after its page was read). On exit, waits
+        for the pushers; a `LinkRefused` of any of them ends all and is raised as it is."""
+        refused: list[LinkRefused] = []
+        async with anyio.create_task_group() as tasks:
+
+            async def pusher(thread_id: str) -> None:
+                try:
+                    await self._push_while_woken(thread_id)
+                except LinkRefused as exc:
+                    refused.append(exc)
+                    tasks.cancel_scope.cancel()
+
+            def wake(thread_ids: Iterable[str]) -> None:
+                for thread_id in thread_ids:
+                    if thread_id in self._pushing:
+                        self._pushing[thread_id] = True
+                    else:
+                        self._pushing[thread_id] = False
+                        tasks.start_soon(pusher, thread_id)
+
+            yield wake
+        if refused:
+            raise refused[0]
+
+    async def _push_while_woken(self, thread_id: str) -> None:
+        """A thread's pusher: pushes what is pending, again while it was woken meanwhile."""
+        try:
+            while True:
+                self._pushing[thread_id] = False
+                if thread_id not in self.state.parked or await self._made_again_since_parked(
+                    thread_id
+                ):
+                    await self._push_thread(thread_id)
+                if not self._pushing[thread_id]:
+                    return  # no await since the look: an event noted later starts a new pusher
+        finally:
+            del self._pushing[thread_id]
 
     async def wait_acknowledged(
         self, thread_id: str, sequence: int, rollout_id: str | None = None
@@ -274,7 +324,7 @@ class ThreadEventOutbox:
         last = await self.store.last_thread_events()
         gone = [t for t in {*self.state.pushed, *self.state.parked} if t not in last]
         if gone:
-            await anyio.to_thread.run_sync(self.state.record_reset, gone)
+            await self._write_state(self.state.record_reset, gone)
         return [t for t, event in last.items() if self._may_have_pending(t, event)]
 
     def _may_have_pending(self, thread_id: str, last: LastThreadEvent) -> bool:
@@ -287,20 +337,45 @@ class ThreadEventOutbox:
         return rollout is not None and rollout != last.rollout_id
 
     async def _push_thread(self, thread_id: str) -> bool:
-        """Push what is pending on one thread; True if anything was sent."""
+        """Push what is pending on one thread, batch by batch; True if anything was sent. A
+        batch that fails is sent again after this thread's own backoff, read again from the
+        cursor (so the thread's events go out in order and without a gap, and a waiting
+        thread holds no page); the other threads' pushes go on meanwhile."""
         sent = False
+        attempt = 0
         while True:
-            events = await self._next_page(thread_id)
-            if not events:
-                return sent
-            if not await self._push(thread_id, [e.to_dict() for e in events]):
-                return sent  # parked
-            await anyio.to_thread.run_sync(self.state.record_pushed, thread_id, events[-1])
-            self._recorded.set()
-            self._recorded = anyio.Event()
-            sent = True
-            if len(events) < BATCH:
-                return sent  # all it had; an event stored since is noted by the watch
+            async with self._pushes:
+                events = await self._next_page(thread_id)
+                if not events:
+                    return sent
+                status, detail = await self._post(thread_id, [e.to_dict() for e in events])
+                if 200 <= status < 300:
+                    self.pushed_batches += 1
+                    await self._write_state(self.state.record_pushed, thread_id, events[-1])
+                    self._recorded.set()
+                    self._recorded = anyio.Event()
+                    sent = True
+                    attempt = 0
+                    if len(events) < BATCH:
+                        return sent  # all it had; an event stored since is noted by the watch
+                    continue
+                if status in (401, 403):
+                    raise LinkRefused(
+                        "the control plane refused the token pushing thread events "
+                        f"({status}): {detail}"
+                    )
+                if 400 <= status < 500 and status not in (408, 429):
+                    await self._park(thread_id, events, status, detail)
+                    return sent
+            delay = backoff(attempt, self.rng)
+            attempt += 1
+            log.warning(
+                "thread %s: pushing events failed (%s); retrying in %.1f s",
+                thread_id,
+                status or detail,
+                delay,
+            )
+            await anyio.sleep(delay)
 
     async def _next_page(self, thread_id: str) -> list[PersistedThreadEvent]:
         """The thread's next events to push. With the cursor's event read too: if it has gone
@@ -337,54 +412,38 @@ class ThreadEventOutbox:
         log.info(
             "thread %s was deleted and made again %s; pushing it from its start", thread_id, since
         )
-        await anyio.to_thread.run_sync(self.state.record_reset, [thread_id])
+        await self._write_state(self.state.record_reset, [thread_id])
 
-    async def _push(self, thread_id: str, events: list[dict[str, Any]]) -> bool:
-        """Send one batch until a 2xx (True) or a refusal that parks the thread (False)."""
+    async def _post(self, thread_id: str, events: list[dict[str, Any]]) -> tuple[int, str]:
+        """Send one batch, once: the status (0 if no answer came) and what it said."""
         url = events_url(self.control_plane, thread_id)
         headers = {"Authorization": f"Bearer {self.token}"}
-        attempt = 0
-        while True:
-            try:
-                async with self.session.post(
-                    url, json={"events": events}, headers=headers
-                ) as response:
-                    status = response.status
-                    detail = (await response.text())[:300]
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status, detail = 0, f"{type(exc).__name__}: {exc}"
-            if 200 <= status < 300:
-                self.pushed_batches += 1
-                return True
-            if status in (401, 403):
-                raise LinkRefused(
-                    f"the control plane refused the token pushing thread events ({status}): "
-                    f"{detail}"
-                )
-            if 400 <= status < 500 and status not in (408, 429):
-                log.error(
-                    "thread %s: the control plane refused events %d-%d (%d: %s); parked, "
-                    "not retried",
-                    thread_id,
-                    events[0]["sequence"],
-                    events[-1]["sequence"],
-                    status,
-                    detail,
-                )
-                why = {
-                    "from": events[0]["sequence"],
-                    "rollout": events[0]["rolloutId"],
-                    "status": status,
-                    "detail": detail,
-                }
-                await anyio.to_thread.run_sync(self.state.record_parked, thread_id, why)
-                return False
-            delay = backoff(attempt, self.rng)
-            attempt += 1
-            log.warning(
-                "thread %s: pushing events failed (%s); retrying in %.1f s",
-                thread_id,
-                status or detail,
-                delay,
-            )
-            await anyio.sleep(delay)
+        try:
+            async with self.session.post(url, json={"events": events}, headers=headers) as response:
+                return response.status, (await response.text())[:300]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return 0, f"{type(exc).__name__}: {exc}"
+
+    async def _park(
+        self, thread_id: str, events: list[PersistedThreadEvent], status: int, detail: str
+    ) -> None:
+        """The control plane refused the batch for good: the thread is parked, not retried."""
+        log.error(
+            "thread %s: the control plane refused events %d-%d (%d: %s); parked, not retried",
+            thread_id,
+            events[0].sequence,
+            events[-1].sequence,
+            status,
+            detail,
+        )
+        why = {
+            "from": events[0].sequence,
+            "rollout": events[0].rollout_id,
+            "status": status,
+            "detail": detail,
+        }
+        await self._write_state(self.state.record_parked, thread_id, why)
+
+    async def _write_state(self, record: Callable[..., None], *args: Any) -> None:
+        """An `OutboxState` change, made durable in a worker thread, one at a time."""
+        await anyio.to_thread.run_sync(record, *args, limiter=self._state_writer)

@@ -24,6 +24,23 @@ BACKOFF_MAX = 30.0
 # A dial (TCP connect, WebSocket upgrade, `hello` sent) that takes longer has failed and is
 # retried with the backoff: a listener that accepts and never answers must not hold the link.
 HANDSHAKE_TIMEOUT = 30.0
+# The backoff starts again from its first step only after a link that stayed up this long: a
+# control plane that accepts the link and drops it at once is dialled ever less often, as if
+# every dial failed, not ~4 times a second for ever.
+STABLE_AFTER = BACKOFF_MAX
+# The largest frame the control plane may send: an `http` request carries a request body as a
+# JSON value, which its encoder may write with every character escaped (`\u003c`: 6 bytes for
+# 1), so any body the local API accepts (`max_body_bytes`) fits, beside the method, path, query
+# and headers (`FRAME_SLACK`). Never below `FRAME_MIN`, the bound before it was tied to the cap.
+JSON_ESCAPE_FACTOR = 6
+FRAME_SLACK = 1024 * 1024
+FRAME_MIN = 16 * 1024 * 1024
+
+
+def max_frame_bytes(max_body_bytes: int) -> int:
+    """The largest frame the link reads when the local API takes bodies of `max_body_bytes`.
+    A larger one is not read: the link is closed with 1009 and dialled again."""
+    return max(FRAME_MIN, JSON_ESCAPE_FACTOR * max_body_bytes + FRAME_SLACK)
 
 
 def link_url(control_plane: str, device_id: str) -> str:
@@ -36,7 +53,9 @@ def events_url(control_plane: str, thread_id: str) -> str:
 
 def backoff(attempt: int, rng: random.Random | None = None) -> float:
     """The wait before reconnect attempt `attempt` (0-based): full jitter, AWS-style."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0**attempt)
+    # The exponent stops growing long after the ceiling is reached: 2.0**1024 overflows, and
+    # a control plane away for some hours (~1,000 attempts) ended the link's retries with it.
+    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(attempt, 64))
     return (rng or random).uniform(0, ceiling)
 
 
@@ -117,11 +136,16 @@ def parse_frame(text: str) -> Frame:
         frame = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise FrameError(PARSE_ERROR, "the frame is not JSON") from None
-    if not isinstance(frame, dict) or frame.get("jsonrpc") != "2.0":
+    if not isinstance(frame, dict):
         raise FrameError(INVALID_REQUEST, "expected a JSON-RPC 2.0 object")
+    # The id first: an answer names it whenever it can be read, even if the rest is invalid.
     request_id = frame.get("id")
     if not is_request_id(request_id):
         raise FrameError(INVALID_REQUEST, "id must be a string, a number or null")
+    if frame.get("jsonrpc") != "2.0":
+        raise FrameError(
+            INVALID_REQUEST, 'expected a JSON-RPC 2.0 object ("jsonrpc": "2.0")', request_id
+        )
     is_request = "id" in frame
     if "method" not in frame:
         if "result" in frame or "error" in frame:

@@ -4,6 +4,7 @@ real SDK against the fake model server)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -243,7 +244,8 @@ async def test_link_drops_and_a_control_plane_restart_lose_no_event(
 
 def test_backoff_is_full_jitter_doubling_to_thirty_seconds() -> None:
     rng = random.Random(7)
-    for attempt, ceiling in [(0, 0.5), (1, 1.0), (3, 4.0), (6, 30.0), (20, 30.0)]:
+    # at any attempt: 2.0**1024 overflowed (a control plane away for some hours)
+    for attempt, ceiling in [(0, 0.5), (1, 1.0), (3, 4.0), (6, 30.0), (20, 30.0), (5000, 30.0)]:
         waits = [backoff(attempt, rng) for _ in range(200)]
         assert 0 <= min(waits) and max(waits) <= ceiling
         assert max(waits) > ceiling * 0.8  # spread over the whole range
@@ -296,3 +298,44 @@ def test_connect_names_what_is_missing() -> None:
     assert result.returncode == 2
     assert "--control-plane / AGENTD_CONTROL_PLANE" in result.stderr
     assert "--token / AGENTD_TOKEN" in result.stderr
+
+
+async def test_an_event_larger_than_aiohttps_line_buffer_is_relayed_and_asked_for_again(
+    tmp_path: Path, workspace: Path, env_restored: Any
+) -> None:
+    """One SSE event of 700 KB (a file written whole: its `tool_call` carries the content) is
+    one `data:` line longer than aiohttp's `readline` takes; it used to end the stream in
+    -32603, and asking again with `Last-Event-ID` failed at the same event for ever."""
+    content = "x" * 700_000
+    async with FakeControlPlane(TOKEN) as cp, FakeModelServer() as model:
+        model.script(
+            Turn([tool_call("write_file", {"path": "big.txt", "content": content}, id="c1")]),
+            Turn([text("written")]),
+        )
+        async with connected(tmp_path, workspace, cp, model):
+            await cp.call(
+                "POST",
+                "/v1/agents",
+                body={"slug": "mac", "model": "claude-sonnet-4-6", "tools": ["write_file"]},
+            )
+            answer, events = await cp.call(
+                "POST", "/v1/run", body={"agent": "mac", "prompt": "write it"}
+            )
+            assert answer["result"]["status"] == 200, answer
+            kinds = [e["event"] for e in events]
+            assert kinds[0] == "run_started" and kinds[-1] == "complete", kinds
+            (call,) = [e for e in events if e["event"] == "tool_call"]
+            assert content in json.dumps(call["data"])
+            assert (workspace / "big.txt").read_text() == content
+            # The result's headers are the route's, not the loopback hop's framing.
+            assert "Transfer-Encoding" not in answer["result"]["headers"]
+            # Asked again from the event before it, the stream goes through it to the end.
+            before = events[kinds.index("tool_call") - 1]["id"]
+            answer, rest = await cp.call(
+                "GET",
+                f"/v1/runs/{events[0]['data']['runId']}/events",
+                headers={"Last-Event-ID": before},
+            )
+            assert answer["result"]["status"] == 200, answer
+            assert [e["event"] for e in rest] == kinds[kinds.index("tool_call") :]
+            assert rest[0]["data"] == call["data"]

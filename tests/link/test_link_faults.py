@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -123,8 +123,7 @@ async def link_running(
             token=TOKEN,
             dispatcher=dispatcher or HttpDispatcher(session, url, None),
             hello=hello,
-            rng=random.Random(5),
-            **options,
+            **{"rng": random.Random(5), **options},
         )
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(link.run)
@@ -155,7 +154,10 @@ async def test_malformed_frames_get_json_rpc_errors_and_the_link_stays_up(
         ('{"jsonrpc":"2.0","method":"http","id":1e400,"params":' + healthz + "}", (None, -32600)),
         ('{"jsonrpc":"2.0","method":5,"id":3}', (3, -32600)),
         ('{"jsonrpc":"2.0","id":4}', (4, -32600)),
-        ('{"jsonrpc":"1.0","method":"http","id":5}', (None, -32600)),
+        # Not JSON-RPC 2.0, but the id can be read: the answer names it.
+        ('{"jsonrpc":"1.0","method":"http","id":5}', (5, -32600)),
+        ('{"method":"http","id":"5b","params":' + healthz + "}", ("5b", -32600)),
+        ('{"jsonrpc":"1.0","method":"http","id":[5]}', (None, -32600)),
         ("[1, 2]", (None, -32600)),
         # Not JSON at all: NaN, or nested past the parser's recursion limit.
         ('{"jsonrpc":"2.0","method":"http","id":NaN,"params":{}}', (None, -32700)),
@@ -263,3 +265,115 @@ async def test_a_listener_that_never_answers_is_dialled_again_after_the_handshak
         server.cancel_scope.cancel()
     timed_out = [r for r in caplog.records if "no handshake with" in r.getMessage()]
     assert timed_out and "within 0.2 s" in timed_out[0].getMessage()
+
+
+class CeilingsNoted(random.Random):
+    """The link's backoff draws: each wait is 0 (the test does not sit them out) and the
+    ceiling it was drawn under is noted, so a test reads the backoff the link computed."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.ceilings: list[float] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.ceilings.append(b)
+        return 0.0
+
+
+OnLink = Callable[[int, web.WebSocketResponse], Awaitable[None]]
+
+
+@asynccontextmanager
+async def listener(on_link: OnLink) -> AsyncIterator[str]:
+    """A control plane on 127.0.0.1 (its URL) that hands its n-th link to `on_link(n, ws)`.
+    Pings are not answered by aiohttp (`autoping=False`): they reach `on_link` as messages."""
+    links = 0
+
+    async def link(request: web.Request) -> web.StreamResponse:
+        nonlocal links
+        links += 1
+        ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), heartbeat=None, autoping=False)
+        await ws.prepare(request)
+        await on_link(links, ws)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/devices/{device}/link", link)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_link_is_dead_after_dead_after_of_silence_not_at_the_first_late_pong(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The contract: a ping every `ping_interval`, dead after `dead_after` of silence.
+    aiohttp's `heartbeat` closed the link half a ping interval after a ping that had no pong
+    (22.5 s, not 45): a control plane that does not answer pings saw one ping, not the
+    `dead_after / ping_interval` the contract gives it."""
+    caplog.set_level(logging.WARNING, logger="agentd.link")
+    seen_in, seen = anyio.create_memory_object_stream[tuple[str, int, int]](math.inf)
+
+    async def silent(number: int, ws: web.WebSocketResponse) -> None:
+        seen_in.send_nowait(("opened", number, 0))
+        pings = 0
+        async for message in ws:  # hello, then pings, never answered; nothing is sent
+            pings += message.type == WSMsgType.PING
+        seen_in.send_nowait(("ended", number, pings))
+
+    async with seen_in, seen, listener(silent) as url:
+        async with link_running(url, ping_interval=0.1, dead_after=1.0, rng=CeilingsNoted()):
+            with anyio.fail_after(30):
+                assert await seen.receive() == ("opened", 1, 0)
+                what, number, pings = await seen.receive()
+                assert await seen.receive() == ("opened", 2, 0)  # dialled again
+    assert (what, number) == ("ended", 1)
+    assert pings >= 3  # ~9 (one every 0.1 s for 1 s); aiohttp's heartbeat closed after 1
+    assert any("nothing heard for 1 s" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_quiet_link_whose_pings_are_answered_stays_up() -> None:
+    """Pongs are what a quiet control plane says: they keep the link alive however long no
+    request comes (the silence that kills a link counts every frame, pongs too)."""
+    pinged_in, pinged = anyio.create_memory_object_stream[int](math.inf)
+
+    async def quiet(number: int, ws: web.WebSocketResponse) -> None:
+        async for message in ws:
+            if message.type == WSMsgType.PING:
+                await ws.pong(message.data)
+                pinged_in.send_nowait(number)
+
+    async with pinged_in, pinged, listener(quiet) as url:
+        async with link_running(url, ping_interval=0.05, dead_after=0.3) as (link, _):
+            with anyio.fail_after(30):
+                for _ in range(20):  # 1 s and more: past `dead_after` three times over
+                    assert await pinged.receive() == 1  # the first link, all along
+            assert link.connects == 1
+
+
+async def test_a_link_dropped_at_once_backs_off_until_one_stays_up() -> None:
+    """A control plane that takes the link and drops it at once (it refuses the device after
+    the upgrade, say) used to be dialled ~4 times a second for ever: the backoff started again
+    after every upgrade. It starts again only after a link that stayed up `stable_after`."""
+    rng = CeilingsNoted()
+    opened_in, opened = anyio.create_memory_object_stream[int](math.inf)
+
+    async def drop_all_but_the_fourth(number: int, ws: web.WebSocketResponse) -> None:
+        opened_in.send_nowait(number)
+        await ws.receive()  # hello
+        pings = 0
+        while number == 4 and pings < 5:  # up 5 ping intervals (0.5 s): past `stable_after`
+            pings += (await ws.receive()).type == WSMsgType.PING
+        await ws.close(code=1008, message=b"device not allowed")
+
+    async with opened_in, opened, listener(drop_all_but_the_fourth) as url:
+        async with link_running(url, rng=rng, ping_interval=0.1, stable_after=0.2):
+            with anyio.fail_after(30):
+                for number in range(1, 8):  # the 7th is dialled after the 6th wait is drawn
+                    assert await opened.receive() == number
+    # three drops at once: 0.5, 1, 2; the fourth link stayed up: 0.5 again, then 1, 2
+    assert rng.ceilings[:6] == [0.5, 1.0, 2.0, 0.5, 1.0, 2.0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,13 @@ import anyio
 import pytest
 
 from runtime.agents import AgentSpec
-from runtime.link.outbox import BATCH, JOURNAL_FOLD_MIN, OutboxState, ThreadEventOutbox
+from runtime.link.outbox import (
+    BATCH,
+    JOURNAL_FOLD_MIN,
+    LinkRefused,
+    OutboxState,
+    ThreadEventOutbox,
+)
 from runtime.store import Store
 from runtime.thread_events import PersistedThreadEvent
 from tests.fakes.control_plane import FakeControlPlane
@@ -70,10 +77,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @asynccontextmanager
 async def outbox_running(
-    store: Store, state_dir: Path, cp: FakeControlPlane
+    store: Store, state_dir: Path, cp: FakeControlPlane, *, rng: random.Random | None = None
 ) -> AsyncIterator[ThreadEventOutbox]:
     async with aiohttp.ClientSession() as session:
-        outbox = await ThreadEventOutbox.open(store, state_dir, session, cp.url, TOKEN)
+        outbox = await ThreadEventOutbox.open(store, state_dir, session, cp.url, TOKEN, rng=rng)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(outbox.run)
             yield outbox
@@ -219,6 +226,54 @@ async def test_a_refused_thread_is_parked_until_it_is_made_again(
                 await cp.wait_pushed_from(refused, "rol_new", 1)
             assert refused not in outbox.state.parked
     assert [e["rolloutId"] for e in cp.pushed[refused]] == ["rol_new"]
+
+
+class ShortBackoff(random.Random):
+    """Backoff waits of 10 ms: a failing thread is retried many times in a short test."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return min(b, 0.01)
+
+
+async def test_a_thread_whose_pushes_keep_failing_holds_up_no_other_thread(
+    store: Store, tmp_path: Path
+) -> None:
+    """A push that fails (here a 503 for one thread only) is retried with the backoff; it
+    used to be retried in place, so no other thread was pushed until it went through."""
+    failing, fine = "chat-1", "chat-2"
+    await new_threads(store, failing, events=BATCH + 5)
+    async with FakeControlPlane(TOKEN) as cp:
+        cp.refuse_threads[failing] = 503  # a failure retried, not a refusal that parks
+        async with outbox_running(store, tmp_path / "state", cp, rng=ShortBackoff()) as outbox:
+            with anyio.fail_after(30):
+                await cp.wait_push_requests(3)  # the failing thread is being retried
+            await new_threads(store, fine, events=3)
+            with anyio.fail_after(30):
+                await cp.wait_pushed(fine, 3)
+            requests = cp.push_requests
+            with anyio.fail_after(30):
+                await cp.wait_push_requests(requests + 3)  # and it is still retried
+            assert failing not in cp.pushed and failing not in outbox.state.parked
+            del cp.refuse_threads[failing]
+            with anyio.fail_after(30):
+                await cp.wait_pushed(failing, BATCH + 5)
+    # each thread's events in order, without a gap, once (a refused batch is not recorded)
+    assert [e["sequence"] for e in cp.pushed[failing]] == list(range(1, BATCH + 6))
+    assert [e["sequence"] for e in cp.pushed[fine]] == [1, 2, 3]
+
+
+async def test_a_refused_token_on_a_push_ends_the_outbox_with_link_refused(
+    store: Store, tmp_path: Path
+) -> None:
+    """Whichever thread's pusher meets the 401, `run` ends with `LinkRefused` itself (what
+    `agentd connect` turns into exit status 1), the other pushers with it."""
+    await new_threads(store, "chat-1", "chat-2", "chat-3", events=2)
+    async with FakeControlPlane(TOKEN) as cp, aiohttp.ClientSession() as session:
+        cp.refuse = True
+        outbox = await ThreadEventOutbox.open(store, tmp_path / "state", session, cp.url, TOKEN)
+        with anyio.fail_after(30), pytest.raises(LinkRefused, match="refused the token"):
+            await outbox.run()
+    assert outbox.state.pushed == {} and outbox.state.parked == {}
 
 
 def test_an_acknowledged_batch_costs_a_journal_line_not_a_rewrite(tmp_path: Path) -> None:
