@@ -70,7 +70,7 @@ def _history(raw: Any) -> list[Message] | None:
         where = ".".join(str(p) for p in first["loc"][1:])  # after "history"
         raise bad_request(
             f"context.history must be the previous run's messages ([{{role, content}}]): "
-            f"at {where or 'history'}: {first['msg']}",
+            f"at {where or 'history'}: {str(first['msg']).removeprefix('Value error, ')}",
             code="validation_error",
         ) from exc
     return [m.to_message() for m in messages] or None

@@ -7,14 +7,32 @@ Wire names are camelCase (docs/design.md, HTTP API); Python attributes snake_cas
 
 from __future__ import annotations
 
+import binascii
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from runtime.agents import AgentSpec
 from runtime.api.wire import MAX_INT, WireModel
 from runtime.ids import THREAD_ID_PATTERN, THREAD_ID_RULE, is_thread_id
-from runtime.messages import Message, Part
+from runtime.messages import (
+    HostedToolPart,
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+)
 from runtime.runs.run import RunConfig
 from runtime.store import ThreadRecord
 from runtime.thread_events import PersistedThreadEvent
@@ -117,11 +135,48 @@ class Deleted(WireModel):
 # --- runs -----------------------------------------------------------------------------------
 
 
+# A caller's message holds the parts of its role that a provider can send and the thread's
+# events record (runtime/thread_events.py: a tool message is its `tool_result` events). Never a
+# `compaction` record: only the daemon writes those.
+InputPart = Annotated[
+    TextPart | ThinkingPart | ToolCallPart | ToolResultPart | HostedToolPart | ImagePart,
+    Field(discriminator="type"),
+]
+ROLE_PARTS: dict[str, tuple[str, ...]] = {
+    "user": ("text", "image"),
+    "assistant": ("text", "thinking", "tool_call", "hosted_tool"),
+    "tool": ("tool_result",),
+}
+# The image types every provider takes (Anthropic's list; OpenAI takes the same).
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def _content_form(content: Any) -> str:
+    return "text" if isinstance(content, str) else "parts"
+
+
 class InputMessage(WireModel):
-    """A message of a caller-supplied history: `content` is a string or a list of parts."""
+    """A message of a caller-supplied history: `content` is a string (the text of a user or
+    assistant message) or a list of parts. A user message holds `text` and `image` parts, an
+    assistant message `text`, `thinking`, `tool_call` and `hosted_tool` parts, a tool message
+    only the `tool_result`s of the tool calls of the assistant message right before it."""
 
     role: Literal["user", "assistant", "tool"]
-    content: str | list[Part]
+    # Tagged, so that an error names the one form the content was given in (`content.parts.0`)
+    content: Annotated[
+        Annotated[str, Tag("text")] | Annotated[list[InputPart], Tag("parts")],
+        Discriminator(_content_form),
+    ]
+
+    @field_validator("content")
+    @classmethod
+    def _fits_role(cls, content: str | list[Part], info: ValidationInfo) -> str | list[Part]:
+        role = info.data.get("role")
+        if role is not None:  # (else the role itself was refused)
+            problem = content_problem(role, content)
+            if problem is not None:
+                raise ValueError(problem)
+        return content
 
     def to_message(self) -> Message:
         if isinstance(self.content, str):
@@ -130,13 +185,130 @@ class InputMessage(WireModel):
             )
         return Message(role=self.role, content=self.content)
 
+    @property
+    def tool_call_ids(self) -> list[str]:
+        if isinstance(self.content, str):
+            return []
+        return [p.id for p in self.content if isinstance(p, ToolCallPart)]
+
+    @property
+    def result_ids(self) -> list[str]:
+        if isinstance(self.content, str):
+            return []
+        return [p.call_id for p in self.content if isinstance(p, ToolResultPart)]
+
+
+def content_problem(role: str, content: str | list[Part]) -> str | None:
+    """What a message of `role` cannot hold in `content` (None: nothing)."""
+    allowed = ROLE_PARTS[role]
+    a_message = f"{'an' if role == 'assistant' else 'a'} {role} message"
+    if isinstance(content, str):
+        if "text" in allowed:
+            return None
+        return (
+            f"{a_message} holds only {_kinds(allowed)} parts, not a string: "
+            '[{"type": "tool_result", "call_id": "<the call\'s id>", "output": "..."}]'
+        )
+    if not content:
+        return f"{a_message} holds at least one part ({_kinds(allowed)})"
+    for index, part in enumerate(content):
+        if part.type not in allowed:
+            return (
+                f"content[{index}] is a {part.type!r} part; {a_message} holds only "
+                f"{_kinds(allowed)} parts"
+            )
+        if isinstance(part, ImagePart):
+            if part.media_type not in IMAGE_TYPES:
+                return (
+                    f"content[{index}]: media_type {part.media_type!r} is not one of "
+                    f"{', '.join(IMAGE_TYPES)}"
+                )
+            try:
+                binascii.a2b_base64(part.data, strict_mode=True)
+            except binascii.Error:
+                return f"content[{index}]: data is not base64 (the image's bytes, encoded)"
+    return None
+
+
+def conversation_problem(
+    messages: list[InputMessage], *, prompt_follows: bool, name: str = "messages"
+) -> str | None:
+    """What stops a model from continuing `messages` (None: nothing). Every tool call of an
+    assistant message is answered by the one tool message right after it, which answers
+    nothing else (each provider refuses a call without its result or a result without its
+    call); without a prompt to follow, the last message is one the model can answer (a user
+    or tool message), as for a fork (runtime/runs/forking.py)."""
+    for index, message in enumerate(messages):
+        where = f"{name}[{index}]"
+        if message.role == "tool":
+            before = messages[index - 1] if index else None
+            calls = (
+                before.tool_call_ids if before is not None and before.role == "assistant" else []
+            )
+            if not calls:
+                return (
+                    f"{where} is a tool message, but it does not follow an assistant message "
+                    "with tool calls: a tool message holds the results of the calls of the "
+                    "assistant message right before it (all of them, in that one message)"
+                )
+            answered: set[str] = set()
+            for call_id in message.result_ids:
+                if call_id not in calls:
+                    return (
+                        f"{where} answers tool call {call_id!r}, which {name}[{index - 1}] "
+                        f"did not make (its calls: {', '.join(map(repr, calls))})"
+                    )
+                if call_id in answered:
+                    return f"{where} answers tool call {call_id!r} twice"
+                answered.add(call_id)
+            missing = [c for c in calls if c not in answered]
+            if missing:
+                return (
+                    f"{where} has no result for tool call(s) {', '.join(map(repr, missing))} "
+                    f"of {name}[{index - 1}]: a tool message answers every call of the "
+                    "assistant message before it"
+                )
+            continue
+        calls = message.tool_call_ids
+        if message.role != "assistant" or not calls:
+            continue
+        repeated = sorted({c for c in calls if calls.count(c) > 1})
+        if repeated:
+            return f"{where} makes more than one tool call with id {repeated[0]!r}"
+        if index + 1 == len(messages) or messages[index + 1].role != "tool":
+            return (
+                f"{where} makes tool calls ({', '.join(map(repr, calls))}) whose results do "
+                f"not follow: give {name}[{index + 1}] as a tool message with a tool_result "
+                "for each call"
+            )
+    if not prompt_follows and messages and messages[-1].role == "assistant":
+        return (
+            f"without `prompt` the messages must end with a user or tool message "
+            f"({name}[{len(messages) - 1}] is from the assistant): give `prompt`, or end "
+            "with the message the model should answer"
+        )
+    return None
+
+
+def _kinds(types: tuple[str, ...]) -> str:
+    named = [f"`{t}`" for t in types]
+    return " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+
 
 class InputHistory(WireModel):
     """`context.history` of a legacy run request (the previous run's messages), validated
     as `{"history": ...}`: a root model would import and build pydantic's RootModel at
-    start-up."""
+    start-up. The request's message follows it."""
 
     history: list[InputMessage]
+
+    @field_validator("history")
+    @classmethod
+    def _continuable(cls, history: list[InputMessage]) -> list[InputMessage]:
+        problem = conversation_problem(history, prompt_follows=True, name="context.history")
+        if problem is not None:
+            raise ValueError(problem)
+        return history
 
 
 class RunRequest(WireModel):
@@ -146,7 +318,10 @@ class RunRequest(WireModel):
     agent: str = Field(min_length=1, description="the agent's slug or id")
     prompt: str | None = Field(None, description="the user's message")
     messages: list[InputMessage] | None = Field(
-        None, description="a conversation to continue instead of a thread"
+        None,
+        description="a conversation to continue instead of a thread: each tool call answered "
+        "by the tool message right after it; without `prompt`, ending with a user or tool "
+        "message",
     )
     thread_id: str | None = Field(
         None,
@@ -163,6 +338,19 @@ class RunRequest(WireModel):
     )
     config: RunConfig | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("messages")
+    @classmethod
+    def _continuable(
+        cls, messages: list[InputMessage] | None, info: ValidationInfo
+    ) -> list[InputMessage] | None:
+        # (a `prompt` that was itself refused is not in info.data: do not blame the messages)
+        prompt_follows = info.data.get("prompt", "refused") is not None
+        if messages:
+            problem = conversation_problem(messages, prompt_follows=prompt_follows)
+            if problem is not None:
+                raise ValueError(problem)
+        return messages
 
     @model_validator(mode="after")
     def _has_input(self) -> RunRequest:

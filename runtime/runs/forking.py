@@ -28,22 +28,31 @@ class ForkPlan:
 
 def cut_conversation(conversation: list[Message], step: int, prompt: str | None) -> list[Message]:
     """The first `step` messages, if a run can continue from them (with `prompt`, if any);
-    raises InvalidRequest naming the step that would work instead."""
+    raises InvalidRequest naming the step that would work instead. The rules apply to the
+    last message the model will be sent, which is never a `compaction` record."""
     if not 0 <= step <= len(conversation):
         raise InvalidRequest(
             f"step must be between 0 and {len(conversation)} (the run has "
             f"{len(conversation)} messages), got {step}"
         )
     cut = conversation[:step]
-    if cut and cut[-1].role == "assistant" and cut[-1].tool_calls:
+    # The last message the model will be sent, counted from 1 as `step` is (0: none). A
+    # `compaction` record stays in the cut (the fork's view derives from it) but is never sent.
+    last = next((n for n in range(step, 0, -1) if cut[n - 1].role != "compaction"), 0)
+    message = cut[last - 1] if last else None
+    records = {0: "", 1: f"; message {step} is a compaction record"}.get(
+        step - last, f"; messages {last + 1}–{step} are compaction records"
+    )
+    if message is not None and message.role == "assistant" and message.tool_calls:
         raise InvalidRequest(
-            f"message {step} has tool calls whose results would be cut off; "
-            f"fork at step {step + 1} or {step - 1}"
+            f"message {last} has tool calls whose results would be cut off{records}; "
+            f"fork at step {step + 1} or {last - 1}"
         )
-    if prompt is None and (not cut or cut[-1].role == "assistant"):
+    if prompt is None and (message is None or message.role == "assistant"):
+        what = "missing" if message is None else "from the assistant"
         raise InvalidRequest(
             "without a prompt the fork must end with a user or tool message "
-            f"(message {step} is {'missing' if not cut else 'from the assistant'})"
+            f"(message {last or step} is {what}{records})"
         )
     return cut
 

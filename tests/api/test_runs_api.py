@@ -10,6 +10,7 @@ import pytest
 from tests.api.conftest import Daemon, DaemonFactory, collect_events
 from tests.api.test_errors import assert_error
 from tests.fakes.model_server import Gate, Turn, text
+from tests.runtime.test_compaction_runs import long_task, write_files
 
 
 async def held_run(daemon: Daemon, *chunks: str) -> tuple[str, Gate, Any]:
@@ -200,3 +201,45 @@ async def test_controls_that_meet_a_finishing_run_are_409s_and_change_nothing(
     assert not [f for f in frames if f.event in ("status", "input")]
     assert frames[-1].data["status"] == "completed"
     assert (await daemon.wait_status(run_id, "completed"))["finishedAt"]
+
+
+async def test_a_fork_without_a_prompt_must_end_where_the_model_has_something_to_answer(
+    daemon: Daemon,
+) -> None:
+    """The rule applies to what the model is sent: a cut that ends with the assistant's
+    answer and then a compaction record still ends with the assistant (no prefill)."""
+    write_files(daemon.workspace, 8)
+    daemon.model.responder = long_task(8)
+    daemon.model.default_turn = None
+    await daemon.upsert("reader", tools=["read_file"])
+    thread = (await daemon.run("reader", prompt="Read eight files."))["threadId"]
+    status, body = await daemon.post(f"/v1/run/threads/{thread}/compact")
+    assert status == 200, body
+    daemon.model.responder = None
+    daemon.model.default_turn = Turn([text("second answer")])
+    second = await daemon.run("reader", prompt="Second prompt", threadId=thread)
+    status, detail = await daemon.get(f"/v1/runs/{second['runId']}")
+    roles = [m["role"] for m in detail["data"]["messages"]]
+    record = roles.index("compaction")  # the step that ends with it is record + 1
+    assert roles[record - 1 : record + 2] == ["assistant", "compaction", "user"]
+    sent = len(daemon.model.requests)
+
+    for step, says in (
+        (record, f"message {record} is from the assistant)"),
+        (record + 1, f"message {record} is from the assistant; message {record + 1} is a comp"),
+    ):
+        status, body = await daemon.post(f"/v1/runs/{second['runId']}/fork", {"step": step})
+        error = assert_error(status, body, 400, "invalid_request")
+        assert "without a prompt the fork must end with a user or tool message" in error["message"]
+        assert says in error["message"], error
+    assert len(daemon.model.requests) == sent  # nothing was started
+
+    # With a prompt the same cut continues: the model answers the new user message.
+    status, body = await daemon.post(
+        f"/v1/runs/{second['runId']}/fork", {"step": record + 1, "prompt": "Go on."}
+    )
+    assert status == 201, body
+    done = await daemon.wait_status(body["data"]["runId"], "completed", "failed")
+    assert done["status"] == "completed", done
+    last = daemon.model.requests[-1].body["messages"][-1]
+    assert last["role"] == "user" and "Go on." in str(last)
