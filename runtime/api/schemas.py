@@ -651,6 +651,7 @@ class CompactionOut(WireModel):
     tokens_before: int = Field(alias="tokensBefore")
     tokens_after: int = Field(alias="tokensAfter")
     messages_replaced: int = Field(alias="messagesReplaced")
+    usage: UsageOut = Field(description="The summary request's tokens, shaped as a run's usage")
 
 
 # --- tools ----------------------------------------------------------------------------------

@@ -422,8 +422,10 @@ class RunManager:
         return run_id in self._runs
 
     def active_run_of(self, thread_id: str) -> str | None:
-        """The id of the thread's active (queued, running or paused) run, if any."""
-        return self._thread_runs.get(thread_id)
+        """The id of the thread's active (queued, running or paused) run, if any (a thread
+        held by a compaction or a deletion has none)."""
+        holder = self._thread_runs.get(thread_id)
+        return holder if holder in self._runs else None
 
     async def run_thread(self, run_id: str) -> str | None:
         """The thread a run belongs to. NotFound if there is no such run."""

@@ -108,9 +108,13 @@ async def test_a_thread_being_compacted_is_not_deleted(daemon: Daemon, workspace
             tasks.start_soon(compact)
             await gate.reached.wait()
             status, body = await daemon.request("DELETE", f"/v1/run/threads/{thread}")
+            # The thread stream has no active run to show (the holder is no run).
+            async with daemon.session.ws_connect(daemon.u(f"/v1/threads/{thread}/stream")) as ws:
+                snapshot = await ws.receive_json()
             gate.open()
     error = assert_error(status, body, 409, "thread_busy")
     assert "compaction" in error["message"]
+    assert snapshot["type"] == "snapshot" and snapshot["activeRunId"] is None, snapshot
     status, body = compacted["answer"]
     assert status == 200 and body["data"]["summarized"] is True, body
 

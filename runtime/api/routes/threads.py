@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
 
 from runtime.api.errors import ApiError, bad_request, not_found
 from runtime.api.responses import json_data, json_data_off_loop, json_list
@@ -29,12 +28,6 @@ from runtime.api.thread_stream import SLOW_CLIENT, ThreadStream
 from runtime.api.validation import parse_body, parse_query
 from runtime.runs.manager import DELETING
 from runtime.store import ThreadRecord
-
-
-class CompactionDone(CompactionOut):
-    """What `POST /v1/run/threads/{id}/compact` did, with what its summary request cost."""
-
-    usage: UsageOut = Field(description="The summary request's tokens, shaped as a run's usage")
 
 
 async def list_threads(request: web.Request) -> web.Response:
@@ -157,7 +150,7 @@ async def compact_thread(request: web.Request) -> web.Response:
     done = await manager.compact_thread(thread_id)
     part = done.record
     return json_data(
-        CompactionDone(
+        CompactionOut(
             thread_id=thread_id,
             summarized=part.summarized,
             tokens_before=part.tokens_before,
@@ -239,6 +232,6 @@ def add_routes(table: RouteTable) -> None:
         tag=tag,
         body=EmptyBody,
         body_required=False,
-        response=Enveloped(CompactionDone),
+        response=Enveloped(CompactionOut),
         errors=(400, 404, 409, 424),
     )
