@@ -665,8 +665,11 @@ class RunManager:
 
 
 def _live(run: Run) -> RunRecord:
-    """An active run's record with the loop's live iteration count (the stored record is
-    updated when the run ends)."""
-    if run.loop is None or run.loop.iterations == run.record.iterations:
+    """An active run's record with the loop's live iteration count and usage so far (the
+    stored record is updated when the run ends)."""
+    loop = run.loop
+    if loop is None or (
+        loop.iterations == run.record.iterations and loop.usage == run.record.usage
+    ):
         return run.record
-    return run.record.model_copy(update={"iterations": run.loop.iterations})
+    return run.record.model_copy(update={"iterations": loop.iterations, "usage": loop.usage})

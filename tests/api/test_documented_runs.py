@@ -9,7 +9,7 @@ import anyio
 
 from tests.api.conftest import Daemon
 from tests.api.test_errors import assert_error
-from tests.fakes.model_server import Gate, Turn, text, tool_call
+from tests.fakes.model_server import Gate, Turn, TurnUsage, text, tool_call
 
 
 async def test_a_caller_chosen_thread_id_creates_that_thread(daemon: Daemon) -> None:
@@ -99,11 +99,11 @@ async def test_run_config_limits_are_400s_naming_the_field(daemon: Daemon) -> No
     assert body["data"] == []
 
 
-async def test_a_runs_iterations_are_live(daemon: Daemon) -> None:
+async def test_a_runs_iterations_and_usage_are_live(daemon: Daemon) -> None:
     await daemon.upsert(tools=["list_dir"])
     gate = Gate()
     daemon.model.script(
-        Turn([tool_call("list_dir", {})]),
+        Turn([tool_call("list_dir", {})], usage=TurnUsage(input_tokens=120, output_tokens=7)),
         Turn([text("two turns")], hold=gate, hold_after=1),
     )
     _, body = await daemon.post(
@@ -114,8 +114,10 @@ async def test_a_runs_iterations_are_live(daemon: Daemon) -> None:
         await gate.reached.wait()
     _, body = await daemon.get(f"/v1/runs/{run_id}")
     assert body["data"]["status"] == "running" and body["data"]["iterations"] == 1
+    assert body["data"]["usage"]["inputTokens"] == 120
+    assert body["data"]["usage"]["outputTokens"] == 7
     _, body = await daemon.get("/v1/runs")
-    assert body["data"][0]["iterations"] == 1
+    assert body["data"][0]["iterations"] == 1 and body["data"][0]["usage"]["outputTokens"] == 7
     gate.open()
     assert (await daemon.wait_status(run_id, "completed"))["iterations"] == 2
 
