@@ -378,10 +378,19 @@ async def _json_or_raise(response: aiohttp.ClientResponse) -> Any:
         raise APIError(response.status, "bad_response", f"not JSON: {text[:200]}") from None
     if response.status >= 400:
         error = body.get("error") if isinstance(body, dict) else None
-        error = error if isinstance(error, dict) else {}
+        if not isinstance(error, dict) or not isinstance(error.get("code"), str):
+            # JSON, but not agentd's error envelope: another server answered (a proxy, or
+            # another program at that URL).
+            raise error_for_status(
+                response.status,
+                "bad_response",
+                text[:200],
+                request_id=response.headers.get("X-Request-ID"),
+                headers=response.headers,
+            )
         raise error_for_status(
             response.status,
-            str(error.get("code", "error")),
+            error["code"],
             str(error.get("message", text[:200])),
             request_id=error.get("requestId") or response.headers.get("X-Request-ID"),
             details=error.get("details"),

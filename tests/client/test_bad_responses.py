@@ -21,6 +21,8 @@ from runtime.providers.retry import RetryPolicy
 async def not_the_daemon(request: web.Request) -> web.Response:
     if request.path == "/v1/agents/broken":
         return web.Response(status=502, text="Bad Gateway", headers={"X-Request-ID": "req_9"})
+    if request.path == "/v1/runs":  # another server's JSON error, not agentd's envelope
+        return web.json_response({"error": "no route for GET /v1/runs"}, status=400)
     return web.json_response({"ok": True})  # JSON, but no `data` envelope
 
 
@@ -42,6 +44,14 @@ async def test_a_plain_text_server_error_keeps_the_request_id(url: str) -> None:
             await agentd.agents.get("broken")
     assert raised.value.status == 502 and raised.value.code == "bad_response"
     assert raised.value.request_id == "req_9"
+
+
+async def test_a_json_error_without_agentds_envelope_is_a_bad_response(url: str) -> None:
+    async with AsyncClient(url, max_retries=0) as agentd:
+        with pytest.raises(APIError) as raised:
+            await agentd.runs.list()
+    assert raised.value.status == 400 and raised.value.code == "bad_response"
+    assert "no route for GET /v1/runs" in raised.value.message
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
