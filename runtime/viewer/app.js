@@ -727,6 +727,20 @@ function setStatus(status) {
   $("input-form").querySelector("button").disabled = ended;
 }
 
+/** Before a run is loaded (or when it cannot be): no status, no stream, no files, and no
+ * control a click could send to the wrong run. */
+function clearRunHeader() {
+  page.status = null;
+  const node = $("run-status");
+  node.className = "badge";
+  setText(node, "");
+  for (const id of ["pause", "resume", "cancel", "input-text"]) $(id).disabled = true;
+  $("input-form").querySelector("button").disabled = true;
+  setConnection("");
+  setText($("files-path"), "");
+  $("files").replaceChildren();
+}
+
 function setConnection(text) {
   $("run-connection").textContent = text;
 }
@@ -761,6 +775,7 @@ async function openRun(runId, { push = false, reveal = push } = {}) {
   $("run-view").hidden = false;
   $("control-error").hidden = true;
   setText($("run-title"), runId);
+  clearRunHeader();
   $("file-content").hidden = true;
   const events = $("events");
   events.replaceChildren();

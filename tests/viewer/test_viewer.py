@@ -109,6 +109,38 @@ async def test_pause_input_resume_and_cancel_from_the_page(daemon: Daemon, page:
     gate.open()
 
 
+async def test_a_run_that_cannot_be_loaded_leaves_no_status_or_control_of_the_last_one(
+    daemon: Daemon, page: Page
+) -> None:
+    await daemon.upsert(tools=["list_dir"])
+    gate = Gate()
+    daemon.model.script(Turn([tool_call("list_dir", {})]), Turn([text("held")], hold=gate))
+    (daemon.workspace / "notes.txt").write_text("x\n")
+    async with AsyncClient(daemon.url) as agentd:
+        run_id = (await agentd.runs.start("helper", "look"))["runId"]
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+        await page.goto(f"{daemon.url}/#run={run_id}")
+        await expect(page.locator("#run-status")).to_have_text("running")
+        await expect(page.locator("#files")).to_contain_text("notes.txt")
+        await expect(page.locator("#pause")).to_be_enabled()
+
+        for load in ("switch", "fresh"):
+            if load == "switch":
+                await page.evaluate("location.hash = '#run=run_typo'")
+            else:
+                await page.goto(f"{daemon.url}/#run=run_typo")
+                await page.reload()
+            await expect(page.locator("#control-error")).to_contain_text("run_typo")
+            await expect(page.locator("#run-status")).to_have_text("")
+            await expect(page.locator("#run-connection")).to_have_text("")
+            await expect(page.locator("#files")).to_be_empty()
+            for control in ("#pause", "#resume", "#cancel", "#input-text", "#input-form button"):
+                await expect(page.locator(control)).to_be_disabled()
+        await agentd.runs.cancel(run_id)
+    gate.open()
+
+
 async def test_a_dropped_connection_loses_no_event_and_ansi_colours_render(
     make_daemon: DaemonFactory, page: Page
 ) -> None:
