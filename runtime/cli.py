@@ -84,8 +84,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) -
         text = info.description or name.replace("_", " ")
         env = " or ".join(env_names(name))
         parts = [text, f"env: {env}"]
-        if shown is not None and name not in ("token", "webhook_secret"):
-            parts.append(f"default: {shown}")
+        if shown not in (None, "") and name not in ("token", "webhook_secret"):
+            parts.append(f"default: {shown}")  # an empty default is said by the text itself
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -1019,7 +1019,16 @@ def add_runs_parser(subparsers: Any) -> None:
     parser.add_argument("--agent", metavar="SLUG", help="only this agent's runs")
     parser.add_argument(
         "--status",
-        choices=["queued", "running", "paused", "completed", "failed", "cancelled", "interrupted"],
+        choices=[
+            "queued",
+            "running",
+            "pausing",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled",
+            "interrupted",
+        ],
         help="only runs in this status",
     )
     parser.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")

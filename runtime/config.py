@@ -64,7 +64,8 @@ class Settings(BaseModel):
     sse_retry_ms: int = Field(2000, ge=0, description="`retry:` sent to SSE clients")
     cors_origins: str = Field(
         "",
-        description="origins allowed to call the API from a browser (comma-separated, or *)",
+        description="origins allowed to call the API from a browser (comma-separated, or *; "
+        "empty: none)",
     )
     webhook_secret: str | None = Field(
         None, repr=False, description="HMAC key for webhook signatures (default: the token)"

@@ -376,10 +376,11 @@ class AgentLoop:
             await self.controls.checkpoint()
             await self._take_inputs()
             if self.iterations >= self.max_iterations:
+                turns = "1 model turn" if self.iterations == 1 else f"{self.iterations} model turns"
                 return self._limit(
                     "max_iterations",
-                    f"stopped after {self.iterations} model turns: the iteration limit "
-                    f"({self.max_iterations}) was reached",
+                    f"stopped after {turns}: the iteration limit ({self.max_iterations}) was "
+                    "reached",
                 )
             compacted = await self._compact_if_needed()
             try:
@@ -791,6 +792,8 @@ class _ToolEventForwarder:
                 if not payload["chunk"]:
                     return
         elif event_type == "file_edit":
+            # The call that made it, as for the changes a command made (the workspace watch).
+            payload.setdefault("callId", self._call_id)
             # Paths are reported in the documented form: `/src/App.tsx`, from the workspace
             # root (the file APIs take and give the same form).
             for key in ("path", "movedFrom"):

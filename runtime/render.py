@@ -210,7 +210,7 @@ class EventRenderer:
         usage = event.get("usage") or {}
         parts = [
             f"status {status}",
-            f"{event.get('iterations', 0)} iterations",
+            _count(event.get("iterations", 0), "iteration"),
             f"{usage.get('inputTokens', 0)} in / {usage.get('outputTokens', 0)} out tokens",
         ]
         seconds = _seconds_between(self._started_ts, event.get("ts"))
@@ -310,6 +310,10 @@ class Spinner:
                 self.tick()
         finally:
             self.clear()
+
+
+def _count(number: Any, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
