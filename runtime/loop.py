@@ -646,7 +646,9 @@ class AgentLoop:
         if call.raw_arguments is not None:
             result = ToolResult.error(_malformed_arguments(call), code="invalid_json")
         else:
-            forward = _ToolEventForwarder(self.events, self.artifacts, self.redactor, call.id)
+            forward = _ToolEventForwarder(
+                self.events, self.artifacts, self.redactor, call.id, self._watch
+            )
             try:
                 result = await self.toolbox.call(
                     call.name, call.arguments, call_id=call.id, on_event=forward
@@ -773,9 +775,11 @@ class _ToolEventForwarder:
         artifacts: ToolArtifacts,
         redactor: TextRedactor | None,
         call_id: str,
+        watch: WorkspaceWatch | None = None,
     ) -> None:
         self._events = events
         self._artifacts = artifacts
+        self._watch = watch
         self._call_id = call_id
         self._stream = redactor.stream() if redactor is not None else None
         # The run's store was full when an event of the call was written: the tool sees a
@@ -799,6 +803,10 @@ class _ToolEventForwarder:
             for key in ("path", "movedFrom"):
                 if isinstance(payload.get(key), str):
                     payload[key] = "/" + payload[key].lstrip("/")
+            if self._watch is not None:  # not for other runs on the workspace to claim
+                self._watch.tool_wrote(
+                    p for p in (payload.get("path"), payload.get("movedFrom")) if isinstance(p, str)
+                )
         self._artifacts.note(event_type, payload)
         await self._emit(event_type, payload)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -36,6 +38,10 @@ log = logging.getLogger("agentd.workspace_watch")
 PORT_POLL_S = 0.25
 
 _watchers_imported = threading.Event()
+
+# The watches of the runs under way, by workspace root: what one run's tools write, the other
+# runs on that workspace must not take for changes of their own calls.
+_WATCHES: dict[Path, set[WorkspaceWatch]] = {}
 
 
 def import_watchers() -> None:
@@ -105,9 +111,29 @@ class WorkspaceWatch:
             self._ports = PortWatcher(toolbox)
         self._ready = anyio.Event()
         self._looking = anyio.Lock()  # the poll loop and finish() may look at once
+        self._root = toolbox.workspace.root
+        self._written_elsewhere: set[str] = set()  # by other runs' tools, since the last scan
 
     async def run(self) -> None:
         """Take the workspace's starting state, then watch ports until cancelled."""
+        neighbours = _WATCHES.setdefault(self._root, set())
+        neighbours.add(self)
+        try:
+            await self._watch()
+        finally:
+            neighbours.discard(self)
+            if not neighbours:
+                _WATCHES.pop(self._root, None)
+
+    def tool_wrote(self, paths: Iterable[str]) -> None:
+        """This run's tool reported writing `paths` (as `file_edit` paths): the other runs
+        on the workspace do not report them as changes their own calls made."""
+        wrote = set(paths)
+        for other in _WATCHES.get(self._root, ()):
+            if other is not self:
+                other._written_elsewhere |= wrote
+
+    async def _watch(self) -> None:
         try:
             if self._scanner is not None:
                 await anyio.to_thread.run_sync(self._scanner.baseline)
@@ -143,7 +169,8 @@ class WorkspaceWatch:
     async def report_files(self, call_id: str | None) -> None:
         """Emit `file_edit` for what changed since the last scan that the tools did not
         report themselves; `call_id` is the call it happened during, if one."""
-        reported = self._artifacts.take_reported()
+        reported = self._artifacts.take_reported() | self._written_elsewhere
+        self._written_elsewhere = set()
         scanner = self._scanner
         if scanner is None:
             return

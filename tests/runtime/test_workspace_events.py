@@ -218,3 +218,39 @@ def test_a_watch_s_modules_are_imported_off_the_event_loop(tmp_path: Path) -> No
     on_loop, off_loop = json_printed("-c", OPEN_A_WATCH, str(tmp_path), timeout=60)
     assert on_loop == []
     assert off_loop == ["tools.port_watch", "tools.workspace_changes"]
+
+
+async def test_a_file_another_runs_tool_writes_is_not_claimed_by_this_run(
+    workspace: Path,
+) -> None:
+    """Two runs on one workspace: B's write_file lands while A's command runs. The file is
+    B's edit (its own file_edit); A's scan after its command does not report it as A's."""
+    gate = Gate()
+    # A's command waits (bounded) for B's file.
+    cmd = "for i in $(seq 600); do [ -e hello.txt ] && break; sleep 0.05; done"
+    a_provider = ScriptedProvider([tool_turn(exec_call("a1", cmd)), text_turn("A done")])
+    write = call("b1", "write_file", {"path": "hello.txt", "content": "hi\n"})
+    b_provider = ScriptedProvider([tool_turn(write, gate=gate), text_turn("B done")])
+    a_events, b_events = RecordingEvents(), RecordingEvents()
+    outcomes: dict[str, LoopOutcome] = {}
+
+    async def run(name: str, provider: ScriptedProvider, events: RecordingEvents) -> None:
+        async with Toolbox(workspace) as box:
+            loop = AgentLoop(
+                provider, box, events, system=None, settings=SETTINGS, max_iterations=5
+            )
+            outcomes[name] = await loop.run([Message.user("go")])
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run, "A", a_provider, a_events)
+            tasks.start_soon(run, "B", b_provider, b_events)
+            await gate.reached.wait()
+            while "tool_call" not in a_events.types:  # A's command is under way
+                await anyio.sleep(0.02)
+            gate.open()
+
+    assert outcomes["A"].status == outcomes["B"].status == "completed"
+    assert [e["path"] for e in b_events.of("file_edit")] == ["/hello.txt"]
+    assert a_events.of("file_edit") == [] and outcomes["A"].files == []
+    assert outcomes["B"].files == ["/hello.txt"]
