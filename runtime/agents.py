@@ -38,6 +38,7 @@ from tools.base import default_tool_names
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 SLUG_RULE = "1–64 lowercase letters, numbers and hyphens, starting with a letter or a number"
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+TOOL_NAME_RULE = "1–64 letters, numbers, underscores and hyphens"
 REDACTED = "[REDACTED]"
 # Tools the model provider runs itself (its hosted web search); no local implementation.
 HOSTED_TOOL_NAMES: tuple[str, ...] = ("web_search",)
@@ -234,6 +235,27 @@ class AgentSpec(_WireModel):
                     "this runtime; give the tool an invokeUrl (an HTTP endpoint the daemon "
                     "POSTs the arguments to) instead"
                 )
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names_rule(
+        cls, value: list[str | CustomToolSpec], info: ValidationInfo
+    ) -> list[str | CustomToolSpec]:
+        """A tool given by name follows the custom tools' rule (the name the model sees, and
+        a Tool Hub slug in the hub's URL: `..` would be the hub's root)."""
+        if _is_stored(info):
+            return value
+        bad = [
+            f"tools[{index}] {name!r}"
+            for index, name in enumerate(value)
+            if isinstance(name, str) and not re.fullmatch(TOOL_NAME_PATTERN, name)
+        ]
+        if bad:
+            raise ValueError(
+                f"tool names are {TOOL_NAME_RULE}; not {', '.join(bad[:5])}"
+                + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            )
         return value
 
     @field_validator("model")

@@ -391,6 +391,10 @@ def _encode_cursor(kind: str, *keys: str | int) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+_SQLITE_INTEGERS = range(-(2**63), 2**63)
+"""The integers SQLite stores (64-bit signed); a larger one cannot even be a query parameter."""
+
+
 def _decode_cursor(cursor: str, kind: str, types: tuple[type, ...]) -> list[Any]:
     """The sort key in `cursor`; ValueError unless it is a cursor of list `kind`."""
     try:
@@ -402,10 +406,19 @@ def _decode_cursor(cursor: str, kind: str, types: tuple[type, ...]) -> list[Any]
         not isinstance(value, list)
         or len(value) != len(types) + 1
         or value[0] != kind
-        or not all(type(key) is want for key, want in zip(value[1:], types, strict=True))
+        or not all(_is_key(key, want) for key, want in zip(value[1:], types, strict=True))
     ):
         raise ValueError(f"invalid cursor {cursor!r} (not one of this list's cursors)")
     return value[1:]
+
+
+def _is_key(key: Any, want: type) -> bool:
+    """Whether `key` is a sort key of type `want` that SQLite can take as a parameter: exactly
+    that type (`true` is an int to Python, not to a cursor), and an integer in SQLite's range
+    (past it, binding the parameter raises OverflowError)."""
+    if type(key) is not want:
+        return False
+    return not isinstance(key, int) or key in _SQLITE_INTEGERS
 
 
 def _check_limit(limit: int) -> int:

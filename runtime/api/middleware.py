@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from runtime.api.errors import STATUS_CODES, ApiError, error_response
-from runtime.api.v1 import V1_ROUTE_KEY, V1_ROUTE_NAME
+from runtime.api.v1 import V1_ROUTE_KEY, V1_ROUTE_NAME, v1_api
 from runtime.runs import RunError
 from runtime.runs.machinery import run_machinery
 from runtime.store import StoreFull
@@ -138,6 +138,15 @@ def make_middlewares(state: ApiState) -> list[Middleware]:
             request_id_var.reset(token)
 
     origins = state.settings.allowed_origins
+    cors_methods: list[str] = []  # the routes' methods, once the /v1 operations are loaded
+
+    async def allowed_methods() -> str:
+        """Every method some route has (from the route tables, so a new one cannot be left
+        out), and OPTIONS; the /v1 operations load on the first preflight if not yet."""
+        if not cors_methods:
+            operations = [*state.table.operations, *(await v1_api()).table.operations]
+            cors_methods[:] = sorted({op.method for op in operations} | {"OPTIONS"})
+        return ", ".join(cors_methods)
 
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -152,7 +161,7 @@ def make_middlewares(state: ApiState) -> list[Middleware]:
                 status=204,
                 headers={
                     **allow,
-                    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                    "Access-Control-Allow-Methods": await allowed_methods(),
                     "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS,
                     "Access-Control-Max-Age": "600",
                 },
@@ -173,7 +182,7 @@ def make_middlewares(state: ApiState) -> list[Middleware]:
                 "missing credentials: send `Authorization: Bearer <token>` or `X-API-Key: <token>`",
                 headers={"WWW-Authenticate": 'Bearer realm="agentd"'},
             )
-        if not hmac.compare_digest(presented.encode(), expected.encode()):
+        if not hmac.compare_digest(_token_bytes(presented), _token_bytes(expected)):
             raise ApiError(
                 401,
                 "unauthorized",
@@ -216,6 +225,14 @@ def _credential(request: web.Request) -> str | None:
     if request.method == "GET" and request.path.endswith(("/events", "/stream")):
         return request.query.get("access_token") or None
     return None
+
+
+def _token_bytes(token: str) -> bytes:
+    """A token as bytes to compare. aiohttp decodes header bytes that are not UTF-8 to lone
+    surrogates (`surrogateescape`), which plain `encode()` refuses; `surrogatepass` encodes
+    any text, and only a token that is valid text encodes to valid UTF-8, so such a header
+    never equals a real token."""
+    return token.encode("utf-8", "surrogatepass")
 
 
 def _route_path(request: web.Request) -> str:

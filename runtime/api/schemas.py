@@ -551,7 +551,13 @@ class FileEntry(WireModel):
 
 class FileListing(WireModel):
     path: str
-    entries: list[FileEntry]
+    entries: list[FileEntry] = Field(
+        description="directories first, then by name; at most the first 10,000 of them"
+    )
+    total: int = Field(description="how many entries the directory has")
+    truncated: bool = Field(
+        False, description="the directory has more than the entries listed (see total)"
+    )
 
 
 class FileContent(WireModel):

@@ -3,7 +3,10 @@ message says exactly which field is wrong and what is allowed.
 
 A body is refused (400 `invalid_json`) before any model sees it when it nests arrays and
 objects deeper than `MAX_BODY_DEPTH` levels, or when a string (or key) holds a lone UTF-16
-surrogate (`"\\ud800"`): valid JSON, but not text that can be stored, logged or sent on.
+surrogate (`"\\ud800"`): valid JSON, but not text that can be stored, logged or sent on. One
+holding `NaN`, `Infinity` or `-Infinity` (not JSON, though Python's decoder takes them) or a
+number past a double's range (`1e400`, which would decode to infinity) is a 400
+`validation_error` naming where, as a number out of a field's range is.
 Bodies larger than `INLINE_PARSE_BYTES` are parsed in a worker thread, off the event loop.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 from typing import Any, TypeVar
 
@@ -30,6 +34,18 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 class BodyProblem(ValueError):
     """A body that is JSON but not one the daemon accepts (too deep, not valid Unicode)."""
+
+
+class NotFiniteNumber(BodyProblem):
+    """A body holding NaN, Infinity or -Infinity (Python's decoder takes them, JSON has no
+    such values) or a number past a double's range (1e400, which decodes to infinity).
+    `location` is where, as pydantic's `loc`: it is refused as a field's value would be."""
+
+    def __init__(self, problem: str, location: tuple[int | str, ...]) -> None:
+        self.problem = problem
+        self.location = location
+        where = ".".join(str(part) for part in location)
+        super().__init__(f"{where!r}: {problem}" if where else problem)
 
 
 async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
@@ -59,6 +75,12 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
             f"column {exc.colno}",
             code="invalid_json",
         ) from exc
+    except NotFiniteNumber as exc:
+        # a 400 naming the field, as for a number out of a field's range (README)
+        field = ".".join(str(part) for part in exc.location)
+        details = [{"field": field or None, "type": "finite_number", "message": exc.problem}]
+        message = f"invalid request body: {exc}"
+        raise ApiError(400, "validation_error", message, details=details) from exc
     except BodyProblem as exc:
         raise bad_request(f"the request body {exc}", code="invalid_json") from exc
     except ValueError as exc:  # an integer of more digits than Python converts, say
@@ -67,13 +89,31 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
 
 
 def decode_body(raw: bytes) -> Any:
-    """Parse a JSON body and check its depth and strings; raises UnicodeDecodeError,
-    json.JSONDecodeError or BodyProblem."""
+    """Parse a JSON body and check its depth, strings and numbers; raises UnicodeDecodeError,
+    json.JSONDecodeError or BodyProblem (NotFiniteNumber for NaN, Infinity or 1e400)."""
     too_deep = BodyProblem(f"nests arrays and objects deeper than {MAX_BODY_DEPTH} levels")
+    not_finite: list[_NotFinite] = []
+
+    def constant(name: str) -> _NotFinite:
+        # Left as markers, not refused here, so the refusal can say where they are. (Kept,
+        # they would be stored as null: an inputSchema's bound, say, making the tool unusable.)
+        not_finite.append(_NotFinite(f"{name} is not JSON: numbers must be finite"))
+        return not_finite[-1]
+
+    def number(text: str) -> float | _NotFinite:
+        value = float(text)
+        if math.isinf(value):
+            problem = f"{text[:40]} is past a double's range: numbers must be finite"
+            not_finite.append(_NotFinite(problem))
+            return not_finite[-1]
+        return value
+
     try:
         # a UTF-8 byte order mark is allowed and dropped (without the utf-8-sig codec, which a
         # daemon's first request would otherwise import on the event loop)
-        value = json.loads(raw.removeprefix(codecs.BOM_UTF8).decode())
+        value = json.loads(
+            raw.removeprefix(codecs.BOM_UTF8).decode(), parse_constant=constant, parse_float=number
+        )
     except RecursionError:  # far deeper than the limit: the decoder itself gave up
         raise too_deep from None
     # Only bracket counts above the limit can nest that deep, and lone surrogates can only
@@ -81,7 +121,31 @@ def decode_body(raw: bytes) -> Any:
     deep = raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH
     if deep or _SURROGATE_ESCAPE.search(raw):
         _check_value(value, too_deep)
+    if not_finite:
+        raise NotFiniteNumber(not_finite[0].problem, _location_of(value, not_finite[0]))
     return value
+
+
+class _NotFinite:
+    """What the decoder gives for a number JSON cannot carry, until the body is refused."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _location_of(value: Any, marker: _NotFinite) -> tuple[int | str, ...]:
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(value, ())]
+    while stack:
+        item, location = stack.pop()
+        if item is marker:
+            return location
+        if isinstance(item, dict):
+            stack.extend((child, (*location, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, (*location, index)) for index, child in enumerate(item))
+    return ()
 
 
 def _check_value(value: Any, too_deep: BodyProblem) -> None:
@@ -182,7 +246,7 @@ def validation_error(exc: ValidationError, model: type[BaseModel], *, where: str
             text = f"missing required field {loc!r}"
         elif not loc:
             text = message
-        elif _may_hold_secrets(err["loc"]):
+        elif _may_hold_secrets(err["loc"], err.get("input")):
             text = f"{loc!r}: {message}"  # the value given is not repeated
         else:
             text = f"{loc!r}: {message} (got {_short(err.get('input'))})"
@@ -192,14 +256,36 @@ def validation_error(exc: ValidationError, model: type[BaseModel], *, where: str
     return ApiError(400, "validation_error", prefix + "; ".join(problems), details=details)
 
 
-# Fields whose values may be credentials (an agent's environment, a custom model's key): an
-# error about them names the field but does not quote the value, which would reach logs and
-# terminals.
-_SECRET_FIELDS = frozenset({"env", "apiKey", "api_key", "secrets"})
+# Fields whose values may be credentials (an agent's environment, a custom model's key, the
+# API token): an error about them names the field but does not quote the value, which would
+# reach logs and terminals. Names are compared without case, `_` or `-` (`apiKey`, `api_key`).
+_SECRET_FIELDS = frozenset(
+    {"env", "apikey", "secret", "secrets", "token", "accesstoken", "password", "authorization"}
+)
 
 
-def _may_hold_secrets(location: tuple[int | str, ...]) -> bool:
-    return any(part in _SECRET_FIELDS for part in location)
+def _is_secret_field(name: int | str) -> bool:
+    if not isinstance(name, str):
+        return False
+    return name.lower().replace("_", "").replace("-", "") in _SECRET_FIELDS
+
+
+def _may_hold_secrets(location: tuple[int | str, ...], value: Any) -> bool:
+    """Whether an error's input must not be quoted: its location names a secret field, or the
+    input holds one at any depth (a union branch such as `model.str` gets the whole custom
+    model object, apiKey included, as its input)."""
+    if any(_is_secret_field(part) for part in location):
+        return True
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any(_is_secret_field(key) for key in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:

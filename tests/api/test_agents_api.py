@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pytest
+
 from tests.api.conftest import MODEL, Daemon
 from tests.api.test_errors import assert_error
 
@@ -85,6 +90,42 @@ async def test_custom_models_and_secrets_are_kept_but_not_shown(daemon: Daemon) 
     assert body["data"]["model"]["apiKey"] == "[REDACTED]"
     assert body["data"]["env"]["TOKEN"] == "[REDACTED]"
     assert "sk-very-secret" not in str(body) and "t0ps3cret" not in str(body)
+
+
+SECRET = "sk-LEAK-" + "1234"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # the union's `model.str` branch gets the whole object as its input
+        {"model": {"provider": "custom", "apiKey": SECRET, "endpoint": "ftp://x", "format": "x"}},
+        {"model": {"provider": "custom", "api_key": SECRET, "endpoint": "ftp://x"}},
+        {"model": {"provider": "custom", "APIKEY": SECRET, "endpoint": "http://h/"}},
+        # `tools.0.str`: a tool object holding a key, nested
+        {"tools": [{"name": "t", "invokeUrl": "ftp://x", "auth": {"apiKey": SECRET}}]},
+        {"tools": [{"name": "t", "invokeUrl": "ftp://x", "env": {"K": SECRET}}]},
+        # (first: a long input is cut at 80 characters when quoted)
+        {"model": {"headers": [{"token": SECRET}], "provider": "custom", "endpoint": "ftp://x"}},
+    ],
+    ids=["apiKey", "api_key", "APIKEY", "tool-nested-apiKey", "tool-env", "token-in-list"],
+)
+async def test_a_refused_definition_never_quotes_a_secret(
+    daemon: Daemon, fields: dict[str, Any]
+) -> None:
+    status, body = await daemon.post("/v1/agents", {"slug": "leaky", **fields})
+    error = assert_error(status, body, 400, "validation_error")
+    assert SECRET not in json.dumps(body), error["message"]
+    # what is wrong is still named
+    assert "model" in error["message"] or "tools" in error["message"]
+
+
+async def test_a_refused_value_without_secrets_is_still_quoted(daemon: Daemon) -> None:
+    status, body = await daemon.post(
+        "/v1/agents", {"slug": "x", "model": MODEL, "tools": [{"name": "t", "invokeUrl": 5}]}
+    )
+    message = assert_error(status, body, 400, "validation_error")["message"]
+    assert "(got 5)" in message and '(got {"name": "t"' in message
 
 
 async def test_invalid_definitions_name_the_field(daemon: Daemon) -> None:

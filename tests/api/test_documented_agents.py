@@ -5,7 +5,11 @@ objects, paginated lists and unknown query parameters."""
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
+
+import pytest
 
 from runtime.config import Settings
 from runtime.custom_tools import custom_tool_factory
@@ -286,6 +290,40 @@ async def test_every_list_is_paginated_the_same_way(daemon: Daemon) -> None:
     status, body = await daemon.get("/v1/agents?limit=1")
     status, body = await daemon.get(f"/v1/run/threads?cursor={body['meta']['nextCursor']}")
     assert_error(status, body, 400, "invalid_cursor")
+
+
+def _cursor(*value: Any) -> str:
+    """A cursor as the store writes one (base64url of a JSON array), holding `value`."""
+    raw = json.dumps(list(value)).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [2**63, -(2**63) - 1, 10**40, True, "\ud800"],
+    ids=["2**63", "-2**63-1", "10**40", "true", "lone-surrogate"],
+)
+async def test_a_cursor_whose_key_sqlite_cannot_take_is_invalid(daemon: Daemon, key: Any) -> None:
+    """Right kind and JSON type is not enough: the key must fit SQLite's 64-bit integers, else
+    binding it fails (a 500). (`true` and a lone surrogate are guards: the type check, and the
+    route's catch of the UnicodeEncodeError, a ValueError, refuse them already.)"""
+    await daemon.upsert("a-1")
+    await daemon.run("a-1")
+    await daemon.upsert("a-1", description="v2")
+    for path, kind in (
+        ("/v1/runs", "runs"),
+        ("/v1/agents/a-1/versions", "versions"),
+        ("/v1/agents", "agents"),
+        ("/v1/run/threads", "threads"),
+    ):
+        keys = (key, "thr_x") if kind == "threads" else (key,)
+        status, body = await daemon.get(path, params={"cursor": _cursor(kind, *keys)})
+        assert_error(status, body, 400, "invalid_cursor")
+    # the largest keys SQLite has are still cursors
+    for path, kind in (("/v1/runs", "runs"), ("/v1/agents/a-1/versions", "versions")):
+        for edge in (2**63 - 1, -(2**63)):
+            status, body = await daemon.get(path, params={"cursor": _cursor(kind, edge)})
+            assert status == 200, body
 
 
 async def test_unknown_query_parameters_are_400s_naming_them(daemon: Daemon) -> None:

@@ -137,6 +137,59 @@ async def test_undecodable_or_too_deep_bodies_are_400s(
     assert fragment in error["message"], error["message"]
 
 
+@pytest.mark.parametrize(
+    ("literal", "problem"),
+    [
+        ("NaN", "NaN is not JSON"),
+        ("Infinity", "Infinity is not JSON"),
+        ("-Infinity", "-Infinity is not JSON"),
+        ("1e400", "1e400 is past a double's range"),
+        ("-1E+999", "-1E+999 is past a double's range"),
+    ],
+)
+async def test_numbers_that_are_not_finite_are_400s_naming_where(
+    daemon: Daemon, literal: str, problem: str
+) -> None:
+    """Python's decoder takes NaN and Infinity, and 1e400 decodes to infinity: a free-form
+    field would be stored as null, an inputSchema's bound would make the tool unusable. They
+    are refused wherever they are, naming where, as a field's value out of range is."""
+    await daemon.upsert("there")
+    schema = '{"type": "object", "properties": {"a": {"type": "number", "maximum": @}}}'
+    tool = '{"name": "ct", "invokeUrl": "http://127.0.0.1:9/t", "inputSchema": ' + schema + "}"
+    requests = [
+        ("POST", "/v1/agents", '{"slug": "n", "model": "m", "resources": [{"x": @}]}'),
+        ("POST", "/v1/agents", '{"slug": "n", "model": "m", "tools": [' + tool + "]}"),
+        ("PATCH", "/v1/agents/there", '{"resources": [{"x": @}]}'),
+        ("POST", "/v1/run", '{"agent": "there", "prompt": "x", "metadata": {"x": [1, @]}}'),
+        ("POST", "/v1/tools/read_file", '{"path": "x", "offset": @}'),
+    ]
+    fields = [
+        "resources.0.x",
+        "tools.0.inputSchema.properties.a.maximum",
+        "resources.0.x",
+        "metadata.x.1",
+        "offset",
+    ]
+    for (method, path, template), field in zip(requests, fields, strict=True):
+        body = template.replace("@", literal).encode()
+        async with daemon.session.request(
+            method, daemon.u(path), data=body, headers=JSON_BODY
+        ) as resp:
+            error = assert_error(resp.status, await resp.json(), 400, "validation_error")
+        assert f"{field!r}: {problem}" in error["message"], (path, error["message"])
+        assert error["details"] == [
+            {"field": field, "type": "finite_number", "message": error["details"][0]["message"]}
+        ]
+    status, body = await daemon.get("/v1/agents/n")
+    assert_error(status, body, 404, "not_found")
+    status, body = await daemon.get("/v1/agents/there")
+    assert body["data"]["resources"] == []
+    # the largest finite numbers are numbers
+    body = b'{"agent": "there", "prompt": "x", "stream": false, "metadata": {"x": 1.7e308}}'
+    async with daemon.session.post(daemon.u("/v1/run"), data=body, headers=JSON_BODY) as resp:
+        assert resp.status == 200, await resp.text()
+
+
 async def test_bodies_within_the_depth_limit_and_surrogate_pairs_are_accepted(
     daemon: Daemon,
 ) -> None:

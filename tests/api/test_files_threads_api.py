@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.api.routes.files import MAX_ENTRIES
 from tests.api.conftest import Daemon
 from tests.api.test_errors import assert_error
 from tests.fakes.model_server import Gate, Turn, text
@@ -69,6 +70,58 @@ async def test_reading_files(daemon: Daemon, run_id: str, workspace: Path) -> No
         f"/v1/runs/{run_id}/files/content?path=notes.txt&offset=3&limit=100"
     )
     assert body["data"]["content"] == "llo wörld\n" and body["data"]["truncated"] is False
+
+
+async def test_a_listing_past_the_limit_is_the_first_entries_in_order_and_says_so(
+    daemon: Daemon, run_id: str, workspace: Path
+) -> None:
+    big = workspace / "big"
+    big.mkdir()
+    names = [f"f{i:05d}" for i in range(MAX_ENTRIES + 50)]
+    for name in reversed(names):
+        (big / name).touch()
+    (big / "zz_subdir").mkdir()  # last by name, first as a directory
+    status, body = await daemon.get(f"/v1/runs/{run_id}/files", params={"path": "/big"})
+    assert status == 200
+    listing = body["data"]
+    assert listing["truncated"] is True and listing["total"] == MAX_ENTRIES + 51
+    listed = [e["name"] for e in listing["entries"]]
+    assert listed == ["zz_subdir", *names[: MAX_ENTRIES - 1]]
+    # a listing within the limit is whole, and says so
+    status, body = await daemon.get(f"/v1/runs/{run_id}/files", params={"path": "/"})
+    assert body["data"]["truncated"] is False
+    assert body["data"]["total"] == len(body["data"]["entries"]) == len(os.listdir(workspace))
+
+
+async def test_paths_are_taken_exactly_as_given(
+    daemon: Daemon, run_id: str, workspace: Path
+) -> None:
+    """A name may begin or end with whitespace, or begin with `~`: the path a listing gives
+    reads that file, never another one (only leading `/`s are dropped: they mean the root)."""
+    names = ["notes.txt", "notes.txt ", " notes.txt", "notes.txt\t", "~", "~root"]
+    for name in names:
+        (workspace / name).write_text(f"the file {name!r}")
+    (workspace / " dir ").mkdir()
+    (workspace / " dir " / "a.txt").write_text("a")
+    status, body = await daemon.get(f"/v1/runs/{run_id}/files", params={"path": "/"})
+    listed = {e["name"]: e["path"] for e in body["data"]["entries"]}
+    for name in names:
+        assert listed[name] == "/" + name
+        for path in ("/" + name, name, "//" + name):
+            status, body = await daemon.get(
+                f"/v1/runs/{run_id}/files/content", params={"path": path}
+            )
+            assert status == 200, body
+            assert body["data"]["content"] == f"the file {name!r}" and body["data"]["path"] == (
+                "/" + name
+            )
+    status, body = await daemon.get(f"/v1/runs/{run_id}/files", params={"path": "/ dir "})
+    assert status == 200 and body["data"]["path"] == "/ dir "
+    assert [e["path"] for e in body["data"]["entries"]] == ["/ dir /a.txt"]
+    status, body = await daemon.get(f"/v1/runs/{run_id}/files", params={"path": " "})
+    assert_error(status, body, 404, "not_found")
+    status, body = await daemon.get(f"/v1/runs/{run_id}/files", params={"path": "~"})
+    assert_error(status, body, 400, "not_a_directory")
 
 
 async def test_paths_are_confined_to_the_workspace(

@@ -198,6 +198,22 @@ async def test_controls_over_the_stream(daemon: Daemon) -> None:
     assert (await daemon.wait_status(run.run_id, "cancelled"))["status"] == "cancelled"
 
 
+async def test_a_frame_holding_a_number_that_is_not_finite_is_refused(daemon: Daemon) -> None:
+    """Frames go through the bodies' decoder: NaN and Infinity are not JSON there either."""
+    thread_id = await thread_with_runs(daemon)
+    async with daemon.session.ws_connect(daemon.u(f"/v1/threads/{thread_id}/stream")) as ws:
+        await recv(ws)  # snapshot
+        for literal in ("NaN", "Infinity", "-Infinity", "1e400"):
+            await ws.send_str('{"type": "ack", "sequence": ' + literal + "}")
+            reply = await recv(ws)
+            assert reply["type"] == "error" and reply["code"] == "invalid_frame", reply
+            assert f"'sequence': {literal} is " in reply["message"], reply
+            assert "numbers must be finite" in reply["message"], reply
+        await ws.send_json({"type": "ack", "sequence": 1})  # the connection goes on
+        await ws.send_json({"type": "pause"})
+        assert (await recv(ws))["code"] == "no_active_run"
+
+
 async def test_two_clients_see_the_same_events(daemon: Daemon) -> None:
     thread_id = await thread_with_runs(daemon)
     url = daemon.u(f"/v1/threads/{thread_id}/stream?after=4")

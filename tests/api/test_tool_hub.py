@@ -16,6 +16,7 @@ from runtime.tool_hub import ToolHub
 from tests.api.conftest import MODEL, Daemon, DaemonFactory, collect_events
 from tests.api.test_errors import assert_error
 from tests.fakes.model_server import Turn, text, tool_call
+from tools.base import core_tool_names
 
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
 
@@ -109,3 +110,59 @@ async def test_without_a_hub_an_unknown_name_stays_a_400(daemon: Daemon) -> None
         "/v1/agents", {"slug": "triage", "model": MODEL, "tools": ["jira-search"]}
     )
     assert "jira-search" in assert_error(status, body, 400, "unknown_tools")["message"]
+
+
+@pytest.fixture
+async def lenient_hub() -> AsyncIterator[tuple[str, list[str]]]:
+    """A hub that describes a tool at every path it is asked about, its root included (the
+    worst case for a name that is not a slug): its URL and the paths asked."""
+    asked: list[str] = []
+
+    async def describe(request: web.Request) -> web.Response:
+        asked.append(request.raw_path)
+        return web.json_response({"name": "anything", "description": "d", "inputSchema": SCHEMA})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", describe)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/"), asked
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", ".", "", "../admin", "a/b", "x y", "tool\n", "a" * 65, "caf\u00e9", "q?x=1", "%2e%2e"],
+)
+async def test_a_tool_name_that_is_not_a_slug_is_refused_before_the_hub_is_asked(
+    make_daemon: DaemonFactory, lenient_hub: tuple[str, list[str]], name: str
+) -> None:
+    url, asked = lenient_hub
+    daemon = await hub_daemon(make_daemon, url)
+    status, body = await daemon.post(
+        "/v1/agents", {"slug": "dots", "model": MODEL, "tools": ["read_file", name]}
+    )
+    error = assert_error(status, body, 400, "validation_error")
+    assert f"tools[1] {name!r}" in error["message"], error["message"]
+    assert "letters, numbers, underscores and hyphens" in error["message"]
+    assert asked == []
+    status, body = await daemon.get("/v1/agents/dots")
+    assert_error(status, body, 404, "not_found")
+    # PATCH validates the merged definition alike
+    await daemon.upsert("dots", tools=["read_file"])
+    async with daemon.session.patch(daemon.u("/v1/agents/dots"), json={"tools": [name]}) as resp:
+        error = assert_error(resp.status, await resp.json(), 400, "validation_error")
+    assert asked == []
+
+
+async def test_core_tools_web_search_and_hub_slugs_are_still_names(
+    make_daemon: DaemonFactory, lenient_hub: tuple[str, list[str]]
+) -> None:
+    url, asked = lenient_hub
+    daemon = await hub_daemon(make_daemon, url)
+    names = [*core_tool_names(), "web_search", "jira-search", "Jira_Search-2", "a" * 64]
+    created = await daemon.upsert("named", tools=names)
+    assert created["action"] == "created"
+    assert sorted(asked) == ["/tools/Jira_Search-2", "/tools/" + "a" * 64, "/tools/jira-search"]

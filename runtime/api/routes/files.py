@@ -10,8 +10,10 @@ check and the read does not leak a file either.
 from __future__ import annotations
 
 import base64
+import heapq
 import os
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,14 +36,17 @@ from runtime.ids import format_ts
 from tools.workspace import PathOutsideWorkspace, Workspace
 
 MAX_ENTRIES = 10_000
+"""A listing holds at most this many entries: the first in its order, `truncated` set."""
 
 
 def _resolve(workspace: Workspace, raw: str) -> Path:
-    relative = raw.strip().lstrip("/") or "."
-    if "\x00" in relative:
+    """The real path `raw` names, taken exactly as given (a file name may begin or end with
+    a space, or begin with `~`): only leading `/`s are dropped, as they mean the root."""
+    if "\x00" in raw:
         raise bad_request("path must not contain NUL bytes", code="invalid_path")
     try:
-        return workspace.resolve(relative)
+        # "./": the workspace would expand a leading `~` to a home directory, as a shell does
+        return workspace.resolve("./" + raw.lstrip("/"))
     except PathOutsideWorkspace as exc:
         # The tool's message names the daemon's host paths; an API client gets none of them.
         raise ApiError(
@@ -81,28 +86,47 @@ def _list_dir(workspace: Workspace, real: Path) -> FileListing:
             code="not_a_directory",
         )
     base = _display(workspace, real).rstrip("/")
-    entries: list[FileEntry] = []
-    with os.scandir(real) as scan:
+    total = 0
+
+    def counted(scan: Iterator[os.DirEntry[str]]) -> Iterator[os.DirEntry[str]]:
+        nonlocal total
         for entry in scan:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue  # vanished while listing
-            entries.append(
-                FileEntry.model_validate(
-                    {
-                        "name": entry.name,
-                        "path": f"{base}/{entry.name}",
-                        "type": _kind(info.st_mode),
-                        "size": info.st_size,
-                        "modifiedAt": _mtime(info.st_mtime),
-                    }
-                )
+            total += 1
+            yield entry
+
+    # The first MAX_ENTRIES in the listing's order, whatever order the directory gives them
+    # in, holding no more than that many at a time (d_type says which are directories
+    # without a stat of each); then only those are stat'ed.
+    with os.scandir(real) as scan:
+        first = heapq.nsmallest(MAX_ENTRIES, counted(scan), key=_sort_key)
+    entries: list[FileEntry] = []
+    for entry in first:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue  # vanished while listing
+        entries.append(
+            FileEntry.model_validate(
+                {
+                    "name": entry.name,
+                    "path": f"{base}/{entry.name}",
+                    "type": _kind(info.st_mode),
+                    "size": info.st_size,
+                    "modifiedAt": _mtime(info.st_mtime),
+                }
             )
-            if len(entries) >= MAX_ENTRIES:
-                break
+        )
     entries.sort(key=lambda e: (e.type != "dir", e.name))
-    return FileListing(path=base or "/", entries=entries)
+    return FileListing(path=base or "/", entries=entries, total=total, truncated=total > len(first))
+
+
+def _sort_key(entry: os.DirEntry[str]) -> tuple[bool, str]:
+    """Directories first (not a symlink to one, as `_kind` has it), then by name."""
+    try:
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError:
+        is_dir = False
+    return (not is_dir, entry.name)
 
 
 def _opened_inside(workspace: Workspace, fd: int) -> bool:
