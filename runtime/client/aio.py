@@ -364,30 +364,28 @@ async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 async def _json_or_raise(response: aiohttp.ClientResponse) -> Any:
     text = await response.text()
+
+    def not_agentds() -> AgentdError:
+        # Not agentd's error envelope (not JSON, or JSON without it): another server
+        # answered (a proxy, or another program at that URL).
+        return error_for_status(
+            response.status,
+            "bad_response",
+            text[:200],
+            request_id=response.headers.get("X-Request-ID"),
+            headers=response.headers,
+        )
+
     try:
         body = json.loads(text) if text else {}
     except json.JSONDecodeError:
         if response.status >= 400:
-            raise error_for_status(
-                response.status,
-                "bad_response",
-                text[:200],
-                request_id=response.headers.get("X-Request-ID"),
-                headers=response.headers,
-            ) from None
+            raise not_agentds() from None
         raise APIError(response.status, "bad_response", f"not JSON: {text[:200]}") from None
     if response.status >= 400:
         error = body.get("error") if isinstance(body, dict) else None
         if not isinstance(error, dict) or not isinstance(error.get("code"), str):
-            # JSON, but not agentd's error envelope: another server answered (a proxy, or
-            # another program at that URL).
-            raise error_for_status(
-                response.status,
-                "bad_response",
-                text[:200],
-                request_id=response.headers.get("X-Request-ID"),
-                headers=response.headers,
-            )
+            raise not_agentds()
         raise error_for_status(
             response.status,
             error["code"],

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runtime.agents import AgentSpec
+from runtime.agents import AgentRecord, AgentSpec
 from runtime.compaction import SUMMARY_PREFIX, SUMMARY_REQUEST
 from runtime.events import Event
 from runtime.runs import RunManager
@@ -90,6 +90,20 @@ def assert_tool_calls_paired(request: fake.RecordedRequest) -> None:
         assert calls == outputs
 
 
+async def reader_agent(store: Store, model: str = "claude-sonnet-4-6") -> AgentRecord:
+    """The agent of these tests: it reads files, in a small window."""
+    agent, _ = await store.upsert_agent(
+        AgentSpec(
+            slug="reader",
+            model=model,
+            tools=["read_file"],
+            maxIterations=100,
+            contextWindow=WINDOW,
+        )
+    )
+    return agent
+
+
 async def run_to_end(manager: RunManager, agent: Any, **kw: Any) -> tuple[Any, list[Event]]:
     run = await manager.start(agent, **kw)
     with anyio.fail_after(240):
@@ -106,15 +120,7 @@ async def test_a_run_ten_times_the_window_completes_inside_it(
     async with fake.FakeModelServer(
         responder=long_task(), context_limit=WINDOW, usage_from_request=True
     ) as server:
-        agent, _ = await store.upsert_agent(
-            AgentSpec(
-                slug="reader",
-                model=model,
-                tools=["read_file"],
-                maxIterations=100,
-                contextWindow=WINDOW,
-            )
-        )
+        agent = await reader_agent(store, model)
         async with RunManager(store, workspace, env=server.env()) as manager:
             result, events = await run_to_end(manager, agent, prompt="Read every file in src/.")
 
@@ -163,15 +169,7 @@ async def test_a_thread_continues_compacted_across_runs_and_a_restart(
     ) as server:
         store = await Store.open(state)
         try:
-            agent, _ = await store.upsert_agent(
-                AgentSpec(
-                    slug="reader",
-                    model="claude-sonnet-4-6",
-                    tools=["read_file"],
-                    maxIterations=100,
-                    contextWindow=WINDOW,
-                )
-            )
+            agent = await reader_agent(store)
             async with RunManager(store, workspace, env=server.env()) as manager:
                 first, events = await run_to_end(manager, agent, prompt="Read files 0-14.")
             assert first.status == "completed", first.error
@@ -208,15 +206,7 @@ async def test_a_thread_continues_compacted_across_runs_and_a_restart(
         server.responder = long_task(0)
         store = await Store.open(tmp_path / "fresh-state")
         try:
-            agent, _ = await store.upsert_agent(
-                AgentSpec(
-                    slug="reader",
-                    model="claude-sonnet-4-6",
-                    tools=["read_file"],
-                    maxIterations=100,
-                    contextWindow=WINDOW,
-                )
-            )
+            agent = await reader_agent(store)
             async with RunManager(store, workspace, env=server.env()) as manager:
                 third, _ = await run_to_end(
                     manager, agent, prompt="Anything left?", thread_id=first.thread_id
@@ -270,15 +260,7 @@ async def test_a_compaction_whose_summary_fails_is_closed_before_the_run_fails(
     async with fake.FakeModelServer(
         responder=refused, context_limit=WINDOW, usage_from_request=True
     ) as server:
-        agent, _ = await store.upsert_agent(
-            AgentSpec(
-                slug="reader",
-                model="claude-sonnet-4-6",
-                tools=["read_file"],
-                maxIterations=100,
-                contextWindow=WINDOW,
-            )
-        )
+        agent = await reader_agent(store)
         async with RunManager(store, workspace, env=server.env()) as manager:
             result, events = await run_to_end(manager, agent, prompt="Read every file in src/.")
 
@@ -302,15 +284,7 @@ async def test_a_run_cancelled_while_summarising_closes_its_compaction(
     async with fake.FakeModelServer(
         responder=held, context_limit=WINDOW, usage_from_request=True
     ) as server:
-        agent, _ = await store.upsert_agent(
-            AgentSpec(
-                slug="reader",
-                model="claude-sonnet-4-6",
-                tools=["read_file"],
-                maxIterations=100,
-                contextWindow=WINDOW,
-            )
-        )
+        agent = await reader_agent(store)
         async with RunManager(store, workspace, env=server.env()) as manager:
             run = await manager.start(agent, prompt="Read every file in src/.")
             try:
@@ -336,15 +310,7 @@ async def test_a_summary_that_is_none_fails_the_run_as_a_model_error(
     async with fake.FakeModelServer(
         responder=empty, context_limit=WINDOW, usage_from_request=True
     ) as server:
-        agent, _ = await store.upsert_agent(
-            AgentSpec(
-                slug="reader",
-                model="claude-sonnet-4-6",
-                tools=["read_file"],
-                maxIterations=100,
-                contextWindow=WINDOW,
-            )
-        )
+        agent = await reader_agent(store)
         async with RunManager(store, workspace, env=server.env()) as manager:
             result, events = await run_to_end(manager, agent, prompt="Read every file in src/.")
 
