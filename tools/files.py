@@ -16,6 +16,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,10 +46,14 @@ from tools.textfile import (
     BINARY_SNIFF_BYTES,
     BOM,
     BinaryFileError,
+    FileChangedError,
+    FileStamp,
     FileWrite,
     TextFile,
+    changed_meanwhile,
     commit_writes,
     decode_text,
+    file_stamp,
     looks_binary,
 )
 from tools.workspace import Workspace
@@ -308,27 +313,54 @@ def _refuse_special(real: Path, rel: str) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise ToolError(
-            f"{rel} is not a regular file (a FIFO, socket or device); the file tools read "
-            "and write regular files only",
-            code="not_regular_file",
-        )
+        raise _not_regular(rel)
 
 
-def _current(real: Path, rel: str) -> TextFile | None:
-    """The file decoded (None if missing); BinaryFileError for binary content. Blocking, and
-    raises OSError for a path it cannot stat or read (the caller's `_os_error` words it)."""
+def _not_regular(rel: str) -> ToolError:
+    return ToolError(
+        f"{rel} is not a regular file (a FIFO, socket or device); the file tools read and "
+        "write regular files only",
+        code="not_regular_file",
+    )
+
+
+def _current(real: Path, rel: str) -> tuple[TextFile | None, FileStamp | None]:
+    """The file decoded (None if missing) and its stamp as read (None if missing);
+    BinaryFileError for binary content. Blocking, and raises OSError for a path it cannot
+    stat or read (the caller's `_os_error` words it)."""
     _refuse_special(real, rel)
     try:
-        size = real.stat().st_size
+        # (O_NONBLOCK: should a FIFO have taken the file's place since, opening it must not
+        # wait for a writer; the fstat below refuses it)
+        fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
-        return None
-    if size > MAX_EDIT_BYTES:
-        raise ToolError(f"{rel} is {size} bytes; the editing tools handle files up to 64 MiB")
-    return decode_text(real.read_bytes(), rel)
+        return None, None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ToolError(f"{rel} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_regular(rel)
+        if info.st_size > MAX_EDIT_BYTES:
+            raise ToolError(
+                f"{rel} is {info.st_size} bytes; the editing tools handle files up to 64 MiB"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb") as handle:
+        data = handle.read()
+    return decode_text(data, rel), file_stamp(info)
 
 
-def _write(real: Path, rel: str, content: str, spares: SparePool | None) -> _Edit | None:
+def _write(
+    real: Path, rel: str, content: str, spares: SparePool | None, lock: threading.Lock
+) -> _Edit | None:
+    with lock:  # the workspace's write lock (see Workspace.write_lock)
+        return _write_locked(real, rel, content, spares)
+
+
+def _write_locked(real: Path, rel: str, content: str, spares: SparePool | None) -> _Edit | None:
     if real.is_dir():
         raise ToolError(f"{rel} is a directory")
     _refuse_special(real, rel)
@@ -374,7 +406,9 @@ class WriteFile(Tool):
         real = ctx.resolve(args.path)
         rel = ctx.workspace.relative(real)
         try:
-            edit = await anyio.to_thread.run_sync(_write, real, rel, args.content, spares_for(ctx))
+            edit = await anyio.to_thread.run_sync(
+                _write, real, rel, args.content, spares_for(ctx), ctx.workspace.write_lock
+            )
         except OSError as exc:  # stat, read or commit: a path that cannot be, a full disk
             raise _os_error(real, rel, exc) from None
         if edit is None:
@@ -403,15 +437,22 @@ def _line_of(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
 
 
-def _edit(real: Path, rel: str, args: EditFileArgs, spares: SparePool | None) -> _Edit:
+def _edit(
+    real: Path, rel: str, args: EditFileArgs, spares: SparePool | None, lock: threading.Lock
+) -> _Edit:
+    with lock:  # the workspace's write lock (see Workspace.write_lock)
+        return _edit_locked(real, rel, args, spares)
+
+
+def _edit_locked(real: Path, rel: str, args: EditFileArgs, spares: SparePool | None) -> _Edit:
     if real.is_dir():
         raise ToolError(f"{rel} is a directory")
-    current = _current(real, rel)
+    current, stamp = _current(real, rel)
     old, new = args.old_string, args.new_string
     if current is None:
         if old:
             raise ToolError(f"{rel} does not exist; create it with write_file")
-        return _commit_edit(real, rel, None, new, 1, 1, spares)
+        return _commit_edit(real, rel, None, stamp, new, 1, 1, spares)
     text = current.text
     if not old:
         if text:
@@ -419,7 +460,7 @@ def _edit(real: Path, rel: str, args: EditFileArgs, spares: SparePool | None) ->
                 f"old_string is empty but {rel} is not; give the exact text to replace (or use "
                 "write_file to replace the whole file)"
             )
-        return _commit_edit(real, rel, current, new, 1, 1, spares)
+        return _commit_edit(real, rel, current, stamp, new, 1, 1, spares)
     if old == new:
         raise ToolError("old_string and new_string are identical; there is nothing to change")
     # In a CRLF file, let the model write "\n" as it sees lines, and keep CRLF on disk.
@@ -446,20 +487,25 @@ def _edit(real: Path, rel: str, args: EditFileArgs, spares: SparePool | None) ->
     if crlf:
         result = result.replace("\n", "\r\n")
     count = count if args.replace_all else 1
-    return _commit_edit(real, rel, current, result, count, first_line, spares)
+    return _commit_edit(real, rel, current, stamp, result, count, first_line, spares)
 
 
 def _commit_edit(
     real: Path,
     rel: str,
     current: TextFile | None,
+    stamp: FileStamp | None,
     new: str,
     count: int,
     first_line: int,
     spares: SparePool | None,
 ) -> _Edit:
     data = new.encode("utf-8") if current is None else current.encode(new)  # keeps a BOM
-    commit_writes([FileWrite(real, data)], spares=spares)
+    try:
+        # the file must still be the one the edit was made on (FileChangedError otherwise)
+        commit_writes([FileWrite(real, data)], spares=spares, unchanged={os.fspath(real): stamp})
+    except FileChangedError:
+        raise changed_meanwhile(rel) from None
     old = None if current is None else current.text
     result = diff_texts(old, new, rel)
     lines = new.split("\n")
@@ -503,7 +549,9 @@ class EditFile(Tool):
         real = ctx.resolve(args.path)
         rel = ctx.workspace.relative(real)
         try:
-            edit = await anyio.to_thread.run_sync(_edit, real, rel, args, spares_for(ctx))
+            edit = await anyio.to_thread.run_sync(
+                _edit, real, rel, args, spares_for(ctx), ctx.workspace.write_lock
+            )
         except OSError as exc:  # stat, read or commit: a path that cannot be, a full disk
             raise _os_error(real, rel, exc) from None
         await _emit_edit(ctx, rel, edit.action, edit.diff)

@@ -53,11 +53,15 @@ from tools.diffs import TextLines, diff_regions, diff_texts
 from tools.spares import SparePool, spares_for
 from tools.textfile import (
     BinaryFileError,
+    FileChangedError,
+    FileStamp,
     FileWrite,
     TextFile,
+    changed_meanwhile,
     commit_writes,
     decode_text,
     detect_newline,
+    file_stamp,
     new_file_mode,
     rename_exchange,
     split_lines,
@@ -1164,6 +1168,9 @@ class FileChange:
     moved_from_rel: str | None = None
     # the file's bytes as read, to put back if the commit fails after replacing it
     old_data: bytes | None = None
+    # each path the plan read or found missing, with its stamp then (None: missing): the
+    # commit makes sure nothing else changed it since (tools.textfile.FileChangedError)
+    read: list[tuple[str, FileStamp | None]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     diff: str = ""
     added: int = 0
@@ -1273,7 +1280,7 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 def _read_existing(
     workspace: Workspace, path: str, hint: str = ""
-) -> tuple[Path, str, int, bytes, TextFile]:
+) -> tuple[Path, str, int, bytes, TextFile, FileStamp]:
     """`_read_file`, a missing file being a mismatch (`hint` added to its message)."""
     try:
         return _read_file(workspace, path)
@@ -1281,8 +1288,10 @@ def _read_existing(
         raise HunkMismatch(f"the file does not exist{hint}") from None
 
 
-def _read_file(workspace: Workspace, path: str) -> tuple[Path, str, int, bytes, TextFile]:
-    """The file's real path, workspace-relative name, permission bits, bytes and text: one
+def _read_file(
+    workspace: Workspace, path: str
+) -> tuple[Path, str, int, bytes, TextFile, FileStamp]:
+    """The file's real path, workspace-relative name, permission bits, bytes, text and stamp: one
     open, one readlink (the confinement check), one fstat and one read (no stat or lstat per
     path component, no buffered file object). A directory is IsADirectoryError; a FIFO,
     socket or device a mismatch (opened without waiting, never read)."""
@@ -1308,7 +1317,8 @@ def _read_file(workspace: Workspace, path: str) -> tuple[Path, str, int, bytes, 
         os.close(fd)
     rel = workspace.relative(real)
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return real, rel, stat.S_IMODE(info.st_mode), data, decode_text(data, rel)
+    text = decode_text(data, rel)
+    return real, rel, stat.S_IMODE(info.st_mode), data, text, file_stamp(info)
 
 
 def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], None]) -> FileChange:
@@ -1317,8 +1327,9 @@ def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], No
     rel = workspace.relative(real)
     new_text = "\n".join(op.lines) + ("\n" if op.lines and not op.no_final_newline else "")
     mode = new_file_mode(op.executable)
+    stamp: FileStamp | None = None
     try:
-        _, _, current_mode, _, current = _read_file(workspace, op.path)
+        _, _, current_mode, _, current, stamp = _read_file(workspace, op.path)
     except FileNotFoundError:
         current = None
     except NotADirectoryError:
@@ -1347,6 +1358,7 @@ def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], No
             mode=current_mode,
             old_mode=current_mode,
             notes=["the file already existed and was replaced"] if current.text else [],
+            read=[(os.fspath(real), stamp)],
         )
     return FileChange(
         action="create",
@@ -1356,6 +1368,7 @@ def _plan_add(op: AddFile, workspace: Workspace, claim: Callable[[Path, str], No
         new_text=new_text,
         data=new_text.encode("utf-8"),
         mode=mode,
+        read=[(os.fspath(real), None)],
     )
 
 
@@ -1370,7 +1383,7 @@ def _plan_delete(
         return FileChange(
             action="delete", path=entry, rel=workspace.relative(entry), old_text="", new_text=None
         )
-    real, rel, _, _, current = _read_existing(workspace, op.path)
+    real, rel, _, _, current, stamp = _read_existing(workspace, op.path)
     claim(real, op.path)
     if op.hunks:
         try:
@@ -1381,7 +1394,14 @@ def _plan_delete(
             raise HunkMismatch(
                 "the diff deletes this file but the file has more lines than the diff removes"
             )
-    return FileChange(action="delete", path=real, rel=rel, old_text=current.text, new_text=None)
+    return FileChange(
+        action="delete",
+        path=real,
+        rel=rel,
+        old_text=current.text,
+        new_text=None,
+        read=[(os.fspath(real), stamp)],
+    )
 
 
 def _lexical(workspace: Workspace, path: str) -> Path | None:
@@ -1400,7 +1420,7 @@ def _plan_update(
     claim: Callable[[Path, str], None],
     nearest_hint: bool,
 ) -> tuple[FileChange, AppliedHunks]:
-    real, rel, old_mode, old_data, current = _read_existing(
+    real, rel, old_mode, old_data, current, stamp = _read_existing(
         workspace, path, " (check the path; '*** Add File' creates a file)"
     )
     claim(real, path)
@@ -1419,6 +1439,7 @@ def _plan_update(
         old_mode=old_mode,
         old_data=old_data,
         notes=applied.notes,
+        read=[(os.fspath(real), stamp)],
     )
     if op.move_to is not None:
         destination = workspace.resolve(op.move_to)
@@ -1432,6 +1453,7 @@ def _plan_update(
                 )
             change.action = "move"
             change.moved_from, change.moved_from_rel = real, rel
+            change.read.append((os.fspath(destination), None))
             change.path, change.rel = destination, workspace.relative(destination)
     return change, applied
 
@@ -1467,7 +1489,8 @@ def commit_changes(
 ) -> None:
     """Write every change or none (blocking); with `spares`, into spare files where the pool
     has them; with `journal`, recorded there so that a killed daemon's commit is undone (see
-    `commit_writes`)."""
+    `commit_writes`). Raises FileChangedError, changing nothing, if a file the plan read was
+    changed since."""
     writes = [
         FileWrite(
             change.path,
@@ -1482,20 +1505,26 @@ def commit_changes(
     ]
     deletes = [change.path for change in changes if change.action == "delete"]
     deletes += [change.moved_from for change in changes if change.moved_from is not None]
-    commit_writes(writes, deletes, spares=spares, journal=journal)
+    unchanged = {
+        path: stamp for change in changes if not change.unchanged for path, stamp in change.read
+    }
+    commit_writes(writes, deletes, spares=spares, journal=journal, unchanged=unchanged)
 
 
 def apply_patch_text(
     text: str, workspace: Workspace, spares: SparePool | None = None
 ) -> tuple[Patch, list[FileChange]]:
     """Parse, validate and apply a patch (blocking): the whole tool without events. A commit a
-    killed process left in the workspace is settled first (tools/commit_journal.py)."""
+    killed process left in the workspace is settled first (tools/commit_journal.py). The
+    workspace's write lock is held from the first read to the last write, so no other
+    writing tool of this process changes a file between them (see Workspace.write_lock)."""
     patch = parse_patch(text)
     journal = journal_directory(workspace.root)
-    for line in recover_commits(journal, rename_exchange):
-        log.warning("%s", line)
-    changes = plan_changes(patch, workspace)
-    commit_changes(changes, spares, journal)
+    with workspace.write_lock:
+        for line in recover_commits(journal, rename_exchange):
+            log.warning("%s", line)
+        changes = plan_changes(patch, workspace)
+        commit_changes(changes, spares, journal)
     return patch, changes
 
 
@@ -1540,6 +1569,8 @@ class ApplyPatch(Tool):
             return ToolResult.error(str(exc), code="patch_failed", failures=exc.failures)
         except PatchParseError as exc:
             return ToolResult.error(str(exc), code="invalid_patch")
+        except FileChangedError as exc:
+            raise changed_meanwhile(ctx.workspace.relative(exc.path)) from None
         except OSError as exc:
             # only the commit step lets OSError out, after rolling every file back
             if exc.errno in NO_SPACE_ERRNOS:

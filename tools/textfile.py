@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,6 +176,47 @@ def new_file_mode(executable: bool = False) -> int:
     return (0o777 if executable else 0o666) & ~_UMASK
 
 
+FileStamp = tuple[int, int, int, int]
+"""What a file was when a tool read it (`file_stamp`)."""
+
+
+def file_stamp(info: os.stat_result) -> FileStamp:
+    """A file's stamp from its `stat`: which file it is (device, inode), its size, and when
+    its content last changed (mtime). Not its ctime, which the commit's own exchange
+    changes. A commit puts another inode in place (or a spare file, tools/spares.py, with a
+    new mtime), so a file a commit replaced does not keep its stamp; a write into the file in
+    place changes its mtime, unless it keeps the size and comes within the same tick of the
+    kernel's clock (a few milliseconds). A plain tuple: a commit makes two per file."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _stamp_now(path: str) -> FileStamp | None:
+    try:
+        return file_stamp(os.lstat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+class FileChangedError(Exception):
+    """A file a commit was to replace, create or delete is no longer what the caller read
+    (something else wrote it meanwhile: a command, an editor, another program); the commit
+    changed nothing. `path` is the file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} changed after it was read")
+        self.path = path
+
+
+def changed_meanwhile(rel: str) -> ToolError:
+    """The tool error for a FileChangedError on `rel`, the file's workspace-relative name."""
+    return ToolError(
+        f"{rel} changed on disk while this call was working on it (something else wrote it "
+        "after the tool read it), so no file was changed. Read the file again and redo the "
+        "change on its current content.",
+        code="file_changed",
+    )
+
+
 @dataclass(frozen=True)
 class FileWrite:
     """Replace (or create) `path` with `data`; `mode` None keeps the current mode or, for a
@@ -200,6 +241,7 @@ def commit_writes(
     *,
     spares: SparePool | None = None,
     journal: Path | None = None,
+    unchanged: Mapping[str, FileStamp | None] | None = None,
 ) -> None:
     """Apply every write and delete, or none of them (the exception is re-raised).
 
@@ -234,6 +276,15 @@ def commit_writes(
     records what it is about to swap before the first swap, so that one a killed daemon cut
     short is finished or rolled back at the next start; where the exchange is missing there
     is no journal (a replaced file's old content may then be in memory only).
+
+    `unchanged`: the targets (written or deleted) the caller read, by `os.fspath`, each with
+    its stamp then (`file_stamp`; None: it did not exist). Each must still be that file when
+    it is swapped out, or the commit raises `FileChangedError` and puts back what it swapped,
+    changing nothing: a write the caller did not make (a command's, an editor's) is not
+    overwritten with content computed from what was there before it. Where the exchange
+    exists the file compared is the one the exchange took out (it `lstat`s it anyway), so no
+    write can come between the check and the swap, and the check costs no system call; a
+    replace compares the target just before it, a delete the file it moved aside.
     """
     tag = secrets.token_hex(6)  # one random part per commit; files add their own number
     recorded: Journal | None = None
@@ -263,6 +314,7 @@ def commit_writes(
             _record_swaps(recorded, tag, writes, temps, deletes, created_dirs)
         for number, (write, temp) in enumerate(zip(writes, temps, strict=True)):
             target = os.fspath(write.path)
+            missing = False  # the exchange found nothing at the target
             if exchange is not None:
                 if start_writeback is not None:
                     # what ext4 does inside a rename over a file (`auto_da_alloc`), not inside
@@ -272,7 +324,8 @@ def commit_writes(
                 try:
                     exchange(temp, target)
                 except FileNotFoundError:
-                    pass  # nothing at the target to exchange with: a new file, renamed below
+                    missing = True  # nothing at the target to exchange with: a new file,
+                    # renamed below
                 except OSError as exc:
                     if exc.errno not in _NO_EXCHANGE:
                         raise
@@ -281,13 +334,22 @@ def commit_writes(
                         recorded.end()
                         recorded = None
                 else:
-                    if stat.S_ISDIR(os.lstat(temp).st_mode):
+                    old = os.lstat(temp)  # what the target was until the exchange
+                    if stat.S_ISDIR(old.st_mode):
                         # `os.replace` refuses to put a file over a directory; so does this
                         exchange(temp, target)
                         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)
+                    if unchanged is not None and target in unchanged:
+                        if file_stamp(old) != unchanged[target]:
+                            exchange(temp, target)  # theirs back
+                            raise FileChangedError(write.path)
                     swapped += 1
                     done.append((target, temp, None))
                     continue
+            if unchanged is not None and target in unchanged:
+                now = None if missing else _stamp_now(target)
+                if now != unchanged[target]:
+                    raise FileChangedError(write.path)
             if number == last:
                 # nothing after this can fail, and if this fails the target is untouched
                 os.replace(temp, target)
@@ -305,7 +367,16 @@ def commit_writes(
             pending_backup = None
         for number, path in enumerate(deletes):
             target = os.fspath(path)
-            done.append((target, _backup(target, f"{tag}d{number}", link=False), None))
+            try:
+                aside = _backup(target, f"{tag}d{number}", link=False)
+            except FileNotFoundError:
+                if unchanged is not None and target in unchanged:
+                    raise FileChangedError(path) from None  # deleted meanwhile
+                raise
+            done.append((target, aside, None))
+            if unchanged is not None and target in unchanged and aside is not None:
+                if file_stamp(os.lstat(aside)) != unchanged[target]:
+                    raise FileChangedError(path)  # (put back with the rest)
     except BaseException:
         if pending_backup is not None:
             with contextlib.suppress(OSError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from pathlib import Path
 
 from tools.utf8 import from_printable
@@ -59,11 +61,37 @@ def _as_listed(path: str) -> str:
     return path
 
 
+# The write lock of each workspace root in this process (see `Workspace.write_lock`), kept
+# while a Workspace of that root exists. Process-wide by necessity: the calls it orders come
+# through different toolboxes (two runs on one workspace, POST /v1/tools/*), each with its own
+# Workspace, possibly on different event loops.
+_write_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(root: str) -> threading.Lock:
+    with _write_locks_guard:
+        lock = _write_locks.get(root)
+        if lock is None:
+            lock = _write_locks[root] = threading.Lock()
+        return lock
+
+
 class Workspace:
     """The directory tree the agent may read and write.
 
     `resolve()` turns a model-supplied path (relative to the root, or absolute) into a real
     path and refuses anything that ends up outside the root, including via `..` or symlinks.
+
+    `write_lock` is held by every tool that writes workspace files (write_file, edit_file,
+    apply_patch) from before it reads a file until its write is done, so that two such calls
+    on one workspace take turns instead of one overwriting the other's change. It is the
+    same lock for every Workspace of the same root in this process. A threading lock, taken
+    in the worker thread that does the reading and writing: those take milliseconds, and the
+    toolboxes sharing it need not share an event loop. (A workspace inside another one has
+    a lock of its own; there, and against writers that are not these tools, the commit's
+    check of what it read, `commit_writes(unchanged=...)`, fails a call rather than let it
+    overwrite a change it did not see.)
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -72,6 +100,7 @@ class Workspace:
         # the realpath itself on a many-file patch)
         self._root = os.fspath(self.root)
         self._prefix = self._root if self._root.endswith(os.sep) else self._root + os.sep
+        self.write_lock = _write_lock(self._root)
 
     def resolve(self, path: str | os.PathLike[str] | None, *, must_exist: bool = False) -> Path:
         raw, joined = self._joined(path)
