@@ -17,20 +17,35 @@ several unrelated ports listen and none is the agent's.
 from __future__ import annotations
 
 import os
+import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import aiohttp
 import anyio
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from yarl import URL
 
 from tools.base import Tool, ToolArgs, ToolContext, ToolError, ToolResult
 from tools.proctable import ListeningSocket, ProcessTable
 
 MAX_WAIT_MS = 300_000
 PROBE_TIMEOUT_S = 2.0
+# How to start a server that outlives the exec_command call (tools/exec.py): a job put in the
+# background with `&` in a non-interactive shell shares the shell's process group, which the
+# terminal's hangup kills when the command's shell exits; nohup and `setsid` lose that race
+# more often than not, because they ignore the hangup only once they run. With job control
+# (`set -m`) the shell gives the job a process group of its own before it returns.
+START_SERVER_ADVICE = (
+    "the call returns after yield_time_ms with a session ID while the server keeps running "
+    "(write_stdin with that ID shows its later output). A job started with `&`, nohup "
+    "included, is killed when the command returns; to detach a server anyway, use `set -m; "
+    "CMD >server.log 2>&1 </dev/null &`."
+)
 
 
 Socket = ListeningSocket
@@ -169,11 +184,53 @@ def listing(ports: list[Port]) -> str:
 # The tool
 
 
+# What a URL's path, query and fragment hold as they are (RFC 3986: unreserved characters,
+# sub-delimiters, ':', '@', '/', '?'); everything else is percent-encoded as UTF-8, except
+# the first '#' (the fragment begins there) and a '%' that begins an escape (`%20`).
+_URL_SAFE = "-._~!$&'()*+,;=:@/?"
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _no_control_characters(path: str) -> str:
+    for position, character in enumerate(path):
+        if unicodedata.category(character) == "Cc":
+            raise ValueError(
+                f"contains a control character (U+{ord(character):04X} at position "
+                f"{position}), which no URL can hold; give the path as it is typed in a "
+                "browser's address bar, e.g. /docs/intro?tab=2"
+            )
+    return path
+
+
+def encode_url_path(path: str) -> str:
+    """`path` (with its query and fragment) as it goes into a URL: what a URL cannot hold
+    as it is (a space, a second '#', a non-ASCII character) percent-encoded, once: an escape
+    already in it (`%20`) is kept, a '%' that begins none becomes `%25`."""
+    path, hash_mark, fragment = path.partition("#")
+    return _encode_part(path) + hash_mark + _encode_part(fragment)
+
+
+def _encode_part(text: str) -> str:
+    parts: list[str] = []
+    start = 0
+    for escape in _ESCAPE.finditer(text):
+        parts += [quote(text[start : escape.start()], safe=_URL_SAFE), escape.group()]
+        start = escape.end()
+    parts.append(quote(text[start:], safe=_URL_SAFE))
+    return "".join(parts)
+
+
 class GetDevUrlArgs(ToolArgs):
     port: int | None = Field(
         default=None, ge=1, le=65535, description="The server's port; default: found for you."
     )
-    path: str = Field(default="/", description="Path to append to the URL.")
+    path: Annotated[str, AfterValidator(_no_control_characters)] = Field(
+        default="/",
+        description=(
+            "Path (with an optional ?query and #fragment) to append to the URL; characters "
+            "a URL cannot hold as they are (spaces, non-ASCII) are percent-encoded."
+        ),
+    )
     wait_ms: int | None = Field(
         default=None,
         ge=0,
@@ -195,6 +252,8 @@ async def agent_pids(ctx: ToolContext) -> set[int]:
 
 
 def build_url(template: str, *, port: int, sandbox_id: str, host: str, path: str) -> str:
+    """The URL of `path` on `port` through `template`; `path` is encoded (encode_url_path)."""
+    path = encode_url_path(path)
     base = (
         template.replace("{port}", str(port))
         .replace("{sandboxId}", sandbox_id)
@@ -206,7 +265,9 @@ def build_url(template: str, *, port: int, sandbox_id: str, host: str, path: str
 async def probe_http(
     port: int, addresses: list[str], path: str, timeout_s: float = PROBE_TIMEOUT_S
 ) -> tuple[int | None, str]:
-    """One attempt: (HTTP status, "") or (None, why it failed)."""
+    """One attempt: (HTTP status, "") or (None, why it failed). `path` is requested as
+    `encode_url_path` gives it, exactly as the URL the tool returns holds it."""
+    path = encode_url_path(path)
     hosts = []
     for address in addresses or ["127.0.0.1"]:
         if address in ("0.0.0.0", "127.0.0.1", "*"):
@@ -221,7 +282,8 @@ async def probe_http(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for host in hosts:
-            url = f"http://{host}:{port}/{path.lstrip('/')}"
+            # encoded=True: sent as it is (yarl would otherwise normalise it its own way)
+            url = URL(f"http://{host}:{port}/{path.lstrip('/')}", encoded=True)
             try:
                 async with session.get(url, allow_redirects=False) as response:
                     return response.status, ""
@@ -236,7 +298,8 @@ class GetDevUrl(Tool):
         "Get the URL where the user can open a server you started (e.g. `npm run dev`, "
         "`python -m http.server`). Without `port`, finds the port your most recently started "
         "server listens on. With `wait_ms`, first waits until the server answers HTTP. Start "
-        "long-running servers in the background of exec_command before calling this."
+        "the server first with exec_command, as the command itself (not with `&`): "
+        + START_SERVER_ADVICE
     )
     Args = GetDevUrlArgs
 
@@ -267,9 +330,9 @@ class GetDevUrl(Tool):
             wanted = f"on port {args.port}" if args.port else "for you"
             waited = f" after waiting {args.wait_ms} ms" if args.wait_ms else ""
             raise ToolError(
-                f"No server is listening {wanted}{waited}. Start it (in the background) with "
-                f"exec_command, then call get_dev_url again, with wait_ms to let it boot.\n"
-                + listing(ports)
+                f"No server is listening {wanted}{waited}. Start it with exec_command, as the "
+                f"command itself (e.g. `npm run dev`, not `npm run dev &`): {START_SERVER_ADVICE} "
+                "Then call get_dev_url again, with wait_ms to let it boot.\n" + listing(ports)
             )
         status = None
         if args.wait_ms is not None:

@@ -180,18 +180,38 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
 
 
+def _unfinished_utf8(data: bytes) -> int:
+    """How many bytes at the end of `data` begin a UTF-8 character without finishing it
+    (0–3): the rest of it may still come."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder.decode(data[-3:])  # a character is at most 4 bytes: 3 can begin one
+    return len(decoder.getstate()[0])
+
+
+def _continuing_utf8(data: bytes) -> int:
+    """How many bytes at the start of `data` continue a character that began before it."""
+    count = 0
+    while count < min(len(data), 3) and 0x80 <= data[count] <= 0xBF:
+        count += 1
+    return count
+
+
 def clip_output(out: Output, max_bytes: int) -> tuple[str, int]:
-    """The text the model reads: head and tail within ~max_bytes; returns (text, bytes cut)."""
+    """The text the model reads: head and tail within ~max_bytes; returns (text, bytes cut).
+    Cuts fall between characters: one a cut would split is left out whole."""
     if out.dropped == 0:
         return truncate_middle(_decode(out.head + out.tail), max_bytes)
     # The window already lost the middle: keep what fits from each side, one marker.
     head_keep = min(len(out.head), max_bytes // 2)
     tail_keep = min(len(out.tail), max_bytes - head_keep)
     head_keep = min(len(out.head), max_bytes - tail_keep)
-    cut = out.total - head_keep - tail_keep
-    marker = f"\n…[{cut} bytes (~{cut // BYTES_PER_TOKEN} tokens) truncated]…\n"
+    head = out.head[:head_keep]
+    head = head[: len(head) - _unfinished_utf8(head)]
     tail = out.tail[len(out.tail) - tail_keep :] if tail_keep else b""
-    return _decode(out.head[:head_keep]) + marker + _decode(tail), cut
+    tail = tail[_continuing_utf8(tail) :]
+    cut = out.total - len(head) - len(tail)
+    marker = f"\n…[{cut} bytes (~{cut // BYTES_PER_TOKEN} tokens) truncated]…\n"
+    return _decode(head) + marker + _decode(tail), cut
 
 
 # -- sessions ----------------------------------------------------------------------------
@@ -237,6 +257,9 @@ class Session:
         self._live_sent = 0
         self._live_dropped = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # the bytes of a character the last `take_output` left out (its end was not read
+        # yet), given with the next
+        self._held = b""
         self._write_ready: asyncio.Future[None] | None = None
         # asyncio on purpose (docs/design.md, Concurrency): output is drained by an event-loop
         # callback on readiness, a burst per wakeup; a task parked in anyio.wait_readable
@@ -496,6 +519,28 @@ class Session:
                 return
             delay = INPUT_CHECK_FIRST_S if verdict else min(delay * 2, INPUT_CHECK_MAX_S)
 
+    def take_output(self) -> Output:
+        """The output not taken yet, for the model. Output is read in chunks that may end
+        inside a character: until the session is finished, such a character's bytes are
+        left out and begin the next take's, so the model gets it whole (as the live
+        `tool_output` stream does), not as two U+FFFD."""
+        out = self.window.take()
+        if self._held:
+            out.head = self._held + out.head
+            out.total += len(self._held)
+            self._held = b""
+        if not self.finished and out.total:
+            if out.tail:
+                keep = _unfinished_utf8(out.tail)
+                if keep:
+                    self._held, out.tail = out.tail[-keep:], out.tail[:-keep]
+            else:
+                keep = _unfinished_utf8(out.head)
+                if keep:
+                    self._held, out.head = out.head[-keep:], out.head[:-keep]
+            out.total -= len(self._held)
+        return out
+
     def finish_now(self) -> None:
         """Read what is left and stop (after the process group was killed)."""
         if self._reading:
@@ -576,7 +621,8 @@ class SessionManager:
         self._retired: list[ProcessGroup] = []
         self._survey_retired_at = self.RETIRED_SURVEY_MIN
         self._surveying_retired = False
-        self._ended: OrderedDict[int, str] = OrderedDict()
+        # ended session id -> (how it ended, what became of its last output), for `get`
+        self._ended: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._next_id = 1
         self._closed = False
         self._cgroup: Path | None = None  # made with the first session, where cgroups are ours
@@ -643,9 +689,10 @@ class SessionManager:
         if session is not None:
             return session
         if session_id in self._ended:
+            how, output = self._ended[session_id]
             raise ToolError(
-                f"Session {session_id} has already ended ({self._ended[session_id]}); its "
-                "final output was returned then. Start a new command with exec_command."
+                f"Session {session_id} has already ended ({how}); {output}. Start a new "
+                "command with exec_command."
             )
         running = ", ".join(str(i) for i in sorted(self._sessions)) or "none"
         raise ToolError(
@@ -692,7 +739,12 @@ class SessionManager:
             exited = [s for s in self._sessions.values() if s.exited and not s.lock.locked()]
             if exited:
                 for session in exited:
-                    self._end(session, "discarded at the session limit before its output was read")
+                    session.finish_now()
+                    how = (
+                        f"exited with code {session.exit_code}, then discarded at the session "
+                        "limit before its output was read"
+                    )
+                    self._end(session, how, _discarded(session.take_output()))
                 ids = ", ".join(str(s.id) for s in exited)
                 notes.append(
                     f"The session limit ({cap}) was reached: dropped exited session(s) {ids} "
@@ -746,7 +798,7 @@ class SessionManager:
                 timed_out = True
                 await self._terminate([session], [])
                 session.finish_now()
-            output = session.window.take()
+            output = session.take_output()
             session.last_used = time.monotonic()
             finished = session.finished
             outcome = Outcome(
@@ -764,22 +816,24 @@ class SessionManager:
                 self._end(session, kill_on_timeout if kill_on_timeout and timed_out else how)
             return outcome
 
-    async def kill(self, session: Session, *, reason: str = "killed") -> Output:
-        """End a session: its whole process group, then the descriptors. Returns the output
-        it produced since it was last read."""
+    async def kill(self, session: Session, *, reason: str = "killed") -> None:
+        """End a session: its whole process group, then the descriptors. The output it
+        printed since it was last read is discarded (`get` says so, and how much)."""
         await self._terminate([session], [])
         session.finish_now()
-        output = session.window.take()
-        self._end(session, reason)
-        return output
+        self._end(session, reason, _discarded(session.take_output()))
 
-    def _end(self, session: Session, how: str) -> None:
+    def _end(
+        self, session: Session, how: str, output: str = "its final output was returned then"
+    ) -> None:
+        """Forget a session that is over: `how` it ended and what became of its `output`
+        are what `get` says of its id from now on."""
         if self._sessions.pop(session.id, None) is None:
             return
         session.release()
         # Processes it left running (nohup, disowned jobs) still belong to this toolbox.
         self._retired.append(session.group)
-        self._ended[session.id] = how
+        self._ended[session.id] = (how, output)
         while len(self._ended) > self.ENDED_MEMORY:
             self._ended.popitem(last=False)
 
@@ -792,7 +846,7 @@ class SessionManager:
             sessions = list(self._sessions.values())
             await self._terminate(sessions, self._retired)
             for session in sessions:
-                self._end(session, "closed with the toolbox")
+                self._end(session, "closed with the toolbox", _discarded(session.take_output()))
             self._retired.clear()
             cgroups, cgroup = self._settings.cgroups, self._cgroup
             if cgroups is not None and cgroup is not None:
@@ -861,6 +915,16 @@ def live_session_count(box: Toolbox) -> int:
     """Running sessions in `box` (0 if exec_command was never used there), for metrics."""
     manager = box.peek_service(SessionManager)
     return manager.live_count() if manager is not None else 0
+
+
+def _discarded(output: Output) -> str:
+    """What `get` says of the output of a session ended without returning it."""
+    if not output.total:
+        return "it had printed nothing since its output was last returned"
+    return (
+        f"the {output.total} bytes of output it printed after its output was last returned "
+        "were discarded, not returned"
+    )
 
 
 def _short(command: str, limit: int = 60) -> str:
@@ -994,7 +1058,10 @@ class ExecCommand(Tool):
         "after yield_time_ms, whichever is first. If it is still running (a server, a REPL, a "
         "prompt, a watcher) the result gives a session ID: use write_stdin to send it input "
         "(e.g. '\\u0003' for Ctrl-C) or to poll for more output. The output starts with a "
-        "header (wall time, exit code or session ID) and keeps its head and tail when long."
+        "header (wall time, exit code or session ID) and keeps its head and tail when long. "
+        "Run a server as the command itself (it keeps running as a session): a job started "
+        "with `&` (nohup too) is killed when the command returns; to detach one, use "
+        "`set -m; CMD >log 2>&1 </dev/null &`."
     )
     Args = ExecCommandArgs
     read_only = False

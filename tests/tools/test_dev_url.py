@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,16 +37,18 @@ def free_port() -> int:
 
 
 class Server:
-    """A real `python -m http.server` in a child process, killed at the end of the test."""
+    """A real `python -m http.server` in a child process, killed at the end of the test; with
+    `log`, its request log (a line per request, written before the response) goes there."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, log: Path | None = None) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1"],
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(log or os.devnull, "wb") as errors:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1"],
+                cwd=directory,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
 
     def stop(self) -> None:
         self.process.kill()
@@ -202,6 +206,38 @@ async def test_template_and_path(workspace: Path, server: Server) -> None:
     assert h.events[0]["url"] == result.data["url"]
 
 
+async def test_path_is_encoded_once_and_the_url_returned_is_the_one_checked(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A space, a non-ASCII character, an escape already made (`%7e`, which yarl would
+    turn into `~`) and a fragment: the URL returned, the `dev_url` event and the request
+    the readiness check made hold the same encoded path."""
+    log = tmp_path / "requests.log"
+    server = Server(tmp_path, log)
+    try:
+        result = await harness.call(
+            "get_dev_url", port=server.port, path="/%7e/a b/é?q=x y#top", wait_ms=WAIT_MS
+        )
+    finally:
+        server.stop()
+    assert not result.is_error, result.output
+    url = f"http://localhost:{server.port}/%7e/a%20b/%C3%A9?q=x%20y#top"
+    assert result.data["url"] == url and result.output.splitlines()[0] == url
+    assert result.data["httpStatus"] == 404
+    assert harness.events == [{"type": "dev_url", "url": url, "port": server.port}]
+    assert '"GET /%7e/a%20b/%C3%A9?q=x%20y HTTP/1.1" 404' in log.read_text()
+
+
+@pytest.mark.parametrize("path", ["\r\nX-Injected: 1", "/a\tb", "/a\x7fb", "/\x85"])
+async def test_a_path_with_a_control_character_is_refused(
+    harness: Harness, server: Server, path: str
+) -> None:
+    result = await harness.call("get_dev_url", port=server.port, path=path)
+    assert result.is_error and result.data["code"] == "invalid_arguments"
+    assert "path: Value error, contains a control character (U+" in result.output
+    assert harness.events == []
+
+
 async def test_no_port_picks_the_agents_server(
     harness: Harness, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -284,3 +320,65 @@ async def test_dev_server_started_with_exec_command(harness: Harness, tmp_path: 
     assert result.data["httpStatus"] == 200
     assert result.data["url"] == f"http://localhost:{port}/"
     assert {"type": "dev_url", "url": f"http://localhost:{port}/", "port": port} in harness.events
+
+
+async def test_the_advice_on_starting_a_server_works(
+    workspace: Path, process_table: ProcessTable
+) -> None:
+    """What get_dev_url's "nothing is listening" error and the descriptions of get_dev_url
+    and exec_command tell the model to do, done as they say: a server run as the command
+    itself, and one detached with the command they give. Each outlives the call that started
+    it, is found by get_dev_url, and is killed with the toolbox. (A plain `server &`, nohup
+    included, dies with its command: see test_exec.)"""
+    settings = ToolSettings(process_table=process_table)
+    async with open_harness(workspace, settings=settings) as h:
+        exec_command, get_dev_url = h.box.tool("exec_command"), h.box.tool("get_dev_url")
+        if exec_command is None:
+            pytest.skip("exec_command is not available in this build")
+        assert get_dev_url is not None
+        port, detached_port = free_port(), free_port()
+        nothing = await h.call("get_dev_url", port=port)
+        assert nothing.is_error
+        advice = [nothing.output, get_dev_url.description, exec_command.description]
+        recipes = set()
+        for text in advice:
+            assert "in the background" not in text
+            assert "as the command itself" in text and "killed when the command returns" in text
+            recipes.update(re.findall(r"`(set -m; CMD [^`]*)`", text))
+        assert len(recipes) == 2  # one form, with another log file name in exec_command's
+
+        server = f"{sys.executable} -m http.server {port} --bind 127.0.0.1"
+        started = await h.call("exec_command", cmd=server, yield_time_ms=250)
+        assert started.data["session_id"] is not None, started.output
+        found = await h.call("get_dev_url", port=port, wait_ms=WAIT_MS)
+        assert found.data.get("httpStatus") == 200, found.output
+
+        recipe = min(recipes).replace(
+            "CMD", f"{sys.executable} -m http.server {detached_port} --bind 127.0.0.1"
+        )
+        detached = await h.call("exec_command", cmd=f"{recipe} echo pid=$!")
+        assert detached.data["exit_code"] == 0, detached.output
+        pid = int(detached.data["output"].split("pid=")[1].split()[0])
+        found = await h.call("get_dev_url", port=detached_port, wait_ms=WAIT_MS)
+        assert found.data.get("httpStatus") == 200, found.output
+        assert found.data["pids"] == [pid]
+        leader = started.data["pid"]
+    with pytest.raises(ChildProcessError):
+        os.waitpid(leader, os.WNOHANG)  # the session's shell: killed and reaped
+    assert _gone(leader) and _gone(pid)
+
+
+def _gone(pid: int) -> bool:
+    """Dead: no such process, or a zombie that is not this process's to reap."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return True
+    return fields[0] in "ZX" and int(fields[1]) != os.getpid()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -402,6 +403,52 @@ async def test_every_chunk_is_streamed_as_a_tool_output_event(workspace: Path) -
     assert result.data["output"] == "line-1\nline-2\nline-3\n"
 
 
+@linux_only  # the first call returns once the shell is seen waiting for input
+async def test_a_character_split_between_two_calls_reaches_the_model_whole(
+    workspace: Path,
+) -> None:
+    """`é` (C3 A9) printed in two parts, a call returning in between: the model gets `caf`
+    and then `é!`, as the live stream shows it, not a U+FFFD for each part."""
+    events: list[dict[str, Any]] = []
+    async with Toolbox(workspace, on_event=events.append) as box:
+        started = await run(
+            box, r"stty -echo; printf 'caf\xc3'; read x; printf '\xa9!\n'", yield_time_ms=30_000
+        )
+        assert started.data["waiting_for_input"] is True, started.output
+        assert started.data["output"] == "caf"
+        assert started.data["original_bytes"] == 3  # the C3 is counted where it is given
+        rest = await write(box, started.data["session_id"], "\n", yield_time_ms=30_000)
+        assert rest.data["exit_code"] == 0, rest.output
+        assert rest.data["output"] == "é!\n"
+        # a command that ends inside a character: its bytes are not held back for ever
+        cut = await run(box, r"printf 'end\xc3'")
+        assert cut.data["exit_code"] == 0 and cut.data["output"] == "end\ufffd"
+    streamed = "".join(e["chunk"] for e in events)
+    assert streamed == "café!\r\nend\ufffd"
+
+
+@pytest.mark.parametrize("max_output_tokens", [1003, 1004])
+async def test_output_beyond_the_window_is_cut_between_characters(
+    workspace: Path, max_output_tokens: int
+) -> None:
+    """2 MB of `€` lines (5 bytes each through the terminal): more than the session keeps,
+    so the model gets a head and a tail whose cuts (1003: the head's end, 1004: the tail's
+    start) fall inside a character. The character is left out whole: no U+FFFD."""
+    flood = f"{PY} -c \"import sys; sys.stdout.write('€\\n' * 400_000)\""
+    async with Toolbox(workspace) as box:
+        result = await run(box, flood, max_output_tokens=max_output_tokens, yield_time_ms=30_000)
+    assert result.data["exit_code"] == 0, result.output
+    assert result.data["truncated"] is True and result.data["original_bytes"] == 2_000_000
+    head, marker, tail = re.split(
+        r"(\n…\[\d+ bytes \(~\d+ tokens\) truncated\]…\n)", result.data["output"]
+    )
+    assert "\ufffd" not in head + tail
+    assert set(head.replace("€\n", "")) <= {"€"} and head.startswith("€\n")
+    assert set(tail.replace("€\n", "")) <= {"\n"} and tail.endswith("€\n")
+    cut = int(re.findall(r"\d+", marker)[0])
+    assert 2_000_000 - max_output_tokens * 4 <= cut < 2_000_000 - max_output_tokens * 4 + 8
+
+
 # -- cleanup -----------------------------------------------------------------------------
 
 
@@ -546,6 +593,45 @@ async def test_session_cap_prunes_exited_sessions_first(workspace: Path) -> None
         assert "killed session" not in third.output
         still = await write(box, running.data["session_id"])
         assert still.data["session_id"] == running.data["session_id"]
+
+
+async def test_a_session_ended_at_the_cap_says_its_unread_output_was_discarded(
+    workspace: Path,
+) -> None:
+    """A session the cap ends (killed, or dropped once exited) never returns what it printed
+    since the last call; asking for it afterwards says so instead of claiming it was
+    returned."""
+    printer = "trap 'echo bye-bye; exit 3' HUP TERM; echo ready; while :; do sleep 0.05; done"
+    async with Toolbox(workspace, settings=ToolSettings(max_sessions=2)) as box:
+        victim = await run(box, printer, yield_time_ms=250)
+        exiting = await run(box, printer, yield_time_ms=250)
+        quiet = await run(box, "sleep 1000", yield_time_ms=250)  # kills `victim`: it prints
+        assert f"killed session {victim.data['session_id']}" in quiet.output
+        killed = await write(box, victim.data["session_id"])
+        assert killed.is_error and "killed at the session limit to make room" in killed.output
+        assert re.search(
+            r"the \d+ bytes of output it printed after .* were discarded", killed.output
+        )
+        assert "final output was returned" not in killed.output
+
+        manager = box.peek_service(SessionManager)
+        assert manager is not None
+        os.kill(exiting.data["pid"], 15)  # it prints and exits between calls
+        with anyio.fail_after(20):
+            await manager.get(exiting.data["session_id"]).exited_event.wait()
+        await run(box, "true")  # drops `exiting`, unread
+        dropped = await write(box, exiting.data["session_id"])
+        assert dropped.is_error and "exited with code 3, then discarded at the session limit" in (
+            dropped.output
+        )
+        assert re.search(
+            r"the \d+ bytes of output it printed after .* were discarded", dropped.output
+        )
+        assert "final output was returned" not in dropped.output
+
+        await write(box, quiet.data["session_id"], "\u0003", yield_time_ms=10_000)
+        over = await write(box, quiet.data["session_id"])
+        assert "exited with code 130); its final output was returned then" in over.output
 
 
 async def test_output_of_a_process_that_exited_between_calls(workspace: Path) -> None:
