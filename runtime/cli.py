@@ -924,10 +924,11 @@ COMMAND_TOOLS = ("exec_command", "write_stdin", "bash")
 
 async def _tool(name: str, arguments: dict[str, Any], workspace: Path, *, as_json: bool) -> int:
     from runtime.render import EventRenderer
-    from tools.base import Toolbox
+    from tools.base import Toolbox, ToolSettings
 
     renderer = EventRenderer(sys.stderr, color=_use_color(sys.stderr))
     streamed: list[str] = []
+    held_cr = [""]  # a chunk's last "\r", until the next says whether it began a "\r\n"
     task = asyncio.current_task()
     assert task is not None
     output_failed: list[OutputFailed] = []
@@ -938,8 +939,12 @@ async def _tool(name: str, arguments: dict[str, Any], workspace: Path, *, as_jso
         if as_json:
             sys.stderr.write(json.dumps(event, ensure_ascii=False) + "\n")
         elif event.get("type") == "tool_output":
-            # A command's own output is this command's output.
-            chunk = str(event.get("chunk", "")).replace("\r\n", "\n")
+            # A command's own output is this command's output (the terminal's CRLFs as LFs).
+            chunk = held_cr[0] + str(event.get("chunk", ""))
+            held_cr[0] = "\r" if chunk.endswith("\r") else ""
+            chunk = chunk.removesuffix("\r").replace("\r\n", "\n")
+            if not chunk:
+                return
             streamed.append(chunk)
             try:
                 sys.stdout.write(chunk)
@@ -955,7 +960,9 @@ async def _tool(name: str, arguments: dict[str, Any], workspace: Path, *, as_jso
         sys.stderr.flush()
 
     try:
-        async with Toolbox(workspace, on_event=show_event) as box:
+        # Its stdout is the command's: every byte of it, not a run's capped live view.
+        settings = ToolSettings(live_output_bytes_per_call=None)
+        async with Toolbox(workspace, settings=settings, on_event=show_event) as box:
             result = await box.call(name, arguments, call_id="cli")
     except asyncio.CancelledError:
         if not output_failed:
@@ -975,7 +982,9 @@ async def _tool(name: str, arguments: dict[str, Any], workspace: Path, *, as_jso
         )
     elif name in COMMAND_TOOLS and not result.is_error:
         # The output has streamed to stdout already: only how the command ended, on stderr.
-        if streamed and not streamed[-1].endswith("\n"):
+        if held_cr[0]:
+            sys.stdout.write(held_cr[0])
+        if streamed and not (streamed[-1] + held_cr[0]).endswith("\n"):
             print()
         header = result.output.split("\nOutput:", 1)[0]
         print(header, file=sys.stderr)

@@ -143,6 +143,10 @@ class ToolSettings:
     # and deleting files (tools/spares.py). None: where that is faster, an ext4 without a
     # journal (`tools.spares.creating_files_is_slow`).
     spare_files: bool | None = None
+    # Live `tool_output` of one exec_command/write_stdin call, at most (a run's terminal view
+    # needs the gist of a flood, and its event log stores every event); None: all of it (the
+    # CLI's `agentd tool`, whose stdout is the command's).
+    live_output_bytes_per_call: int | None = 2 * 1024 * 1024
 
 
 # The daemon's own credentials: the agent's commands must not be able to read them (a prompt

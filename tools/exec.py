@@ -90,9 +90,6 @@ BYTES_PER_TOKEN = 4
 WINDOW_HEAD_BYTES = 512 * 1024
 WINDOW_TAIL_BYTES = 512 * 1024
 MAX_OUTPUT_TOKENS = (WINDOW_HEAD_BYTES + WINDOW_TAIL_BYTES) // BYTES_PER_TOKEN
-# Live `tool_output` events per call are capped too: the terminal view needs the gist,
-# not every byte of a flood (the event log stores each event).
-LIVE_BYTES_PER_CALL = 2 * 1024 * 1024
 READ_SIZE = 65536
 READS_PER_WAKEUP = 32
 TERMINAL_ROWS, TERMINAL_COLS = 24, 200
@@ -228,6 +225,7 @@ class Session:
         loop: asyncio.AbstractEventLoop,
         *,
         tag: str | None = None,
+        live_limit: int | None = None,
     ):
         self.id = session_id
         self.command = command
@@ -254,6 +252,7 @@ class Session:
         self._timer: asyncio.TimerHandle | None = None
         self._poll_delay = 0.001
         self._live: bytearray | None = None  # pending live output while a call is attached
+        self._live_limit = live_limit  # bytes of live output per call (None: no limit)
         self._live_sent = 0
         self._live_dropped = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -289,7 +288,11 @@ class Session:
             self.window.append(data)
             live = self._live
             if live is not None:
-                room = LIVE_BYTES_PER_CALL - self._live_sent - len(live)
+                room = (
+                    len(data)
+                    if self._live_limit is None
+                    else self._live_limit - self._live_sent - len(live)
+                )
                 if room >= len(data):
                     live += data
                     wake = True
@@ -727,7 +730,14 @@ class SessionManager:
             proc = spawn_pty(argv, cwd=str(cwd), env=env, rows=TERMINAL_ROWS, cols=TERMINAL_COLS)
         else:
             proc = spawn_pipes(argv, cwd=str(cwd), env=env)
-        session = Session(self._next_id, command, proc, loop, tag=tag)
+        session = Session(
+            self._next_id,
+            command,
+            proc,
+            loop,
+            tag=tag,
+            live_limit=self._settings.live_output_bytes_per_call,
+        )
         self._next_id += 1
         self._sessions[session.id] = session
         return session, notes

@@ -34,6 +34,21 @@ def test_console_script_runs_a_command_in_the_workspace(workspace: Path) -> None
     assert result.stdout == f"tool-ran\n{workspace.parent.resolve()}\n"
 
 
+def test_a_commands_whole_output_reaches_stdout_past_the_runs_live_cap(workspace: Path) -> None:
+    """A run's live view of one call is capped (2 MiB); the CLI's stdout is the command's own
+    output, every byte of it (7 MB here)."""
+    result = subprocess.run(
+        [*agentd_argv(), "tool", "exec_command", '{"cmd": "seq 1 1000000"}'],
+        cwd=workspace,
+        env=clean_env(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = "".join(f"{n}\n" for n in range(1, 1_000_001)).encode()
+    assert len(result.stdout) == len(expected) and result.stdout == expected
+
+
 def test_workspace_flag_and_events_on_stderr(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

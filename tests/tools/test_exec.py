@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from tools import processes
 from tools.base import Toolbox, ToolResult, ToolSettings
 from tools.exec import (
-    LIVE_BYTES_PER_CALL,
     Output,
     OutputWindow,
     SessionManager,
@@ -384,7 +383,8 @@ async def test_output_flood_stays_within_the_memory_bound(
     assert "truncated]…" in text
     assert result.data["truncated"] is True
     assert result.data["exit_code"] == 0
-    assert live_bytes <= LIVE_BYTES_PER_CALL + 200  # the live stream is capped too
+    # the live stream is capped too
+    assert live_bytes <= ToolSettings().live_output_bytes_per_call + 200  # type: ignore[operator]
 
 
 async def test_every_chunk_is_streamed_as_a_tool_output_event(workspace: Path) -> None:
