@@ -13,6 +13,8 @@ refusal, made durable (fsync) after every acknowledged batch, so:
 - each thread is pushed by a task of its own, so a thread whose pushes keep failing backs off
   alone while the other threads' events go out (at most `PUSHES_AT_ONCE` batches are read and
   sent at once; a thread waiting out its backoff holds none of them);
+- a push that gets no answer within `PUSH_TIMEOUT` failed, and is retried like any other
+  failure: a control plane that never answers one thread holds none of the push slots;
 - once a 2xx is recorded the batch is never sent again;
 - a 4xx other than 408/429 parks the thread (logged, kept in its files, not retried forever);
 - 401/403 raise `LinkRefused`: the token was refused, retrying cannot help;
@@ -48,6 +50,8 @@ log = logging.getLogger("agentd.link")
 BATCH = 200
 # Batches read and sent at once, over all threads (each a page of the store in memory).
 PUSHES_AT_ONCE = 4
+# A batch's answer (at most `BATCH` events to store) comes within this, or the push failed.
+PUSH_TIMEOUT = 60.0
 OUTBOX_FILE = "link-outbox.json"
 # The journal is folded into the snapshot once it has more lines than this, or than the
 # snapshot has entries if that is more.
@@ -209,6 +213,7 @@ class ThreadEventOutbox:
         token: str,
         *,
         rng: random.Random | None = None,
+        push_timeout: float = PUSH_TIMEOUT,
     ) -> None:
         """An outbox on `state` as loaded (`open` loads it from the state dir)."""
         self.store = store
@@ -217,6 +222,7 @@ class ThreadEventOutbox:
         self.control_plane = control_plane
         self.token = token
         self.rng = rng or random.Random()
+        self.push_timeout = aiohttp.ClientTimeout(total=push_timeout)
         self.pushed_batches = 0
         self.pages_read = 0  # store reads of threads' events, for benchmarks and tests
         self._recorded = anyio.Event()  # set (and replaced) each time an acknowledgement is kept
@@ -236,11 +242,12 @@ class ThreadEventOutbox:
         token: str,
         *,
         rng: random.Random | None = None,
+        push_timeout: float = PUSH_TIMEOUT,
     ) -> ThreadEventOutbox:
         """The outbox of the daemon whose state dir is `state_dir`: what was acknowledged is
         read from its files in a worker thread (they grow with the threads pushed)."""
         state = await anyio.to_thread.run_sync(OutboxState.load, state_dir / OUTBOX_FILE)
-        return cls(store, state, session, control_plane, token, rng=rng)
+        return cls(store, state, session, control_plane, token, rng=rng, push_timeout=push_timeout)
 
     async def run(self) -> None:
         """Push what is pending on every thread, then each thread as it gets events: the
@@ -419,7 +426,9 @@ class ThreadEventOutbox:
         url = events_url(self.control_plane, thread_id)
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
-            async with self.session.post(url, json={"events": events}, headers=headers) as response:
+            async with self.session.post(
+                url, json={"events": events}, headers=headers, timeout=self.push_timeout
+            ) as response:
                 return response.status, (await response.text())[:300]
         except (aiohttp.ClientError, TimeoutError) as exc:
             return 0, f"{type(exc).__name__}: {exc}"

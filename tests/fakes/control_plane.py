@@ -8,7 +8,8 @@
 
 `drop()` cuts the link from the server side, `restart()` stops and starts the server on the
 same port, `refuse` answers 401 everywhere, `refuse_threads[thread] = status` answers that
-thread's pushes with `status`. `await wait_pushed(thread, sequence)` returns once
+thread's pushes with `status`, and a push of a thread in `silent_threads` is never answered.
+`await wait_pushed(thread, sequence)` returns once
 a thread's events up to a sequence have arrived; while `hold_pushes` is set, a push is
 received (`push_requests` counts it) but not answered until the test sets that event.
 """
@@ -35,6 +36,7 @@ class FakeControlPlane:
         self.hold_pushes: asyncio.Event | None = None  # a push waits for it before it is taken
         # threads whose pushes are refused, with the status to answer (a 4xx parks them)
         self.refuse_threads: dict[str, int] = {}
+        self.silent_threads: set[str] = set()  # a push of theirs is never answered
         self._pushes = asyncio.Condition()
         self.connects = 0
         self._ws: web.WebSocketResponse | None = None
@@ -43,6 +45,8 @@ class FakeControlPlane:
         self._events: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()  # ends the pushes never answered, so stop() need not
+        # wait out aiohttp's shutdown timeout for them
         self.port = 0
 
     async def __aenter__(self) -> FakeControlPlane:
@@ -53,6 +57,7 @@ class FakeControlPlane:
         await self.stop()
 
     async def start(self) -> None:
+        self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_get("/v1/devices/{device}/link", self._link)
         app.router.add_post("/v1/threads/{thread}/events", self._events_route)
@@ -63,6 +68,7 @@ class FakeControlPlane:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._ws is not None:
             await self._ws.close()
         if self._runner is not None:
@@ -167,6 +173,9 @@ class FakeControlPlane:
             return web.json_response(
                 {"error": "refused by the test"}, status=self.refuse_threads[thread]
             )
+        if thread in self.silent_threads:
+            await self._stopping.wait()  # no answer while the server runs
+            raise web.HTTPServiceUnavailable()
         held = self.hold_pushes
         if held is not None:
             await held.wait()

@@ -19,6 +19,8 @@ from runtime.agents import AgentSpec
 from runtime.link.outbox import (
     BATCH,
     JOURNAL_FOLD_MIN,
+    PUSH_TIMEOUT,
+    PUSHES_AT_ONCE,
     LinkRefused,
     OutboxState,
     ThreadEventOutbox,
@@ -77,10 +79,17 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @asynccontextmanager
 async def outbox_running(
-    store: Store, state_dir: Path, cp: FakeControlPlane, *, rng: random.Random | None = None
+    store: Store,
+    state_dir: Path,
+    cp: FakeControlPlane,
+    *,
+    rng: random.Random | None = None,
+    push_timeout: float = PUSH_TIMEOUT,
 ) -> AsyncIterator[ThreadEventOutbox]:
     async with aiohttp.ClientSession() as session:
-        outbox = await ThreadEventOutbox.open(store, state_dir, session, cp.url, TOKEN, rng=rng)
+        outbox = await ThreadEventOutbox.open(
+            store, state_dir, session, cp.url, TOKEN, rng=rng, push_timeout=push_timeout
+        )
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(outbox.run)
             yield outbox
@@ -260,6 +269,31 @@ async def test_a_thread_whose_pushes_keep_failing_holds_up_no_other_thread(
     # each thread's events in order, without a gap, once (a refused batch is not recorded)
     assert [e["sequence"] for e in cp.pushed[failing]] == list(range(1, BATCH + 6))
     assert [e["sequence"] for e in cp.pushed[fine]] == [1, 2, 3]
+
+
+async def test_pushes_that_are_never_answered_time_out_and_hold_up_no_other_thread(
+    store: Store, tmp_path: Path
+) -> None:
+    """A control plane that takes a thread's pushes and never answers: each push fails after
+    the push timeout and is retried with the backoff, so the silent threads (as many as the
+    push slots) do not keep every slot, and another thread's events go out."""
+    silent = [f"quiet-{n}" for n in range(PUSHES_AT_ONCE)]
+    await new_threads(store, *silent, events=2)
+    async with FakeControlPlane(TOKEN) as cp:
+        cp.silent_threads.update(silent)
+        async with outbox_running(
+            store, tmp_path / "state", cp, rng=ShortBackoff(), push_timeout=0.5
+        ) as outbox:
+            with anyio.fail_after(30):
+                await cp.wait_push_requests(PUSHES_AT_ONCE)  # every slot is waiting
+            await new_threads(store, "chat-1", events=3)
+            with anyio.fail_after(30):
+                await cp.wait_pushed("chat-1", 3)
+                # and the silent ones are being tried again
+                await cp.wait_push_requests(PUSHES_AT_ONCE + 1 + PUSHES_AT_ONCE)
+            assert not any(thread in cp.pushed for thread in silent)
+            assert not any(thread in outbox.state.parked for thread in silent)
+    assert [e["sequence"] for e in cp.pushed["chat-1"]] == [1, 2, 3]
 
 
 async def test_a_refused_token_on_a_push_ends_the_outbox_with_link_refused(
