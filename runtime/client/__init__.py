@@ -34,7 +34,7 @@ implementation), `sync` (`Client`, which runs an `AsyncClient` on a background t
 
 from __future__ import annotations
 
-from runtime.client.aio import AsyncClient, ClientConfig, Page, SSEEvent, parse_sse
+from runtime.client.aio import AsyncClient, ClientConfig, Page
 from runtime.client.errors import (
     AgentdError,
     APIError,
@@ -51,6 +51,7 @@ from runtime.client.errors import (
     is_retryable,
 )
 from runtime.client.sync import Client
+from runtime.event_stream import SSEEvent, parse_sse
 from runtime.events import Event
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from runtime.client.errors import (
     is_retryable,
     retry_after_of,
 )
+from runtime.event_stream import SSEEvent, parse_sse, sse_lines
 from runtime.events import TERMINAL_EVENT, Event
 from runtime.providers.retry import RetryPolicy
 
@@ -55,43 +56,6 @@ class Page:
 
     def __len__(self) -> int:
         return len(self.data)
-
-
-@dataclass
-class SSEEvent:
-    """One Server-Sent Events frame."""
-
-    event: str
-    data: str
-    id: str | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-async def parse_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-    """Yield events from an event-stream body given as raw lines, per the WHATWG rules: an
-    event is dispatched at the blank line that ends it, so one cut off by the end of the
-    body (a connection closed mid-event) is never yielded, half-read."""
-    event, last_id = "", None
-    data: list[str] = []
-    async for raw in lines:
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data), last_id)
-            event, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-        elif name == "id" and "\0" not in value:
-            last_id = value
 
 
 @dataclass
@@ -328,7 +292,7 @@ class AsyncClient:
                 ):
                     await _json_or_raise(response)
                     return  # a 2xx that is not a stream (204: nothing more to send)
-                async for frame in parse_sse(_lines(response)):
+                async for frame in parse_sse(sse_lines(response)):
                     yield frame
         except aiohttp.ClientConnectorError as exc:
             raise self._unreachable(exc) from exc
@@ -347,19 +311,6 @@ def _event_of(frame: SSEEvent, run_id: str) -> Event:
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    # Split chunks ourselves: aiohttp's readline() refuses lines over its buffer limit
-    # (128 KiB), and one event's `data:` line (a large patch, a long output) can be bigger.
-    pending = b""
-    async for chunk in response.content.iter_any():
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            yield line + b"\n"
-    if pending:
-        yield pending
 
 
 async def _json_or_raise(response: aiohttp.ClientResponse) -> Any:

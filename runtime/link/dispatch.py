@@ -21,10 +21,12 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
+
+from runtime.event_stream import parse_sse, sse_lines
 
 # Headers of the local response that describe its hop, not the result: the transfer framing
 # and connection, and the length and encoding of a body the result carries decoded and
@@ -169,44 +171,8 @@ def _encode_body(body: object) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode()
 
 
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The response body's lines, split here: aiohttp's `readline` (what iterating
-    `response.content` does) refuses a line longer than its buffer, and one event's `data:`
-    line (a large tool output, a file written) can be far longer."""
-    pending = bytearray()
-    async for chunk in response.content.iter_any():
-        pending += chunk
-        if b"\n" not in chunk:
-            continue  # a line still coming: no split, so a long line costs linear time
-        *complete, rest = pending.split(b"\n")
-        pending = rest
-        for line in complete:
-            yield line.decode().removesuffix("\r")
-    if pending:
-        yield pending.decode().removesuffix("\r")
-
-
 async def _relay_events(response: aiohttp.ClientResponse, send_event: SendEvent) -> None:
     """SSE frames (`id:`, `event:`, `data:` lines, a blank line ending each) as events;
     comments (`: ping`) and `retry:` are the transport's business and are not relayed."""
-    fields: dict[str, str] = {}
-    async for line in _lines(response):
-        if not line:
-            if "data" in fields:
-                await send_event(
-                    {
-                        "id": fields.get("id"),
-                        "event": fields.get("event", "message"),
-                        "data": json.loads(fields["data"]),
-                    }
-                )
-            fields = {}
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data" and "data" in fields:
-            fields["data"] += "\n" + value
-        elif name in ("id", "event", "data"):
-            fields[name] = value
+    async for frame in parse_sse(sse_lines(response)):
+        await send_event({"id": frame.id, "event": frame.event, "data": frame.json()})
