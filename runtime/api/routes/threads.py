@@ -78,13 +78,13 @@ async def delete_thread(request: web.Request) -> web.Response:
     state = get_state(request)
     manager = state.require_manager()
     thread_id = (await _scoped_thread(request)).id
-    active = [run.run_id for run in manager.active_runs() if run.thread_id == thread_id]
-    if active:
+    active = manager.active_run_of(thread_id)
+    if active is not None:
         raise ApiError(
             409,
             "thread_busy",
-            f"thread {thread_id!r} has an active run ({active[0]}); cancel it first with "
-            f"POST /v1/runs/{active[0]}/cancel",
+            f"thread {thread_id!r} has an active run ({active}); cancel it first with "
+            f"POST /v1/runs/{active}/cancel",
         )
     # Held while it is deleted: a compaction holding it makes this a 409 (thread_busy), and
     # no compaction or run takes it until it is gone.
