@@ -392,8 +392,7 @@ class AgentLoop:
                 await self.compact(reason="overflow")
                 turn = await self._model_turn()
             self.iterations += 1
-            self.usage = self.usage + turn.usage
-            await self.events.emit("usage", **turn.usage.model_dump(by_alias=True))
+            await self._spent(turn.usage)
             if turn.content:
                 self.messages.append(Message(role="assistant", content=turn.content))
             if turn.text:
@@ -492,13 +491,17 @@ class AgentLoop:
             stubbedOutputs=len(part.stubbed),
         )
 
+    async def _spent(self, usage: Usage, **marks: Any) -> None:
+        """A model request's tokens: added to the run's usage, and its `usage` event."""
+        self.usage = self.usage + usage
+        await self.events.emit("usage", **usage.model_dump(by_alias=True), **marks)
+
     async def _summary_answered(self, usage: Usage, seconds: float) -> None:
         """A compaction's summary request was answered: its tokens are the run's as every
         model turn's are (usage, its `usage` event, the metrics), but it is no iteration."""
-        self.usage = self.usage + usage
         if self.metrics is not None:
             self.metrics.model_turn_finished(usage, seconds)
-        await self.events.emit("usage", **usage.model_dump(by_alias=True), compaction=True)
+        await self._spent(usage, compaction=True)
 
     async def _compaction_failed(
         self, reason: str, tokens_before: int, code: str, message: str
