@@ -18,10 +18,10 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -353,14 +353,17 @@ def _current(real: Path, rel: str) -> tuple[TextFile | None, FileStamp | None]:
     return decode_text(data, rel), file_stamp(info)
 
 
-def _write(
-    real: Path, rel: str, content: str, spares: SparePool | None, lock: threading.Lock
-) -> _Edit | None:
-    with lock:  # the workspace's write lock (see Workspace.write_lock)
-        return _write_locked(real, rel, content, spares)
+_T = TypeVar("_T")
 
 
-def _write_locked(real: Path, rel: str, content: str, spares: SparePool | None) -> _Edit | None:
+def _holding(lock: threading.Lock, work: Callable[..., _T], *args: Any) -> _T:
+    """`work(*args)` under `lock`: the workspace's write lock (see Workspace.write_lock), taken
+    in the worker thread that reads and writes."""
+    with lock:
+        return work(*args)
+
+
+def _write(real: Path, rel: str, content: str, spares: SparePool | None) -> _Edit | None:
     if real.is_dir():
         raise ToolError(f"{rel} is a directory")
     _refuse_special(real, rel)
@@ -407,7 +410,7 @@ class WriteFile(Tool):
         rel = ctx.workspace.relative(real)
         try:
             edit = await anyio.to_thread.run_sync(
-                _write, real, rel, args.content, spares_for(ctx), ctx.workspace.write_lock
+                _holding, ctx.workspace.write_lock, _write, real, rel, args.content, spares_for(ctx)
             )
         except OSError as exc:  # stat, read or commit: a path that cannot be, a full disk
             raise _os_error(real, rel, exc) from None
@@ -437,14 +440,7 @@ def _line_of(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
 
 
-def _edit(
-    real: Path, rel: str, args: EditFileArgs, spares: SparePool | None, lock: threading.Lock
-) -> _Edit:
-    with lock:  # the workspace's write lock (see Workspace.write_lock)
-        return _edit_locked(real, rel, args, spares)
-
-
-def _edit_locked(real: Path, rel: str, args: EditFileArgs, spares: SparePool | None) -> _Edit:
+def _edit(real: Path, rel: str, args: EditFileArgs, spares: SparePool | None) -> _Edit:
     if real.is_dir():
         raise ToolError(f"{rel} is a directory")
     current, stamp = _current(real, rel)
@@ -550,7 +546,7 @@ class EditFile(Tool):
         rel = ctx.workspace.relative(real)
         try:
             edit = await anyio.to_thread.run_sync(
-                _edit, real, rel, args, spares_for(ctx), ctx.workspace.write_lock
+                _holding, ctx.workspace.write_lock, _edit, real, rel, args, spares_for(ctx)
             )
         except OSError as exc:  # stat, read or commit: a path that cannot be, a full disk
             raise _os_error(real, rel, exc) from None
