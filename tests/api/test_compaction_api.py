@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,11 +95,14 @@ def held_summaries(gate: fake.Gate) -> Callable[[fake.RecordedRequest], fake.Scr
     return respond
 
 
-async def test_a_thread_being_compacted_is_not_deleted(daemon: Daemon, workspace: Path) -> None:
-    thread = await read_thread(daemon, workspace, "Read eight files.", threadId="kept-thread")
+@asynccontextmanager
+async def compaction_under_way(daemon: Daemon, thread: str) -> AsyncIterator[dict[str, Any]]:
+    """A compaction of `thread` held in its summary request while the block runs; the
+    summary is answered when it ends, and the compact call's (status, body) is then in the
+    yielded dict's "answer"."""
     gate = fake.Gate()
     daemon.model.responder = held_summaries(gate)
-    compacted: dict[str, tuple[int, Any]] = {}
+    compacted: dict[str, Any] = {}
 
     async def compact() -> None:
         compacted["answer"] = await daemon.post(f"/v1/run/threads/{thread}/compact")
@@ -107,11 +111,19 @@ async def test_a_thread_being_compacted_is_not_deleted(daemon: Daemon, workspace
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(compact)
             await gate.reached.wait()
-            status, body = await daemon.request("DELETE", f"/v1/run/threads/{thread}")
-            # The thread stream has no active run to show (the holder is no run).
-            async with daemon.session.ws_connect(daemon.u(f"/v1/threads/{thread}/stream")) as ws:
-                snapshot = await ws.receive_json()
-            gate.open()
+            try:
+                yield compacted
+            finally:
+                gate.open()
+
+
+async def test_a_thread_being_compacted_is_not_deleted(daemon: Daemon, workspace: Path) -> None:
+    thread = await read_thread(daemon, workspace, "Read eight files.", threadId="kept-thread")
+    async with compaction_under_way(daemon, thread) as compacted:
+        status, body = await daemon.request("DELETE", f"/v1/run/threads/{thread}")
+        # The thread stream has no active run to show (the holder is no run).
+        async with daemon.session.ws_connect(daemon.u(f"/v1/threads/{thread}/stream")) as ws:
+            snapshot = await ws.receive_json()
     error = assert_error(status, body, 409, "thread_busy")
     assert "compaction" in error["message"]
     assert snapshot["type"] == "snapshot" and snapshot["activeRunId"] is None, snapshot
@@ -168,21 +180,10 @@ async def test_a_compaction_whose_thread_is_gone_records_nothing(
     daemon: Daemon, workspace: Path
 ) -> None:
     thread = await read_thread(daemon, workspace, "Read eight files.", threadId="gone-thread")
-    gate = fake.Gate()
-    daemon.model.responder = held_summaries(gate)
-    compacted: dict[str, tuple[int, Any]] = {}
-
-    async def compact() -> None:
-        compacted["answer"] = await daemon.post(f"/v1/run/threads/{thread}/compact")
-
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(compact)
-            await gate.reached.wait()
-            # Removed beneath the API (the route holds the thread, so it cannot do this).
-            await daemon.manager.thread_events.delete(thread)
-            assert await daemon.store.delete_thread(thread)
-            gate.open()
+    async with compaction_under_way(daemon, thread) as compacted:
+        # Removed beneath the API (the route holds the thread, so it cannot do this).
+        await daemon.manager.thread_events.delete(thread)
+        assert await daemon.store.delete_thread(thread)
     status, body = compacted["answer"]
     assert_error(status, body, 404, "not_found")
     assert await daemon.store.thread_events_after(thread) == []
