@@ -114,7 +114,17 @@ def add_serve_parser(subparsers: Any) -> None:
     parser.set_defaults(func=cmd_serve)
 
 
+def import_aiohttp_for_the_daemon() -> None:
+    """`agentd serve` and `agentd connect` import aiohttp first thing (checking the settings
+    may import it), without reading the trust store: see tools/tls.py."""
+    from tools.tls import trust_store_unread
+
+    with trust_store_unread():
+        import aiohttp  # noqa: F401
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    import_aiohttp_for_the_daemon()
     try:
         settings = settings_from_args(args, SERVE_FIELDS)
         settings.check()
@@ -174,6 +184,7 @@ def add_connect_parser(subparsers: Any) -> None:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
+    import_aiohttp_for_the_daemon()
     try:
         settings = settings_from_args(args, CONNECT_FIELDS)
         settings.host = "127.0.0.1"

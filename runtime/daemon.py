@@ -238,14 +238,16 @@ def warm_up(first_model: str | None = None) -> list[str]:
     watch (`runtime.workspace_watch.import_watchers`), asyncio's default executor (a first
     connection's address lookup), its model SDK and adapter (`registry.modules_for`; the
     others come later, see `_warm_up`) and the core tools; the tools' specs
-    (`runtime.runs.tool_specs`) and the TLS context every SDK client is made with
-    (`runtime.providers.tls`). Returns the modules that failed to import."""
+    (`runtime.runs.tool_specs`), the TLS context every SDK client is made with
+    (`runtime.providers.tls`) and that of agentd's own HTTPS requests (`tools.tls`).
+    Returns the modules that failed to import."""
     import concurrent.futures.thread  # noqa: F401
 
     from runtime.providers.registry import modules_for, preload_adapters
     from runtime.providers.tls import shared_tls_context
     from runtime.runs.tool_specs import build_core_specs
     from runtime.workspace_watch import import_watchers
+    from tools.tls import https_context
 
     failed = []
     try:
@@ -257,6 +259,7 @@ def warm_up(first_model: str | None = None) -> list[str]:
         shared_tls_context()
     except (ImportError, OSError) as exc:  # SSL_CERT_FILE names no file, say: runs will say so
         log.warning("the TLS context for model requests could not be built: %s", exc)
+    https_context()
     load_core_tools()
     try:
         build_core_specs()

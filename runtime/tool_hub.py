@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tools.base import Tool
 from tools.http_tool import HttpTool, HttpToolConfig, UrlAllowList, schema_problem
+from tools.tls import https_context_ready
 
 
 class ToolHubError(Exception):
@@ -54,10 +55,13 @@ class ToolHub:
         """The hub's description of `slug`; None when the hub has no such tool. Raises
         ToolHubError when the hub cannot be asked or answers something else."""
         url = self.tool_url(slug)
+        tls = await https_context_ready()
         try:
             with anyio.fail_after(self.config.timeout):
                 async with (
-                    aiohttp.ClientSession(trust_env=False) as session,
+                    aiohttp.ClientSession(
+                        trust_env=False, connector=aiohttp.TCPConnector(ssl=tls)
+                    ) as session,
                     session.get(url, allow_redirects=False) as resp,
                 ):
                     if resp.status == 404:

@@ -34,6 +34,7 @@ from pydantic import ConfigDict
 from yarl import URL
 
 from tools.base import Tool, ToolArgs, Toolbox, ToolContext, ToolResult, truncate_middle
+from tools.tls import https_context_ready
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -276,9 +277,10 @@ class HttpTool(Tool):
     ) -> ToolResult:
         method = "POST"
         data: bytes | None = body
+        tls = await https_context_ready()
         for _ in range(self.config.max_redirects + 1):
             async with session.request(
-                method, url, data=data, headers=headers, allow_redirects=False
+                method, url, data=data, headers=headers, allow_redirects=False, ssl=tls
             ) as response:
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:

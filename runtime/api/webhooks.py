@@ -34,6 +34,7 @@ import anyio
 
 from runtime.ids import utc_now
 from runtime.task_host import HostedTaskGroup
+from tools.tls import https_context_ready
 
 if TYPE_CHECKING:
     from runtime.api.metrics import ApiMetrics
@@ -249,9 +250,10 @@ class WebhookSender:
         elif not self._warned_unsigned:
             self._warned_unsigned = True
             log.warning("webhooks are unsigned: set AGENTD_WEBHOOK_SECRET or AGENTD_TOKEN")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         try:
+            if self._session is None:
+                tls = await https_context_ready()
+                self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
             async with self._session.post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout)
             ) as response:

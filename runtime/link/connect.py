@@ -25,6 +25,7 @@ from runtime.link.outbox import LinkRefused, ThreadEventOutbox
 from runtime.link.protocol import PROTOCOL_VERSION, max_frame_bytes
 from tools import core_tools_ready
 from tools.base import core_tool_names
+from tools.tls import https_context_ready
 
 log = logging.getLogger("agentd.link")
 
@@ -61,8 +62,10 @@ def link_companion(settings: Settings, target: LinkTarget) -> Companion:
             }
 
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+        # the control plane is called over HTTPS with agentd's own context (tools/tls.py)
+        connector = aiohttp.TCPConnector(ssl=await https_context_ready())
         status = 0
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             link = Link(
                 session,
                 control_plane=target.control_plane,

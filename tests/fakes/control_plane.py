@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 from collections import defaultdict
 from typing import Any
 
@@ -26,8 +27,9 @@ from aiohttp import WSMsgType, web
 
 
 class FakeControlPlane:
-    def __init__(self, token: str = "cp-token") -> None:
+    def __init__(self, token: str = "cp-token", ssl_context: ssl.SSLContext | None = None) -> None:
         self.token = token
+        self.ssl_context = ssl_context  # served over HTTPS with it
         self.refuse = False
         self.hellos: list[dict[str, Any]] = []
         self.pushed: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -63,7 +65,7 @@ class FakeControlPlane:
         app.router.add_post("/v1/threads/{thread}/events", self._events_route)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -81,7 +83,8 @@ class FakeControlPlane:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def _authorized(self, request: web.Request) -> bool:
         return not self.refuse and request.headers.get("Authorization") == f"Bearer {self.token}"

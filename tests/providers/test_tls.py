@@ -8,29 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-import trustme
-
 from tests.fresh_interpreter import json_printed
 
 # One model of each API and SDK: Anthropic Messages, OpenAI Responses, Chat Completions (OpenAI
 # and Gemini's compatible endpoint).
 MODELS = ["claude-sonnet-4-6", "gpt-5", "openai-chat:gpt-4.1", "gemini-2.5-pro"]
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA (`ca.pem`) and a certificate it issued to 127.0.0.1 (`server.pem`,
-    `server.key`)."""
-    where = tmp_path_factory.mktemp("tls")
-    authority = trustme.CA()
-    issued = authority.issue_cert("127.0.0.1")
-    authority.cert_pem.write_to_path(str(where / "ca.pem"))
-    issued.private_key_pem.write_to_path(str(where / "server.key"))
-    with open(where / "server.pem", "wb") as chain:
-        for blob in issued.cert_chain_pems:
-            chain.write(blob.bytes())
-    return where
 
 
 def requests_over_https(certificates: Path, trusted: bool) -> dict[str, Any]:
