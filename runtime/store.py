@@ -52,7 +52,7 @@ LOCK_NAME = "agentd.lock"
 RESERVE_NAME = "agentd.reserve"
 RESERVE_BYTES = 512 * 1024
 LOW_SPACE_BYTES = 64 * 1024 * 1024
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_PAGE = 1000
 
 RunStatus = Literal[
@@ -209,6 +209,23 @@ class RunRecord(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+class WebhookDelivery(BaseModel):
+    """A webhook kept until it is delivered or given up (runtime.api.webhooks): from the
+    run's start, waiting for the run (`event` None), then with its body and the attempts
+    made, so a daemon that stops meanwhile delivers it when it starts again."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    id: str  # X-Agentd-Delivery, the same across attempts and restarts
+    run_id: str
+    url: str
+    events: list[str]  # the events the agent selected
+    event: str | None = None
+    body: str | None = None  # the JSON payload, once the run has ended
+    attempts: int = 0
+    created_at: str = Field(default_factory=utc_now)
+
+
 _RUN_FIELDS = {
     **{name: name for name in RunRecord.model_fields},
     **{f.alias: name for name, f in RunRecord.model_fields.items() if f.alias},
@@ -299,8 +316,22 @@ INSERT INTO run_conversations (run_id, scope, owner, length)
     SELECT owner, 'run', owner, COUNT(*) FROM messages WHERE scope = 'run' GROUP BY owner;
 """
 
+# Version 4: webhook deliveries not yet delivered or given up (runtime.api.webhooks).
+_SCHEMA_WEBHOOK_DELIVERIES = """
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    data TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 # The statements that bring a database from version n-1 to n, by n.
-_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_THREAD_EVENTS, 3: _SCHEMA_RUN_CONVERSATIONS}
+_MIGRATIONS = {
+    1: _SCHEMA,
+    2: _SCHEMA_THREAD_EVENTS,
+    3: _SCHEMA_RUN_CONVERSATIONS,
+    4: _SCHEMA_WEBHOOK_DELIVERIES,
+}
 
 
 def _open_files(path: Path) -> tuple[int, sqlite3.Connection, sqlite3.Connection]:
@@ -1121,6 +1152,38 @@ class Store:
                 return record
 
         return await self._write(update)
+
+    # -- webhook deliveries -----------------------------------------------------------
+
+    async def save_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        """Keep `delivery` as it is now (a new one, or one with its body or attempts)."""
+        data = delivery.model_dump_json()
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO webhook_deliveries (id, created_at, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                (delivery.id, delivery.created_at, data),
+            )
+
+        await self._write(save)
+
+    async def drop_webhook_delivery(self, delivery_id: str) -> None:
+        def drop(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM webhook_deliveries WHERE id = ?", (delivery_id,))
+
+        await self._write(drop)
+
+    async def webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every delivery kept, oldest first."""
+
+        def load(conn: sqlite3.Connection) -> list[WebhookDelivery]:
+            rows = conn.execute(
+                "SELECT data FROM webhook_deliveries ORDER BY created_at, id"
+            ).fetchall()
+            return [WebhookDelivery.model_validate_json(row["data"]) for row in rows]
+
+        return await self._read(load)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def get(conn: sqlite3.Connection) -> RunRecord | None:

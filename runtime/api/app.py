@@ -91,10 +91,10 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE_KEY]
-    if state.webhooks is not None:
-        await state.webhooks.start()
     if state.owns_manager:
-        await _open_runtime(state)
+        await _open_runtime(state)  # crash recovery included: before the webhooks resume
+    if state.webhooks is not None:
+        await state.webhooks.start(state.manager)
     state.phase = "ready"
     try:
         yield

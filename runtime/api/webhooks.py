@@ -17,6 +17,14 @@ Every request carries:
   timestamps.
 
 `cancelled` runs send nothing (the caller cancelled them); `interrupted` ones count as failed.
+
+Deliveries outlive the daemon: each is kept in the store (`WebhookDelivery`) from its run's
+start until it is delivered or given up, with its body and its attempts once the run has
+ended. A daemon that stops (SIGTERM past the grace, a crash, a kill) before that delivers it
+when it starts again (`WebhookSender.start` with the run manager, after crash recovery has
+ended the runs it left: an interrupted run's `run.failed`), under the same delivery id and
+with the attempts left. So a receiver may see a delivery twice (an attempt cut off by the
+stop is made again): at least once, deduplicate on `X-Agentd-Delivery`.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import hmac
 import json
 import logging
 import os
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +42,8 @@ import aiohttp
 import anyio
 
 from runtime.ids import utc_now
+from runtime.runs.errors import NotFound
+from runtime.store import StoreClosed, StoreFull, WebhookDelivery
 from runtime.task_host import HostedTaskGroup
 from tools.tls import https_context_ready
 
@@ -43,7 +54,7 @@ if TYPE_CHECKING:
     # run awaits before it starts: before any delivery, never at start-up (~5 M instructions).
     from runtime.retry import RetryPolicy
     from runtime.runs import RunManager
-    from runtime.store import RunRecord
+    from runtime.store import RunRecord, Store
 
 log = logging.getLogger("agentd.webhooks")
 
@@ -73,6 +84,10 @@ def verify_signature(
     except ValueError:
         return False
     return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def new_delivery_id() -> str:
+    return "whd_" + os.urandom(8).hex()
 
 
 def webhook_event(status: str) -> str | None:
@@ -132,6 +147,7 @@ class WebhookSender:
         self._idle.set()
         self._session: aiohttp.ClientSession | None = None
         self._warned_unsigned = False
+        self._store: Store | None = None  # where deliveries are kept: see start
 
     @property
     def retry(self) -> RetryPolicy:
@@ -149,9 +165,20 @@ class WebhookSender:
             )
         return self._retry
 
-    async def start(self) -> None:
+    async def start(self, manager: RunManager | None = None) -> None:
+        """Start sending. With the run manager, deliveries are kept in its store, and those a
+        previous daemon left are sent again (call it after crash recovery: a run the previous
+        daemon left running must have ended)."""
         if not self._tasks.started:
             await self._tasks.start()
+        if manager is None or self._store is not None:
+            return
+        self._store = manager.store
+        left = await self._store.webhook_deliveries()
+        if left:
+            log.info("%d webhook deliveries left by the previous daemon: sending them", len(left))
+        for delivery in left:
+            self._spawn(self._resume, manager, delivery)
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Give pending deliveries `grace` seconds, then cancel the rest."""
@@ -193,43 +220,101 @@ class WebhookSender:
     def watch(self, manager: RunManager, run_id: str, url: str | None, events: list[str]) -> None:
         """When the run ends, send the selected webhook (if the agent has a URL)."""
         if url and events:
-            self._spawn(self._watch, manager, run_id, url, list(events))
+            delivery = WebhookDelivery(id=new_delivery_id(), run_id=run_id, url=url, events=events)
+            self._spawn(self._watch, manager, delivery)
 
-    async def _watch(self, manager: RunManager, run_id: str, url: str, events: list[str]) -> None:
-        record = await manager.wait(run_id)
-        event = webhook_event(record.status)
-        if event is None or event not in events:
+    async def _watch(self, manager: RunManager, delivery: WebhookDelivery) -> None:
+        await self._keep(delivery)
+        await self._finish(delivery, await manager.wait(delivery.run_id))
+
+    async def _resume(self, manager: RunManager, delivery: WebhookDelivery) -> None:
+        if delivery.body is not None:
+            await self._send(delivery)
             return
-        await self.deliver(url, event, record)
+        try:  # the previous daemon stopped while the run was active: recovery has ended it
+            record = await manager.wait(delivery.run_id)
+        except NotFound:  # its thread and runs were deleted since
+            await self._forget(delivery)
+            return
+        await self._finish(delivery, record)
+
+    async def _finish(self, delivery: WebhookDelivery, record: RunRecord) -> None:
+        """The run has ended: send its webhook if the agent selected that event."""
+        event = webhook_event(record.status)
+        if event is None or event not in delivery.events:
+            await self._forget(delivery)
+            return
+        payload = run_payload(event, record, sandbox_id=self.sandbox_id, delivery_id=delivery.id)
+        delivery.event = event
+        delivery.body = json.dumps(payload, separators=(",", ":"))
+        await self._keep(delivery)
+        await self._send(delivery)
 
     def send(self, url: str, event: str, record: RunRecord) -> bool:
         return self._spawn(self.deliver, url, event, record)
 
     async def deliver(self, url: str, event: str, record: RunRecord) -> bool:
-        """POST the webhook, retrying; True once a receiver answered 2xx."""
-        delivery_id = "whd_" + os.urandom(8).hex()
-        body = json.dumps(
-            run_payload(event, record, sandbox_id=self.sandbox_id, delivery_id=delivery_id),
-            separators=(",", ":"),
-        ).encode()
-        for attempt in range(1, self.retry.max_attempts + 1):
-            delay, outcome = await self._attempt(url, event, delivery_id, body)
+        """POST the webhook now, retrying (not kept in the store); True once a receiver
+        answered 2xx."""
+        delivery_id = new_delivery_id()
+        payload = run_payload(event, record, sandbox_id=self.sandbox_id, delivery_id=delivery_id)
+        delivery = WebhookDelivery(
+            id=delivery_id,
+            run_id=record.run_id,
+            url=url,
+            events=[event],
+            event=event,
+            body=json.dumps(payload, separators=(",", ":")),
+        )
+        return await self._send(delivery, kept=False)
+
+    async def _send(self, delivery: WebhookDelivery, *, kept: bool = True) -> bool:
+        """POST the delivery's body, retrying, from the attempts it has made; it is forgotten
+        once delivered or given up, and its attempts are kept after each retry."""
+        assert delivery.event is not None and delivery.body is not None
+        event, url, body = delivery.event, delivery.url, delivery.body.encode()
+        first = delivery.attempts + 1
+        for attempt in range(first, max(first, self.retry.max_attempts) + 1):
+            delay, outcome = await self._attempt(url, event, delivery.id, body)
             if outcome == "delivered":
                 self._count(event, "delivered")
+                if kept:
+                    await self._forget(delivery)
                 return True
-            if outcome == "rejected" or attempt == self.retry.max_attempts:
+            if outcome == "rejected" or attempt >= self.retry.max_attempts:
                 self._count(event, "failed")
                 log.warning(
                     "webhook %s for run %s to %s gave up after %d attempt(s)",
                     event,
-                    record.run_id,
+                    delivery.run_id,
                     url,
                     attempt,
                 )
+                if kept:
+                    await self._forget(delivery)
                 return False
             self._count(event, "retried")
+            delivery.attempts = attempt
+            if kept:
+                await self._keep(delivery)
             await (self.retry.sleep or anyio.sleep)(self.retry.backoff(attempt, delay))
         return False
+
+    async def _keep(self, delivery: WebhookDelivery) -> None:
+        if self._store is None:
+            return
+        try:
+            await self._store.save_webhook_delivery(delivery)
+        except (StoreFull, StoreClosed, sqlite3.Error) as exc:  # it is still sent, if not kept
+            log.warning("webhook delivery %s not kept for a restart: %s", delivery.id, exc)
+
+    async def _forget(self, delivery: WebhookDelivery) -> None:
+        if self._store is None:
+            return
+        try:
+            await self._store.drop_webhook_delivery(delivery.id)
+        except (StoreFull, StoreClosed, sqlite3.Error) as exc:  # a restart sends it again
+            log.warning("webhook delivery %s not forgotten: %s", delivery.id, exc)
 
     async def _attempt(
         self, url: str, event: str, delivery_id: str, body: bytes

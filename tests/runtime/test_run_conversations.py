@@ -204,6 +204,7 @@ async def test_runs_stored_by_an_older_daemon_keep_their_conversations(tmp_path:
     with sqlite3.connect(state / "agentd.db") as conn:
         # what version 2 kept for a run, and its own version number
         conn.execute("DROP TABLE run_conversations")
+        conn.execute("DROP TABLE webhook_deliveries")  # version 4's
         conn.executemany(
             "INSERT INTO messages (scope, owner, seq, role, data) VALUES ('run', ?, ?, ?, ?)",
             [("run_old", i, m.role, m.model_dump_json()) for i, m in enumerate(messages)],

@@ -1,0 +1,167 @@
+"""Webhook deliveries outlive the daemon (runtime/api/webhooks.py): real `agentd serve`
+processes on one state dir, a receiver on 127.0.0.1. A delivery waiting to retry when the
+daemon stops is sent by the next one under the same delivery id, with the attempts left; a
+run the daemon was killed in sends its `run.failed` once the next daemon has recovered it;
+and what was delivered is not kept."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+
+from tests.api.conftest import MODEL
+from tests.api.daemon_process import agentd
+from tests.fakes.model_server import FakeModelServer, Gate, Turn, text
+
+
+@dataclass
+class Receiver:
+    url: str = ""
+    statuses: list[int] = field(default_factory=list)  # answered in order, then 204
+    attempts: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    attempted: anyio.Event = field(default_factory=anyio.Event)
+    delivered: anyio.Event = field(default_factory=anyio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.attempts.append(
+            (request.headers["X-Agentd-Delivery"], json.loads(await request.read()))
+        )
+        self.attempted.set()
+        if self.statuses:
+            return web.Response(status=self.statuses.pop(0))
+        self.delivered.set()
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    try:
+        yield hook
+    finally:
+        await runner.cleanup()
+
+
+def kept_deliveries(tmp_path: Path) -> list[str]:
+    with sqlite3.connect(tmp_path / "state" / "agentd.db") as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM webhook_deliveries")]
+
+
+async def create_agent(http: aiohttp.ClientSession, url: str, hook: str) -> None:
+    agent = {"slug": "a", "model": MODEL, "tools": [], "webhookUrl": hook}
+    async with http.post(url + "/v1/agents", json=agent) as resp:
+        assert resp.status == 201, await resp.text()
+
+
+async def test_a_delivery_waiting_to_retry_is_sent_by_the_next_daemon(
+    tmp_path: Path, workspace: Path, receiver: Receiver
+) -> None:
+    receiver.statuses = [503]
+    async with FakeModelServer() as model:
+        model.script(Turn([text("all done")]))
+        # a retry far away: the daemon stops while the delivery waits for it
+        env = {**model.env(), "AGENTD_WEBHOOK_BACKOFF": "600", "AGENTD_SHUTDOWN_GRACE": "0.2"}
+        async with agentd(tmp_path, workspace, env) as proc, aiohttp.ClientSession() as http:
+            await create_agent(http, proc.url, receiver.url)
+            body = {"agent": "a", "prompt": "go", "stream": False}
+            async with http.post(proc.url + "/v1/run", json=body) as resp:
+                run = (await resp.json())["data"]
+            with anyio.fail_after(30):
+                await receiver.attempted.wait()
+            proc.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await proc.process.wait() == 0
+        [(delivery_id, _)] = receiver.attempts
+        assert kept_deliveries(tmp_path) == [delivery_id]
+
+        env = {**model.env(), "AGENTD_WEBHOOK_BACKOFF": "0.01"}
+        async with agentd(tmp_path, workspace, env) as proc:
+            with anyio.fail_after(30):
+                await receiver.delivered.wait()
+            proc.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await proc.process.wait() == 0
+    (first_id, first), (second_id, second) = receiver.attempts
+    assert first_id == second_id == delivery_id and first == second  # the same delivery
+    assert second["event"] == "run.completed" and second["deliveryId"] == delivery_id
+    assert second["data"]["runId"] == run["runId"] and second["data"]["output"] == "all done"
+    assert kept_deliveries(tmp_path) == []  # delivered: a third daemon sends nothing
+
+
+async def test_the_attempts_made_before_a_restart_count(
+    tmp_path: Path, workspace: Path, receiver: Receiver
+) -> None:
+    """Two attempts at most, one made before the restart: the next daemon makes one more and
+    gives up, rather than starting the count again."""
+    receiver.statuses = [503, 503, 503]
+    async with FakeModelServer() as model:
+        model.script(Turn([text("done")]))
+        limits = {"AGENTD_WEBHOOK_MAX_ATTEMPTS": "2", "AGENTD_SHUTDOWN_GRACE": "0.2"}
+        env = {**model.env(), **limits, "AGENTD_WEBHOOK_BACKOFF": "600"}
+        async with agentd(tmp_path, workspace, env) as proc, aiohttp.ClientSession() as http:
+            await create_agent(http, proc.url, receiver.url)
+            body = {"agent": "a", "prompt": "go", "stream": False}
+            async with http.post(proc.url + "/v1/run", json=body) as resp:
+                assert resp.status == 200
+            with anyio.fail_after(30):
+                await receiver.attempted.wait()
+            proc.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await proc.process.wait() == 0
+
+        env = {**model.env(), **limits, "AGENTD_WEBHOOK_BACKOFF": "0.01"}
+        async with agentd(tmp_path, workspace, env) as proc:
+            with anyio.fail_after(30):
+                while not any("gave up after" in line for line in proc.log):
+                    await anyio.sleep(0.02)
+            proc.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await proc.process.wait() == 0
+    assert any("gave up after 2 attempt(s)" in line for line in proc.log), proc.log
+    assert len(receiver.attempts) == 2 and len({id_ for id_, _ in receiver.attempts}) == 1
+    assert kept_deliveries(tmp_path) == []  # given up: nothing left to send
+
+
+async def test_a_run_the_daemon_was_killed_in_sends_run_failed_after_the_restart(
+    tmp_path: Path, workspace: Path, receiver: Receiver
+) -> None:
+    async with FakeModelServer() as model:
+        gate = Gate()
+        model.script(Turn([text("never ", "finished")], hold=gate, hold_after=1))
+        async with (
+            agentd(tmp_path, workspace, model.env()) as proc,
+            aiohttp.ClientSession() as http,
+        ):
+            await create_agent(http, proc.url, receiver.url)
+            stream = await http.post(proc.url + "/v1/run", json={"agent": "a", "prompt": "go"})
+            run_id = stream.headers["X-Run-ID"]
+            with anyio.fail_after(60):  # the first model call waits for the SDK's import
+                await gate.reached.wait()
+            proc.process.kill()
+            await proc.process.wait()
+            stream.close()
+        gate.open()
+        assert receiver.attempts == []
+
+        async with agentd(tmp_path, workspace, model.env()) as proc:
+            with anyio.fail_after(30):
+                await receiver.delivered.wait()
+    [(delivery_id, payload)] = receiver.attempts
+    assert payload["event"] == "run.failed" and payload["deliveryId"] == delivery_id
+    assert payload["data"]["runId"] == run_id and payload["data"]["status"] == "interrupted"
