@@ -62,6 +62,8 @@ SIGNATURE_HEADER = "X-Agentd-Signature"
 TIMESTAMP_HEADER = "X-Agentd-Timestamp"
 EVENT_HEADER = "X-Agentd-Event"
 DELIVERY_HEADER = "X-Agentd-Delivery"
+# Deliveries a previous daemon kept, sent at once at most (the others wait their turn).
+RESUMED_AT_ONCE = 32
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -113,8 +115,8 @@ def run_payload(
 
 
 class WebhookSender:
-    """Owns webhook deliveries: `await sender.start()`, `sender.watch(manager, run_id, …)`,
-    `await sender.aclose(grace)`."""
+    """Owns webhook deliveries: `await sender.start(manager)`, `await sender.watch(manager,
+    run_id, …)`, `await sender.aclose(grace)`."""
 
     def __init__(
         self,
@@ -176,9 +178,27 @@ class WebhookSender:
         self._store = manager.store
         left = await self._store.webhook_deliveries()
         if left:
-            log.info("%d webhook deliveries left by the previous daemon: sending them", len(left))
-        for delivery in left:
-            self._spawn(self._resume, manager, delivery)
+            log.info(
+                "%d webhook deliveries kept by the previous daemon: resuming them, %d at a time",
+                len(left),
+                RESUMED_AT_ONCE,
+            )
+            # One task for them all, so that they never take the places of new runs' webhooks
+            self._spawn(self._resume_all, manager, left)
+
+    async def _resume_all(self, manager: RunManager, left: list[WebhookDelivery]) -> None:
+        at_once = anyio.CapacityLimiter(RESUMED_AT_ONCE)
+
+        async def resume(delivery: WebhookDelivery) -> None:
+            async with at_once:
+                try:
+                    await self._resume(manager, delivery)
+                except Exception:  # the others go on
+                    log.exception("webhook delivery %s failed", delivery.id)
+
+        async with anyio.create_task_group() as group:
+            for delivery in left:
+                group.start_soon(resume, delivery)
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Give pending deliveries `grace` seconds, then cancel the rest."""
@@ -187,7 +207,8 @@ class WebhookSender:
         with anyio.move_on_after(grace):
             await self._idle.wait()
         if self.pending:
-            log.warning("shutting down with %d webhook deliveries unfinished", self.pending)
+            kept = ": kept, the next daemon sends them" if self._store is not None else ""
+            log.warning("shutting down with %d webhook deliveries unfinished%s", self.pending, kept)
         await self._tasks.stop()
         if self._session is not None:
             await self._session.close()
@@ -217,14 +238,18 @@ class WebhookSender:
             if self.pending == 0:
                 self._idle.set()
 
-    def watch(self, manager: RunManager, run_id: str, url: str | None, events: list[str]) -> None:
-        """When the run ends, send the selected webhook (if the agent has a URL)."""
+    async def watch(
+        self, manager: RunManager, run_id: str, url: str | None, events: list[str]
+    ) -> None:
+        """When the run ends, send the selected webhook (if the agent has a URL). The delivery
+        is kept before this returns, so before the API answers the request that started the
+        run."""
         if url and events:
             delivery = WebhookDelivery(id=new_delivery_id(), run_id=run_id, url=url, events=events)
+            await self._keep(delivery)
             self._spawn(self._watch, manager, delivery)
 
     async def _watch(self, manager: RunManager, delivery: WebhookDelivery) -> None:
-        await self._keep(delivery)
         await self._finish(delivery, await manager.wait(delivery.run_id))
 
     async def _resume(self, manager: RunManager, delivery: WebhookDelivery) -> None:
@@ -338,7 +363,9 @@ class WebhookSender:
         try:
             if self._session is None:
                 tls = await https_context_ready()
-                self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
+                if self._session is None:  # another delivery may have made it meanwhile
+                    connector = aiohttp.TCPConnector(ssl=tls)
+                    self._session = aiohttp.ClientSession(connector=connector)
             async with self._session.post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout)
             ) as response:

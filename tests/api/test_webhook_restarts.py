@@ -2,10 +2,12 @@
 processes on one state dir, a receiver on 127.0.0.1. A delivery waiting to retry when the
 daemon stops is sent by the next one under the same delivery id, with the attempts left; a
 run the daemon was killed in sends its `run.failed` once the next daemon has recovered it;
-and what was delivered is not kept."""
+and what was delivered is not kept. A backlog of deliveries left never takes the places of new
+runs' webhooks."""
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sqlite3
@@ -18,6 +20,9 @@ import anyio
 import pytest
 from aiohttp import web
 
+from runtime.api.webhooks import RESUMED_AT_ONCE, WebhookSender
+from runtime.runs import RunManager
+from runtime.store import RunRecord, Store, WebhookDelivery
 from tests.api.conftest import MODEL
 from tests.api.daemon_process import agentd
 from tests.fakes.model_server import FakeModelServer, Gate, Turn, text
@@ -165,3 +170,74 @@ async def test_a_run_the_daemon_was_killed_in_sends_run_failed_after_the_restart
     [(delivery_id, payload)] = receiver.attempts
     assert payload["event"] == "run.failed" and payload["deliveryId"] == delivery_id
     assert payload["data"]["runId"] == run_id and payload["data"]["status"] == "interrupted"
+
+
+async def test_a_run_killed_as_soon_as_its_start_was_answered_sends_run_failed(
+    tmp_path: Path, workspace: Path, receiver: Receiver
+) -> None:
+    """The delivery is kept before the API answers the request that started the run (it was
+    kept a moment later, and a kill in that moment lost the run's webhook)."""
+    async with FakeModelServer() as model:
+        gate = Gate()
+        model.script(Turn([text("never")], hold=gate, hold_after=1))
+        async with (
+            agentd(tmp_path, workspace, model.env()) as proc,
+            aiohttp.ClientSession() as http,
+        ):
+            await create_agent(http, proc.url, receiver.url)
+            stream = await http.post(proc.url + "/v1/run", json={"agent": "a", "prompt": "go"})
+            run_id = stream.headers["X-Run-ID"]
+            proc.process.kill()  # the moment the answer began
+            await proc.process.wait()
+            stream.close()
+        gate.open()
+        assert len(kept_deliveries(tmp_path)) == 1
+
+        async with agentd(tmp_path, workspace, model.env()):
+            with anyio.fail_after(30):
+                await receiver.delivered.wait()
+    [(_, payload)] = receiver.attempts
+    assert payload["event"] == "run.failed" and payload["data"]["runId"] == run_id
+
+
+async def test_deliveries_left_take_one_place_and_new_runs_webhooks_are_not_refused(
+    tmp_path: Path, workspace: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More deliveries left than the sender's bound on pending tasks: they are resumed
+    together, a bounded number at a time, as one pending task, so a new run's webhook still
+    finds a place; each is sent once, over one HTTP session (resumed deliveries each made
+    their own and left them unclosed)."""
+    left = RESUMED_AT_ONCE + 8
+    store = await Store.open(tmp_path / "state")
+    try:
+        for n in range(left):
+            await store.save_webhook_delivery(
+                WebhookDelivery(
+                    id=f"whd_{n}",
+                    run_id=f"run_{n}",
+                    url=receiver.url,
+                    events=["run.completed"],
+                    event="run.completed",
+                    body=json.dumps({"n": n}),
+                )
+            )
+        await store.insert_run(RunRecord(run_id="run_new", agent="a", status="completed"))
+        manager = RunManager(store, workspace)
+        sender = WebhookSender(secret="s", max_pending=3, backoff=0.001)
+        await sender.start(manager)
+        try:
+            assert sender.pending == 1
+            await sender.watch(manager, "run_new", receiver.url, ["run.completed"])
+            assert sender.pending == 2  # not refused
+            with anyio.fail_after(30):
+                while len({delivery for delivery, _ in receiver.attempts}) < left + 1:
+                    receiver.attempted = anyio.Event()
+                    await receiver.attempted.wait()
+        finally:
+            await sender.aclose(grace=10)
+        assert len(receiver.attempts) == left + 1  # each once
+        assert await store.webhook_deliveries() == []
+        gc.collect()
+        assert not [r for r in caplog.records if "Unclosed client session" in r.getMessage()]
+    finally:
+        await store.close()

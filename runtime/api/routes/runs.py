@@ -36,10 +36,10 @@ from runtime.store import RunRecord, Store
 RUN_HEADERS = {"X-Run-ID": "the run's id", "X-Thread-ID": "the thread the run appends to"}
 
 
-def _watch_webhooks(state: ApiState, run: Run) -> None:
+async def _watch_webhooks(state: ApiState, run: Run) -> None:
     spec = run.agent.spec
     if state.webhooks is not None and spec.webhook_url:
-        state.webhooks.watch(
+        await state.webhooks.watch(
             state.require_manager(), run.run_id, spec.webhook_url, list(spec.webhook_events)
         )
 
@@ -92,7 +92,7 @@ async def start_run(request: web.Request) -> web.StreamResponse:
         config=body.config,
         metadata=body.metadata,
     )
-    _watch_webhooks(state, run)
+    await _watch_webhooks(state, run)
     if body.stream:
         return await stream_run(request, run.run_id, headers=_run_headers(run))
     if not body.wait:
@@ -135,7 +135,7 @@ async def legacy_run(request: web.Request) -> web.StreamResponse:
     run = await manager.start(
         slug, prompt=inputs.prompt, messages=inputs.history, metadata=metadata
     )
-    _watch_webhooks(state, run)
+    await _watch_webhooks(state, run)
     if body.stream:
         return await stream_run(request, run.run_id, headers=_run_headers(run))
     record = await manager.wait(run.run_id)
@@ -238,7 +238,7 @@ async def fork_run(request: web.Request) -> web.StreamResponse:
     manager = state.require_manager()
     run_id = request.match_info["run_id"]
     run = await manager.fork(run_id, body.step, body.prompt)
-    _watch_webhooks(state, run)
+    await _watch_webhooks(state, run)
     if body.stream:
         return await stream_run(request, run.run_id, headers=_run_headers(run))
     result = ForkResult.model_validate(
