@@ -243,6 +243,7 @@ def warm_up(first_model: str | None = None) -> list[str]:
     Returns the modules that failed to import."""
     import concurrent.futures.thread  # noqa: F401
 
+    from runtime.providers.base import ModelError
     from runtime.providers.registry import modules_for, preload_adapters
     from runtime.providers.tls import shared_tls_context
     from runtime.runs.tool_specs import build_core_specs
@@ -257,7 +258,7 @@ def warm_up(first_model: str | None = None) -> list[str]:
     failed += preload_adapters(modules_for(first_model))
     try:
         shared_tls_context()
-    except (ImportError, OSError) as exc:  # SSL_CERT_FILE names no file, say: runs will say so
+    except (ImportError, ModelError) as exc:  # SSL_CERT_FILE names a directory: runs say so
         log.warning("the TLS context for model requests could not be built: %s", exc)
     https_context()
     load_core_tools()

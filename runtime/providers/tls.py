@@ -18,6 +18,7 @@ library sets the same ALPN protocols on it for each connection (HTTP/1.1 only he
 
 from __future__ import annotations
 
+import os
 import ssl
 import threading
 
@@ -27,11 +28,28 @@ _context: ssl.SSLContext | None = None
 
 def shared_tls_context() -> ssl.SSLContext:
     """The process's TLS context for model requests, built on first use (blocking: call it
-    where a provider is made, off the event loop; the warm-up calls it first)."""
+    where a provider is made, off the event loop; the warm-up calls it first). A trust store
+    that cannot be read (`SSL_CERT_FILE` naming a directory, say) is a `ModelError`
+    (`certificate`) that names it, which fails the run that asked, not an internal error."""
     global _context
     with _lock:
         if _context is None:
             import httpx2  # the SDKs' HTTP library, loaded with them
 
-            _context = httpx2.create_ssl_context()
+            try:
+                _context = httpx2.create_ssl_context()
+            except OSError as exc:  # ssl.SSLError included
+                from runtime.providers.base import ModelError
+
+                named = ", ".join(
+                    f"{name}={os.environ[name]!r}"
+                    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR")
+                    if name in os.environ
+                )
+                raise ModelError(
+                    "certificate",
+                    "the trusted certificates for model requests cannot be read"
+                    + (f" ({named})" if named else "")
+                    + f": {exc}. Fix the daemon's environment.",
+                ) from exc
         return _context

@@ -8,6 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from tests.api.daemon_process import agentd
+from tests.fakes.model_server import FakeModelServer
 from tests.fresh_interpreter import json_printed
 
 # One model of each API and SDK: Anthropic Messages, OpenAI Responses, Chat Completions (OpenAI
@@ -45,3 +49,25 @@ def test_a_server_the_context_does_not_trust_fails_every_request_on_its_certific
     for model, reply in result["replies"].items():
         assert reply.startswith("error: "), (model, reply)
         assert "certificate is not trusted" in reply and "SSL_CERT_FILE" in reply, (model, reply)
+
+
+async def test_a_trust_store_that_cannot_be_read_fails_the_run_with_a_clear_error(
+    tmp_path: Path, workspace: Path
+) -> None:
+    """`SSL_CERT_FILE` naming a directory: a run fails as for any model it cannot use, with a
+    message naming the variable (it failed "unexpectedly", with a traceback in the log)."""
+    async with FakeModelServer() as model:
+        env = {**model.env(), "SSL_CERT_FILE": str(tmp_path)}
+        async with agentd(tmp_path, workspace, env) as proc, aiohttp.ClientSession() as http:
+            agent = {"slug": "a", "model": "claude-sonnet-4-6", "tools": []}
+            async with http.post(proc.url + "/v1/agents", json=agent) as resp:
+                assert resp.status == 201, await resp.text()
+            body = {"agent": "a", "prompt": "go", "stream": False}
+            async with http.post(proc.url + "/v1/run", json=body) as resp:
+                run = (await resp.json())["data"]
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "model_error", run["error"]  # as every provider it cannot make
+    message = run["error"]["message"]
+    assert "trusted certificates for model requests cannot be read" in message
+    assert f"SSL_CERT_FILE={str(tmp_path)!r}" in message
+    assert not any("Traceback" in line for line in proc.log)
