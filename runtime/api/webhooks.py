@@ -322,7 +322,11 @@ class WebhookSender:
             delivery.attempts = attempt
             if kept:
                 await self._keep(delivery)
-            await (self.retry.sleep or anyio.sleep)(self.retry.backoff(attempt, delay))
+            wait = self.retry.backoff(attempt, delay)
+            log.info(
+                "webhook %s %s: attempt %d failed, retrying in %.1fs", event, url, attempt, wait
+            )
+            await (self.retry.sleep or anyio.sleep)(wait)
         return False
 
     async def _keep(self, delivery: WebhookDelivery) -> None:
@@ -373,12 +377,12 @@ class WebhookSender:
                 if 200 <= response.status < 300:
                     return None, "delivered"
                 if retryable_status(response.status):
-                    log.info("webhook %s to %s: HTTP %s, retrying", event, url, response.status)
+                    log.info("webhook %s to %s: HTTP %s", event, url, response.status)
                     return parse_retry_after(response.headers), "retry"
                 log.warning("webhook %s to %s refused: HTTP %s", event, url, response.status)
                 return None, "rejected"
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.info("webhook %s to %s failed (%r), retrying", event, url, exc)
+            log.info("webhook %s to %s failed (%r)", event, url, exc)
             return None, "retry"
 
     def _count(self, event: str, outcome: str) -> None:
