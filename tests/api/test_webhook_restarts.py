@@ -143,9 +143,13 @@ async def test_the_attempts_made_before_a_restart_count(
     assert kept_deliveries(tmp_path) == []  # given up: nothing left to send
 
 
+@pytest.mark.parametrize("when", ["in its model request", "as its start was answered"])
 async def test_a_run_the_daemon_was_killed_in_sends_run_failed_after_the_restart(
-    tmp_path: Path, workspace: Path, receiver: Receiver
+    when: str, tmp_path: Path, workspace: Path, receiver: Receiver
 ) -> None:
+    """Killed in the run's model request, or the moment the API began to answer the request
+    that started it: the delivery is kept before that answer (it was kept a moment later, and
+    a kill in that moment lost the run's webhook)."""
     async with FakeModelServer() as model:
         gate = Gate()
         model.script(Turn([text("never ", "finished")], hold=gate, hold_after=1))
@@ -156,48 +160,21 @@ async def test_a_run_the_daemon_was_killed_in_sends_run_failed_after_the_restart
             await create_agent(http, proc.url, receiver.url)
             stream = await http.post(proc.url + "/v1/run", json={"agent": "a", "prompt": "go"})
             run_id = stream.headers["X-Run-ID"]
-            with anyio.fail_after(60):  # the first model call waits for the SDK's import
-                await gate.reached.wait()
+            if when == "in its model request":
+                with anyio.fail_after(60):  # the first model call waits for the SDK's import
+                    await gate.reached.wait()
             proc.process.kill()
             await proc.process.wait()
             stream.close()
         gate.open()
-        assert receiver.attempts == []
+        assert receiver.attempts == [] and len(kept_deliveries(tmp_path)) == 1
 
-        async with agentd(tmp_path, workspace, model.env()) as proc:
+        async with agentd(tmp_path, workspace, model.env()):
             with anyio.fail_after(30):
                 await receiver.delivered.wait()
     [(delivery_id, payload)] = receiver.attempts
     assert payload["event"] == "run.failed" and payload["deliveryId"] == delivery_id
     assert payload["data"]["runId"] == run_id and payload["data"]["status"] == "interrupted"
-
-
-async def test_a_run_killed_as_soon_as_its_start_was_answered_sends_run_failed(
-    tmp_path: Path, workspace: Path, receiver: Receiver
-) -> None:
-    """The delivery is kept before the API answers the request that started the run (it was
-    kept a moment later, and a kill in that moment lost the run's webhook)."""
-    async with FakeModelServer() as model:
-        gate = Gate()
-        model.script(Turn([text("never")], hold=gate, hold_after=1))
-        async with (
-            agentd(tmp_path, workspace, model.env()) as proc,
-            aiohttp.ClientSession() as http,
-        ):
-            await create_agent(http, proc.url, receiver.url)
-            stream = await http.post(proc.url + "/v1/run", json={"agent": "a", "prompt": "go"})
-            run_id = stream.headers["X-Run-ID"]
-            proc.process.kill()  # the moment the answer began
-            await proc.process.wait()
-            stream.close()
-        gate.open()
-        assert len(kept_deliveries(tmp_path)) == 1
-
-        async with agentd(tmp_path, workspace, model.env()):
-            with anyio.fail_after(30):
-                await receiver.delivered.wait()
-    [(_, payload)] = receiver.attempts
-    assert payload["event"] == "run.failed" and payload["data"]["runId"] == run_id
 
 
 async def test_deliveries_left_take_one_place_and_new_runs_webhooks_are_not_refused(
