@@ -258,7 +258,7 @@ class WebhookSender:
             return
         try:  # the previous daemon stopped while the run was active: recovery has ended it
             record = await manager.wait(delivery.run_id)
-        except NotFound:  # its thread and runs were deleted since
+        except NotFound:  # the store has no such run (a state dir restored from a copy, say)
             await self._forget(delivery)
             return
         await self._finish(delivery, record)
