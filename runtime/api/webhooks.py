@@ -176,6 +176,8 @@ class WebhookSender:
         if manager is None or self._store is not None:
             return
         self._store = manager.store
+        # read here, before the daemon is ready: once runs start, their own deliveries are in
+        # the table too, and would be sent twice
         left = await self._store.webhook_deliveries()
         if left:
             log.info(
@@ -269,11 +271,15 @@ class WebhookSender:
         if event is None or event not in delivery.events:
             await self._forget(delivery)
             return
+        self._write_body(delivery, event, record)
+        await self._keep(delivery)
+        await self._send(delivery)
+
+    def _write_body(self, delivery: WebhookDelivery, event: str, record: RunRecord) -> None:
+        """`delivery` becomes `event`'s, with the run's payload as its body."""
         payload = run_payload(event, record, sandbox_id=self.sandbox_id, delivery_id=delivery.id)
         delivery.event = event
         delivery.body = json.dumps(payload, separators=(",", ":"))
-        await self._keep(delivery)
-        await self._send(delivery)
 
     def send(self, url: str, event: str, record: RunRecord) -> bool:
         return self._spawn(self.deliver, url, event, record)
@@ -281,16 +287,10 @@ class WebhookSender:
     async def deliver(self, url: str, event: str, record: RunRecord) -> bool:
         """POST the webhook now, retrying (not kept in the store); True once a receiver
         answered 2xx."""
-        delivery_id = new_delivery_id()
-        payload = run_payload(event, record, sandbox_id=self.sandbox_id, delivery_id=delivery_id)
         delivery = WebhookDelivery(
-            id=delivery_id,
-            run_id=record.run_id,
-            url=url,
-            events=[event],
-            event=event,
-            body=json.dumps(payload, separators=(",", ":")),
+            id=new_delivery_id(), run_id=record.run_id, url=url, events=[event]
         )
+        self._write_body(delivery, event, record)
         return await self._send(delivery, kept=False)
 
     async def _send(self, delivery: WebhookDelivery, *, kept: bool = True) -> bool:
