@@ -186,3 +186,49 @@ async def make_daemon(
 @pytest.fixture
 async def daemon(make_daemon: DaemonFactory) -> Daemon:
     return await make_daemon()
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1 (the `receiver` fixture, at `url`): it answers the
+    statuses of `script` in order, then 204; with `hold` set, each request waits for it."""
+
+    url: str = ""
+    script: list[int] = field(default_factory=list)
+    hold: anyio.Event | None = None
+    tried: list[tuple[dict[str, str], bytes]] = field(default_factory=list)  # every request
+    deliveries: list[tuple[dict[str, str], bytes]] = field(default_factory=list)  # the 204s
+    attempted: anyio.Event = field(default_factory=anyio.Event)  # set by every request
+    delivered: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.tried)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.tried.append((dict(request.headers), body))
+        self.attempted.set()
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.script:
+            return web.Response(status=self.script.pop(0))
+        self.deliveries.append((dict(request.headers), body))
+        self.delivered.set()
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    hook.url = str(server.make_url("/hook"))
+    try:
+        yield hook
+    finally:
+        if hook.hold is not None:
+            hook.hold.set()
+        await server.close()

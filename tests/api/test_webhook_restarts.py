@@ -11,56 +11,23 @@ import gc
 import json
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import anyio
 import pytest
-from aiohttp import web
 
 from runtime.api.webhooks import RESUMED_AT_ONCE, WebhookSender
 from runtime.runs import RunManager
 from runtime.store import RunRecord, Store, WebhookDelivery
-from tests.api.conftest import MODEL
+from tests.api.conftest import MODEL, Receiver
 from tests.api.daemon_process import agentd
 from tests.fakes.model_server import FakeModelServer, Gate, Turn, text
 
 
-@dataclass
-class Receiver:
-    url: str = ""
-    statuses: list[int] = field(default_factory=list)  # answered in order, then 204
-    attempts: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-    attempted: anyio.Event = field(default_factory=anyio.Event)
-    delivered: anyio.Event = field(default_factory=anyio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.attempts.append(
-            (request.headers["X-Agentd-Delivery"], json.loads(await request.read()))
-        )
-        self.attempted.set()
-        if self.statuses:
-            return web.Response(status=self.statuses.pop(0))
-        self.delivered.set()
-        return web.Response(status=204)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", hook.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    try:
-        yield hook
-    finally:
-        await runner.cleanup()
+def attempts(receiver: Receiver) -> list[tuple[str, dict[str, object]]]:
+    """Each request the receiver had: its delivery id and payload."""
+    return [(headers["X-Agentd-Delivery"], json.loads(body)) for headers, body in receiver.tried]
 
 
 def kept_deliveries(tmp_path: Path) -> list[str]:
@@ -77,7 +44,7 @@ async def create_agent(http: aiohttp.ClientSession, url: str, hook: str) -> None
 async def test_a_delivery_waiting_to_retry_is_sent_by_the_next_daemon(
     tmp_path: Path, workspace: Path, receiver: Receiver
 ) -> None:
-    receiver.statuses = [503]
+    receiver.script = [503]
     async with FakeModelServer() as model:
         model.script(Turn([text("all done")]))
         # a retry far away: the daemon stops while the delivery waits for it
@@ -92,7 +59,7 @@ async def test_a_delivery_waiting_to_retry_is_sent_by_the_next_daemon(
             proc.process.send_signal(signal.SIGTERM)
             with anyio.fail_after(30):
                 assert await proc.process.wait() == 0
-        [(delivery_id, _)] = receiver.attempts
+        [(delivery_id, _)] = attempts(receiver)
         assert kept_deliveries(tmp_path) == [delivery_id]
 
         env = {**model.env(), "AGENTD_WEBHOOK_BACKOFF": "0.01"}
@@ -102,7 +69,7 @@ async def test_a_delivery_waiting_to_retry_is_sent_by_the_next_daemon(
             proc.process.send_signal(signal.SIGTERM)
             with anyio.fail_after(30):
                 assert await proc.process.wait() == 0
-    (first_id, first), (second_id, second) = receiver.attempts
+    (first_id, first), (second_id, second) = attempts(receiver)
     assert first_id == second_id == delivery_id and first == second  # the same delivery
     assert second["event"] == "run.completed" and second["deliveryId"] == delivery_id
     assert second["data"]["runId"] == run["runId"] and second["data"]["output"] == "all done"
@@ -114,7 +81,7 @@ async def test_the_attempts_made_before_a_restart_count(
 ) -> None:
     """Two attempts at most, one made before the restart: the next daemon makes one more and
     gives up, rather than starting the count again."""
-    receiver.statuses = [503, 503, 503]
+    receiver.script = [503, 503, 503]
     async with FakeModelServer() as model:
         model.script(Turn([text("done")]))
         limits = {"AGENTD_WEBHOOK_MAX_ATTEMPTS": "2", "AGENTD_SHUTDOWN_GRACE": "0.2"}
@@ -139,7 +106,7 @@ async def test_the_attempts_made_before_a_restart_count(
             with anyio.fail_after(30):
                 assert await proc.process.wait() == 0
     assert any("gave up after 2 attempt(s)" in line for line in proc.log), proc.log
-    assert len(receiver.attempts) == 2 and len({id_ for id_, _ in receiver.attempts}) == 1
+    assert len(attempts(receiver)) == 2 and len({id_ for id_, _ in attempts(receiver)}) == 1
     assert kept_deliveries(tmp_path) == []  # given up: nothing left to send
 
 
@@ -167,12 +134,12 @@ async def test_a_run_the_daemon_was_killed_in_sends_run_failed_after_the_restart
             await proc.process.wait()
             stream.close()
         gate.open()
-        assert receiver.attempts == [] and len(kept_deliveries(tmp_path)) == 1
+        assert attempts(receiver) == [] and len(kept_deliveries(tmp_path)) == 1
 
         async with agentd(tmp_path, workspace, model.env()):
             with anyio.fail_after(30):
                 await receiver.delivered.wait()
-    [(delivery_id, payload)] = receiver.attempts
+    [(delivery_id, payload)] = attempts(receiver)
     assert payload["event"] == "run.failed" and payload["deliveryId"] == delivery_id
     assert payload["data"]["runId"] == run_id and payload["data"]["status"] == "interrupted"
 
@@ -207,12 +174,12 @@ async def test_deliveries_left_take_one_place_and_new_runs_webhooks_are_not_refu
             await sender.watch(manager, "run_new", receiver.url, ["run.completed"])
             assert sender.pending == 2  # not refused
             with anyio.fail_after(30):
-                while len({delivery for delivery, _ in receiver.attempts}) < left + 1:
+                while len({delivery for delivery, _ in attempts(receiver)}) < left + 1:
                     receiver.attempted = anyio.Event()
                     await receiver.attempted.wait()
         finally:
             await sender.aclose(grace=10)
-        assert len(receiver.attempts) == left + 1  # each once
+        assert len(attempts(receiver)) == left + 1  # each once
         assert await store.webhook_deliveries() == []
         gc.collect()
         assert not [r for r in caplog.records if "Unclosed client session" in r.getMessage()]

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from email.utils import formatdate
 
 import anyio
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -20,48 +17,10 @@ from runtime.api.webhooks import (
     sign,
     verify_signature,
 )
-from tests.api.conftest import Daemon, DaemonFactory
+from tests.api.conftest import Daemon, DaemonFactory, Receiver
 from tests.fakes.model_server import HttpError
 
 SECRET = "hook-secret"
-
-
-@dataclass
-class Receiver:
-    url: str = ""
-    # Statuses to answer with, in order; then 200.
-    script: list[int] = field(default_factory=list)
-    hold: anyio.Event | None = None
-    deliveries: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    attempts: int = 0
-    delivered: anyio.Event = field(default_factory=anyio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.attempts += 1
-        body = await request.read()
-        if self.hold is not None:
-            await self.hold.wait()
-        if self.script:
-            return web.Response(status=self.script.pop(0))
-        self.deliveries.append((dict(request.headers), body))
-        self.delivered.set()
-        return web.Response(status=204)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", hook.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    hook.url = str(server.make_url("/hook"))
-    try:
-        yield hook
-    finally:
-        if hook.hold is not None:
-            hook.hold.set()
-        await server.close()
 
 
 async def secured(make_daemon: DaemonFactory) -> Daemon:
